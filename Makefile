@@ -1,0 +1,45 @@
+# Two commands are the contract (see README):
+#   make demo   set everything up, then build the faces, simulate, run a demo session, analyse
+#   make test   set everything up, then run the test suite
+# Everything installs into .venv; system packages (Xvfb, GL, audio libs for PsychoPy) are
+# installed with apt-get when they are missing and we are root (CI starts from a bare machine).
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SYSPKGS := xvfb xauth xdotool libglu1-mesa libfontconfig1 libasound2 libjack-jackd2-0
+XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
+
+.PHONY: demo test setup sysdeps lint clean
+
+setup: sysdeps $(STAMP)
+
+sysdeps:
+	@missing=$$(for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing system packages: $$missing (run: sudo apt-get install $$missing)"; exit 1; \
+	  fi; \
+	fi
+
+# torch first, pinned to the CPU build; pyproject keeps a loose range so GPU users get theirs.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[lab,test]"
+	touch $(STAMP)
+
+demo: setup
+	$(XVFB) $(BIN)/python -m mcmcp.demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(XVFB) $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data reports artifacts

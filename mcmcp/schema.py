@@ -1,0 +1,123 @@
+"""The one trial-row schema, written by lab sessions and simulations alike and read by analysis.
+
+A session's `trials.csv` has one row per event, in the order the events happened. Which event a
+row is, is said by `kind`:
+
+- ``chain``    an MCMCP trial that was shown; the chain moved to the proposal iff ``accepted``.
+- ``gate``     a proposal the gatekeeper screened out: never shown, the chain stayed.
+- ``catch``    a clear exemplar of the target emotion (in ``current_*``) against one of another
+               emotion (``foil_emotion``, in ``proposal_*``); scored in ``correct``.
+- ``repeat``   an earlier chain pair shown again with sides swapped (``repeat_of`` = its ``row``).
+- ``practice`` before the real trials; never analysed.
+
+Every proposal is one ``iteration`` of its chain, shown or not, so a chain's ``chain`` and ``gate``
+rows sorted by ``iteration`` rebuild the exact chain: next state = proposal if accepted else current.
+Coordinates are written with full float precision so that the rebuilt states equal the engine's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("chain", "gate", "catch", "repeat", "practice")
+ROLES = ("current", "proposal", "target", "foil", "")
+RESPONSES = ("left", "right", "")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, pandas dtype and meaning."""
+
+    name: str
+    dtype: str
+    doc: str
+
+
+_BEFORE_LATENT = (
+    Column("participant", "string", "participant id without the 'sub-' prefix (simulated: 'sim001')"),
+    Column("session", "Int64", "session number (1-based)"),
+    Column("block", "Int64", "block number within the session (0-based); one emotion per block"),
+    Column("emotion", "string", "target emotion of the block, one of vae.labels.EMOTIONS"),
+    Column("row", "Int64", "0-based index of this row in the session's file (order of events)"),
+    Column("trial", "Int64", "1-based count of shown trials in the session; empty for gate rows"),
+    Column("kind", "string", "chain | gate | catch | repeat | practice (see module doc)"),
+    Column("chain", "Int64", "chain id within the participant-session; empty for catch/practice"),
+    Column("iteration", "Int64", "0-based step of the chain this row is (chain and gate rows)"),
+)
+
+_AFTER_LATENT = (
+    Column("kappa_proposal", "Float64", "concentration of the vMF proposal used for this step"),
+    Column("log_gate_current", "Float64", "log gatekeeper density log g at the current state"),
+    Column("log_gate_proposal", "Float64", "log g at the proposal"),
+    Column("gate_gamma", "Float64", "gate exponent gamma; empty when the session has no gate"),
+    Column("gate_prob", "Float64", "probability the gate let this proposal through (Barker on g^gamma)"),
+    Column("left_role", "string", "what was shown on the left: current | proposal | target | foil"),
+    Column("right_role", "string", "what was shown on the right"),
+    Column("response", "string", "left | right; empty for gate rows"),
+    Column("chose_proposal", "boolean", "the respondent picked the proposal (chain/repeat rows)"),
+    Column("accepted", "boolean", "the chain moved to the proposal (chain rows); False for gate rows"),
+    Column("correct", "boolean", "catch rows: the respondent picked the target"),
+    Column("foil_emotion", "string", "catch rows: the emotion of the foil"),
+    Column("repeat_of", "Int64", "repeat rows: the `row` of the trial shown again"),
+    Column("rt", "Float64", "response time in seconds from stimulus onset (the flip)"),
+    Column("onset", "Float64", "stimulus onset in seconds since the session clock started"),
+    Column("gap", "Float64", "seconds from the previous response to this onset (preparation gap)"),
+    Column("dropped_frames", "Int64", "frames dropped while this trial was on screen"),
+    Column("agent", "string", "'human' or the synthetic agent's name"),
+    Column("timestamp", "string", "wall-clock time the row was written (UTC, ISO 8601)"),
+)
+
+
+def latent_columns(prefix: str, d: int) -> list[str]:
+    """Names of the d coordinate columns for `prefix` ('current' or 'proposal')."""
+    return [f"{prefix}_{i}" for i in range(d)]
+
+
+def columns(d: int) -> list[Column]:
+    """All columns, in file order, for a latent sphere in R^d."""
+    latent = [
+        Column(name, "Float64", f"{prefix} state, coordinate {i} (unit vector in R^{d})")
+        for prefix in ("current", "proposal")
+        for i, name in enumerate(latent_columns(prefix, d))
+    ]
+    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT]
+
+
+def header(d: int) -> list[str]:
+    """Column names, in file order."""
+    return [c.name for c in columns(d)]
+
+
+def pandas_dtypes(d: int) -> dict[str, str]:
+    """dtype mapping for `pandas.read_csv(..., dtype=...)`."""
+    return {c.name: c.dtype for c in columns(d)}
+
+
+def latent_dim(names: list[str]) -> int:
+    """d from a file's header: the number of `current_*` columns."""
+    return sum(1 for n in names if n.startswith("current_"))
+
+
+def format_value(value: object) -> str:
+    """One CSV cell: floats in full precision (repr round-trips), None/NaN as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if value != value else repr(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return format_value(value.item())
+    text = str(value)
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def format_row(row: dict[str, object], names: list[str]) -> str:
+    """One CSV line (with newline) with the cells of `row` in the order of `names`.
+
+    Raises KeyError for a key that is not a column, so a typo never silently drops data.
+    """
+    unknown = set(row) - set(names)
+    if unknown:
+        raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see mcmcp.schema.columns()")
+    return ",".join(format_value(row.get(n)) for n in names) + "\n"
