@@ -1,0 +1,701 @@
+"""Real face data in, one HDF5 store out, identity-disjoint torch splits back.
+
+Readers turn each source into a `FaceSet` of preprocessed uint8 images:
+- `read_cafe`: CAFE as its archive ships it (numbered images + stimulus spreadsheet);
+- `read_fer2013`: FER2013's `emotion,pixels,Usage` CSV;
+- `read_folder`: one sub-folder per emotion;
+- `read_manifest`: a CSV with columns path, emotion, identity.
+`write_store` / `read_store` are the one on-disk layout for every source (including the
+procedural faces); `store_hash` is the data hash a VAE checkpoint records.
+
+A store is never overwritten: it is written to a temporary file in the same folder and only
+then linked into place, so a crash never leaves half a store under the real name.
+Every file-facing error names the file (and spreadsheet row or HDF5 dataset) it is about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from vae import __version__
+from vae.faceset import FaceSet
+from vae.labels import EMOTIONS, FER2013_CODES, canonical_emotion
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+# Percentiles of the stretch in `preprocess`: robust to a few specular or clipped pixels.
+STRETCH_PERCENTILES = (1.0, 99.0)
+
+PREPROCESSING = (
+    "grayscale (ITU-R 601-2 luma); centre crop to the target aspect ratio; "
+    "Lanczos (antialiased) resize; per-image percentile stretch "
+    f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped)"
+)
+
+STORE_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def preprocess(image: Image.Image | np.ndarray, size: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """One face image -> uint8 (height, width) grayscale, the form every store holds.
+
+    image: a PIL image (any mode) or an array (h, w) grayscale or (h, w, 3|4) RGB(A),
+        any numeric dtype (only relative intensities matter: the stretch rescales them).
+    size: (height, width) in pixels.
+    Steps: grayscale; centre crop to the aspect ratio width/height of `size` (so faces are
+    never squashed); Lanczos resize (antialiased); then a per-image percentile stretch that
+    maps the 1st percentile to 0 and the 99th to 255, clipping the rest. A flat image (no
+    contrast at all) becomes uniform mid-grey 128.
+    """
+    gray = _to_gray_float(image)
+    height, width = size
+    src_h, src_w = gray.shape
+    # Crop whole pixels (a resize box would let the filter reach past the crop).
+    crop_w = min(src_w, max(1, round(src_h * width / height)))
+    crop_h = min(src_h, max(1, round(src_w * height / width)))
+    left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+    cropped = np.ascontiguousarray(gray[top : top + crop_h, left : left + crop_w])
+    resized = Image.fromarray(cropped).resize((width, height), Image.Resampling.LANCZOS)
+    pixels = np.asarray(resized, dtype=np.float32)
+    lo, hi = np.percentile(pixels, STRETCH_PERCENTILES)
+    if hi - lo < 1e-6 * max(abs(hi), 1.0):
+        return np.full((height, width), 128, dtype=np.uint8)
+    stretched = np.clip((pixels - lo) / (hi - lo), 0.0, 1.0)
+    return np.round(stretched * 255.0).astype(np.uint8)
+
+
+def _to_gray_float(image: Image.Image | np.ndarray) -> np.ndarray:
+    """(h, w) float32 luma of a PIL image or array."""
+    if isinstance(image, Image.Image):
+        # 16/32-bit and float modes would be clipped by convert("L"): read their values as is.
+        if image.mode in ("F", "I") or image.mode.startswith("I;"):
+            return np.asarray(image, dtype=np.float32)
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        rgb = array[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(
+            f"preprocess needs an image of shape (h, w) or (h, w, 3|4), got {array.shape}"
+        )
+    return array.astype(np.float32)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode one image file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    # Pillow signals corrupt data with many types (OSError, SyntaxError, struct.error, ...).
+    except Exception as err:
+        kind = "empty file" if path.stat().st_size == 0 else f"{type(err).__name__}: {err}"
+        raise ValueError(f"cannot read image {path}: {kind}") from err
+
+
+def _read_images(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
+    """(n, height, width) uint8 preprocessed images, in the order of `paths`."""
+    images = np.empty((len(paths), *size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        images[i] = preprocess(load_image(path), size)
+    return images
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive (height, width), got {size}")
+    return height, width
+
+
+def _is_image_file(path: Path) -> bool:
+    # Hidden files include macOS "._1007.jpg" resource forks, which are not images.
+    hidden = path.name.startswith(".")
+    return path.is_file() and not hidden and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _label_indices(emotions: Sequence[str]) -> np.ndarray:
+    return np.array([EMOTIONS.index(e) for e in emotions], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV or spreadsheet (.xlsx/.xlsm/.xls) as strings, with column names stripped.
+
+    Empty rows are dropped but the index keeps the position of each row, so
+    `index + 2` is the row number a spreadsheet user sees (row 1 is the header).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    try:
+        if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+            table = pd.read_excel(path, dtype=str)
+        else:
+            table = pd.read_csv(path, dtype=str, skip_blank_lines=False)
+    except Exception as err:  # pandas/openpyxl raise many types for unreadable tables
+        raise ValueError(f"cannot read table {path}: {type(err).__name__}: {err}") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.dropna(how="all")
+
+
+def _find_column(table: pd.DataFrame, name: str, path: Path) -> str:
+    """The table's own spelling of column `name` (matched ignoring case and spaces)."""
+    wanted = name.strip().lower()
+    for column in table.columns:
+        if column.lower() == wanted:
+            return column
+    raise ValueError(
+        f"{path} has no column {name!r} (columns: {', '.join(map(repr, table.columns))})"
+    )
+
+
+def _cell(value: object) -> str:
+    """A table cell as stripped text; empty for a missing cell; '1007' for '1007.0'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    text = str(value).strip()
+    if re.fullmatch(r"\d+\.0+", text):
+        text = text.split(".")[0]
+    return "" if text.lower() == "nan" else text
+
+
+# ----------------------------------------------------------------------------- CAFE
+
+
+@dataclass(frozen=True)
+class CafeColumns:
+    """Column names of the CAFE stimulus spreadsheet (matched ignoring case and spaces).
+
+    number: the stimulus number, which is the image's file name without extension (1007 ->
+        1007.jpg).
+    model: the child model's id (the identity; splits never share a model).
+    emotion: the emotion code, e.g. "happy", "Happiness", "disgust", "happy_open",
+        "happy open", "happy closed". An open/closed/teeth part is read as the mouth.
+    mouth: mouth position ("open", "closed", "teeth"). Optional: if the spreadsheet has no
+        such column, the mouth is read from the emotion cell.
+    """
+
+    number: str = "number"
+    model: str = "model"
+    emotion: str = "emotion"
+    mouth: str = "mouth"
+
+
+# "teeth" (teeth showing) counts as open: the lips are apart, which is what the decoder sees.
+_MOUTH_WORDS = {"open": True, "opened": True, "teeth": True, "closed": False, "close": False}
+
+
+def _parse_emotion_cell(text: str) -> tuple[str, bool | None]:
+    """'happy_open' -> ('happy', True); 'Disgusted' -> ('disgusted', None)."""
+    words = [w for w in re.split(r"[\s_\-/]+", text.strip().lower()) if w]
+    mouth = [_MOUTH_WORDS[w] for w in words if w in _MOUTH_WORDS]
+    rest = [w for w in words if w not in _MOUTH_WORDS and w not in ("mouth", "showing")]
+    if len(set(mouth)) > 1:
+        raise ValueError(f"emotion {text!r} says both open and closed")
+    return canonical_emotion(" ".join(rest)), (mouth[0] if mouth else None)
+
+
+def _parse_mouth(text: str) -> bool:
+    words = [w for w in re.split(r"[\s_\-/]+", text.strip().lower()) if w in _MOUTH_WORDS]
+    if not words or len({_MOUTH_WORDS[w] for w in words}) > 1:
+        raise ValueError(f"mouth {text!r} is not one of {', '.join(sorted(_MOUTH_WORDS))}")
+    return _MOUTH_WORDS[words[0]]
+
+
+def read_cafe(
+    image_dir: str | os.PathLike,
+    spreadsheet: str | os.PathLike,
+    size: tuple[int, int] = (64, 40),
+    columns: CafeColumns = CafeColumns(),
+) -> FaceSet:
+    """The CAFE set from its numbered images and its stimulus spreadsheet.
+
+    image_dir: folder of numbered image files (1007.jpg, 1008.png, ...); files whose name
+        does not end in an image suffix (the spreadsheet itself, notes) are ignored.
+    spreadsheet: CSV or XLSX export of the stimulus spreadsheet, header in row 1.
+    size: (height, width) of the stored images; the study used 64x40.
+    Identity = the model id. Ground truth: "mouth_open" (n,) bool, "file" (n,) str.
+    Errors name the image file or the spreadsheet row (1-based, header = row 1) for: an image
+    with no row, a row with no image, a duplicate number, a label that does not map.
+    """
+    image_dir, spreadsheet, size = Path(image_dir), Path(spreadsheet), _check_size(size)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"CAFE image folder not found: {image_dir}")
+    files: dict[int, Path] = {}
+    for path in sorted(p for p in image_dir.iterdir() if _is_image_file(p)):
+        if not path.stem.isdigit():
+            raise ValueError(
+                f"CAFE image {path} is not named by its stimulus number (expected e.g. 1007.jpg)"
+            )
+        number = int(path.stem)
+        if number in files:
+            raise ValueError(f"two CAFE images have number {number}: {files[number]} and {path}")
+        files[number] = path
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in CAFE folder {image_dir}")
+
+    table = _read_table(spreadsheet)
+    number_col = _find_column(table, columns.number, spreadsheet)
+    model_col = _find_column(table, columns.model, spreadsheet)
+    emotion_col = _find_column(table, columns.emotion, spreadsheet)
+    try:
+        mouth_col: str | None = _find_column(table, columns.mouth, spreadsheet)
+    except ValueError:
+        mouth_col = None
+
+    rows: dict[int, tuple[int, str, str, bool]] = {}  # number -> (row, model, emotion, open)
+    for index, record in table.iterrows():
+        row = int(index) + 2
+        where = f"{spreadsheet} row {row}"
+        number_text = _cell(record[number_col])
+        if not number_text.isdigit():
+            raise ValueError(f"{where}: {columns.number!r} is {number_text!r}, not a number")
+        number = int(number_text)
+        if number in rows:
+            raise ValueError(f"{where}: number {number} is already in row {rows[number][0]}")
+        model = _cell(record[model_col])
+        if not model:
+            raise ValueError(f"{where}: {columns.model!r} is empty")
+        try:
+            emotion, mouth = _parse_emotion_cell(_cell(record[emotion_col]))
+            mouth_text = _cell(record[mouth_col]) if mouth_col else ""
+            if mouth_text:
+                column_mouth = _parse_mouth(mouth_text)
+                if mouth is not None and mouth != column_mouth:
+                    raise ValueError(
+                        f"emotion {_cell(record[emotion_col])!r} contradicts mouth {mouth_text!r}"
+                    )
+                mouth = column_mouth
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if mouth is None:
+            raise ValueError(
+                f"{where}: no mouth position: column {columns.mouth!r} is "
+                f"{'empty' if mouth_col else 'missing'} and emotion "
+                f"{_cell(record[emotion_col])!r} has no open/closed part"
+            )
+        rows[number] = (row, model, emotion, mouth)
+
+    for number, path in files.items():
+        if number not in rows:
+            raise ValueError(f"CAFE image {path} has no row with number {number} in {spreadsheet}")
+    for number, (row, *_) in rows.items():
+        if number not in files:
+            raise ValueError(
+                f"{spreadsheet} row {row}: no image numbered {number} in {image_dir}"
+            )
+
+    numbers = sorted(files)
+    return FaceSet(
+        images=_read_images([files[k] for k in numbers], size),
+        labels=_label_indices([rows[k][2] for k in numbers]),
+        identities=np.array([rows[k][1] for k in numbers], dtype=str),
+        source="cafe",
+        ground_truth={
+            "mouth_open": np.array([rows[k][3] for k in numbers], dtype=bool),
+            "file": np.array([files[k].name for k in numbers], dtype=str),
+        },
+        attrs={
+            "preprocessing": PREPROCESSING,
+            "source_path": str(image_dir),
+            "spreadsheet": str(spreadsheet),
+            "identity": "CAFE model id",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- FER2013
+
+FER2013_SIDE = 48
+_PIXELS = re.compile(r"\d+(?:\s+\d+)*")
+
+
+def read_fer2013(
+    csv_path: str | os.PathLike,
+    size: tuple[int, int] = (64, 64),
+    usage: str | Sequence[str] | None = None,
+) -> FaceSet:
+    """FER2013's CSV (columns emotion, pixels, Usage; 48x48 space-separated pixel strings).
+
+    usage: keep only rows whose Usage is this value or one of these values ("Training",
+        "PublicTest", "PrivateTest"; case ignored); None keeps every row.
+    FER2013 has no identity labels, so every row is its own identity ("fer2013-<row>"),
+    which keeps `split_by_identity` working; attrs["identity"] records that.
+    Ground truth: "usage" (n,) str, "row" (n,) int64 (CSV line number, header = 1).
+    """
+    csv_path, size = Path(csv_path), _check_size(size)
+    table = _read_table(csv_path)
+    emotion_col = _find_column(table, "emotion", csv_path)
+    pixels_col = _find_column(table, "pixels", csv_path)
+    usage_col = _find_column(table, "usage", csv_path)
+    usages = table[usage_col].fillna("").str.strip()
+    if usage is not None:
+        wanted = {usage.lower()} if isinstance(usage, str) else {u.lower() for u in usage}
+        present = set(usages.str.lower())
+        if not wanted <= present:
+            raise ValueError(
+                f"usage {sorted(wanted - present)} not in {csv_path} "
+                f"(its Usage values: {sorted(set(usages))})"
+            )
+        keep = usages.str.lower().isin(wanted).to_numpy()
+        table, usages = table[keep], usages[keep]
+
+    n_pixels = FER2013_SIDE * FER2013_SIDE
+    images = np.empty((len(table), *size), dtype=np.uint8)
+    labels = np.empty(len(table), dtype=np.int64)
+    for i, (index, code, pixels) in enumerate(
+        zip(table.index, table[emotion_col], table[pixels_col], strict=True)
+    ):
+        where = f"{csv_path} line {int(index) + 2}"
+        code_text = _cell(code)
+        if not code_text.isdigit() or int(code_text) not in FER2013_CODES:
+            raise ValueError(f"{where}: emotion {code_text!r} is not a code 0..6")
+        labels[i] = EMOTIONS.index(FER2013_CODES[int(code_text)])
+        text = _cell(pixels)
+        # the pattern check makes fromstring (5x faster than split + int) safe
+        flat = np.fromstring(text, dtype=np.int64, sep=" ") if _PIXELS.fullmatch(text) else None
+        if flat is None or flat.size != n_pixels or flat.max() > 255:
+            raise ValueError(
+                f"{where}: pixels must be {n_pixels} integers 0..255 separated by spaces "
+                f"({FER2013_SIDE}x{FER2013_SIDE}), got {len(text.split())} values"
+            )
+        images[i] = preprocess(flat.reshape(FER2013_SIDE, FER2013_SIDE), size)
+    rows = table.index.to_numpy(dtype=np.int64) + 2
+    return FaceSet(
+        images=images,
+        labels=labels,
+        identities=np.array([f"fer2013-{r}" for r in rows], dtype=str),
+        source="fer2013",
+        ground_truth={"usage": usages.to_numpy(dtype=str), "row": rows},
+        attrs={
+            "preprocessing": PREPROCESSING,
+            "source_path": str(csv_path),
+            "usage": "all" if usage is None else ", ".join(sorted(set(usages))),
+            "identity": "per row: FER2013 has no identity labels, each image is its own identity",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- folder / manifest
+
+_IDENTITY_PREFIX = re.compile(r"^([^_]+)_.+$")
+
+
+def read_folder(root: str | os.PathLike, size: tuple[int, int] = (64, 64)) -> FaceSet:
+    """A labelled face set laid out as one sub-folder per emotion.
+
+    root/<emotion>/<file>: <emotion> is any accepted variant ("happy", "Happiness", ...).
+    The identity is the file name's prefix before the first "_" (child07_happy.png ->
+    "child07"); a name without "_" is its own identity (its stem). Files without an image
+    suffix are ignored; a sub-folder whose name is not an emotion is an error.
+    Ground truth: "file" (n,) str, the path relative to `root`.
+    """
+    root, size = Path(root), _check_size(size)
+    if not root.is_dir():
+        raise FileNotFoundError(f"face folder not found: {root}")
+    paths: list[Path] = []
+    emotions: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            emotion = canonical_emotion(folder.name)
+        except ValueError as err:
+            raise ValueError(f"folder {folder} is not named after an emotion: {err}") from None
+        files = sorted(p for p in folder.iterdir() if _is_image_file(p))
+        paths += files
+        emotions += [emotion] * len(files)
+    if not paths:
+        raise ValueError(
+            f"no images in {root}: expected {root}/<emotion>/<image> with <emotion> one of "
+            f"{', '.join(EMOTIONS)}"
+        )
+    identities = [
+        m.group(1) if (m := _IDENTITY_PREFIX.match(p.stem)) else p.stem for p in paths
+    ]
+    return FaceSet(
+        images=_read_images(paths, size),
+        labels=_label_indices(emotions),
+        identities=np.array(identities, dtype=str),
+        source="folder",
+        ground_truth={"file": np.array([p.relative_to(root).as_posix() for p in paths], dtype=str)},
+        attrs={
+            "preprocessing": PREPROCESSING,
+            "source_path": str(root),
+            "identity": "file name prefix before the first '_', else the file stem",
+        },
+    )
+
+
+def read_manifest(csv_path: str | os.PathLike, size: tuple[int, int] = (64, 64)) -> FaceSet:
+    """A labelled face set listed in a CSV with columns path, emotion, identity.
+
+    Relative paths are relative to the manifest's folder. Rows keep the manifest's order.
+    Ground truth: "file" (n,) str, the path as written in the manifest.
+    """
+    csv_path, size = Path(csv_path), _check_size(size)
+    table = _read_table(csv_path)
+    cols = {name: _find_column(table, name, csv_path) for name in ("path", "emotion", "identity")}
+    paths: list[Path] = []
+    emotions: list[str] = []
+    identities: list[str] = []
+    for index, record in table.iterrows():
+        where = f"{csv_path} row {int(index) + 2}"
+        path_text, identity = _cell(record[cols["path"]]), _cell(record[cols["identity"]])
+        if not path_text or not identity:
+            raise ValueError(f"{where}: path and identity must not be empty")
+        try:
+            emotions.append(canonical_emotion(_cell(record[cols["emotion"]])))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        path = csv_path.parent / path_text
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: image file not found: {path}")
+        paths.append(path)
+        identities.append(identity)
+    if not paths:
+        raise ValueError(f"manifest {csv_path} lists no images")
+    return FaceSet(
+        images=_read_images(paths, size),
+        labels=_label_indices(emotions),
+        identities=np.array(identities, dtype=str),
+        source="manifest",
+        ground_truth={"file": np.array([_cell(p) for p in table[cols["path"]]], dtype=str)},
+        attrs={
+            "preprocessing": PREPROCESSING,
+            "source_path": str(csv_path),
+            "identity": "manifest identity column",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- HDF5 store
+
+_REQUIRED = ("images", "labels", "identities", "label_names")
+_STRING = h5py.string_dtype(encoding="utf-8")
+
+
+def write_store(faceset: FaceSet, path: str | os.PathLike) -> Path:
+    """Write `faceset` to a new HDF5 store at `path`; never overwrites.
+
+    Layout: images (n, h, w) uint8 (chunked, gzip); labels (n,) int64; identities (n,) and
+    label_names (k,) utf-8 strings; ground_truth/<name> (n, ...) arrays. Root attributes:
+    source, preprocessing, created_utc (ISO 8601), vae_version, store_format, and every
+    `faceset.attrs` entry (str, numbers, bools and numeric arrays as is; anything else as
+    its JSON text). Missing parent folders are created.
+    Raises FileExistsError naming the file if it exists.
+    """
+    path = Path(path)
+    _refuse_existing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with h5py.File(tmp, "x") as f:
+            n, height, width = faceset.images.shape
+            f.create_dataset(
+                "images",
+                data=faceset.images,
+                chunks=(max(1, min(n, 256)), height, width),
+                compression="gzip",
+                compression_opts=4,
+            )
+            f.create_dataset("labels", data=np.asarray(faceset.labels, dtype=np.int64))
+            f.create_dataset("identities", data=_as_text(faceset.identities), dtype=_STRING)
+            f.create_dataset("label_names", data=_as_text(faceset.label_names), dtype=_STRING)
+            truth = f.create_group("ground_truth")
+            for name, values in faceset.ground_truth.items():
+                values = np.asarray(values)
+                if values.dtype.kind in "OUS":
+                    truth.create_dataset(name, data=_as_text(values), dtype=_STRING)
+                else:
+                    truth.create_dataset(name, data=values)
+            for key, value in faceset.attrs.items():
+                f.attrs[key] = _attr_value(value)
+            f.attrs["source"] = faceset.source
+            f.attrs.setdefault("preprocessing", "none: images stored as given")
+            f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            f.attrs["vae_version"] = __version__
+            f.attrs["store_format"] = STORE_FORMAT
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        _link_no_overwrite(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists():
+        raise _exists_error(path)
+
+
+def _exists_error(path: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{path} already exists and is never overwritten; delete it or choose another --out"
+    )
+
+
+def _link_no_overwrite(tmp: Path, path: Path) -> None:
+    """Move `tmp` to `path` atomically, failing if `path` appeared meanwhile."""
+    try:
+        os.link(tmp, path)  # atomic and refuses an existing target, unlike os.replace
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError:  # file systems without hard links: check, then replace
+        _refuse_existing(path)
+        os.replace(tmp, path)
+
+
+def _as_text(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def _attr_value(value: object) -> object:
+    if isinstance(value, str | bool | int | float | np.generic):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    return json.dumps(value, default=str)
+
+
+def read_store(path: str | os.PathLike) -> FaceSet:
+    """Read a store written by `write_store`.
+
+    Errors name the file: FileNotFoundError if it is missing; ValueError if it is not HDF5,
+    truncated, lacks a dataset (named), or is inconsistent (lengths, label range).
+    FaceSet.attrs holds every root attribute except source.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"face store not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            for name in _REQUIRED:
+                if not isinstance(f.get(name), h5py.Dataset):
+                    raise ValueError(
+                        f"face store {path} has no dataset {name!r}; rebuild it with "
+                        f"python -m vae.data build"
+                    )
+            images = f["images"][()]
+            labels = f["labels"][()].astype(np.int64)
+            identities = np.array(f["identities"].asstr()[()], dtype=str)
+            label_names = tuple(f["label_names"].asstr()[()])
+            truth = {}
+            for name, ds in f.get("ground_truth", {}).items():
+                truth[name] = (
+                    np.array(ds.asstr()[()], dtype=str)
+                    if h5py.check_string_dtype(ds.dtype)
+                    else ds[()]
+                )
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    except OSError as err:  # h5py: not HDF5, truncated, unreadable chunk
+        raise ValueError(
+            f"cannot read face store {path}: not a complete HDF5 file ({err}); "
+            f"it may be truncated or not a store: delete it and rebuild it"
+        ) from err
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"face store {path}: dataset 'images' must be uint8 (n, h, w), "
+            f"got {images.dtype} {images.shape}"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(label_names)):
+        raise ValueError(
+            f"face store {path}: dataset 'labels' has values outside 0..{len(label_names) - 1}"
+        )
+    source = str(attrs.pop("source", "unknown"))
+    try:
+        return FaceSet(images, labels, identities, label_names, source, truth, attrs)
+    except ValueError as err:
+        raise ValueError(f"face store {path} is inconsistent: {err}") from None
+
+
+def store_hash(path: str | os.PathLike) -> str:
+    """sha256 hex digest of the store's bytes (the data hash a checkpoint records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- splits / torch
+
+
+def split_by_identity(
+    identities: Sequence[str] | np.ndarray, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Identity-disjoint train/validation indices.
+
+    identities: (n,) one id per image. round(val_fraction * n_identities) identities (at
+    least one if val_fraction > 0, at most all but one) go to validation, chosen by a
+    permutation seeded with `seed` of the sorted unique ids, so the split depends only on
+    the set of identities and the seed. Returns (train_idx, val_idx), sorted int64 arrays.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    identities = np.asarray(identities).astype(str)
+    unique = np.unique(identities)
+    if val_fraction > 0 and len(unique) < 2:
+        raise ValueError(
+            f"an identity-disjoint split needs at least 2 identities, got {len(unique)}"
+        )
+    n_val = round(val_fraction * len(unique))
+    if val_fraction > 0:
+        n_val = min(max(n_val, 1), len(unique) - 1)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    is_val = np.isin(identities, unique[order[:n_val]])
+    return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """A torch view of some images of a FaceSet.
+
+    Item i: (image float32 (1, H, W) in [0, 1], label int64 scalar tensor).
+    `tensors()` gives the whole subset at once for full-batch work on small sets.
+    """
+
+    def __init__(self, faceset: FaceSet, indices: Sequence[int] | np.ndarray) -> None:
+        indices = np.asarray(indices, dtype=np.int64)
+        self.indices = indices
+        self.images = torch.from_numpy(np.ascontiguousarray(faceset.images[indices]))
+        self.labels = torch.from_numpy(np.asarray(faceset.labels, dtype=np.int64)[indices])
+        self.identities = np.asarray(faceset.identities)[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i].unsqueeze(0).float().div_(255.0), self.labels[i]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images float32 (n, 1, H, W) in [0, 1], labels int64 (n,))."""
+        return self.images.unsqueeze(1).float().div_(255.0), self.labels
+
+
+def load_splits(
+    path: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[FaceDataset, FaceDataset, FaceSet]:
+    """Read a store and split it by identity: (train, val, the whole FaceSet)."""
+    faceset = read_store(path)
+    train_idx, val_idx = split_by_identity(faceset.identities, val_fraction, seed)
+    return FaceDataset(faceset, train_idx), FaceDataset(faceset, val_idx), faceset
