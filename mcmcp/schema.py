@@ -102,10 +102,10 @@ def format_value(value: object) -> str:
     """One CSV cell: floats in full precision (repr round-trips), None/NaN as empty."""
     if value is None:
         return ""
+    if hasattr(value, "item"):  # numpy scalars first: repr(np.float64) is "np.float64(...)"
+        return format_value(value.item())
     if isinstance(value, float):
         return "" if value != value else repr(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return format_value(value.item())
     text = str(value)
     if any(ch in text for ch in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'

@@ -1,0 +1,42 @@
+"""The trial schema: every writer's rows read back with pandas as the same typed values."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcmcp import schema
+
+
+def test_numpy_scalars_round_trip_exactly_through_pandas():
+    d = 3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(d)
+    x /= np.linalg.norm(x)
+    row = {
+        "participant": "P001", "session": np.int64(1), "emotion": "happy", "kind": "chain",
+        "chain": np.int64(2), "iteration": 7, "accepted": np.bool_(True), "rt": np.float32(0.5),
+        "response": "left", "agent": 'say "hi", twice',
+        **{f"current_{i}": x[i] for i in range(d)},
+    }
+    names = schema.header(d)
+    text = ",".join(names) + "\n" + schema.format_row(row, names)
+    df = pd.read_csv(io.StringIO(text), dtype=schema.pandas_dtypes(d))
+    assert df.loc[0, "session"] == 1 and df.loc[0, "chain"] == 2
+    assert bool(df.loc[0, "accepted"]) is True
+    assert df.loc[0, "agent"] == 'say "hi", twice'
+    np.testing.assert_array_equal(df[[f"current_{i}" for i in range(d)]].to_numpy(float)[0], x)
+    assert pd.isna(df.loc[0, "trial"]) and pd.isna(df.loc[0, "proposal_0"])
+
+
+def test_unknown_key_is_refused_not_dropped():
+    with pytest.raises(KeyError, match="chosen"):
+        schema.format_row({"chosen": True}, schema.header(3))
+
+
+def test_header_has_d_coordinates_per_state():
+    names = schema.header(2)
+    assert schema.latent_dim(names) == 2
+    assert schema.latent_columns("proposal", 2) == ["proposal_0", "proposal_1"]
+    assert len(names) == len(set(names))
