@@ -1,0 +1,95 @@
+"""analysis.report end to end on small simulated trees, with and without a model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.report import main
+from vae.checkpoint import file_sha256, save_checkpoint
+from vae.datasets import write_store
+from vae.faceset import FaceSet
+from vae.model import ModelConfig, build_model
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _digest(root):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_report_without_checkpoint(analysis_small_study, tmp_path, capsys):
+    before = _digest(analysis_small_study)
+    out = tmp_path / "report"
+    assert main([str(analysis_small_study), "--out", str(out), "--bootstrap", "50"]) == 0
+    page = (out / "index.html").read_text()
+    for words in ("Participants flagged", "Flagged: sim003", "R-hat", "below 1.05",
+                  "No faces drawn", "Prototypes", "first 50% of every chain"):
+        assert words in page
+    figs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert {"traces.png", "density.png", "overlap.png", "quality.png", "autocorrelation.png",
+            "trajectories_sim001.png"} <= set(figs)
+    assert all((out / "figures" / f).read_bytes().startswith(PNG) for f in figs)
+    assert page.count("data:image/png;base64,") == len(figs)  # self-contained
+    protos = pd.read_csv(out / "tables" / "prototypes.csv")
+    attentive = protos[protos["participant"].isin(["sim001", "sim002", "all"])]
+    assert (attentive["truth_deg"] < 15).all()
+    conv = pd.read_csv(out / "tables" / "convergence.csv")
+    assert set(conv["participant"]) == {"group", "sim001", "sim002", "sim003"}
+    flags = pd.read_csv(out / "tables" / "participants.csv")
+    assert flags.set_index("participant")["flagged"].to_dict() == {
+        "sim001": False, "sim002": False, "sim003": True}
+    assert _digest(analysis_small_study) == before
+
+
+@pytest.fixture
+def analysis_model_files(tmp_path):
+    config = ModelConfig(image_size=(16, 12), latent_dim=3)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model(config, seed=0), config, {}, "x", {})
+    rng = np.random.default_rng(0)
+    faces = FaceSet(images=(rng.random((28, 16, 12)) * 255).astype(np.uint8),
+                    labels=np.arange(28) % 7, identities=np.array([f"id{i // 7}" for i in range(28)]))
+    return ckpt, write_store(faces, tmp_path / "faces.h5")
+
+
+@pytest.mark.slow
+def test_report_with_checkpoint_draws_faces_and_refuses_another_model(
+        tmp_path, analysis_simulate, analysis_model_files, capsys):
+    ckpt, faces = analysis_model_files
+    truth = {"happy": {"mean": [0.0, 0.0, 1.0], "kappa": 15.0},
+             "sad": {"mean": [1.0, 0.0, 0.0], "kappa": 15.0}}
+    gate = {"happy": {"mean": [0.0, 0.6, 0.8], "kappa": 5.0},
+            "sad": {"mean": [0.8, 0.6, 0.0], "kappa": 5.0}, "gamma": 1.0}
+    data = tmp_path / "participants_data"
+    analysis_simulate(data, "sim001", truth, seed=1, n_iter=80, gate=gate,
+                      checkpoint_sha256=file_sha256(ckpt))
+    out = tmp_path / "report"
+    assert main([str(data), "--out", str(out), "--checkpoint", str(ckpt), "--faces", str(faces),
+                 "--bootstrap", "20", "--burn-in", "30"]) == 0
+    page = (out / "index.html").read_text()
+    assert "de-guided (PSIS)" in page and "first 30 steps" in page and "No faces" not in page
+    assert (out / "figures" / "faces.png").read_bytes().startswith(PNG)
+    protos = pd.read_csv(out / "tables" / "prototypes.csv")
+    assert {"p_target", "centroid_deg", "khat"} <= set(protos.columns)
+    assert set(protos["estimate"]) == {"guided (as sampled)", "de-guided (PSIS)"}
+
+    other = tmp_path / "other"
+    analysis_simulate(other, "sim002", truth, seed=2, n_iter=20, checkpoint_sha256="0" * 64)
+    capsys.readouterr()
+    assert main([str(other), "--out", str(tmp_path / "r2"), "--checkpoint", str(ckpt)]) == 1
+    err = capsys.readouterr().err
+    assert "0" * 64 in err and file_sha256(ckpt) in err and str(ckpt) in err
+    assert "sub-sim002/ses-01/session.json" in err
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--out", str(tmp_path / "r"), "--burn-in", "1.5"])
+    assert "--burn-in 1.5" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 1
+    assert "no such folder" in capsys.readouterr().err
