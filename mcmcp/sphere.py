@@ -86,7 +86,7 @@ def log_vmf_normaliser(kappa: np.ndarray | float, d: int) -> np.ndarray:
     k = np.asarray(kappa, dtype=float)
     nu = d / 2.0 - 1.0
     log_area = np.log(2.0) + (d / 2.0) * np.log(np.pi) - gammaln(d / 2.0)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # kappa = 0 is replaced below
         if d == 3:
             # C_3 = k / (2 pi (1 - exp(-2k))) * exp(-k), written with expm1 for small k.
             out = np.log(k) - LOG_2PI - np.log(-np.expm1(-2.0 * k)) - k
