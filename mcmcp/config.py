@@ -1,0 +1,428 @@
+"""Experiment YAML -> validated, frozen dataclasses (the shared contract in docs/ARCHITECTURE.md).
+
+Validation happens once, here, at the edge: an unknown key, a wrong type, a value out of range,
+a missing checkpoint or a checkpoint whose latent size does not match the experiment raise
+`ConfigError`, whose message names the file, the key (dotted path), the value and what is allowed.
+Everything downstream trusts the dataclasses. `config_to_dict` is saved with every session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae.labels import EMOTIONS, canonical_emotion
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# vMF random-walk concentration used when a config gives none: the value benchmarks/
+# bench_chains.py found fastest to a prototype within 5 degrees (4 chains, vMF categories with
+# kappa 20-50 on S^2); mean step about 30 degrees.
+DEFAULT_KAPPA_PROPOSAL = 5.0
+
+STARTS = ("fibonacci", "centroids", "uniform")
+GATE_KINDS = ("none", "vmf", "mixture", "classifier", "manual")
+AGENT_KINDS = ("latent", "classifier", "observer")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names file, key, value and allowed."""
+
+    def __init__(self, file: str | Path, key: str, value: object, allowed: str):
+        self.file, self.key, self.value, self.allowed = str(file), key, value, allowed
+        super().__init__(f"{file}: key '{key}' has value {value!r}; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """checkpoint / faces: resolved paths. latent_dim: the d the experiment expects (None: any)."""
+
+    checkpoint: Path = ROOT / "vae/checkpoints/default.pt"
+    faces: Path = ROOT / "data/faces.h5"
+    latent_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class AdaptSpec:
+    """Robbins-Monro adaptation of kappa toward `target` acceptance for the first `burn_in` steps."""
+
+    target: float = 0.4
+    burn_in: int = 50
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    per_emotion: int = 4
+    kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
+    start: str = "fibonacci"
+    adapt: AdaptSpec | None = None
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    per_chain: int = 100
+    practice: int = 3
+    catch_rate: float = 0.05
+    repeat_rate: float = 0.0
+    break_every: int = 100
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    kind: str = "vmf"
+    gamma: float = 1.0
+    components: int = 3
+    mean: tuple[float, ...] | None = None
+    kappa: float | None = None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    left: str = "left"
+    right: str = "right"
+    quit: str = "escape"
+
+
+@dataclass(frozen=True)
+class DisplaySpec:
+    fullscreen: bool = False
+    window_size: tuple[int, int] = (1280, 800)
+    face_size: int = 320
+    face_offset: int = 220
+    keys: KeySpec = field(default_factory=KeySpec)
+    mouse: bool = True
+    fixation: float = 0.5
+    prompt: str = "Which face looks {adjective}?"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    kind: str = "latent"
+    exponent: float = 1.0
+    lapse: float = 0.0
+    side_bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    seed: int = 1
+    model: ModelSpec = field(default_factory=ModelSpec)
+    emotions: tuple[str, ...] = ("happy",)
+    chains: ChainSpec = field(default_factory=ChainSpec)
+    trials: TrialSpec = field(default_factory=TrialSpec)
+    gate: GateSpec = field(default_factory=GateSpec)
+    display: DisplaySpec = field(default_factory=DisplaySpec)
+    agent: AgentSpec | None = None
+
+
+ADJECTIVES = {
+    "angry": "angrier",
+    "disgusted": "more disgusted",
+    "fearful": "more fearful",
+    "happy": "happier",
+    "neutral": "more neutral",
+    "sad": "sadder",
+    "surprised": "more surprised",
+}
+
+
+def prompt_for(cfg: ExperimentConfig, emotion: str) -> str:
+    """The on-screen question for a block, e.g. 'Which face looks happier?'."""
+    return cfg.display.prompt.format(adjective=ADJECTIVES[emotion], emotion=emotion)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+class _Reader:
+    """Pulls typed values out of one mapping, naming file and dotted key in every error."""
+
+    def __init__(self, file: Path, prefix: str, data: Any):
+        self.file, self.prefix = file, prefix
+        if not isinstance(data, dict):
+            raise ConfigError(file, prefix or "<top level>", data, "a mapping of keys to values")
+        self.data = data
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for k in self.data:
+            if k not in allowed:
+                raise ConfigError(self.file, self.key(str(k)), self.data[k],
+                                  f"no such key; known keys here: {', '.join(allowed)}")
+
+    def error(self, name: str, value: object, allowed: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), value, allowed)
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.file, self.key(name), self.data.get(name) or {})
+
+    def number(self, name, default, lo, hi, *, integer=False, lo_open=False, hi_open=False):
+        value = self.data.get(name, default)
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        kind = "an integer" if integer else "a number"
+        left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
+        allowed = f"{kind} in {left}{lo}, {'inf)' if hi is None else f'{hi}{right}'}"
+        if isinstance(value, bool) or not ok_type:
+            raise self.error(name, value, allowed)
+        if (value <= lo if lo_open else value < lo) or (
+            hi is not None and (value >= hi if hi_open else value > hi)
+        ):
+            raise self.error(name, value, allowed)
+        return int(value) if integer else float(value)
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.data.get(name, default)
+        if value not in options:
+            raise self.error(name, value, f"one of {', '.join(options)}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, value, "true or false")
+        return value
+
+    def text(self, name: str, default: str) -> str:
+        value = self.data.get(name, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(name, value, "a non-empty string")
+        return value
+
+
+def _path(reader: _Reader, name: str, default: str, base: Path) -> Path:
+    value = reader.text(name, default)
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _model(r: _Reader) -> ModelSpec:
+    r.check_keys(("checkpoint", "faces", "latent_dim"))
+    checkpoint = _path(r, "checkpoint", "vae/checkpoints/default.pt", ROOT)
+    if not checkpoint.is_file():
+        raise r.error("checkpoint", r.data.get("checkpoint", "vae/checkpoints/default.pt"),
+                      f"an existing checkpoint file (looked for {checkpoint}); train one with "
+                      "`python -m vae.train --config experiments/vae_default.yaml`")
+    latent = r.data.get("latent_dim")
+    return ModelSpec(
+        checkpoint=checkpoint,
+        faces=_path(r, "faces", "data/faces.h5", ROOT),
+        latent_dim=None if latent is None else r.number("latent_dim", None, 2, 64, integer=True),
+    )
+
+
+def _emotions(file: Path, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    allowed = f"a non-empty list of distinct emotions from {', '.join(EMOTIONS)} (or variants)"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(file, "emotions", value, allowed)
+    out = []
+    for i, label in enumerate(value):
+        try:
+            out.append(canonical_emotion(label))
+        except ValueError:
+            raise ConfigError(file, f"emotions[{i}]", label, allowed) from None
+    if len(set(out)) != len(out):
+        raise ConfigError(file, "emotions", value, allowed)
+    return tuple(out)
+
+
+def _chains(r: _Reader) -> ChainSpec:
+    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt"))
+    adapt = None
+    if r.data.get("adapt") is not None:
+        a = r.sub("adapt")
+        a.check_keys(("target", "burn_in"))
+        adapt = AdaptSpec(
+            target=a.number("target", 0.4, 0.0, 1.0, lo_open=True, hi_open=True),
+            burn_in=a.number("burn_in", 50, 1, None, integer=True),
+        )
+    return ChainSpec(
+        per_emotion=r.number("per_emotion", 4, 1, 100, integer=True),
+        kappa_proposal=r.number("kappa_proposal", DEFAULT_KAPPA_PROPOSAL, 0.0, 1e5, lo_open=True),
+        start=r.choice("start", "fibonacci", STARTS),
+        adapt=adapt,
+    )
+
+
+def _trials(r: _Reader) -> TrialSpec:
+    r.check_keys(("per_chain", "practice", "catch_rate", "repeat_rate", "break_every"))
+    return TrialSpec(
+        per_chain=r.number("per_chain", 100, 1, 100_000, integer=True),
+        practice=r.number("practice", 3, 0, 100, integer=True),
+        catch_rate=r.number("catch_rate", 0.05, 0.0, 0.5),
+        repeat_rate=r.number("repeat_rate", 0.0, 0.0, 0.5, hi_open=True),
+        break_every=r.number("break_every", 100, 0, None, integer=True),
+    )
+
+
+def _gate(r: _Reader) -> GateSpec:
+    r.check_keys(("kind", "gamma", "components", "mean", "kappa"))
+    kind = r.choice("kind", "vmf", GATE_KINDS)
+    mean, kappa = r.data.get("mean"), r.data.get("kappa")
+    if kind == "manual":
+        if (not isinstance(mean, list) or len(mean) < 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean)
+                or not any(mean)):
+            raise r.error("mean", mean, "for kind manual: a list of d numbers, not all zero")
+        mean = tuple(float(v) for v in mean)
+        norm = sum(v * v for v in mean) ** 0.5
+        mean = tuple(v / norm for v in mean)
+        kappa = r.number("kappa", None, 0.0, 1e5)
+    else:
+        for name, value in (("mean", mean), ("kappa", kappa)):
+            if value is not None:
+                raise r.error(name, value, f"null unless gate.kind is manual (kind is {kind})")
+    return GateSpec(
+        kind=kind,
+        gamma=r.number("gamma", 1.0, 0.0, 10.0, lo_open=True),
+        components=r.number("components", 3, 1, 50, integer=True),
+        mean=mean,
+        kappa=kappa,
+    )
+
+
+def _display(r: _Reader) -> DisplaySpec:
+    r.check_keys(("fullscreen", "window_size", "face_size", "face_offset", "keys", "mouse",
+                  "fixation", "prompt"))
+    size = r.data.get("window_size", [1280, 800])
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 200 <= v <= 10000
+                       for v in size)):
+        raise r.error("window_size", size, "[width, height], integers in [200, 10000] pixels")
+    k = r.sub("keys")
+    k.check_keys(("left", "right", "quit"))
+    keys = KeySpec(k.text("left", "left"), k.text("right", "right"), k.text("quit", "escape"))
+    if len({keys.left, keys.right, keys.quit}) != 3:
+        raise r.error("keys", r.data.get("keys"), "three different keys for left, right, quit")
+    prompt = r.text("prompt", "Which face looks {adjective}?")
+    try:
+        prompt.format(adjective="happier", emotion="happy")
+    except (KeyError, IndexError, ValueError):
+        raise r.error("prompt", prompt, "text with at most {adjective} and {emotion} fields") \
+            from None
+    return DisplaySpec(
+        fullscreen=r.boolean("fullscreen", False),
+        window_size=(int(size[0]), int(size[1])),
+        face_size=r.number("face_size", 320, 16, 4000, integer=True),
+        face_offset=r.number("face_offset", 220, 0, 4000, integer=True),
+        keys=keys,
+        mouse=r.boolean("mouse", True),
+        fixation=r.number("fixation", 0.5, 0.0, 10.0),
+        prompt=prompt,
+    )
+
+
+def _agent(r: _Reader) -> AgentSpec:
+    r.check_keys(("kind", "exponent", "lapse", "side_bias"))
+    return AgentSpec(
+        kind=r.choice("kind", "latent", AGENT_KINDS),
+        exponent=r.number("exponent", 1.0, 0.0, 100.0),
+        lapse=r.number("lapse", 0.0, 0.0, 1.0),
+        side_bias=r.number("side_bias", 0.0, -1.0, 1.0),
+    )
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    """Deep-merge `overrides` into a copy of `base`; dotted keys ('trials.per_chain') nest."""
+    out = dict(base)
+    for key, value in overrides.items():
+        head, _, rest = str(key).partition(".")
+        if rest:
+            value = {rest: value}
+        if isinstance(value, dict) and isinstance(out.get(head), dict):
+            out[head] = _merge(out[head], value)
+        else:
+            out[head] = value
+    return out
+
+
+def config_from_dict(data: dict, file: str | Path = "<config>") -> ExperimentConfig:
+    """Validate a plain mapping (as read from YAML) into an ExperimentConfig."""
+    file = Path(file)
+    r = _Reader(file, "", data)
+    r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
+                  "agent"))
+    name = r.data.get("name")
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
+    trials = _trials(r.sub("trials"))
+    if trials.catch_rate + trials.repeat_rate > 0.9:
+        raise r.error("trials.repeat_rate", trials.repeat_rate,
+                      f"catch_rate + repeat_rate <= 0.9 (catch_rate is {trials.catch_rate})")
+    cfg = ExperimentConfig(
+        name=name,
+        seed=r.number("seed", 1, 0, 2**63 - 1, integer=True),
+        model=_model(r.sub("model")),
+        emotions=_emotions(file, r.data.get("emotions", ["happy"])),
+        chains=_chains(r.sub("chains")),
+        trials=trials,
+        gate=_gate(r.sub("gate")),
+        display=_display(r.sub("display")),
+        agent=None if r.data.get("agent") is None else _agent(r.sub("agent")),
+    )
+    d = cfg.model.latent_dim
+    if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
+        raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML; `overrides` (nested or dotted keys) win over it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "<file>", str(path), "an existing YAML file (see experiments/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(path, "<file>", str(path), f"valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "<top level>", data, "a mapping of keys to values")
+    return config_from_dict(_merge(data, overrides or {}), path)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """JSON-able dict of the fully resolved config (paths as strings, tuples as lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(asdict(cfg))
+
+
+def open_model(cfg: ExperimentConfig, file: str | Path = "<config>"):
+    """Load the config's checkpoint (vae.checkpoint.LoadedModel), checking its latent size.
+
+    A latent size that differs from `model.latent_dim`, or from a manual gate's mean, or a
+    Fibonacci start on d > 3, is a ConfigError naming the key.
+    """
+    from vae.checkpoint import load_checkpoint
+
+    try:
+        loaded = load_checkpoint(cfg.model.checkpoint)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(file, "model.checkpoint", str(cfg.model.checkpoint),
+                          f"a readable vae checkpoint ({err})") from None
+    d = loaded.config.latent_dim
+    if cfg.model.latent_dim is not None and cfg.model.latent_dim != d:
+        raise ConfigError(file, "model.latent_dim", cfg.model.latent_dim,
+                          f"the latent size of {cfg.model.checkpoint}, which is {d}")
+    if cfg.gate.mean is not None and len(cfg.gate.mean) != d:
+        raise ConfigError(file, "gate.mean", list(cfg.gate.mean),
+                          f"{d} numbers (the latent size of {cfg.model.checkpoint})")
+    if cfg.chains.start == "fibonacci" and d > 3:
+        raise ConfigError(file, "chains.start", "fibonacci",
+                          f"centroids or uniform: the checkpoint's latent size is {d} > 3")
+    return loaded

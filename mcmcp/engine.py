@@ -1,0 +1,386 @@
+"""Ask/tell engine for one participant-session: schedule, chains, gate, catch and repeat trials.
+
+The session loop *asks* for the next pair to show, shows it (screen or agent), then *tells* the
+engine which side was chosen; `tell` returns the rows to save. The engine moves chains only
+through `chain.propose/step/adapt_kappa` and screens proposals with `gate.Gate.screen`, the same
+pure functions the vectorised simulator uses. It does no I/O and never imports PsychoPy.
+
+Reproducibility: everything random about shown trial t (1-based count of shown trials in the
+session) comes from `trial_rng(seed, session, t)`, and the schedule of block b from its own
+counter-based stream, so the saved rows alone rebuild the engine exactly (`rows_so_far`): the
+last row of each chain gives its state, its `kappa_proposal` column the proposal kappa.
+
+Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
+least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
+the response to t only changes t's chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mcmcp import chain, sphere
+from mcmcp.config import ExperimentConfig
+
+# Stream tags of the counter-based seeds [seed, session, stream, counter].
+SCHEDULE_STREAM, TRIAL_STREAM, START_STREAM, AGENT_STREAM = 0, 1, 2, 3
+# A gate that rejects this many proposals in a row is mis-specified (e.g. gamma far too large
+# for kappa_proposal); stopping beats freezing the participant's screen.
+MAX_GATE_STEPS = 10_000
+
+
+def trial_rng(seed: int, session: int, stream: int, counter: int) -> np.random.Generator:
+    """The generator of one counter-based stream (`stream`: one of the *_STREAM tags)."""
+    return np.random.default_rng([seed, session, stream, counter])
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One shown trial of the schedule: kind practice | chain | catch | repeat."""
+
+    kind: str
+    block: int
+    emotion: str
+    chain: int | None = None
+
+
+@dataclass
+class PendingTrial:
+    """A pair ready to show. left / right: (d,) codes; roles say what each side is.
+
+    gate_rows: the proposals the gate screened out just before this pair (saved at `tell`).
+    starts: "practice" | "block" when this trial opens practice or a new block, else None.
+    break_before: a rest break is due before this trial.
+    progress: (k, n), this is real trial k of n (practice: k of the practice count).
+    """
+
+    trial: int
+    slot: Slot
+    left: np.ndarray
+    right: np.ndarray
+    left_role: str
+    right_role: str
+    fields: dict
+    gate_rows: list[dict] = field(default_factory=list)
+    starts: str | None = None
+    break_before: bool = False
+    progress: tuple[int, int] = (0, 0)
+
+    @property
+    def emotion(self) -> str:
+        return self.slot.emotion
+
+    @property
+    def kind(self) -> str:
+        return self.slot.kind
+
+
+def build_schedule(cfg: ExperimentConfig, session: int) -> list[Slot]:
+    """Every shown trial of the session in order: practice, then one block per emotion.
+
+    In a block, the chains take turns in a fresh random order each round, never the same chain
+    twice in a row; catch trials go anywhere, repeat trials after at least two chain trials
+    (so the pair they repeat is never the one still on screen). catch_rate and repeat_rate are
+    fractions of the block's shown trials.
+    """
+    t = cfg.trials
+    slots = [Slot("practice", 0, cfg.emotions[0]) for _ in range(t.practice)]
+    n = cfg.chains.per_emotion
+    for b, emotion in enumerate(cfg.emotions):
+        rng = trial_rng(cfg.seed, session, SCHEDULE_STREAM, b)
+        order: list[int] = []
+        for _ in range(t.per_chain):
+            perm = rng.permutation(n)
+            if order and n > 1 and perm[0] == order[-1]:
+                perm[[0, -1]] = perm[[-1, 0]]
+            order.extend(int(c) for c in perm)
+        block = [Slot("chain", b, emotion, b * n + c) for c in order]
+        total = len(block) / (1.0 - t.catch_rate - t.repeat_rate)
+        n_repeat = round(t.repeat_rate * total) if len(block) >= 2 else 0
+        for _ in range(n_repeat):
+            block.insert(int(rng.integers(2, len(block) + 1)), Slot("repeat", b, emotion))
+        for _ in range(round(t.catch_rate * total)):
+            block.insert(int(rng.integers(0, len(block) + 1)), Slot("catch", b, emotion))
+        slots.extend(block)
+    return slots
+
+
+class Engine:
+    """The trials of one participant-session.
+
+    cfg: the experiment; d: latent dimension; gates: emotion -> `gate.Gate` (None or {} =
+    unguided); centroids: emotion -> (d,) unit class centroid (needed for catch trials and
+    chains.start = centroids); agent: "human" or the agent's name (recorded in every row);
+    rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        d: int,
+        participant: str,
+        session: int,
+        gates: dict | None = None,
+        centroids: dict[str, np.ndarray] | None = None,
+        agent: str = "human",
+        rows_so_far: pd.DataFrame | None = None,
+    ):
+        self.cfg, self.d, self.session = cfg, d, session
+        self.gates = gates or {}
+        self.centroids = centroids or {}
+        self.base = {"participant": participant, "session": session, "agent": agent}
+        self.schedule = build_schedule(cfg, session)
+        if cfg.trials.catch_rate > 0 and len(self.centroids) < 2:
+            raise ValueError("catch trials need class centroids of at least two emotions")
+        self.n_practice = cfg.trials.practice
+        self.n_real = len(self.schedule) - self.n_practice
+        self.states = self._start_states()
+        self.n_rows = 0
+        self.next_index = 0  # index into schedule of the next trial to ask
+        self.pending: list[PendingTrial] = []
+        self.history: list[dict] = []  # shown chain rows, for repeat trials
+        if rows_so_far is not None and len(rows_so_far):
+            self._replay(rows_so_far)
+
+    # ------------------------------------------------------------------ set-up and resume
+
+    def _start_states(self) -> dict[int, chain.ChainState]:
+        c, n = self.cfg.chains, self.cfg.chains.per_emotion
+        states = {}
+        for b, emotion in enumerate(self.cfg.emotions):
+            if c.start == "fibonacci":
+                starts = sphere.fibonacci_sphere(n, self.d)
+            elif c.start == "centroids":
+                others = [self.centroids[e] for e in sorted(self.centroids) if e != emotion]
+                if not others:
+                    raise ValueError("chains.start = centroids needs other emotions' centroids")
+                starts = np.array([others[i % len(others)] for i in range(n)])
+            else:
+                rng = trial_rng(self.cfg.seed, self.session, START_STREAM, b)
+                starts = sphere.sample_uniform(n, self.d, rng)
+            for i in range(n):
+                states[b * n + i] = chain.init(starts[i], c.kappa_proposal)
+        return states
+
+    def _replay(self, rows: pd.DataFrame) -> None:
+        """Rebuild chains, history and position in the schedule from saved rows."""
+        cur = [f"current_{i}" for i in range(self.d)]
+        prop = [f"proposal_{i}" for i in range(self.d)]
+        shown = rows[rows["kind"] != "gate"]
+        for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"], strict=True)):
+            slot = self.schedule[i] if i < len(self.schedule) else None
+            if slot is None or slot.kind != kind or (
+                kind == "chain" and int(ch) != slot.chain
+            ):
+                raise ValueError(
+                    f"saved shown trial {i + 1} ({kind}, chain {ch}) does not match this "
+                    f"config's schedule ({slot}); resume with the config the session started with"
+                )
+        moves = rows[rows["kind"].isin(["chain", "gate"])].sort_values(["chain", "iteration"])
+        for ch, group in moves.groupby("chain"):
+            last = group.iloc[-1]
+            accepted = group["accepted"].fillna(False).astype(bool).to_numpy()
+            before = chain.ChainState(
+                position=last[cur].to_numpy(dtype=float),
+                iteration=np.asarray(int(last["iteration"]), dtype=np.int64),
+                n_accepted=np.asarray(int(accepted[:-1].sum()), dtype=np.int64),
+                kappa=np.asarray(float(last["kappa_proposal"])),
+            )
+            self.states[int(ch)] = self._advance(
+                before, last[prop].to_numpy(dtype=float), bool(accepted[-1])
+            )
+        for _, r in rows[rows["kind"] == "chain"].iterrows():
+            self.history.append({
+                "trial": int(r["trial"]), "block": int(r["block"]), "row": int(r["row"]),
+                "chain": int(r["chain"]), "iteration": int(r["iteration"]),
+                "current": r[cur].to_numpy(dtype=float), "proposal": r[prop].to_numpy(dtype=float),
+                "left_role": r["left_role"],
+            })
+        self.n_rows = len(rows)
+        self.next_index = len(shown)
+
+    def _advance(self, state: chain.ChainState, proposal: np.ndarray, accepted: bool):
+        """One chain step (plus kappa adaptation during burn-in when configured)."""
+        state = chain.step(state, proposal, accepted)
+        a = self.cfg.chains.adapt
+        if a is not None:
+            state = chain.adapt_kappa(state, accepted, a.target, a.burn_in)
+        return state
+
+    # ------------------------------------------------------------------ ask / tell
+
+    @property
+    def done(self) -> bool:
+        return self.next_index >= len(self.schedule)
+
+    def can_ask(self) -> bool:
+        """True if the next trial can be drawn now (its chain has no trial on screen)."""
+        if self.done:
+            return False
+        slot = self.schedule[self.next_index]
+        return slot.kind != "chain" or all(p.slot.chain != slot.chain for p in self.pending)
+
+    def ask(self) -> PendingTrial | None:
+        """The next pair to show (None when the session is over).
+
+        Runs the gate on the chain's proposals until one passes; the screened-out ones come
+        back as `gate_rows` (rows are numbered at `tell`). Raises RuntimeError if called while
+        the trial on screen uses the same chain (check `can_ask`).
+        """
+        if self.done:
+            return None
+        if not self.can_ask():
+            raise RuntimeError("the next trial's chain is on screen; tell its response first")
+        index = self.next_index
+        slot = self.schedule[index]
+        t = index + 1
+        rng = trial_rng(self.cfg.seed, self.session, TRIAL_STREAM, t)
+        gate_rows: list[dict] = []
+        fields: dict = {"kappa_proposal": None, "gate_gamma": None}
+        if slot.kind == "chain":
+            current, proposal, fields, gate_rows = self._chain_pair(slot, rng)
+            roles = ("current", "proposal")
+        elif slot.kind == "catch":
+            foils = [e for e in sorted(self.centroids) if e != slot.emotion]
+            foil = foils[int(rng.integers(len(foils)))]
+            current, proposal = self.centroids[slot.emotion], self.centroids[foil]
+            roles = ("target", "foil")
+            fields = {"foil_emotion": foil}
+        elif slot.kind == "repeat":
+            earlier = [h for h in self.history if h["block"] == slot.block and h["trial"] <= t - 2]
+            orig = earlier[int(rng.integers(len(earlier)))]
+            current, proposal = orig["current"], orig["proposal"]
+            fields = {"chain": orig["chain"], "iteration": orig["iteration"],
+                      "repeat_of": orig["row"]}
+            # sides swapped relative to the original showing
+            first = "proposal" if orig["left_role"] == "current" else "current"
+            roles = (first, "current" if first == "proposal" else "proposal")
+        else:  # practice: a random pair of the same kind as a chain trial
+            current = sphere.sample_uniform(1, self.d, rng)[0]
+            proposal = sphere.sample_vmf(current[None], self.cfg.chains.kappa_proposal, rng)[0]
+            roles = ("current", "proposal")
+            fields = {"kappa_proposal": self.cfg.chains.kappa_proposal}
+        if slot.kind != "repeat" and rng.random() < 0.5:
+            roles = roles[::-1]
+        by_role = {"current": current, "proposal": proposal, "target": current, "foil": proposal}
+        prev = self.schedule[index - 1] if index else None
+        starts = None
+        if prev is None or (prev.kind == "practice" and slot.kind != "practice"):
+            starts = "practice" if slot.kind == "practice" else "block"
+        elif prev.block != slot.block:
+            starts = "block"
+        real = index - self.n_practice  # 0-based among real trials
+        every = self.cfg.trials.break_every
+        pending = PendingTrial(
+            trial=t,
+            slot=slot,
+            left=np.asarray(by_role[roles[0]], dtype=float),
+            right=np.asarray(by_role[roles[1]], dtype=float),
+            left_role=roles[0],
+            right_role=roles[1],
+            fields={"current": current, "proposal": proposal, **fields},
+            gate_rows=gate_rows,
+            starts=starts,
+            break_before=bool(every and real > 0 and real % every == 0 and starts is None),
+            progress=(index + 1, self.n_practice) if slot.kind == "practice"
+            else (real + 1, self.n_real),
+        )
+        self.next_index += 1
+        self.pending.append(pending)
+        return pending
+
+    def _chain_pair(self, slot: Slot, rng: np.random.Generator):
+        """Propose (and gate) on the slot's chain: (current, proposal, fields, gate_rows)."""
+        gate = self.gates.get(slot.emotion)
+        state = self.states[slot.chain]
+        gate_rows = []
+        for _ in range(MAX_GATE_STEPS):
+            proposal = chain.propose(state, rng)
+            fields = {"chain": slot.chain, "iteration": int(state.iteration),
+                      "kappa_proposal": float(state.kappa)}
+            if gate is None:
+                return state.position, proposal, fields, gate_rows
+            res = gate.screen(state.position[None], proposal[None], rng)
+            fields.update(
+                log_gate_current=float(res.log_g_current[0]),
+                log_gate_proposal=float(res.log_g_proposal[0]),
+                gate_gamma=gate.gamma,
+                gate_prob=float(res.prob[0]),
+            )
+            if res.passed[0]:
+                return state.position, proposal, fields, gate_rows
+            gate_rows.append(self._row(slot, None, "gate", {
+                **fields, "current": state.position, "proposal": proposal,
+                "accepted": False,
+            }))
+            state = self._advance(state, proposal, False)
+            self.states[slot.chain] = state
+        raise RuntimeError(
+            f"the gate screened out {MAX_GATE_STEPS} proposals in a row on chain {slot.chain}; "
+            "lower gate.gamma or raise chains.kappa_proposal"
+        )
+
+    def _row(self, slot: Slot, trial: int | None, kind: str, fields: dict) -> dict:
+        row = {**self.base, "block": slot.block, "emotion": slot.emotion, "trial": trial,
+               "kind": kind}
+        for key, value in fields.items():
+            if key in ("current", "proposal"):
+                row.update(zip((f"{key}_{i}" for i in range(self.d)), value.tolist(), strict=True))
+            else:
+                row[key] = value
+        return row
+
+    def tell(
+        self,
+        trial: PendingTrial,
+        response: str,
+        rt: float,
+        onset: float | None = None,
+        gap: float | None = None,
+        dropped_frames: int | None = None,
+        timestamp: str | None = None,
+    ) -> list[dict]:
+        """Record the response ("left" | "right") to `trial` (the oldest one asked).
+
+        Returns the rows to save, numbered in event order: the trial's gate rows, then the
+        shown trial. Chain trials move their chain; rt, onset and gap are seconds.
+        """
+        if not self.pending or self.pending[0] is not trial:
+            raise RuntimeError("tell() must answer the trials in the order they were asked")
+        if response not in ("left", "right"):
+            raise ValueError(f"response must be 'left' or 'right', got {response!r}")
+        self.pending.pop(0)
+        chosen = trial.right_role if response == "right" else trial.left_role
+        slot = trial.slot
+        out = {**trial.fields, "left_role": trial.left_role, "right_role": trial.right_role,
+               "response": response, "rt": rt, "onset": onset, "gap": gap,
+               "dropped_frames": dropped_frames}
+        if slot.kind == "catch":
+            out["correct"] = chosen == "target"
+        else:
+            out["chose_proposal"] = chosen == "proposal"
+        if slot.kind == "chain":
+            out["accepted"] = chosen == "proposal"
+            state = self.states[slot.chain]
+            self.states[slot.chain] = self._advance(state, trial.fields["proposal"],
+                                                    out["accepted"])
+        rows = [*trial.gate_rows, self._row(slot, trial.trial, slot.kind, out)]
+        for r in rows:
+            r["row"] = self.n_rows
+            r["timestamp"] = timestamp
+            self.n_rows += 1
+        if slot.kind == "chain":
+            self.history.append({
+                "trial": trial.trial, "block": slot.block, "row": rows[-1]["row"],
+                "chain": slot.chain, "iteration": out["iteration"],
+                "current": trial.fields["current"], "proposal": trial.fields["proposal"],
+                "left_role": trial.left_role,
+            })
+        return rows
+
+    def positions(self) -> dict[int, np.ndarray]:
+        """Current state (d,) of every chain, by chain id."""
+        return {c: s.position for c, s in self.states.items()}

@@ -1,0 +1,99 @@
+"""Append-only participant files: layout, durability, typed reading, refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcmcp import schema
+from mcmcp.store import SessionStore, read_trials, session_dir, validate_participant_id
+
+
+def row(i: int, d: int = 3) -> dict:
+    rng = np.random.default_rng(i)
+    return {
+        "participant": "P001", "session": 1, "block": 0, "emotion": "happy", "row": i,
+        "trial": i + 1, "kind": "chain", "chain": i % 2, "iteration": i // 2,
+        **{f"current_{k}": float(v) for k, v in enumerate(rng.standard_normal(d))},
+        **{f"proposal_{k}": float(v) for k, v in enumerate(rng.standard_normal(d))},
+        "kappa_proposal": 5.0, "left_role": "current", "right_role": "proposal",
+        "response": "right", "chose_proposal": True, "accepted": i % 3 == 0, "rt": 0.5 + i,
+        "agent": "human", "timestamp": "2024-01-01T00:00:00.000+00:00",
+        "foil_emotion": 'a "quoted", text',
+    }
+
+
+def test_layout_and_round_trip(tmp_path):
+    assert session_dir(tmp_path, "P001", 2) == tmp_path / "sub-P001" / "ses-02"
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {"config": {"name": "x"}})
+    rows = [row(i) for i in range(5)]
+    store.append(rows[0])
+    store.append_many(rows[1:])
+    store.finish(status="complete", refresh_rate=60.0)
+    df = read_trials(store.trials_path)
+    assert list(df.columns) == schema.header(3)
+    assert str(df["accepted"].dtype) == "boolean" and str(df["trial"].dtype) == "Int64"
+    for i, r in enumerate(rows):
+        for key, value in r.items():
+            assert df[key].iloc[i] == value, key  # floats round-trip exactly
+    assert df["gap"].isna().all()
+    meta = json.loads(store.session_path.read_text())
+    assert meta["status"] == "complete" and meta["refresh_rate"] == 60.0
+    assert meta["participant"] == "P001" and meta["d"] == 3 and meta["config"] == {"name": "x"}
+    assert meta["start_time"] <= meta["end_time"]
+    assert not list(store.folder.glob("*.tmp"))
+
+
+def test_never_overwrites(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.append(row(0))
+    store.close()
+    with pytest.raises(FileExistsError, match="--resume"):
+        SessionStore.create(tmp_path, "P001", 1, 3, {})
+    again = SessionStore.resume(tmp_path, "P001", 1)
+    again.append(row(1))
+    again.close()
+    assert again.read_rows()["row"].tolist() == [0, 1]
+    assert len(json.loads(again.session_path.read_text())["resumed"]) == 1
+    with pytest.raises(FileNotFoundError, match="without --resume"):
+        SessionStore.resume(tmp_path, "P002", 1)
+
+
+def test_torn_line_is_set_aside(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.append_many([row(0), row(1)])
+    store.close()
+    torn = schema.format_row(row(2), schema.header(3))[:25]
+    with open(store.trials_path, "a") as f:
+        f.write(torn)
+    # still readable by pandas, but the last row is incomplete
+    raw = pd.read_csv(store.trials_path, dtype=schema.pandas_dtypes(3))
+    assert len(raw) == 3 and raw["timestamp"].iloc[-1] is pd.NA
+    resumed = SessionStore.resume(tmp_path, "P001", 1)
+    assert (resumed.folder / "trials.csv.partial").read_text() == torn + "\n"
+    resumed.append(row(2))
+    resumed.close()
+    assert resumed.read_rows()["row"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("pid", ["P001", "sub_7", "a-b", "X" * 32])
+def test_valid_ids(pid):
+    assert validate_participant_id(pid) == pid
+
+
+@pytest.mark.parametrize("pid", ["", "../P1", "a/b", "a\\b", "..", "Jane Doe", "é", "X" * 33])
+def test_invalid_ids(tmp_path, pid):
+    with pytest.raises(ValueError, match="participant id"):
+        validate_participant_id(pid)
+    with pytest.raises(ValueError):
+        SessionStore.create(tmp_path, pid, 1, 3, {})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("session", [0, 100, True, "1"])
+def test_invalid_session_numbers(tmp_path, session):
+    with pytest.raises(ValueError, match="session number"):
+        session_dir(tmp_path, "P001", session)
