@@ -1,0 +1,106 @@
+"""mcmcp.simulate end to end: the CLI writes lab-format sessions and never overwrites."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcmcp import simulate
+from mcmcp.store import read_trials
+from vae.checkpoint import save_checkpoint
+from vae.datasets import write_store
+from vae.faces import generate_faces
+from vae.labels import EMOTIONS
+from vae.model import ModelConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A small (untrained) checkpoint and face store: enough to exercise every code path."""
+    root = tmp_path_factory.mktemp("model")
+    config = ModelConfig(image_size=(16, 16), hidden=8, channels=(4, 4))
+    faceset = generate_faces(8, 2, (16, 16), 0)
+    model = build_model(config, 0)
+    # Untrained, every face would encode to nearly the same code (a gate with kappa ~ 1e4);
+    # centring the last layer on these faces spreads their codes over the sphere.
+    with torch.no_grad():
+        h = model.encoder(torch.from_numpy(faceset.images).float()[:, None] / 255.0)
+        model.to_mu.weight.mul_(50.0)
+        model.to_mu.bias.copy_(-model.to_mu.weight @ h.mean(0))
+    ckpt = save_checkpoint(root / "tiny.pt", model, config,
+                           {"val_fraction": 0.25, "split_seed": 0}, "none", {})
+    return ckpt, write_store(faceset, root / "faces.h5")
+
+
+def run(out, ckpt, *extra):
+    return simulate.main(["--checkpoint", str(ckpt), "--out", str(out), "--seed", "3", *extra])
+
+
+def test_cli_manual_truth_all_emotions(tmp_path, model_files, capsys):
+    ckpt, _ = model_files
+    args = ("--emotion", "all", "--participants", "2", "--chains", "3", "--trials", "12",
+            "--gate", "none", "--truth", "manual", "--truth-kappa", "20", "--catch-rate", "0.1",
+            "--lapse", "0.1")
+    summary = run(tmp_path / "a", ckpt, *args)
+    assert "chain-trials/s" in capsys.readouterr().out
+    for pid in ("sim001", "sim002"):
+        folder = tmp_path / "a" / f"sub-{pid}" / "ses-01"
+        df = read_trials(folder / "trials.csv")
+        meta = json.loads((folder / "session.json").read_text())
+        assert meta["status"] == "complete" and meta["participant"] == pid
+        assert meta["ground_truth"]["kind"] == "manual"
+        assert set(meta["ground_truth"]["densities"]) == set(EMOTIONS)
+        assert meta["agent"]["name"] == "latent" and meta["agent"]["lapse"] == 0.1
+        assert (df["agent"] == "latent").all() and (df["participant"] == pid).all()
+        assert list(df["row"]) == list(range(len(df)))
+        assert list(df["emotion"].drop_duplicates()) == list(EMOTIONS)
+        chain_rows = df[df["kind"] == "chain"]
+        assert len(chain_rows) == 7 * 3 * 12 and set(df["kind"]) == {"chain", "catch"}
+        assert chain_rows.groupby("chain").size().eq(12).all() and df["chain"].nunique() == 21
+        # chains are interleaved within a block, not run one after another
+        first_block = chain_rows[chain_rows["block"] == 0]["chain"].to_numpy()
+        assert np.count_nonzero(np.diff(first_block)) > 10
+        catch = df[df["kind"] == "catch"]
+        assert len(catch) == 7 * round(0.1 * 36 / 0.9)
+        assert catch["correct"].mean() > 0.7  # vMF(k=20) categories 70 degrees apart
+        assert df["trial"].dropna().tolist() == list(range(1, len(df) + 1))
+        assert df["gate_gamma"].isna().all()
+    assert summary["rows"] == 2 * 7 * (36 + 4)
+    with pytest.raises(SystemExit, match="overwrite"):
+        run(tmp_path / "a", ckpt, *args)
+    # same seed, same data (apart from the wall-clock timestamp)
+    run(tmp_path / "b", ckpt, *args)
+    a = (tmp_path / "a/sub-sim002/ses-01/trials.csv").read_text().splitlines()
+    b = (tmp_path / "b/sub-sim002/ses-01/trials.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in a] == [r.rsplit(",", 1)[0] for r in b]
+
+
+def test_cli_data_truth_with_vmf_gate(tmp_path, model_files):
+    ckpt, faces = model_files
+    run(tmp_path, ckpt, "--faces", str(faces), "--emotion", "happy", "--chains", "4",
+        "--trials", "30", "--gate", "vmf", "--gamma", "1.5", "--kappa-proposal", "5",
+        "--exponent", "2")
+    folder = tmp_path / "sub-sim001" / "ses-01"
+    df = read_trials(folder / "trials.csv")
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["ground_truth"]["kind"] == "data"
+    assert meta["gate"]["kind"] == "vmf" and meta["checkpoint_sha256"]
+    gate_rows = df[df["kind"] == "gate"]
+    assert len(gate_rows) > 0 and gate_rows["response"].isna().all()
+    assert (~gate_rows["accepted"]).all() and gate_rows["gate_prob"].between(0, 1).all()
+    shown = df[df["kind"] == "chain"]
+    assert (shown["gate_gamma"] == 1.5).all() and shown["rt"].gt(0).all()
+    assert (shown["kappa_proposal"] == 5.0).all()
+    # the sides recorded agree with the response and the choice
+    right_prop = shown["right_role"] == "proposal"
+    assert ((shown["response"] == "right") == (right_prop == shown["chose_proposal"])).all()
+
+
+def test_cli_refuses_repeat_trials(tmp_path, model_files):
+    ckpt, _ = model_files
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"name: r\nmodel: {{checkpoint: {ckpt}}}\ntrials: {{repeat_rate: 0.1}}\n"
+                   "gate: {kind: none}\n")
+    with pytest.raises(SystemExit, match="repeat_rate"):
+        simulate.main(["--config", str(cfg), "--truth", "manual", "--out", str(tmp_path)])
