@@ -73,7 +73,7 @@ class TrialSpec:
 @dataclass(frozen=True)
 class GateSpec:
     kind: str = "vmf"
-    gamma: float = 1.0
+    gamma: float = 0.5
     components: int = 3
     mean: tuple[float, ...] | None = None
     kappa: float | None = None
@@ -281,7 +281,7 @@ def _gate(r: _Reader) -> GateSpec:
                 raise r.error(name, value, f"null unless gate.kind is manual (kind is {kind})")
     return GateSpec(
         kind=kind,
-        gamma=r.number("gamma", 1.0, 0.0, 10.0, lo_open=True),
+        gamma=r.number("gamma", 0.5, 0.0, 10.0, lo_open=True),
         components=r.number("components", 3, 1, 50, integer=True),
         mean=mean,
         kappa=kappa,
