@@ -1,0 +1,258 @@
+"""vae.train, vae.checkpoint, vae.metrics, vae.observer on tiny data, and the committed models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import vonmises_fisher
+
+from vae import metrics as M
+from vae.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from vae.datasets import read_store, split_by_identity, write_store
+from vae.faces import generate_faces
+from vae.model import ModelConfig, build_model
+from vae.train import TrainConfig, load_config, main, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ModelConfig(image_size=(16, 12), channels=(4, 8), hidden=16, class_weight=10.0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faces") / "tiny.h5"
+    write_store(generate_faces(n_identities=10, poses_per_emotion=1, size=(16, 12), seed=0), path)
+    return path
+
+
+def tiny_train(store, out, **kw) -> TrainConfig:
+    return TrainConfig(**{"data": str(store), "out": str(out), "epochs": 2, "batch_size": 8,
+                          "lr": 3e-3, "device": "cpu", "observer": "", **kw})
+
+
+# ---------------------------------------------------------------- training and resuming
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_path):
+    straight, _ = train(TINY_MODEL, tiny_train(store, tmp_path / "a.pt", epochs=4),
+                        progress=False, final_metrics=False)
+    again, _ = train(TINY_MODEL, tiny_train(store, tmp_path / "b.pt", epochs=4),
+                     progress=False, final_metrics=False)
+    train(TINY_MODEL, tiny_train(store, tmp_path / "c.pt", epochs=2), progress=False,
+          final_metrics=False)
+    assert load_checkpoint(tmp_path / "c.pt").epoch == 2
+    resumed, metrics = train(TINY_MODEL, tiny_train(store, tmp_path / "c.pt", epochs=4),
+                             resume=tmp_path / "c.pt", progress=False, final_metrics=False)
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3, 4]
+    for (name, a), b, c in zip(straight.state_dict().items(), again.state_dict().values(),
+                               resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+        assert torch.equal(a, c), name
+
+
+def test_resume_refuses_other_model(store, tmp_path):
+    train(TINY_MODEL, tiny_train(store, tmp_path / "a.pt", epochs=1), progress=False,
+          final_metrics=False)
+    other = ModelConfig(**{**TINY_MODEL.to_dict(), "kappa": 10.0})
+    with pytest.raises(ValueError, match="kappa"):
+        train(other, tiny_train(store, tmp_path / "a.pt", epochs=2), resume=tmp_path / "a.pt",
+              progress=False, final_metrics=False)
+
+
+def test_main_cli_writes_checkpoint_json_and_metrics(store, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model:\n  image_size: [16, 12]\n  channels: [4, 8]\n  hidden: 16\n"
+        f"train:\n  data: {store}\n  batch_size: 8\n  observer: ''\n"
+    )
+    out = tmp_path / "m.pt"
+    metrics = main(["--config", str(config), "--epochs", "1", "--kappa", "50", "--latent-dim",
+                    "2", "--radius", "2", "--out", str(out), "--device", "cpu", "--no-progress"])
+    loaded = load_checkpoint(out, expect_latent_dim=2, expect_image_size=(16, 12))
+    assert loaded.config.kappa == 50.0 and loaded.config.radius == 2.0
+    assert json.loads(out.with_suffix(".json").read_text()) == metrics
+    latent = metrics["latent"]
+    assert latent["latent_dim"] == 2 and 0 <= latent["knn5_accuracy"] <= 1
+    assert sum(latent["voronoi_share"].values()) == pytest.approx(1.0)
+    assert latent["face_likeness"]["uniform_sphere"]["n"] == 1000
+
+
+# ---------------------------------------------------------------- YAML configs
+
+
+def test_committed_configs_load():
+    model, train_cfg = load_config(ROOT / "experiments/vae_default.yaml")
+    assert (model.prior, model.kappa, model.latent_dim, train_cfg.epochs) == ("vmf", 300.0, 3, 50)
+    assert load_config(ROOT / "experiments/vae_gaussian.yaml")[0].prior == "gaussian"
+    ring = load_config(ROOT / "experiments/vae_ring.yaml")[0]
+    assert (ring.latent_dim, ring.radius) == (2, 2.0)
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("model:\n  kapa: 3\n", ["bad.yaml", "kapa", "allowed", "kappa"]),
+        ("train:\n  epochs: ten\n", ["bad.yaml", "train.epochs", "'ten'", "int"]),
+        ("model:\n  image_size: [64]\n", ["bad.yaml", "image_size", "[64]"]),
+        ("model:\n  prior: normal\n", ["bad.yaml", "normal", "vmf, gaussian"]),
+        ("trian:\n  epochs: 3\n", ["bad.yaml", "trian", "model, train"]),
+        ("train:\n  lr: true\n", ["bad.yaml", "train.lr", "True", "float"]),
+    ],
+)
+def test_config_errors_name_file_key_value(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    for word in words:
+        assert word in str(err.value)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
+    model = build_model(TINY_MODEL, seed=2).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, TINY_MODEL, {"epochs": 1}, "abc", {"x": 1.5})
+    loaded = load_checkpoint(path, expect_latent_dim=3, expect_image_size=(16, 12))
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == file_sha256(path)
+    assert (loaded.config, loaded.data_hash, loaded.metrics) == (TINY_MODEL, "abc", {"x": 1.5})
+    assert not loaded.model.training
+    x = torch.rand(3, 1, 16, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode(x), model.encode(x))
+    assert torch.load(path, weights_only=True)["model_config"]["prior"] == "vmf"
+    with pytest.raises(ValueError, match=r"m\.pt.*latent_dim 3.*2 is expected.*--latent-dim 2"):
+        load_checkpoint(path, expect_latent_dim=2)
+    with pytest.raises(ValueError, match=r"m\.pt.*\(16, 12\).*\(64, 64\)"):
+        load_checkpoint(path, expect_image_size=(64, 64))
+    with pytest.raises(FileNotFoundError, match="nope.pt.*vae.train"):
+        load_checkpoint(tmp_path / "nope.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="broken.pt.*corrupt"):
+        load_checkpoint(broken)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+# ---------------------------------------------------------------- pure metrics
+
+
+def separated_codes(seed=0, n_per=20, kappa=2000.0):
+    """Codes in tight vMF clusters around the 6 octahedron vertices (scipy's sampler)."""
+    centres = np.vstack([np.eye(3), -np.eye(3)])
+    rng = np.random.default_rng(seed)
+    codes = np.vstack([vonmises_fisher(c, kappa).rvs(n_per, random_state=rng) for c in centres])
+    return codes, np.repeat(np.arange(6), n_per), centres
+
+
+def test_metrics_on_separated_clusters():
+    codes, labels, centres = separated_codes()
+    assert M.knn_accuracy(codes, labels) == 1.0
+    assert M.centroid_overlap(codes, labels, M.class_centroids(codes, labels, 6)) == 0.0
+    assert M.silhouette(codes, labels) > 0.9
+    assert M.mean_resultant_length(codes) < 0.05
+    np.testing.assert_allclose(M.voronoi_shares(centres), np.full(6, 1 / 6), atol=1e-9)
+    np.testing.assert_allclose(M.class_centroids(codes, labels, 7)[:6], centres, atol=0.02)
+    assert np.isnan(M.class_centroids(codes, labels, 7)[6]).all()
+
+
+def test_metrics_on_mixed_labels():
+    codes, labels, _ = separated_codes()
+    shuffled = np.random.default_rng(1).permutation(labels)
+    assert M.knn_accuracy(codes, shuffled) < 0.5
+    assert M.silhouette(codes, shuffled) < 0.1
+    assert M.centroid_overlap(codes, shuffled, M.class_centroids(codes, shuffled, 6)) > 0.5
+
+
+def test_uniformity_and_resultant_length_closed_forms():
+    same = np.tile([[0.0, 0.0, 1.0]], (5, 1))
+    assert M.uniformity(same) == pytest.approx(0.0)
+    assert M.mean_resultant_length(same) == pytest.approx(1.0)
+    pair = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert M.uniformity(pair, t=2.0) == pytest.approx(-8.0)  # ||zi - zj||^2 = 4
+    # uniform on S^2: E exp(-t||x-y||^2) = (1 - exp(-4t)) / (4t)
+    uniform = M.normalise(np.random.default_rng(0).standard_normal((3000, 3)))
+    assert M.uniformity(uniform, t=2.0) == pytest.approx(np.log((1 - np.exp(-8)) / 8), abs=0.03)
+
+
+def test_circle_voronoi_and_cap_shares():
+    angles = np.array([0.0, 1.0, 2.5, 4.0])
+    points = np.c_[np.cos(angles), np.sin(angles)]
+    # each point owns half of the arc to each neighbour
+    gaps = np.diff(np.r_[angles, 2 * np.pi])
+    expected = (gaps + np.roll(gaps, 1)) / 2 / (2 * np.pi)
+    np.testing.assert_allclose(M.voronoi_shares(points[::-1]), expected[::-1])
+    a = np.linspace(0.0, np.pi, 7)
+    np.testing.assert_allclose(M.cap_share(a, 3), (1 - np.cos(a)) / 2, atol=1e-12)
+    np.testing.assert_allclose(M.cap_share(a, 2), a / np.pi, atol=1e-12)
+    x = M.normalise(np.random.default_rng(0).standard_normal((20000, 5)))
+    assert M.cap_share(1.2, 5) == pytest.approx(np.mean(x[:, 0] > np.cos(1.2)), abs=0.01)
+
+
+def test_great_circle_and_gap_profile():
+    a, b = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    path = M.great_circle(a, b, 11)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0)
+    np.testing.assert_allclose(path[[0, -1]], [a, b], atol=1e-12)
+    np.testing.assert_allclose(M.geodesic_distances(path[:-1], path[1:]).diagonal(), np.pi / 20)
+    t = np.linspace(0, 1, 21)[:, None]
+    probs = np.hstack([1 - t, t]) * 0.98 + 0.01
+    profile = M.gap_profile(probs)
+    assert profile["peak_position"] == 0.5
+    assert profile["entropy_peak"] == pytest.approx(np.log(2))
+    assert profile["entropy_ends"] < 0.1
+
+
+# ---------------------------------------------------------------- observer
+
+
+@pytest.mark.slow
+def test_observer_trains_and_round_trips(store, tmp_path):
+    from vae.observer import load_observer, save_observer, train_observer
+
+    faces = read_store(store)
+    train_idx, val_idx = split_by_identity(faces.identities, 0.2, 0)
+    observer = train_observer(faces, train_idx, seed=1, epochs=2, val_idx=val_idx)
+    assert 0 <= observer.metrics["val_accuracy"] <= 1
+    path = save_observer(tmp_path / "o.pt", observer, "hash")
+    again = load_observer(path)
+    x = faces.images[:5].astype(np.float32)[:, None] / 255
+    probs = again.predict_proba(x)
+    assert probs.shape == (5, 7)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs, observer.predict_proba(x), atol=1e-6)
+    assert again.data_hash == "hash" and again.sha256 == file_sha256(path)
+
+
+# ---------------------------------------------------------------- committed checkpoints
+
+
+def test_committed_default_checkpoint_loads_with_unit_codes():
+    loaded = load_checkpoint(ROOT / "vae/checkpoints/default.pt", expect_latent_dim=3,
+                             expect_image_size=(64, 64))
+    assert loaded.config.prior == "vmf" and loaded.config.kappa == 300.0
+    faces = generate_faces(n_identities=2, poses_per_emotion=1, size=(64, 64), seed=123)
+    x = torch.from_numpy(faces.images).float().div(255.0)[:, None]
+    with torch.no_grad():
+        mu = loaded.model.encode(x)
+        images = loaded.model.decode(mu)
+    torch.testing.assert_close(mu.norm(dim=1), torch.ones(len(x)))
+    assert images.shape == x.shape
+    saved = json.loads((ROOT / "vae/checkpoints/default.json").read_text())
+    assert saved["latent"]["prior"] == "vmf"
+
+
+def test_committed_observer_loads():
+    from vae.observer import load_observer
+
+    observer = load_observer(ROOT / "vae/checkpoints/observer.pt")
+    faces = generate_faces(n_identities=1, poses_per_emotion=1, size=(64, 64), seed=7)
+    probs = observer.predict_proba(faces.images.astype(np.float32)[:, None] / 255)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert observer.metrics["val_accuracy"] > 0.8
