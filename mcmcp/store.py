@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from mcmcp import schema
+from vae.files import atomic_write
 
 
 def validate_participant_id(pid: str) -> str:
@@ -59,18 +59,8 @@ def utc_now() -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -424,7 +424,21 @@ def test_store_round_trip(tmp_path):
     with h5py.File(out) as f:
         assert f["images"].compression == "gzip" and f["images"].chunks is not None
     assert sorted(p.name for p in out.parent.iterdir()) == ["faces.h5"]  # no temp file left
-    assert store_hash(out) == __import__("hashlib").sha256(out.read_bytes()).hexdigest()
+
+
+def test_store_hash_follows_content_not_file_bytes(tmp_path):
+    """Rebuilding the same faces (another creation time) keeps the hash; other faces change it."""
+    a = write_store(small_faceset(seed=1), tmp_path / "a.h5")
+    time.sleep(1.1)  # created_utc has one-second resolution
+    b = write_store(small_faceset(seed=1), tmp_path / "b.h5")
+    assert a.read_bytes() != b.read_bytes()
+    assert store_hash(a) == store_hash(b)
+    changed = small_faceset(seed=1)
+    changed.images[0, 0, 0] ^= 1
+    assert store_hash(write_store(changed, tmp_path / "c.h5")) != store_hash(a)
+    relabelled = small_faceset(seed=1)
+    relabelled.labels[0] = (relabelled.labels[0] + 1) % 7
+    assert store_hash(write_store(relabelled, tmp_path / "d.h5")) != store_hash(a)
 
 
 def test_store_never_overwrites(tmp_path):

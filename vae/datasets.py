@@ -630,11 +630,32 @@ def read_store(path: str | os.PathLike) -> FaceSet:
 
 
 def store_hash(path: str | os.PathLike) -> str:
-    """sha256 hex digest of the store's bytes (the data hash a checkpoint records)."""
+    """sha256 hex digest of the store's *content* (the data hash a checkpoint records).
+
+    It covers images, labels, identities, label names, source and ground truth, not the file
+    bytes: a store rebuilt on another machine (new creation time, other gzip build) holds the
+    same faces and must hash the same, or a committed model would not recognise its data.
+    """
+    faces = read_store(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+
+    def add(name: str, values: np.ndarray | Sequence[str] | str) -> None:
+        digest.update(name.encode() + b"\0")
+        if isinstance(values, str):
+            digest.update(values.encode())
+        elif isinstance(values, np.ndarray) and values.dtype.kind not in "OUS":
+            digest.update(str(values.dtype).encode() + str(values.shape).encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+        else:
+            digest.update("\n".join(map(str, values)).encode())
+
+    add("images", faces.images)
+    add("labels", np.asarray(faces.labels, dtype=np.int64))
+    add("identities", list(faces.identities))
+    add("label_names", list(faces.label_names))
+    add("source", faces.source)
+    for key in sorted(faces.ground_truth):
+        add(f"ground_truth/{key}", faces.ground_truth[key])
     return digest.hexdigest()
 
 
