@@ -34,6 +34,7 @@ from scipy.stats import vonmises_fisher
 
 from analysis.load import DEFAULT_BURN_IN, KEYS, post_burn_in
 from mcmcp import sphere
+from mcmcp.densities import VMFMixture
 
 KHAT_MAX = 0.7
 UNGUIDED, GUIDED, DEGUIDED = "unguided", "guided (as sampled)", "de-guided (PSIS)"
@@ -273,17 +274,33 @@ def table_vectors(table: pd.DataFrame, prefix: str = "mean") -> np.ndarray:
 
 
 def truth_table(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Known true prototypes of simulated participants (session.json `ground_truth`):
-    participant, emotion, truth_0.., truth_kappa. Empty when no session records one."""
+    """Known true prototypes of simulated participants, from session.json `ground_truth` as
+    `mcmcp.simulate` writes it: {"kind": ..., "densities": {emotion: VMFMixture.to_dict()}}.
+
+    The true prototype of an emotion is its density's mode (`VMFMixture.mode`: the mean of the
+    heaviest component); truth_kappa is that component's concentration. Columns: participant,
+    emotion, truth_0.., truth_kappa. Empty when no session records a ground truth. A ground
+    truth in another form is a ValueError naming the session file.
+    """
     rows = []
     if "ground_truth" in sessions:
         for row in sessions.itertuples():
-            if isinstance(row.ground_truth, dict):
-                for emotion, spec in row.ground_truth.items():
-                    mean = sphere.normalize(np.asarray(spec["mean"], float))
-                    rows.append({"participant": row.participant, "emotion": emotion,
-                                 **{f"truth_{i}": v for i, v in enumerate(mean)},
-                                 "truth_kappa": float(spec.get("kappa", np.nan))})
+            if not isinstance(row.ground_truth, dict):
+                continue
+            where = Path(getattr(row, "folder", "")) / "session.json"
+            try:
+                densities = {emotion: VMFMixture.from_dict(spec)
+                             for emotion, spec in row.ground_truth["densities"].items()}
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise ValueError(
+                    f"{where}: ground_truth must hold 'densities': {{emotion: {{'means', "
+                    f"'kappas', 'weights'}}}}, as mcmcp.simulate writes it "
+                    f"({type(err).__name__}: {err})") from None
+            for emotion, dens in densities.items():
+                heaviest = int(np.argmax(dens.weights))
+                rows.append({"participant": row.participant, "emotion": emotion,
+                             **{f"truth_{i}": v for i, v in enumerate(dens.mode())},
+                             "truth_kappa": float(dens.kappas[heaviest])})
     return pd.DataFrame(rows).drop_duplicates(["participant", "emotion"]) if rows else pd.DataFrame()
 
 

@@ -201,10 +201,10 @@ def _path(reader: _Reader, name: str, default: str, base: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _model(r: _Reader) -> ModelSpec:
+def _model(r: _Reader, require_checkpoint: bool) -> ModelSpec:
     r.check_keys(("checkpoint", "faces", "latent_dim"))
     checkpoint = _path(r, "checkpoint", "vae/checkpoints/default.pt", ROOT)
-    if not checkpoint.is_file():
+    if require_checkpoint and not checkpoint.is_file():
         raise r.error("checkpoint", r.data.get("checkpoint", "vae/checkpoints/default.pt"),
                       f"an existing checkpoint file (looked for {checkpoint}); train one with "
                       "`python -m vae.train --config experiments/vae_default.yaml`")
@@ -343,8 +343,13 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def config_from_dict(data: dict, file: str | Path = "<config>") -> ExperimentConfig:
-    """Validate a plain mapping (as read from YAML) into an ExperimentConfig."""
+def config_from_dict(data: dict, file: str | Path = "<config>", *,
+                     require_checkpoint: bool = True) -> ExperimentConfig:
+    """Validate a plain mapping (as read from YAML) into an ExperimentConfig.
+
+    require_checkpoint=False leaves model.checkpoint unchecked, for simulations that never touch
+    the model (they check it themselves, with `open_model`, when they do).
+    """
     file = Path(file)
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
@@ -359,7 +364,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>") -> ExperimentCon
     cfg = ExperimentConfig(
         name=name,
         seed=r.number("seed", 1, 0, 2**63 - 1, integer=True),
-        model=_model(r.sub("model")),
+        model=_model(r.sub("model"), require_checkpoint),
         emotions=_emotions(file, r.data.get("emotions", ["happy"])),
         chains=_chains(r.sub("chains")),
         trials=trials,
@@ -373,8 +378,12 @@ def config_from_dict(data: dict, file: str | Path = "<config>") -> ExperimentCon
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
-    """Read and validate an experiment YAML; `overrides` (nested or dotted keys) win over it."""
+def load_config(path: str | Path, overrides: dict | None = None, *,
+                require_checkpoint: bool = True) -> ExperimentConfig:
+    """Read and validate an experiment YAML; `overrides` (nested or dotted keys) win over it.
+
+    require_checkpoint: as in `config_from_dict`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, "<file>", str(path), "an existing YAML file (see experiments/)")
@@ -384,7 +393,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         raise ConfigError(path, "<file>", str(path), f"valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(path, "<top level>", data, "a mapping of keys to values")
-    return config_from_dict(_merge(data, overrides or {}), path)
+    return config_from_dict(_merge(data, overrides or {}), path,
+                            require_checkpoint=require_checkpoint)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:

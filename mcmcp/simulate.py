@@ -4,10 +4,13 @@ The core, `simulate_chains`, moves n chains of one emotion in lockstep through t
 functions a lab session uses (`chain.propose`, `gate.Gate.screen`, `chain.step`,
 `chain.adapt_kappa`) and returns every step as arrays. `study_rows` lays those steps out as
 each participant's session (chains interleaved at random within one block per emotion, gate rows
-before the trial they precede, catch trials mixed in) in the trial schema of `mcmcp/schema.py`;
-the CLI writes them through `mcmcp.store.SessionStore`, so simulated files are lab files.
+before the trial they precede, catch trials mixed in) in the trial schema of `mcmcp/schema.py`.
+`simulate_study` runs a whole study from an experiment config and writes it through
+`mcmcp.store.SessionStore`, so simulated files are lab files; the CLI and the analysis tests both
+go through it (one writer).
 
     python -m mcmcp.simulate --emotion happy --agent latent --chains 64 --trials 500 --seed 1
+    python -m mcmcp.simulate --truth manual --gate none --emotion all   # no model needed
 
 Randomness: block b's chains of all participants draw from default_rng([seed, session, b, 0])
 and its layout and catch trials from default_rng([seed, session, b, 1]); the participants of one
@@ -28,6 +31,7 @@ import numpy as np
 
 from mcmcp import chain
 from mcmcp.agents import Agent
+from mcmcp.densities import VMFMixture
 from mcmcp.gate import Gate
 from mcmcp.schema import latent_columns
 from mcmcp.sphere import fibonacci_sphere, sample_uniform
@@ -314,25 +318,163 @@ def _number_rows(rows: list[dict], participant: str, agent_name: str, timestamp:
             clock += row["rt"]
 
 
+# ----------------------------------------------------------------------------- whole studies
+
+
+class GroundTruth(NamedTuple):
+    """A latent agent's true categories, recorded in session.json for analysis to score against.
+
+    kind: 'data' (fitted to the encoded training faces), 'manual' (vMF at 7 Fibonacci points)
+    or 'file' (read from JSON); densities: emotion -> VMFMixture on S^(d-1).
+    """
+
+    kind: str
+    densities: dict[str, VMFMixture]
+
+
+class ModelParts(NamedTuple):
+    """What a simulation takes from the VAE: `loaded` (vae.checkpoint.LoadedModel); the face store
+    (vae.faceset.FaceSet) and its training indices, None when nothing is fitted to faces; the
+    observer classifier, None unless the agent is an observer."""
+
+    loaded: object
+    faceset: object | None
+    train_idx: np.ndarray | None
+    observer: object | None
+
+
+class Study(NamedTuple):
+    """What `simulate_study` wrote: one session folder per participant, the number of rows, the
+    chain steps simulated (shown or screened out) and the seconds the chains took."""
+
+    folders: list[Path]
+    n_rows: int
+    chain_steps: int
+    simulate_seconds: float
+
+
+def simulate_study(
+    cfg,
+    root: str | Path,
+    participants: list[str],
+    truth: GroundTruth | None = None,
+    model: ModelParts | None = None,
+    checkpoint_sha256: str | None = None,
+    source: str | Path = "<config>",
+) -> Study:
+    """Simulate `participants` (ids, simulated together) through the design of `cfg` and write
+    each one's session under `root` with `SessionStore`, exactly as a lab session is written.
+
+    cfg: `mcmcp.config.ExperimentConfig` (emotions, chains, trials, gate, agent (None = latent),
+    seed). truth: the latent agent's categories (required for agent.kind latent, recorded as
+    session.json `ground_truth`). model: required by classifier/observer agents, vmf/mixture/
+    classifier gates and, without a truth, by catch trials and centroid starts.
+    checkpoint_sha256: the model the codes belong to, recorded in session.json (None: none).
+    Raises ConfigError (naming `source`) for a design that cannot be simulated, FileExistsError
+    if a session folder exists (nothing is written then).
+    """
+    from mcmcp.agents import make_agent
+    from mcmcp.config import AgentSpec, config_to_dict
+    from mcmcp.densities import class_centroids, emotion_densities
+    from mcmcp.gate import make_gate
+    from mcmcp.store import SessionStore, session_dir, utc_now
+
+    existing = [str(f) for f in (session_dir(root, p, SESSION) for p in participants) if f.exists()]
+    if existing:
+        raise FileExistsError(f"refusing to overwrite existing session folders: "
+                              f"{', '.join(existing)}; choose another --out")
+    agent_spec = cfg.agent or AgentSpec()
+    loaded = None if model is None else model.loaded
+    with_faces = model is not None and model.faceset is not None
+    agent = make_agent(agent_spec, None if truth is None else truth.densities,
+                       None if loaded is None else loaded.model,
+                       None if model is None else model.observer)
+    if truth is not None and truth.kind != "data":
+        # Categories not made from faces: a clear exemplar of one is its own mode.
+        centroids = {e: dens.mode() for e, dens in truth.densities.items()}
+    elif with_faces:
+        centroids = class_centroids(loaded, model.faceset, model.train_idx)
+    else:
+        centroids = None
+    d = next(iter(truth.densities.values())).d if truth is not None else loaded.config.latent_dim
+    _check_design(cfg, d, truth, loaded, centroids, source)
+    gate_densities = None
+    if cfg.gate.kind in ("vmf", "mixture") and with_faces:
+        gate_densities = emotion_densities(loaded, model.faceset, model.train_idx, cfg.gate.kind,
+                                           cfg.gate.components)
+
+    C, P, n_shown = cfg.chains.per_emotion, len(participants), cfg.trials.per_chain
+    adapt = None if cfg.chains.adapt is None else (cfg.chains.adapt.target,
+                                                   cfg.chains.adapt.burn_in)
+    blocks, t0, n_steps = [], time.perf_counter(), 0
+    for b, emotion in enumerate(cfg.emotions):
+        rng = np.random.default_rng([cfg.seed, SESSION, b, 0])
+        gate = make_gate(cfg.gate, emotion, gate_densities,
+                         None if loaded is None else loaded.model)
+        start = np.tile(start_points(cfg.chains.start, C, d, emotion, centroids, rng), (P, 1))
+        trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotion, gate,
+                                rng, adapt)
+        n_steps += int(trace.active.sum())
+        blocks.append(Block(emotion, trace, None if gate is None else gate.gamma))
+    t_sim = time.perf_counter() - t0
+    rows = study_rows(blocks, P, C, n_shown, agent, list(participants), cfg.trials.catch_rate,
+                      centroids, cfg.seed, utc_now())
+    metadata = {
+        "mode": "simulation",
+        "config": config_to_dict(cfg),
+        "checkpoint_sha256": checkpoint_sha256,
+        "agent": {"name": agent.name, **vars(agent_spec)},
+        "gate": vars(cfg.gate),
+        "seeds": {"master": cfg.seed, "chains": "default_rng([seed, session, block, 0])",
+                  "layout_and_catch": "default_rng([seed, session, block, 1])",
+                  "simulated_together": list(participants)},
+        "ground_truth": None if truth is None else {
+            "kind": truth.kind,
+            "densities": {e: dens.to_dict() for e, dens in truth.densities.items()},
+            "prototypes": {e: dens.mode().tolist() for e, dens in truth.densities.items()},
+        },
+        "versions": _versions(),
+    }
+    folders = []
+    for pid, participant_rows in zip(participants, rows, strict=True):
+        store = SessionStore.create(root, pid, SESSION, d, metadata)
+        store.append_many(participant_rows)
+        store.finish(n_rows=len(participant_rows))
+        folders.append(store.folder)
+    return Study(folders, sum(len(r) for r in rows), n_steps, t_sim)
+
+
+def _check_design(cfg, d, truth, loaded, centroids, source) -> None:
+    """ConfigError (naming `source` and the key) for what cannot be simulated in R^d."""
+    from mcmcp.config import ConfigError
+
+    if cfg.trials.repeat_rate > 0:
+        raise ConfigError(source, "trials.repeat_rate", cfg.trials.repeat_rate,
+                          "0 for simulations: repeat trials are not simulated")
+    if truth is not None:
+        missing = [e for e in cfg.emotions if e not in truth.densities]
+        if missing:
+            raise ConfigError(source, "emotions", list(cfg.emotions),
+                              f"emotions the ground truth has ({', '.join(truth.densities)}); "
+                              f"it lacks {', '.join(missing)}")
+    if loaded is not None and loaded.config.latent_dim != d:
+        raise ConfigError(source, "model.checkpoint", str(cfg.model.checkpoint),
+                          f"a model of latent size {d} (the ground truth's), not "
+                          f"{loaded.config.latent_dim}")
+    if cfg.model.latent_dim is not None and cfg.model.latent_dim != d:
+        raise ConfigError(source, "model.latent_dim", cfg.model.latent_dim, f"{d}")
+    if cfg.gate.mean is not None and len(cfg.gate.mean) != d:
+        raise ConfigError(source, "gate.mean", list(cfg.gate.mean), f"a list of d = {d} numbers")
+    if cfg.chains.start == "fibonacci" and d > 3:
+        raise ConfigError(source, "chains.start", "fibonacci",
+                          f"centroids or uniform: the latent size is {d} > 3")
+    if cfg.chains.start == "centroids" and centroids is None:
+        raise ConfigError(source, "chains.start", "centroids",
+                          "fibonacci or uniform, or give a checkpoint and face store "
+                          "(model.checkpoint, model.faces) to compute class centroids")
+
+
 # ----------------------------------------------------------------------------- CLI
-
-
-def _ground_truth(args, loaded, faceset, train_idx) -> tuple[str, dict | None]:
-    """(kind, emotion -> VMFMixture) of the latent agent's categories, or (kind, None)."""
-    from mcmcp.densities import VMFMixture, emotion_densities
-
-    if args.truth == "data":
-        if loaded is None or faceset is None:
-            return "data", None
-        kind = "vmf" if args.truth_components == 1 else "mixture"
-        return "data", emotion_densities(loaded, faceset, train_idx, kind, args.truth_components)
-    if args.truth == "manual":
-        means = fibonacci_sphere(len(EMOTIONS), 3)
-        return "manual", {
-            e: VMFMixture.single(means[k], args.truth_kappa) for k, e in enumerate(EMOTIONS)
-        }
-    data = json.loads(Path(args.truth).read_text())
-    return "file", {canonical_emotion(e): VMFMixture.from_dict(v) for e, v in data.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -357,7 +499,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", default="data",
                    help="latent agent's categories: 'data' (vMF fitted to the encoded training "
                         "faces), 'manual' (vMF(m_e, --truth-kappa), m_e = 7 Fibonacci points), "
-                        "or a JSON file {emotion: VMFMixture.to_dict()}")
+                        "or a JSON file {emotion: VMFMixture.to_dict()}; 'manual' and a file "
+                        "need no checkpoint unless the gate or agent does")
     p.add_argument("--truth-kappa", type=float, default=30.0)
     p.add_argument("--truth-components", type=int, default=1)
     p.add_argument("--out", default="participants_data", help="root folder for sub-*/ses-*")
@@ -389,114 +532,112 @@ def _overrides(args) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Simulate participants and write their sessions; returns a summary dict."""
-    from mcmcp.agents import make_agent
-    from mcmcp.config import AgentSpec, config_from_dict, config_to_dict, load_config, open_model
-    from mcmcp.densities import class_centroids, emotion_densities
-    from mcmcp.gate import make_gate
-    from mcmcp.store import SessionStore, session_dir, utc_now
+def _open_model(cfg, src: str, truth_arg: str) -> ModelParts | None:
+    """The VAE parts this simulation needs, or None when it needs none (nothing is decoded or
+    encoded). A missing checkpoint is a ConfigError saying what needed it."""
+    from mcmcp.config import AgentSpec, ConfigError, open_model
 
-    args = _parser().parse_args(argv)
-    if args.participants < 1:
-        raise SystemExit(f"--participants must be >= 1, got {args.participants}")
-    src = args.config or "<simulate defaults>"
-    overrides = _overrides(args)
-    if args.config:
-        cfg = load_config(args.config, overrides)
-    else:
-        cfg = config_from_dict({"name": "simulate", **overrides}, src)
-    if cfg.trials.repeat_rate > 0:
-        raise SystemExit(f"{src}: trials.repeat_rate must be 0 for simulations "
-                         f"(got {cfg.trials.repeat_rate}); repeat trials are not simulated")
-    agent_spec = cfg.agent or AgentSpec()
-    pids = [f"sim{k:03d}" for k in range(1, args.participants + 1)]
-    existing = [str(session_dir(args.out, p, SESSION)) for p in pids
-                if session_dir(args.out, p, SESSION).exists()]
-    if existing:
-        raise SystemExit(f"refusing to overwrite existing session folders: {', '.join(existing)}; "
-                         "choose another --out")
-
-    loaded = faceset = train_idx = observer = None
-    if (args.truth == "data" or agent_spec.kind != "latent"
-            or cfg.gate.kind in ("vmf", "mixture", "classifier")):
-        loaded = open_model(cfg, src)
-        loaded.model.eval()
-    if loaded is not None and (args.truth == "data" or cfg.gate.kind in ("vmf", "mixture")
-                               or cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0):
+    agent = cfg.agent or AgentSpec()
+    truth_from_data = agent.kind == "latent" and truth_arg == "data"
+    needs = [why for why, needed in (
+        ("--truth data (categories fitted to the encoded faces)", truth_from_data),
+        (f"agent.kind {agent.kind}", agent.kind != "latent"),
+        (f"gate.kind {cfg.gate.kind}", cfg.gate.kind in ("vmf", "mixture", "classifier")),
+    ) if needed]
+    if not needs:
+        return None
+    if not cfg.model.checkpoint.is_file():
+        raise ConfigError(src, "model.checkpoint", str(cfg.model.checkpoint),
+                          f"an existing VAE checkpoint, needed by {' and '.join(needs)}; train "
+                          "one with `python -m vae.train`, or simulate without a model: "
+                          "--truth manual (or a JSON file), a latent agent, gate none or manual")
+    loaded = open_model(cfg, src)
+    loaded.model.eval()
+    faceset = train_idx = observer = None
+    # Faces: to fit the truth or the gate, or for class centroids when no truth gives them.
+    if (truth_from_data or cfg.gate.kind in ("vmf", "mixture")
+            or (agent.kind != "latent"
+                and (cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0))):
         from vae.datasets import read_store, split_by_identity
 
         faceset = read_store(cfg.model.faces)
         tc = loaded.train_config or {}
         train_idx, _ = split_by_identity(faceset.identities, tc.get("val_fraction", 0.2),
                                          tc.get("split_seed", 0))
-    if agent_spec.kind == "observer":
+    if agent.kind == "observer":
         from vae.observer import load_observer
 
         observer = load_observer(Path(cfg.model.checkpoint).parent / "observer.pt")
-    truth_kind, truth = (_ground_truth(args, loaded, faceset, train_idx)
-                         if agent_spec.kind == "latent" else ("none", None))
-    if truth_kind in ("manual", "file"):
-        centroids = {e: dens.mode() for e, dens in truth.items()}
-    else:
-        centroids = None if faceset is None else class_centroids(loaded, faceset, train_idx)
-    if cfg.chains.start == "centroids" and centroids is None:
-        raise SystemExit(f"{src}: chains.start 'centroids' needs class centroids: give a "
-                         "checkpoint and face store (model.checkpoint, model.faces)")
-    gate_densities = None
-    if cfg.gate.kind in ("vmf", "mixture"):
-        gate_densities = emotion_densities(loaded, faceset, train_idx, cfg.gate.kind,
-                                           cfg.gate.components)
-    agent = make_agent(agent_spec, truth, None if loaded is None else loaded.model, observer)
-    d = next(iter(truth.values())).d if truth else loaded.config.latent_dim
+    return ModelParts(loaded, faceset, train_idx, observer)
 
-    C, P, n_shown = cfg.chains.per_emotion, args.participants, cfg.trials.per_chain
-    adapt = None if cfg.chains.adapt is None else (cfg.chains.adapt.target,
-                                                   cfg.chains.adapt.burn_in)
-    blocks, t0, n_steps = [], time.perf_counter(), 0
-    for b, emotion in enumerate(cfg.emotions):
-        rng = np.random.default_rng([cfg.seed, SESSION, b, 0])
-        gate = make_gate(cfg.gate, emotion, gate_densities,
-                         None if loaded is None else loaded.model)
-        start = np.tile(start_points(cfg.chains.start, C, d, emotion, centroids, rng), (P, 1))
-        trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotion, gate,
-                                rng, adapt)
-        n_steps += int(trace.active.sum())
-        blocks.append(Block(emotion, trace, None if gate is None else gate.gamma))
-    t_sim = time.perf_counter() - t0
-    rows = study_rows(blocks, P, C, n_shown, agent, pids, cfg.trials.catch_rate, centroids,
-                      cfg.seed, utc_now())
-    metadata = {
-        "mode": "simulation",
-        "config": config_to_dict(cfg),
-        "checkpoint_sha256": None if loaded is None else loaded.sha256,
-        "agent": {"name": agent.name, **vars(agent_spec)},
-        "gate": vars(cfg.gate),
-        "seeds": {"master": cfg.seed, "chains": "default_rng([seed, session, block, 0])",
-                  "layout_and_catch": "default_rng([seed, session, block, 1])",
-                  "simulated_together": pids},
-        "ground_truth": None if truth is None else {
-            "kind": truth_kind,
-            "densities": {e: dens.to_dict() for e, dens in truth.items()},
-            "prototypes": {e: dens.mode().tolist() for e, dens in truth.items()},
-        },
-        "versions": _versions(),
-    }
-    for pid, participant_rows in zip(pids, rows, strict=True):
-        store = SessionStore.create(args.out, pid, SESSION, d, metadata)
-        store.append_many(participant_rows)
-        store.finish(n_rows=len(participant_rows))
-    n_total = sum(len(r) for r in rows)
-    summary = {"participants": P, "rows": n_total, "chain_steps": n_steps,
+
+def _ground_truth(args, cfg, model: ModelParts | None) -> GroundTruth | None:
+    """The latent agent's categories from --truth (None for other agents)."""
+    from mcmcp.config import AgentSpec, ConfigError
+    from mcmcp.densities import emotion_densities
+
+    if (cfg.agent or AgentSpec()).kind != "latent":
+        return None
+    if args.truth == "data":
+        kind = "vmf" if args.truth_components == 1 else "mixture"
+        return GroundTruth("data", emotion_densities(model.loaded, model.faceset, model.train_idx,
+                                                     kind, args.truth_components))
+    if args.truth == "manual":
+        means = fibonacci_sphere(len(EMOTIONS), 3)
+        return GroundTruth("manual", {e: VMFMixture.single(means[k], args.truth_kappa)
+                                      for k, e in enumerate(EMOTIONS)})
+    path = Path(args.truth)
+    allowed = ("'data', 'manual' or an existing JSON file {emotion: {means, kappas, weights}} "
+               "(VMFMixture.to_dict) with one latent size")
+    try:
+        data = json.loads(path.read_text())
+        truth = {canonical_emotion(e): VMFMixture.from_dict(v) for e, v in data.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(path, "--truth", str(path), f"{allowed} ({err})") from None
+    if not truth or len({dens.d for dens in truth.values()}) != 1:
+        raise ConfigError(path, "--truth", str(path), allowed)
+    return GroundTruth("file", truth)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Simulate participants and write their sessions; returns a summary dict."""
+    from mcmcp.config import ConfigError, config_from_dict, load_config
+    from vae.files import file_sha256
+
+    args = _parser().parse_args(argv)
+    if args.participants < 1:
+        raise SystemExit(f"--participants must be >= 1, got {args.participants}")
+    src = args.config or "<simulate defaults>"
+    pids = [f"sim{k:03d}" for k in range(1, args.participants + 1)]
+    t0 = time.perf_counter()
+    try:
+        # The checkpoint is checked by _open_model, and only when the simulation needs the model.
+        if args.config:
+            cfg = load_config(args.config, _overrides(args), require_checkpoint=False)
+        else:
+            cfg = config_from_dict({"name": "simulate", **_overrides(args)}, src,
+                                   require_checkpoint=False)
+        model = _open_model(cfg, src, args.truth)
+        truth = _ground_truth(args, cfg, model)
+        # Record the config's model even when it was not opened: analysis decodes these codes
+        # with it and checks the hash.
+        sha = (model.loaded.sha256 if model is not None
+               else file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint.is_file() else None)
+        study = simulate_study(cfg, args.out, pids, truth, model, sha, src)
+    except (ConfigError, FileExistsError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    C, P, n_shown = cfg.chains.per_emotion, len(pids), cfg.trials.per_chain
+    summary = {"participants": P, "rows": study.n_rows, "chain_steps": study.chain_steps,
                "shown_chain_trials": P * C * n_shown * len(cfg.emotions),
-               "simulate_seconds": t_sim,
-               "chain_trials_per_second": n_steps / max(t_sim, 1e-9),
+               "simulate_seconds": study.simulate_seconds,
+               "chain_trials_per_second": study.chain_steps / max(study.simulate_seconds, 1e-9),
                "total_seconds": time.perf_counter() - t0, "out": str(args.out)}
+    agent = (cfg.agent.kind if cfg.agent else "latent")
     print(f"simulated {P} participant(s) x {len(cfg.emotions)} emotion(s) x {C} chains x "
-          f"{n_shown} trials with agent {agent.name!r}, gate {cfg.gate.kind!r}: "
-          f"{n_total} rows, {n_steps} chain steps in {t_sim:.2f} s "
-          f"({summary['chain_trials_per_second']:,.0f} chain-trials/s); "
-          f"written to {args.out} in {summary['total_seconds']:.1f} s total")
+          f"{n_shown} trials with agent {agent!r}, gate {cfg.gate.kind!r}: "
+          f"{study.n_rows} rows, {study.chain_steps} chain steps in "
+          f"{study.simulate_seconds:.2f} s ({summary['chain_trials_per_second']:,.0f} "
+          f"chain-trials/s); written to {args.out} in {summary['total_seconds']:.1f} s total")
     return summary
 
 

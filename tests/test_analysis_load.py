@@ -11,6 +11,7 @@ import pytest
 from analysis import chain_states, load_sessions, load_trials, to_draws
 from analysis.load import burn_in_steps
 from mcmcp import schema
+from mcmcp.densities import VMFMixture
 
 
 def _digest(root):
@@ -41,15 +42,18 @@ def test_load_sessions_metadata(analysis_small_study):
     assert (sessions["gate_kind"] == "none").all() and sessions["gate_gamma"].isna().all()
     assert (sessions["emotions"] == "happy,sad").all()
     assert (sessions["agent_name"] == "latent").all()
-    assert set(sessions["ground_truth"].iloc[0]) == {"happy", "sad"}
+    truth = sessions["ground_truth"].iloc[0]  # as mcmcp.simulate records it
+    assert truth["kind"] == "file" and set(truth["densities"]) == {"happy", "sad"}
 
 
 def test_chain_states_rebuild_the_recorded_chain_with_gate_steps(tmp_path, analysis_simulate):
-    truth = {"happy": {"mean": [0.0, 0.0, 1.0], "kappa": 10.0}}
-    gate = {"happy": {"mean": [1.0, 0.0, 0.0], "kappa": 5.0}, "gamma": 1.0}
-    folder = analysis_simulate(tmp_path, "sim001", truth, seed=3, n_iter=50, gate=gate)
+    truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 10.0)}
+    gate = {"kind": "manual", "mean": [1.0, 0.0, 0.0], "kappa": 5.0, "gamma": 1.0}
+    [folder] = analysis_simulate(tmp_path, ["sim001"], truth, seed=3, n_shown=50, gate=gate)
     trials = load_trials(folder)
     assert (trials["kind"] == "gate").sum() > 10
+    steps = trials[trials["kind"].isin(["chain", "gate"])]
+    assert (steps[steps["kind"] == "chain"].groupby("chain").size() == 50).all()
     states = chain_states(trials)
     for _, rows in trials[trials["kind"].isin(["chain", "gate"])].groupby("chain"):
         rows = rows.sort_values("iteration")
@@ -66,7 +70,9 @@ def test_chain_states_rebuild_the_recorded_chain_with_gate_steps(tmp_path, analy
         np.testing.assert_array_equal(x[gate_steps], x[gate_steps - 1])
         lg = np.where(acc, rows["log_gate_proposal"], rows["log_gate_current"])
         np.testing.assert_allclose(ch["log_gate"].to_numpy(float)[1:], lg)
-    assert (states.groupby("chain")["step"].max() == 50).all()
+    # one state per step, shown or screened out, plus the start
+    pd.testing.assert_series_equal(states.groupby("chain")["step"].max(),
+                                   steps.groupby("chain").size(), check_names=False)
 
 
 def test_burn_in_rule_and_draws(analysis_small_study):

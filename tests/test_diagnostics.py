@@ -8,20 +8,21 @@ from scipy.stats import vonmises_fisher
 
 from analysis import chain_states, load_trials
 from analysis import diagnostics as dg
+from mcmcp.densities import VMFMixture
 
 
 def test_rhat_flags_short_far_apart_chains_and_passes_long_mixed_ones(tmp_path,
                                                                        analysis_simulate):
-    truth = {"happy": {"mean": [0.0, 0.0, 1.0], "kappa": 20.0}}
+    truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 20.0)}
     # Tight proposals (about 3 degrees a step) from starts spread over the sphere, 40 steps:
     # the chains are still far apart.
-    short = analysis_simulate(tmp_path / "a", "sim001", truth, seed=1, n_iter=40,
-                              kappa_proposal=300.0, n_catch=0)
+    [short] = analysis_simulate(tmp_path / "a", ["sim001"], truth, seed=1, n_shown=40,
+                                kappa_proposal=300.0)
     conv = dg.convergence(chain_states(load_trials(short)))
     assert conv["rhat_max"].iloc[0] > 1.1
     assert conv["verdict"].iloc[0].startswith("not converged")
-    long = analysis_simulate(tmp_path / "b", "sim001", truth, seed=2, n_iter=1500,
-                             kappa_proposal=30.0, n_catch=0)
+    [long] = analysis_simulate(tmp_path / "b", ["sim001"], truth, seed=2, n_shown=1500,
+                               kappa_proposal=30.0)
     conv = dg.convergence(chain_states(load_trials(long)))
     assert conv["rhat_max"].iloc[0] < 1.05
     assert conv["ess_bulk_min"].iloc[0] > 100
@@ -62,15 +63,16 @@ def test_response_times_and_fast_flag(analysis_small_study):
 
 
 def test_acceptance_counts_shown_trials(tmp_path, analysis_simulate):
-    truth = {"sad": {"mean": [0.0, 1.0, 0.0], "kappa": 10.0}}
-    gate = {"sad": {"mean": [0.0, 1.0, 0.0], "kappa": 5.0}, "gamma": 2.0}
-    trials = load_trials(analysis_simulate(tmp_path, "sim001", truth, seed=4, n_iter=60,
-                                           gate=gate, n_catch=0))
+    truth = {"sad": VMFMixture.single([0.0, 1.0, 0.0], 10.0)}
+    gate = {"kind": "manual", "mean": [0.0, 1.0, 0.0], "kappa": 5.0, "gamma": 2.0}
+    trials = load_trials(analysis_simulate(tmp_path, ["sim001"], truth, seed=4, n_shown=60,
+                                           gate=gate)[0])
     table = dg.acceptance(trials).set_index("chain")
     for chain, rows in trials.groupby("chain"):
         shown = rows[rows["kind"] == "chain"]
+        assert len(shown) == 60  # every chain runs until 60 trials were shown
         assert table.loc[chain, "acceptance"] == pytest.approx(shown["accepted"].mean())
-        assert table.loc[chain, "gate_pass"] == pytest.approx(len(shown) / 60)
+        assert table.loc[chain, "gate_pass"] == pytest.approx(60 / len(rows))
     assert (table["gate_pass"] < 1).all()
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.report import main
+from mcmcp.densities import VMFMixture
 from vae.checkpoint import file_sha256, save_checkpoint
 from vae.datasets import write_store
 from vae.faceset import FaceSet
@@ -61,12 +62,12 @@ def analysis_model_files(tmp_path):
 def test_report_with_checkpoint_draws_faces_and_refuses_another_model(
         tmp_path, analysis_simulate, analysis_model_files, capsys):
     ckpt, faces = analysis_model_files
-    truth = {"happy": {"mean": [0.0, 0.0, 1.0], "kappa": 15.0},
-             "sad": {"mean": [1.0, 0.0, 0.0], "kappa": 15.0}}
-    gate = {"happy": {"mean": [0.0, 0.6, 0.8], "kappa": 5.0},
-            "sad": {"mean": [0.8, 0.6, 0.0], "kappa": 5.0}, "gamma": 1.0}
+    truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 15.0),
+             "sad": VMFMixture.single([1.0, 0.0, 0.0], 15.0)}
+    # one manual gatekeeper for both emotions, about 50 degrees from each prototype
+    gate = {"kind": "manual", "mean": [0.7, 0.5, 0.7], "kappa": 5.0, "gamma": 1.0}
     data = tmp_path / "participants_data"
-    analysis_simulate(data, "sim001", truth, seed=1, n_iter=80, gate=gate,
+    analysis_simulate(data, ["sim001"], truth, seed=1, n_shown=80, gate=gate, catch_rate=0.05,
                       checkpoint_sha256=file_sha256(ckpt))
     out = tmp_path / "report"
     assert main([str(data), "--out", str(out), "--checkpoint", str(ckpt), "--faces", str(faces),
@@ -79,7 +80,7 @@ def test_report_with_checkpoint_draws_faces_and_refuses_another_model(
     assert set(protos["estimate"]) == {"guided (as sampled)", "de-guided (PSIS)"}
 
     other = tmp_path / "other"
-    analysis_simulate(other, "sim002", truth, seed=2, n_iter=20, checkpoint_sha256="0" * 64)
+    analysis_simulate(other, ["sim002"], truth, seed=2, n_shown=20, checkpoint_sha256="0" * 64)
     capsys.readouterr()
     assert main([str(other), "--out", str(tmp_path / "r2"), "--checkpoint", str(ckpt)]) == 1
     err = capsys.readouterr().err

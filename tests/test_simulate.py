@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.load import load_sessions
+from analysis.prototypes import truth_table
 from mcmcp import simulate
+from mcmcp.densities import VMFMixture
+from mcmcp.sphere import fibonacci_sphere
 from mcmcp.store import read_trials
 from vae.checkpoint import save_checkpoint
 from vae.datasets import write_store
 from vae.faces import generate_faces
+from vae.files import file_sha256
 from vae.labels import EMOTIONS
 from vae.model import ModelConfig, build_model
 
@@ -66,7 +71,14 @@ def test_cli_manual_truth_all_emotions(tmp_path, model_files, capsys):
         assert catch["correct"].mean() > 0.7  # vMF(k=20) categories 70 degrees apart
         assert df["trial"].dropna().tolist() == list(range(1, len(df) + 1))
         assert df["gate_gamma"].isna().all()
+        # the model was never opened, but the codes belong to it: its hash is recorded
+        assert meta["checkpoint_sha256"] == file_sha256(ckpt)
     assert summary["rows"] == 2 * 7 * (36 + 4)
+    # analysis reads the recorded truth: modes of the 7 Fibonacci vMFs, their kappa
+    truth = truth_table(load_sessions(tmp_path / "a")).set_index(["participant", "emotion"])
+    assert len(truth) == 2 * 7 and (truth["truth_kappa"] == 20.0).all()
+    np.testing.assert_allclose(truth.loc["sim002"].loc[list(EMOTIONS), ["truth_0", "truth_1",
+                               "truth_2"]].to_numpy(), fibonacci_sphere(7, 3), atol=1e-12)
     with pytest.raises(SystemExit, match="overwrite"):
         run(tmp_path / "a", ckpt, *args)
     # same seed, same data (apart from the wall-clock timestamp)
@@ -104,3 +116,41 @@ def test_cli_refuses_repeat_trials(tmp_path, model_files):
                    "gate: {kind: none}\n")
     with pytest.raises(SystemExit, match="repeat_rate"):
         simulate.main(["--config", str(cfg), "--truth", "manual", "--out", str(tmp_path)])
+
+
+def test_manual_truth_needs_no_model_unless_the_gate_or_agent_does(tmp_path):
+    missing = tmp_path / "no_such_model.pt"
+    args = ("--emotion", "sad", "--chains", "2", "--trials", "5", "--truth", "manual",
+            "--catch-rate", "0.2")
+    run(tmp_path / "a", missing, "--gate", "none", *args)
+    meta = json.loads((tmp_path / "a/sub-sim001/ses-01/session.json").read_text())
+    assert meta["checkpoint_sha256"] is None and meta["ground_truth"]["kind"] == "manual"
+    df = read_trials(tmp_path / "a/sub-sim001/ses-01/trials.csv")
+    assert (df["kind"] == "chain").sum() == 10 and (df["kind"] == "catch").sum() == 2
+    for extra, needed_by in ((("--gate", "vmf"), "gate.kind vmf"),
+                             (("--gate", "none", "--agent", "classifier"), "agent.kind classifier"),
+                             (("--gate", "none", "--truth", "data"), "--truth data")):
+        with pytest.raises(SystemExit, match="model.checkpoint") as err:
+            run(tmp_path / "b", missing, *args, *extra)
+        assert needed_by in str(err.value) and str(missing) in str(err.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_truth_file_and_its_mode_as_analysis_reads_it(tmp_path):
+    # happy: a two-component mixture whose heavier component is the prototype
+    happy = VMFMixture(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), np.array([25.0, 40.0]),
+                       np.array([0.7, 0.3]))
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"Happiness": happy.to_dict()}))
+    run(tmp_path / "out", tmp_path / "none.pt", "--emotion", "happy", "--chains", "2",
+        "--trials", "5", "--gate", "none", "--truth", str(path))
+    truth = truth_table(load_sessions(tmp_path / "out"))
+    assert truth["emotion"].tolist() == ["happy"] and truth["truth_kappa"].tolist() == [25.0]
+    np.testing.assert_allclose(truth[["truth_0", "truth_1", "truth_2"]].to_numpy()[0],
+                               [0.0, 0.0, 1.0])
+    with pytest.raises(SystemExit, match="lacks sad"):
+        run(tmp_path / "x", tmp_path / "none.pt", "--emotion", "sad", "--gate", "none",
+            "--truth", str(path))
+    path.write_text('{"happy": {"means": [[0, 0, 1]]}}')
+    with pytest.raises(SystemExit, match=f"{path}: key '--truth'"):
+        run(tmp_path / "y", tmp_path / "none.pt", "--gate", "none", "--truth", str(path))
