@@ -34,8 +34,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[lab,test]"
 	touch $(STAMP)
 
+# With a display the demo window is visible; without one it runs on a virtual screen.
 demo: setup
-	$(XVFB) $(BIN)/python -m mcmcp.demo
+	$(if $(DISPLAY),,$(XVFB)) $(BIN)/python -m mcmcp.demo
 
 test: setup
 	$(BIN)/ruff check .
