@@ -24,7 +24,14 @@ from scipy.stats import vonmises_fisher
 from mcmcp.agents import LatentAgent
 from mcmcp.densities import VMFMixture
 from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, sample_uniform, spherical_mean
+from mcmcp.sphere import (
+    fibonacci_sphere,
+    geodesic,
+    normalize,
+    rotation_between,
+    sample_uniform,
+    spherical_mean,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 M = normalize(np.array([0.3, -0.5, 0.8]))
@@ -79,7 +86,7 @@ def recovery(kappa_prop: float, k: float, n_rep: int, n_trials: int, checkpoints
     means = sample_uniform(n_rep, 3, rng)
     # one latent agent per replicate is the same as rotating the starts: the category is fixed
     # at M and each replicate's 4 Fibonacci starts are rotated by a random rotation.
-    rot = np.array([_rotation(M, m) for m in means])  # maps m -> M
+    rot = np.array([rotation_between(M, m) for m in means])  # maps m -> M
     start = np.einsum("rij,cj->rci", rot, fibonacci_sphere(4)).reshape(-1, 3)
     agent = LatentAgent({"happy": VMFMixture.single(M, k)})
     tr = simulate_chains(start, n_trials, kappa_prop, agent, "happy", None, rng)
@@ -89,15 +96,6 @@ def recovery(kappa_prop: float, k: float, n_rep: int, n_trials: int, checkpoints
         est = spherical_mean(x[t // 2 : t].transpose(1, 0, 2, 3).reshape(n_rep, -1, 3), axis=1)
         errs.append(np.median(np.degrees(geodesic(est, M))))
     return np.array(errs)
-
-
-def _rotation(a, b):
-    """A rotation matrix (3, 3) taking unit a to unit b (Rodrigues)."""
-    v, c = np.cross(a, b), float(a @ b)
-    if np.linalg.norm(v) < 1e-12:
-        return np.eye(3) if c > 0 else -np.eye(3)
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
 def main(argv=None) -> None:

@@ -36,6 +36,7 @@ from mcmcp.sphere import (  # noqa: E402
     geodesic,
     normalize,
     rotate_towards,
+    rotation_between,
     sample_uniform,
     spherical_mean,
 )
@@ -45,20 +46,12 @@ M = normalize(np.array([0.3, -0.5, 0.8]))
 K_CATEGORY, K_GATE, N_CHAINS = 30.0, 10.0, 4
 
 
-def _rotation(a, b):
-    v, c = np.cross(a, b), float(a @ b)
-    if np.linalg.norm(v) < 1e-12:
-        return np.eye(3) if c > 0 else -np.eye(3)
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
 def run(gate, n_rep, n_shown, kappa_prop, checkpoints, seed):
     """Median (rhat, error_deg, khat) per checkpoint of shown trials per chain."""
     rng = np.random.default_rng(seed)
     # The category stays at M; each participant's 4 Fibonacci starts are randomly rotated,
     # which is the same as a random category mean with fixed starts.
-    rot = np.array([_rotation(m, M) for m in sample_uniform(n_rep, 3, rng)])
+    rot = np.array([rotation_between(m, M) for m in sample_uniform(n_rep, 3, rng)])
     start = np.einsum("rij,cj->rci", rot, fibonacci_sphere(N_CHAINS)).reshape(-1, 3)
     agent = LatentAgent({"happy": VMFMixture.single(M, K_CATEGORY)})
     tr = simulate_chains(start, n_shown, kappa_prop, agent, "happy", gate, rng)

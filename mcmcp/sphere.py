@@ -148,3 +148,12 @@ def rotate_towards(a: np.ndarray, b: np.ndarray, angle: float) -> np.ndarray:
     """The point `angle` radians from unit vector a along the great circle towards b (d any)."""
     t = normalize(b - np.sum(a * b, axis=-1, keepdims=True) * a)
     return np.cos(angle) * a + np.sin(angle) * t
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A rotation matrix (3, 3) taking unit vector a to unit vector b in R^3 (Rodrigues)."""
+    v, c = np.cross(a, b), float(a @ b)
+    if np.linalg.norm(v) < 1e-12:
+        return np.eye(3) if c > 0 else -np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)

@@ -11,6 +11,7 @@ from mcmcp.sphere import (
     mean_resultant_length,
     normalize,
     rotate_towards,
+    rotation_between,
     sample_uniform,
     sample_vmf,
     spherical_mean,
@@ -152,3 +153,15 @@ def test_to_lonlat():
     lon, lat = to_lonlat(np.array([[0, 0, 1.0], [0, 1.0, 0]]))
     np.testing.assert_allclose(lat, [np.pi / 2, 0])
     assert lon[1] == pytest.approx(np.pi / 2)
+
+
+def test_rotation_between_maps_a_to_b_and_is_a_rotation():
+    rng = np.random.default_rng(5)
+    for a, b in [(rng.standard_normal(3), rng.standard_normal(3)) for _ in range(5)] + [
+        (np.array([0.0, 0, 1]), np.array([0.0, 0, 1])),
+        (np.array([0.0, 0, 1]), np.array([0.0, 0, -1])),
+    ]:
+        a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+        r = rotation_between(a, b)
+        np.testing.assert_allclose(r @ a, b, atol=1e-12)
+        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
