@@ -76,3 +76,12 @@ def analysis_simulate():
     """The study simulator above, for tests that need their own designs."""
     return analysis_simulate_study
 
+
+
+@pytest.fixture(scope="session")
+def default_faces():
+    """The default procedural face set the committed model was trained on (built once, ~10 s),
+    so tests of the trained model run on a fresh clone where data/faces.h5 does not exist yet."""
+    from vae.faces import generate_faces
+
+    return generate_faces()

@@ -209,21 +209,18 @@ def test_vmf_mixture_fit_recovers_components_and_round_trips():
 
 CHECKPOINT = ROOT / "vae/checkpoints/default.pt"
 OBSERVER = ROOT / "vae/checkpoints/observer.pt"
-FACES = ROOT / "data/faces.h5"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHECKPOINT.is_file() and OBSERVER.is_file() and FACES.is_file()),
-                    reason="needs the committed vae/checkpoints/default.pt, observer.pt and "
-                           "data/faces.h5 (python -m vae.train; python -m vae.observer)")
-def test_trained_agents_prefer_their_emotions_centroid():
+def test_trained_agents_prefer_their_emotions_centroid(default_faces):
+    """The committed model and observer: every agent picks an emotion's centroid over others'."""
     from mcmcp.densities import class_centroids, emotion_densities
     from vae.checkpoint import load_checkpoint
-    from vae.datasets import read_store, split_by_identity
+    from vae.datasets import split_by_identity
     from vae.observer import load_observer
 
     loaded = load_checkpoint(CHECKPOINT)
-    faces = read_store(FACES)
+    faces = default_faces
     train, _ = split_by_identity(faces.identities, 0.2, 0)
     train = train[:: max(1, len(train) // 700)]
     cents = class_centroids(loaded, faces, train)

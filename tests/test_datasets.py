@@ -634,8 +634,6 @@ def test_cli_as_a_module_with_a_source_error(tmp_path):
 
 
 def test_cli_synthetic_with_contact_sheet(tmp_path, capsys):
-    pytest.importorskip("vae.faces")
-    pytest.importorskip("vae.contact_sheet")
     out, sheet = tmp_path / "faces.h5", tmp_path / "sheet.png"
     argv = ["build", "--source", "synthetic", "--n-identities", "3", "--out", str(out)]
     assert main(argv + ["--seed", "1", "--contact-sheet", str(sheet)]) == 0

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_session import make_assets, write_config
+from test_session import write_config
 
 from mcmcp.store import read_trials
 
@@ -39,9 +39,7 @@ class Session:
     """A windowed session subprocess whose stdout lines arrive on a queue."""
 
     def __init__(self, tmp_path: Path, participant: str, *extra: str):
-        ckpt = ROOT / "vae/checkpoints/default.pt"
-        if not ckpt.exists():
-            ckpt, _ = make_assets(tmp_path)
+        ckpt = ROOT / "vae/checkpoints/default.pt"  # the committed model: real decoded faces
         cfg = write_config(
             tmp_path, name="window", emotions=["happy"],
             model={"checkpoint": str(ckpt), "faces": str(tmp_path / "unused.h5")},
