@@ -305,6 +305,11 @@ def to_draws(data: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN) -> dict
     out = {}
     for emotion, group in kept.groupby("emotion", sort=True):
         chains = [g[xcols].to_numpy(float) for _, g in group.groupby(KEYS, sort=True)]
-        n = min(len(c) for c in chains)
+        n, longest = min(len(c) for c in chains), max(len(c) for c in chains)
+        if n < longest / 2:
+            warnings.warn(
+                f"emotion {emotion}: chains differ in length (shortest {n}, longest {longest} "
+                f"post-burn-in draws); R-hat and ESS use the last {n} draws of every chain. "
+                "Analyse designs with different trials per chain separately.", stacklevel=2)
         out[str(emotion)] = np.stack([c[len(c) - n:] for c in chains])
     return out

@@ -3,8 +3,11 @@
 Each step is the command a lab member would type, run as a subprocess so the demo exercises the
 real command-line tools. Output goes to a fresh run folder so nothing earlier is ever overwritten:
   data/faces.h5                      the default procedural face set (reused when present)
-  data/demo/<run>/participants/      simulated participants + the demo session
-  reports/demo/<run>/                VAE figures, session screenshot, analysis report (index.html)
+  data/demo/<run>/study/             the simulated study (participants sim001...)
+  data/demo/<run>/session/           the demo lab session (participant demo01)
+  reports/demo/<run>/                VAE figures, session screenshot, the two analysis reports
+The study and the session are analysed apart: an 8-trial session pooled with 250-trial chains
+would cut every chain to 8 trials for the convergence diagnostics.
 With a display the session window is visible; without one it runs under Xvfb (see the Makefile),
 or headless (`--no-window`) when no X server is available at all.
 """
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="name of this demo run (folder under data/demo and reports/demo)")
     args = parser.parse_args(argv)
 
-    data_dir = Path("data/demo") / args.run / "participants"
+    study_dir = Path("data/demo") / args.run / "study"
+    session_dir = Path("data/demo") / args.run / "session"
     report_dir = Path("reports/demo") / args.run
     windowed = bool(os.environ.get("DISPLAY"))
 
@@ -59,19 +63,21 @@ def main(argv: list[str] | None = None) -> None:
          ["vae.figures", CHECKPOINT, "--out", str(report_dir / "vae")])
     _run("4/6 simulate a guided study with synthetic participants",
          ["mcmcp.simulate", "--config", "experiments/simulate_demo.yaml", "--faces", FACES,
-          "--participants", "4", "--out", str(data_dir)])
+          "--participants", "4", "--out", str(study_dir)])
     session = ["mcmcp.run", "--config", "experiments/demo.yaml", "--participant", "demo01",
-               "--agent", "latent", "--out", str(data_dir)]
+               "--agent", "latent", "--out", str(session_dir)]
     if windowed:
         session += ["--windowed", "--screenshot", str(report_dir / "session_screenshot.png")]
     else:
         session += ["--no-window"]
     _run("5/6 a demo lab session answered by a synthetic agent"
          + (" in a real window" if windowed else " (no display: headless)"), session)
-    _run("6/6 the analysis report",
-         ["analysis.report", str(data_dir), "--out", str(report_dir / "analysis"),
-          "--checkpoint", CHECKPOINT, "--faces", FACES])
-    print(f"\nDemo finished. Open {report_dir / 'analysis' / 'index.html'}", flush=True)
+    for data, name in ((session_dir, "session_report"), (study_dir, "analysis")):
+        _run(f"6/6 the analysis report of {data}",
+             ["analysis.report", str(data), "--out", str(report_dir / name),
+              "--checkpoint", CHECKPOINT, "--faces", FACES])
+    print(f"\nDemo finished. Open {report_dir / 'analysis' / 'index.html'} (the simulated study)"
+          f" and {report_dir / 'session_report' / 'index.html'} (the demo session)", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from analysis import chain_states, load_sessions, load_trials, to_draws
 from analysis.load import burn_in_steps
 from mcmcp import schema
 from mcmcp.densities import VMFMixture
+from mcmcp.sphere import fibonacci_sphere
 
 
 def _digest(root):
@@ -150,3 +152,17 @@ def test_missing_files_and_bad_json(analysis_small_study, tmp_path):
     (folder / "trials.csv").unlink()
     with pytest.raises(FileNotFoundError, match=f"missing trials file: {folder / 'trials.csv'}"):
         load_trials(tmp_path)
+
+
+def test_to_draws_warns_when_pooled_chains_differ_a_lot_in_length(tmp_path, analysis_simulate):
+    """A short pilot pooled with a long study would cut every chain to the pilot's length."""
+    truth = {"happy": VMFMixture.single(fibonacci_sphere(2, 3)[0], 20.0)}
+    analysis_simulate(tmp_path, ["sim001"], truth, seed=1, n_shown=200)
+    analysis_simulate(tmp_path, ["sim002"], truth, seed=2, n_shown=20)
+    trials = load_trials(tmp_path)
+    with pytest.warns(UserWarning, match="chains differ in length"):
+        draws = to_draws(trials)
+    assert draws["happy"].shape[1] <= 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_draws(trials[trials["participant"] == "sim001"])
