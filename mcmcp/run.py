@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,13 @@ from mcmcp.config import (
 from mcmcp.engine import Engine
 from mcmcp.render import Renderer
 from mcmcp.session import HeadlessDisplay, run_session
-from mcmcp.store import SessionStore, session_dir, validate_participant_id, validate_session
+from mcmcp.store import (
+    SessionStore,
+    session_dir,
+    validate_participant_id,
+    validate_session,
+    versions,
+)
 
 
 def _log(line: str) -> None:
@@ -79,18 +84,6 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Experi
             parser.error("give --config experiments/<name>.yaml or --emotion")
         path = ROOT / "experiments" / f"{args.emotion[0].lower()}.yaml"
     return load_config(path, overrides)
-
-
-def _versions() -> dict:
-    out = {}
-    for name in ("mcmcp-sphere", "torch", "numpy", "psychopy"):
-        if name == "psychopy" and "psychopy" not in sys.modules:
-            continue
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _materials(cfg: ExperimentConfig, loaded):
@@ -211,7 +204,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "config": config_to_dict(cfg),
                 "checkpoint_sha256": loaded.sha256,
                 "faces_sha256": faces_hash,
-                "versions": _versions(),
+                "versions": versions(),
                 "seeds": {"seed": cfg.seed, "streams": "[seed, session, stream, counter]"},
                 "agent": agent.name if agent is not None else "human",
                 "gate": config_to_dict(cfg)["gate"],
@@ -222,7 +215,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         engine = Engine(cfg, d, participant, session, gates, centroids,
                         agent.name if agent is not None else "human", rows)
         store.update(refresh_rate=getattr(display, "refresh_rate", None),
-                     versions=_versions())
+                     versions=versions())
         _log(f"session {store.folder}: {len(engine.schedule)} shown trials, "
              f"{engine.next_index} done")
         status = "error"

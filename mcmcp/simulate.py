@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -377,7 +376,7 @@ def simulate_study(
     from mcmcp.config import AgentSpec, config_to_dict
     from mcmcp.densities import class_centroids, emotion_densities
     from mcmcp.gate import make_gate
-    from mcmcp.store import SessionStore, session_dir, utc_now
+    from mcmcp.store import SessionStore, session_dir, utc_now, versions
 
     existing = [str(f) for f in (session_dir(root, p, SESSION) for p in participants) if f.exists()]
     if existing:
@@ -433,7 +432,7 @@ def simulate_study(
             "densities": {e: dens.to_dict() for e, dens in truth.densities.items()},
             "prototypes": {e: dens.mode().tolist() for e, dens in truth.densities.items()},
         },
-        "versions": _versions(),
+        "versions": versions(),
     }
     folders = []
     for pid, participant_rows in zip(participants, rows, strict=True):
@@ -639,17 +638,6 @@ def main(argv: list[str] | None = None) -> dict:
           f"{study.simulate_seconds:.2f} s ({summary['chain_trials_per_second']:,.0f} "
           f"chain-trials/s); written to {args.out} in {summary['total_seconds']:.1f} s total")
     return summary
-
-
-def _versions() -> dict:
-    import scipy
-    import torch
-
-    import mcmcp
-
-    return {"mcmcp": getattr(mcmcp, "__version__", "unknown"), "numpy": np.__version__,
-            "scipy": scipy.__version__, "torch": torch.__version__,
-            "python": sys.version.split()[0]}
 
 
 if __name__ == "__main__":

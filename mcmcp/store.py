@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +54,22 @@ def session_dir(root: str | os.PathLike, participant: str, session: int) -> Path
     validate_participant_id(participant)
     validate_session(session)
     return Path(root) / f"sub-{participant}" / f"ses-{session:02d}"
+
+
+def versions() -> dict[str, str | None]:
+    """Versions recorded in every session.json, lab and simulated alike: this package, Python
+    and the numerical stack, and PsychoPy when the session imported it (a --no-window run
+    never does)."""
+    names = ["mcmcp-sphere", "numpy", "scipy", "torch"]
+    if "psychopy" in sys.modules:
+        names.append("psychopy")
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def utc_now() -> str:
