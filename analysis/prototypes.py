@@ -337,22 +337,6 @@ def check_model(sessions: pd.DataFrame, checkpoint_sha256: str, checkpoint_path:
     return unrecorded
 
 
-def encode_faces(model: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """uint8 images (n, H, W) -> unit codes (n, d) with the model's encoder."""
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch):
-            x = torch.from_numpy(images[s:s + batch]).float().div(255.0).unsqueeze(1)
-            out.append(model.encode(x).double().numpy())
-    return sphere.normalize(np.concatenate(out))
-
-
-def class_centroids(codes: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...]
-                    ) -> dict[str, np.ndarray]:
-    """Spherical mean code (d,) of each class present in the encoded face set."""
-    return {label_names[k]: sphere.spherical_mean(codes[labels == k]) for k in np.unique(labels)}
-
-
 def decode(model: torch.nn.Module, z: np.ndarray) -> np.ndarray:
     """Unit codes (n, d) -> face images (n, H, W) in [0, 1]."""
     with torch.no_grad():

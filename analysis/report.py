@@ -271,19 +271,15 @@ def _model_part(page, table, sessions, d, checkpoint, faces) -> tuple[str, pd.Da
         return ("<p><b>No faces drawn:</b> no model checkpoint was given. Rerun with "
                 "<code>--checkpoint CHECKPOINT --faces FACES.h5</code> to see the prototype faces "
                 "and the model's reading of them.</p>", None)
+    from mcmcp.densities import class_centroids
     from vae.checkpoint import load_checkpoint
     from vae.datasets import read_store
     from vae.labels import EMOTIONS
 
     loaded = load_checkpoint(checkpoint, expect_latent_dim=d)
     unrecorded = pt.check_model(sessions, loaded.sha256, checkpoint)
-    centroids, names = None, EMOTIONS
-    if faces is not None:
-        faceset = read_store(faces)
-        names = faceset.label_names
-        codes = pt.encode_faces(loaded.model, faceset.images)
-        centroids = pt.class_centroids(codes, faceset.labels, names)
-    table = pt.model_comparison(table, loaded.model, names, centroids)
+    centroids = None if faces is None else class_centroids(loaded, read_store(faces))
+    table = pt.model_comparison(table, loaded.model, EMOTIONS, centroids)
     chosen = _preferred(table)
     images = pt.decode(loaded.model, pt.table_vectors(chosen))
     page.figure(figures.prototype_faces(chosen, images), "faces",
