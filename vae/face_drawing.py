@@ -192,9 +192,10 @@ def _eye_geometry(p: dict, a: dict, w: _Window) -> dict:
     """
     ex, ey, es = p["eye_spacing"], p["eye_height"], p["eye_size"]
     ew = 0.132 * es
-    # AU5 raises the upper lid 0.06 (white shows above the iris; less under a lowered brow);
-    # AU4 without AU5 lowers it 0.014, AU6 0.010, AU7 0.012, AU9 0.010.
-    hu = 0.052 + 0.060 * a["AU5"] * (1.0 - 0.45 * a["AU4"]) - 0.010 * a["AU6"]
+    # AU5 raises the upper lid 0.06 (white shows above the iris; a quarter less under a
+    # lowered brow: the glare of anger); AU4 without AU5 lowers it 0.014, AU6 0.010, AU7
+    # 0.012, AU9 0.010.
+    hu = 0.052 + 0.060 * a["AU5"] * (1.0 - 0.25 * a["AU4"]) - 0.010 * a["AU6"]
     hu = hu - 0.012 * a["AU7"] - 0.014 * a["AU4"] * (1.0 - a["AU5"]) - 0.010 * a["AU9"]
     hu = es * np.maximum(hu, 0.008)
     # AU7 raises and straightens the lower lid (0.02), AU9 raises it 0.012; AU6 pushes its
@@ -277,11 +278,11 @@ def _brow_geometry(p: dict, a: dict, w: _Window) -> dict:
     bo = ex + 1.1 * ew
     # Heights at intensity 1: AU1 inner +0.13, middle +0.07; AU2 outer +0.11, middle +0.10;
     # AU4 all -0.04 and, unless AU1 holds it up, the inner end a further -0.085 (the V of
-    # anger); AU9 the inner end -0.055, middle -0.03 (disgust). AU4 also flattens the arch.
+    # anger); AU9 the inner end -0.035, middle -0.02 (disgust). AU4 also flattens the arch.
     arch = p["brow_arch"] * (1.0 - 0.6 * a["AU4"])
     h_in = 0.13 * a["AU1"] + 0.02 * a["AU2"] - 0.04 * a["AU4"] - 0.085 * a["AU4"] * (1 - a["AU1"])
-    h_in = h_in - 0.055 * a["AU9"] * (1 - a["AU1"])
-    h_mid = arch + 0.07 * a["AU1"] + 0.10 * a["AU2"] - 0.04 * a["AU4"] - 0.03 * a["AU9"]
+    h_in = h_in - 0.035 * a["AU9"] * (1 - a["AU1"])
+    h_mid = arch + 0.07 * a["AU1"] + 0.10 * a["AU2"] - 0.04 * a["AU4"] - 0.02 * a["AU9"]
     h_out = -0.01 + 0.01 * a["AU1"] + 0.11 * a["AU2"] - 0.03 * a["AU4"] - 0.01 * a["AU9"]
     t = np.clip((w.ua - bi) / (bo - bi), 0.0, 1.0)
     centre = bv + h_in * (1 - t) * (1 - 2 * t) + 4 * h_mid * t * (1 - t) + h_out * t * (2 * t - 1)

@@ -48,7 +48,7 @@ ACTION_UNITS: tuple[str, ...] = (
 )
 
 EMOTION_AUS: dict[str, dict[str, float]] = {
-    "angry": {"AU4": 1.0, "AU5": 0.6, "AU7": 1.0, "AU17": 0.5, "AU23": 0.8, "AU24": 1.0},
+    "angry": {"AU4": 1.0, "AU5": 0.8, "AU7": 1.0, "AU17": 0.5, "AU23": 0.8, "AU24": 1.0},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.6, "AU17": 0.7},
     "fearful": {"AU1": 1.0, "AU2": 0.8, "AU4": 0.8, "AU5": 1.0, "AU20": 1.0, "AU25": 1.0, "AU26": 1.0},
     "happy": {"AU6": 1.0, "AU12": 1.0},
@@ -59,7 +59,7 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
 """EMFACS prototypes, closed-mouth form (fearful and surprised: their only, open form).
 
 AU name -> intensity in [0, 1] (1 = the strongest this generator draws):
-    angry      AU4 1.0 + AU5 0.6 + AU7 1.0 + AU17 0.5 + AU23 0.8 + AU24 1.0
+    angry      AU4 1.0 + AU5 0.8 + AU7 1.0 + AU17 0.5 + AU23 0.8 + AU24 1.0
                brows down and together in a V, glaring lids, lips pressed thin, chin raised
     disgusted  AU9 1.0 + AU10 1.0 + AU15 0.6 + AU17 0.7
                nose wrinkled, upper lip raised, corners down, chin up: an arched closed mouth
@@ -76,7 +76,7 @@ AU name -> intensity in [0, 1] (1 = the strongest this generator draws):
 """
 
 EMOTION_AUS_OPEN: dict[str, dict[str, float]] = {
-    "angry": {"AU4": 1.0, "AU5": 0.6, "AU7": 1.0, "AU10": 0.8, "AU23": 0.8, "AU25": 1.0, "AU26": 0.3},
+    "angry": {"AU4": 1.0, "AU5": 0.8, "AU7": 1.0, "AU10": 0.8, "AU23": 0.8, "AU25": 1.0, "AU26": 0.3},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.4, "AU16": 0.7, "AU25": 1.0},
     "fearful": EMOTION_AUS["fearful"],
     "happy": {"AU6": 1.0, "AU12": 1.0, "AU25": 1.0, "AU26": 0.3},
