@@ -513,3 +513,17 @@ def test_disk_full_at_start_and_mid_session(tmp_path):
     pd.testing.assert_frame_equal(
         comparable(read_trials(folder / "trials.csv")),
         comparable(read_trials(tmp_path / "ref/sub-Z1/ses-01/trials.csv")))
+
+
+def test_an_unreadable_face_store_is_one_line(tmp_path, capsys):
+    cfg = write_config(tmp_path, trials={"per_chain": 1, "practice": 0, "catch_rate": 0.0})
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # an HDF5 signature, then nothing
+    data = yaml.safe_load(cfg.read_text())
+    data["model"]["faces"] = str(bad)
+    cfg.write_text(yaml.safe_dump(data))
+    assert run_cli("--config", str(cfg), "--participant", "B1", "--no-window", "--out",
+                   str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "'model.faces'" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -155,3 +155,13 @@ def test_a_file_of_the_earlier_schema_keeps_its_columns(tmp_path):
     again.close()
     df = pd.read_csv(again.trials_path)
     assert list(df.columns) == old and df["rt"].iloc[0] == 0.5
+
+
+def test_a_damaged_session_json_is_named(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.close()
+    store.session_path.write_bytes('{"d": 3, "note": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match="session.json is damaged"):
+        SessionStore.open(tmp_path, "P001", 1)
+    store.session_path.write_text('{"d": 3}')  # the refusal released the lock: it opens now
+    SessionStore.open(tmp_path, "P001", 1).close()
