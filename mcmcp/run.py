@@ -340,12 +340,47 @@ def _ask(session: int | None) -> tuple[str | None, int]:
         raise Refused(str(err)) from None
 
 
-def _create(store_class, root, participant: str, session: int, d: int, metadata: dict):
+def _inputs(args, cfg, store):
+    """The checked model and faces: (loaded, faces or None, warnings, inputs changed)."""
+    from mcmcp.config import checkpoint_fitness, open_model
+
+    source = args.config or (store.session_path if store is not None else "<config>")
+    loaded = open_model(cfg, source)
+    warnings = checkpoint_fitness(loaded, source)
+    faces = _faces(cfg, loaded, source) if _need_faces(cfg) else None
+    if faces is not None:
+        warnings += faces[3]
+    changed = False
+    if store is not None:
+        changed = _check_resumed_inputs(store, loaded, None if faces is None else faces[1],
+                                        args.accept_changed_inputs)
+    for line in warnings:
+        _warn(line)
+    return loaded, faces, warnings, changed
+
+
+def _display(args, cfg, image_size, origin: float):
+    """The window (or the headless display) whose session clock counts from `origin`."""
+    from mcmcp.session import HeadlessDisplay
+
+    if args.no_window:
+        return HeadlessDisplay(_log, delay=args.agent_delay, origin=origin)
+    try:
+        from mcmcp.screen import Screen  # PsychoPy (pyglet) connects to the X server here
+
+        return Screen(cfg.display, image_size, _log, args.screenshot, origin=origin)
+    except Exception as err:  # no X server, no GL, no psychtoolbox: nothing written yet
+        raise Refused(f"the window could not open ({type(err).__name__}: {str(err)[:300]}); run "
+                      "under a display (or xvfb-run), or pilot with --agent ... --no-window") \
+            from None
+
+
+def _create(root, participant: str, session: int, d: int, metadata: dict):
     """SessionStore.create, with a full disk reported as what it means at this point."""
-    from mcmcp.store import DISK_FULL
+    from mcmcp.store import DISK_FULL, SessionStore
 
     try:
-        return store_class.create(root, participant, session, d, metadata)
+        return SessionStore.create(root, participant, session, d, metadata)
     except OSError as err:
         if err.errno not in DISK_FULL:
             raise
@@ -358,39 +393,26 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
     """Everything after the command is known to be sound: inputs, then files, then the run."""
     import os
     import platform
-    import statistics
     import time
     from datetime import datetime, timezone
 
-    import numpy as np
     import torch
 
-    from mcmcp.config import checkpoint_fitness, config_to_dict, open_model
+    from mcmcp.config import config_to_dict
     from mcmcp.engine import Engine
     from mcmcp.render import Renderer
-    from mcmcp.session import HeadlessDisplay, run_session
-    from mcmcp.store import SessionStore, utc_now, versions
+    from mcmcp.session import run_session
+    from mcmcp.store import utc_now, versions
 
     torch.set_num_threads(1)  # tiny decoder: one thread keeps latency flat next to the window
-    source = args.config or (store.session_path if store is not None else "<config>")
-    loaded = open_model(cfg, source)
-    warnings = checkpoint_fitness(loaded, source)
-    d = loaded.config.latent_dim
-    faces = _faces(cfg, loaded, source) if _need_faces(cfg) else None
-    faces_hash = None if faces is None else faces[1]
-    if faces is not None:
-        warnings += faces[3]
-    changed = False
-    if store is not None:
-        changed = _check_resumed_inputs(store, loaded, faces_hash, args.accept_changed_inputs)
-    for line in warnings:
-        _warn(line)
+    loaded, faces, warnings, changed = _inputs(args, cfg, store)
     gates, centroids, agent = _materials(cfg, loaded, faces)
     agent_name = agent.name if agent is not None else "human"
+    d = loaded.config.latent_dim
     try:
         engine = Engine(cfg, d, participant, session, gates, centroids, agent_name,
                         store.read_rows() if store is not None else None)
-    except ValueError as err:
+    except ValueError as err:  # saved rows that do not fit the schedule, a rotated order...
         raise Refused(str(err)) from None
 
     # The session clock counts from the session's first run; a resumed run goes on from there.
@@ -398,49 +420,38 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
     if store is not None:
         first = store.metadata.get("clock_origin") or store.metadata.get("start_time")
         origin = datetime.fromisoformat(first).timestamp()
-    if args.no_window:
-        display = HeadlessDisplay(_log, delay=args.agent_delay, origin=origin)
-    else:
-        try:
-            from mcmcp.screen import Screen  # PsychoPy (pyglet) connects to the X server here
-
-            display = Screen(cfg.display, loaded.config.image_size, _log, args.screenshot,
-                             origin=origin)
-        except Exception as err:  # no X server, no GL, no psychtoolbox: nothing written yet
-            raise Refused(f"the window could not open ({type(err).__name__}: "
-                          f"{str(err)[:300]}); run under a display (or xvfb-run), or pilot "
-                          "with --agent ... --no-window") from None
+    display = _display(args, cfg, loaded.config.image_size, origin)
     try:
         window = None if args.no_window else ("fullscreen" if cfg.display.fullscreen
                                               else "windowed")
         run_info = {
             "started": utc_now(), "clock_at_start": round(display.clock(), 6),
             "pid": os.getpid(), "host": platform.node(), "window": window,
-            "refresh_rate": getattr(display, "refresh_rate", None), "agent": agent_name,
-            "checkpoint_sha256": loaded.sha256, "faces_sha256": faces_hash,
+            "refresh_rate": display.refresh_rate, "agent": agent_name,
+            "checkpoint_sha256": loaded.sha256, "faces_sha256": None if faces is None else faces[1],
             "accepted_changed_inputs": changed, "warnings": warnings, "versions": versions(),
         }
         if store is None:
-            store = _create(SessionStore, args.out, participant, session, d, {
+            store = _create(args.out, participant, session, d, {
                 "config": config_to_dict(cfg),
                 "checkpoint_sha256": loaded.sha256,
-                "faces_sha256": faces_hash,
+                "faces_sha256": run_info["faces_sha256"],
                 "versions": versions(),
                 "seeds": engine.seeds(),
                 "block_order": list(engine.emotions),
                 "agent": agent_name,
                 "gate": config_to_dict(cfg)["gate"],
                 "window": window,
-                "refresh_rate": run_info["refresh_rate"],
+                "refresh_rate": display.refresh_rate,
                 "clock_origin": datetime.fromtimestamp(origin, timezone.utc).isoformat(),
                 "runs": [{"run": 1, **run_info}],
             })
         else:
-            latest = {} if args.no_window else {"refresh_rate": run_info["refresh_rate"]}
+            latest = {} if args.no_window else {"refresh_rate": display.refresh_rate}
             store.begin_run({"run": len(store.metadata.get("runs", [])) + 1, **run_info},
                             versions=versions(), **latest)
         engine.stamp(run=store.run, date=store.metadata.get("date"),
-                     frame_rate=run_info["refresh_rate"])
+                     frame_rate=display.refresh_rate)
         _log(f"session {store.folder}: {len(engine.schedule)} shown trials, "
              f"{engine.next_index} done; blocks {', '.join(engine.emotions)}")
         status, error = "error", None
@@ -448,7 +459,7 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
             status = run_session(cfg, engine, store, display, Renderer(loaded.model), agent, _log)
         except KeyboardInterrupt:
             status = "aborted"
-        except OSError as err:
+        except OSError as err:  # a full disk: one line from main(), the status recorded here
             error = f"{err.strerror}: {err.filename}"
             raise
         finally:
@@ -463,13 +474,20 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
     finally:
         if not args.no_window:
             display.close()
+    _log(_summary(status, store))
+    return 0
+
+
+def _summary(status: str, store) -> str:
+    """The closing line: where the data are and the response-to-next-onset gap."""
+    import statistics
+
     gaps = store.read_rows()["gap"].dropna().to_numpy(dtype=float)
     summary = f"{status}: {store.trials_path}"
     if len(gaps):
         summary += (f"; gap response->next onset median {statistics.median(gaps) * 1e3:.1f} ms, "
-                    f"worst {np.max(gaps) * 1e3:.1f} ms")
-    _log(summary)
-    return 0
+                    f"worst {max(gaps) * 1e3:.1f} ms")
+    return summary
 
 
 if __name__ == "__main__":
