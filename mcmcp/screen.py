@@ -106,6 +106,9 @@ class Screen:
         self.refresh_rate = self.win.getActualFrameRate(
             nIdentical=10, nMaxFrames=120, nWarmUpFrames=10, threshold=1
         )
+        if self.refresh_rate is None:  # no 10 regular frames in 120: a busy or vsync-less machine
+            log("WARNING: the refresh rate could not be measured (frame intervals were irregular); "
+                "frame_rate stays empty, session.json frame_timing has the intervals")
         self.closed = False
         self.win.winHandle.push_handlers(on_close=self._on_close)
         self.kb = keyboard.Keyboard(backend="ptb")

@@ -114,6 +114,9 @@ class Session:
         subprocess.run(["xdotool", "mousemove", "--window", self.window(), str(x), str(y),
                         "click", "1"], check=True, timeout=10)
 
+    def text(self) -> str:
+        return "".join(self.log)
+
     def finish(self) -> int:
         return self.proc.wait(timeout=60)
 
@@ -153,7 +156,7 @@ def test_keys_and_click_drive_the_chains(tmp_path):
     assert df["key"].tolist() == ["left", "right", pd.NA, "right", "left"]
     assert df["device"].tolist() == ["keyboard", "keyboard", "mouse", "keyboard", "keyboard"]
     assert (df["experiment"] == "window").all() and df["date"].notna().all()
-    assert (df["frame_rate"] > 0).all() and (df["run"] == 1).all()
+    assert (df["run"] == 1).all()
     assert (s.folder / "codebook.csv").is_file()
     assert (df["rt"] > 0.15).all() and (df["rt"] < 20).all()
     assert (df["agent"] == "human").all()
@@ -170,9 +173,14 @@ def test_keys_and_click_drive_the_chains(tmp_path):
     assert chains["gap"].notna().any()
     meta = json.loads((s.folder / "session.json").read_text())
     assert meta["status"] == "complete" and "psychopy" in meta["versions"]
-    assert "frame_timing" in meta and meta["refresh_rate"] > 0
-    assert meta["runs"][0]["refresh_rate"] == meta["refresh_rate"]
-    assert df["frame_rate"].iloc[0] == meta["refresh_rate"]
+    assert "frame_timing" in meta and "refresh_rate" in meta
+    # None when the loaded machine gave no 10 regular frames; then it says so
+    rate = meta["refresh_rate"]
+    assert meta["runs"][0]["refresh_rate"] == rate
+    if rate is None:
+        assert df["frame_rate"].isna().all() and "refresh rate could not be measured" in s.text()
+    else:
+        assert rate > 0 and (df["frame_rate"] == rate).all()
     assert shot.is_file() and shot.stat().st_size > 1000
 
 
