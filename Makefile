@@ -1,7 +1,8 @@
 # Two commands are the contract (see README):
 #   make demo   set everything up, then build the faces, simulate, run a demo session, analyse
 #   make test   set everything up, then run the test suite
-# Everything installs into .venv; system packages (Xvfb, GL, audio libs for PsychoPy) are
+# Everything installs into .venv; system packages (Xvfb, GL, audio libs for PsychoPy, chromium and
+# PostgreSQL for the online-study tests) are
 # installed with apt-get when they are missing and we are root (CI starts from a bare machine).
 
 PY      ?= python3
@@ -9,6 +10,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SYSPKGS := xvfb xauth xdotool libglu1-mesa libfontconfig1 libasound2 libjack-jackd2-0
+# online studies: the browser the tests drive, and PostgreSQL for throwaway test clusters
+SYSPKGS += chromium postgresql
 XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
 
 .PHONY: demo test setup sysdeps lint clean
@@ -31,7 +34,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[lab,test]"
+	$(BIN)/pip install -q -e ".[lab,online,test]"
 	touch $(STAMP)
 
 # With a display the demo window is visible; without one it runs on a virtual screen.
