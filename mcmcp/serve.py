@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{base}/experimenter", flush=True)
     uvicorn.run("mcmcp.serve:app_from_environment", factory=True, host=args.host,
                 port=args.port, workers=args.workers, root_path=args.root_path,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                # a worker loads torch and fits the gates before it answers uvicorn's pings:
+                # on a busy machine that takes longer than the default 5 s
+                timeout_worker_healthcheck=120)
     return 0
 
 

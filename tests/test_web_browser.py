@@ -5,13 +5,12 @@ completion code and redirect, the experimenter page, and analysis of what was sa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 
 import pytest
 from playwright.async_api import async_playwright
 from test_serve import ONLINE, online_config
-from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port
+from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, side_for
 
 from mcmcp.dbstore import Database
 from mcmcp.export import export
@@ -21,12 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 READY = "#app[data-ready='true']"
 NEXT = ("([s]) => { const a = document.getElementById('app');"
         " return a.dataset.screen !== s && a.dataset.ready === 'true'; }")
-
-
-def side_for(participant: str, progress: str) -> str:
-    """The side a simulated person picks on a trial: fixed by who they are and which trial."""
-    digest = hashlib.sha256(f"{participant}|{progress}".encode()).digest()
-    return "left" if digest[0] % 2 else "right"
 
 
 async def state(page) -> dict:

@@ -1,4 +1,5 @@
-"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, for tests and benchmarks.
+"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, and simulated participants
+answering it over HTTP, for tests and benchmarks.
 
 The server runs in its own process group, so `kill9()` takes uvicorn's workers down with it,
 as a crash of the machine's server would. `wait_ready` polls until the page is served (or the
@@ -7,6 +8,8 @@ process has died, then its output is in the error): no guessed sleeps.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -47,7 +50,12 @@ class Server:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            if self.proc.poll() is None:
+                self.kill9()
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -82,3 +90,65 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def side_for(participant: str, progress: str) -> str:
+    """The side a simulated person picks on a trial: fixed by who they are and which trial
+    (the progress line names it), so a session answered twice gets the same answers."""
+    digest = hashlib.sha256(f"{participant}|{progress}".encode()).digest()
+    return "left" if digest[0] % 2 else "right"
+
+
+async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
+                         replay_every: int = 0) -> dict:
+    """One participant through a whole session over HTTP, as the page does it: start, agree,
+    continue, answer `side_for`; a lost connection is retried with the same request (as the page
+    does) until `deadline` (time.monotonic()); a 409 reloads the state. replay_every: resend
+    every n-th answer right after it was accepted (it must be refused with 409).
+
+    Returns answered: [(progress, side)] accepted with 200; latency: seconds from sending an
+    answer to having the next screen; refused_replays; status codes seen."""
+    out = {"answered": [], "latency": [], "refused_replays": 0, "codes": []}
+
+    async def call(method: str, path: str, body: dict | None = None):
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{participant}: the study did not finish in time")
+            try:
+                res = await client.request(method, path, json=body, timeout=60)
+            except httpx2.TransportError:
+                await asyncio.sleep(0.1)  # the server is down or restarting: same request again
+                continue
+            if res.status_code >= 500:
+                raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
+            out["codes"].append(res.status_code)
+            return res
+
+    res = await call("POST", "/api/start", {"participant": participant, "client": {
+        "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
+    view = res.json()
+    while view["screen"]["kind"] != "end":
+        screen = view["screen"]
+        if screen["kind"] == "trial":
+            side = side_for(participant, screen["progress"])
+            body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None}
+            sent = time.perf_counter()
+            res = await call("POST", "/api/answer", body)
+            if res.status_code == 200:
+                out["latency"].append(time.perf_counter() - sent)
+                out["answered"].append((screen["progress"], side))
+                if replay_every and len(out["answered"]) % replay_every == 0:
+                    again = await call("POST", "/api/answer", body)
+                    assert again.status_code == 409, again.text
+                    out["refused_replays"] += 1
+        else:
+            body = {"screen": screen["id"]}
+            if screen["kind"] == "consent":
+                body["consent"] = True
+            res = await call("POST", "/api/ack", body)
+        if res.status_code == 409:  # answered before the connection broke: where are we?
+            res = await call("GET", "/api/state")
+        if res.status_code != 200:
+            raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
+        view = res.json()
+    return out
