@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 from test_serve import TIMING, begin, online_config, serve, step
-from webserver import Server, side_for, take_part_http
+from webserver import Server, progress_labels, side_for, take_part_http
 
 from mcmcp.dbstore import Database
 from mcmcp.export import export
@@ -82,14 +82,6 @@ def test_kill9_mid_study_keeps_every_answer_and_everyone_resumes(tmp_path, backe
         shown = df[df["kind"] != "gate"].reset_index(drop=True)
         # every accepted answer is in the data, once, with the side that was sent
         assert len(result["answered"]) <= len(shown)
-        assert set(result["answered"]) <= set(zip(_progress(shown), shown["response"],
+        assert set(result["answered"]) <= set(zip(progress_labels(shown), shown["response"],
                                                   strict=True))
         assert result["refused_replays"] >= 1
-
-
-def _progress(shown: pd.DataFrame) -> list[str]:
-    """The progress line each shown trial had on screen ('practice k of n' or 'k / n')."""
-    n_practice = int((shown["kind"] == "practice").sum())
-    n_real = len(shown) - n_practice
-    return [f"practice {i + 1} of {n_practice}" if i < n_practice
-            else f"{i + 1 - n_practice} / {n_real}" for i in range(len(shown))]

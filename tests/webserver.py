@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -100,15 +101,18 @@ def side_for(participant: str, progress: str) -> str:
 
 
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
-                         replay_every: int = 0) -> dict:
+                         replay_every: int = 0, think: float = 0.0) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for`; a lost connection is retried with the same request (as the page
     does) until `deadline` (time.monotonic()); a 409 reloads the state. replay_every: resend
-    every n-th answer right after it was accepted (it must be refused with 409).
+    every n-th answer right after it was accepted (it must be refused with 409). think: mean
+    seconds spent looking at each pair before answering (uniform 0.5-1.5 times it), a person's
+    pace; 0 answers at once.
 
     Returns answered: [(progress, side)] accepted with 200; latency: seconds from sending an
     answer to having the next screen; refused_replays; status codes seen."""
     out = {"answered": [], "latency": [], "refused_replays": 0, "codes": []}
+    pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
         while True:
@@ -131,6 +135,8 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
         screen = view["screen"]
         if screen["kind"] == "trial":
             side = side_for(participant, screen["progress"])
+            if think:
+                await asyncio.sleep(think * pace.uniform(0.5, 1.5))
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None}
             sent = time.perf_counter()
             res = await call("POST", "/api/answer", body)
@@ -152,3 +158,12 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
         view = res.json()
     return out
+
+
+def progress_labels(shown) -> list[str]:
+    """The progress line each shown trial (a trials DataFrame without gate rows, in order) had
+    on screen: 'practice k of n' or 'k / n'."""
+    n_practice = int((shown["kind"] == "practice").sum())
+    n_real = len(shown) - n_practice
+    return [f"practice {i + 1} of {n_practice}" if i < n_practice
+            else f"{i + 1 - n_practice} / {n_real}" for i in range(len(shown))]
