@@ -124,6 +124,7 @@
     $("decline").hidden = !consent;
     $("code").hidden = true;
     $("redirect").hidden = true;
+    $("close").hidden = !(screen.kind === "end" && view.end && !view.end.redirect);
     if (screen.kind === "end" && view.end) {
       if (view.end.code) {
         $("code-value").textContent = view.end.code;
@@ -152,7 +153,7 @@
     $("trial").hidden = true;
     $("message").hidden = false;
     $("message-text").textContent = data.error || "Something went wrong.";
-    for (const id of ["continue", "agree", "decline", "code", "redirect"]) $(id).hidden = true;
+    for (const id of ["continue", "agree", "decline", "code", "redirect", "close"]) $(id).hidden = true;
     app.dataset.kind = "error";
     app.dataset.ready = "true";
   }
