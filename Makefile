@@ -1,7 +1,8 @@
 # Two commands are the contract (see README):
 #   make demo   set everything up, then build the faces, simulate, run a demo session, analyse
 #   make test   set everything up, then run the test suite
-# Everything installs into .venv; system packages (Xvfb, GL, audio libs for PsychoPy) are
+# Everything installs into .venv; system packages (Xvfb, GL, audio libs for PsychoPy, chromium and
+# PostgreSQL for the online-study tests) are
 # installed with apt-get when they are missing and we are root (CI starts from a bare machine).
 
 PY      ?= python3
@@ -13,6 +14,8 @@ SYSPKGS := xvfb xauth xdotool libglu1-mesa libfontconfig1 libasound2 libjack-jac
 # ("xcb-cursor0 or libxcb-cursor0 is needed", exit 134).
 SYSPKGS += libegl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
            libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
+# online studies: the browser the tests drive, and PostgreSQL for throwaway test clusters
+SYSPKGS += chromium postgresql
 XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
 
 .PHONY: demo test setup sysdeps lint clean
@@ -35,7 +38,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[lab,test]"
+	$(BIN)/pip install -q -e ".[lab,online,test]"
 	touch $(STAMP)
 
 # With a display the demo window is visible; without one it runs on a virtual screen.

@@ -130,6 +130,20 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
+class OnlineSpec:
+    """Online studies (`python -m mcmcp.serve`). consent: the text participants agree to before
+    anything else (required to serve); completion_code: shown at the end (e.g. Prolific's);
+    redirect_url: where the end page sends participants (http or https), e.g. Prolific's
+    completion URL; experimenter_token_env: the environment variable holding the experimenter
+    page's token (a token never goes into a YAML that is committed)."""
+
+    consent: str | None = None
+    completion_code: str | None = None
+    redirect_url: str | None = None
+    experimenter_token_env: str = "MCMCP_EXPERIMENTER_TOKEN"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int = 1
@@ -141,6 +155,7 @@ class ExperimentConfig:
     display: DisplaySpec = field(default_factory=DisplaySpec)
     agent: AgentSpec | None = None
     block_order: str = "fixed"
+    online: OnlineSpec = field(default_factory=OnlineSpec)
 
 
 ADJECTIVES = {
@@ -388,6 +403,27 @@ def _agent(r: _Reader) -> AgentSpec:
     )
 
 
+def _online(r: _Reader) -> OnlineSpec:
+    r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env"))
+    code, url = r.data.get("completion_code"), r.data.get("redirect_url")
+    if code is not None and not (isinstance(code, str) and 1 <= len(code) <= 64
+                                 and all(c.isascii() and (c.isalnum() or c in "-_") for c in code)):
+        raise r.error("completion_code", code, "1-64 letters, digits, '-' or '_' (or null)")
+    if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))
+                                and len(url) <= 2000 and not any(c.isspace() for c in url)):
+        raise r.error("redirect_url", url, "an http:// or https:// URL without spaces (or null)")
+    env = r.text("experimenter_token_env", "MCMCP_EXPERIMENTER_TOKEN")
+    if not env.replace("_", "").isalnum() or env[0].isdigit():
+        raise r.error("experimenter_token_env", env, "an environment variable name (A-Z, 0-9, _)")
+    consent = r.data.get("consent")
+    return OnlineSpec(
+        consent=None if consent is None else r.text("consent", ""),
+        completion_code=code,
+        redirect_url=url,
+        experimenter_token_env=env,
+    )
+
+
 def merge_overrides(base: dict, overrides: dict) -> dict:
     """Deep-merge `overrides` into a copy of `base`; dotted keys ('trials.per_chain') nest."""
     out = dict(base)
@@ -412,7 +448,8 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     file = Path(file)
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
-                  "agent", "block_order"))
+                  "agent", "block_order",
+                  "online"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -431,6 +468,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         display=_display(r.sub("display")),
         agent=None if (a := r.sub("agent", nullable=True)) is None else _agent(a),
         block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
+        online=_online(r.sub("online")),
     )
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:

@@ -1,9 +1,13 @@
-"""The ask/show/tell loop of one lab session; it never imports PsychoPy.
+"""The session flow and the ask/show/tell loop of one lab session; it never imports PsychoPy.
 
 The engine *asks* for a pair, a display *shows* it and collects the answer (a person at the
 PsychoPy screen, or a synthetic agent, in a window or headless), the engine is *told* the answer
 and the rows are saved at once. While a pair is on screen the display calls `prepare`, which
 draws and decodes the next pair, so the next onset follows the response without waiting.
+
+`SessionFlow` orders the screens (instructions, practice, blocks, breaks, trials, end) one step
+at a time; `run_session` drives it with a blocking display, the web server (`mcmcp.serve`)
+drives the same flow one HTTP request per step.
 
 A display implements:
     clock() -> seconds on the session clock;
@@ -109,10 +113,118 @@ INSTRUCTIONS = (
     "There are no right or wrong answers; go with your first impression.\n\n"
     "Press SPACE to begin."
 )
+LAB_END = "Thank you! The session is over.\n\nPlease tell the experimenter."
 
 
 def _key_name(key: str) -> str:
     return {"left": "the LEFT arrow", "right": "the RIGHT arrow"}.get(key, f"'{key}'")
+
+
+def instructions(cfg: ExperimentConfig) -> str:
+    """The instruction screen's text for the config's keys (and mouse)."""
+    keys = cfg.display.keys
+    return INSTRUCTIONS.format(left=_key_name(keys.left), right=_key_name(keys.right),
+                               mouse=", or click on it" if cfg.display.mouse else "")
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What the participant sees next: a message or a trial.
+
+    kind: a message kind (instructions | practice | block | break | end, or any kind given in
+    `SessionFlow(intro=...)`) with its `text`; or "trial" with the pending `trial`, its `images`
+    (2, H, W) in [0, 1] (left, right), the `prompt` and the `progress` line.
+    """
+
+    kind: str
+    text: str = ""
+    trial: PendingTrial | None = None
+    images: np.ndarray | None = None
+    prompt: str = ""
+    progress: str = ""
+
+
+class SessionFlow:
+    """The session as a sequence of screens, one step at a time; the one place that orders them.
+
+    intro screens, then for every trial of the engine's schedule the message screens due before
+    it (practice, block, break) and the trial itself, then the end screen. A front end looks at
+    `screen()`, then calls `acknowledge()` for a message or `tell(...)` for a trial. A blocking
+    display (`run_session`) and the web server (`mcmcp.serve`, where each HTTP request does one
+    step) drive the same flow, so both show the same screens in the same order.
+
+    While a trial is on screen, `prepare()` asks the engine for the next pair and decodes it, so
+    the next onset need not wait for the decoder; `tell` does it if nobody did.
+    acked: message screens before the pending trial (intro included) already acknowledged, for a
+    front end that resumes exactly where the participant was (the web server).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, engine: Engine, renderer: Renderer,
+                 intro: list[tuple[str, str]], end_text: str, acked: int = 0):
+        self.cfg, self.engine, self.renderer, self.end_text = cfg, engine, renderer, end_text
+        self.pending = engine.ask()
+        self.images = renderer.pair(self.pending) if self.pending is not None else None
+        self._next: tuple[PendingTrial | None, np.ndarray | None] | None = None
+        self._messages = [*intro, *self._before(self.pending)][acked:]
+
+    def screen(self) -> Screen:
+        """The screen to show now."""
+        if self._messages:
+            kind, text = self._messages[0]
+            return Screen(kind, text)
+        if self.pending is None:
+            return Screen("end", self.end_text)
+        k, n = self.pending.progress
+        progress = f"practice {k} of {n}" if self.pending.kind == "practice" else f"{k} / {n}"
+        return Screen("trial", trial=self.pending, images=self.images,
+                      prompt=prompt_for(self.cfg, self.pending.emotion), progress=progress)
+
+    def acknowledge(self) -> None:
+        """The participant has read the message screen on show."""
+        if not self._messages:
+            raise RuntimeError("no message screen to acknowledge: a trial or the end is on show")
+        self._messages.pop(0)
+
+    def prepare(self) -> None:
+        """Draw and decode the next pair now, if its chain allows (see `Engine.can_ask`)."""
+        if self._next is None and self.engine.can_ask():
+            trial = self.engine.ask()
+            self._next = (trial, self.renderer.pair(trial) if trial is not None else None)
+
+    def upcoming(self) -> tuple[PendingTrial | None, np.ndarray | None] | None:
+        """The prepared next (trial, images), or None if it could not be drawn yet."""
+        return self._next
+
+    def tell(self, side: str, rt: float, onset: float | None, gap: float | None,
+             dropped_frames: int | None, timestamp: str, key: str | None = None,
+             device: str | None = None) -> list[dict]:
+        """Answer the trial on show; returns the rows to save (its gate rows, then the trial).
+        key: the key pressed (None for a click or an agent); device: keyboard | mouse | agent."""
+        if self._messages or self.pending is None:
+            raise RuntimeError("no trial on show to answer")
+        rows = self.engine.tell(self.pending, side, rt, onset, gap, dropped_frames, timestamp,
+                                key, device)
+        self.prepare()
+        (self.pending, self.images), self._next = self._next or (None, None), None
+        self._messages = self._before(self.pending)
+        return rows
+
+    def _before(self, trial: PendingTrial | None) -> list[tuple[str, str]]:
+        """The message screens due before `trial`."""
+        if trial is None:
+            return []
+        question = prompt_for(self.cfg, trial.emotion)
+        if trial.starts == "practice":
+            return [("practice",
+                     f"First, a few practice trials.\n\n{question}\n\nPress SPACE to start.")]
+        if trial.starts == "block":
+            block = trial.slot.block + 1
+            return [("block", f"Part {block} of {len(self.cfg.emotions)}\n\nIn this part the "
+                              f"question is:\n\n{question}\n\nPress SPACE to start.")]
+        if trial.break_before:
+            return [("break",
+                     "Time for a short break.\n\nPress SPACE when you are ready to go on.")]
+        return []
 
 
 def run_session(
@@ -130,56 +242,27 @@ def run_session(
     made (gate rows of the trial first, then the trial).
     """
     auto = agent is not None
-    keys = cfg.display.keys
-    text = INSTRUCTIONS.format(left=_key_name(keys.left), right=_key_name(keys.right),
-                               mouse=", or click on it" if cfg.display.mouse else "")
-    if not display.message("instructions", text, auto):
-        return "aborted"
-    pending = engine.ask()
-    images = renderer.pair(pending) if pending is not None else None
+    flow = SessionFlow(cfg, engine, renderer, [("instructions", instructions(cfg))], LAB_END)
     last_response = None
-    while pending is not None:
-        screen = _screen_before(cfg, pending)
-        if screen is not None:
-            if not display.message(screen[0], screen[1], auto):
+    while True:
+        screen = flow.screen()
+        if screen.kind == "end":
+            display.message("end", screen.text, auto)
+            return "complete"
+        if screen.kind != "trial":
+            if not display.message(screen.kind, screen.text, auto):
                 return "aborted"
+            flow.acknowledge()
             last_response = None  # a gap across a message screen measures the reader, not us
-        nxt: dict = {}
-
-        def prepare(nxt=nxt) -> None:
-            if engine.can_ask():
-                nxt["trial"] = engine.ask()
-                nxt["images"] = renderer.pair(nxt["trial"]) if nxt["trial"] is not None else None
-
-        answer = agent_answer(agent, engine, pending) if auto else None
-        k, n = pending.progress
-        progress = f"practice {k} of {n}" if pending.kind == "practice" else f"{k} / {n}"
-        response = display.show(pending, images, prompt_for(cfg, pending.emotion), progress,
-                                 prepare, answer)
+            continue
+        trial = screen.trial
+        answer = agent_answer(agent, engine, trial) if auto else None
+        response = display.show(trial, screen.images, screen.prompt, screen.progress,
+                                flow.prepare, answer)
         if response is None:
             return "aborted"
         gap = None if last_response is None else response.onset - last_response
-        store.append_many(engine.tell(pending, response.side, response.rt, response.onset, gap,
-                                      response.dropped_frames, utc_now(), response.key,
-                                      response.device))
+        store.append_many(flow.tell(response.side, response.rt, response.onset, gap,
+                                    response.dropped_frames, utc_now(), response.key,
+                                    response.device))
         last_response = response.responded
-        if "trial" not in nxt:
-            prepare()
-        pending, images = nxt.get("trial"), nxt.get("images")
-    display.message("end", "Thank you! The session is over.\n\nPlease tell the experimenter.",
-                    auto)
-    return "complete"
-
-
-def _screen_before(cfg: ExperimentConfig, trial: PendingTrial) -> tuple[str, str] | None:
-    """(kind, text) of the message screen due before `trial`, if any."""
-    question = prompt_for(cfg, trial.emotion)
-    if trial.starts == "practice":
-        return "practice", f"First, a few practice trials.\n\n{question}\n\nPress SPACE to start."
-    if trial.starts == "block":
-        block = trial.slot.block + 1
-        return "block", (f"Part {block} of {len(cfg.emotions)}\n\nIn this part the question is:"
-                         f"\n\n{question}\n\nPress SPACE to start.")
-    if trial.break_before:
-        return "break", "Time for a short break.\n\nPress SPACE when you are ready to go on."
-    return None

@@ -85,3 +85,13 @@ def default_faces():
     from vae.faces import generate_faces
 
     return generate_faces()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/pgcluster.py) for the online-study tests;
+    `postgres.new_database()` gives each test its own empty database."""
+    from pgcluster import Cluster
+
+    with Cluster() as cluster:
+        yield cluster

@@ -1,0 +1,98 @@
+// The experimenter page: polls api/experimenter every few seconds with the token (kept in
+// this tab's sessionStorage only) and shows the numbers. Everything is inserted as text.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const POLL_MS = 3000;
+  let timer = null;
+
+  function cell(row, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    row.append(td);
+    return td;
+  }
+
+  let limits = null; // the report's R-hat thresholds, sent with the numbers
+  function rhatClass(r) {
+    return r === null ? "" : r < limits.rhat_good ? "good" : r > limits.rhat_bad ? "bad" : "meh";
+  }
+
+  function fixed(x, digits) { return x === null || x === undefined ? "—" : x.toFixed(digits); }
+
+  function render(data) {
+    limits = data;
+    $("study").textContent = data.study;
+    const counts = [["in progress", data.counts.in_progress], ["done", data.counts.done],
+      ["declined", data.counts.declined], ["trials answered", data.counts.trials_answered]];
+    $("counts").replaceChildren(...counts.map(([label, n]) => {
+      const card = document.createElement("div");
+      card.className = "card";
+      const b = document.createElement("b");
+      b.textContent = String(n);
+      card.append(b, label);
+      return card;
+    }));
+    $("emotions").tBodies[0].replaceChildren(...data.emotions.map((e) => {
+      const tr = document.createElement("tr");
+      cell(tr, e.emotion);
+      cell(tr, String(e.n_chains));
+      cell(tr, String(e.n_draws));
+      cell(tr, fixed(e.rhat, 3), rhatClass(e.rhat));
+      cell(tr, e.verdict);
+      return tr;
+    }));
+    $("participants").tBodies[0].replaceChildren(...data.participants.map((p) => {
+      const tr = document.createElement("tr");
+      cell(tr, p.participant);
+      cell(tr, p.status);
+      const td = cell(tr, "");
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      const fill = document.createElement("span");
+      fill.style.width = `${(100 * p.shown) / Math.max(1, p.of)}%`;
+      bar.append(fill);
+      td.append(bar, `${p.shown} / ${p.of}`);
+      const acc = p.catch_accuracy === null ? "—" : `${Math.round(100 * p.catch_accuracy)}% of ${p.catch_n}`;
+      cell(tr, acc, p.catch_accuracy === null ? "" : p.catch_flagged ? "bad" : "good");
+      cell(tr, fixed(p.rhat, 3), rhatClass(p.rhat));
+      cell(tr, p.started.slice(0, 19).replace("T", " "));
+      cell(tr, p.updated.slice(0, 19).replace("T", " "));
+      return tr;
+    }));
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}; refreshes every ${POLL_MS / 1000} s`;
+    $("numbers").hidden = false;
+    document.body.dataset.loaded = "true";
+  }
+
+  async function poll() {
+    const token = sessionStorage.getItem("experimenter-token");
+    if (!token) return;
+    try {
+      const res = await fetch("api/experimenter", { cache: "no-store", headers: { Authorization: `Bearer ${token}` } });
+      const data = await res.json();
+      if (res.status === 200) {
+        $("error").textContent = "";
+        $("login").hidden = true;
+        render(data);
+      } else {
+        $("error").textContent = data.error || `error ${res.status}`;
+        if (res.status === 401) { sessionStorage.removeItem("experimenter-token"); $("login").hidden = false; return; }
+      }
+    } catch (err) {
+      $("error").textContent = "cannot reach the server; retrying";
+    }
+    clearTimeout(timer);
+    timer = setTimeout(poll, POLL_MS);
+  }
+
+  function open() {
+    sessionStorage.setItem("experimenter-token", $("token").value.trim());
+    poll();
+  }
+
+  $("open").addEventListener("click", open);
+  $("token").addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+  poll();
+})();

@@ -1,0 +1,79 @@
+"""A throwaway PostgreSQL cluster for tests and benchmarks (Debian's `postgresql` package).
+
+initdb + pg_ctl on a temporary folder, listening only on a Unix socket in that folder (no TCP
+port at all), trust authentication, stopped and deleted at the end. As root (CI) the server
+runs as the `postgres` user, which the package creates; PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+
+def _binary(name: str) -> str:
+    """A PostgreSQL server program: Debian keeps them in /usr/lib/postgresql/<version>/bin."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    path = found[-1] if found else shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"PostgreSQL's {name} is missing: apt-get install postgresql "
+                           "(the Makefile's setup does)")
+    return path
+
+
+class Cluster:
+    """`with Cluster() as pg: url = pg.new_database()`; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="mcmcp-pg-"))
+        self.data = self.folder / "data"
+        self.port = 5432  # only names the socket file; nothing listens on TCP
+        self._as_postgres = os.geteuid() == 0
+
+    def _run(self, *cmd: str) -> None:
+        if self._as_postgres:
+            cmd = ("runuser", "-u", "postgres", "--", *cmd)
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> Cluster:
+        if self._as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8")
+        self._run(_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
+                  "-o", f"-k {self.folder} -p {self.port} -c listen_addresses='' "
+                        "-c max_connections=200", "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def url(self, database: str = "postgres") -> str:
+        return (f"postgresql+psycopg://postgres@/{database}?host={self.folder}"
+                f"&port={self.port}")
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database in the cluster."""
+        import psycopg
+        from psycopg import sql
+
+        name = f"db_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host=str(self.folder), port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
