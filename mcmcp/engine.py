@@ -135,14 +135,29 @@ def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> lis
                 perm[[0, -1]] = perm[[-1, 0]]
             order.extend(int(c) for c in perm)
         block = [Slot("chain", b, emotion, b * n + c) for c in order]
-        total = len(block) / (1.0 - t.catch_rate - t.repeat_rate)
-        n_repeat = round(t.repeat_rate * total) if len(block) >= 2 else 0
+        n_repeat, n_catch = _extra_trials(cfg)
         for _ in range(n_repeat):
             block.insert(int(rng.integers(2, len(block) + 1)), Slot("repeat", b, emotion))
-        for _ in range(round(t.catch_rate * total)):
+        for _ in range(n_catch):
             block.insert(int(rng.integers(0, len(block) + 1)), Slot("catch", b, emotion))
         slots.extend(block)
     return slots
+
+
+def _extra_trials(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(repeat, catch) trials per block: catch_rate and repeat_rate are fractions of the
+    block's shown trials."""
+    t = cfg.trials
+    n_chain = t.per_chain * cfg.chains.per_emotion
+    total = n_chain / (1.0 - t.catch_rate - t.repeat_rate)
+    return (round(t.repeat_rate * total) if n_chain >= 2 else 0), round(t.catch_rate * total)
+
+
+def schedule_length(cfg: ExperimentConfig) -> int:
+    """Shown trials of every participant's session (practice included): the same for all,
+    whatever their block order."""
+    per_block = cfg.trials.per_chain * cfg.chains.per_emotion + sum(_extra_trials(cfg))
+    return cfg.trials.practice + len(cfg.emotions) * per_block
 
 
 class Engine:

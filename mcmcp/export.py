@@ -63,9 +63,8 @@ def export(db: Database, out: str | Path, study: str | None = None) -> list[Path
             store = SessionStore.create(out, record.participant, record.session, record.d,
                                         record.meta)
         else:
-            folder = session_dir(out, record.participant, record.session)
-            store = SessionStore(folder, record.d, json.loads((folder / "session.json")
-                                                              .read_text()))
+            store = SessionStore.open(out, record.participant, record.session)
+            store.continue_copy()
         try:
             store.append_many(rows[have:])
             store.update(**{**record.meta, **end})

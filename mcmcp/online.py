@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import secrets
+import sys
 import threading
 import uuid
 from collections import OrderedDict
@@ -34,10 +35,10 @@ from PIL import Image
 
 from mcmcp.config import ConfigError, ExperimentConfig, config_to_dict, open_model
 from mcmcp.dbstore import Database, SessionRecord
-from mcmcp.engine import Engine
+from mcmcp.engine import Engine, schedule_length
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow, instructions
-from mcmcp.store import utc_now, validate_participant_id, versions
+from mcmcp.store import local_now, utc_now, validate_participant_id, versions
 
 SESSION = 1  # one session per participant and study online
 END_TEXT = "Thank you! The study is over."
@@ -87,7 +88,7 @@ class OnlineStudy:
         self.gates, self.centroids, self.faces_hash = gates, centroids, faces_hash
         self.d = loaded.config.latent_dim
         self.renderer = _SharedRenderer(loaded.model)
-        self.n_shown = len(Engine(cfg, self.d, "-", SESSION, gates, centroids).schedule)
+        self.n_shown = schedule_length(cfg)
         self._flows: OrderedDict[int, tuple[str, SessionFlow]] = OrderedDict()
         self._flows_lock = threading.Lock()
         self._locks = [threading.Lock() for _ in range(64)]  # per session, striped
@@ -107,7 +108,8 @@ class OnlineStudy:
         that are not finished were started with another config or checkpoint (their chains
         could not go on exactly).
         """
-        from mcmcp.run import _materials  # the lab's own set-up, so both fit the same gates
+        from mcmcp.config import checkpoint_fitness
+        from mcmcp.run import session_materials  # the lab's own set-up: both fit the same gates
 
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
@@ -115,7 +117,10 @@ class OnlineStudy:
                               "online study needs one (see experiments/demo.yaml)")
         cfg = replace(cfg, agent=None)
         loaded = open_model(cfg, file)
-        gates, centroids, _, faces_hash = _materials(cfg, loaded)
+        warnings = checkpoint_fitness(loaded, file)
+        gates, centroids, _, faces_hash, more = session_materials(cfg, loaded, file)
+        for line in [*warnings, *more]:
+            print(f"WARNING: {line}", file=sys.stderr, flush=True)
         check_database(cfg, db, loaded.sha256, file)
         return cls(cfg, db, loaded, gates, centroids, faces_hash)
 
@@ -144,13 +149,19 @@ class OnlineStudy:
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
+        try:  # the participant's streams and block order (a rotated order needs a number)
+            engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids)
+        except ValueError as err:
+            raise Rejected(400, str(err)) from None
         token, now, uid = secrets.token_urlsafe(24), utc_now(), uuid.uuid4().hex
         meta = {
             "config": config_to_dict(self.cfg),
             "checkpoint_sha256": self.loaded.sha256,
             "faces_sha256": self.faces_hash,
             "versions": versions(),
-            "seeds": {"seed": self.cfg.seed, "streams": "[seed, session, stream, counter]"},
+            "seeds": engine.seeds(),
+            "block_order": list(engine.emotions),
+            "date": local_now(),
             "agent": "human",
             "gate": config_to_dict(self.cfg)["gate"],
             "window": "browser",
@@ -202,20 +213,23 @@ class OnlineStudy:
         return self._step(token, screen, step)
 
     def answer(self, token: str, trial: str, side: str, rt: float, onset: float,
-               gap: float | None, received: str) -> dict:
+               gap: float | None, received: str, device: str) -> dict:
         """The participant chose `side` on the pending trial `trial` (its screen id).
 
         rt: seconds from onset (the page's clock); onset: seconds on the page's clock
         (performance.now, restarts at a reload); gap: seconds from the previous response to this
         onset on the same page without a message between (else None); received: when the server
-        received the answer (UTC ISO), saved as the row's timestamp.
+        received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse (the
+        key saved is the config's key for the side, so the page never names one).
         """
+        keys = self.cfg.display.keys
+        key = (keys.left if side == "left" else keys.right) if device == "keyboard" else None
 
         def step(flow: SessionFlow, record: SessionRecord):
             if flow.screen().kind != "trial":
                 raise Rejected(409, "There is no trial on show to answer; "
                                     "the page reloads to where you are.")
-            rows = flow.tell(side, rt, onset, gap, None, received)
+            rows = flow.tell(side, rt, onset, gap, None, received, key, device)
             if flow.screen().kind == "end":
                 meta = {**record.meta, "end_time": received}
                 return rows, "complete", meta, 0
@@ -276,6 +290,8 @@ class OnlineStudy:
         rows = self.db.frame(record.id, record.d) if record.n_rows else None
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,
                         self.centroids, "human", rows)
+        engine.stamp(run=1, date=record.meta.get("date"),
+                     frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
                  if record.n_rows == 0 else [])
         flow = SessionFlow(self.cfg, engine, self.renderer, intro, END_TEXT, record.acked)

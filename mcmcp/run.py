@@ -234,6 +234,14 @@ def _materials(cfg, loaded, faces):
     return gates, centroids, agent
 
 
+def session_materials(cfg, loaded, source="<config>"):
+    """What a session of `cfg` fits from the face store, for lab and online sessions alike:
+    (gates, centroids, agent, faces content hash or None, warnings)."""
+    faces = _faces(cfg, loaded, source) if _need_faces(cfg) else None
+    gates, centroids, agent = _materials(cfg, loaded, faces)
+    return gates, centroids, agent, *((None, []) if faces is None else (faces[1], faces[3]))
+
+
 def _check_resumed_inputs(store, loaded, faces_hash, accept: bool) -> bool:
     """Refuse a resume whose checkpoint or face store changed (both hashes named), unless
     `accept`; True if something changed (and was accepted)."""

@@ -202,15 +202,17 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     async def answer(request: Request) -> Response:
         received = utc_now()
         data = await _json_body(request)
-        _fields(data, {"trial", "side", "rt", "onset", "gap"})
+        _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
         if data["side"] not in ("left", "right"):
             raise Rejected(400, "side must be 'left' or 'right'")
+        if data["device"] not in ("keyboard", "mouse"):
+            raise Rejected(400, "device must be 'keyboard' or 'mouse'")
         rt = _number(data, "rt", 0.0, MAX_SECONDS, lo_open=True)
         onset = _number(data, "onset", 0.0, 1e8)
         gap = _number(data, "gap", 0.0, MAX_SECONDS, nullable=True)
         return reply(await run_in_threadpool(study.answer, request.cookies.get(cookie),
                                              _id(data, "trial"), data["side"], rt, onset, gap,
-                                             received))
+                                             received, data["device"]))
 
     async def experimenter(request: Request) -> Response:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()

@@ -331,6 +331,13 @@ class SessionStore:
         self.metadata = meta
         self._open_trials()
 
+    def continue_copy(self) -> None:
+        """Open an opened session's trials.csv for appending rows that already exist elsewhere
+        (an export from the online database): no run is recorded, session.json is untouched
+        until `update`."""
+        _set_aside_torn_line(self.trials_path)
+        self._open_trials()
+
     @classmethod
     def resume(cls, root: str | os.PathLike, participant: str, session: int) -> SessionStore:
         """Reopen an existing session to append to it (open + begin_run)."""

@@ -26,7 +26,9 @@ TOKEN = "experimenter-secret"
 ONLINE = {"consent": "Do you agree?", "completion_code": "CODE-123",
           "redirect_url": "https://example.org/done?cc=CODE-123"}
 # timing differs between any two runs; agent is 'latent' in the lab run, 'human' online
-NOT_COMPARED = ["rt", "onset", "gap", "dropped_frames", "timestamp", "agent"]
+# how and when the answers were given, not what was shown or chosen (the lab run is an agent's)
+NOT_COMPARED = ["rt", "onset", "gap", "dropped_frames", "timestamp", "agent", "key", "device",
+                "date", "frame_rate", "run"]
 
 
 def online_config(folder: Path, **changes) -> Path:
@@ -57,7 +59,7 @@ def step(client: TestClient, view: dict, side: str = "left", rt: float = 0.5) ->
     screen = view["screen"]
     if screen["kind"] == "trial":
         res = client.post("/api/answer", json={"trial": screen["id"], "side": side, "rt": rt,
-                                               "onset": 10.0, "gap": 0.3})
+                                               "onset": 10.0, "gap": 0.3, "device": "keyboard"})
     else:
         body = {"screen": screen["id"]}
         if screen["kind"] == "consent":
@@ -116,6 +118,10 @@ def test_online_session_is_the_lab_session(tmp_path, db_url, capsys):
     assert list(online.columns) == schema.header(3)
     pd.testing.assert_frame_equal(online.drop(columns=NOT_COMPARED), lab.drop(columns=NOT_COMPARED))
     assert (online["agent"] == "human").all()
+    answered = online[online["kind"] != "gate"]
+    assert (answered["device"] == "keyboard").all()  # step() answers as a key press
+    assert answered["key"].tolist() == answered["response"].tolist()  # config keys: left, right
+    assert (answered["frame_rate"] == 60.0).all() and answered["date"].notna().all()
     assert online.loc[online["kind"] != "gate", "rt"].tolist() == shown["rt"].tolist()
     meta = json.loads((folder / "session.json").read_text())
     assert meta["status"] == "complete" and meta["window"] == "browser"
@@ -179,7 +185,8 @@ def test_bad_requests_get_4xx_and_write_nothing(tmp_path):
     study, client = serve(online_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
     view = to_trial(client, begin(client, participant="F1"))
     trial = view["screen"]["id"]
-    good = {"trial": trial, "side": "left", "rt": 0.6, "onset": 3.0, "gap": None}
+    good = {"trial": trial, "side": "left", "rt": 0.6, "onset": 3.0, "gap": None,
+            "device": "mouse"}
     cookie = next(iter(client.cookies.keys()))
     before = _snapshot(study.db)
 
@@ -193,6 +200,7 @@ def test_bad_requests_get_4xx_and_write_nothing(tmp_path):
         {**good, "side": "up"}, {**good, "side": None}, {**good, "side": ["left"]},
         {**good, "rt": -1}, {**good, "rt": 0}, {**good, "rt": 1e9}, {**good, "rt": True},
         {**good, "rt": "0.5"}, {**good, "onset": -3}, {**good, "gap": -0.1},
+        {**good, "device": "joystick"}, {**good, "device": None},
         {**good, "extra": 1}, {k: v for k, v in good.items() if k != "side"}, {},
     ]
     for body in bad_answers:

@@ -137,7 +137,8 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             side = side_for(participant, screen["progress"])
             if think:
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
-            body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None}
+            body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
+                    "device": "keyboard"}
             sent = time.perf_counter()
             res = await call("POST", "/api/answer", body)
             if res.status_code == 200:

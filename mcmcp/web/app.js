@@ -168,10 +168,11 @@
     if (res.code === 200) await show(res.data); else await recover(res.code, res.data);
   }
 
-  async function respond(side, time) {
+  async function respond(side, time, device) {
     if (busy || onset === null || time < onset) return; // nothing on show, or pressed before it
     busy = true;
-    const body = { trial: view.screen.id, side, rt: (time - onset) / 1000, onset: onset / 1000, gap };
+    const body = { trial: view.screen.id, side, rt: (time - onset) / 1000, onset: onset / 1000, gap,
+                   device };
     onset = null;
     lastResponse = time;
     for (const id of ["prompt", "faces", "progress"]) $(id).style.visibility = "hidden";
@@ -192,7 +193,7 @@
       const side = key === display.keys.left ? "left" : key === display.keys.right ? "right" : null;
       if (side) {
         event.preventDefault();
-        respond(side, event.timeStamp || performance.now());
+        respond(side, event.timeStamp || performance.now(), "keyboard");
       }
     } else if (event.key === " " && !["consent", "end", "declined", "error"].includes(kind)) {
       event.preventDefault();
@@ -203,7 +204,7 @@
     if (!display || !display.mouse || !event.target.classList) return;
     const side = event.target.classList.contains("left") ? "left"
       : event.target.classList.contains("right") ? "right" : null;
-    if (side) respond(side, event.timeStamp || performance.now());
+    if (side) respond(side, event.timeStamp || performance.now(), "mouse");
   });
   $("continue").addEventListener("click", () => acknowledge());
   $("agree").addEventListener("click", () => acknowledge(true));
