@@ -1,4 +1,4 @@
-"""The face VAE, top to bottom: config, encoder, decoder, classifier head, loss.
+"""The face VAE, top to bottom: config, encoders, decoder, classifier head, loss.
 
 `SphereVAE` puts every face on the unit sphere S^(d-1) (d = `latent_dim`, the ambient
 dimension): the encoder gives a unit direction mu, the posterior is vMF(mu, kappa) with kappa
@@ -6,12 +6,31 @@ FIXED (the study used 300), and the prior is uniform on the sphere, so no region
 favoured and every direction decodes to a face. `GaussianVAE` is the usual baseline with the same
 encoder and decoder, a Euclidean latent and an N(0, I) prior that pulls codes towards the origin.
 
+Two kinds of network (`ModelConfig.kind`):
+  identity (default)  the sphere carries the EXPRESSION only. An identity encoder turns a
+                      reference face of the child (its closed-mouth neutral face, see
+                      `vae.identity`) into an identity code c; the decoder D(z, c) draws that
+                      child with the expression z. c holds the reference image and its conv
+                      features at 1/2 and 1/4 resolution (a U-Net-like skip path), so the decoder
+                      copies what does not change with expression (hair, head, skin) and z only
+                      has to say what changes (brows, eyes, mouth); held-out children work because
+                      nothing about an identity is memorised. z also modulates every decoder stage
+                      (FiLM). Without an identity, `decode` draws the checkpoint's default child
+                      (`default_reference`, a buffer).
+  plain               the seed study's network: one code for everything (identity and expression
+                      share the sphere), kept to reproduce and compare it. Checkpoints without a
+                      `kind` load as plain with `upsample: transposed`.
+
+Decoders upsample with nearest-neighbour resize + 3x3 conv (no transposed-conv checkerboard);
+`upsample: transposed` rebuilds the seed study's transposed convs (plain only).
+
 Loss (per image, averaged over the batch):
-    reconstruction  binary cross-entropy summed over pixels. Pixels live in [0, 1] and the
-                    face images are mostly near-black background and near-white skin, where
-                    BCE keeps a useful gradient (MSE's vanishes through the sigmoid); summing over
-                    pixels keeps its scale right relative to the KL term (one image, one
-                    likelihood), as in the study and the s-vae reference.
+    reconstruction  binary cross-entropy summed over pixels, optionally weighted per pixel
+                    (`pixel_weight`, mean 1, see `vae.identity.expression_pixel_weights`: more
+                    weight where expression changes the pixels within a child). Pixels live in
+                    [0, 1], mostly near-black background and near-white skin, where BCE keeps a
+                    useful gradient; summing over pixels keeps its scale right relative to the KL
+                    term (one image, one likelihood), as in the study and the s-vae reference.
   + KL(q(z|x) || prior)  for fixed kappa a constant (it does not depend on mu); reported anyway.
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
@@ -31,13 +50,17 @@ from torch import nn
 from vae.distributions import HypersphericalUniform, VonMisesFisher
 
 PRIORS = ("vmf", "gaussian")
+KINDS = ("identity", "plain")
+UPSAMPLES = ("nearest", "transposed")
+LEGACY = {"kind": "plain", "upsample": "transposed"}
+"""Values of the fields a checkpoint written before they existed was trained with."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (saved with every checkpoint).
 
-    image_size: (height, width) in pixels, both divisible by 4 (two 2x2 poolings).
+    image_size: (height, width) in pixels, both divisible by 4 (two 2x upsamplings).
     latent_dim: d, the ambient dimension of the code (3: sphere, 2: ring).
     prior: "vmf" (uniform prior on S^(d-1), vMF posterior) or "gaussian" (N(0, I) baseline).
     kappa: the fixed vMF posterior concentration (vmf only); larger = codes sampled closer to mu.
@@ -47,6 +70,9 @@ class ModelConfig:
     hidden: width of the encoder's dense layer and the classifier's hidden layer.
     channels: (first, second) conv widths of the encoder; the decoder mirrors them.
     class_weight: weight of the classifier's cross-entropy in the loss.
+    kind: "identity" (expression on the sphere, identity from a reference face) or "plain".
+    upsample: "nearest" (resize + conv) or "transposed" (the seed study's decoder, plain only).
+    identity_channels: conv widths of the identity code's features at 1/2 and 1/4 resolution.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -58,12 +84,15 @@ class ModelConfig:
     hidden: int = 64
     channels: tuple[int, int] = (16, 32)
     class_weight: float = 100.0
+    kind: str = "identity"
+    upsample: str = "nearest"
+    identity_channels: tuple[int, int] = (8, 16)
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
-        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
-        object.__setattr__(self, "channels", tuple(int(v) for v in self.channels))
-        h, w = self.image_size
+        for name in ("image_size", "channels", "identity_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        h, w = self.image_size if len(self.image_size) == 2 else (0, 0)
         problems = []
         if len(self.image_size) != 2 or h % 4 or w % 4 or h < 8 or w < 8:
             problems.append(f"image_size={self.image_size} (need (h, w), both >= 8, divisible by 4)")
@@ -80,17 +109,35 @@ class ModelConfig:
                 f"n_classes={self.n_classes}, hidden={self.hidden}, channels={self.channels} "
                 "(need n_classes >= 2, hidden >= 1, two channel widths)"
             )
+        if len(self.identity_channels) != 2 or min(self.identity_channels) < 1:
+            problems.append(f"identity_channels={self.identity_channels} (need two widths >= 1)")
         if self.class_weight < 0:
             problems.append(f"class_weight={self.class_weight} (need >= 0)")
+        if self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} (allowed: {', '.join(KINDS)})")
+        if self.upsample not in UPSAMPLES:
+            problems.append(f"upsample={self.upsample!r} (allowed: {', '.join(UPSAMPLES)})")
+        elif self.kind == "identity" and self.upsample != "nearest":
+            problems.append("upsample='transposed' needs kind='plain' (the identity decoder "
+                            "upsamples with nearest + conv)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         """Plain dict (lists for tuples): YAML-, JSON- and torch.load(weights_only)-safe."""
         out = asdict(self)
-        out["image_size"] = list(self.image_size)
-        out["channels"] = list(self.channels)
+        for name in ("image_size", "channels", "identity_channels"):
+            out[name] = list(getattr(self, name))
         return out
+
+    @property
+    def identity_code_size(self) -> int:
+        """k, the length of an identity code (0 for plain models)."""
+        if self.kind != "identity":
+            return 0
+        h, w = self.image_size
+        a, b = self.identity_channels
+        return h * w + a * (h // 2) * (w // 2) + b * (h // 4) * (w // 4)
 
 
 class VAEOutput(NamedTuple):
@@ -162,30 +209,103 @@ class Encoder(nn.Module):
         self.norm.running_var.copy_(h.var(0))
 
 
+class IdentityEncoder(nn.Module):
+    """Reference faces (n, 1, H, W) -> identity codes (n, k), k = `config.identity_code_size`.
+
+    The code is the reference image itself and two conv feature maps (at 1/2 and 1/4
+    resolution), flattened and concatenated: the decoder's skip inputs. No batch norm, so a
+    code does not depend on the batch or the mode.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        a, b = config.identity_channels
+        h, w = config.image_size
+        self.shapes = ((1, h, w), (a, h // 2, w // 2), (b, h // 4, w // 4))
+        self.down2 = nn.Sequential(nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.down4 = nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        half = self.down2(reference)
+        quarter = self.down4(half)
+        return torch.cat([reference.flatten(1), half.flatten(1), quarter.flatten(1)], dim=1)
+
+    def split(self, code: torch.Tensor) -> list[torch.Tensor]:
+        """(n, k) codes -> [(n, 1, H, W), (n, a, H/2, W/2), (n, b, H/4, W/4)]."""
+        sizes = [c * h * w for c, h, w in self.shapes]
+        parts = torch.split(code, sizes, dim=1)
+        return [p.reshape(-1, *s) for p, s in zip(parts, self.shapes, strict=True)]
+
+
 class Decoder(nn.Module):
-    """(n, d) -> (n, 1, H, W) in [0, 1]: a dense layer and three transposed convs."""
+    """(n, d) codes [+ (n, k) identity codes] -> (n, 1, H, W) pixel logits.
+
+    A dense layer makes a (c2, H/4, W/4) map from the code; two nearest-neighbour 2x upsamplings
+    with 3x3 convs follow (for identity models each stage also sees the identity's skip map
+    and is FiLM-modulated by the code). `upsample: transposed` is the seed study's decoder.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         c1, c2 = config.channels
         h, w = config.image_size
+        d = config.latent_dim
         self.shape = (c2, h // 4, w // 4)
-        self.dense = nn.Sequential(nn.Linear(config.latent_dim, c2 * (h // 4) * (w // 4)), nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, c1, 3, stride=2, padding=1, output_padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, padding=1),
-        )
+        self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
+        self.transposed = config.upsample == "transposed"
+        self.conditioned = config.kind == "identity"
+        if self.transposed:
+            self.deconv = nn.Sequential(
+                nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(c1, c1, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(c1, 1, 3, padding=1),
+            )
+            return
+        a, b = config.identity_channels if self.conditioned else (0, 0)
+        ref = 1 if self.conditioned else 0
+        self.stage4 = nn.Conv2d(c2 + b, c2, 3, padding=1)  # at 1/4 resolution
+        self.stage2 = nn.Conv2d(c2 + a, c1, 3, padding=1)
+        self.stage1 = nn.Conv2d(c1 + ref, c1, 3, padding=1)
+        self.out = nn.Conv2d(c1, 1, 3, padding=1)
+        self.widths = (c2, c1, c1)
+        if self.conditioned:
+            # per-stage scale and shift of every channel from the code (FiLM)
+            self.film = nn.Linear(d, 2 * sum(self.widths))
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE."""
-        return self.deconv(self.dense(z).view(-1, *self.shape))
+    def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
+
+        z: (n, d) the code as the network sees it (radius applied); skips: the identity code
+        split by `IdentityEncoder.split` (identity models only).
+        """
+        h = self.dense(z).view(-1, *self.shape)
+        if self.transposed:
+            return self.deconv(h)
+        if self.conditioned:
+            ref, half, quarter = skips
+            films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
+        else:
+            ref = half = quarter = None
+            films = (None, None, None)
+        for conv, skip, film, up in (
+            (self.stage4, quarter, films[0], False),
+            (self.stage2, half, films[1], True),
+            (self.stage1, ref, films[2], True),
+        ):
+            if up:
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = conv(h if skip is None else torch.cat([h, skip], dim=1))
+            if film is not None:
+                scale, shift = film[:, :, None, None].chunk(2, dim=1)
+                h = h * (1.0 + scale) + shift
+            h = F.relu(h)
+        return self.out(h)
 
 
 class _FaceVAE(nn.Module):
-    """What both VAEs share: encoder trunk, decoder, classifier head and the loss."""
+    """What both VAEs share: encoders, decoder, classifier head and the loss."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -197,36 +317,97 @@ class _FaceVAE(nn.Module):
             nn.ReLU(),
             nn.Linear(config.hidden, config.n_classes),
         )
+        self.default_identity = ""
+        if config.kind == "identity":
+            self.identity_encoder = IdentityEncoder(config)
+            # the child drawn when decode() gets no identity; set by training
+            # (`set_default_identity`), saved in the state dict
+            self.register_buffer("default_reference", torch.zeros(1, 1, *config.image_size))
 
     def _net_input(self, z: torch.Tensor) -> torch.Tensor:
         """The code as the decoder and classifier see it."""
         return z
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (n, d) -> images (n, 1, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decoder.logits(self._net_input(z)))
+    def identity_code(self, reference: torch.Tensor) -> torch.Tensor:
+        """Reference faces (n, 1, H, W) in [0, 1] -> identity codes (n, k) (identity models)."""
+        if self.config.kind != "identity":
+            raise ValueError("identity_code needs a model of kind 'identity'; this one is plain")
+        return self.identity_encoder(reference)
+
+    def set_default_identity(self, reference: torch.Tensor, identity_id: str) -> None:
+        """Make `reference` (H, W) or (1, 1, H, W) in [0, 1] the face decode() draws by default."""
+        self.default_reference.copy_(reference.reshape(self.default_reference.shape))
+        self.default_identity = str(identity_id)
+
+    def _skips(self, identity: torch.Tensor | None, n: int) -> list[torch.Tensor] | None:
+        if self.config.kind != "identity":
+            if identity is not None:
+                raise ValueError("this model is plain: it takes no identity (got one)")
+            return None
+        if identity is None:
+            identity = self.identity_code(self.default_reference)
+        if identity.ndim == 1:
+            identity = identity[None]
+        k = self.config.identity_code_size
+        if identity.shape[-1] != k or identity.shape[0] not in (1, n):
+            raise ValueError(f"identity codes must be (k,), (1, k) or (n, k) with k={k}, n={n}; "
+                             f"got {tuple(identity.shape)} (make them with identity_code)")
+        return self.identity_encoder.split(identity.expand(n, -1))
+
+    def decode_logits(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (n, d) [+ identity codes] -> pixel logits (n, 1, H, W)."""
+        return self.decoder.logits(self._net_input(z), self._skips(identity, len(z)))
+
+    def decode(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (n, d) -> images (n, 1, H, W) in [0, 1].
+
+        identity: identity codes (n, k) or one (k,) for all (from `identity_code`); None = the
+        default child (`default_identity`). Plain models take none.
+        """
+        return torch.sigmoid(self.decode_logits(z, identity))
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """Codes (n, d) -> emotion logits (n, n_classes) (softmax them for probabilities)."""
         return self.classifier(self._net_input(z))
 
     def loss(
-        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        reference: torch.Tensor | None = None,
+        pixel_weight: torch.Tensor | None = None,
     ) -> tuple[Losses, VAEOutput]:
-        """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput)."""
-        out, recon_logits = self._forward(x, generator)
+        """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput).
+
+        reference: (n, 1, H, W) each image's reference face (identity models; None = the
+        default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
+        """
+        out, recon_logits = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
+        if pixel_weight is not None:
+            recon = recon * pixel_weight
         recon = recon.flatten(1).sum(1).mean()
         kl = out.kl.mean()
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
         return Losses(total, recon, kl, ce), out
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> VAEOutput:
         """x (n, 1, H, W) in [0, 1] -> VAEOutput (z sampled from the posterior)."""
-        return self._forward(x, generator)[0]
+        return self._forward(x, generator, reference)[0]
 
-    def _forward(self, x, generator):
+    def _output(self, mu, z, kl, reference) -> tuple[VAEOutput, torch.Tensor]:
+        identity = None if reference is None else self.identity_code(reference)
+        recon_logits = self.decode_logits(z, identity)
+        return VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl), recon_logits
+
+    def _forward(self, x, generator, reference):
         raise NotImplementedError
 
 
@@ -249,15 +430,13 @@ class SphereVAE(_FaceVAE):
         kappa = torch.full(mu.shape[:-1], self.config.kappa, dtype=mu.dtype, device=mu.device)
         return VonMisesFisher(mu, kappa)
 
-    def _forward(self, x, generator):
+    def _forward(self, x, generator, reference):
         mu = self.encode(x)
         q = self.posterior(mu)
         z = q.rsample(generator=generator)
         prior = HypersphericalUniform(self.config.latent_dim, dtype=mu.dtype, device=mu.device)
         kl = torch.distributions.kl_divergence(q, prior)
-        recon_logits = self.decoder.logits(self._net_input(z))
-        recon = torch.sigmoid(recon_logits)
-        return VAEOutput(recon, mu, z, self.classify(z), kl), recon_logits
+        return self._output(mu, z, kl, reference)
 
 
 class GaussianVAE(_FaceVAE):
@@ -272,15 +451,13 @@ class GaussianVAE(_FaceVAE):
         """Images (n, 1, H, W) -> posterior means (n, d) (not normalised)."""
         return self.to_mean(self.encoder(x))
 
-    def _forward(self, x, generator):
+    def _forward(self, x, generator, reference):
         h = self.encoder(x)
         mean, logvar = self.to_mean(h), self.to_logvar(h)
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        recon_logits = self.decoder.logits(z)
-        recon = torch.sigmoid(recon_logits)
-        return VAEOutput(recon, mean, z, self.classify(z), kl), recon_logits
+        return self._output(mean, z, kl, reference)
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> SphereVAE | GaussianVAE:
