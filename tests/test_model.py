@@ -1,14 +1,23 @@
-"""vae.model: shapes, the sphere, radius, losses against closed forms, determinism."""
+"""vae.model and vae.identity: shapes, the sphere, radius, losses against closed forms,
+determinism, the identity pathway, reference faces and expression pixel weights."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vae.faces import generate_faces
+from vae.faceset import FaceSet
+from vae.identity import (
+    expression_pixel_weights,
+    reference_face,
+    reference_index,
+    reference_indices,
+)
 from vae.model import GaussianVAE, ModelConfig, SphereVAE, build_model
 
 TINY = {"image_size": (16, 12), "channels": (4, 8), "hidden": 16}
@@ -29,10 +38,11 @@ def kl_vmf3_uniform(kappa: float) -> float:
     return math.log(kappa) - log_sinh + kappa / math.tanh(kappa) - 1
 
 
+@pytest.mark.parametrize("kind", ["identity", "plain"])
 @pytest.mark.parametrize("prior", ["vmf", "gaussian"])
 @pytest.mark.parametrize("d", [2, 3, 5])
-def test_shapes(prior, d):
-    model = build_model(tiny(prior=prior, latent_dim=d)).eval().requires_grad_(False)
+def test_shapes(prior, d, kind):
+    model = build_model(tiny(prior=prior, latent_dim=d, kind=kind)).eval().requires_grad_(False)
     x, _ = batch()
     mu = model.encode(x)
     assert mu.shape == (10, d)
@@ -168,3 +178,106 @@ def test_config_round_trips_through_plain_dict():
     cfg = tiny(latent_dim=2, radius=2.0)
     assert ModelConfig(**cfg.to_dict()) == cfg
     assert isinstance(cfg.to_dict()["image_size"], list)
+
+
+# ---------------------------------------------------------------- the identity pathway
+
+
+@pytest.mark.parametrize("size", [(128, 128), (64, 64), (64, 40)])
+def test_identity_model_at_the_study_sizes(size):
+    cfg = ModelConfig(image_size=size)
+    model = build_model(cfg).eval().requires_grad_(False)
+    x, _ = batch(n=3, size=size)
+    code = model.identity_code(x)
+    assert code.shape == (3, cfg.identity_code_size)
+    assert model.decode(model.encode(x), code).shape == (3, 1, *size)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+
+
+def test_decode_takes_one_identity_for_all_or_one_each_and_defaults_to_the_stored_child():
+    model = build_model(tiny(), seed=1).eval().requires_grad_(False)
+    x, _ = batch(n=4)
+    z = model.encode(x)
+    one = model.identity_code(x[:1])
+    torch.testing.assert_close(model.decode(z, one[0]), model.decode(z, one.expand(4, -1)))
+    # the default child is a buffer set from a reference face and saved in the state dict
+    model.set_default_identity(x[1, 0], "child7")
+    assert model.default_identity == "child7"
+    torch.testing.assert_close(model.decode(z), model.decode(z, model.identity_code(x[1:2])[0]))
+    assert torch.equal(model.state_dict()["default_reference"][0], x[1])
+    # the identity and the code both change the face
+    assert not torch.allclose(model.decode(z, one[0]), model.decode(z))
+    assert not torch.allclose(model.decode(z[:1], one[0]), model.decode(z[1:2], one[0]))
+    with pytest.raises(ValueError, match="k=.*identity_code"):
+        model.decode(z, one[:, :5])
+    plain = build_model(tiny(kind="plain")).eval()
+    with pytest.raises(ValueError, match="plain"):
+        plain.decode(z, one[0])
+    with pytest.raises(ValueError, match="plain"):
+        plain.identity_code(x)
+
+
+def test_loss_uses_the_reference_and_the_pixel_weights():
+    model = build_model(tiny(), seed=2)
+    x, y = batch()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    ref = x.flip(0)
+    base, out = model.loss(x, y, g(), ref)
+    identity = model.identity_code(ref)
+    torch.testing.assert_close(out.recon, model.decode(out.z, identity))
+    weight = torch.rand(16, 12, generator=torch.Generator().manual_seed(3)) * 2
+    weighted, _ = model.loss(x, y, g(), ref, weight)
+    bce = F.binary_cross_entropy(out.recon, x, reduction="none")
+    torch.testing.assert_close(weighted.recon, (bce * weight).flatten(1).sum(1).mean(),
+                               rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(base.recon, weighted.recon)
+
+
+@pytest.mark.parametrize(
+    "bad, word",
+    [({"kind": "both"}, "identity, plain"), ({"upsample": "bilinear"}, "nearest, transposed"),
+     ({"upsample": "transposed"}, "kind='plain'"), ({"identity_channels": (0, 4)}, "identity_")],
+)
+def test_identity_config_validation(bad, word):
+    with pytest.raises(ValueError, match=word):
+        ModelConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def small_faces():
+    return generate_faces(n_identities=3, poses_per_emotion=2, size=(32, 32), seed=4)
+
+
+def test_reference_face_is_the_closed_mouth_neutral(small_faces):
+    faces = small_faces
+    neutral = list(faces.label_names).index("neutral")
+    for child in np.unique(faces.identities):
+        i = reference_index(faces, child)
+        assert faces.identities[i] == child and faces.labels[i] == neutral
+        assert not faces.ground_truth["mouth_open"][i]
+        assert np.array_equal(reference_face(faces, child), faces.images[i])
+    refs = reference_indices(faces)
+    for j, r in enumerate(refs):
+        assert faces.identities[r] == faces.identities[j] and faces.labels[r] == neutral
+        # the reference image itself is paired with the child's other neutral face
+        assert r != j
+    with pytest.raises(ValueError, match="nobody.*not in this face set"):
+        reference_index(faces, "nobody")
+    no_neutral = FaceSet(faces.images[faces.labels != neutral],
+                         faces.labels[faces.labels != neutral],
+                         faces.identities[faces.labels != neutral])
+    with pytest.raises(ValueError, match="no neutral face.*kind: plain"):
+        reference_indices(no_neutral)
+
+
+def test_expression_pixel_weights_mark_where_expression_changes_a_face(small_faces):
+    faces = small_faces
+    flat = expression_pixel_weights(faces, strength=0.0)
+    np.testing.assert_allclose(flat, 1.0)
+    w = expression_pixel_weights(faces, strength=4.0)
+    assert w.shape == (32, 32) and w.mean() == pytest.approx(1.0, abs=1e-5)
+    # the corners are background in every face; the mouth region (lower centre) moves
+    assert w[:3, :3].max() < w[22:28, 12:20].mean()
+    # a set where nothing changes with the emotion gets no extra weight anywhere
+    same = FaceSet(np.repeat(faces.images[:1], len(faces), 0), faces.labels, faces.identities)
+    np.testing.assert_allclose(expression_pixel_weights(same, strength=4.0), 1.0)

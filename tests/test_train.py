@@ -1,9 +1,13 @@
-"""vae.train, vae.checkpoint, vae.metrics, vae.observer on tiny data, and the committed models."""
+"""vae.train, vae.checkpoint, vae.metrics, vae.observer, vae.verdict on tiny data, the CLIs, and
+the committed models (their readability thresholds and data hash, without retraining)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from vae.datasets import read_store, split_by_identity, write_store
 from vae.faces import generate_faces
 from vae.model import ModelConfig, build_model
 from vae.train import TrainConfig, load_config, main, train
+from vae.verdict import format_verdict, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ModelConfig(image_size=(16, 12), channels=(4, 8), hidden=16, class_weight=10.0)
@@ -29,25 +34,28 @@ def store(tmp_path_factory) -> Path:
     return path
 
 
-def tiny_train(store, out, **kw) -> TrainConfig:
-    return TrainConfig(**{"data": str(store), "out": str(out), "epochs": 2, "batch_size": 8,
-                          "lr": 3e-3, "device": "cpu", "observer": "", **kw})
+def tiny_train(store, **kw) -> TrainConfig:
+    return TrainConfig(**{"data": str(store), "epochs": 2, "batch_size": 8, "lr": 3e-3,
+                          "device": "cpu", "observer": "", "identity_observer": "", **kw})
 
 
 # ---------------------------------------------------------------- training and resuming
 
 
 @pytest.mark.slow
-def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_path):
-    straight, _ = train(TINY_MODEL, tiny_train(store, tmp_path / "a.pt", epochs=4),
-                        progress=False, final_metrics=False)
-    again, _ = train(TINY_MODEL, tiny_train(store, tmp_path / "b.pt", epochs=4),
-                     progress=False, final_metrics=False)
-    train(TINY_MODEL, tiny_train(store, tmp_path / "c.pt", epochs=2), progress=False,
-          final_metrics=False)
+@pytest.mark.parametrize("kind", ["identity", "plain"])
+def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_path, kind):
+    model_config = ModelConfig(**{**TINY_MODEL.to_dict(), "kind": kind})
+    cfg = tiny_train(store, epochs=4, expression_weight=2.0)
+    straight, _ = train(model_config, cfg, tmp_path / "a.pt", progress=False,
+                        final_metrics=False)
+    again, _ = train(model_config, cfg, tmp_path / "b.pt", progress=False, final_metrics=False)
+    # an interrupted run: its per-epoch checkpoint is unfinished and keeps Adam's state
+    train(model_config, tiny_train(store, epochs=2, expression_weight=2.0), tmp_path / "c.pt",
+          progress=False, final_metrics=False, keep_optimizer=True)
     assert load_checkpoint(tmp_path / "c.pt").epoch == 2
-    resumed, metrics = train(TINY_MODEL, tiny_train(store, tmp_path / "c.pt", epochs=4),
-                             resume=tmp_path / "c.pt", progress=False, final_metrics=False)
+    resumed, metrics = train(model_config, cfg, tmp_path / "c.pt", resume=tmp_path / "c.pt",
+                             progress=False, final_metrics=False)
     assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3, 4]
     for (name, a), b, c in zip(straight.state_dict().items(), again.state_dict().values(),
                                resumed.state_dict().values(), strict=True):
@@ -56,30 +64,136 @@ def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_p
 
 
 def test_resume_refuses_other_model(store, tmp_path):
-    train(TINY_MODEL, tiny_train(store, tmp_path / "a.pt", epochs=1), progress=False,
-          final_metrics=False)
+    train(TINY_MODEL, tiny_train(store, epochs=1), tmp_path / "a.pt", progress=False,
+          final_metrics=False, keep_optimizer=True)
     other = ModelConfig(**{**TINY_MODEL.to_dict(), "kappa": 10.0})
     with pytest.raises(ValueError, match="kappa"):
-        train(other, tiny_train(store, tmp_path / "a.pt", epochs=2), resume=tmp_path / "a.pt",
+        train(other, tiny_train(store, epochs=2), tmp_path / "a.pt", resume=tmp_path / "a.pt",
               progress=False, final_metrics=False)
 
 
-def test_main_cli_writes_checkpoint_json_and_metrics(store, tmp_path):
+def test_training_never_overwrites_a_checkpoint(store, tmp_path, capsys):
+    existing = tmp_path / "mine.pt"
+    existing.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="mine.pt exists.*--out.*--resume"):
+        train(TINY_MODEL, tiny_train(store, epochs=1), existing, progress=False)
+    with pytest.raises(SystemExit):
+        main(["--config", str(ROOT / "experiments/vae_default.yaml"), "--out", str(existing)])
+    assert "mine.pt exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no --out and no --resume
+        main(["--config", str(ROOT / "experiments/vae_default.yaml")])
+    assert "--out NEW_PATH.pt is required" in capsys.readouterr().err
+    assert existing.read_bytes() == b"precious"
+    # a finished checkpoint keeps no optimizer state unless asked, so it cannot be resumed
+    train(TINY_MODEL, tiny_train(store, epochs=1), tmp_path / "done.pt", progress=False,
+          final_metrics=False)
+    with pytest.raises(ValueError, match="no optimizer state.*--out"):
+        train(TINY_MODEL, tiny_train(store, epochs=2), tmp_path / "done.pt",
+              resume=tmp_path / "done.pt", progress=False, final_metrics=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_observers(store, tmp_path_factory):
+    """An emotion and an identity observer (1 epoch each) on the tiny store."""
+    from vae.observer import save_observer, train_observer
+
+    faces = read_store(store)
+    train_idx, val_idx = split_by_identity(faces.identities, 0.2, 0)
+    root = tmp_path_factory.mktemp("observers")
+    paths = []
+    for target in ("emotion", "identity"):
+        observer = train_observer(faces, train_idx, seed=1, epochs=1, val_idx=val_idx,
+                                  target=target)
+        paths.append(save_observer(root / f"{target}.pt", observer, "tiny"))
+    return paths
+
+
+def test_main_cli_writes_checkpoint_json_metrics_and_verdict(store, tmp_path, tiny_observers,
+                                                             capsys):
+    emotion, identity = tiny_observers
     config = tmp_path / "c.yaml"
     config.write_text(
         "model:\n  image_size: [16, 12]\n  channels: [4, 8]\n  hidden: 16\n"
-        f"train:\n  data: {store}\n  batch_size: 8\n  observer: ''\n"
+        f"train:\n  data: {store}\n  batch_size: 8\n  observer: {emotion}\n"
+        f"  identity_observer: {identity}\n"
     )
     out = tmp_path / "m.pt"
     metrics = main(["--config", str(config), "--epochs", "1", "--kappa", "50", "--latent-dim",
                     "2", "--radius", "2", "--out", str(out), "--device", "cpu", "--no-progress"])
     loaded = load_checkpoint(out, expect_latent_dim=2, expect_image_size=(16, 12))
     assert loaded.config.kappa == 50.0 and loaded.config.radius == 2.0
+    assert loaded.config.kind == "identity"
     assert json.loads(out.with_suffix(".json").read_text()) == metrics
     latent = metrics["latent"]
     assert latent["latent_dim"] == 2 and 0 <= latent["knn5_accuracy"] <= 1
     assert sum(latent["voronoi_share"].values()) == pytest.approx(1.0)
     assert latent["face_likeness"]["uniform_sphere"]["n"] == 1000
+    # readability: 2 held-out children x 7 emotions rated, retention, paths with identities
+    read = metrics["readability"]
+    assert len(read["centroids"]["identities"]) == 2
+    assert all(len(v) == 7 for v in read["centroids"]["p_intended"].values())
+    assert 0 <= read["retention"]["observer_accuracy_reconstructions"] <= 1
+    assert read["paths"]["n_paths"] == 2 * 21
+    assert 0 <= read["paths"]["frac_identity_is_the_child"] <= 1
+    # the verdict: stored, on LoadedModel, and printed one line per check (an untrained model
+    # fails); the default child is the first held-out identity
+    assert loaded.finished and loaded.verdict == metrics["verdict"]
+    assert loaded.verdict["passed"] is False and not loaded.passed
+    assert loaded.default_identity == read["centroids"]["identities"][0]
+    screen = capsys.readouterr().out
+    assert screen.count("FAIL") >= 2 and "VERDICT: FAIL" in screen and len(screen.splitlines()) < 20
+
+
+def test_per_epoch_checkpoints_are_unfinished(store, tmp_path):
+    from vae.checkpoint import save_checkpoint as save
+
+    model = build_model(TINY_MODEL)
+    save(tmp_path / "mid.pt", model, TINY_MODEL, {}, "h", {"history": []}, epoch=3,
+         finished=False)
+    mid = load_checkpoint(tmp_path / "mid.pt")
+    assert not mid.finished and mid.verdict is None and not mid.passed
+
+
+def test_verdict_lines_follow_the_thresholds():
+    good = {"readability": {"centroids": {"p_intended_min": 0.9, "n_identities_all_readable": 6,
+                                          "p_intended_min_per_emotion": {"sad": 0.9}},
+                            "retention": {"retention": 0.95},
+                            "paths": {"frac_observer_label_goes_from_first_to_second": 0.9,
+                                      "frac_identity_is_the_child": 1.0}},
+            "latent": {"knn5_accuracy": 0.9, "classifier_accuracy": 0.35}}
+    verdict = judge(good, "identity")
+    failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
+    assert failed == ["classifier head"] and verdict["passed"] is False
+    good["latent"]["classifier_accuracy"] = 0.9
+    assert judge(good, "identity")["passed"] is True
+    # plain models draw no child: the per-child checks do not apply
+    assert len(judge(good, "plain")["checks"]) == len(verdict["checks"]) - 2
+    # nothing measured (no observer) never passes
+    unmeasured = judge({"latent": good["latent"]}, "identity")
+    assert not unmeasured["passed"] and "not measured" in format_verdict(
+        {"verdict": unmeasured}, TINY_MODEL, "x.pt")
+
+
+@pytest.mark.parametrize("module", ["vae.train", "vae.observer", "vae.figures", "vae.sweep"])
+def test_cli_help_is_instant_and_every_flag_says_its_default(module):
+    """--help parses before torch is imported; every flag has a help line naming its default."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['{module}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('{module}', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.stdout.strip().endswith("NO-TORCH"), done.stdout + done.stderr
+    assert "usage: python -m " + module in done.stdout
+    parser = importlib.import_module(module)._parser()
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and "default" in action.help, (module, action.option_strings)
 
 
 # ---------------------------------------------------------------- YAML configs
@@ -87,7 +201,8 @@ def test_main_cli_writes_checkpoint_json_and_metrics(store, tmp_path):
 
 def test_committed_configs_load():
     model, train_cfg = load_config(ROOT / "experiments/vae_default.yaml")
-    assert (model.prior, model.kappa, model.latent_dim, train_cfg.epochs) == ("vmf", 300.0, 3, 50)
+    assert (model.prior, model.kappa, model.latent_dim, model.kind) == ("vmf", 300.0, 3,
+                                                                        "identity")
     assert load_config(ROOT / "experiments/vae_gaussian.yaml")[0].prior == "gaussian"
     ring = load_config(ROOT / "experiments/vae_ring.yaml")[0]
     assert (ring.latent_dim, ring.radius) == (2, 2.0)
@@ -102,6 +217,8 @@ def test_committed_configs_load():
         ("model:\n  prior: normal\n", ["bad.yaml", "normal", "vmf, gaussian"]),
         ("trian:\n  epochs: 3\n", ["bad.yaml", "trian", "model, train"]),
         ("train:\n  lr: true\n", ["bad.yaml", "train.lr", "True", "float"]),
+        ("train:\n  out: x.pt\n", ["bad.yaml", "train.out", "--out"]),
+        ("model:\n  kind: both\n", ["bad.yaml", "both", "identity, plain"]),
     ],
 )
 def test_config_errors_name_file_key_value(tmp_path, text, words):

@@ -103,5 +103,6 @@ def expression_pixel_weights(faceset: FaceSet, indices=None, strength: float = 1
             count += 1
     variance = total / max(count, 1)
     scale = variance.mean()
-    weights = 1.0 + strength * (variance / scale if scale > 0 else 0.0)
+    # below 1e-12 (pixel values in [0, 1]) the variance is rounding noise: nothing changes
+    weights = 1.0 + strength * (variance / scale if scale > 1e-12 else np.zeros_like(variance))
     return (weights / weights.mean()).astype(np.float32)

@@ -357,17 +357,19 @@ def readability_metrics(
     """Can a person read the emotions of decoded faces? Judged by observers, never by the VAE.
 
     centroids: each emotion's centroid (spherical mean of the TRAINING faces' codes, what
-        sessions use; the class mean for the Gaussian baseline) decoded for the first `n_identities` held-out children (sorted ids; each
-        taken from its reference face) and rated by the emotion `observer`: p(intended) per
-        child and emotion, the minimum, and how many children have all seven >= READABLE_P.
-        Plain models have one face per emotion (child "-").
+        sessions use; the class mean for the Gaussian baseline) decoded for the first
+        `n_identities` held-out children (sorted ids; each taken from its reference face) and
+        rated by the emotion `observer`: p(intended) per child and emotion, the minimum, and
+        how many children have all seven >= READABLE_P. Plain models have one face per
+        emotion (child "-").
     retention: observer accuracy on reconstructions of the held-out faces / on the originals.
-    paths: along the great circle (Gaussian: straight line) between every pair of centroids (n_path steps), for the first
-        `n_path_identities` children: share of paths whose observer label starts at the first
-        emotion and ends at the second, mean number of label changes; with `identity_observer`,
-        the share of path faces it matches (among the held-out children's reference faces) to
-        the child they were drawn as (identity models) and to the child matched at the path's
-        start, next to its accuracy on the held-out originals of every emotion.
+    paths: along the great circle (Gaussian: straight line) between every pair of centroids
+        (n_path steps), for the first `n_path_identities` children: share of paths whose
+        observer label starts at the first emotion and ends at the second, mean number of
+        label changes; with `identity_observer`, the share of path faces it matches (among the
+        held-out children's reference faces) to the child they were drawn as (identity
+        models) and to the child matched at the path's start, next to its accuracy on the
+        held-out originals of every emotion.
     """
     model.eval()
     cfg = model.config
@@ -386,7 +388,7 @@ def readability_metrics(
     if cfg.kind == "identity":
         from vae.identity import reference_images
 
-        children = sorted(set(val_ids))[:n_identities]
+        children = [str(c) for c in sorted(set(val_ids))[:n_identities]]
         codes = model.identity_code(torch.from_numpy(reference_images(faceset, children)))
         decoded = torch.stack([model.decode(z, code) for code in codes])
     else:

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/faces.h5",
                    help="HDF5 face store (default: data/faces.h5, built if missing)")
     p.add_argument("--out", required=True,
-                   help="observer checkpoint to write, a NEW path (e.g. vae/checkpoints/observer.pt)")
+                   help="observer checkpoint to write, a NEW path (no default: required)")
     p.add_argument("--target", choices=("emotion", "identity"), default="emotion",
                    help="what it learns to tell apart (default: emotion)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")

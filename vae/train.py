@@ -433,7 +433,7 @@ def _load_observer(path: str, data_hash: str, what: str):
     return observer
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m vae.train", description=__doc__.split("\n")[0],
@@ -441,10 +441,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"YAML with model: and train: sections (default: {DEFAULT_CONFIG})")
-    p.add_argument("--out", help="checkpoint to write: a NEW path (required unless --resume); "
-                                 "metrics go beside it as .json")
+    p.add_argument("--out", help="checkpoint to write, a NEW path; metrics go beside it as "
+                                 ".json (no default: required unless --resume)")
     p.add_argument("--resume", help="continue the interrupted run in this checkpoint (same "
-                                    "model and data); it is also the output")
+                                    "model and data); it is also the output (default: none)")
     p.add_argument("--data", help=f"HDF5 face store (YAML default: {d.data}; built from the "
                                   "procedural faces if missing)")
     p.add_argument("--epochs", type=int, help=f"total epochs (YAML default: {d.epochs})")
@@ -462,6 +462,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help=f"where to train (default: {d.device})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _parser()
     args = p.parse_args(argv)
     if args.out is None and args.resume is None:
         p.error("--out NEW_PATH.pt is required (training never overwrites a checkpoint), "
@@ -486,7 +491,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         check_out(out, Path(args.resume) if args.resume else None)
     except FileExistsError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     _, metrics = train(model_config, train_config, out, resume=args.resume,
                        progress=not args.no_progress)
     from vae.verdict import format_verdict
