@@ -350,10 +350,22 @@ def test_observer_trains_and_round_trips(store, tmp_path):
 # ---------------------------------------------------------------- committed checkpoints
 
 
-def test_committed_default_checkpoint_loads_with_unit_codes():
-    loaded = load_checkpoint(ROOT / "vae/checkpoints/default.pt", expect_latent_dim=3,
-                             expect_image_size=(64, 64))
-    assert loaded.config.prior == "vmf" and loaded.config.kappa == 300.0
+DEFAULT = ROOT / "vae/checkpoints/default.pt"
+OBSERVER = ROOT / "vae/checkpoints/observer.pt"
+IDENTITY_OBSERVER = ROOT / "vae/checkpoints/identity_observer.pt"
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return load_checkpoint(DEFAULT, expect_latent_dim=3, expect_image_size=(64, 64))
+
+
+def test_committed_default_is_a_finished_passing_identity_model(committed):
+    loaded = committed
+    assert (loaded.config.kind, loaded.config.prior, loaded.config.kappa) == (
+        "identity", "vmf", 300.0)
+    assert loaded.finished and loaded.passed and loaded.optimizer_state is None
+    assert DEFAULT.stat().st_size < 4_000_000
     faces = generate_faces(n_identities=2, poses_per_emotion=1, size=(64, 64), seed=123)
     x = torch.from_numpy(faces.images).float().div(255.0)[:, None]
     with torch.no_grad():
@@ -362,14 +374,75 @@ def test_committed_default_checkpoint_loads_with_unit_codes():
     torch.testing.assert_close(mu.norm(dim=1), torch.ones(len(x)))
     assert images.shape == x.shape
     saved = json.loads((ROOT / "vae/checkpoints/default.json").read_text())
-    assert saved["latent"]["prior"] == "vmf"
+    assert saved["latent"]["prior"] == "vmf" and saved["verdict"] == loaded.verdict
 
 
-def test_committed_observer_loads():
+def test_committed_default_reads_as_the_emotions_for_held_out_children(committed,
+                                                                       default_faces):
+    """Issue 11's bar, recomputed from the committed files (no retraining): an observer that
+    never saw a decoded face reads every decoded emotion centroid with p >= 0.8 for >= 5
+    held-out children, reconstructions keep >= 90% of its accuracy, and walking between two
+    centroids changes the emotion, not the child."""
+    from vae.observer import load_observer
+    from vae.verdict import MIN_CHILDREN
+
+    loaded = committed
+    tc = loaded.train_config
+    train_idx, val_idx = split_by_identity(default_faces.identities, tc["val_fraction"],
+                                           tc["split_seed"])
+    read = M.readability_metrics(loaded.model, default_faces, train_idx, val_idx,
+                                 load_observer(OBSERVER), load_observer(IDENTITY_OBSERVER),
+                                 n_identities=MIN_CHILDREN, n_path_identities=2)
+    p = read["centroids"]["p_intended"]
+    assert len(p) == MIN_CHILDREN
+    low = {(c, e): v for c, row in p.items() for e, v in row.items() if v < M.READABLE_P}
+    assert not low, f"decoded centroids the observer cannot read: {low}"
+    assert read["retention"]["retention"] >= 0.9
+    assert read["paths"]["frac_observer_label_goes_from_first_to_second"] >= 0.8
+    assert read["paths"]["frac_identity_is_the_child"] >= 0.9
+    assert loaded.default_identity == read["centroids"]["identities"][0]
+
+
+def test_committed_models_match_a_fresh_build_of_the_default_store(committed, default_faces,
+                                                                   tmp_path):
+    """The documented `python -m vae.data build --source synthetic` store, built here from
+    scratch, hashes to what the committed model and observers were trained on."""
+    from vae.datasets import store_hash
     from vae.observer import load_observer
 
-    observer = load_observer(ROOT / "vae/checkpoints/observer.pt")
+    fresh = store_hash(write_store(default_faces, tmp_path / "faces.h5"))
+    assert committed.data_hash == fresh
+    assert load_observer(OBSERVER).data_hash == fresh
+    assert load_observer(IDENTITY_OBSERVER).data_hash == fresh
+
+
+def test_old_format_checkpoints_load_as_the_plain_seed_study_model(tmp_path):
+    config = ModelConfig(**{**TINY_MODEL.to_dict(), "kind": "plain", "upsample": "transposed"})
+    model = build_model(config, seed=4).eval()
+    old = {k: v for k, v in config.to_dict().items()
+           if k not in ("kind", "upsample", "identity_channels")}
+    for metrics, finished in (({"history": []}, False), ({"history": [], "epochs": 5}, True)):
+        payload = {"format": 1, "version": "0.1.0", "model_config": old, "train_config": {},
+                   "data_hash": "h", "metrics": metrics, "state_dict": model.state_dict()}
+        torch.save(payload, tmp_path / "old.pt")
+        loaded = load_checkpoint(tmp_path / "old.pt")
+        assert loaded.config == config and loaded.finished is finished
+        assert loaded.default_identity == "" and loaded.verdict is None
+    x = torch.rand(2, 1, 16, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.decode(loaded.model.encode(x)),
+                                   model.decode(model.encode(x)))
+
+
+def test_committed_observers_load():
+    from vae.observer import load_observer
+
     faces = generate_faces(n_identities=1, poses_per_emotion=1, size=(64, 64), seed=7)
-    probs = observer.predict_proba(faces.images.astype(np.float32)[:, None] / 255)
+    x = faces.images.astype(np.float32)[:, None] / 255
+    observer = load_observer(OBSERVER)
+    probs = observer.predict_proba(x)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
-    assert observer.metrics["val_accuracy"] > 0.8
+    assert observer.target == "emotion" and observer.metrics["val_accuracy"] > 0.9
+    identity = load_observer(IDENTITY_OBSERVER)
+    assert identity.target == "identity" and identity.metrics["val_accuracy"] > 0.9
+    assert identity.embed(x).shape == (7, 64)

@@ -15,7 +15,9 @@ Two kinds of network (`ModelConfig.kind`):
                       copies what does not change with expression (hair, head, skin) and z only
                       has to say what changes (brows, eyes, mouth); held-out children work because
                       nothing about an identity is memorised. z also modulates every decoder stage
-                      (FiLM). Without an identity, `decode` draws the checkpoint's default child
+                      (FiLM), and the decoder's output is a change to the reference's pixel
+                      logits, so an untrained decoder already draws the reference face sharply.
+                      Without an identity, `decode` draws the checkpoint's default child
                       (`default_reference`, a buffer).
   plain               the seed study's network: one code for everything (identity and expression
                       share the sphere), kept to reproduce and compare it. Checkpoints without a
@@ -53,6 +55,8 @@ PRIORS = ("vmf", "gaussian")
 KINDS = ("identity", "plain")
 UPSAMPLES = ("nearest", "transposed")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
+REFERENCE_EPS = 1e-3
+"""Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
 """Values of the fields a checkpoint written before they existed was trained with."""
 
 
@@ -241,8 +245,9 @@ class Decoder(nn.Module):
     """(n, d) codes [+ (n, k) identity codes] -> (n, 1, H, W) pixel logits.
 
     A dense layer makes a (c2, H/4, W/4) map from the code; two nearest-neighbour 2x upsamplings
-    with 3x3 convs follow (for identity models each stage also sees the identity's skip map
-    and is FiLM-modulated by the code). `upsample: transposed` is the seed study's decoder.
+    with 3x3 convs follow. For identity models each stage also sees the identity's skip map and
+    is FiLM-modulated by the code, and the output is added to the reference face's logits.
+    `upsample: transposed` is the seed study's decoder.
     """
 
     def __init__(self, config: ModelConfig):
@@ -273,6 +278,10 @@ class Decoder(nn.Module):
         if self.conditioned:
             # per-stage scale and shift of every channel from the code (FiLM)
             self.film = nn.Linear(d, 2 * sum(self.widths))
+            # the output is a change to the reference face (in logits): a new network draws the
+            # neutral reference itself, sharp, and learns only what expression changes
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
@@ -301,6 +310,8 @@ class Decoder(nn.Module):
                 scale, shift = film[:, :, None, None].chunk(2, dim=1)
                 h = h * (1.0 + scale) + shift
             h = F.relu(h)
+        if self.conditioned:
+            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS)
         return self.out(h)
 
 
