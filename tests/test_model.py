@@ -233,7 +233,10 @@ def test_loss_uses_the_reference_and_the_pixel_weights():
     ref = x.flip(0)
     base, out = model.loss(x, y, g(), ref)
     identity = model.identity_code(ref)
-    torch.testing.assert_close(out.recon, model.decode(out.z, identity))
+    # training draws each face in its own pose: the reference is warped to the target's pose
+    pose = model.pose_encoder(x)
+    torch.testing.assert_close(out.recon, torch.sigmoid(model.decode_logits(out.z, identity, pose)))
+    assert not torch.allclose(out.recon, model.decode(out.z, identity))
     weight = torch.rand(16, 12, generator=torch.Generator().manual_seed(3)) * 2
     weighted, _ = model.loss(x, y, g(), ref, weight)
     bce = F.binary_cross_entropy(out.recon, x, reduction="none")
@@ -245,7 +248,8 @@ def test_loss_uses_the_reference_and_the_pixel_weights():
 @pytest.mark.parametrize(
     "bad, word",
     [({"kind": "both"}, "identity, plain"), ({"upsample": "bilinear"}, "nearest, transposed"),
-     ({"upsample": "transposed"}, "kind='plain'"), ({"identity_channels": (0, 4)}, "identity_")],
+     ({"upsample": "transposed"}, "kind='plain'"), ({"identity_channels": (0, 4)}, "identity_"),
+     ({"pose_dim": 0}, "pose_dim")],
 )
 def test_identity_config_validation(bad, word):
     with pytest.raises(ValueError, match=word):
@@ -290,3 +294,22 @@ def test_expression_pixel_weights_mark_where_expression_changes_a_face(small_fac
     # a set where nothing changes with the emotion gets no extra weight anywhere
     same = FaceSet(np.repeat(faces.images[:1], len(faces), 0), faces.labels, faces.identities)
     np.testing.assert_allclose(expression_pixel_weights(same, strength=4.0), 1.0)
+
+
+def test_the_reference_is_warped_to_the_pose_of_the_face_being_reconstructed():
+    """With a trained warp, a pose change moves the reference; no pose change leaves it as it is
+    (decode without a pose draws the child in its reference pose)."""
+    model = build_model(tiny(), seed=5).eval().requires_grad_(False)
+    x, _ = batch(n=2)
+    code = model.identity_code(x)
+    own_pose = code[:, -model.config.pose_dim:]
+    z = model.encode(x)
+    # (the identity warp resamples pixel centres: equal up to float rounding)
+    same = {"atol": 1e-3, "rtol": 1e-4}
+    torch.testing.assert_close(model.decode_logits(z, code, own_pose), model.decode_logits(z, code),
+                               **same)
+    model.warp.weight.normal_(generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.decode_logits(z, code, own_pose), model.decode_logits(z, code),
+                               **same)
+    assert not torch.allclose(model.decode_logits(z, code, own_pose + 1.0),
+                              model.decode_logits(z, code))

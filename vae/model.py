@@ -76,7 +76,9 @@ class ModelConfig:
     class_weight: weight of the classifier's cross-entropy in the loss.
     kind: "identity" (expression on the sphere, identity from a reference face) or "plain".
     upsample: "nearest" (resize + conv) or "transposed" (the seed study's decoder, plain only).
-    identity_channels: conv widths of the identity code's features at 1/2 and 1/4 resolution.
+    identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
+    pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
+        it lets training align the reference face to each target's head pose and light.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -91,6 +93,7 @@ class ModelConfig:
     kind: str = "identity"
     upsample: str = "nearest"
     identity_channels: tuple[int, int] = (8, 16)
+    pose_dim: int = 6
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -115,6 +118,8 @@ class ModelConfig:
             )
         if len(self.identity_channels) != 2 or min(self.identity_channels) < 1:
             problems.append(f"identity_channels={self.identity_channels} (need two widths >= 1)")
+        if self.pose_dim < 1:
+            problems.append(f"pose_dim={self.pose_dim} (need >= 1)")
         if self.class_weight < 0:
             problems.append(f"class_weight={self.class_weight} (need >= 0)")
         if self.kind not in KINDS:
@@ -140,8 +145,7 @@ class ModelConfig:
         if self.kind != "identity":
             return 0
         h, w = self.image_size
-        a, b = self.identity_channels
-        return h * w + a * (h // 2) * (w // 2) + b * (h // 4) * (w // 4)
+        return h * w + self.pose_dim
 
 
 class VAEOutput(NamedTuple):
@@ -214,31 +218,36 @@ class Encoder(nn.Module):
 
 
 class IdentityEncoder(nn.Module):
-    """Reference faces (n, 1, H, W) -> identity codes (n, k), k = `config.identity_code_size`.
-
-    The code is the reference image itself and two conv feature maps (at 1/2 and 1/4
-    resolution), flattened and concatenated: the decoder's skip inputs. No batch norm, so a
-    code does not depend on the batch or the mode.
-    """
+    """Reference faces (n, 1, H, W) -> conv features [(n, a, H/2, W/2), (n, b, H/4, W/4)]: the
+    decoder's skip inputs besides the reference itself. No batch norm, so features do not
+    depend on the batch or the mode."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         a, b = config.identity_channels
-        h, w = config.image_size
-        self.shapes = ((1, h, w), (a, h // 2, w // 2), (b, h // 4, w // 4))
         self.down2 = nn.Sequential(nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         self.down4 = nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
-    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+    def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
         half = self.down2(reference)
-        quarter = self.down4(half)
-        return torch.cat([reference.flatten(1), half.flatten(1), quarter.flatten(1)], dim=1)
+        return [half, self.down4(half)]
 
-    def split(self, code: torch.Tensor) -> list[torch.Tensor]:
-        """(n, k) codes -> [(n, 1, H, W), (n, a, H/2, W/2), (n, b, H/4, W/4)]."""
-        sizes = [c * h * w for c, h, w in self.shapes]
-        parts = torch.split(code, sizes, dim=1)
-        return [p.reshape(-1, *s) for p, s in zip(parts, self.shapes, strict=True)]
+
+class PoseEncoder(nn.Module):
+    """Faces (n, 1, H, W) -> pose codes (n, pose_dim) from an 8x8 thumbnail.
+
+    An 8x8 thumbnail shows where the head is, its tilt and size and where the light comes
+    from, but hardly the brows or the mouth, so the pose code has little room for expression
+    (which must go through the sphere).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+                                 nn.Linear(32, config.pose_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(F.adaptive_avg_pool2d(x, (8, 8)))
 
 
 class Decoder(nn.Module):
@@ -254,11 +263,12 @@ class Decoder(nn.Module):
         super().__init__()
         c1, c2 = config.channels
         h, w = config.image_size
-        d = config.latent_dim
+        self.conditioned = config.kind == "identity"
+        # identity models also see the pose change from the reference to the target
+        d = config.latent_dim + (config.pose_dim if self.conditioned else 0)
         self.shape = (c2, h // 4, w // 4)
         self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
         self.transposed = config.upsample == "transposed"
-        self.conditioned = config.kind == "identity"
         if self.transposed:
             self.deconv = nn.Sequential(
                 nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
@@ -277,7 +287,7 @@ class Decoder(nn.Module):
         self.widths = (c2, c1, c1)
         if self.conditioned:
             # per-stage scale and shift of every channel from the code (FiLM)
-            self.film = nn.Linear(d, 2 * sum(self.widths))
+            self.film = nn.Linear(d, 2 * sum(self.widths))  # d includes the pose change
             # the output is a change to the reference face (in logits): a new network draws the
             # neutral reference itself, sharp, and learns only what expression changes
             nn.init.zeros_(self.out.weight)
@@ -286,8 +296,9 @@ class Decoder(nn.Module):
     def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
 
-        z: (n, d) the code as the network sees it (radius applied); skips: the identity code
-        split by `IdentityEncoder.split` (identity models only).
+        z: (n, d) the code as the network sees it (radius applied; identity models: with the
+        pose change appended); skips: [reference (n, 1, H, W), its 1/2 and 1/4 resolution
+        features] (identity models only).
         """
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
@@ -331,6 +342,10 @@ class _FaceVAE(nn.Module):
         self.default_identity = ""
         if config.kind == "identity":
             self.identity_encoder = IdentityEncoder(config)
+            self.pose_encoder = PoseEncoder(config)
+            # affine warp of the reference towards a target's pose: identity at zero pose change
+            self.warp = nn.Linear(config.pose_dim, 6, bias=False)
+            nn.init.zeros_(self.warp.weight)
             # the child drawn when decode() gets no identity; set by training
             # (`set_default_identity`), saved in the state dict
             self.register_buffer("default_reference", torch.zeros(1, 1, *config.image_size))
@@ -340,17 +355,21 @@ class _FaceVAE(nn.Module):
         return z
 
     def identity_code(self, reference: torch.Tensor) -> torch.Tensor:
-        """Reference faces (n, 1, H, W) in [0, 1] -> identity codes (n, k) (identity models)."""
+        """Reference faces (n, 1, H, W) in [0, 1] -> identity codes (n, k) (identity models).
+
+        A code is the reference face's pixels followed by its pose code (k = H*W + pose_dim).
+        """
         if self.config.kind != "identity":
             raise ValueError("identity_code needs a model of kind 'identity'; this one is plain")
-        return self.identity_encoder(reference)
+        return torch.cat([reference.flatten(1), self.pose_encoder(reference)], dim=1)
 
     def set_default_identity(self, reference: torch.Tensor, identity_id: str) -> None:
         """Make `reference` (H, W) or (1, 1, H, W) in [0, 1] the face decode() draws by default."""
         self.default_reference.copy_(reference.reshape(self.default_reference.shape))
         self.default_identity = str(identity_id)
 
-    def _skips(self, identity: torch.Tensor | None, n: int) -> list[torch.Tensor] | None:
+    def _identity(self, identity: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Identity codes (n, k) for n codes: checked, broadcast, or the default child's."""
         if self.config.kind != "identity":
             if identity is not None:
                 raise ValueError("this model is plain: it takes no identity (got one)")
@@ -363,11 +382,30 @@ class _FaceVAE(nn.Module):
         if identity.shape[-1] != k or identity.shape[0] not in (1, n):
             raise ValueError(f"identity codes must be (k,), (1, k) or (n, k) with k={k}, n={n}; "
                              f"got {tuple(identity.shape)} (make them with identity_code)")
-        return self.identity_encoder.split(identity.expand(n, -1))
+        return identity.expand(n, -1)
 
-    def decode_logits(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
-        """Codes (n, d) [+ identity codes] -> pixel logits (n, 1, H, W)."""
-        return self.decoder.logits(self._net_input(z), self._skips(identity, len(z)))
+    def decode_logits(self, z: torch.Tensor, identity: torch.Tensor | None = None,
+                      pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (n, d) [+ identity codes, + target pose codes (n, pose_dim)] -> pixel logits.
+
+        pose: training only, the pose of the face being reconstructed; the reference is then
+        warped from its own pose to it. Without it the face keeps the reference's pose.
+        """
+        identity = self._identity(identity, len(z))
+        if identity is None:
+            return self.decoder.logits(self._net_input(z))
+        h, w = self.config.image_size
+        reference = identity[:, : h * w].reshape(-1, 1, h, w)
+        own_pose = identity[:, h * w :]
+        change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
+        if pose is not None:
+            eye = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=z.dtype, device=z.device)
+            theta = (eye + self.warp(change)).view(-1, 2, 3)
+            grid = F.affine_grid(theta, list(reference.shape), align_corners=False)
+            reference = F.grid_sample(reference, grid, padding_mode="border",
+                                      align_corners=False)
+        skips = [reference, *self.identity_encoder(reference)]
+        return self.decoder.logits(torch.cat([self._net_input(z), change], dim=1), skips)
 
     def decode(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (n, d) -> images (n, 1, H, W) in [0, 1].
@@ -413,9 +451,12 @@ class _FaceVAE(nn.Module):
         """x (n, 1, H, W) in [0, 1] -> VAEOutput (z sampled from the posterior)."""
         return self._forward(x, generator, reference)[0]
 
-    def _output(self, mu, z, kl, reference) -> tuple[VAEOutput, torch.Tensor]:
-        identity = None if reference is None else self.identity_code(reference)
-        recon_logits = self.decode_logits(z, identity)
+    def _output(self, x, mu, z, kl, reference) -> tuple[VAEOutput, torch.Tensor]:
+        if self.config.kind == "identity":
+            identity = None if reference is None else self.identity_code(reference)
+            recon_logits = self.decode_logits(z, identity, self.pose_encoder(x))
+        else:
+            recon_logits = self.decode_logits(z)
         return VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl), recon_logits
 
     def _forward(self, x, generator, reference):
@@ -447,7 +488,7 @@ class SphereVAE(_FaceVAE):
         z = q.rsample(generator=generator)
         prior = HypersphericalUniform(self.config.latent_dim, dtype=mu.dtype, device=mu.device)
         kl = torch.distributions.kl_divergence(q, prior)
-        return self._output(mu, z, kl, reference)
+        return self._output(x, mu, z, kl, reference)
 
 
 class GaussianVAE(_FaceVAE):
@@ -468,7 +509,7 @@ class GaussianVAE(_FaceVAE):
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        return self._output(mean, z, kl, reference)
+        return self._output(x, mean, z, kl, reference)
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> SphereVAE | GaussianVAE:
