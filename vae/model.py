@@ -10,11 +10,14 @@ Two kinds of network (`ModelConfig.kind`):
   identity (default)  the sphere carries the EXPRESSION only. An identity encoder turns a
                       reference face of the child (its closed-mouth neutral face, see
                       `vae.identity`) into an identity code c; the decoder D(z, c) draws that
-                      child with the expression z. c holds the reference image and its conv
-                      features at 1/2 and 1/4 resolution (a U-Net-like skip path), so the decoder
-                      copies what does not change with expression (hair, head, skin) and z only
-                      has to say what changes (brows, eyes, mouth); held-out children work because
-                      nothing about an identity is memorised. z also modulates every decoder stage
+                      child with the expression z. c holds the reference image and a pose code
+                      (8x8 thumbnail); the decoder sees the reference and its conv features at
+                      1/2 and 1/4 resolution (a U-Net-like skip path), so it copies what does not
+                      change with expression (hair, head, skin) and z only has to say what
+                      changes (brows, eyes, mouth); held-out children work because nothing about
+                      an identity is memorised. In training the reference is warped (affine, from
+                      the pose change) to each target's pose, so the expression change is learned
+                      without a misalignment blur; after training faces keep the reference pose. z also modulates every decoder stage
                       (FiLM), and the decoder's output is a change to the reference's pixel
                       logits, so an untrained decoder already draws the reference face sharply.
                       Without an identity, `decode` draws the checkpoint's default child
