@@ -77,14 +77,15 @@ def format_verdict(metrics: dict, model_config, out: str | Path) -> str:
     for c in verdict["checks"]:
         value = "not measured" if c["value"] is None else (
             f"{c['value']:.3f}" if isinstance(c["value"], float) else str(c["value"]))
-        lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<22} {value:>12} "
-                     f"(need {c['op']} {c['threshold']:g})  {c['what']}")
+        lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<21} {value:>12}  "
+                     f"(need {c['op']} {c['threshold']:g})")
     readability = metrics.get("readability", {}).get("centroids")
     if readability:
         worst = min(readability["p_intended_min_per_emotion"].items(), key=lambda kv: kv[1])
         lines.append(f"        weakest emotion: {worst[0]} (p {worst[1]:.2f} for its worst child)")
     lines += [
         "",
+        "(what each line measures: the \"verdict\" section of the metrics JSON)",
         "VERDICT: PASS, good enough for a study" if verdict["passed"] else
         "VERDICT: FAIL, not good enough for a study (see the FAIL lines; sessions will warn)",
         f"checkpoint: {out}   metrics: {Path(out).with_suffix('.json')}",
