@@ -9,6 +9,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SYSPKGS := xvfb xauth xdotool libglu1-mesa libfontconfig1 libasound2 libjack-jackd2-0
+# Qt's xcb platform plugin (PsychoPy's participant dialog): without these Qt aborts the process
+# ("xcb-cursor0 or libxcb-cursor0 is needed", exit 134).
+SYSPKGS += libegl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
+           libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
 XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
 
 .PHONY: demo test setup sysdeps lint clean

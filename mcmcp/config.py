@@ -8,6 +8,9 @@ Everything downstream trusts the dataclasses. `config_to_dict` is saved with eve
 
 from __future__ import annotations
 
+import math
+import reprlib
+import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 # kappa 20-50 on S^2); mean step about 30 degrees.
 DEFAULT_KAPPA_PROPOSAL = 5.0
 
+# The default face store: procedural and deterministic, so it is built on first use.
+DEFAULT_FACES = ROOT / "data/faces.h5"
+
 STARTS = ("fibonacci", "centroids", "uniform")
 GATE_KINDS = ("none", "vmf", "mixture", "classifier", "manual")
 AGENT_KINDS = ("latent", "classifier", "observer")
+# Emotion block order across participants: as written, rotated by the number the participant id
+# ends in (P001 as written, P002 one block later, ...), or shuffled with the participant's seed.
+BLOCK_ORDERS = ("fixed", "rotated", "random")
+
+# Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
+# full repr never ends), and an error is read by a person.
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 160, 160, 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 5
+MAX_ALLOWED_CHARS = 600
+
+
+def short_repr(value: object) -> str:
+    """repr(value), bounded in length and depth (for error messages)."""
+    return _REPR.repr(value)
 
 
 class ConfigError(ValueError):
@@ -33,7 +54,9 @@ class ConfigError(ValueError):
 
     def __init__(self, file: str | Path, key: str, value: object, allowed: str):
         self.file, self.key, self.value, self.allowed = str(file), key, value, allowed
-        super().__init__(f"{file}: key '{key}' has value {value!r}; allowed: {allowed}")
+        if len(allowed) > MAX_ALLOWED_CHARS:
+            allowed = allowed[:MAX_ALLOWED_CHARS] + " [...]"
+        super().__init__(f"{file}: key '{key}' has value {short_repr(value)}; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,7 @@ class ModelSpec:
     """checkpoint / faces: resolved paths. latent_dim: the d the experiment expects (None: any)."""
 
     checkpoint: Path = ROOT / "vae/checkpoints/default.pt"
-    faces: Path = ROOT / "data/faces.h5"
+    faces: Path = DEFAULT_FACES
     latent_dim: int | None = None
 
 
@@ -117,6 +140,7 @@ class ExperimentConfig:
     gate: GateSpec = field(default_factory=GateSpec)
     display: DisplaySpec = field(default_factory=DisplaySpec)
     agent: AgentSpec | None = None
+    block_order: str = "fixed"
 
 
 ADJECTIVES = {
@@ -159,16 +183,29 @@ class _Reader:
     def error(self, name: str, value: object, allowed: str) -> ConfigError:
         return ConfigError(self.file, self.key(name), value, allowed)
 
-    def sub(self, name: str) -> _Reader:
-        return _Reader(self.file, self.key(name), self.data.get(name) or {})
+    def sub(self, name: str, *, nullable: bool = False) -> _Reader | None:
+        """The section under `name`: its defaults when the key is absent, or None (absent or
+        null) for a `nullable` section, one that may not exist (`agent`, `chains.adapt`).
+        Anything else that is not a mapping (`false`, `0`, `''`, `[]`, or null where a section
+        is required) is an error: a falsy section must never silently become the defaults."""
+        value = self.data.get(name)
+        if nullable and value is None:
+            return None
+        if name not in self.data:
+            return _Reader(self.file, self.key(name), {})
+        if not isinstance(value, dict):
+            none = ", or null for none" if nullable else ""
+            raise self.error(name, value, f"a mapping of keys to values (leave the key out for "
+                                          f"the defaults{none})")
+        return _Reader(self.file, self.key(name), value)
 
     def number(self, name, default, lo, hi, *, integer=False, lo_open=False, hi_open=False):
         value = self.data.get(name, default)
         ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-        kind = "an integer" if integer else "a number"
+        kind = "an integer" if integer else "a finite number"
         left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
         allowed = f"{kind} in {left}{lo}, {'inf)' if hi is None else f'{hi}{right}'}"
-        if isinstance(value, bool) or not ok_type:
+        if isinstance(value, bool) or not ok_type or not _finite(value):
             raise self.error(name, value, allowed)
         if (value <= lo if lo_open else value < lo) or (
             hi is not None and (value >= hi if hi_open else value > hi)
@@ -193,6 +230,14 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             raise self.error(name, value, "a non-empty string")
         return value
+
+
+def _finite(value: int | float) -> bool:
+    """True for a finite number (NaN and +-inf pass every range comparison, so test first)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _path(reader: _Reader, name: str, default: str, base: Path) -> Path:
@@ -225,6 +270,8 @@ def _emotions(file: Path, value: Any) -> tuple[str, ...]:
     out = []
     for i, label in enumerate(value):
         try:
+            if not isinstance(label, str):
+                raise ValueError(label)
             out.append(canonical_emotion(label))
         except ValueError:
             raise ConfigError(file, f"emotions[{i}]", label, allowed) from None
@@ -236,8 +283,8 @@ def _emotions(file: Path, value: Any) -> tuple[str, ...]:
 def _chains(r: _Reader) -> ChainSpec:
     r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt"))
     adapt = None
-    if r.data.get("adapt") is not None:
-        a = r.sub("adapt")
+    a = r.sub("adapt", nullable=True)
+    if a is not None:
         a.check_keys(("target", "burn_in"))
         adapt = AdaptSpec(
             target=a.number("target", 0.4, 0.0, 1.0, lo_open=True, hi_open=True),
@@ -268,10 +315,12 @@ def _gate(r: _Reader) -> GateSpec:
     mean, kappa = r.data.get("mean"), r.data.get("kappa")
     if kind == "manual":
         if (not isinstance(mean, list) or len(mean) < 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and _finite(v) for v in mean)
                 or not any(mean)):
-            raise r.error("mean", mean, "for kind manual: a list of d numbers, not all zero")
-        mean = tuple(float(v) for v in mean)
+            raise r.error("mean", mean, "for kind manual: a list of d finite numbers, not all zero")
+        scale = max(abs(float(v)) for v in mean)  # divide first: squares of 1e200 overflow
+        mean = tuple(float(v) / scale for v in mean)
         norm = sum(v * v for v in mean) ** 0.5
         mean = tuple(v / norm for v in mean)
         kappa = r.number("kappa", None, 0.0, 1e5)
@@ -302,11 +351,9 @@ def _display(r: _Reader) -> DisplaySpec:
     if len({keys.left, keys.right, keys.quit}) != 3:
         raise r.error("keys", r.data.get("keys"), "three different keys for left, right, quit")
     prompt = r.text("prompt", "Which face looks {adjective}?")
-    try:
-        prompt.format(adjective="happier", emotion="happy")
-    except (KeyError, IndexError, ValueError):
-        raise r.error("prompt", prompt, "text with at most {adjective} and {emotion} fields") \
-            from None
+    if not _plain_fields(prompt, ("adjective", "emotion")):
+        raise r.error("prompt", prompt, "text whose only {fields} are {adjective} and {emotion} "
+                                        "(write {{ and }} for literal braces)")
     return DisplaySpec(
         fullscreen=r.boolean("fullscreen", False),
         window_size=(int(size[0]), int(size[1])),
@@ -319,6 +366,18 @@ def _display(r: _Reader) -> DisplaySpec:
     )
 
 
+def _plain_fields(text: str, names: tuple[str, ...]) -> bool:
+    """True if every replacement field of a str.format template is a bare `{name}` of `names`
+    (no attribute, index, conversion or format spec: `{adjective.x}` or `{adjective[0]}` would
+    fail, or worse, succeed, only when the prompt is shown)."""
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError:  # unbalanced braces
+        return False
+    return all(name is None or (name in names and conv is None and not spec)
+               for _, name, spec, conv in fields)
+
+
 def _agent(r: _Reader) -> AgentSpec:
     r.check_keys(("kind", "exponent", "lapse", "side_bias"))
     return AgentSpec(
@@ -329,7 +388,7 @@ def _agent(r: _Reader) -> AgentSpec:
     )
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge_overrides(base: dict, overrides: dict) -> dict:
     """Deep-merge `overrides` into a copy of `base`; dotted keys ('trials.per_chain') nest."""
     out = dict(base)
     for key, value in overrides.items():
@@ -337,7 +396,7 @@ def _merge(base: dict, overrides: dict) -> dict:
         if rest:
             value = {rest: value}
         if isinstance(value, dict) and isinstance(out.get(head), dict):
-            out[head] = _merge(out[head], value)
+            out[head] = merge_overrides(out[head], value)
         else:
             out[head] = value
     return out
@@ -353,7 +412,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     file = Path(file)
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
-                  "agent"))
+                  "agent", "block_order"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -370,7 +429,8 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         trials=trials,
         gate=_gate(r.sub("gate")),
         display=_display(r.sub("display")),
-        agent=None if r.data.get("agent") is None else _agent(r.sub("agent")),
+        agent=None if (a := r.sub("agent", nullable=True)) is None else _agent(a),
+        block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
     )
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
@@ -388,13 +448,54 @@ def load_config(path: str | Path, overrides: dict | None = None, *,
     if not path.is_file():
         raise ConfigError(path, "<file>", str(path), "an existing YAML file (see experiments/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(path, "<file>", str(path), f"valid YAML ({err})") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, "<file>", str(path),
+                          f"UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start} "
+                          "is not UTF-8; save the file as UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(path, "<file>", str(path), f"a readable file ({err.strerror})") from None
+    data = read_yaml(text, path)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, "<top level>", data, "a mapping of keys to values")
-    return config_from_dict(_merge(data, overrides or {}), path,
+    return config_from_dict(merge_overrides(data, overrides or {}), path,
                             require_checkpoint=require_checkpoint)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (SafeLoader keeps the last
+    one silently, so `trials:` written twice would drop the first section without a word)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # unhashable key: construct_mapping reports it
+            continue
+        if first != key_node.start_mark.line + 1:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {short_repr(key)} appears twice (lines {first} and "
+                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(text: str, file: str | Path) -> Any:
+    """Parse YAML text strictly (no duplicated keys); ConfigError naming `file` otherwise."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(file, "<file>", str(file), f"valid YAML ({err})") from None
+    except RecursionError:
+        raise ConfigError(file, "<file>", str(file),
+                          "YAML nested at most a few hundred levels deep") from None
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -436,3 +537,42 @@ def open_model(cfg: ExperimentConfig, file: str | Path = "<config>"):
         raise ConfigError(file, "chains.start", "fibonacci",
                           f"centroids or uniform: the checkpoint's latent size is {d} > 3")
     return loaded
+
+
+def checkpoint_fitness(loaded, file: str | Path = "<config>") -> list[str]:
+    """Check a loaded checkpoint is fit for a session: an unfinished one (training stopped before
+    its last epoch) is a ConfigError; a finished one whose verdict failed returns warnings.
+
+    `loaded.finished` / `loaded.verdict` come from vae.checkpoint; checkpoints written before
+    they existed count as unfinished when their `epoch` is below train_config `epochs`. A verdict
+    is failing when its `passed` is False; its `summary` (if any) is quoted in the warning.
+    """
+    finished = getattr(loaded, "finished", None)
+    if finished is None:
+        epochs = (loaded.train_config or {}).get("epochs")
+        finished = loaded.epoch is None or epochs is None or loaded.epoch >= epochs
+    if not finished:
+        path = loaded.path
+        raise ConfigError(file, "model.checkpoint", str(path),
+                          f"a finished checkpoint: {path} stopped after epoch {loaded.epoch} of "
+                          f"{(loaded.train_config or {}).get('epochs')}; finish it with "
+                          f"`python -m vae.train --resume {path}` or use another checkpoint")
+    verdict = getattr(loaded, "verdict", None)
+    passed = verdict.get("passed") if isinstance(verdict, dict) else getattr(verdict, "passed", None)
+    if passed is False:
+        summary = (verdict.get("summary") if isinstance(verdict, dict)
+                   else getattr(verdict, "summary", None))
+        return [f"checkpoint {loaded.path} FAILED its training verdict"
+                + (f" ({summary})" if summary else "")
+                + ": its faces may not be readable or separable enough for a study"]
+    return []
+
+
+def ensure_default_faces(path: Path, image_size: tuple[int, int]) -> None:
+    """Build the default procedural face store (`DEFAULT_FACES`, seconds; one line says so) when
+    `path` is it and it does not exist yet, so the README's commands work on a fresh clone.
+    Any other missing store stays an error for the caller to report."""
+    if Path(path) == DEFAULT_FACES and not DEFAULT_FACES.exists():
+        from vae.train import ensure_store
+
+        ensure_store(DEFAULT_FACES, image_size)

@@ -5,10 +5,16 @@ engine which side was chosen; `tell` returns the rows to save. The engine moves 
 through `chain.propose/step/adapt_kappa` and screens proposals with `gate.Gate.screen`, the same
 pure functions the vectorised simulator uses. It does no I/O and never imports PsychoPy.
 
-Reproducibility: everything random about shown trial t (1-based count of shown trials in the
-session) comes from `trial_rng(seed, session, t)`, and the schedule of block b from its own
-counter-based stream, so the saved rows alone rebuild the engine exactly (`rows_so_far`): the
-last row of each chain gives its state, its `kappa_proposal` column the proposal kappa.
+Reproducibility: every random draw comes from a counter-based stream of `mcmcp.seeds.stream_rng`
+keyed by (seed, participant, session, stream, counter): shown trial t (1-based count of shown
+trials in the session) draws from its own TRIAL stream, block b's schedule and starts from theirs,
+so participants of one config get different starts, schedules, sides, catch positions and
+proposals, and the saved rows alone rebuild the engine exactly (`rows_so_far`): the last row of
+each chain gives its state, its `kappa_proposal` column the proposal kappa.
+
+Block order (config `block_order`): the emotions as written, rotated by the number the participant
+id ends in, or shuffled with the participant's own stream; the same participant always gets the
+same order.
 
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
@@ -17,24 +23,53 @@ the response to t only changes t's chain.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import special_ortho_group
 
 from mcmcp import chain, sphere
 from mcmcp.config import ExperimentConfig
+from mcmcp.seeds import participant_key, stream_rng
 
-# Stream tags of the counter-based seeds [seed, session, stream, counter].
-SCHEDULE_STREAM, TRIAL_STREAM, START_STREAM, AGENT_STREAM = 0, 1, 2, 3
+# Stream tags of the counter-based seeds [seed, participant_key, session, stream, counter].
+SCHEDULE_STREAM, TRIAL_STREAM, START_STREAM, AGENT_STREAM, ORDER_STREAM = 0, 1, 2, 3, 4
+STREAMS = "default_rng([seed, participant_key, session, stream, counter])"
 # A gate that rejects this many proposals in a row is mis-specified (e.g. gamma far too large
 # for kappa_proposal); stopping beats freezing the participant's screen.
 MAX_GATE_STEPS = 10_000
 
 
-def trial_rng(seed: int, session: int, stream: int, counter: int) -> np.random.Generator:
-    """The generator of one counter-based stream (`stream`: one of the *_STREAM tags)."""
-    return np.random.default_rng([seed, session, stream, counter])
+def participant_number(participant: str) -> int | None:
+    """The number a participant id ends in (P007 -> 7, pilot12 -> 12), None if it has none."""
+    match = re.search(r"(\d+)$", participant)
+    return None if match is None else int(match.group(1))
+
+
+def block_order(cfg: ExperimentConfig, participant: str) -> tuple[str, ...]:
+    """The participant's order of emotion blocks (config `block_order`).
+
+    fixed: as written; rotated: participant number n starts at emotion (n - 1) mod k (so with k
+    emotions, P001..P00k each see every emotion first once); random: a permutation drawn from
+    the participant's ORDER stream (the same in every session). ValueError for `rotated` with an
+    id that does not end in a number.
+    """
+    emotions = cfg.emotions
+    if cfg.block_order == "rotated":
+        n = participant_number(participant)
+        if n is None:
+            raise ValueError(
+                f"block_order rotated counterbalances by the number a participant id ends in; "
+                f"{participant!r} has none (use ids such as P001, P002, ...)"
+            )
+        k = (n - 1) % len(emotions)
+        return emotions[k:] + emotions[:k]
+    if cfg.block_order == "random":
+        rng = stream_rng(cfg.seed, participant, 0, ORDER_STREAM, 0)
+        return tuple(emotions[i] for i in rng.permutation(len(emotions)))
+    return emotions
 
 
 @dataclass(frozen=True)
@@ -78,8 +113,9 @@ class PendingTrial:
         return self.slot.kind
 
 
-def build_schedule(cfg: ExperimentConfig, session: int) -> list[Slot]:
-    """Every shown trial of the session in order: practice, then one block per emotion.
+def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> list[Slot]:
+    """Every shown trial of the session in order: practice, then one block per emotion (in the
+    participant's `block_order`).
 
     In a block, the chains take turns in a fresh random order each round, never the same chain
     twice in a row; catch trials go anywhere, repeat trials after at least two chain trials
@@ -87,10 +123,11 @@ def build_schedule(cfg: ExperimentConfig, session: int) -> list[Slot]:
     fractions of the block's shown trials.
     """
     t = cfg.trials
-    slots = [Slot("practice", 0, cfg.emotions[0]) for _ in range(t.practice)]
+    emotions = block_order(cfg, participant)
+    slots = [Slot("practice", 0, emotions[0]) for _ in range(t.practice)]
     n = cfg.chains.per_emotion
-    for b, emotion in enumerate(cfg.emotions):
-        rng = trial_rng(cfg.seed, session, SCHEDULE_STREAM, b)
+    for b, emotion in enumerate(emotions):
+        rng = stream_rng(cfg.seed, participant, session, SCHEDULE_STREAM, b)
         order: list[int] = []
         for _ in range(t.per_chain):
             perm = rng.permutation(n)
@@ -115,6 +152,7 @@ class Engine:
     unguided); centroids: emotion -> (d,) unit class centroid (needed for catch trials and
     chains.start = centroids); agent: "human" or the agent's name (recorded in every row);
     rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from.
+    Raises ValueError for saved rows that do not fit this config's schedule.
     """
 
     def __init__(
@@ -128,11 +166,13 @@ class Engine:
         agent: str = "human",
         rows_so_far: pd.DataFrame | None = None,
     ):
-        self.cfg, self.d, self.session = cfg, d, session
+        self.cfg, self.d, self.participant, self.session = cfg, d, participant, session
         self.gates = gates or {}
         self.centroids = centroids or {}
-        self.base = {"participant": participant, "session": session, "agent": agent}
-        self.schedule = build_schedule(cfg, session)
+        self.base = {"participant": participant, "session": session, "agent": agent,
+                     "experiment": cfg.name}
+        self.emotions = block_order(cfg, participant)
+        self.schedule = build_schedule(cfg, participant, session)
         if cfg.trials.catch_rate > 0 and len(self.centroids) < 2:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
@@ -145,21 +185,42 @@ class Engine:
         if rows_so_far is not None and len(rows_so_far):
             self._replay(rows_so_far)
 
+    def stream(self, stream: int, counter: int) -> np.random.Generator:
+        """The generator of one of this participant-session's streams (a *_STREAM tag)."""
+        return stream_rng(self.cfg.seed, self.participant, self.session, stream, counter)
+
+    def seeds(self) -> dict:
+        """What session.json records about the random streams (enough to redraw any of them)."""
+        return {"seed": self.cfg.seed, "participant_key": participant_key(self.participant),
+                "session": self.session, "streams": STREAMS,
+                "stream_tags": {"schedule": SCHEDULE_STREAM, "trial": TRIAL_STREAM,
+                                "start": START_STREAM, "agent": AGENT_STREAM,
+                                "block_order": ORDER_STREAM}}
+
+    def stamp(self, **columns: object) -> None:
+        """Set columns every later row carries, e.g. run, date and frame_rate of this run."""
+        self.base.update(columns)
+
     # ------------------------------------------------------------------ set-up and resume
 
     def _start_states(self) -> dict[int, chain.ChainState]:
+        """Starts per block: fibonacci is the lattice turned by a uniformly random rotation (so
+        it stays evenly spread but differs between participants), centroids are the other
+        emotions' class centroids in a random order, uniform are independent uniform points."""
         c, n = self.cfg.chains, self.cfg.chains.per_emotion
         states = {}
-        for b, emotion in enumerate(self.cfg.emotions):
+        for b, emotion in enumerate(self.emotions):
+            rng = self.stream(START_STREAM, b)
             if c.start == "fibonacci":
-                starts = sphere.fibonacci_sphere(n, self.d)
+                rotation = special_ortho_group.rvs(self.d, random_state=rng)
+                starts = sphere.fibonacci_sphere(n, self.d) @ rotation.T
             elif c.start == "centroids":
                 others = [self.centroids[e] for e in sorted(self.centroids) if e != emotion]
                 if not others:
                     raise ValueError("chains.start = centroids needs other emotions' centroids")
+                others = [others[i] for i in rng.permutation(len(others))]
                 starts = np.array([others[i % len(others)] for i in range(n)])
             else:
-                rng = trial_rng(self.cfg.seed, self.session, START_STREAM, b)
                 starts = sphere.sample_uniform(n, self.d, rng)
             for i in range(n):
                 states[b * n + i] = chain.init(starts[i], c.kappa_proposal)
@@ -237,7 +298,7 @@ class Engine:
         index = self.next_index
         slot = self.schedule[index]
         t = index + 1
-        rng = trial_rng(self.cfg.seed, self.session, TRIAL_STREAM, t)
+        rng = self.stream(TRIAL_STREAM, t)
         gate_rows: list[dict] = []
         fields: dict = {"kappa_proposal": None, "gate_gamma": None}
         if slot.kind == "chain":
@@ -342,11 +403,14 @@ class Engine:
         gap: float | None = None,
         dropped_frames: int | None = None,
         timestamp: str | None = None,
+        key: str | None = None,
+        device: str | None = None,
     ) -> list[dict]:
         """Record the response ("left" | "right") to `trial` (the oldest one asked).
 
         Returns the rows to save, numbered in event order: the trial's gate rows, then the
-        shown trial. Chain trials move their chain; rt, onset and gap are seconds.
+        shown trial. Chain trials move their chain; rt, onset and gap are seconds; key: the key
+        pressed (None for a click or an agent); device: keyboard | mouse | agent.
         """
         if not self.pending or self.pending[0] is not trial:
             raise RuntimeError("tell() must answer the trials in the order they were asked")
@@ -357,7 +421,7 @@ class Engine:
         slot = trial.slot
         out = {**trial.fields, "left_role": trial.left_role, "right_role": trial.right_role,
                "response": response, "rt": rt, "onset": onset, "gap": gap,
-               "dropped_frames": dropped_frames}
+               "dropped_frames": dropped_frames, "key": key, "device": device}
         if slot.kind == "catch":
             out["correct"] = chosen == "target"
         else:

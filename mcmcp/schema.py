@@ -60,11 +60,24 @@ _AFTER_LATENT = (
     Column("foil_emotion", "string", "catch rows: the emotion of the foil"),
     Column("repeat_of", "Int64", "repeat rows: the `row` of the trial shown again"),
     Column("rt", "Float64", "response time in seconds from stimulus onset (the flip)"),
-    Column("onset", "Float64", "stimulus onset in seconds since the session clock started"),
+    Column("onset", "Float64", "stimulus onset in seconds on the session clock: 0 when the "
+                               "session's first run started; a resumed run goes on from the "
+                               "wall-clock time elapsed since then (see `run`)"),
     Column("gap", "Float64", "seconds from the previous response to this onset (preparation gap)"),
     Column("dropped_frames", "Int64", "frames dropped while this trial was on screen"),
     Column("agent", "string", "'human' or the synthetic agent's name"),
     Column("timestamp", "string", "wall-clock time the row was written (UTC, ISO 8601)"),
+    # Added for lab users (PsychoPy's participant/session/date/expName/frameRate habit); columns
+    # are only ever appended here, so files and readers of the earlier schema keep their order.
+    Column("run", "Int64", "which run of the session wrote the row (1 = first start, +1 per "
+                           "--resume); session.json `runs` has each run's clock and frame rate"),
+    Column("key", "string", "the key pressed (e.g. left, f); empty for a click, an agent's answer "
+                            "and gate rows"),
+    Column("device", "string", "what answered: keyboard | mouse | agent; empty for gate rows"),
+    Column("experiment", "string", "the experiment's name (config `name`)"),
+    Column("date", "string", "local date and time the session started (ISO 8601 with UTC offset)"),
+    Column("frame_rate", "Float64", "refresh rate (Hz) measured at the start of the row's run; "
+                                    "empty without a window"),
 )
 
 
@@ -96,6 +109,15 @@ def pandas_dtypes(d: int) -> dict[str, str]:
 def latent_dim(names: list[str]) -> int:
     """d from a file's header: the number of `current_*` columns."""
     return sum(1 for n in names if n.startswith("current_"))
+
+
+def codebook(d: int) -> str:
+    """The data dictionary written next to every trials.csv as codebook.csv: one line per column
+    (column, dtype, meaning), dtypes as pandas names (read with mcmcp.store.read_trials)."""
+    lines = ["column,dtype,meaning\n"]
+    lines += [format_row({"column": c.name, "dtype": c.dtype, "meaning": c.doc},
+                         ["column", "dtype", "meaning"]) for c in columns(d)]
+    return "".join(lines)
 
 
 def format_value(value: object) -> str:

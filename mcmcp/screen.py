@@ -1,10 +1,18 @@
 """The PsychoPy window: the ONLY module that imports PsychoPy.
 
-It shows what the session loop gives it and measures what happened: stimulus onset on the flip
-(`win.callOnFlip(kb.clock.reset)`), response times from the psychtoolbox keyboard relative to that
+It shows what the session loop gives it and measures what happened: stimulus onset as the time
+`win.flip()` returns, response times as the psychtoolbox key-down time (same clock) minus that
 onset, mouse clicks on a face, dropped frames per trial and the measured refresh rate. It does no
 maths and makes no decisions about trials. Every onset and every message screen is announced on
-the log (`ONSET trial=...`, `SCREEN kind`) so a test or an operator can follow the session.
+the log (`ONSET trial=...`, `SCREEN kind`) after its flip, so a test or an operator can follow the
+session: a key pressed after the announcement always counts.
+
+Why keys are read the way they are (psychopy.hardware.keyboard, ptb backend): `getKeys(...,
+waitRelease=False)` returns only keys still held down, so a press whose release is read in the
+same poll (a quick tap during `prepare`, a slow frame, a message screen) is never returned, and
+`clearEvents` on or after the flip throws away taps made between the flip and the clear. So the
+buffer is cleared *before* each flip, both held and released presses are read, and a press counts
+for a screen iff its key-down time is at or after that screen's flip.
 
 Escape asks for confirmation (y / n); closing the window quits at once. Either way the session
 loop saves and exits cleanly (rows are already on disk the moment each response is made).
@@ -12,6 +20,11 @@ loop saves and exits cleanly (rows are already on disk the moment each response 
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,13 +40,42 @@ AUTO_MESSAGE_SECONDS = 0.3  # how long message screens stay up when an agent ans
 END_SECONDS = 5.0  # the end screen closes by itself after this
 
 
-def ask_participant(participant: str | None, session: int | None) -> tuple[str, int] | None:
-    """Participant-info dialog (id and session number only; no names). None if cancelled."""
-    info = {"participant": participant or "", "session": session or 1}
+DIALOG_MARK = "DIALOG "
+
+
+def _dialog(session: int) -> None:
+    """The participant-info dialog itself (id and session number only; no names); prints one
+    `DIALOG {json}` line: the typed values as text, or {"cancelled": true}."""
+    info = {"participant": "", "session": str(session)}
     dlg = gui.DlgFromDict(info, title="MCMCP session", order=["participant", "session"])
-    if not dlg.OK:
-        return None
-    return str(info["participant"]).strip(), int(info["session"])
+    out = {"cancelled": True} if not dlg.OK else {k: str(v).strip() for k, v in info.items()}
+    print(DIALOG_MARK + json.dumps(out), flush=True)
+
+
+def ask_participant(session: int | None, log: Callable[[str], None] = print
+                    ) -> tuple[str, str] | None:
+    """Ask for the participant id and session number: (id, session) as typed, None if cancelled.
+
+    The Qt dialog runs in a child process, because Qt aborts the whole process when it cannot
+    start (e.g. "xcb-cursor0 or libxcb-cursor0 is needed", exit 134). If the child gives no
+    answer, the reason is logged in one line and the values are read from the terminal instead.
+    """
+    child = subprocess.run([sys.executable, "-m", "mcmcp.screen", "--dialog", str(session or 1)],
+                           capture_output=True, text=True)
+    for line in child.stdout.splitlines():
+        if line.startswith(DIALOG_MARK):
+            got = json.loads(line[len(DIALOG_MARK):])
+            return None if got.get("cancelled") else (got["participant"], got["session"])
+    lines = [ln for ln in child.stderr.splitlines() if ln.strip()]
+    qt = [ln for ln in lines if ln.startswith("qt.")]  # Qt names the cause first, then aborts
+    why = (qt or lines or ["no output"])[0 if qt else -1][:200]
+    code = child.returncode
+    ended = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+    log(f"the participant dialog could not open ({ended}: {why}); type the participant id "
+        "here instead")
+    participant = input("participant id: ").strip()  # EOFError when nobody can type
+    typed = input(f"session number [{session or 1}]: ").strip()
+    return participant, typed or str(session or 1)
 
 
 class Screen:
@@ -46,7 +88,10 @@ class Screen:
         log: Callable[[str], None] = print,
         screenshot: Path | None = None,
         title: str = "MCMCP",
+        origin: float | None = None,
     ):
+        """origin: epoch seconds (time.time()) the session clock counts from (None: when the
+        window is ready); a resumed run passes the session's, so its onsets go on from there."""
         if not keyboard.havePTB:
             raise RuntimeError(
                 "psychtoolbox failed to import, so key presses cannot be timed (and would not be "
@@ -61,6 +106,9 @@ class Screen:
         self.refresh_rate = self.win.getActualFrameRate(
             nIdentical=10, nMaxFrames=120, nWarmUpFrames=10, threshold=1
         )
+        if self.refresh_rate is None:  # no 10 regular frames in 120: a busy or vsync-less machine
+            log("WARNING: the refresh rate could not be measured (frame intervals were irregular); "
+                "frame_rate stays empty, session.json frame_timing has the intervals")
         self.closed = False
         self.win.winHandle.push_handlers(on_close=self._on_close)
         self.kb = keyboard.Keyboard(backend="ptb")
@@ -79,8 +127,8 @@ class Screen:
                                         color=(0.4, 0.4, 0.4))
         self.fixation = visual.TextStim(self.win, "+", height=48)
         self.text = visual.TextStim(self.win, "", height=26, wrapWidth=min(width, 1000))
-        # win.flip() returns times on PsychoPy's logging clock: the session clock uses it too
-        self._t0 = plog.defaultClock.getTime()
+        # win.flip() and key-down times are on PsychoPy's logging clock: the session clock too
+        self._t0 = plog.defaultClock.getTime() - (0.0 if origin is None else time.time() - origin)
 
     def _on_close(self) -> bool:
         self.closed = True
@@ -104,27 +152,36 @@ class Screen:
 
     # ------------------------------------------------------------------ message screens
 
+    def _presses(self, names: list[str], since: float) -> list:
+        """Presses of keys `names` whose key-down time (logging clock) is at or after `since`,
+        earliest first, whether the key is still held or already released (module doc)."""
+        keys = [*self.kb.getKeys(names, waitRelease=False), *self.kb.getKeys(names, waitRelease=True)]
+        return sorted((k for k in keys if k.tDown >= since), key=lambda k: k.tDown)
+
+    def _flip_clean(self) -> float:
+        """Flip what is drawn, with the key buffer cleared just before; the flip time."""
+        self.kb.clearEvents()
+        return self.win.flip()
+
     def message(self, kind: str, text: str, auto: bool) -> bool:
         """Show a text screen until SPACE (or a click); the end screen also closes by itself."""
         self.text.text = text
         self.text.draw()
-        self.win.flip()
-        self.log(f"SCREEN {kind}")
-        self.kb.clearEvents()
         if self.mouse is not None:
-            self.mouse.clickReset()
+            self.win.callOnFlip(self.mouse.clickReset)
+        shown = self._flip_clean()
+        self.log(f"SCREEN {kind}")
         start = core.getTime()
         limit = AUTO_MESSAGE_SECONDS if auto else (END_SECONDS if kind == "end" else None)
         while limit is None or core.getTime() - start < limit:
             if self.closed:
                 return False
-            names = [k.name for k in self.kb.getKeys(["space", self.spec.keys.quit],
-                                                     waitRelease=False)]
-            if self.spec.keys.quit in names and kind != "end":
+            names = [k.name for k in self._presses(["space", self.spec.keys.quit], shown)]
+            if names and names[0] == self.spec.keys.quit and kind != "end":
                 if self._confirm_quit():
                     return False
                 self.text.draw()
-                self.win.flip()
+                shown = self._flip_clean()
                 continue
             if "space" in names or (self.mouse is not None and
                                     self.mouse.getPressed(getTime=True)[1][0] > 0):
@@ -136,17 +193,16 @@ class Screen:
     def _confirm_quit(self) -> bool:
         """Ask 'Quit? (y / n)'; True to quit. The window closing counts as yes."""
         self.text.text, before = "Quit the session?\n\nPress Y to quit, N to go on.", self.text.text
+        self.text.draw()
+        shown = self._flip_clean()
         self.log("SCREEN confirm")
-        self.kb.clearEvents()
         try:
             while not self.closed:
+                names = [k.name for k in self._presses(["y", "n"], shown)]
+                if names:
+                    return names[0] == "y"
                 self.text.draw()
                 self.win.flip()
-                names = [k.name for k in self.kb.getKeys(["y", "n"], waitRelease=False)]
-                if "y" in names:
-                    return True
-                if "n" in names:
-                    return False
             return True
         finally:
             self.text.text = before
@@ -187,26 +243,26 @@ class Screen:
             if not prepared:
                 prepare()
                 prepared = True
-            outcome = self._collect(answer)
+            outcome = self._collect(answer, onset)
             if outcome == "quit":
                 if self._confirm_quit():
                     return None
                 continue  # the participant went on: the pair is shown again with a new onset
             if outcome is None:
                 return None
-            side, rt = outcome
+            side, rt, key, device = outcome
             onset -= self._t0
-            return Response(side, rt, onset, onset + rt, self.win.nDroppedFrames - dropped0)
+            return Response(side, rt, onset, onset + rt, self.win.nDroppedFrames - dropped0,
+                            key, device)
 
     def _draw_pair(self) -> None:
         for stim in (*self.faces, self.prompt, self.progress):
             stim.draw()
 
     def _onset(self, shot: Path | None, trial) -> tuple[float, int]:
-        """Flip the pair on; reset the keyboard clock and the mouse on that very flip."""
+        """Flip the pair on (keys cleared just before; the mouse reset on that very flip):
+        (onset on the logging clock, dropped frames so far)."""
         self._draw_pair()
-        self.win.callOnFlip(self.kb.clock.reset)
-        self.win.callOnFlip(self.kb.clearEvents, eventType="keyboard")
         if self.mouse is not None:
             self.win.callOnFlip(self.mouse.clickReset)
         if shot is not None:
@@ -215,32 +271,39 @@ class Screen:
             self.win.saveMovieFrames(str(shot))
             self.screenshot = None
         dropped0 = self.win.nDroppedFrames
-        onset = self.win.flip()
+        onset = self._flip_clean()
         self.log(f"ONSET trial={trial.trial} kind={trial.kind} left={trial.left_role} "
                  f"right={trial.right_role}")
         return onset, dropped0
 
-    def _collect(self, answer: Answer | None):
-        """Poll until a response: (side, rt) | 'quit' | None (window closed)."""
+    def _collect(self, answer: Answer | None, onset: float):
+        """Poll until a response to the pair flipped on at `onset` (logging clock):
+        (side, rt, key, device) | 'quit' | None (window closed)."""
         keys = self.spec.keys
         wanted = [keys.left, keys.right, keys.quit]
         last_click = 0.0
         while not self.closed:
-            for k in self.kb.getKeys(wanted, waitRelease=False):
+            for k in self._presses(wanted, onset)[:1]:
                 if k.name == keys.quit:
                     return "quit"
-                return ("left" if k.name == keys.left else "right"), float(k.rt)
+                side = "left" if k.name == keys.left else "right"
+                return side, float(k.tDown - onset), k.name, "keyboard"
             if self.mouse is not None:
                 # a synthetic (and a quick real) click is press + release in one dispatch, so
-                # the press time is the reliable signal, not the button state
+                # the press time is the reliable signal, not the button state; pyglet stamps it
+                # when the event is dispatched (at a flip), so mouse RTs are frame-accurate only
                 times = self.mouse.getPressed(getTime=True)[1]
                 if times[0] > last_click:
                     last_click = times[0]
                     for side, stim in zip(("left", "right"), self.faces, strict=True):
                         if stim.contains(self.mouse):
-                            return side, float(times[0])
-            if answer is not None and self.kb.clock.getTime() >= answer.rt:
-                return answer.side, answer.rt
+                            return side, float(times[0]), None, "mouse"
+            if answer is not None and plog.defaultClock.getTime() - onset >= answer.rt:
+                return answer.side, answer.rt, None, "agent"
             self._draw_pair()
             self.win.flip()
         return None
+
+
+if __name__ == "__main__":  # the child of ask_participant: python -m mcmcp.screen --dialog N
+    _dialog(int(sys.argv[2]))

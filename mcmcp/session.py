@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from mcmcp.config import ExperimentConfig, prompt_for
-from mcmcp.engine import AGENT_STREAM, Engine, PendingTrial, trial_rng
+from mcmcp.engine import AGENT_STREAM, Engine, PendingTrial
 from mcmcp.render import Renderer
 from mcmcp.store import SessionStore, utc_now
 
@@ -40,13 +40,16 @@ class Response:
     """What the display measured. onset: session-clock seconds of the stimulus flip; rt:
     seconds from onset; responded: session-clock seconds of the response (onset + rt for a
     person; when an agent's simulated rt is not waited out, the time it answered);
-    dropped_frames: None where not measured (headless)."""
+    dropped_frames: None where not measured (headless); key: the key pressed (None for a click
+    or an agent); device: keyboard | mouse | agent."""
 
     side: str
     rt: float
     onset: float
     responded: float
     dropped_frames: int | None = None
+    key: str | None = None
+    device: str | None = None
 
 
 class Display(Protocol):
@@ -66,11 +69,13 @@ class Display(Protocol):
 
 
 class HeadlessDisplay:
-    """No window: the agent answers; `delay` seconds per trial paces it (pilots, crash tests)."""
+    """No window: the agent answers; `delay` seconds per trial paces it (pilots, crash tests).
+    origin: epoch seconds (time.time()) the session clock counts from (None: now)."""
 
-    def __init__(self, log: Callable[[str], None] = print, delay: float = 0.0):
+    def __init__(self, log: Callable[[str], None] = print, delay: float = 0.0,
+                 origin: float | None = None):
         self.log, self.delay = log, delay
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() - (0.0 if origin is None else time.time() - origin)
         self.refresh_rate = None
 
     def clock(self) -> float:
@@ -87,12 +92,12 @@ class HeadlessDisplay:
         prepare()
         if self.delay:
             time.sleep(self.delay)
-        return Response(answer.side, answer.rt, onset, self.clock())
+        return Response(answer.side, answer.rt, onset, self.clock(), device="agent")
 
 
-def agent_answer(agent, cfg: ExperimentConfig, session: int, trial: PendingTrial) -> Answer:
+def agent_answer(agent, engine: Engine, trial: PendingTrial) -> Answer:
     """The agent's choice for a trial, from the trial's own counter-based stream (exact resume)."""
-    rng = trial_rng(cfg.seed, session, AGENT_STREAM, trial.trial)
+    rng = engine.stream(AGENT_STREAM, trial.trial)
     choice = agent.choose(trial.emotion, trial.left[None], trial.right[None], rng)
     return Answer("right" if bool(choice.chose_right[0]) else "left", float(choice.rt[0]))
 
@@ -146,7 +151,7 @@ def run_session(
                 nxt["trial"] = engine.ask()
                 nxt["images"] = renderer.pair(nxt["trial"]) if nxt["trial"] is not None else None
 
-        answer = agent_answer(agent, cfg, engine.session, pending) if auto else None
+        answer = agent_answer(agent, engine, pending) if auto else None
         k, n = pending.progress
         progress = f"practice {k} of {n}" if pending.kind == "practice" else f"{k} / {n}"
         response = display.show(pending, images, prompt_for(cfg, pending.emotion), progress,
@@ -155,7 +160,8 @@ def run_session(
             return "aborted"
         gap = None if last_response is None else response.onset - last_response
         store.append_many(engine.tell(pending, response.side, response.rt, response.onset, gap,
-                                      response.dropped_frames, utc_now()))
+                                      response.dropped_frames, utc_now(), response.key,
+                                      response.device))
         last_response = response.responded
         if "trial" not in nxt:
             prepare()

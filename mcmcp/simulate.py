@@ -557,8 +557,10 @@ def _open_model(cfg, src: str, truth_arg: str) -> ModelParts | None:
     if (truth_from_data or cfg.gate.kind in ("vmf", "mixture")
             or (agent.kind != "latent"
                 and (cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0))):
+        from mcmcp.config import ensure_default_faces
         from vae.datasets import read_store, split_by_identity
 
+        ensure_default_faces(cfg.model.faces, loaded.config.image_size)
         faceset = read_store(cfg.model.faces)
         tc = loaded.train_config or {}
         train_idx, _ = split_by_identity(faceset.identities, tc.get("val_fraction", 0.2),

@@ -8,8 +8,9 @@ from test_session import make_assets
 
 from mcmcp.config import config_from_dict
 from mcmcp.densities import VMFMixture
-from mcmcp.engine import Engine, build_schedule
+from mcmcp.engine import Engine, block_order, build_schedule
 from mcmcp.gate import Gate
+from mcmcp.seeds import participant_key
 from mcmcp.store import SessionStore
 
 D = 3
@@ -54,8 +55,8 @@ def strip(rows):
 
 def test_schedule(ckpt):
     cfg = config(ckpt)
-    slots = build_schedule(cfg, 1)
-    assert slots == build_schedule(cfg, 1) and slots != build_schedule(cfg, 2)
+    slots = build_schedule(cfg, "P1", 1)
+    assert slots == build_schedule(cfg, "P1", 1) and slots != build_schedule(cfg, "P1", 2)
     assert [s.kind for s in slots[:2]] == ["practice", "practice"]
     for b, emotion in enumerate(cfg.emotions):
         block = [s for s in slots[2:] if s.block == b]
@@ -163,3 +164,83 @@ def test_kappa_adapts_during_burn_in_only(ckpt):
         kappas = [r["kappa_proposal"] for r in rows if r["chain"] == c]
         assert kappas[0] == 5.0 and len(set(kappas[:11])) > 1
         assert len(set(kappas[11:])) == 1
+
+
+def first_trials(engine: Engine, n: int) -> list[dict]:
+    """The first n shown trials (answered by `respond`), without timing."""
+    return strip(run(engine, prefetch=False, stop=n))
+
+
+def test_participants_get_their_own_streams(ckpt):
+    """Same config, three participants: starts, schedules, sides, catch positions and proposals
+    all differ; the same participant again gets exactly the same session."""
+    cfg = config(ckpt, per_chain=6)
+    engines = {p: Engine(cfg, D, p, 1, gates(), CENTROIDS) for p in ("P01", "pilot1", "pilot2")}
+    for a, b in (("P01", "pilot1"), ("pilot1", "pilot2")):
+        ea, eb = engines[a], engines[b]
+        assert not np.allclose(np.stack(list(ea.positions().values())),
+                               np.stack(list(eb.positions().values())))
+        assert [s.kind for s in ea.schedule] != [s.kind for s in eb.schedule]  # catch positions
+        assert [s.chain for s in ea.schedule] != [s.chain for s in eb.schedule]
+        ta, tb = first_trials(ea, 20), first_trials(eb, 20)
+        sides = [[r["left_role"] for r in t if r["kind"] != "gate"] for t in (ta, tb)]
+        assert sides[0] != sides[1]
+        prop = [r["proposal_0"] for r in ta if r["kind"] == "chain"]
+        assert not set(prop) & {r["proposal_0"] for r in tb if r["kind"] == "chain"}
+    again = Engine(cfg, D, "P01", 1, gates(), CENTROIDS)
+    assert first_trials(again, 20) == first_trials(Engine(cfg, D, "P01", 1, gates(), CENTROIDS), 20)
+
+
+def test_fibonacci_starts_stay_evenly_spread(ckpt):
+    """Fibonacci starts are the lattice turned by a per-participant rotation: the pairwise angles
+    (the spread) are the lattice's, the positions are not."""
+    from mcmcp.sphere import fibonacci_sphere
+
+    cfg = config_from_dict({"name": "f", "model": {"checkpoint": str(ckpt)},
+                            "chains": {"per_emotion": 5, "start": "fibonacci"},
+                            "trials": {"per_chain": 1, "practice": 0, "catch_rate": 0.0},
+                            "gate": {"kind": "none"}})
+    lattice = fibonacci_sphere(5, D)
+    for p in ("P01", "P02"):
+        starts = np.stack([s.position for s in Engine(cfg, D, p, 1).states.values()])
+        np.testing.assert_allclose(starts @ starts.T, lattice @ lattice.T, atol=1e-12)
+        assert not np.allclose(starts, lattice)
+
+
+def test_block_order_counterbalances(ckpt):
+    emotions = ["happy", "sad", "angry"]
+
+    def cfg(order):
+        return config_from_dict({"name": "b", "model": {"checkpoint": str(ckpt)},
+                                 "emotions": emotions, "block_order": order,
+                                 "trials": {"per_chain": 1, "practice": 0, "catch_rate": 0.0},
+                                 "gate": {"kind": "none"}, "chains": {"per_emotion": 2}})
+
+    assert block_order(cfg("fixed"), "P002") == tuple(emotions)
+    rotated = [block_order(cfg("rotated"), f"P{n:03d}") for n in (1, 2, 3, 4)]
+    assert rotated[0] == ("happy", "sad", "angry") and rotated[1] == ("sad", "angry", "happy")
+    assert {r[0] for r in rotated[:3]} == set(emotions) and rotated[3] == rotated[0]
+    with pytest.raises(ValueError, match="ends in"):
+        block_order(cfg("rotated"), "pilot")
+    orders = {p: block_order(cfg("random"), p) for p in (f"S{i}" for i in range(12))}
+    assert all(sorted(o) == sorted(emotions) for o in orders.values())
+    assert len(set(orders.values())) > 2
+    assert block_order(cfg("random"), "S3") == orders["S3"]
+    # the engine's blocks follow the order, and the emotion of every row says which it was
+    engine = Engine(cfg("rotated"), D, "P002", 1)
+    assert engine.emotions == rotated[1]
+    assert [s.emotion for s in engine.schedule if s.kind == "chain"][0] == "sad"
+    rows = run(engine, prefetch=True)
+    assert [r["emotion"] for r in rows if r["block"] == 0] == ["sad"] * 2
+
+
+def test_rows_carry_key_device_experiment_and_run_stamp(ckpt):
+    engine = Engine(config(ckpt, per_chain=2, catch_rate=0.0, repeat_rate=0.0), D, "P1", 1,
+                    gates(), CENTROIDS)
+    engine.stamp(run=2, date="2026-01-01T10:00:00+01:00", frame_rate=60.0)
+    trial = engine.ask()
+    rows = engine.tell(trial, "left", 0.5, key="f", device="keyboard")
+    assert rows[-1]["key"] == "f" and rows[-1]["device"] == "keyboard"
+    assert all(r["run"] == 2 and r["experiment"] == "e" and r["frame_rate"] == 60.0 for r in rows)
+    seeds = engine.seeds()
+    assert seeds["participant_key"] == participant_key("P1") and "participant_key" in seeds["streams"]

@@ -40,3 +40,16 @@ def test_header_has_d_coordinates_per_state():
     assert schema.latent_dim(names) == 2
     assert schema.latent_columns("proposal", 2) == ["proposal_0", "proposal_1"]
     assert len(names) == len(set(names))
+
+
+def test_codebook_explains_every_column():
+    book = pd.read_csv(io.StringIO(schema.codebook(3)))
+    assert book["column"].tolist() == schema.header(3)
+    assert dict(zip(book["column"], book["dtype"], strict=True)) == schema.pandas_dtypes(3)
+    assert book["meaning"].str.len().min() > 10
+
+
+def test_lab_columns_are_appended_after_the_earlier_ones():
+    names = schema.header(3)
+    assert names[names.index("timestamp") + 1:] == ["run", "key", "device", "experiment", "date",
+                                                    "frame_rate"]

@@ -1,7 +1,8 @@
 """The real PsychoPy window under Xvfb: keys and a click injected with xdotool.
 
 Each test starts `python -m mcmcp.run ... --windowed` in a subprocess, waits for the session's
-own markers on its stdout (`SCREEN kind`, `ONSET trial=N`), then presses keys into the window.
+own markers on its stdout (`SCREEN kind`, `ONSET trial=N`, printed after the screen's flip, so
+the window is ready and any key pressed from then on must count), then presses keys into it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_session import write_config
 
@@ -36,25 +38,37 @@ WIDTH, HEIGHT, OFFSET = 1024, 700, 200
 
 
 class Session:
-    """A windowed session subprocess whose stdout lines arrive on a queue."""
+    """A windowed session subprocess whose stdout lines arrive on a queue.
 
-    def __init__(self, tmp_path: Path, participant: str, *extra: str):
+    participant None: no --participant (the dialog asks); trials: the config's `trials:`;
+    env: extra environment; stdin: text typed on the terminal.
+    """
+
+    def __init__(self, tmp_path: Path, participant: str | None, *extra: str,
+                 trials: dict | None = None, env: dict | None = None, stdin: str | None = None):
         ckpt = ROOT / "vae/checkpoints/default.pt"  # the committed model: real decoded faces
         cfg = write_config(
             tmp_path, name="window", emotions=["happy"],
             model={"checkpoint": str(ckpt), "faces": str(tmp_path / "unused.h5")},
             chains={"per_emotion": 2},
-            trials={"per_chain": 2, "practice": 1, "catch_rate": 0.0, "break_every": 0},
+            trials=trials or {"per_chain": 2, "practice": 1, "catch_rate": 0.0,
+                              "break_every": 0},
             gate={"kind": "none"}, agent=None,
             display={"fixation": 0.05, "window_size": [WIDTH, HEIGHT], "face_size": 256,
                      "face_offset": OFFSET},
         )
         self.out = tmp_path / "out"
         self.folder = self.out / f"sub-{participant}" / "ses-01"
-        cmd = [sys.executable, "-m", "mcmcp.run", "--config", str(cfg), "--participant",
-               participant, "--windowed", "--out", str(self.out), *extra]
+        who = [] if participant is None else ["--participant", participant]
+        cmd = [sys.executable, "-m", "mcmcp.run", "--config", str(cfg), *who, "--windowed",
+               "--out", str(self.out), *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True,
+                                     stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                     env={**os.environ, **(env or {})})
+        if stdin is not None:
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -86,14 +100,22 @@ class Session:
         return self.wid
 
     def key(self, name: str) -> None:
-        time.sleep(0.2)  # a human-like RT, well above the poll interval
+        time.sleep(0.2)  # a human-like RT, so the test can check RTs
         self.window()
         subprocess.run(["xdotool", "key", name], check=True, timeout=10)
+
+    def tap(self, name: str) -> None:
+        """Press and release at once (no delay between the two): the hardest press to hear."""
+        self.window()
+        subprocess.run(["xdotool", "key", "--delay", "0", name], check=True, timeout=10)
 
     def click(self, x: int, y: int) -> None:
         time.sleep(0.2)
         subprocess.run(["xdotool", "mousemove", "--window", self.window(), str(x), str(y),
                         "click", "1"], check=True, timeout=10)
+
+    def text(self) -> str:
+        return "".join(self.log)
 
     def finish(self) -> int:
         return self.proc.wait(timeout=60)
@@ -130,6 +152,12 @@ def test_keys_and_click_drive_the_chains(tmp_path):
     df = read_trials(s.folder / "trials.csv")
     assert df["kind"].tolist() == ["practice", "chain", "chain", "chain", "chain"]
     assert df["response"].tolist() == ["left", "right", "left", "right", "left"]
+    # what a PsychoPy user expects in every row: key, device, date, experiment, frame rate
+    assert df["key"].tolist() == ["left", "right", pd.NA, "right", "left"]
+    assert df["device"].tolist() == ["keyboard", "keyboard", "mouse", "keyboard", "keyboard"]
+    assert (df["experiment"] == "window").all() and df["date"].notna().all()
+    assert (df["run"] == 1).all()
+    assert (s.folder / "codebook.csv").is_file()
     assert (df["rt"] > 0.15).all() and (df["rt"] < 20).all()
     assert (df["agent"] == "human").all()
     chains = df[df["kind"] == "chain"]
@@ -146,6 +174,13 @@ def test_keys_and_click_drive_the_chains(tmp_path):
     meta = json.loads((s.folder / "session.json").read_text())
     assert meta["status"] == "complete" and "psychopy" in meta["versions"]
     assert "frame_timing" in meta and "refresh_rate" in meta
+    # None when the loaded machine gave no 10 regular frames; then it says so
+    rate = meta["refresh_rate"]
+    assert meta["runs"][0]["refresh_rate"] == rate
+    if rate is None:
+        assert df["frame_rate"].isna().all() and "refresh rate could not be measured" in s.text()
+    else:
+        assert rate > 0 and (df["frame_rate"] == rate).all()
     assert shot.is_file() and shot.stat().st_size > 1000
 
 
@@ -166,3 +201,65 @@ def test_escape_then_yes_saves_and_exits(tmp_path):
     assert df["response"].tolist() == ["right"]
     meta = json.loads((s.folder / "session.json").read_text())
     assert meta["status"] == "aborted" and "end_time" in meta
+
+
+def test_taps_at_the_worst_moments_all_count(tmp_path):
+    """Stress: every key is tapped (down and up at once) the moment its screen is announced,
+    i.e. right after the flip, while the next pair is being prepared, or at a message screen's
+    first frames. PsychoPy's getKeys(waitRelease=False) never returns such a tap (its release is
+    read in the same poll), which left participants waiting; each one must count, once."""
+    n_practice, per_chain = 2, 6
+    s = Session(tmp_path, "W003", trials={"per_chain": per_chain, "practice": n_practice,
+                                          "catch_rate": 0.0, "break_every": 0})
+    sides = ["Left", "Right", "Right", "Left"]
+    s.wait_for("SCREEN instructions")
+    s.tap("space")
+    s.wait_for("SCREEN practice")
+    s.tap("space")
+    n = n_practice + 2 * per_chain
+    for t in range(1, n + 1):
+        if t == n_practice + 1:
+            s.wait_for("SCREEN block")
+            s.tap("space")
+        s.wait_for(f"ONSET trial={t} ")
+        s.tap(sides[t % 4])
+    s.wait_for("SCREEN end")
+    s.tap("space")
+    assert s.finish() == 0, "".join(s.log)
+    df = read_trials(s.folder / "trials.csv")
+    assert df["trial"].tolist() == list(range(1, n + 1))
+    assert df["response"].tolist() == [sides[t % 4].lower() for t in range(1, n + 1)]
+    assert (df["device"] == "keyboard").all()
+    assert (df["rt"] >= 0).all() and (df["rt"] < 10).all()
+
+
+def test_participant_dialog_takes_typed_input(tmp_path):
+    """Without --participant a windowed session asks in a Qt dialog (it used to abort in Qt)."""
+    s = Session(tmp_path, None)
+    found = subprocess.run(["xdotool", "search", "--sync", "--name", "^MCMCP session$"],
+                           capture_output=True, text=True, timeout=120)
+    wid = found.stdout.split()[0]
+    subprocess.run(["xdotool", "windowfocus", "--sync", wid], timeout=10)
+    subprocess.run(["xdotool", "type", "--delay", "30", "P042"], check=True, timeout=10)
+    subprocess.run(["xdotool", "key", "Return"], check=True, timeout=10)
+    s.wait_for("SCREEN instructions", timeout=120)
+    s.key("Escape")
+    s.wait_for("SCREEN confirm")
+    s.key("y")
+    assert s.finish() == 0, "".join(s.log)
+    meta = json.loads((s.out / "sub-P042/ses-01/session.json").read_text())
+    assert meta["participant"] == "P042" and meta["status"] == "aborted"
+
+
+def test_participant_prompt_falls_back_to_the_terminal(tmp_path):
+    """When Qt cannot start (here: a platform plugin that does not exist), the session says so
+    in one line and reads the id and session from the terminal instead of dying."""
+    s = Session(tmp_path, None, env={"QT_QPA_PLATFORM": "nowhere"}, stdin="P043\n2\n")
+    s.wait_for("the participant dialog could not open", timeout=120)
+    s.wait_for("SCREEN instructions", timeout=120)
+    s.key("Escape")
+    s.wait_for("SCREEN confirm")
+    s.key("y")
+    assert s.finish() == 0, "".join(s.log)
+    meta = json.loads((s.out / "sub-P043/ses-02/session.json").read_text())
+    assert meta["participant"] == "P043" and meta["session"] == 2

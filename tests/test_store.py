@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from mcmcp import schema
-from mcmcp.store import SessionStore, read_trials, session_dir, validate_participant_id
+from mcmcp.store import (
+    SessionBusy,
+    SessionStore,
+    read_trials,
+    session_dir,
+    validate_participant_id,
+)
 
 
 def row(i: int, d: int = 3) -> dict:
@@ -97,3 +103,65 @@ def test_invalid_ids(tmp_path, pid):
 def test_invalid_session_numbers(tmp_path, session):
     with pytest.raises(ValueError, match="session number"):
         session_dir(tmp_path, "P001", session)
+
+
+def test_a_session_is_open_in_one_place_at_a_time(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {"runs": [{"pid": 4242, "host": "h"}]})
+    with pytest.raises(SessionBusy, match="process 4242 on h"):
+        SessionStore.open(tmp_path, "P001", 1)  # a second open file description is refused
+    store.close()  # what the kernel does for a process that dies
+    again = SessionStore.open(tmp_path, "P001", 1)
+    assert again.metadata["runs"][0]["pid"] == 4242
+    again.close()
+
+
+def test_open_writes_nothing_until_the_run_begins(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.append(row(0))
+    store.close()
+    with open(store.trials_path, "a") as f:
+        f.write("P001,1,0,happy")  # torn by a crash
+    before = {p.name: p.read_bytes() for p in store.folder.iterdir()}
+    opened = SessionStore.open(tmp_path, "P001", 1)
+    assert len(opened.read_rows()) == 1  # the torn line is not a row
+    assert {p.name: p.read_bytes() for p in store.folder.iterdir()} == before
+    opened.begin_run({"run": 2}, refresh_rate=60.0)
+    opened.append(row(1))
+    opened.close()
+    meta = json.loads(store.session_path.read_text())
+    assert meta["runs"] == [{"run": 2}] and meta["refresh_rate"] == 60.0
+    assert read_trials(store.trials_path)["row"].tolist() == [0, 1]
+
+
+def test_codebook_and_atomic_creation(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 2, {})
+    store.close()
+    book = pd.read_csv(store.folder / "codebook.csv")
+    assert book["column"].tolist() == schema.header(2)
+    assert book["dtype"].tolist() == [c.dtype for c in schema.columns(2)]
+    assert not [p for p in store.folder.parent.iterdir() if p.name != "ses-01"]  # no temp left
+    with pytest.raises(KeyError, match="chosen"):
+        SessionStore.resume(tmp_path, "P001", 1).append({"chosen": 1})
+
+
+def test_a_file_of_the_earlier_schema_keeps_its_columns(tmp_path):
+    """A session started before the lab columns existed is resumed in its own header."""
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.close()
+    old = schema.header(3)[: schema.header(3).index("timestamp") + 1]
+    store.trials_path.write_text(",".join(old) + "\n")
+    again = SessionStore.resume(tmp_path, "P001", 1)
+    again.append({**row(0), "key": "f", "device": "keyboard"})
+    again.close()
+    df = pd.read_csv(again.trials_path)
+    assert list(df.columns) == old and df["rt"].iloc[0] == 0.5
+
+
+def test_a_damaged_session_json_is_named(tmp_path):
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.close()
+    store.session_path.write_bytes('{"d": 3, "note": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match="session.json is damaged"):
+        SessionStore.open(tmp_path, "P001", 1)
+    store.session_path.write_text('{"d": 3}')  # the refusal released the lock: it opens now
+    SessionStore.open(tmp_path, "P001", 1).close()

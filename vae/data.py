@@ -9,6 +9,7 @@
 
 A store is never overwritten: an existing --out is an error unless --reuse is given, which
 checks the existing store (readable, same source, same size) and uses it as it is.
+The readers (h5py, torch, PIL) are imported after the command line is parsed: --help is instant.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vae.datasets import (
-    read_cafe,
-    read_fer2013,
-    read_folder,
-    read_manifest,
-    read_store,
-    store_hash,
-    write_store,
-)
-from vae.faceset import FaceSet
+if TYPE_CHECKING:
+    from vae.faceset import FaceSet
 
 # Flags each source needs, and flags it can use; anything else given is an error.
 _NEEDS = {
@@ -60,12 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build a face store from one source")
-    build.add_argument("--source", required=True, choices=sorted(_NEEDS))
-    build.add_argument("--out", required=True, type=Path, help="the new .h5 store")
-    build.add_argument("--images", type=Path, help="cafe: folder of numbered images")
-    build.add_argument("--spreadsheet", type=Path, help="cafe: stimulus spreadsheet (CSV/XLSX)")
-    build.add_argument("--csv", type=Path, help="fer2013: fer2013.csv; manifest: manifest CSV")
-    build.add_argument("--root", type=Path, help="folder: root with one sub-folder per emotion")
+    build.add_argument("--source", required=True, choices=sorted(_NEEDS),
+                       help="where the faces come from (required; no default)")
+    build.add_argument("--out", required=True, type=Path,
+                       help="the new .h5 store (required; never overwritten)")
+    build.add_argument("--images", type=Path,
+                       help="cafe: folder of numbered images (default: none)")
+    build.add_argument("--spreadsheet", type=Path,
+                       help="cafe: stimulus spreadsheet, CSV or XLSX (default: none)")
+    build.add_argument("--csv", type=Path,
+                       help="fer2013: fer2013.csv; manifest: manifest CSV (default: none)")
+    build.add_argument("--root", type=Path,
+                       help="folder: root with one sub-folder per emotion (default: none)")
     build.add_argument(
         "--size", type=_size, help="HEIGHTxWIDTH (default: 64x40 for cafe, 64x64 otherwise)"
     )
@@ -73,13 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--n-identities", type=int, help="synthetic: number of generated people (default 160)"
     )
-    build.add_argument("--contact-sheet", type=Path, help="also save a contact sheet PNG here")
+    build.add_argument("--contact-sheet", type=Path,
+                       help="also save a contact sheet PNG here (default: none)")
     build.add_argument(
-        "--reuse", action="store_true", help="if --out exists, check it and use it as it is"
+        "--reuse", action="store_true",
+        help="if --out exists, check it and use it as it is (default: refuse an existing --out)"
     )
 
     info = commands.add_parser("info", help="describe a face store")
-    info.add_argument("store", type=Path)
+    info.add_argument("store", type=Path, help="the .h5 store to describe (required)")
     return parser
 
 
@@ -100,6 +102,8 @@ def _flags(names: list[str]) -> str:
 
 
 def _load(args: argparse.Namespace) -> FaceSet:
+    from vae.datasets import read_cafe, read_fer2013, read_folder, read_manifest
+
     size = {} if args.size is None else {"size": args.size}
     if args.source == "synthetic":
         from vae.faces import generate_faces  # only this source needs the generator
@@ -119,6 +123,8 @@ def _load(args: argparse.Namespace) -> FaceSet:
 
 
 def _reuse(args: argparse.Namespace) -> FaceSet:
+    from vae.datasets import read_store
+
     faceset = read_store(args.out)
     if faceset.source != args.source:
         raise ValueError(
@@ -145,6 +151,8 @@ def _reuse(args: argparse.Namespace) -> FaceSet:
 
 
 def build(args: argparse.Namespace) -> None:
+    from vae.datasets import store_hash, write_store
+
     if args.out.exists() and args.reuse:
         faceset = _reuse(args)
         print(f"reusing {args.out}: {_summary(faceset)}")
@@ -174,6 +182,8 @@ def _summary(faceset: FaceSet) -> str:
 
 
 def info(path: Path) -> None:
+    from vae.datasets import read_store, store_hash
+
     faceset = read_store(path)
     counts = Counter(faceset.labels.tolist())
     rows = [
