@@ -164,6 +164,7 @@ def test_verdict_lines_follow_the_thresholds():
     verdict = judge(good, "identity")
     failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
     assert failed == ["classifier head"] and verdict["passed"] is False
+    assert verdict["summary"] == "failed: classifier head 0.35 (need >= 0.8)"
     good["latent"]["classifier_accuracy"] = 0.9
     assert judge(good, "identity")["passed"] is True
     # plain models draw no child: the per-child checks do not apply

@@ -1,7 +1,8 @@
 """Is a trained model good enough for a study? The checks, their thresholds, one screen of text.
 
 `judge(metrics)` turns the metrics dict that `vae.train` computes into a verdict
-{"passed": bool, "checks": [{"name", "value", "op", "threshold", "passed", "what"}]}; a check
+{"passed": bool, "summary": one line naming the failed checks, "checks": [{"name", "metric",
+"value", "op", "threshold", "passed", "what"}]}; a check
 whose metric was not measured (no observer) fails with value None, so a model nobody could
 judge never passes. The verdict is stored in the checkpoint (`LoadedModel.verdict`) and its
 JSON; sessions warn loudly when it failed. `format_verdict` prints it, PASS/FAIL per line.
@@ -59,7 +60,10 @@ def judge(metrics: dict, kind: str) -> dict:
             value >= threshold if op == ">=" else value <= threshold)
         checks.append({"name": name, "metric": path, "value": value, "op": op,
                        "threshold": threshold, "passed": bool(ok), "what": what})
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+    failed = [f"{c['name']} {'not measured' if c['value'] is None else format(c['value'], '.3g')}"
+              f" (need {c['op']} {c['threshold']:g})" for c in checks if not c["passed"]]
+    summary = "every check passed" if not failed else "failed: " + "; ".join(failed)
+    return {"passed": not failed, "summary": summary, "checks": checks}
 
 
 def format_verdict(metrics: dict, model_config, out: str | Path) -> str:
