@@ -449,3 +449,19 @@ def test_committed_observers_load():
     identity = load_observer(IDENTITY_OBSERVER)
     assert identity.target == "identity" and identity.metrics["val_accuracy"] > 0.9
     assert identity.embed(x).shape == (7, 64)
+
+
+@pytest.mark.parametrize("kind, d", [("identity", 3), ("identity", 2), ("plain", 3)])
+def test_figures_draw_every_figure_of_a_model(store, tmp_path, kind, d, tiny_observers):
+    from vae.figures import make_figures
+
+    config = ModelConfig(**{**TINY_MODEL.to_dict(), "kind": kind, "latent_dim": d})
+    train(config, tiny_train(store, epochs=1), tmp_path / "m.pt", progress=False,
+          final_metrics=False)
+    written = make_figures(tmp_path / "m.pt", tmp_path / "figs", observer=tiny_observers[0],
+                           n_children=2)
+    names = {p.name for p in written}
+    expected = {"m_gap_path.png", "m_centroids.png"}
+    expected |= {"m_latent_axes.png", "m_manifold.png", "m_kappa.png"} if d == 3 else {"m_ring.png"}
+    assert names == expected
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
