@@ -17,8 +17,9 @@ Two kinds of network (`ModelConfig.kind`):
                       changes (brows, eyes, mouth); held-out children work because nothing about
                       an identity is memorised. In training the reference is warped (affine, from
                       the pose change) to each target's pose, so the expression change is learned
-                      without a misalignment blur; after training faces keep the reference pose. z also modulates every decoder stage
-                      (FiLM), and the decoder's output is a change to the reference's pixel
+                      without a misalignment blur; after training faces keep the reference pose.
+                      z also modulates every decoder stage (FiLM), and the decoder's output is a
+                      change to the reference's pixel
                       logits, so an untrained decoder already draws the reference face sharply.
                       Without an identity, `decode` draws the checkpoint's default child
                       (`default_reference`, a buffer).
