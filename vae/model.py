@@ -19,8 +19,8 @@ Two kinds of network (`ModelConfig.kind`):
                       the pose change) to each target's pose, so the expression change is learned
                       without a misalignment blur; after training faces keep the reference pose.
                       z also modulates every decoder stage (FiLM), and the decoder's output is a
-                      change to the reference's pixel
-                      logits, so an untrained decoder already draws the reference face sharply.
+                      change to the reference's pixel logits, so an untrained decoder already
+                      draws the reference face sharply.
                       Without an identity, `decode` draws the checkpoint's default child
                       (`default_reference`, a buffer).
   plain               the seed study's network: one code for everything (identity and expression
