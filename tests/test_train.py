@@ -155,7 +155,7 @@ def test_per_epoch_checkpoints_are_unfinished(store, tmp_path):
 
 
 def test_verdict_lines_follow_the_thresholds():
-    good = {"readability": {"centroids": {"p_intended_min": 0.9, "n_identities_all_readable": 6,
+    good = {"readability": {"centroids": {"p_intended_min": 0.1, "n_identities_all_readable": 6,
                                           "p_intended_min_per_emotion": {"sad": 0.9}},
                             "retention": {"retention": 0.95},
                             "paths": {"frac_observer_label_goes_from_first_to_second": 0.9,
@@ -165,10 +165,15 @@ def test_verdict_lines_follow_the_thresholds():
     failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
     assert failed == ["classifier head"] and verdict["passed"] is False
     assert verdict["summary"] == "failed: classifier head 0.35 (need >= 0.8)"
+    good["readability"]["centroids"]["p_intended_min"] = 0.9
     good["latent"]["classifier_accuracy"] = 0.9
     assert judge(good, "identity")["passed"] is True
-    # plain models draw no child: the per-child checks do not apply
-    assert len(judge(good, "plain")["checks"]) == len(verdict["checks"]) - 2
+    # identity models are judged per child; plain models draw one face per emotion
+    names = [c["name"] for c in verdict["checks"]]
+    assert "readable children" in names and "readable centroids" not in names
+    plain = [c["name"] for c in judge(good, "plain")["checks"]]
+    assert "readable centroids" in plain and "readable children" not in plain
+    assert "paths keep the child" not in plain and len(plain) == len(names) - 1
     # nothing measured (no observer) never passes
     unmeasured = judge({"latent": good["latent"]}, "identity")
     assert not unmeasured["passed"] and "not measured" in format_verdict(
@@ -395,11 +400,14 @@ def test_committed_default_reads_as_the_emotions_for_held_out_children(committed
                                            tc["split_seed"])
     read = M.readability_metrics(loaded.model, default_faces, train_idx, val_idx,
                                  load_observer(OBSERVER), load_observer(IDENTITY_OBSERVER),
-                                 n_identities=MIN_CHILDREN, n_path_identities=2)
+                                 n_path_identities=2)
     p = read["centroids"]["p_intended"]
-    assert len(p) == MIN_CHILDREN
-    low = {(c, e): v for c, row in p.items() for e, v in row.items() if v < M.READABLE_P}
-    assert not low, f"decoded centroids the observer cannot read: {low}"
+    readable = [c for c, row in p.items() if min(row.values()) >= M.READABLE_P]
+    assert len(p) == 8 and len(readable) >= MIN_CHILDREN, p
+    # the numbers training stored (and its verdict judged) are what a fresh build gives
+    stored = loaded.metrics["readability"]["centroids"]["p_intended"]
+    np.testing.assert_allclose([v for row in p.values() for v in row.values()],
+                               [v for row in stored.values() for v in row.values()], atol=1e-4)
     assert read["retention"]["retention"] >= 0.9
     assert read["paths"]["frac_observer_label_goes_from_first_to_second"] >= 0.8
     assert read["paths"]["frac_identity_is_the_child"] >= 0.9
