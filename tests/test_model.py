@@ -128,7 +128,7 @@ def test_loss_decreases_on_tiny_data(prior, kind):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     first = None
-    for _ in range(30):
+    for _ in range(60):
         losses, _ = model.loss(x, y, g, ref)
         opt.zero_grad()
         losses.total.backward()
