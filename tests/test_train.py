@@ -148,10 +148,11 @@ def test_per_epoch_checkpoints_are_unfinished(store, tmp_path):
     from vae.checkpoint import save_checkpoint as save
 
     model = build_model(TINY_MODEL)
-    save(tmp_path / "mid.pt", model, TINY_MODEL, {}, "h", {"history": []}, epoch=3,
-         finished=False)
-    mid = load_checkpoint(tmp_path / "mid.pt")
+    save(tmp_path / "e11.pt", model, TINY_MODEL, {"epochs": 50}, "h", {}, epoch=11)
+    save(tmp_path / "e50.pt", model, TINY_MODEL, {"epochs": 50}, "h", {}, epoch=50)
+    mid = load_checkpoint(tmp_path / "e11.pt")
     assert not mid.finished and mid.verdict is None and not mid.passed
+    assert load_checkpoint(tmp_path / "e50.pt").finished
 
 
 def test_verdict_lines_follow_the_thresholds():
@@ -432,9 +433,10 @@ def test_old_format_checkpoints_load_as_the_plain_seed_study_model(tmp_path):
     model = build_model(config, seed=4).eval()
     old = {k: v for k, v in config.to_dict().items()
            if k not in ("kind", "upsample", "identity_channels")}
-    for metrics, finished in (({"history": []}, False), ({"history": [], "epochs": 5}, True)):
-        payload = {"format": 1, "version": "0.1.0", "model_config": old, "train_config": {},
-                   "data_hash": "h", "metrics": metrics, "state_dict": model.state_dict()}
+    for epoch, finished in ((3, False), (5, True)):
+        payload = {"format": 1, "version": "0.1.0", "model_config": old,
+                   "train_config": {"epochs": 5}, "epoch": epoch, "data_hash": "h",
+                   "metrics": {}, "state_dict": model.state_dict()}
         torch.save(payload, tmp_path / "old.pt")
         loaded = load_checkpoint(tmp_path / "old.pt")
         assert loaded.config == config and loaded.finished is finished

@@ -2,14 +2,13 @@
 
 A checkpoint is one `torch.save`d plain dict (tensors, dicts, lists, strings, numbers), so it
 loads with `torch.load(weights_only=True)`: no pickled code runs when a lab opens a file.
-Keys: format, version, model_config, train_config, data_hash, metrics, state_dict, finished
-(training ran to its last epoch and its metrics were computed), verdict (`vae.verdict`: is the
-model good enough for a study), default_identity (the id of the child an identity model draws
+Keys: format, version, model_config, train_config, data_hash, metrics, state_dict, verdict
+(`vae.verdict`: is the model good enough for a study), default_identity (the id of the child an identity model draws
 when given none), and for resuming training optionally epoch and optimizer.
 
 Format 1 (before identity models) still loads: its model_config lacks `kind` and `upsample`,
-which are then the seed study's values (`vae.model.LEGACY`); it counts as finished when its
-metrics hold the end-of-training summary.
+which are then the seed study's values (`vae.model.LEGACY`). A checkpoint is finished when its
+`epoch` reached train_config["epochs"] (per-epoch checkpoints of a running training are not).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ READABLE_FORMATS = (1, 2)
 class LoadedModel:
     """A checkpoint opened for use: `model` is in eval mode on the CPU.
 
-    finished: False for a checkpoint written mid-training (sessions must refuse it).
+    finished (property): False for a checkpoint written mid-training (sessions must refuse it).
     verdict: `vae.verdict.verdict(...)` dict ({"passed": bool, "checks": [...]}) or None when
     training did not compute one; sessions warn loudly when `passed` is False.
     default_identity: id of the child `model.decode(z)` draws without an identity ("" for plain).
@@ -47,9 +46,14 @@ class LoadedModel:
     path: Path
     epoch: int | None = None
     optimizer_state: dict | None = None
-    finished: bool = True
     verdict: dict | None = None
     default_identity: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Training reached its last epoch (train_config["epochs"]; unknown counts as done)."""
+        epochs = (self.train_config or {}).get("epochs")
+        return self.epoch is None or epochs is None or self.epoch >= epochs
 
     @property
     def passed(self) -> bool:
@@ -66,14 +70,12 @@ def save_checkpoint(
     metrics: dict,
     epoch: int | None = None,
     optimizer_state: dict | None = None,
-    finished: bool = True,
     verdict: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then os.replace).
 
     train_config: plain dict of the training settings; metrics: JSON-serialisable dict.
     epoch / optimizer_state: epochs completed and `optimizer.state_dict()`, needed by --resume.
-    finished: False for the per-epoch checkpoints of a run still training.
     verdict: `vae.verdict.verdict(...)` of a finished run.
     """
     path = Path(path)
@@ -85,7 +87,6 @@ def save_checkpoint(
         "data_hash": str(data_hash),
         "metrics": metrics,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "finished": bool(finished),
         "default_identity": model.default_identity,
     }
     if verdict is not None:
@@ -165,8 +166,6 @@ def load_checkpoint(
         path=path,
         epoch=payload.get("epoch"),
         optimizer_state=payload.get("optimizer"),
-        # format 1 wrote its summary metrics ("epochs", ...) only when training ended
-        finished=bool(payload.get("finished", "epochs" in payload["metrics"])),
         verdict=payload.get("verdict"),
         default_identity=model.default_identity,
     )

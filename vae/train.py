@@ -359,7 +359,7 @@ def train(
         bar.set_postfix(loss=f"{sums['total'] / n:.0f}", val_ce=f"{val['ce']:.3f}")
         save_checkpoint(
             out, model, model_config, saved_config, data_hash, {"history": history},
-            epoch=epoch + 1, optimizer_state=optimizer.state_dict(), finished=False,
+            epoch=epoch + 1, optimizer_state=optimizer.state_dict(),
         )
     bar.close()
 
@@ -407,7 +407,7 @@ def train(
         out, model, model_config, saved_config, data_hash, metrics,
         epoch=train_config.epochs,
         optimizer_state=optimizer.state_dict() if keep_optimizer else None,
-        finished=True, verdict=verdict,
+        verdict=verdict,
     )
     metrics_out = dict(metrics, verdict=verdict) if verdict is not None else metrics
     out.with_suffix(".json").write_text(json.dumps(metrics_out, indent=2) + "\n")
