@@ -3,8 +3,8 @@
 A checkpoint is one `torch.save`d plain dict (tensors, dicts, lists, strings, numbers), so it
 loads with `torch.load(weights_only=True)`: no pickled code runs when a lab opens a file.
 Keys: format, version, model_config, train_config, data_hash, metrics, state_dict, verdict
-(`vae.verdict`: is the model good enough for a study), default_identity (the id of the child an identity model draws
-when given none), and for resuming training optionally epoch and optimizer.
+(`vae.verdict`: is the model good enough for a study), default_identity (the id of the child an
+identity model draws when given none), and for resuming training optionally epoch and optimizer.
 
 Format 1 (before identity models) still loads: its model_config lacks `kind` and `upsample`,
 which are then the seed study's values (`vae.model.LEGACY`). A checkpoint is finished when its
