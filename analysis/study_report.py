@@ -1,22 +1,21 @@
-"""CLI: one readable HTML report (plus PNG figures and CSV tables) for a folder of MCMCP data.
+"""The study report behind `python -m analysis.report`: tables, figures and one HTML page.
 
-    python -m analysis.report participants_data/ --out reports/NAME \
-        [--checkpoint vae/checkpoints/default.pt --faces data/faces.h5] [--burn-in 0.5]
-
-Writes OUT/index.html (self-contained: figures embedded), OUT/figures/*.png, OUT/tables/*.csv.
-Without --checkpoint no faces are decoded (the page says so). The participants' files are only
-read. Group-level results leave out participants flagged by the attention checks.
+Everything here is linear in the number of trials: per-participant work is a loop over
+participants, group work pools them, and no figure grows with the study (a study of more than
+`MAX_LISTED` participants gets summaries instead of one trajectory map per participant, and its
+long tables are folded). The page says how to get one participant's own page.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
+import ctypes
 import html
 import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -24,21 +23,21 @@ import pandas as pd
 from analysis import diagnostics as dg
 from analysis import figures
 from analysis import prototypes as pt
-from analysis.load import chain_states, load_sessions, load_trials
+from analysis.load import (
+    chain_states,
+    load_sessions,
+    load_trials,
+    post_burn_in,
+    session_folders,
+)
 
 PREFERRED = (pt.DEGUIDED, pt.UNGUIDED, pt.GUIDED)  # the estimate drawn as "the" prototype
-
-
-def _burn_in(text: str) -> float | int:
-    """--burn-in: '0.5' = that fraction of each chain, '100' = that many steps."""
-    try:
-        value = int(text) if text.isdigit() else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--burn-in {text!r}: give a fraction in [0, 1) "
-                                         "or a whole number of steps") from None
-    if isinstance(value, float) and not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"--burn-in {text}: a fraction must be in [0, 1)")
-    return value
+MAX_LISTED = 12  # participants drawn one by one (trajectory maps, face rows); more: summaries
+FOLD_ROWS = 30  # longer tables are folded on the page (the CSV always has every row)
+# what the report reads of trials.csv besides the coordinates (a third of the memory of all)
+TRIAL_COLUMNS = ["participant", "session", "chain", "emotion", "agent", "kind", "iteration",
+                 "accepted", "log_gate_current", "log_gate_proposal", "gate_gamma", "correct",
+                 "rt"]
 
 
 def _burn_in_words(burn_in: float | int) -> str:
@@ -82,8 +81,11 @@ class _Page:
         """Save df as tables/<name>.csv; show the `show` columns (renamed) on the page."""
         df.to_csv(self.out / "tables" / f"{name}.csv", index=False)
         view = df[list(show)].rename(columns=show) if show else df
-        self.raw(view.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}",
-                              classes="t", border=0))
+        markup = view.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}",
+                              classes="t", border=0)
+        if len(view) > FOLD_ROWS:
+            markup = f"<details><summary>{len(view)} rows (click to show)</summary>{markup}</details>"
+        self.raw(markup)
         self.raw(f'<p class="note">Full table: tables/{name}.csv</p>')
 
     def write(self, title: str) -> Path:
@@ -103,16 +105,33 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
                  faces: str | Path | None = None, burn_in: float | int = 0.5,
                  n_boot: int = 1000, seed: int = 0,
                  min_catch_accuracy: float = dg.MIN_CATCH_ACCURACY,
-                 max_trajectory_figures: int = 12) -> Path:
-    """Analyse every session under `data` and write the report to `out`; returns index.html."""
+                 cache: str | Path | None = None) -> Path:
+    """Analyse every session under `data` and write the report to `out`; returns index.html.
+
+    cache: a folder for Parquet copies of the sessions (`analysis.load_trials`), None: none.
+    """
     page = _Page(Path(out))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trials, sessions = load_trials(data), load_sessions(data)
-        states = chain_states(trials)
-        d = sum(c.startswith("x_") for c in states.columns)
-        _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n_boot, seed,
-              min_catch_accuracy, max_trajectory_figures)
+        sessions = load_sessions(data)
+        # the model first: encoding the face store is the report's largest transient memory,
+        # better spent before the study's data are loaded
+        model = _open_model(sessions, checkpoint, faces)
+        trials, states = read_study(data, cache)
+        _give_back_memory()
+        if states is None:
+            _no_trials(page, data, trials, sessions)
+        else:
+            d = sum(c.startswith("x_") for c in states.columns)
+            if model is not None and model[0].config.latent_dim != d:
+                raise ValueError(f"checkpoint {checkpoint} has latent_dim "
+                                 f"{model[0].config.latent_dim} but the sessions under {data} "
+                                 f"have d = {d}; give the checkpoint the sessions ran with")
+            facts = _trial_facts(trials, min_catch_accuracy)
+            del trials  # the report goes on with the chains' states only
+            _give_back_memory()
+            _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in,
+                  n_boot, seed, min_catch_accuracy)
     notes = list(dict.fromkeys(str(w.message) for w in caught
                                if not issubclass(w.category, DeprecationWarning)))
     if notes:
@@ -124,23 +143,118 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
     return page.write(f"MCMCP report: {data}")
 
 
-def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n_boot, seed,
-          min_catch_accuracy, max_trajectory_figures) -> None:
-    flags = dg.participant_flags(trials, min_catch_accuracy)
+def read_study(data: str | Path, cache: str | Path | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(trials, states) of every session under `data`: the trial rows the report uses, without
+    their coordinates (TRIAL_COLUMNS), and the chains' states (`analysis.chain_states`; None
+    when no chain trial was recorded yet).
+
+    Session by session, so the coordinates of the whole study never sit in memory next to the
+    states rebuilt from them (chains never span sessions). Sessions come in folder order, which
+    is the order of (participant, session).
+    """
+    trials, states, dims = [], [], {}
+    for folder in session_folders(data):
+        rows = load_trials(folder, cache, TRIAL_COLUMNS)
+        coordinates = [c for c in rows.columns if c.startswith(("current_", "proposal_"))]
+        dims.setdefault(len(coordinates) // 2, folder)
+        if rows["kind"].isin(["chain", "gate"]).any():
+            states.append(chain_states(rows))
+        trials.append(rows.drop(columns=[*coordinates, "log_gate_current", "log_gate_proposal"]))
+    if len(dims) > 1:
+        raise ValueError(f"sessions under {data} mix latent dimensions {sorted(dims)} (e.g. "
+                         f"{', '.join(str(f) for f in dims.values())}); analyse studies with "
+                         "different models separately")
+    trials = _concat(trials)
+    if not states:
+        return trials, None
+    states = _concat(states)
+    keys = states[["participant", "session", "chain"]]
+    if not keys.equals(keys.sort_values(list(keys.columns), kind="stable")):
+        states = states.sort_values([*keys.columns, "step"], kind="stable", ignore_index=True)
+    return trials, states
+
+
+class _Facts(NamedTuple):
+    """What the report takes from the trial rows themselves (the rest comes from the states)."""
+
+    flags: pd.DataFrame
+    participants: list
+    guided: bool
+    n_shown: int
+    n_gate: int
+    acceptance: pd.DataFrame
+    acceptance_chains: pd.DataFrame
+
+
+def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float) -> _Facts:
+    return _Facts(dg.participant_flags(trials, min_catch_accuracy),
+                  sorted(trials["participant"].dropna().unique()),
+                  bool(trials["gate_gamma"].notna().any()),
+                  int((trials["kind"] == "chain").sum()), int((trials["kind"] == "gate").sum()),
+                  dg.acceptance(trials, by=["participant", "emotion"]), dg.acceptance(trials))
+
+
+def _give_back_memory() -> None:
+    """Return freed heap memory to the operating system (glibc's malloc_trim; nothing elsewhere).
+
+    Reading a study session by session frees many mid-sized blocks that glibc keeps for reuse;
+    handing them back keeps the report's peak memory near its live data (~0.4 GB less at 100
+    participants, benchmarks/bench_scale.py)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat of frames with the same columns, one column at a time, each part's column
+    dropped once copied: the study is never in memory twice. Empties `parts`."""
+    columns = {}
+    for name in list(parts[0].columns):
+        columns[name] = pd.concat([part[name] for part in parts], ignore_index=True)
+        for part in parts:
+            del part[name]
+    parts.clear()
+    return pd.DataFrame(columns, copy=False)
+
+
+def _no_trials(page, data, trials, sessions) -> None:
+    """The page for data without a single chain trial yet (sessions started, nothing answered)."""
+    page.text("h1", "MCMCP study report")
+    page.text("p", f"No chain trials recorded yet under {Path(data).resolve()}: "
+                   f"{len(sessions)} session(s) found, {len(trials)} row(s) in their trials.csv "
+                   "(practice or catch trials only, or none). Nothing to analyse; run the report "
+                   "again once trials have been answered.")
+    page.table(_flat(sessions), "sessions",
+               {c: c for c in ("participant", "session", "status", "start_time") if c in sessions})
+    print(f"note: no chain trials under {data} yet; the report says so", file=sys.stderr)
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `table` that hold no dicts or lists (what a CSV and a page can show)."""
+    return table[[c for c in table.columns
+                  if table[c].map(lambda v: not isinstance(v, (dict, list))).all()]]
+
+
+def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in, n_boot,
+          seed, min_catch_accuracy) -> None:
+    flags, participants = facts.flags, facts.participants
     flagged = flags.loc[flags["flagged"], "participant"].tolist()
-    kept = states[~states["participant"].isin(flagged)]
+    # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0); the
+    # group's leave out flagged participants.
+    post = post_burn_in(states, burn_in)
+    kept = post[~post["participant"].isin(flagged)] if flagged else post
     if kept.empty:
-        kept = states
-    participants = sorted(trials["participant"].dropna().unique())
+        kept = post
     emotions = sorted(states["emotion"].unique())
-    guided = trials["gate_gamma"].notna().any()
+    guided = facts.guided
 
     page.text("h1", "MCMCP study report")
     page.raw(f"<p class='note'>Data: {html.escape(str(Path(data).resolve()))} &middot; written "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by analysis.report</p>")
     page.text("h2", "What is in this study")
-    n_shown = int((trials["kind"] == "chain").sum())
-    n_gate = int((trials["kind"] == "gate").sum())
+    n_shown, n_gate = facts.n_shown, facts.n_gate
     page.text("p", (
         f"{len(participants)} participant(s) ({sum(p.startswith('sim') for p in participants)} "
         f"simulated), {len(sessions)} session(s), emotions: {', '.join(emotions)}. "
@@ -150,8 +264,7 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
          if guided else " (no gatekeeper: unguided MCMCP).") +
         f" Burn-in: {_burn_in_words(burn_in)} is discarded before any estimate "
         "(the chains need time to forget where they started)."))
-    page.table(sessions[[c for c in sessions.columns if sessions[c].map(
-        lambda v: not isinstance(v, (dict, list))).all()]], "sessions",
+    page.table(_flat(sessions), "sessions",
         {c: c for c in ("participant", "session", "agent_name", "gate_kind", "emotions",
                         "status") if c in sessions})
 
@@ -183,18 +296,24 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
         "stable prototype. A point on the sphere has 3 coordinates; we compute R-hat and ESS "
         "(ArviZ, rank-normalised split R-hat, bulk and tail ESS) on each and report the worst: "
         "the largest R-hat and the smallest ESS."))
-    conv = pd.concat([dg.convergence(kept, burn_in, by=[]).assign(participant="group"),
-                      dg.convergence(states, burn_in)], ignore_index=True)
+    conv = pd.concat([dg.convergence(kept, 0, by=[]).assign(participant="group"),
+                      dg.convergence(post, 0)], ignore_index=True)
     page.table(conv, "convergence", {
         "participant": "participant", "emotion": "emotion", "n_chains": "chains",
         "n_draws": "kept steps per chain", "rhat_max": "R-hat (max)",
         "ess_bulk_min": "ESS bulk (min)", "ess_tail_min": "ESS tail (min)", "verdict": "verdict"})
-    group = pt.prototypes(kept, burn_in, by=[], n_boot=n_boot, seed=seed)
+    ess = pt.chain_ess(post, 0)  # per chain, shared by the group and participants
+    group = pt.prototypes(kept, 0, by=[], n_boot=n_boot, seed=seed, ess=ess)
+    n_chains = states.groupby(["participant", "session", "chain"]).ngroups
     page.figure(figures.convergence_traces(states, burn_in, _preferred(group), flagged), "traces",
-                "Each line is one chain: how far (in degrees on the sphere) it is from the group "
-                "prototype at every step. Converged chains settle into the same band; the grey "
-                "part is the burn-in, which is discarded.")
-    acf = dg.autocorrelation(states, 20, burn_in)
+                ("Each line is one chain: how far (in degrees on the sphere) it is from the group "
+                 "prototype at every step." if n_chains <= figures.MAX_TRACES * len(emotions) else
+                 f"How far (in degrees on the sphere) the {n_chains} chains are from the group "
+                 "prototype at every step: the line is the median chain, the bands hold the "
+                 "middle 50% and 90% of chains.") +
+                " Converged chains settle into the same band; the grey part is the burn-in, which "
+                "is discarded.")
+    acf = dg.autocorrelation(post, 20, 0)
     acf.to_csv(page.out / "tables" / "autocorrelation.csv", index=False)
     page.figure(figures.autocorrelation_plot(acf), "autocorrelation",
                 "Autocorrelation: how alike a chain's states are k steps apart (1 = identical). "
@@ -202,10 +321,10 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
                 "Full table: tables/autocorrelation.csv")
     page.text("p", "Acceptance: how often the proposal face was chosen. Around 20-50% means the "
                    "proposals were neither too timid nor too bold.")
-    page.table(dg.acceptance(trials, by=["participant", "emotion"]), "acceptance", {
+    page.table(facts.acceptance, "acceptance", {
         "participant": "participant", "emotion": "emotion", "n_shown": "trials shown",
         "acceptance": "proposal chosen", "gate_pass": "passed the gate"})
-    dg.acceptance(trials).to_csv(page.out / "tables" / "acceptance_chains.csv", index=False)
+    facts.acceptance_chains.to_csv(page.out / "tables" / "acceptance_chains.csv", index=False)
 
     page.text("h2", "Prototypes")
     page.text("p", (
@@ -219,7 +338,7 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
          "so each prototype is given twice: 'guided (as sampled)' and 'de-guided (PSIS)', which "
          "reweights every state to remove the gatekeeper's pull (Pareto-smoothed importance "
          "sampling). A k-hat above 0.7 means the reweighting is unreliable." if guided else "")))
-    table = pd.concat([group, pt.prototypes(states, burn_in, n_boot=n_boot, seed=seed)],
+    table = pd.concat([group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)],
                       ignore_index=True)
     truth = pt.truth_table(sessions)
     table = pt.add_truth_angles(table, truth)
@@ -231,7 +350,7 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
                     weight_ess="weights ESS")
     if not truth.empty:
         show["truth_deg"] = "distance to true prototype (deg)"
-    model_note, with_model = _model_part(page, table, sessions, d, checkpoint, faces)
+    model_note, with_model = _model_part(page, table, model, checkpoint, faces)
     if with_model is not None:
         table = with_model
         show["p_target"] = "model's p(emotion)"
@@ -247,44 +366,71 @@ def _fill(page, data, trials, sessions, states, d, checkpoint, faces, burn_in, n
     page.text("p", "The face space is a sphere; these maps flatten it with an equal-area "
                    "projection (like a world map), so equal areas on the map are equal areas of "
                    "face space.")
-    page.figure(figures.density_maps(kept, burn_in, _preferred(group)), "density",
+    page.figure(figures.density_maps(kept, 0, _preferred(group)), "density",
                 "Density of the kept chain states for each emotion, all non-flagged participants "
                 "together.")
-    overlap = pt.overlap(kept, burn_in)
+    overlap = pt.overlap(kept, 0)
     page.figure(figures.overlap_heatmap(overlap), "overlap",
                 "Overlap of the emotions' regions (Bhattacharyya coefficient of the densities "
                 "above): 1 = the chains for two emotions explored the same faces, 0 = no shared "
                 "faces.")
     overlap.reset_index(names="emotion").to_csv(
         page.out / "tables" / "overlap.csv", index=False)
-    shown = participants[:max_trajectory_figures]
-    for p in shown:
-        page.figure(figures.trajectories(states, p, burn_in, _preferred(table), truth),
-                    f"trajectories_{p}", f"Participant {p}: each coloured line is one chain.")
-    if len(participants) > len(shown):
-        page.text("p", f"Trajectory maps are drawn for the first {len(shown)} participants only.")
+    preferred = _preferred(table)
+    page.figure(figures.prototype_map(preferred, truth), "prototype_map",
+                "Each participant's prototype (dots; flagged participants are included) and the "
+                "group prototype (star) for every emotion" +
+                (", with the true prototype (red X) of the simulated participants." if
+                 not truth.empty else "."))
+    if len(participants) <= MAX_LISTED:
+        for p in participants:
+            page.figure(figures.trajectories(states, p, burn_in, preferred, truth),
+                        f"trajectories_{p}", f"Participant {p}: each coloured line is one chain.")
+    else:
+        page.text("p", (
+            f"With {len(participants)} participants, one trajectory map each would bury the "
+            "summaries; a participant's own page (trajectories, convergence and prototypes) is "
+            "the report of their folder, e.g. "
+            f"python -m analysis.report {Path(data) / ('sub-' + participants[0])} "
+            f"--out {page.out / 'participants' / participants[0]}"))
 
 
-def _model_part(page, table, sessions, d, checkpoint, faces) -> tuple[str, pd.DataFrame | None]:
-    """Decode prototype faces when a checkpoint is given; returns (html, table with p_*)."""
+def _open_model(sessions: pd.DataFrame, checkpoint, faces):
+    """(LoadedModel, class centroids or None, sessions that recorded no checkpoint) for
+    --checkpoint (refused if the sessions ran with another model), None without one."""
     if checkpoint is None:
-        return ("<p><b>No faces drawn:</b> no model checkpoint was given. Rerun with "
-                "<code>--checkpoint CHECKPOINT --faces FACES.h5</code> to see the prototype faces "
-                "and the model's reading of them.</p>", None)
+        return None
     from mcmcp.densities import class_centroids
     from vae.checkpoint import load_checkpoint
     from vae.datasets import read_store
-    from vae.labels import EMOTIONS
 
-    loaded = load_checkpoint(checkpoint, expect_latent_dim=d)
+    dims = set(sessions["d"].dropna().astype(int)) if "d" in sessions else set()
+    loaded = load_checkpoint(checkpoint, expect_latent_dim=dims.pop() if len(dims) == 1 else None)
     unrecorded = pt.check_model(sessions, loaded.sha256, checkpoint)
     centroids = None if faces is None else class_centroids(loaded, read_store(faces))
+    return loaded, centroids, unrecorded
+
+
+def _model_part(page, table, model, checkpoint, faces) -> tuple[str, pd.DataFrame | None]:
+    """Decode prototype faces when a checkpoint is given; returns (html, table with p_*)."""
+    if model is None:
+        return ("<p><b>No faces drawn:</b> no model checkpoint was given. Rerun with "
+                "<code>--checkpoint CHECKPOINT --faces FACES.h5</code> to see the prototype faces "
+                "and the model's reading of them.</p>", None)
+    from vae.labels import EMOTIONS
+
+    loaded, centroids, unrecorded = model
     table = pt.model_comparison(table, loaded.model, EMOTIONS, centroids)
     chosen = _preferred(table)
+    many = chosen["participant"].nunique() - 1 > MAX_LISTED
+    if many:
+        chosen = chosen[chosen["participant"] == "all"]
     images = pt.decode(loaded.model, pt.table_vectors(chosen))
     page.figure(figures.prototype_faces(chosen, images), "faces",
                 f"Prototype faces decoded with {Path(checkpoint).name} (sha256 "
-                f"{loaded.sha256[:12]}...): rows are participants and the group, columns emotions. "
+                f"{loaded.sha256[:12]}...): " +
+                ("the group's, one per emotion (each participant's are on their own page). "
+                 if many else "rows are participants and the group, columns emotions. ") +
                 "For guided sessions the de-guided (PSIS) prototype is drawn.")
     note = ""
     if unrecorded:
@@ -294,35 +440,3 @@ def _model_part(page, table, sessions, d, checkpoint, faces) -> tuple[str, pd.Da
     if faces is None:
         note += "<p>No face store given: distances to the data's class centroids are omitted.</p>"
     return note, table
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", help="participants_data/ tree, a sub-<id> folder or a ses-<NN> "
-                                     "folder")
-    parser.add_argument("--out", required=True, help="report folder (created; files replaced)")
-    parser.add_argument("--checkpoint", help="VAE checkpoint the sessions ran with")
-    parser.add_argument("--faces", help="face store (HDF5) for the class centroids")
-    parser.add_argument("--burn-in", type=_burn_in, default=0.5,
-                        help="fraction of each chain (0.5) or number of steps (100) to discard")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    parser.add_argument("--min-catch-accuracy", type=float, default=dg.MIN_CATCH_ACCURACY)
-    args = parser.parse_args(argv)
-    if args.faces and not args.checkpoint:
-        parser.error("--faces needs --checkpoint (the faces are encoded with that model)")
-    if not 0 <= args.min_catch_accuracy <= 1:
-        parser.error(f"--min-catch-accuracy {args.min_catch_accuracy}: must be in [0, 1]")
-    try:
-        path = build_report(args.data, args.out, args.checkpoint, args.faces, args.burn_in,
-                            args.bootstrap, args.seed, args.min_catch_accuracy)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"report written: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
