@@ -124,8 +124,10 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
                 ax.plot(own["step"].to_numpy()[rows], angle[rows],
                         color=colors(participants.index(p) % 10), lw=0.7, alpha=0.7)
         else:
-            q = pd.Series(angle).groupby(own["step"].to_numpy()).quantile(
-                [0.05, 0.25, 0.5, 0.75, 0.95]).unstack()
+            by_step = pd.Series(angle).groupby(own["step"].to_numpy())
+            q = by_step.quantile([0.05, 0.25, 0.5, 0.75, 0.95]).unstack()
+            # where only the few longest chains remain (gate steps vary), bands mislead
+            q = q[by_step.size() >= 0.1 * own.groupby(KEYS).ngroups]
             ax.fill_between(q.index, q[0.05], q[0.95], color="tab:blue", alpha=0.2, lw=0)
             ax.fill_between(q.index, q[0.25], q[0.75], color="tab:blue", alpha=0.4, lw=0)
             ax.plot(q.index, q[0.5], color="tab:blue", lw=1.2)
