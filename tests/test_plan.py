@@ -71,6 +71,13 @@ def test_a_dask_sweep_gives_the_serial_results():
     serial = sweeps.run(plan.simulate_cell, cells, shared, workers=0, progress=False)
     on_dask = sweeps.run(plan.simulate_cell, cells, shared, workers=2, progress=False)
     assert pd.DataFrame(sum(on_dask, [])).equals(pd.DataFrame(sum(serial, [])))
+    # a running scheduler, as --scheduler ADDRESS reaches a real cluster
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
+        remote = sweeps.run(plan.simulate_cell, cells, shared, cluster.scheduler_address,
+                            progress=False)
+    assert pd.DataFrame(sum(remote, [])).equals(pd.DataFrame(sum(serial, [])))
     rows = pd.DataFrame(sum(serial, []))
     assert len(rows) == len(cells) * 2 and rows["rhat"].gt(0.9).all()
     assert rows["error_deg"].between(0, 90).all() and rows["minutes"].gt(0).all()
