@@ -9,8 +9,9 @@ number of shown trials it prints the median over participants of
   halves weighted by PSIS-smoothed weights (arviz.psislw on log w = -gamma log g),
 - the median Pareto k-hat of those weights,
 and the shown trials needed to get within 5 degrees. Saves reports/bench_guided.png.
+The settings run in parallel as a Dask sweep (`mcmcp.sweeps`; identical to a serial run).
 
-    python benchmarks/bench_guided.py [--quick]
+    python benchmarks/bench_guided.py [--quick] [--scheduler ADDRESS] [--workers N]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import arviz as az
 import matplotlib
@@ -27,6 +29,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mcmcp import sweeps  # noqa: E402
 from mcmcp.agents import LatentAgent  # noqa: E402
 from mcmcp.densities import VMFMixture  # noqa: E402
 from mcmcp.gate import Gate  # noqa: E402
@@ -44,6 +47,19 @@ from mcmcp.sphere import (  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 M = normalize(np.array([0.3, -0.5, 0.8]))
 K_CATEGORY, K_GATE, N_CHAINS = 30.0, 10.0, 4
+
+
+class Setting(NamedTuple):
+    """One row of the table: a name, its gate (None: unguided) and the seed of its run."""
+
+    name: str
+    gate: Gate | None
+    seed: int
+
+
+def run_setting(setting: Setting, shared: tuple) -> np.ndarray:
+    """`run` for one setting of the sweep; shared = (n_rep, n_shown, kappa_prop, checkpoints)."""
+    return run(setting.gate, *shared, seed=setting.seed)
 
 
 def run(gate, n_rep, n_shown, kappa_prop, checkpoints, seed):
@@ -85,7 +101,11 @@ def run(gate, n_rep, n_shown, kappa_prop, checkpoints, seed):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (default: off)")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler (default: a "
+                                            "local cluster)")
+    parser.add_argument("--workers", type=int, help="local worker processes, 0 = serial "
+                                                    "(default: one per core)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load((ROOT / "experiments/simulate_demo.yaml").read_text())
     kappa_prop = float(cfg["chains"]["kappa_proposal"])
@@ -103,8 +123,11 @@ def main(argv=None) -> None:
     print(f"{'setting':<26} {'metric':<10} " + " ".join(f"{N_CHAINS * t:>6}" for t in checkpoints)
           + f" {'shown to 5 deg':>15}")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s, (name, gate) in enumerate(settings):
-        res = run(gate, n_rep, n_shown, kappa_prop, checkpoints, seed=s)
+    results = sweeps.run(run_setting, [Setting(name, gate, s) for s, (name, gate) in
+                                       enumerate(settings)],
+                         (n_rep, n_shown, kappa_prop, checkpoints), args.scheduler, args.workers,
+                         desc="settings")
+    for s, ((name, gate), res) in enumerate(zip(settings, results, strict=True)):
         ok = np.flatnonzero(res[:, 1] < 5.0)
         need = f"{N_CHAINS * checkpoints[ok[0]]}" if ok.size else f"> {N_CHAINS * n_shown}"
         for j, metric in enumerate(("R-hat", "error_deg", "k-hat")):
