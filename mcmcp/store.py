@@ -377,22 +377,23 @@ class SessionStore:
                 raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see "
                                "mcmcp.schema.columns()")
         keep = set(self.names)
-        data = "".join(schema.format_row({k: v for k, v in r.items() if k in keep}, self.names)
-                       for r in rows).encode("utf-8")
+        self._write("".join(schema.format_row({k: v for k, v in r.items() if k in keep},
+                                              self.names) for r in rows))
+
+    def append_columns(self, columns: dict, n: int) -> None:
+        """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
+        how simulations write a whole participant."""
+        self._write(schema.format_columns(columns, n, self.names))
+
+    def _write(self, text: str) -> None:
+        """Write and fsync; OSError names trials.csv (nothing stays buffered on failure)."""
         try:
-            view = memoryview(data)
+            view = memoryview(text.encode("utf-8"))
             while view:
                 view = view[os.write(self._fd, view):]
             os.fsync(self._fd)
         except OSError as err:
             raise OSError(err.errno, err.strerror, str(self.trials_path)) from None
-
-    def append_columns(self, columns: dict, n: int) -> None:
-        """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
-        how simulations write a whole participant."""
-        self._file.write(schema.format_columns(columns, n, self.names))
-        self._file.flush()
-        os.fsync(self._file.fileno())
 
     def update(self, **metadata: object) -> None:
         """Merge keys into session.json (atomically), e.g. the measured refresh rate."""

@@ -162,13 +162,15 @@ def test_truth_file_and_its_mode_as_analysis_reads_it(tmp_path):
 
 
 def _without_times(folder):
-    """A participant's files as bytes, wall-clock times removed (trials' timestamp column,
-    session.json's start and end)."""
-    rows = (folder / "trials.csv").read_text().splitlines()
+    """A participant's files as bytes, wall-clock times removed (trials' timestamp and date
+    columns, session.json's start, end and date)."""
+    rows = [r.split(",") for r in (folder / "trials.csv").read_text().splitlines()]
+    timed = [rows[0].index("timestamp"), rows[0].index("date")]
     meta = json.loads((folder / "session.json").read_text())
-    for key in ("start_time", "end_time"):
+    for key in ("start_time", "end_time", "date"):
         meta.pop(key)
-    return [r.rsplit(",", 1)[0] for r in rows], json.dumps(meta, sort_keys=True)
+    return ([[c for i, c in enumerate(r) if i not in timed] for r in rows],
+            json.dumps(meta, sort_keys=True))
 
 
 @pytest.mark.slow
