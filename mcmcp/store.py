@@ -377,8 +377,12 @@ class SessionStore:
                 raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see "
                                "mcmcp.schema.columns()")
         keep = set(self.names)
-        data = "".join(schema.format_row({k: v for k, v in r.items() if k in keep}, self.names)
-                       for r in rows).encode("utf-8")
+        self._write("".join(schema.format_row({k: v for k, v in r.items() if k in keep},
+                                              self.names) for r in rows).encode("utf-8"))
+
+    def _write(self, data: bytes) -> None:
+        """Append `data` to trials.csv with unbuffered writes and one fsync (OSError naming
+        the file if it fails)."""
         try:
             view = memoryview(data)
             while view:
@@ -390,9 +394,7 @@ class SessionStore:
     def append_columns(self, columns: dict, n: int) -> None:
         """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
         how simulations write a whole participant."""
-        self._file.write(schema.format_columns(columns, n, self.names))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._write(schema.format_columns(columns, n, self.names).encode("utf-8"))
 
     def update(self, **metadata: object) -> None:
         """Merge keys into session.json (atomically), e.g. the measured refresh rate."""
