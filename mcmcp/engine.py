@@ -177,7 +177,7 @@ class Engine:
     rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from;
     identities: the participant's children (`mcmcp.identities.assignment`; None: the model's
     default child, recorded as an empty `identity`).
-    Raises ValueError for saved rows that do not fit this config's schedule.
+    Raises ValueError for saved rows that do not fit this config's schedule or its children.
     """
 
     def __init__(

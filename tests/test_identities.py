@@ -15,7 +15,7 @@ from test_session import run_cli
 
 from mcmcp.config import ConfigError, config_from_dict, load_config
 from mcmcp.engine import Engine
-from mcmcp.identities import assignment, face_sha256, open_identities
+from mcmcp.identities import Assignment, assignment, face_sha256, open_identities
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow
 from mcmcp.store import read_trials
@@ -174,6 +174,23 @@ def test_cli_records_children_and_resume_keeps_them(assets, tmp_path):
     same = ["kind", "chain", "iteration", "identity", "current_0", "proposal_0", "response"]
     pd.testing.assert_frame_equal(resumed[same], full[same])
     assert resumed["run"].max() == 2
+
+
+def test_resume_with_other_children_is_refused(assets):
+    """Saved rows that showed other children than the config gives cannot be continued."""
+    ckpt, _, faces = assets
+    cfg = config_from_dict({"name": "x", "emotions": ["happy"], "chains": {"per_emotion": 2},
+                            "trials": {"per_chain": 2, "practice": 0, "catch_rate": 0.0},
+                            "model": {"checkpoint": str(ckpt)}})
+    swapped = [Assignment(tuple(CHILDREN)), Assignment(tuple(CHILDREN[::-1]))]
+    engine = Engine(cfg, 3, "P1", 1, identities=swapped[0])
+    rows = []
+    for _ in range(2):
+        rows += engine.tell(engine.ask(), "left", 0.5)
+    saved = pd.DataFrame(rows).astype({"identity": "string"})
+    Engine(cfg, 3, "P1", 1, rows_so_far=saved, identities=swapped[0])  # the same: resumes
+    with pytest.raises(ValueError, match="showed child 'syn000"):
+        Engine(cfg, 3, "P1", 1, rows_so_far=saved, identities=swapped[1])
 
 
 def test_bad_children_are_refused_before_anything_is_written(assets, tmp_path, capsys):
