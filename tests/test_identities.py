@@ -284,3 +284,25 @@ def test_report_draws_the_child_each_participant_saw(simulated, assets, tmp_path
         assert (out / "figures" / "faces_children.png").is_file()
     page = (out / "index.html").read_text()
     assert "is not the store checkpoint" in page and "child the participant saw" in page
+
+
+def test_an_online_database_from_before_the_identity_column_gets_it(tmp_path):
+    """A study's database made before rows had `identity` gains the column when the updated
+    server opens it; its old rows read as empty there, new rows keep their child."""
+    import sqlite3
+
+    from mcmcp.dbstore import Database
+
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}"
+    Database(url).close()
+    with sqlite3.connect(tmp_path / "online.sqlite") as conn:
+        conn.execute("ALTER TABLE trials DROP COLUMN identity")  # as an older server made it
+        assert "identity" not in {r[1] for r in conn.execute("PRAGMA table_info(trials)")}
+    db = Database(url)
+    record = db.create(uid="u1", study="s", participant="P1", session=1, token="t" * 20, d=3,
+                       screen="a", meta={}, now="now")
+    row = {"participant": "P1", "session": 1, "row": 0, "kind": "chain", "identity": "syn0002",
+           **{f"{p}_{i}": 0.0 for p in ("current", "proposal") for i in range(3)}}
+    assert db.advance(record, "b", now="now", acked=0, rows=[row])
+    assert db.frame(record.id, 3)["identity"].tolist() == ["syn0002"]
+    db.close()
