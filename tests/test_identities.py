@@ -306,3 +306,17 @@ def test_an_online_database_from_before_the_identity_column_gets_it(tmp_path):
     assert db.advance(record, "b", now="now", acked=0, rows=[row])
     assert db.frame(record.id, 3)["identity"].tolist() == ["syn0002"]
     db.close()
+
+
+def test_a_parquet_cache_from_before_the_identity_column_is_read_again(simulated, tmp_path,
+                                                                       monkeypatch):
+    from analysis.load import load_trials
+    from mcmcp import schema
+
+    folder = simulated / "sub-sim001/ses-01"
+    with monkeypatch.context() as m:  # the schema as it was before `identity`
+        m.setattr(schema, "_AFTER_LATENT", tuple(c for c in schema._AFTER_LATENT
+                                                 if c.name != "identity"))
+        assert "identity" not in load_trials(folder, cache=tmp_path)
+    again = load_trials(folder, cache=tmp_path, columns=["kind", "identity"])
+    assert again["identity"].notna().all()
