@@ -317,6 +317,7 @@ def test_a_parquet_cache_from_before_the_identity_column_is_read_again(simulated
     with monkeypatch.context() as m:  # the schema as it was before `identity`
         m.setattr(schema, "_AFTER_LATENT", tuple(c for c in schema._AFTER_LATENT
                                                  if c.name != "identity"))
-        assert "identity" not in load_trials(folder, cache=tmp_path)
+        with pytest.warns(UserWarning, match=r"ignoring columns .*\['identity'\]"):
+            assert "identity" not in load_trials(folder, cache=tmp_path)
     again = load_trials(folder, cache=tmp_path, columns=["kind", "identity"])
     assert again["identity"].notna().all()
