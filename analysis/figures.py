@@ -223,7 +223,8 @@ def overlap_heatmap(matrix: pd.DataFrame) -> Figure:
 def prototype_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
     """Decoded prototype faces: rows = participants (then the group), columns = emotions.
 
-    table: one row per face (participant, emotion, cone95_deg, p_target), aligned with images
+    table: one row per face (participant, emotion, cone95_deg, p_target; optionally identity,
+    the child the face is drawn as, named under the row's label), aligned with images
     (n, H, W) in [0, 1].
     """
     rows = list(dict.fromkeys(table["participant"]))
@@ -241,8 +242,14 @@ def prototype_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
         if "p_target" in table and np.isfinite(r.p_target):
             note += f"  p={r.p_target:.2f}"
         ax.set_title(f"{r.emotion}\n{note}", fontsize=8)
+    children = (table.groupby("participant", sort=False)["identity"].first()
+                if "identity" in table else {})
     for i, name in enumerate(rows):
-        axes[i, 0].text(-0.08, 0.5, "group" if name == "all" else name, rotation=90,
+        label = "group" if name == "all" else name
+        child = children.get(name) if len(children) else None
+        if isinstance(child, str) and child:
+            label += f"\n(child {child})"
+        axes[i, 0].text(-0.08, 0.5, label, rotation=90,
                         transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=9)
     fig.suptitle("Prototype faces\n(\u00b1 95% confidence cone in degrees; "
                  "p = the model's probability of the emotion)", fontsize=9)

@@ -431,10 +431,38 @@ def check_model(sessions: pd.DataFrame, checkpoint_sha256: str, checkpoint_path:
     return unrecorded
 
 
-def decode(model: torch.nn.Module, z: np.ndarray) -> np.ndarray:
-    """Unit codes (n, d) -> face images (n, H, W) in [0, 1]."""
+def decode(model: torch.nn.Module, z: np.ndarray, identity: torch.Tensor | None = None
+           ) -> np.ndarray:
+    """Unit codes (n, d) -> face images (n, H, W) in [0, 1]; identity: (n, k) identity codes,
+    one child per face (identity models; None: the model's default child)."""
     with torch.no_grad():
-        return model.decode(torch.from_numpy(np.array(z, dtype=np.float32)))[:, 0].numpy()
+        z = torch.from_numpy(np.array(z, dtype=np.float32))
+        out = model.decode(z) if identity is None else model.decode(z, identity)
+        return out[:, 0].numpy()
+
+
+def children_seen(trials: pd.DataFrame) -> pd.DataFrame:
+    """The child each participant saw most often per emotion, over their shown chain trials:
+    columns participant, emotion, identity, plus the study's rows (participant 'all') with the
+    most common child of every emotion. Ties go to the id first in sorted order. Empty when
+    the rows record no child (files from before the `identity` column, plain models)."""
+    if "identity" not in trials:
+        return pd.DataFrame(columns=["participant", "emotion", "identity"])
+    shown = trials.loc[(trials["kind"] == "chain") & trials["identity"].notna(),
+                       ["participant", "emotion", "identity"]]
+    if shown.empty:
+        return pd.DataFrame(columns=["participant", "emotion", "identity"])
+    shown = shown.astype(str)
+
+    def most_common(by: list[str]) -> pd.DataFrame:
+        counts = shown.groupby([*by, "identity"]).size().rename("n").reset_index()
+        counts = counts.sort_values([*by, "n", "identity"], ascending=[True] * len(by)
+                                    + [False, True], kind="stable")
+        return counts.drop_duplicates(by)[[*by, "identity"]]
+
+    return pd.concat([most_common(["participant", "emotion"]),
+                      most_common(["emotion"]).assign(participant="all")],
+                     ignore_index=True)[["participant", "emotion", "identity"]]
 
 
 def classify(model: torch.nn.Module, z: np.ndarray) -> np.ndarray:

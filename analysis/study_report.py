@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from analysis import diagnostics as dg
@@ -37,7 +38,8 @@ FOLD_ROWS = 30  # longer tables are folded on the page (the CSV always has every
 # what the report reads of trials.csv besides the coordinates (a third of the memory of all)
 TRIAL_COLUMNS = ["participant", "session", "chain", "emotion", "agent", "kind", "iteration",
                  "accepted", "log_gate_current", "log_gate_proposal", "gate_gamma", "correct",
-                 "rt"]
+                 "rt", "identity"]
+MAX_CHILDREN = 6  # children in the strip of the group's prototype faces drawn as each child
 
 
 def _burn_in_words(burn_in: float | int) -> str:
@@ -185,6 +187,7 @@ class _Facts(NamedTuple):
     n_gate: int
     acceptance: pd.DataFrame
     acceptance_chains: pd.DataFrame
+    children: pd.DataFrame | None = None  # pt.children_seen: the child each face is drawn as
 
 
 def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float) -> _Facts:
@@ -192,7 +195,8 @@ def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float) -> _Facts:
                   sorted(trials["participant"].dropna().unique()),
                   bool(trials["gate_gamma"].notna().any()),
                   int((trials["kind"] == "chain").sum()), int((trials["kind"] == "gate").sum()),
-                  dg.acceptance(trials, by=["participant", "emotion"]), dg.acceptance(trials))
+                  dg.acceptance(trials, by=["participant", "emotion"]), dg.acceptance(trials),
+                  pt.children_seen(trials))
 
 
 def _give_back_memory() -> None:
@@ -350,7 +354,7 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
                     weight_ess="weights ESS")
     if not truth.empty:
         show["truth_deg"] = "distance to true prototype (deg)"
-    model_note, with_model = _model_part(page, table, model, checkpoint, faces)
+    model_note, with_model = _model_part(page, table, model, checkpoint, faces, facts.children)
     if with_model is not None:
         table = with_model
         show["p_target"] = "model's p(emotion)"
@@ -395,43 +399,114 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
             f"--out {page.out / 'participants' / participants[0]}"))
 
 
+def _child_strip(page, group: pd.DataFrame, loaded, faceset, children: list[str],
+                 n_seen: int) -> None:
+    """The group's prototype faces drawn as each of several children the study showed: does
+    the prototype read the same on every child?"""
+    from mcmcp.identities import reference_codes
+
+    if faceset is None or group.empty:
+        return
+    known = set(np.asarray(faceset.identities).astype(str))
+    children = [c for c in children if c in known or c == loaded.default_identity]
+    identities = reference_codes(loaded, faceset, children)
+    rows = pd.concat([group.assign(participant=f"group as {c}", identity=c) for c in children],
+                     ignore_index=True)
+    images = pt.decode(loaded.model, pt.table_vectors(rows), identities.stack(rows["identity"]))
+    page.figure(figures.prototype_faces(rows.drop(columns="identity"), images), "faces_children",
+                f"The group's prototype faces drawn as each of {len(children)} of the "
+                f"{n_seen} children the participants saw (most seen first): the expression "
+                "comes from the sphere, the child from its reference face, so a prototype "
+                "should read as the same emotion on every child.")
+
+
 def _open_model(sessions: pd.DataFrame, checkpoint, faces):
-    """(LoadedModel, class centroids or None, sessions that recorded no checkpoint) for
-    --checkpoint (refused if the sessions ran with another model), None without one."""
+    """(LoadedModel, class centroids or None, sessions that recorded no checkpoint, face set or
+    None) for --checkpoint (refused if the sessions ran with another model), None without
+    one. A face store the checkpoint was not trained on is warned about (the page lists it)."""
     if checkpoint is None:
         return None
+    from mcmcp.config import foreign_store_warning
     from mcmcp.densities import class_centroids
     from vae.checkpoint import load_checkpoint
-    from vae.datasets import read_store
+    from vae.datasets import read_store, store_hash
 
     dims = set(sessions["d"].dropna().astype(int)) if "d" in sessions else set()
     loaded = load_checkpoint(checkpoint, expect_latent_dim=dims.pop() if len(dims) == 1 else None)
     unrecorded = pt.check_model(sessions, loaded.sha256, checkpoint)
-    centroids = None if faces is None else class_centroids(loaded, read_store(faces))
-    return loaded, centroids, unrecorded
+    faceset = centroids = None
+    if faces is not None:
+        faceset = read_store(faces)
+        foreign = foreign_store_warning(faces, store_hash(faces), loaded)
+        if foreign is not None:
+            warnings.warn(f"{foreign}: the class centroids (distance to data centroid) and the "
+                          "children's reference faces come from another face set than the "
+                          "model's; give the checkpoint's own face store", stacklevel=2)
+        centroids = class_centroids(loaded, faceset)
+    return loaded, centroids, unrecorded, faceset
 
 
-def _model_part(page, table, model, checkpoint, faces) -> tuple[str, pd.DataFrame | None]:
-    """Decode prototype faces when a checkpoint is given; returns (html, table with p_*)."""
+def _children(loaded, faceset, chosen: pd.DataFrame, children: pd.DataFrame | None
+              ) -> tuple[pd.DataFrame, object]:
+    """`chosen` with `identity`: the child each prototype face is drawn as (the one its
+    participant saw most; the group's: the study's most common; rows recording none: the
+    checkpoint's default), and the `mcmcp.identities.Identities` to draw them. A child the
+    face store cannot draw (no --faces, or not in it) is drawn as the default, with a warning."""
+    from mcmcp.identities import reference_codes
+
+    default = loaded.default_identity
+    chosen = chosen.drop(columns="identity", errors="ignore")
+    if children is not None and len(children) and default:
+        chosen = chosen.merge(children, on=["participant", "emotion"], how="left")
+    else:
+        chosen = chosen.assign(identity=None)
+    chosen["identity"] = chosen["identity"].fillna(default).astype(object)
+    wanted = [c for c in dict.fromkeys(chosen["identity"]) if c and c != default]
+    known = set() if faceset is None else set(np.asarray(faceset.identities).astype(str))
+    missing = [c for c in wanted if c not in known]
+    if missing:
+        where = "no --faces was given" if faceset is None else "they are not in the face store"
+        warnings.warn(f"prototype faces of children {', '.join(missing)} are drawn as the "
+                      f"checkpoint's default child {default} instead: {where}", stacklevel=2)
+        chosen["identity"] = chosen["identity"].where(~chosen["identity"].isin(missing), default)
+    return chosen, reference_codes(loaded, faceset, [c for c in wanted if c in known])
+
+
+def _model_part(page, table, model, checkpoint, faces, children=None
+                ) -> tuple[str, pd.DataFrame | None]:
+    """Decode prototype faces when a checkpoint is given, each as the child its participant
+    saw (`children`, from pt.children_seen); returns (html, table with p_* and identity)."""
     if model is None:
         return ("<p><b>No faces drawn:</b> no model checkpoint was given. Rerun with "
                 "<code>--checkpoint CHECKPOINT --faces FACES.h5</code> to see the prototype faces "
                 "and the model's reading of them.</p>", None)
     from vae.labels import EMOTIONS
 
-    loaded, centroids, unrecorded = model
+    loaded, centroids, unrecorded, faceset = model
     table = pt.model_comparison(table, loaded.model, EMOTIONS, centroids)
     chosen = _preferred(table)
     many = chosen["participant"].nunique() - 1 > MAX_LISTED
     if many:
         chosen = chosen[chosen["participant"] == "all"]
-    images = pt.decode(loaded.model, pt.table_vectors(chosen))
+    chosen, identities = _children(loaded, faceset, chosen, children)
+    images = pt.decode(loaded.model, pt.table_vectors(chosen),
+                       identities.stack(chosen["identity"]))
+    drawn = ("" if not identities.codes else
+             " Each face is drawn as the child the participant saw (named under the row "
+             "label); the group's as the child the study showed most.")
     page.figure(figures.prototype_faces(chosen, images), "faces",
                 f"Prototype faces decoded with {Path(checkpoint).name} (sha256 "
                 f"{loaded.sha256[:12]}...): " +
                 ("the group's, one per emotion (each participant's are on their own page). "
                  if many else "rows are participants and the group, columns emotions. ") +
-                "For guided sessions the de-guided (PSIS) prototype is drawn.")
+                "For guided sessions the de-guided (PSIS) prototype is drawn." + drawn)
+    table = table.merge(chosen[["participant", "emotion", "estimate", "identity"]],
+                        on=["participant", "emotion", "estimate"], how="left")
+    seen = [] if children is None else list(
+        children.loc[children["participant"] != "all", "identity"].value_counts().index)
+    if identities.codes and len(seen) > 1:
+        _child_strip(page, chosen[chosen["participant"] == "all"], loaded, faceset,
+                     seen[:MAX_CHILDREN], len(seen))
     note = ""
     if unrecorded:
         note = (f"<p class='warn'>{len(unrecorded)} session(s) recorded no model checkpoint, so "

@@ -250,7 +250,8 @@ def _read_careful(path: Path, data: bytes, d_recorded: int | None) -> pa.Table:
 
 
 def _cache_key(folder: Path) -> str:
-    parts = [f"format {CACHE_FORMAT}", str(folder.resolve())]
+    # the schema's columns too: a copy made before the schema gained one is read again
+    parts = [f"format {CACHE_FORMAT}", ",".join(schema.header(1)), str(folder.resolve())]
     for name in ("trials.csv", "session.json"):
         try:
             st = (folder / name).stat()

@@ -8,6 +8,11 @@ i.e. Luce's rule p(r)^g / (p(r)^g + p(l)^g) with decision exponent g, a lapse ra
 and a logit shift toward "right". Response times are a shifted log-normal, slower when the two
 faces are close in preference. Agents plug into the same engine as people; they never touch
 chains, files or global random state.
+
+Identity models show each face as one child (`mcmcp.identities`): `choose` takes the trial's
+child (`identity`: one id, or (n,) ids, "" or None = the model's default child). Agents that
+judge codes (latent, classifier) read expression off the sphere and ignore it; agents that judge
+pixels (observer, any `CallableAgent` on images) decode each face as that child.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class Agent(Protocol):
     name: str
 
     def choose(
-        self, emotion: str, left: np.ndarray, right: np.ndarray, rng: np.random.Generator
+        self, emotion: str, left: np.ndarray, right: np.ndarray, rng: np.random.Generator,
+        identity: str | np.ndarray | None = None,
     ) -> Choice: ...
 
 
@@ -100,30 +106,35 @@ class LuceAgent:
         self.side_bias = float(side_bias)
         self.rt = rt
 
-    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
+                       identity: str | np.ndarray | None = None) -> np.ndarray:
         """log p(x | emotion) up to a constant, (n,), for codes x (n, d); emotion: one name for
-        every row or (n,) names."""
+        every row or (n,) names; identity: the child shown, one id or (n,) ids (None: default)."""
         raise NotImplementedError
 
     def reset(self) -> None:
         """Forget anything remembered between trials (nothing, unless a subclass caches)."""
 
     def prob_right(self, emotion: str | np.ndarray, left: np.ndarray,
-                   right: np.ndarray) -> np.ndarray:
+                   right: np.ndarray, identity: str | np.ndarray | None = None) -> np.ndarray:
         """P(choose right) (n,) for pairs left, right (n, d); both sides are scored in one batch.
-        emotion: one name, or (n,) names (one per pair)."""
+        emotion: one name, or (n,) names (one per pair); identity: the pair's child, one id or
+        (n,) ids (None: the model's default)."""
         n = len(left)
         both = emotion if isinstance(emotion, str) else np.concatenate([emotion, emotion])
-        lp = self.log_preference(both, np.concatenate([left, right]))
+        if identity is not None and not isinstance(identity, str):
+            identity = np.concatenate([identity, identity])
+        lp = self.log_preference(both, np.concatenate([left, right]), identity)
         p = expit(self.exponent * (lp[n:] - lp[:n]) + self.side_bias)
         return (1.0 - self.lapse) * p + 0.5 * self.lapse
 
     def choose(
         self, emotion: str | np.ndarray, left: np.ndarray, right: np.ndarray,
-        rng: np.random.Generator,
+        rng: np.random.Generator, identity: str | np.ndarray | None = None,
     ) -> Choice:
-        """Answer n trials: left, right (n, d) codes; emotion: one name or (n,) names."""
-        p = self.prob_right(emotion, left, right)
+        """Answer n trials: left, right (n, d) codes; emotion: one name or (n,) names;
+        identity: the child each pair shows, one id or (n,) ids (None: the model's default)."""
+        p = self.prob_right(emotion, left, right, identity)
         return Choice(rng.random(p.shape) < p, self.rt.sample(p, rng))
 
 
@@ -136,7 +147,8 @@ class LatentAgent(LuceAgent):
         super().__init__(**luce)
         self.densities = {canonical_emotion(e): dens for e, dens in densities.items()}
 
-    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
+                       identity: str | np.ndarray | None = None) -> np.ndarray:
         if isinstance(emotion, str):
             return self._density(emotion).logpdf(x)
         out = np.empty(len(x))
@@ -164,18 +176,25 @@ class ClassifierAgent(LuceAgent):
         super().__init__(**luce)
         self.model = model
 
-    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
+                       identity: str | np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
             logits = self.model.classify(torch.as_tensor(x, dtype=torch.float32))
             logp = torch.log_softmax(logits, -1).double().numpy()
         return logp[np.arange(len(x)), class_columns(emotion, len(x))]
 
 
-def decode_batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
-    """Images (n, 1, H, W) float32 in [0, 1] of codes x (n, d), decoded DECODE_BATCH at a time."""
+def decode_batched(model: torch.nn.Module, x: np.ndarray,
+                   identity: torch.Tensor | None = None) -> torch.Tensor:
+    """Images (n, 1, H, W) float32 in [0, 1] of codes x (n, d), decoded DECODE_BATCH at a time;
+    identity: (n, k) identity codes, one child per row (None: the model's default child)."""
     with torch.inference_mode():
         z = torch.as_tensor(x, dtype=torch.float32)
-        return torch.cat([model.decode(z[i : i + DECODE_BATCH]) for i in range(0, len(z), DECODE_BATCH)])
+        if identity is None:
+            return torch.cat([model.decode(z[i : i + DECODE_BATCH])
+                              for i in range(0, len(z), DECODE_BATCH)])
+        return torch.cat([model.decode(z[i : i + DECODE_BATCH], identity[i : i + DECODE_BATCH])
+                          for i in range(0, len(z), DECODE_BATCH)])
 
 
 class CallableAgent(LuceAgent):
@@ -183,9 +202,12 @@ class CallableAgent(LuceAgent):
 
     fn: codes (n, d) numpy -> (n, 7) probabilities if takes == "codes"; images (n, 1, H, W)
     float32 torch tensor in [0, 1] -> (n, 7) if takes == "images" (then `model` decodes the codes,
-    in batches). Columns follow `vae.labels.EMOTIONS`; numpy arrays or tensors are accepted.
+    in batches, each as the trial's child: `identities`, a `mcmcp.identities.Identities`, None =
+    the model's default child). Columns follow `vae.labels.EMOTIONS`; numpy arrays or tensors
+    are accepted.
 
-    Probabilities are remembered per code (its exact bytes, the last CACHE_SIZE codes): a
+    Probabilities are remembered per code and child (the code's exact bytes, the last
+    CACHE_SIZE faces): a
     chain's current face was scored when it was proposed, so each trial decodes and scores only
     the new proposals, all of a call's new codes in one batch. `reset` forgets them (a simulation
     resets between participants, so no participant's answers depend on who came before).
@@ -193,7 +215,7 @@ class CallableAgent(LuceAgent):
 
     def __init__(
         self, name: str, fn: Callable, takes: str = "codes", model: torch.nn.Module | None = None,
-        **luce,
+        identities=None, **luce,
     ) -> None:
         super().__init__(**luce)
         if takes not in ("codes", "images"):
@@ -204,26 +226,42 @@ class CallableAgent(LuceAgent):
         self.fn = fn
         self.takes = takes
         self.model = model
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.identities = identities
+        self._cache: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
 
     def reset(self) -> None:
         self._cache.clear()
 
-    def _probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Category probabilities (n, 7) of codes x (n, d), computed (no cache)."""
-        inputs = decode_batched(self.model, x) if self.takes == "images" else x
+    def _probabilities(self, x: np.ndarray, children: list[str]) -> np.ndarray:
+        """Category probabilities (n, 7) of codes x (n, d) shown as `children` (n ids),
+        computed (no cache)."""
+        if self.takes == "images":
+            codes = None if self.identities is None else self.identities.stack(children)
+            inputs = decode_batched(self.model, x, codes)
+        else:
+            inputs = x
         with torch.inference_mode():
             return torch.as_tensor(self.fn(inputs)).double().numpy()
 
-    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
+                       identity: str | np.ndarray | None = None) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float64)
-        keys = [row.tobytes() for row in x]
+        # only pixels depend on the child: an agent on codes keys every code as child ""
+        if self.takes != "images" or identity is None:
+            children = [""] * len(x)
+        elif isinstance(identity, str):
+            children = [identity] * len(x)
+        else:
+            children = [str(c or "") for c in identity]
+        keys = [(c, row.tobytes()) for c, row in zip(children, x, strict=True)]
         first = {}
         for i, k in enumerate(keys):
             if k not in self._cache:
                 first.setdefault(k, i)
         if first:
-            for k, p in zip(first, self._probabilities(x[list(first.values())]), strict=True):
+            rows = list(first.values())
+            for k, p in zip(first, self._probabilities(x[rows], [children[i] for i in rows]),
+                            strict=True):
                 self._cache[k] = p
         columns = class_columns(emotion, len(keys)).tolist()
         out = np.empty(len(keys))
@@ -248,18 +286,19 @@ class ObserverAgent(CallableAgent):
     caller's modules stay as they were.
     """
 
-    def __init__(self, model: torch.nn.Module, observer, **luce) -> None:
+    def __init__(self, model: torch.nn.Module, observer, identities=None, **luce) -> None:
         fast_model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         fast_observer = copy.deepcopy(observer).eval().to(memory_format=torch.channels_last)
         super().__init__("observer", functools.partial(_softmax, fast_observer), "images",
-                         fast_model, **luce)
+                         fast_model, identities, **luce)
 
 
-def make_agent(spec, densities=None, model=None, observer=None) -> LuceAgent:
+def make_agent(spec, densities=None, model=None, observer=None, identities=None) -> LuceAgent:
     """An agent from a config `AgentSpec` (kind, exponent, lapse, side_bias).
 
     latent needs `densities` (emotion -> VMFMixture); classifier a torch VAE `model`;
-    observer the VAE `model` and an `observer` with predict_proba.
+    observer the VAE `model` and an `observer` with predict_proba, and draws each face as the
+    trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child).
     """
     luce = {"exponent": spec.exponent, "lapse": spec.lapse, "side_bias": spec.side_bias}
     if spec.kind == "latent":
@@ -275,5 +314,5 @@ def make_agent(spec, densities=None, model=None, observer=None) -> LuceAgent:
             raise ValueError(
                 "agent kind 'observer' needs the VAE checkpoint and vae/checkpoints/observer.pt"
             )
-        return ObserverAgent(model, observer, **luce)
+        return ObserverAgent(model, observer, identities, **luce)
     raise ValueError(f"agent.kind must be one of {', '.join(AGENT_KINDS)}, got {spec.kind!r}")

@@ -35,6 +35,10 @@ AGENT_KINDS = ("latent", "classifier", "observer")
 # Emotion block order across participants: as written, rotated by the number the participant id
 # ends in (P001 as written, P002 one block later, ...), or shuffled with the participant's seed.
 BLOCK_ORDERS = ("fixed", "rotated", "random")
+# Which child the faces show (identity models, `stimuli:`): one for everyone, one per
+# participant drawn from the list or rotated by participant number, or taking turns across chains.
+IDENTITY_ASSIGNS = ("fixed", "participant", "rotated", "chain")
+MODEL_KINDS = ("identity", "plain")  # vae.model.KINDS, kept here so configs load without torch
 
 # Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
 # full repr never ends), and an error is read by a person.
@@ -61,11 +65,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """checkpoint / faces: resolved paths. latent_dim: the d the experiment expects (None: any)."""
+    """checkpoint / faces: resolved paths. latent_dim: the d the experiment expects (None: any).
+    kind: the kind of face model the experiment expects, identity or plain (None: any)."""
 
     checkpoint: Path = ROOT / "vae/checkpoints/default.pt"
     faces: Path = DEFAULT_FACES
     latent_dim: int | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,17 @@ class OnlineSpec:
 
 
 @dataclass(frozen=True)
+class StimuliSpec:
+    """Which child the faces show (identity models; see `mcmcp.identities`). identity: child
+    ids of the face store (empty: the checkpoint's default child); assign: fixed (one id),
+    participant (one drawn per participant), rotated (by participant number) or chain (turns
+    across chains)."""
+
+    identity: tuple[str, ...] = ()
+    assign: str = "fixed"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int = 1
@@ -156,6 +173,7 @@ class ExperimentConfig:
     agent: AgentSpec | None = None
     block_order: str = "fixed"
     online: OnlineSpec = field(default_factory=OnlineSpec)
+    stimuli: StimuliSpec = field(default_factory=StimuliSpec)
 
 
 ADJECTIVES = {
@@ -262,7 +280,7 @@ def _path(reader: _Reader, name: str, default: str, base: Path) -> Path:
 
 
 def _model(r: _Reader, require_checkpoint: bool) -> ModelSpec:
-    r.check_keys(("checkpoint", "faces", "latent_dim"))
+    r.check_keys(("checkpoint", "faces", "latent_dim", "kind"))
     checkpoint = _path(r, "checkpoint", "vae/checkpoints/default.pt", ROOT)
     if require_checkpoint and not checkpoint.is_file():
         raise r.error("checkpoint", r.data.get("checkpoint", "vae/checkpoints/default.pt"),
@@ -273,7 +291,32 @@ def _model(r: _Reader, require_checkpoint: bool) -> ModelSpec:
         checkpoint=checkpoint,
         faces=_path(r, "faces", "data/faces.h5", ROOT),
         latent_dim=None if latent is None else r.number("latent_dim", None, 2, 64, integer=True),
+        kind=None if r.data.get("kind") is None else r.choice("kind", None, MODEL_KINDS),
     )
+
+
+def _stimuli(r: _Reader) -> StimuliSpec:
+    r.check_keys(("identity", "assign"))
+    value = r.data.get("identity")
+    # a single id, a list of ids; [] (as config_to_dict writes the default) is the default
+    ids = [value] if isinstance(value, str) else (None if value == [] else value)
+    allowed = ("a child id of the face store (e.g. syn0006) or a list of distinct ids "
+               "(leave the key out for the checkpoint's default child)")
+    if ids is not None and (not isinstance(ids, list) or len(set(map(str, ids))) != len(ids)):
+        raise r.error("identity", value, allowed)
+    for k, child in enumerate(ids or []):
+        if not (isinstance(child, str) and 1 <= len(child) <= 64
+                and all(c.isascii() and (c.isalnum() or c in "-_.") for c in child)):
+            raise r.error(f"identity[{k}]" if isinstance(value, list) else "identity", child,
+                          allowed)
+    assign = r.choice("assign", "fixed", IDENTITY_ASSIGNS)
+    if assign == "fixed" and ids is not None and len(ids) > 1:
+        raise r.error("assign", assign, f"participant, rotated or chain for a list of "
+                                        f"{len(ids)} children (fixed shows one child)")
+    if assign != "fixed" and ids is None:
+        raise r.error("assign", assign, "fixed (the default child), or list the children in "
+                                        "stimuli.identity")
+    return StimuliSpec(identity=tuple(ids or ()), assign=assign)
 
 
 def _emotions(file: Path, value: Any) -> tuple[str, ...]:
@@ -449,7 +492,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
                   "agent", "block_order",
-                  "online"))
+                  "online", "stimuli"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -469,6 +512,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         agent=None if (a := r.sub("agent", nullable=True)) is None else _agent(a),
         block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
         online=_online(r.sub("online")),
+        stimuli=_stimuli(r.sub("stimuli")),
     )
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
@@ -574,6 +618,15 @@ def open_model(cfg: ExperimentConfig, file: str | Path = "<config>"):
     if cfg.chains.start == "fibonacci" and d > 3:
         raise ConfigError(file, "chains.start", "fibonacci",
                           f"centroids or uniform: the checkpoint's latent size is {d} > 3")
+    kind = loaded.config.kind
+    if cfg.model.kind is not None and cfg.model.kind != kind:
+        raise ConfigError(file, "model.kind", cfg.model.kind,
+                          f"the kind of {cfg.model.checkpoint}, which is {kind}")
+    if cfg.stimuli.identity and kind != "identity":
+        raise ConfigError(file, "stimuli.identity", list(cfg.stimuli.identity),
+                          f"nothing: {cfg.model.checkpoint} is a {kind} model, which draws no "
+                          "child from a reference face; remove stimuli.identity or use an "
+                          "identity checkpoint (model.kind identity)")
     return loaded
 
 
@@ -604,6 +657,16 @@ def checkpoint_fitness(loaded, file: str | Path = "<config>") -> list[str]:
                 + (f" ({summary})" if summary else "")
                 + ": its faces may not be readable or separable enough for a study"]
     return []
+
+
+def foreign_store_warning(faces: Path, faces_hash: str, loaded) -> str | None:
+    """The warning for a face store whose content hash is not the one `loaded` (a
+    vae.checkpoint.LoadedModel) was trained on, None when it is. Callers add what it means
+    for them."""
+    if faces_hash == loaded.data_hash:
+        return None
+    return (f"face store {faces} (content sha256 {faces_hash[:12]}) is not the store checkpoint "
+            f"{loaded.path} was trained on (sha256 {str(loaded.data_hash)[:12]})")
 
 
 def ensure_default_faces(path: Path, image_size: tuple[int, int]) -> None:

@@ -40,10 +40,11 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mcmcp import schema
 
@@ -147,9 +148,27 @@ def open_engine(url: str, create: bool = True) -> Engine:
                          "postgresql+psycopg://user@host/dbname")
     if create:
         metadata.create_all(engine)
+        _add_new_columns(engine)
     elif not inspect(engine).has_table("sessions"):
         raise ValueError(f"{shown} holds no online sessions (no 'sessions' table)")
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Give a database made before the trial schema gained a column (e.g. `identity`) that
+    column, empty in the rows it holds, so a study goes on after an update. Several server
+    processes may try at once: a column another one just added is fine."""
+    for column in trials.columns:
+        if column.name in {c["name"] for c in inspect(engine).get_columns("trials")}:
+            continue
+        name = engine.dialect.identifier_preparer.quote(column.name)  # a schema name
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE trials ADD COLUMN {name} "
+                                  f"{column.type.compile(engine.dialect)}"))
+        except DBAPIError:
+            if column.name not in {c["name"] for c in inspect(engine).get_columns("trials")}:
+                raise
 
 
 class Database:

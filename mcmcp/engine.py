@@ -16,6 +16,11 @@ Block order (config `block_order`): the emotions as written, rotated by the numb
 id ends in, or shuffled with the participant's own stream; the same participant always gets the
 same order.
 
+Children (identity models, `mcmcp.identities`): every chain shows one child, and so does every
+catch, practice and repeat trial (a repeat shows its chain's); `PendingTrial.identity` says
+which, and every row records it in `identity`. The assignment is a pure function of the config
+and the participant, so a resumed session shows the same children.
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
@@ -32,6 +37,7 @@ from scipy.stats import special_ortho_group
 
 from mcmcp import chain, sphere
 from mcmcp.config import ExperimentConfig
+from mcmcp.identities import IDENTITY_STREAM, Assignment
 from mcmcp.seeds import participant_key, stream_rng
 
 # Stream tags of the counter-based seeds [seed, participant_key, session, stream, counter].
@@ -90,6 +96,7 @@ class PendingTrial:
     starts: "practice" | "block" when this trial opens practice or a new block, else None.
     break_before: a rest break is due before this trial.
     progress: (k, n), this is real trial k of n (practice: k of the practice count).
+    identity: the child both faces show ("" = the model's default; plain models: "").
     """
 
     trial: int
@@ -103,6 +110,7 @@ class PendingTrial:
     starts: str | None = None
     break_before: bool = False
     progress: tuple[int, int] = (0, 0)
+    identity: str = ""
 
     @property
     def emotion(self) -> str:
@@ -166,8 +174,10 @@ class Engine:
     cfg: the experiment; d: latent dimension; gates: emotion -> `gate.Gate` (None or {} =
     unguided); centroids: emotion -> (d,) unit class centroid (needed for catch trials and
     chains.start = centroids); agent: "human" or the agent's name (recorded in every row);
-    rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from.
-    Raises ValueError for saved rows that do not fit this config's schedule.
+    rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from;
+    identities: the participant's children (`mcmcp.identities.assignment`; None: the model's
+    default child, recorded as an empty `identity`).
+    Raises ValueError for saved rows that do not fit this config's schedule or its children.
     """
 
     def __init__(
@@ -180,6 +190,7 @@ class Engine:
         centroids: dict[str, np.ndarray] | None = None,
         agent: str = "human",
         rows_so_far: pd.DataFrame | None = None,
+        identities: Assignment | None = None,
     ):
         self.cfg, self.d, self.participant, self.session = cfg, d, participant, session
         self.gates = gates or {}
@@ -188,6 +199,8 @@ class Engine:
                      "experiment": cfg.name}
         self.emotions = block_order(cfg, participant)
         self.schedule = build_schedule(cfg, participant, session)
+        self.identities = identities or Assignment()
+        self._children = self._trial_children()
         if cfg.trials.catch_rate > 0 and len(self.centroids) < 2:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
@@ -210,13 +223,28 @@ class Engine:
                 "session": self.session, "streams": STREAMS,
                 "stream_tags": {"schedule": SCHEDULE_STREAM, "trial": TRIAL_STREAM,
                                 "start": START_STREAM, "agent": AGENT_STREAM,
-                                "block_order": ORDER_STREAM}}
+                                "block_order": ORDER_STREAM, "identity": IDENTITY_STREAM}}
 
     def stamp(self, **columns: object) -> None:
         """Set columns every later row carries, e.g. run, date and frame_rate of this run."""
         self.base.update(columns)
 
     # ------------------------------------------------------------------ set-up and resume
+
+    def _trial_children(self) -> list[str]:
+        """The child of every slot of the schedule: a chain trial its chain's, the j-th catch
+        or practice trial of a block the j-th in turn; repeats are set when asked (their
+        chain's child)."""
+        counts: dict[tuple[int, str], int] = {}
+        out = []
+        for slot in self.schedule:
+            if slot.kind == "chain":
+                out.append(self.identities.chain(slot.chain))
+                continue
+            j = counts.get((slot.block, slot.kind), 0)
+            counts[(slot.block, slot.kind)] = j + 1
+            out.append(self.identities.extra(j))
+        return out
 
     def _start_states(self) -> dict[int, chain.ChainState]:
         """Starts per block: fibonacci is the lattice turned by a uniformly random rotation (so
@@ -255,6 +283,17 @@ class Engine:
                     f"saved shown trial {i + 1} ({kind}, chain {ch}) does not match this "
                     f"config's schedule ({slot}); resume with the config the session started with"
                 )
+        if "identity" in shown:  # files from before children were recorded have no column
+            saved = shown["identity"].fillna("").astype(str).to_numpy()
+            planned = [self._children[i] for i in range(len(shown))]
+            wrong = [i for i, (a, b) in enumerate(zip(saved, planned, strict=True))
+                     if a != b and shown["kind"].iloc[i] != "repeat"]
+            if wrong:
+                i = wrong[0]
+                raise ValueError(
+                    f"saved shown trial {i + 1} showed child {saved[i] or '(default)'!r} but "
+                    f"this config and checkpoint give {planned[i] or '(default)'!r}; resume "
+                    "with the config and checkpoint the session started with")
         moves = rows[rows["kind"].isin(["chain", "gate"])].sort_values(["chain", "iteration"])
         for ch, group in moves.groupby("chain"):
             last = group.iloc[-1]
@@ -312,6 +351,7 @@ class Engine:
             raise RuntimeError("the next trial's chain is on screen; tell its response first")
         index = self.next_index
         slot = self.schedule[index]
+        child = self._children[index]
         t = index + 1
         rng = self.stream(TRIAL_STREAM, t)
         gate_rows: list[dict] = []
@@ -331,6 +371,7 @@ class Engine:
             current, proposal = orig["current"], orig["proposal"]
             fields = {"chain": orig["chain"], "iteration": orig["iteration"],
                       "repeat_of": orig["row"]}
+            child = self.identities.chain(orig["chain"])
             # sides swapped relative to the original showing
             first = "proposal" if orig["left_role"] == "current" else "current"
             roles = (first, "current" if first == "proposal" else "proposal")
@@ -357,12 +398,14 @@ class Engine:
             right=np.asarray(by_role[roles[1]], dtype=float),
             left_role=roles[0],
             right_role=roles[1],
-            fields={"current": current, "proposal": proposal, **fields},
+            fields={"current": current, "proposal": proposal, **fields,
+                    "identity": child or None},
             gate_rows=gate_rows,
             starts=starts,
             break_before=bool(every and real > 0 and real % every == 0 and starts is None),
             progress=(index + 1, self.n_practice) if slot.kind == "practice"
             else (real + 1, self.n_real),
+            identity=child,
         )
         self.next_index += 1
         self.pending.append(pending)
@@ -390,7 +433,7 @@ class Engine:
                 return state.position, proposal, fields, gate_rows
             gate_rows.append(self._row(slot, None, "gate", {
                 **fields, "current": state.position, "proposal": proposal,
-                "accepted": False,
+                "accepted": False, "identity": self.identities.chain(slot.chain) or None,
             }))
             state = self._advance(state, proposal, False)
             self.states[slot.chain] = state

@@ -23,11 +23,13 @@ FIXATION = 0.5  # seconds between a response and the next onset in the simulated
 
 class Block(NamedTuple):
     """One emotion block of one participant: the trace of its chains (simulate.Trace, chains
-    0..C-1 of the block) and the gate exponent (None without a gate)."""
+    0..C-1 of the block), the gate exponent (None without a gate) and the participant's
+    children (`mcmcp.identities.Assignment`; None: no `identity` column is written)."""
 
     emotion: str
     trace: object
     gate_gamma: float | None
+    children: object = None
 
 
 def n_catch_trials(catch_rate: float, n_chains: int, n_shown: int) -> int:
@@ -67,6 +69,8 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
     Catch trials (n_catch_trials per block; target = the emotion's centroid, foil = another
     emotion's, answered by `agent`) are mixed in when `centroids` has the emotion and another
     one. rng: the block's layout stream (interleaving, catch positions, foils, catch answers).
+    Children (`block.children`): chain c shows its chain's child, the j-th catch trial of the
+    block the j-th in turn, as in a lab session (`mcmcp.engine`).
     """
     tr = block.trace
     n_chains, d = tr.active.shape[1], tr.current.shape[-1]
@@ -101,8 +105,10 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
         foil = np.array([centroids[e] for e in foil_names])
         right_is_target = rng.random(n_catch) < 0.5
         m = right_is_target[:, None]
+        catch_children = (None if block.children is None
+                          else block.children.extra(np.arange(n_catch)))
         answer = agent.choose(block.emotion, np.where(m, foil, target), np.where(m, target, foil),
-                              rng)
+                              rng, identity=catch_children)
         rows = np.empty(n_catch, dtype=np.int64)  # catch trial j sits at row rows[j]
         rows[t[is_catch]] = np.flatnonzero(is_catch)
         cur[rows], prop[rows] = target, foil
@@ -132,6 +138,11 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
         "chose_proposal": chose_col, "accepted": accepted, "correct": correct,
         "foil_emotion": foil_emotion, "rt": rt,
     }
+    if block.children is not None:
+        identity = np.empty(n, dtype=object)
+        identity[step] = block.children.chain(b * n_chains + i[step])
+        identity[is_catch] = block.children.extra(t[is_catch])
+        cols["identity"] = np.where(identity == "", None, identity)
     if block.gate_gamma is not None:
         for name, field in (("log_gate_current", tr.log_g_current),
                             ("log_gate_proposal", tr.log_g_proposal), ("gate_prob", tr.gate_prob)):

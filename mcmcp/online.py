@@ -36,6 +36,7 @@ from PIL import Image
 from mcmcp.config import ConfigError, ExperimentConfig, config_to_dict, open_model
 from mcmcp.dbstore import Database, SessionRecord
 from mcmcp.engine import Engine, schedule_length
+from mcmcp.identities import Identities, assignment
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow, instructions
 from mcmcp.store import local_now, utc_now, validate_participant_id, versions
@@ -65,29 +66,32 @@ def valid_id(value: object, max_len: int = 64) -> bool:
 class _SharedRenderer(Renderer):
     """The renderer shared by the request threads of one process (its cache is not thread-safe)."""
 
-    def __init__(self, model, cache_size: int = 1024):
-        super().__init__(model, cache_size)
+    def __init__(self, model, cache_size: int = 1024, identities=None):
+        super().__init__(model, cache_size, identities)
         self._lock = threading.Lock()
 
-    def images(self, codes: np.ndarray) -> np.ndarray:
+    def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
         with self._lock:
-            return super().images(codes)
+            return super().images(codes, identities)
 
 
 class OnlineStudy:
     """One experiment config served online; several processes may serve it on one database.
 
     cfg: the experiment (its `agent` is ignored: online participants are people); db: the
-    store; loaded: the checkpoint (`config.open_model`); gates, centroids, faces_hash: as
-    `mcmcp.run` builds them for a lab session.
+    store; loaded: the checkpoint (`config.open_model`); gates, centroids, faces_hash,
+    identities (the children, `mcmcp.identities`; None: the default child): as `mcmcp.run`
+    builds them for a lab session.
     """
 
     def __init__(self, cfg: ExperimentConfig, db: Database, loaded, gates: dict,
-                 centroids: dict | None, faces_hash: str | None):
+                 centroids: dict | None, faces_hash: str | None,
+                 identities: Identities | None = None):
         self.cfg, self.db, self.loaded = cfg, db, loaded
         self.gates, self.centroids, self.faces_hash = gates, centroids, faces_hash
+        self.identities = identities or Identities(loaded.default_identity)
         self.d = loaded.config.latent_dim
-        self.renderer = _SharedRenderer(loaded.model)
+        self.renderer = _SharedRenderer(loaded.model, identities=identities)
         self.n_shown = schedule_length(cfg)
         self._flows: OrderedDict[int, tuple[str, SessionFlow]] = OrderedDict()
         self._flows_lock = threading.Lock()
@@ -118,11 +122,11 @@ class OnlineStudy:
         cfg = replace(cfg, agent=None)
         loaded = open_model(cfg, file)
         warnings = checkpoint_fitness(loaded, file)
-        gates, centroids, _, faces_hash, more = session_materials(cfg, loaded, file)
+        gates, centroids, _, faces_hash, more, identities = session_materials(cfg, loaded, file)
         for line in [*warnings, *more]:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
         check_database(cfg, db, loaded.sha256, file)
-        return cls(cfg, db, loaded, gates, centroids, faces_hash)
+        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities)
 
     # ------------------------------------------------------------------ participant steps
 
@@ -149,8 +153,10 @@ class OnlineStudy:
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
-        try:  # the participant's streams and block order (a rotated order needs a number)
-            engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids)
+        try:  # the participant's streams, block order and child (rotated ones need a number)
+            children = assignment(self.cfg, participant, self.identities.default)
+            engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids,
+                            identities=children)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
         token, now, uid = secrets.token_urlsafe(24), utc_now(), uuid.uuid4().hex
@@ -161,6 +167,7 @@ class OnlineStudy:
             "versions": versions(),
             "seeds": engine.seeds(),
             "block_order": list(engine.emotions),
+            "identity": {**children.record(), **self.identities.record()},
             "date": local_now(),
             "agent": "human",
             "gate": config_to_dict(self.cfg)["gate"],
@@ -289,7 +296,8 @@ class OnlineStudy:
                 return cached[1]
         rows = self.db.frame(record.id, record.d) if record.n_rows else None
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,
-                        self.centroids, "human", rows)
+                        self.centroids, "human", rows,
+                        assignment(self.cfg, record.participant, self.identities.default))
         engine.stamp(run=1, date=record.meta.get("date"),
                      frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
@@ -326,10 +334,12 @@ class OnlineStudy:
         return view
 
     def _pair(self, trial, pair: np.ndarray, out: dict[str, str]) -> list[str]:
-        """Image keys [left, right] of a trial; their PNG data URLs go into `out`."""
+        """Image keys [left, right] of a trial (the code and the child); their PNG data URLs
+        go into `out`."""
         keys = []
         for code, image in zip((trial.left, trial.right), pair, strict=True):
-            key = hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()).hexdigest()[:20]
+            key = hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
+                                 + trial.identity.encode("utf-8")).hexdigest()[:20]
             with self._pngs_lock:
                 url = self._pngs.get(key)
             if url is None:
@@ -362,7 +372,7 @@ def check_database(cfg: ExperimentConfig, db: Database, checkpoint_sha256: str,
     for study, status, meta in db.studies():
         if study != cfg.name or status not in ("consent", "running"):
             continue
-        theirs = deciding(meta.get("config", {}))
+        theirs = deciding(_resolved(meta.get("config", {})))
         if theirs != mine or meta.get("checkpoint_sha256") != checkpoint_sha256:
             keys = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
             raise ConfigError(
@@ -370,6 +380,18 @@ def check_database(cfg: ExperimentConfig, db: Database, checkpoint_sha256: str,
                 f"a study name whose unfinished sessions in {db.url} used this config; they "
                 f"differ in {keys or ['model.checkpoint (its sha256)']}. Serve them with the "
                 "config they started with, or give this config another name")
+
+
+def _resolved(config: dict) -> dict:
+    """A saved config with the keys added since it was saved (their defaults, e.g. `stimuli`),
+    so a session started before a key existed still compares equal to the same design."""
+    from mcmcp.config import config_from_dict
+
+    try:
+        return json.loads(json.dumps(config_to_dict(config_from_dict(
+            config, require_checkpoint=False))))
+    except (ConfigError, TypeError):
+        return config
 
 
 def png_data_url(image: np.ndarray) -> str:

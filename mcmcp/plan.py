@@ -110,9 +110,16 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
     rng = np.random.default_rng([cfg.seed, T, C, cell.seed])
     start = np.concatenate([start_points(cfg.chains.start, C, design.d, e, design.centroids, rng)
                             for e in cfg.emotions for _ in range(P)])
+    identity = None  # each participant's children, as `mcmcp.simulate` gives sim001, ...
+    if design.identities is not None:
+        from mcmcp.identities import assignment
+
+        kids = [assignment(cfg, f"sim{p + 1:03d}", design.identities.default) for p in range(P)]
+        identity = np.array([kids[p].chain(b * C + c) for b in range(E) for p in range(P)
+                             for c in range(C)], dtype=object)
     trace = simulate_chains(start, T, cfg.chains.kappa_proposal, design.agent,
                             np.repeat(np.array(cfg.emotions, dtype=object), P * C),
-                            joint_gate(design.gates, cfg.emotions, P * C), rng, adapt)
+                            joint_gate(design.gates, cfg.emotions, P * C), rng, adapt, identity)
     n_catch = n_catch_trials(cfg.trials.catch_rate, C, T)
     rt = np.nan_to_num(trace.rt).sum(axis=0).reshape(E, P, C).sum(axis=(0, 2))
     seconds = rt + E * ((C * T + n_catch) * shared.fixation + n_catch * np.nanmean(trace.rt))

@@ -171,13 +171,14 @@ def _resumed_config(args: argparse.Namespace, store):
 def _need_faces(cfg) -> bool:
     return (cfg.gate.kind in ("vmf", "mixture") or cfg.trials.catch_rate > 0
             or cfg.chains.start == "centroids"
-            or (cfg.agent is not None and cfg.agent.kind == "latent"))
+            or (cfg.agent is not None and cfg.agent.kind == "latent")
+            or bool(cfg.stimuli.identity))  # the children's reference faces
 
 
 def _faces(cfg, loaded, source):
     """(faceset, content hash, training-split indices or None, warnings) for the config's face
     store; builds the default store on first use."""
-    from mcmcp.config import ensure_default_faces
+    from mcmcp.config import ensure_default_faces, foreign_store_warning
     from vae.datasets import read_store, split_by_identity, store_hash
 
     path = cfg.model.faces
@@ -191,21 +192,22 @@ def _faces(cfg, loaded, source):
                           f"({type(err).__name__}: {str(err)[:200]})") from None
     warnings = []
     tc = loaded.train_config or {}
-    if faces_hash == loaded.data_hash and "val_fraction" in tc:
+    foreign = foreign_store_warning(path, faces_hash, loaded)
+    if foreign is None and "val_fraction" in tc:
         # the faces the model was trained on: fit densities to the training identities only
         idx, _ = split_by_identity(faceset.identities, tc["val_fraction"], tc.get("split_seed", 0))
     else:
         idx = None
         warnings.append(
-            f"face store {path} (content sha256 {faces_hash[:12]}) is not the store checkpoint "
-            f"{cfg.model.checkpoint} was trained on (sha256 {str(loaded.data_hash)[:12]}): the "
+            f"{foreign or f'checkpoint {loaded.path} records no training split'}: the "
             "gatekeeper, catch-trial and agent densities are fitted to ALL its faces, held-out "
             "validation identities included; use the checkpoint's own face store")
     return faceset, faces_hash, idx, warnings
 
 
-def _materials(cfg, loaded, faces):
-    """(gates, centroids, agent) for the session, fitting only what the config needs."""
+def _materials(cfg, loaded, faces, identities=None):
+    """(gates, centroids, agent) for the session, fitting only what the config needs; an image
+    agent draws the session's children from `identities` (mcmcp.identities.Identities)."""
     from mcmcp.agents import make_agent
     from mcmcp.densities import class_centroids, emotion_densities
     from mcmcp.gate import make_gate
@@ -230,16 +232,21 @@ def _materials(cfg, loaded, faces):
 
             observer = load_observer(ROOT / "vae" / "checkpoints" / "observer.pt")
         agent = make_agent(cfg.agent, densities=agent_densities, model=loaded.model,
-                           observer=observer)
+                           observer=observer, identities=identities)
     return gates, centroids, agent
 
 
 def session_materials(cfg, loaded, source="<config>"):
     """What a session of `cfg` fits from the face store, for lab and online sessions alike:
-    (gates, centroids, agent, faces content hash or None, warnings)."""
+    (gates, centroids, agent, faces content hash or None, warnings, identities) where
+    identities are the children the faces may show (`mcmcp.identities.open_identities`)."""
+    from mcmcp.identities import open_identities
+
     faces = _faces(cfg, loaded, source) if _need_faces(cfg) else None
-    gates, centroids, agent = _materials(cfg, loaded, faces)
-    return gates, centroids, agent, *((None, []) if faces is None else (faces[1], faces[3]))
+    identities = open_identities(cfg, loaded, None if faces is None else faces[0], source)
+    gates, centroids, agent = _materials(cfg, loaded, faces, identities)
+    return (gates, centroids, agent, *((None, []) if faces is None else (faces[1], faces[3])),
+            identities)
 
 
 def _check_resumed_inputs(store, loaded, faces_hash, accept: bool) -> bool:
@@ -349,13 +356,16 @@ def _ask(session: int | None) -> tuple[str | None, int]:
 
 
 def _inputs(args, cfg, store):
-    """The checked model and faces: (loaded, faces or None, warnings, inputs changed)."""
+    """The checked model, faces and children: (loaded, faces or None, warnings, inputs changed,
+    identities)."""
     from mcmcp.config import checkpoint_fitness, open_model
+    from mcmcp.identities import open_identities
 
     source = args.config or (store.session_path if store is not None else "<config>")
     loaded = open_model(cfg, source)
     warnings = checkpoint_fitness(loaded, source)
     faces = _faces(cfg, loaded, source) if _need_faces(cfg) else None
+    identities = open_identities(cfg, loaded, None if faces is None else faces[0], source)
     if faces is not None:
         warnings += faces[3]
     changed = False
@@ -364,7 +374,7 @@ def _inputs(args, cfg, store):
                                         args.accept_changed_inputs)
     for line in warnings:
         _warn(line)
-    return loaded, faces, warnings, changed
+    return loaded, faces, warnings, changed, identities
 
 
 def _display(args, cfg, image_size, origin: float):
@@ -408,18 +418,20 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
 
     from mcmcp.config import config_to_dict
     from mcmcp.engine import Engine
+    from mcmcp.identities import assignment
     from mcmcp.render import Renderer
     from mcmcp.session import run_session
     from mcmcp.store import utc_now, versions
 
     torch.set_num_threads(1)  # tiny decoder: one thread keeps latency flat next to the window
-    loaded, faces, warnings, changed = _inputs(args, cfg, store)
-    gates, centroids, agent = _materials(cfg, loaded, faces)
+    loaded, faces, warnings, changed, identities = _inputs(args, cfg, store)
+    gates, centroids, agent = _materials(cfg, loaded, faces, identities)
     agent_name = agent.name if agent is not None else "human"
     d = loaded.config.latent_dim
     try:
+        children = assignment(cfg, participant, identities.default)
         engine = Engine(cfg, d, participant, session, gates, centroids, agent_name,
-                        store.read_rows() if store is not None else None)
+                        store.read_rows() if store is not None else None, children)
     except ValueError as err:  # saved rows that do not fit the schedule, a rotated order...
         raise Refused(str(err)) from None
 
@@ -447,6 +459,7 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
                 "versions": versions(),
                 "seeds": engine.seeds(),
                 "block_order": list(engine.emotions),
+                "identity": {**children.record(), **identities.record()},
                 "agent": agent_name,
                 "gate": config_to_dict(cfg)["gate"],
                 "window": window,
@@ -464,7 +477,8 @@ def _run(args, cfg, participant: str, session: int, store) -> int:
              f"{engine.next_index} done; blocks {', '.join(engine.emotions)}")
         status, error = "error", None
         try:
-            status = run_session(cfg, engine, store, display, Renderer(loaded.model), agent, _log)
+            status = run_session(cfg, engine, store, display,
+                                 Renderer(loaded.model, identities=identities), agent, _log)
         except KeyboardInterrupt:
             status = "aborted"
         except OSError as err:  # a full disk: one line from main(), the status recorded here

@@ -78,6 +78,10 @@ _AFTER_LATENT = (
     Column("date", "string", "local date and time the session started (ISO 8601 with UTC offset)"),
     Column("frame_rate", "Float64", "refresh rate (Hz) measured at the start of the row's run; "
                                     "empty without a window"),
+    # Identity models (issue 11): both faces of a pair are one child's (mcmcp.identities).
+    Column("identity", "string", "the child both faces show: an identity of the face store (its "
+                                 "reference face draws the child; session.json `identity`); "
+                                 "empty for a plain model"),
 )
 
 

@@ -102,7 +102,8 @@ class HeadlessDisplay:
 def agent_answer(agent, engine: Engine, trial: PendingTrial) -> Answer:
     """The agent's choice for a trial, from the trial's own counter-based stream (exact resume)."""
     rng = engine.stream(AGENT_STREAM, trial.trial)
-    choice = agent.choose(trial.emotion, trial.left[None], trial.right[None], rng)
+    choice = agent.choose(trial.emotion, trial.left[None], trial.right[None], rng,
+                          identity=trial.identity)
     return Answer("right" if bool(choice.chose_right[0]) else "left", float(choice.rt[0]))
 
 

@@ -19,6 +19,9 @@ Randomness: participant P's start points and chains (all blocks, simulated toget
 trials from `stream_rng(seed, P, session, LAYOUT_STREAM, b)`, so a participant's data are the
 same whether simulated alone, with 99 others or in parallel (recorded in session.json `seeds`).
 Practice and repeat trials are not simulated (agents need no practice; repeat_rate must be 0).
+Children (identity models, `stimuli:`): each participant's chains and catch trials show the
+children `mcmcp.identities.assignment` gives them, as in a lab session; image agents (observer)
+see each face as its trial's child; rows and session.json record them.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ def simulate_chains(
     gate: Gate | None,
     rng: np.random.Generator,
     adapt: tuple[float, int] | None = None,
+    identity: np.ndarray | None = None,
 ) -> Trace:
     """Run n chains from `start` (n, d) until each has had `n_shown` trials shown to `agent`.
 
@@ -115,7 +119,8 @@ def simulate_chains(
     them a gate over `ByChain` densities). kappa_proposal: scalar or (n,); adapt: (target
     acceptance, burn_in iterations) for Robbins-Monro tuning of kappa during burn-in, or None.
     Gate-screened proposals are steps too (the chain stays) but are not shown. Sides are
-    randomised here, 50/50 per trial.
+    randomised here, 50/50 per trial. identity: (n,) the child each chain shows (for agents that
+    judge pixels), None: the model's default.
     """
     state = chain.init(start, kappa_proposal)
     n = len(start)
@@ -148,7 +153,8 @@ def simulate_chains(
             cur, prop, rip = state.position[idx], proposal[idx], right_is_prop[idx]
             m = rip[:, None]
             answer = agent.choose(emotion if isinstance(emotion, str) else emotion[idx],
-                                  np.where(m, cur, prop), np.where(m, prop, cur), rng)
+                                  np.where(m, cur, prop), np.where(m, prop, cur), rng,
+                                  identity=None if identity is None else identity[idx])
             chose[idx] = answer.chose_right == rip
             rt[idx] = answer.rt
         new = chain.step(state, proposal, chose)
@@ -212,18 +218,23 @@ class GroundTruth(NamedTuple):
 class ModelParts(NamedTuple):
     """What a simulation takes from the VAE: `loaded` (vae.checkpoint.LoadedModel); the training
     faces of the face store encoded once (`densities.emotion_codes`: emotion -> (n_e, d)), None
-    when nothing is fitted to faces; the observer classifier, None unless the agent is one."""
+    when nothing is fitted to faces; the observer classifier, None unless the agent is one;
+    the children (`mcmcp.identities.Identities`) and warnings about the inputs (recorded in
+    every session.json)."""
 
     loaded: object
     codes: dict | None
     observer: object | None
+    identities: object = None
+    warnings: tuple = ()
 
 
 class Design(NamedTuple):
     """Everything needed to simulate any participant of a study (picklable, sent once to each
     worker process): the config, d, the agent, each emotion's gate (None = unguided), the class
     centroids (catch trials, centroid starts; None without), the session.json fields shared by
-    all participants and the output root."""
+    all participants, the output root and the children (`mcmcp.identities.Identities`, None
+    without a model)."""
 
     cfg: object
     d: int
@@ -232,6 +243,7 @@ class Design(NamedTuple):
     centroids: dict | None
     metadata: dict
     root: Path
+    identities: object = None
 
 
 class Done(NamedTuple):
@@ -257,6 +269,7 @@ class Study(NamedTuple):
 
 def simulate_participant(design: Design, participant: str) -> Done:
     """Simulate one participant's session (every block of the design) and write it."""
+    from mcmcp.identities import assignment
     from mcmcp.layout import SESSION, Block, block_columns, session_columns
     from mcmcp.store import SessionStore, utc_now
 
@@ -270,10 +283,14 @@ def simulate_participant(design: Design, participant: str) -> Done:
     rng = stream_rng(cfg.seed, participant, SESSION, CHAIN_STREAM, 0)
     start = np.concatenate([start_points(cfg.chains.start, C, d, e, design.centroids, rng)
                             for e in cfg.emotions])
+    children = (None if design.identities is None
+                else assignment(cfg, participant, design.identities.default))
     t0 = time.perf_counter()
     trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent,
                             np.repeat(np.array(cfg.emotions, dtype=object), C),
-                            joint_gate(design.gates, cfg.emotions, C), rng, adapt)
+                            joint_gate(design.gates, cfg.emotions, C), rng, adapt,
+                            None if children is None
+                            else children.chain(np.arange(C * len(cfg.emotions))))
     seconds = time.perf_counter() - t0
     blocks = []
     for b, emotion in enumerate(cfg.emotions):
@@ -281,15 +298,17 @@ def simulate_participant(design: Design, participant: str) -> Done:
         layout = stream_rng(cfg.seed, participant, SESSION, LAYOUT_STREAM, b)
         blocks.append(block_columns(
             Block(emotion, trace.chains(slice(b * C, (b + 1) * C)),
-                  None if gate is None else gate.gamma),
+                  None if gate is None else gate.gamma, children),
             b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout))
     columns, n_rows = session_columns(blocks, participant, agent.name, utc_now())
     seeds = {"master": cfg.seed, "participant_key": participant_key(participant),
              "chains": f"stream_rng(seed, participant, session, {CHAIN_STREAM}, 0)",
              "layout_and_catch": f"stream_rng(seed, participant, session, {LAYOUT_STREAM}, "
                                  "block)"}
+    identity = {} if children is None else {
+        "identity": {**children.record(), **design.identities.record()}}
     store = SessionStore.create(design.root, participant, SESSION, d,
-                                {**design.metadata, "seeds": seeds})
+                                {**design.metadata, "seeds": seeds, **identity})
     store.append_columns(columns, n_rows)
     store.finish(n_rows=n_rows)
     return Done(store.folder, n_rows, int(trace.active.sum()), seconds)
@@ -393,9 +412,10 @@ def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | 
     loaded = None if model is None else model.loaded
     codes = None if model is None else model.codes
     with_faces = codes is not None
+    identities = None if model is None else model.identities
     agent = make_agent(agent_spec, None if truth is None else truth.densities,
                        None if loaded is None else loaded.model,
-                       None if model is None else model.observer)
+                       None if model is None else model.observer, identities)
     if truth is not None and truth.kind != "data":
         # Categories not made from faces: a clear exemplar of one is its own mode.
         centroids = {e: dens.mode() for e, dens in truth.densities.items()}
@@ -422,8 +442,9 @@ def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | 
             "prototypes": {e: dens.mode().tolist() for e, dens in truth.densities.items()},
         },
         "versions": versions(),
+        "warnings": [] if model is None else list(model.warnings),
     }
-    return Design(cfg, d, agent, gates, centroids, metadata, root)
+    return Design(cfg, d, agent, gates, centroids, metadata, root, identities)
 
 
 def _check_design(cfg, d, truth, loaded, centroids, source) -> None:
@@ -549,6 +570,7 @@ def open_model_parts(cfg, src: str, truth_arg: str) -> ModelParts | None:
         ("--truth data (categories fitted to the encoded faces)", truth_from_data),
         (f"agent.kind {agent.kind}", agent.kind != "latent"),
         (f"gate.kind {cfg.gate.kind}", cfg.gate.kind in ("vmf", "mixture", "classifier")),
+        ("stimuli.identity (the children's reference faces)", bool(cfg.stimuli.identity)),
     ) if needed]
     if not needs:
         return None
@@ -557,28 +579,42 @@ def open_model_parts(cfg, src: str, truth_arg: str) -> ModelParts | None:
                           f"an existing VAE checkpoint, needed by {' and '.join(needs)}; train "
                           "one with `python -m vae.train`, or simulate without a model: "
                           "--truth manual (or a JSON file), a latent agent, gate none or manual")
+    from mcmcp.identities import open_identities
+
     loaded = open_model(cfg, src)
     loaded.model.eval()
-    codes = observer = None
-    # Faces: to fit the truth or the gate, or for class centroids when no truth gives them.
-    if (truth_from_data or cfg.gate.kind in ("vmf", "mixture")
-            or (agent.kind != "latent"
-                and (cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0))):
-        from mcmcp.config import ensure_default_faces
+    codes = observer = faceset = None
+    warnings = []
+    # Faces: to fit the truth or the gate, or for class centroids when no truth gives them,
+    # or for the children's reference faces.
+    fit = (truth_from_data or cfg.gate.kind in ("vmf", "mixture")
+           or (agent.kind != "latent"
+               and (cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0)))
+    if fit or cfg.stimuli.identity:
+        from mcmcp.config import ensure_default_faces, foreign_store_warning
         from mcmcp.densities import emotion_codes
-        from vae.datasets import read_store, split_by_identity
+        from vae.datasets import read_store, split_by_identity, store_hash
 
         ensure_default_faces(cfg.model.faces, loaded.config.image_size)
         faceset = read_store(cfg.model.faces)  # ValueError naming the file if unreadable
-        tc = loaded.train_config or {}
-        train_idx, _ = split_by_identity(faceset.identities, tc.get("val_fraction", 0.2),
-                                         tc.get("split_seed", 0))
-        codes = emotion_codes(loaded, faceset, train_idx)
+        foreign = foreign_store_warning(cfg.model.faces, store_hash(cfg.model.faces), loaded)
+        if foreign is not None:
+            warnings.append(f"{foreign}: the training split is drawn from ITS identities, so "
+                            "the agent and gate densities may be fitted to faces the model "
+                            "never saw in training, or miss some it did; use the checkpoint's "
+                            "own face store")
+            print(f"WARNING: {warnings[-1]}", file=sys.stderr, flush=True)
+        if fit:
+            tc = loaded.train_config or {}
+            train_idx, _ = split_by_identity(faceset.identities, tc.get("val_fraction", 0.2),
+                                             tc.get("split_seed", 0))
+            codes = emotion_codes(loaded, faceset, train_idx)
+    identities = open_identities(cfg, loaded, faceset, src)
     if agent.kind == "observer":
         from vae.observer import load_observer
 
         observer = load_observer(Path(cfg.model.checkpoint).parent / "observer.pt")
-    return ModelParts(loaded, codes, observer)
+    return ModelParts(loaded, codes, observer, identities, tuple(warnings))
 
 
 def ground_truth(truth_arg: str, cfg, model: ModelParts | None, kappa: float = 30.0,

@@ -198,6 +198,7 @@ def test_columns_the_schema_gained_later_load_as_empty(analysis_small_study, tmp
     """A file written before a column existed still loads; a first-release column may not go."""
     folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01", tmp_path / "ses-01")
     before = load_trials(folder)
+    # columns the schema does not have yet (key and frame_rate, the example once, now exist)
     monkeypatch.setattr(schema, "_AFTER_LATENT", schema._AFTER_LATENT + (
         schema.Column("future_text", "string", "a text column added later"),
         schema.Column("future_number", "Float64", "a number column added later")))
