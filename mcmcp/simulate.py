@@ -183,6 +183,65 @@ def simulate_chains(
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
 
+def simulate_gsp_chains(
+    start: np.ndarray,
+    n_shown: int,
+    points: int,
+    agent: Agent,
+    emotion: str | np.ndarray,
+    gate: Gate | None,
+    rng: np.random.Generator,
+) -> tuple[Trace, dict]:
+    """Run n GSP chains from `start` (n, d) for `n_shown` slider trials each (`mcmcp.gsp`).
+
+    Every trial is shown and is one step: `proposal` is the confirmed point, `accepted` says the
+    chain moved there (False for point 0, x itself, or a move the gate refused). Returns the
+    trace (kappa NaN: GSP has no proposal concentration) and the slider's own arrays, indexed
+    [t, i] like the trace: direction (T, n, d), gsp_shift, gsp_start, gsp_choice (T, n) int.
+    """
+    from mcmcp import gsp
+
+    state = chain.init(start, np.nan)
+    n = len(start)
+    log_g = gate.density.logpdf(state.position) if gate is not None else None
+    rec: dict[str, list] = {k: [] for k in ("current", "proposal", "rt", "gate_prob",
+                                            "log_g_current", "log_g_proposal")}
+    extra: dict[str, list] = {k: [] for k in ("direction", "gsp_shift", "gsp_start",
+                                              "gsp_choice")}
+    rows = np.arange(n)
+    accepted = []
+    for _ in range(n_shown):
+        circle = gsp.draw_circle(state.position, points, rng)
+        answer = agent.slide(emotion, circle.points, circle.start, circle.shift, rng)
+        chosen = circle.points[rows, answer.choice]
+        moved = np.ones(n, bool)
+        if gate is not None:
+            res = gate.screen(state.position, chosen, rng, log_g)
+            moved = res.passed
+            rec["gate_prob"].append(res.prob)
+            rec["log_g_current"].append(res.log_g_current)
+            rec["log_g_proposal"].append(res.log_g_proposal)
+            log_g = np.where(moved, res.log_g_proposal, log_g)
+        new = gsp.step(state, circle.points, answer.choice, moved)
+        rec["current"].append(state.position)
+        rec["proposal"].append(chosen)
+        rec["rt"].append(answer.rt)
+        accepted.append(moved & (answer.choice != 0))
+        for key, value in zip(extra, (circle.direction, circle.shift, circle.start,
+                                      answer.choice), strict=True):
+            extra[key].append(value)
+        state = new
+    out = {k: np.stack(v) for k, v in rec.items() if v}
+    shape = (n_shown, n)
+    for key in ("gate_prob", "log_g_current", "log_g_proposal"):
+        out.setdefault(key, np.broadcast_to(np.nan, shape))
+    ones, zeros = np.ones(shape, bool), np.zeros(shape, bool)
+    trace = Trace(**out, kappa=np.full(shape, np.nan), active=ones, shown=ones,
+                  right_is_proposal=zeros, chose_proposal=ones, accepted=np.stack(accepted),
+                  final=state)
+    return trace, {k: np.stack(v) for k, v in extra.items()}
+
+
 # ----------------------------------------------------------------------------- whole studies
 
 
