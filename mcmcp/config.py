@@ -35,6 +35,8 @@ AGENT_KINDS = ("latent", "classifier", "observer")
 # Emotion block order across participants: as written, rotated by the number the participant id
 # ends in (P001 as written, P002 one block later, ...), or shuffled with the participant's seed.
 BLOCK_ORDERS = ("fixed", "rotated", "random")
+# MCMCP: two faces, choose one (mcmcp.chain); GSP: a slider along a great circle (mcmcp.gsp).
+PARADIGMS = ("mcmcp", "gsp")
 
 # Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
 # full repr never ends), and an error is read by a person.
@@ -144,6 +146,14 @@ class OnlineSpec:
 
 
 @dataclass(frozen=True)
+class GSPSpec:
+    """Gibbs Sampling with People (`paradigm: gsp`): the slider has `points` positions along
+    the great circle (K; neighbours 360/K degrees apart)."""
+
+    points: int = 32
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int = 1
@@ -156,6 +166,8 @@ class ExperimentConfig:
     agent: AgentSpec | None = None
     block_order: str = "fixed"
     online: OnlineSpec = field(default_factory=OnlineSpec)
+    paradigm: str = "mcmcp"
+    gsp: GSPSpec = field(default_factory=GSPSpec)
 
 
 ADJECTIVES = {
@@ -424,6 +436,24 @@ def _online(r: _Reader) -> OnlineSpec:
     )
 
 
+def _gsp(r: _Reader) -> GSPSpec:
+    r.check_keys(("points",))
+    return GSPSpec(points=r.number("points", 32, 4, 360, integer=True))
+
+
+def _check_gsp(r: _Reader, cfg: ExperimentConfig) -> None:
+    """What a GSP session cannot have: catch and repeat trials are two-face choices, and the
+    slider has no proposal concentration to adapt."""
+    for key, value in (("trials.catch_rate", cfg.trials.catch_rate),
+                       ("trials.repeat_rate", cfg.trials.repeat_rate)):
+        if value:
+            raise r.error(key, value, "0 with paradigm gsp (catch and repeat trials are "
+                                      "two-face choices); set it to 0")
+    if cfg.chains.adapt is not None:
+        raise r.error("chains.adapt", config_to_dict(cfg)["chains"]["adapt"],
+                      "null with paradigm gsp (the slider has no proposal kappa to adapt)")
+
+
 def merge_overrides(base: dict, overrides: dict) -> dict:
     """Deep-merge `overrides` into a copy of `base`; dotted keys ('trials.per_chain') nest."""
     out = dict(base)
@@ -449,7 +479,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
                   "agent", "block_order",
-                  "online"))
+                  "online", "paradigm", "gsp"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -469,7 +499,11 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         agent=None if (a := r.sub("agent", nullable=True)) is None else _agent(a),
         block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
         online=_online(r.sub("online")),
+        paradigm=r.choice("paradigm", "mcmcp", PARADIGMS),
+        gsp=_gsp(r.sub("gsp")),
     )
+    if cfg.paradigm == "gsp":
+        _check_gsp(r, cfg)
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")

@@ -111,6 +111,10 @@ class OnlineStudy:
         from mcmcp.config import checkpoint_fitness
         from mcmcp.run import session_materials  # the lab's own set-up: both fit the same gates
 
+        if cfg.paradigm != "mcmcp":
+            raise ConfigError(file, "paradigm", cfg.paradigm,
+                              "mcmcp online (the browser shows two faces; GSP sliders run in "
+                              "the lab with `python -m mcmcp.run`)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "

@@ -43,3 +43,8 @@ class Renderer:
     def pair(self, trial) -> np.ndarray:
         """The (2, H, W) images of a PendingTrial: [left, right]."""
         return self.images(np.stack([trial.left, trial.right]))
+
+    def trial(self, trial) -> np.ndarray:
+        """What a PendingTrial shows: its pair (2, H, W), or for a GSP slider trial the faces
+        of its K circle points (K, H, W), decoded in one batch."""
+        return self.images(trial.circle.points) if trial.is_slider else self.pair(trial)

@@ -51,5 +51,14 @@ def test_codebook_explains_every_column():
 
 def test_lab_columns_are_appended_after_the_earlier_ones():
     names = schema.header(3)
-    assert names[names.index("timestamp") + 1:] == ["run", "key", "device", "experiment", "date",
-                                                    "frame_rate"]
+    assert names[names.index("timestamp") + 1:names.index("frame_rate") + 1] == [
+        "run", "key", "device", "experiment", "date", "frame_rate"]
+
+
+def test_gsp_columns_come_after_the_lab_columns():
+    names = schema.header(3)
+    gsp = ["paradigm", "gsp_points", "gsp_shift", "gsp_start", "gsp_choice",
+           "direction_0", "direction_1", "direction_2"]
+    assert names.index("frame_rate") < names.index("paradigm")
+    assert [n for n in names if n in gsp] == gsp and names[-3:] == gsp[-3:]
+    assert schema.latent_dim(names) == 3
