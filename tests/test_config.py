@@ -71,6 +71,13 @@ def test_defaults_and_overrides(tmp_path, ckpt):
         ({"gate": {"kind": "vmf", "mean": [1, 0, 0]}}, "gate.mean", "[1, 0, 0]", "manual"),
         ({"model": {"checkpoint": "nowhere/missing.pt"}}, "model.checkpoint",
          "'nowhere/missing.pt'", "an existing checkpoint file"),
+        ({"paradigm": "slider"}, "paradigm", "'slider'", "mcmcp, gsp"),
+        ({"paradigm": "gsp", "gsp": {"points": 2}}, "gsp.points", "2", "[4, 360]"),
+        ({"paradigm": "gsp", "trials": {"catch_rate": 0.1}}, "trials.catch_rate", "0.1",
+         "0 with paradigm gsp"),
+        ({"paradigm": "gsp", "trials": {"catch_rate": 0.0},
+          "chains": {"adapt": {"target": 0.4}}}, "chains.adapt", "'target': 0.4",
+         "null with paradigm gsp"),
     ],
 )
 def test_errors_name_file_key_value_allowed(tmp_path, ckpt, changes, key, value, allowed):
