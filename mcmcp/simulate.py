@@ -13,6 +13,7 @@ not grow with the number of participants.
     python -m mcmcp.simulate --emotion happy --agent latent --chains 64 --trials 500 --seed 1
     python -m mcmcp.simulate --truth manual --gate none --emotion all   # no model needed
     python -m mcmcp.simulate --config experiments/simulate_demo.yaml --participants 100 --jobs 2
+    python -m mcmcp.simulate --truth manual --gate none --paradigm gsp --trials 30   # GSP sliders
 
 Randomness: participant P's start points and chains (all blocks, simulated together) draw from
 `mcmcp.seeds.stream_rng(seed, P, session, CHAIN_STREAM, 0)` and block b's trial order and catch
@@ -330,9 +331,15 @@ def simulate_participant(design: Design, participant: str) -> Done:
     start = np.concatenate([start_points(cfg.chains.start, C, d, e, design.centroids, rng)
                             for e in cfg.emotions])
     t0 = time.perf_counter()
-    trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent,
-                            np.repeat(np.array(cfg.emotions, dtype=object), C),
-                            joint_gate(design.gates, cfg.emotions, C), rng, adapt)
+    emotions = np.repeat(np.array(cfg.emotions, dtype=object), C)
+    gate = joint_gate(design.gates, cfg.emotions, C)
+    slider = None
+    if cfg.paradigm == "gsp":
+        trace, slider = simulate_gsp_chains(start, n_shown, cfg.gsp.points, agent, emotions,
+                                            gate, rng)
+    else:
+        trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotions,
+                                gate, rng, adapt)
     seconds = time.perf_counter() - t0
     blocks = []
     for b, emotion in enumerate(cfg.emotions):
@@ -341,7 +348,11 @@ def simulate_participant(design: Design, participant: str) -> Done:
         blocks.append(block_columns(
             Block(emotion, trace.chains(slice(b * C, (b + 1) * C)),
                   None if gate is None else gate.gamma),
-            b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout))
+            b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout,
+            None if slider is None else {k: v[:, b * C:(b + 1) * C] for k, v in slider.items()}))
+        blocks[-1]["paradigm"] = cfg.paradigm
+        if slider is not None:
+            blocks[-1]["gsp_points"] = np.full(len(blocks[-1]["kind"]), cfg.gsp.points)
     columns, n_rows = session_columns(blocks, participant, agent.name, utc_now())
     seeds = {"master": cfg.seed, "participant_key": participant_key(participant),
              "chains": f"stream_rng(seed, participant, session, {CHAIN_STREAM}, 0)",
@@ -554,6 +565,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--catch-rate", type=float, help="share of shown trials that are catch "
                                                     "trials (default: the config's "
                                                     "trials.catch_rate)")
+    p.add_argument("--paradigm", choices=("mcmcp", "gsp"),
+                   help="mcmcp (two faces) or gsp (a slider along a great circle; catch "
+                        "trials off unless --catch-rate is given) (default: the config's "
+                        "paradigm)")
+    p.add_argument("--points", type=int, help="GSP: points on the slider's circle (default: "
+                                              "the config's gsp.points)")
     p.add_argument("--checkpoint", help="VAE checkpoint (default: the config's "
                                         "model.checkpoint)")
     p.add_argument("--faces", help="face store, used to fit category densities (default: the "
@@ -580,7 +597,10 @@ def _overrides(args) -> dict:
         "gate.kind": args.gate, "gate.gamma": args.gamma, "chains.kappa_proposal":
         args.kappa_proposal, "trials.catch_rate": args.catch_rate,
         "model.checkpoint": args.checkpoint, "model.faces": args.faces,
+        "paradigm": args.paradigm, "gsp.points": args.points,
     }
+    if args.paradigm == "gsp" and args.catch_rate is None:
+        pairs["trials.catch_rate"] = 0.0  # catch trials are two-face choices
     out: dict = {}
     for key, value in pairs.items():
         if value is not None:

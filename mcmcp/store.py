@@ -390,9 +390,14 @@ class SessionStore:
     def append_columns(self, columns: dict, n: int) -> None:
         """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
         how simulations write a whole participant."""
-        self._file.write(schema.format_columns(columns, n, self.names))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        # the store writes through its O_APPEND descriptor (append_many); there is no `_file`
+        view = memoryview(schema.format_columns(columns, n, self.names).encode("utf-8"))
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self.trials_path)) from None
 
     def update(self, **metadata: object) -> None:
         """Merge keys into session.json (atomically), e.g. the measured refresh rate."""
