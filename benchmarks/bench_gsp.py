@@ -111,8 +111,8 @@ def main(argv=None) -> None:
           f"lapse {LAPSE:g}")
     print("medians over participants [95% bootstrap interval]; 'never' = not within 5 deg in "
           "the simulated trials\n")
-    print(f"| category kappa | paradigm | trials to 5 deg | participant minutes to 5 deg | "
-          f"median s per trial | reached | sim s |")
+    print("| category kappa | paradigm | trials to 5 deg | participant minutes to 5 deg | "
+          "median s per trial | reached | sim s |")
     print("|---|---|---|---|---|---|---|")
     even = []
     for kappa in (20.0, 50.0):

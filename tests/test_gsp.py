@@ -123,3 +123,18 @@ def test_lapse_flattens_the_law_on_the_sphere_but_keeps_its_mode():
     ref = vonmises_fisher(M, 20.0).rvs(len(x), random_state=0)
     assert np.mean(x @ M) < np.mean(ref @ M) - 0.02
     assert np.degrees(geodesic(spherical_mean(x), M)) < 2.0
+
+
+def test_agent_slides_to_its_best_point_and_longer_drags_take_longer():
+    agent = LatentAgent({"happy": VMFMixture.single(M, 20.0)}, exponent=50.0)
+    rng = np.random.default_rng(7)
+    x = sample_uniform(4000, 3, rng)
+    c = gsp.draw_circle(x, 16, rng)
+    best = np.argmax(c.points @ M, axis=1)
+    answer = agent.slide("happy", c.points, c.start, c.shift, rng)
+    assert np.mean(answer.choice == best) > 0.97  # near-ties between two points aside
+    steps = np.abs(gsp.point_to_slider(answer.choice, c.shift, 16)
+                   - gsp.point_to_slider(c.start, c.shift, 16))
+    slope = np.polyfit(steps, answer.rt, 1)[0]
+    assert slope == pytest.approx(agent.slider_rt.drag, abs=0.02)
+    assert np.median(answer.rt) > np.median(agent.rt.sample(np.full(4000, 0.5), rng))
