@@ -198,13 +198,14 @@ def test_columns_the_schema_gained_later_load_as_empty(analysis_small_study, tmp
     """A file written before a column existed still loads; a first-release column may not go."""
     folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01", tmp_path / "ses-01")
     before = load_trials(folder)
+    # columns the schema does not have yet (key and frame_rate, used here first, now exist)
     monkeypatch.setattr(schema, "_AFTER_LATENT", schema._AFTER_LATENT + (
-        schema.Column("key", "string", "the key pressed"),
-        schema.Column("frame_rate", "Float64", "measured refresh rate")))
+        schema.Column("later_text", "string", "a text column added later"),
+        schema.Column("later_float", "Float64", "a number column added later")))
     after = load_trials(folder)
     assert list(after.columns) == schema.header(3)
-    assert after["key"].isna().all() and str(after["key"].dtype) == "string"
-    assert after["frame_rate"].isna().all() and str(after["frame_rate"].dtype) == "Float64"
+    assert after["later_text"].isna().all() and str(after["later_text"].dtype) == "string"
+    assert after["later_float"].isna().all() and str(after["later_float"].dtype) == "Float64"
     pd.testing.assert_frame_equal(after[list(before.columns)], before)
 
 
