@@ -16,6 +16,11 @@ Block order (config `block_order`): the emotions as written, rotated by the numb
 id ends in, or shuffled with the participant's own stream; the same participant always gets the
 same order.
 
+GSP (config `paradigm: gsp`): chain and practice trials are slider trials instead of pairs
+(`PendingTrial.circle`: the great circle's direction, K points, slider shift and start, drawn
+from the trial's stream by `mcmcp.gsp.draw_circle`); `tell` takes the confirmed point, and the
+chain moves there (unless the gate refuses the move). One row per trial, no gate rows.
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
