@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import reprlib
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ AGENT_KINDS = ("latent", "classifier", "observer")
 BLOCK_ORDERS = ("fixed", "rotated", "random")
 # MCMCP: two faces, choose one (mcmcp.chain); GSP: a slider along a great circle (mcmcp.gsp).
 PARADIGMS = ("mcmcp", "gsp")
+GSP_PROMPT = "Move the slider until the face looks as {emotion} as it can"  # its default prompt
 
 # Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
 # full repr never ends), and an error is read by a person.
@@ -504,6 +505,8 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     )
     if cfg.paradigm == "gsp":
         _check_gsp(r, cfg)
+        if "prompt" not in (r.data.get("display") or {}):  # one face: not "which face ...?"
+            cfg = replace(cfg, display=replace(cfg.display, prompt=GSP_PROMPT))
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")

@@ -55,6 +55,14 @@ def test_defaults_and_overrides(tmp_path, ckpt):
     assert prompt_for(cfg, "sad") == "Which face looks sadder?"
 
 
+def test_gsp_asks_about_one_face_unless_told_otherwise(ckpt):
+    data = {**base(ckpt), "paradigm": "gsp", "trials": {"catch_rate": 0.0}}
+    cfg = config_from_dict(data)
+    assert prompt_for(cfg, "sad") == "Move the slider until the face looks as sad as it can"
+    cfg = config_from_dict({**data, "display": {"prompt": "How {emotion}?"}})
+    assert prompt_for(cfg, "sad") == "How sad?"
+
+
 @pytest.mark.parametrize(
     ("changes", "key", "value", "allowed"),
     [
