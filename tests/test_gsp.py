@@ -138,3 +138,14 @@ def test_agent_slides_to_its_best_point_and_longer_drags_take_longer():
     slope = np.polyfit(steps, answer.rt, 1)[0]
     assert slope == pytest.approx(agent.slider_rt.drag, abs=0.02)
     assert np.median(answer.rt) > np.median(agent.rt.sample(np.full(4000, 0.5), rng))
+
+
+def test_the_online_server_refuses_gsp_with_a_clear_error():
+    from mcmcp.config import ConfigError, config_from_dict
+    from mcmcp.online import OnlineStudy
+
+    cfg = config_from_dict({"name": "g", "paradigm": "gsp", "trials": {"catch_rate": 0.0}},
+                           "gsp.yaml", require_checkpoint=False)
+    with pytest.raises(ConfigError, match="'paradigm'.*mcmcp online.*mcmcp.run") as info:
+        OnlineStudy.open(cfg, None, "gsp.yaml")
+    assert "gsp.yaml" in str(info.value)
