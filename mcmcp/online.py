@@ -33,7 +33,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from mcmcp.config import ConfigError, ExperimentConfig, config_to_dict, open_model
+from mcmcp.config import ConfigError, ExperimentConfig, GSPSpec, config_to_dict, open_model
 from mcmcp.dbstore import Database, SessionRecord
 from mcmcp.engine import Engine, schedule_length
 from mcmcp.render import Renderer
@@ -360,6 +360,8 @@ def check_database(cfg: ExperimentConfig, db: Database, checkpoint_sha256: str,
     not go on exactly."""
 
     def deciding(config: dict) -> dict:
+        # sessions saved before GSP existed ran MCMCP with these defaults
+        config = {"paradigm": "mcmcp", "gsp": {"points": GSPSpec().points}, **config}
         return {k: v for k, v in config.items() if k not in ("online", "agent")}
 
     mine = deciding(json.loads(json.dumps(config_to_dict(cfg))))

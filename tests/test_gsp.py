@@ -149,3 +149,23 @@ def test_the_online_server_refuses_gsp_with_a_clear_error():
     with pytest.raises(ConfigError, match="'paradigm'.*mcmcp online.*mcmcp.run") as info:
         OnlineStudy.open(cfg, None, "gsp.yaml")
     assert "gsp.yaml" in str(info.value)
+
+
+def test_online_sessions_saved_before_gsp_still_match_their_config(tmp_path):
+    """An unfinished online session whose saved config predates `paradigm`/`gsp` is the same
+    MCMCP study; one saved with another paradigm is not."""
+    from mcmcp.config import ConfigError, config_from_dict, config_to_dict
+    from mcmcp.dbstore import Database
+    from mcmcp.online import check_database
+
+    cfg = config_from_dict({"name": "s"}, "s.yaml", require_checkpoint=False)
+    old = {k: v for k, v in config_to_dict(cfg).items() if k not in ("paradigm", "gsp")}
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for pid, config in (("P1", old), ("P2", {**old, "paradigm": "gsp"})):
+        db.create(uid=pid, study="s", participant=pid, session=1, token=pid * 8, d=3,
+                  screen="consent", meta={"config": config, "checkpoint_sha256": "abc"},
+                  now="2026-01-01T00:00:00")
+        if pid == "P1":
+            check_database(cfg, db, "abc", "s.yaml")  # no error
+    with pytest.raises(ConfigError, match=r"differ in \['paradigm'\]"):
+        check_database(cfg, db, "abc", "s.yaml")
