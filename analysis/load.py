@@ -116,6 +116,7 @@ def load_sessions(path: str | Path) -> pd.DataFrame:
             gate_gamma=float(gate["gamma"]) if gate.get("kind", "none") != "none" else math.nan,
             emotions=",".join(config.get("emotions", [])),
             agent_name=agent or "human",
+            paradigm=config.get("paradigm", "mcmcp"),  # files from before GSP: mcmcp
         )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -223,6 +223,22 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
+def paradigm_words(sessions: pd.DataFrame) -> str:
+    """One sentence naming the study's paradigm(s), from the sessions' configs."""
+    counts = (sessions["paradigm"] if "paradigm" in sessions
+              else pd.Series("mcmcp", index=sessions.index)).value_counts()
+    words = {"mcmcp": "MCMCP (two faces per trial, choose one)",
+             "gsp": "GSP (Gibbs Sampling with People: one face on a slider along a great circle "
+                    "of the face space; every trial moves the chain to the face confirmed, "
+                    "a gate may refuse the move)"}
+    if len(counts) == 1:
+        return f"Paradigm: {words.get(counts.index[0], counts.index[0])}."
+    parts = ", ".join(f"{n} session(s) {p.upper()}" for p, n in counts.items())
+    return (f"Mixed study: {parts}. Both paradigms' chains sample the same law (p^g, times "
+            "g^gamma when gated), so chains of one emotion are pooled; per-participant rows "
+            "keep them apart.")
+
+
 def _no_trials(page, data, trials, sessions) -> None:
     """The page for data without a single chain trial yet (sessions started, nothing answered)."""
     page.text("h1", "MCMCP study report")
@@ -264,13 +280,14 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         f"simulated), {len(sessions)} session(s), emotions: {', '.join(emotions)}. "
         f"{states.groupby(['participant', 'session', 'chain']).ngroups} chains; "
         f"{n_shown} chain trials were shown" +
-        (f" and {n_gate} proposals were screened out by the gatekeeper (guided MCMCP)."
-         if guided else " (no gatekeeper: unguided MCMCP).") +
+        (f" and {n_gate} proposals were screened out by the gatekeeper (guided)."
+         if guided else " (no gatekeeper: unguided).") +
+        f" {paradigm_words(sessions)}" +
         f" Burn-in: {_burn_in_words(burn_in)} is discarded before any estimate "
         "(the chains need time to forget where they started)."))
     page.table(_flat(sessions), "sessions",
-        {c: c for c in ("participant", "session", "agent_name", "gate_kind", "emotions",
-                        "status") if c in sessions})
+        {c: c for c in ("participant", "session", "agent_name", "paradigm", "gate_kind",
+                        "emotions", "status") if c in sessions})
 
     page.text("h2", "Participants flagged for attention")
     page.text("p", (

@@ -75,6 +75,32 @@ class RTModel:
         return self.shift + np.exp(np.log(self.median) + self.slowing * difficulty + self.sigma * z)
 
 
+@dataclass(frozen=True)
+class SliderRTModel:
+    """GSP slider trials: rt = shift + exp(log(median) + sigma * N(0, 1)) + drag * steps seconds,
+    where steps = slider positions between the handle's start and the confirmed point (a person
+    inspects the faces while dragging, so longer drags take longer). An assumption, not a fit:
+    Harrison et al. (2020) report slider trials several times longer than 2AFC choices.
+    """
+
+    shift: float = 0.5
+    median: float = 1.5
+    sigma: float = 0.35
+    drag: float = 0.1
+
+    def sample(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One rt (n,) per trial from the slider steps (n,) dragged."""
+        z = rng.standard_normal(np.shape(steps))
+        return self.shift + np.exp(np.log(self.median) + self.sigma * z) + self.drag * steps
+
+
+class Slide(NamedTuple):
+    """Answers to n GSP trials: choice (n,) circle point confirmed, rt (n,) seconds."""
+
+    choice: np.ndarray
+    rt: np.ndarray
+
+
 def class_columns(emotion: str | np.ndarray, n: int) -> np.ndarray:
     """Classifier columns (n,) (`vae.labels.EMOTIONS` order) of one emotion name for all n rows,
     or of (n,) names."""
@@ -105,6 +131,7 @@ class LuceAgent:
         self.lapse = float(lapse)
         self.side_bias = float(side_bias)
         self.rt = rt
+        self.slider_rt = SliderRTModel()
 
     def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
                        identity: str | np.ndarray | None = None) -> np.ndarray:
@@ -136,6 +163,25 @@ class LuceAgent:
         identity: the child each pair shows, one id or (n,) ids (None: the model's default)."""
         p = self.prob_right(emotion, left, right, identity)
         return Choice(rng.random(p.shape) < p, self.rt.sample(p, rng))
+
+    def slide(self, emotion: str | np.ndarray, points: np.ndarray, start: np.ndarray,
+              shift: np.ndarray, rng: np.random.Generator,
+              identity: str | np.ndarray | None = None) -> Slide:
+        """Answer n GSP trials: points (n, K, d) along each circle, the handle's start point and
+        the slider's shift (n,) (`mcmcp.gsp.Circle`). Point k is chosen with probability
+        softmax(exponent * log p)(k) mixed with a lapse uniform over the K points; the rt grows
+        with the slider steps from start to choice. emotion: one name or (n,) names; identity:
+        the child each slider shows, one id or (n,) ids (None: the model's default)."""
+        from mcmcp import gsp
+
+        n, k, d = points.shape
+        both = emotion if isinstance(emotion, str) else np.repeat(emotion, k)
+        if identity is not None and not isinstance(identity, str):
+            identity = np.repeat(identity, k)
+        logp = self.log_preference(both, points.reshape(n * k, d), identity).reshape(n, k)
+        choice = gsp.sample_choice(gsp.choice_probabilities(logp, self.exponent, self.lapse), rng)
+        steps = np.abs(gsp.point_to_slider(choice, shift, k) - gsp.point_to_slider(start, shift, k))
+        return Slide(choice, self.slider_rt.sample(steps, rng))
 
 
 class LatentAgent(LuceAgent):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import reprlib
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ BLOCK_ORDERS = ("fixed", "rotated", "random")
 # participant drawn from the list or rotated by participant number, or taking turns across chains.
 IDENTITY_ASSIGNS = ("fixed", "participant", "rotated", "chain")
 MODEL_KINDS = ("identity", "plain")  # vae.model.KINDS, kept here so configs load without torch
+# MCMCP: two faces, choose one (mcmcp.chain); GSP: a slider along a great circle (mcmcp.gsp).
+PARADIGMS = ("mcmcp", "gsp")
+GSP_PROMPT = "Move the slider until the face looks as {emotion} as it can"  # its default prompt
 
 # Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
 # full repr never ends), and an error is read by a person.
@@ -161,6 +164,14 @@ class StimuliSpec:
 
 
 @dataclass(frozen=True)
+class GSPSpec:
+    """Gibbs Sampling with People (`paradigm: gsp`): the slider has `points` positions along
+    the great circle (K; neighbours 360/K degrees apart)."""
+
+    points: int = 32
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int = 1
@@ -174,6 +185,8 @@ class ExperimentConfig:
     block_order: str = "fixed"
     online: OnlineSpec = field(default_factory=OnlineSpec)
     stimuli: StimuliSpec = field(default_factory=StimuliSpec)
+    paradigm: str = "mcmcp"
+    gsp: GSPSpec = field(default_factory=GSPSpec)
 
 
 ADJECTIVES = {
@@ -467,6 +480,24 @@ def _online(r: _Reader) -> OnlineSpec:
     )
 
 
+def _gsp(r: _Reader) -> GSPSpec:
+    r.check_keys(("points",))
+    return GSPSpec(points=r.number("points", 32, 4, 360, integer=True))
+
+
+def _check_gsp(r: _Reader, cfg: ExperimentConfig) -> None:
+    """What a GSP session cannot have: catch and repeat trials are two-face choices, and the
+    slider has no proposal concentration to adapt."""
+    for key, value in (("trials.catch_rate", cfg.trials.catch_rate),
+                       ("trials.repeat_rate", cfg.trials.repeat_rate)):
+        if value:
+            raise r.error(key, value, "0 with paradigm gsp (catch and repeat trials are "
+                                      "two-face choices); set it to 0")
+    if cfg.chains.adapt is not None:
+        raise r.error("chains.adapt", config_to_dict(cfg)["chains"]["adapt"],
+                      "null with paradigm gsp (the slider has no proposal kappa to adapt)")
+
+
 def merge_overrides(base: dict, overrides: dict) -> dict:
     """Deep-merge `overrides` into a copy of `base`; dotted keys ('trials.per_chain') nest."""
     out = dict(base)
@@ -492,7 +523,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
                   "agent", "block_order",
-                  "online", "stimuli"))
+                  "online", "stimuli", "paradigm", "gsp"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -513,7 +544,13 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
         online=_online(r.sub("online")),
         stimuli=_stimuli(r.sub("stimuli")),
+        paradigm=r.choice("paradigm", "mcmcp", PARADIGMS),
+        gsp=_gsp(r.sub("gsp")),
     )
+    if cfg.paradigm == "gsp":
+        _check_gsp(r, cfg)
+        if "prompt" not in (r.data.get("display") or {}):  # one face: not "which face ...?"
+            cfg = replace(cfg, display=replace(cfg.display, prompt=GSP_PROMPT))
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")

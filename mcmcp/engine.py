@@ -21,6 +21,11 @@ catch, practice and repeat trial (a repeat shows its chain's); `PendingTrial.ide
 which, and every row records it in `identity`. The assignment is a pure function of the config
 and the participant, so a resumed session shows the same children.
 
+GSP (config `paradigm: gsp`): chain and practice trials are slider trials instead of pairs
+(`PendingTrial.circle`: the great circle's direction, K points, slider shift and start, drawn
+from the trial's stream by `mcmcp.gsp.draw_circle`); `tell` takes the confirmed point, and the
+chain moves there (unless the gate refuses the move). One row per trial, no gate rows.
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
@@ -35,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import special_ortho_group
 
-from mcmcp import chain, sphere
+from mcmcp import chain, gsp, sphere
 from mcmcp.config import ExperimentConfig
 from mcmcp.identities import IDENTITY_STREAM, Assignment
 from mcmcp.seeds import participant_key, stream_rng
@@ -111,6 +116,14 @@ class PendingTrial:
     break_before: bool = False
     progress: tuple[int, int] = (0, 0)
     identity: str = ""
+    circle: gsp.Circle | None = None
+    rng: np.random.Generator | None = None
+
+    @property
+    def is_slider(self) -> bool:
+        """A GSP trial: one face on a slider along `circle` (points (K, d), direction (d,),
+        shift, start); left and right are both the current state, the response a point."""
+        return self.circle is not None
 
     @property
     def emotion(self) -> str:
@@ -196,7 +209,7 @@ class Engine:
         self.gates = gates or {}
         self.centroids = centroids or {}
         self.base = {"participant": participant, "session": session, "agent": agent,
-                     "experiment": cfg.name}
+                     "experiment": cfg.name, "paradigm": cfg.paradigm}
         self.emotions = block_order(cfg, participant)
         self.schedule = build_schedule(cfg, participant, session)
         self.identities = identities or Assignment()
@@ -302,7 +315,8 @@ class Engine:
                 position=last[cur].to_numpy(dtype=float),
                 iteration=np.asarray(int(last["iteration"]), dtype=np.int64),
                 n_accepted=np.asarray(int(accepted[:-1].sum()), dtype=np.int64),
-                kappa=np.asarray(float(last["kappa_proposal"])),
+                kappa=np.asarray(np.nan if pd.isna(last["kappa_proposal"])  # GSP: none
+                                 else float(last["kappa_proposal"])),
             )
             self.states[int(ch)] = self._advance(
                 before, last[prop].to_numpy(dtype=float), bool(accepted[-1])
@@ -356,7 +370,17 @@ class Engine:
         rng = self.stream(TRIAL_STREAM, t)
         gate_rows: list[dict] = []
         fields: dict = {"kappa_proposal": None, "gate_gamma": None}
-        if slot.kind == "chain":
+        circle = None
+        if self.cfg.paradigm == "gsp" and slot.kind in ("chain", "practice"):
+            current = (self.states[slot.chain].position if slot.kind == "chain"
+                       else sphere.sample_uniform(1, self.d, rng)[0])
+            circle = gsp.draw_circle(current[None], self.cfg.gsp.points, rng)
+            circle = gsp.Circle(*(f[0] for f in circle))
+            proposal = current
+            roles = ("current", "current")
+            fields = {"chain": slot.chain, "iteration": int(self.states[slot.chain].iteration)
+                      } if slot.kind == "chain" else {}
+        elif slot.kind == "chain":
             current, proposal, fields, gate_rows = self._chain_pair(slot, rng)
             roles = ("current", "proposal")
         elif slot.kind == "catch":
@@ -380,7 +404,7 @@ class Engine:
             proposal = sphere.sample_vmf(current[None], self.cfg.chains.kappa_proposal, rng)[0]
             roles = ("current", "proposal")
             fields = {"kappa_proposal": self.cfg.chains.kappa_proposal}
-        if slot.kind != "repeat" and rng.random() < 0.5:
+        if slot.kind != "repeat" and circle is None and rng.random() < 0.5:
             roles = roles[::-1]
         by_role = {"current": current, "proposal": proposal, "target": current, "foil": proposal}
         prev = self.schedule[index - 1] if index else None
@@ -406,6 +430,8 @@ class Engine:
             progress=(index + 1, self.n_practice) if slot.kind == "practice"
             else (real + 1, self.n_real),
             identity=child,
+            circle=circle,
+            rng=rng if circle is not None else None,
         )
         self.next_index += 1
         self.pending.append(pending)
@@ -446,7 +472,7 @@ class Engine:
         row = {**self.base, "block": slot.block, "emotion": slot.emotion, "trial": trial,
                "kind": kind}
         for key, value in fields.items():
-            if key in ("current", "proposal"):
+            if key in ("current", "proposal", "direction"):
                 row.update(zip((f"{key}_{i}" for i in range(self.d)), value.tolist(), strict=True))
             else:
                 row[key] = value
@@ -464,7 +490,8 @@ class Engine:
         key: str | None = None,
         device: str | None = None,
     ) -> list[dict]:
-        """Record the response ("left" | "right") to `trial` (the oldest one asked).
+        """Record the response ("left" | "right"; for a slider trial the circle point confirmed,
+        an int 0..K-1) to `trial` (the oldest one asked).
 
         Returns the rows to save, numbered in event order: the trial's gate rows, then the
         shown trial. Chain trials move their chain; rt, onset and gap are seconds; key: the key
@@ -472,6 +499,9 @@ class Engine:
         """
         if not self.pending or self.pending[0] is not trial:
             raise RuntimeError("tell() must answer the trials in the order they were asked")
+        if trial.is_slider:
+            return self._tell_slider(trial, response, rt, onset, gap, dropped_frames, timestamp,
+                                     key, device)
         if response not in ("left", "right"):
             raise ValueError(f"response must be 'left' or 'right', got {response!r}")
         self.pending.pop(0)
@@ -490,10 +520,7 @@ class Engine:
             self.states[slot.chain] = self._advance(state, trial.fields["proposal"],
                                                     out["accepted"])
         rows = [*trial.gate_rows, self._row(slot, trial.trial, slot.kind, out)]
-        for r in rows:
-            r["row"] = self.n_rows
-            r["timestamp"] = timestamp
-            self.n_rows += 1
+        self._number(rows, timestamp)
         if slot.kind == "chain":
             self.history.append({
                 "trial": trial.trial, "block": slot.block, "row": rows[-1]["row"],
@@ -501,6 +528,46 @@ class Engine:
                 "current": trial.fields["current"], "proposal": trial.fields["proposal"],
                 "left_role": trial.left_role,
             })
+        return rows
+
+    def _number(self, rows: list[dict], timestamp: str | None) -> None:
+        for r in rows:
+            r["row"] = self.n_rows
+            r["timestamp"] = timestamp
+            self.n_rows += 1
+
+    def _tell_slider(self, trial: PendingTrial, point, rt, onset, gap, dropped_frames,
+                     timestamp, key, device) -> list[dict]:
+        """Record a GSP trial: `point` is the circle point confirmed (0..K-1). A chain trial
+        moves its chain there, unless the gate (Barker on g^gamma, drawn from the trial's
+        stream) refuses the move; every such trial is one row (mcmcp.gsp)."""
+        k = self.cfg.gsp.points
+        if isinstance(point, bool) or not isinstance(point, (int, np.integer)) \
+                or not 0 <= point < k:
+            raise ValueError(f"a slider trial's response is a circle point 0..{k - 1}, "
+                             f"got {point!r}")
+        self.pending.pop(0)
+        slot, circle = trial.slot, trial.circle
+        point = int(point)
+        chosen = circle.points[point]
+        out = {**trial.fields, "proposal": chosen, "direction": circle.direction, "rt": rt,
+               "onset": onset, "gap": gap, "dropped_frames": dropped_frames, "key": key,
+               "device": device, "gsp_points": k, "gsp_shift": int(circle.shift),
+               "gsp_start": int(circle.start), "gsp_choice": point}
+        if slot.kind == "chain":
+            state = self.states[slot.chain]
+            moved = True
+            gate = self.gates.get(slot.emotion)
+            if gate is not None:
+                res = gate.screen(state.position[None], chosen[None], trial.rng)
+                moved = bool(res.passed[0])
+                out.update(log_gate_current=float(res.log_g_current[0]),
+                           log_gate_proposal=float(res.log_g_proposal[0]),
+                           gate_gamma=gate.gamma, gate_prob=float(res.prob[0]))
+            out["accepted"] = moved and point != 0
+            self.states[slot.chain] = chain.step(state, chosen, out["accepted"])
+        rows = [self._row(slot, trial.trial, slot.kind, out)]
+        self._number(rows, timestamp)
         return rows
 
     def positions(self) -> dict[int, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from mcmcp.schema import latent_columns
+from mcmcp.schema import direction_columns, latent_columns
 
 SESSION = 1
 FIXATION = 0.5  # seconds between a response and the next onset in the simulated session clock
@@ -63,7 +63,8 @@ def _event_order(trace, n_shown: int, n_catch: int, rng: np.random.Generator):
 
 
 def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
-                  centroids: dict[str, np.ndarray] | None, rng: np.random.Generator) -> dict:
+                  centroids: dict[str, np.ndarray] | None, rng: np.random.Generator,
+                  slider: dict | None = None) -> dict:
     """Columns (name -> array, one entry per row, file order) of block `b` of one participant.
 
     Catch trials (n_catch_trials per block; target = the emotion's centroid, foil = another
@@ -71,6 +72,8 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
     one. rng: the block's layout stream (interleaving, catch positions, foils, catch answers).
     Children (`block.children`): chain c shows its chain's child, the j-th catch trial of the
     block the j-th in turn, as in a lab session (`mcmcp.engine`).
+    slider: a GSP block's slider arrays (`simulate.simulate_gsp_chains`: direction (T, C, d),
+    gsp_shift, gsp_start, gsp_choice (T, C)); its rows have no sides or response.
     """
     tr = block.trace
     n_chains, d = tr.active.shape[1], tr.current.shape[-1]
@@ -143,6 +146,8 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
         identity[step] = block.children.chain(b * n_chains + i[step])
         identity[is_catch] = block.children.extra(t[is_catch])
         cols["identity"] = np.where(identity == "", None, identity)
+    if slider is not None:
+        _slider_columns(cols, slider, t, i, step)
     if block.gate_gamma is not None:
         for name, field in (("log_gate_current", tr.log_g_current),
                             ("log_gate_proposal", tr.log_g_proposal), ("gate_prob", tr.gate_prob)):
@@ -151,6 +156,23 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
             cols[name] = values
         cols["gate_gamma"] = np.where(step, block.gate_gamma, np.nan)
     return cols
+
+
+def _slider_columns(cols: dict, slider: dict, t: np.ndarray, i: np.ndarray,
+                    step: np.ndarray) -> None:
+    """GSP rows: the slider's columns in place of sides and response (see block_columns)."""
+    n = len(step)
+    for name in ("left_role", "right_role", "response"):
+        cols[name] = np.full(n, None, dtype=object)
+    cols["chose_proposal"] = pd.array([pd.NA] * n, dtype="boolean")
+    for name in ("gsp_shift", "gsp_start", "gsp_choice"):
+        values = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")
+        values[step] = slider[name][t[step], i[step]]
+        values[~step] = pd.NA
+        cols[name] = values
+    direction = np.full((n, slider["direction"].shape[-1]), np.nan)
+    direction[step] = slider["direction"][t[step], i[step]]
+    cols.update(zip(direction_columns(direction.shape[1]), direction.T, strict=True))
 
 
 def session_columns(blocks: list[dict], participant: str, agent_name: str,

@@ -115,6 +115,10 @@ class OnlineStudy:
         from mcmcp.config import checkpoint_fitness
         from mcmcp.run import session_materials  # the lab's own set-up: both fit the same gates
 
+        if cfg.paradigm != "mcmcp":
+            raise ConfigError(file, "paradigm", cfg.paradigm,
+                              "mcmcp online (the browser shows two faces; GSP sliders run in "
+                              "the lab with `python -m mcmcp.run`)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "
@@ -390,8 +394,9 @@ def _resolved(config: dict) -> dict:
     try:
         return json.loads(json.dumps(config_to_dict(config_from_dict(
             config, require_checkpoint=False))))
-    except (ConfigError, TypeError):
-        return config
+    except (ConfigError, TypeError):  # not a valid config today: fill in the missing sections
+        defaults = json.loads(json.dumps(config_to_dict(ExperimentConfig(name="_"))))
+        return {**defaults, **config}
 
 
 def png_data_url(image: np.ndarray) -> str:

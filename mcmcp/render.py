@@ -60,3 +60,10 @@ class Renderer:
     def pair(self, trial) -> np.ndarray:
         """The (2, H, W) images of a PendingTrial: [left, right], both as the trial's child."""
         return self.images(np.stack([trial.left, trial.right]), [trial.identity] * 2)
+
+    def trial(self, trial) -> np.ndarray:
+        """What a PendingTrial shows: its pair (2, H, W), or for a GSP slider trial the faces
+        of its K circle points (K, H, W) as the trial's child, decoded in one batch."""
+        if not trial.is_slider:
+            return self.pair(trial)
+        return self.images(trial.circle.points, [trial.identity] * len(trial.circle.points))

@@ -85,6 +85,26 @@ _AFTER_LATENT = (
 )
 
 
+# Gibbs Sampling with People (mcmcp.gsp), appended last. In a GSP chain row `current_*` is the
+# state, `proposal_*` the point the respondent confirmed, `accepted` whether the chain moved there
+# (False for the state itself or a move the gate refused), `response` is empty.
+_PARADIGM = (
+    Column("paradigm", "string", "mcmcp (two faces) | gsp (slider along a great circle); empty "
+                                 "in files written before GSP: mcmcp"),
+    Column("gsp_points", "Int64", "GSP: points K on the circle; point k is at 360*k/K degrees "
+                                  "from the current state along direction_*"),
+    Column("gsp_shift", "Int64", "GSP: the circle point shown at the slider's left end (position "
+                                 "j shows point (j + gsp_shift) mod K)"),
+    Column("gsp_start", "Int64", "GSP: the circle point the slider's handle started on (random)"),
+    Column("gsp_choice", "Int64", "GSP: the circle point confirmed (its code is proposal_*)"),
+)
+
+
+def direction_columns(d: int) -> list[str]:
+    """Names of the d coordinate columns of a GSP circle's direction."""
+    return [f"direction_{i}" for i in range(d)]
+
+
 def latent_columns(prefix: str, d: int) -> list[str]:
     """Names of the d coordinate columns for `prefix` ('current' or 'proposal')."""
     return [f"{prefix}_{i}" for i in range(d)]
@@ -97,7 +117,10 @@ def columns(d: int) -> list[Column]:
         for prefix in ("current", "proposal")
         for i, name in enumerate(latent_columns(prefix, d))
     ]
-    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT]
+    direction = [Column(name, "Float64", f"GSP: the circle's unit tangent direction at the "
+                                         f"current state, coordinate {i}")
+                 for i, name in enumerate(direction_columns(d))]
+    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT, *_PARADIGM, *direction]
 
 
 def header(d: int) -> list[str]:

@@ -20,6 +20,7 @@ loop saves and exits cleanly (rows are already on disk the moment each response 
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -34,9 +35,11 @@ from psychopy import logging as plog
 from psychopy.hardware import keyboard
 
 from mcmcp.config import DisplaySpec
-from mcmcp.session import Answer, Response
+from mcmcp.gsp import point_to_slider, slider_to_point
+from mcmcp.session import Answer, Response, onset_line
 
 AUTO_MESSAGE_SECONDS = 0.3  # how long message screens stay up when an agent answers
+CONFIRM_KEY = "space"  # confirms a slider trial, as SPACE goes on from every message screen
 END_SECONDS = 5.0  # the end screen closes by itself after this
 
 
@@ -127,8 +130,41 @@ class Screen:
                                         color=(0.4, 0.4, 0.4))
         self.fixation = visual.TextStim(self.win, "+", height=48)
         self.text = visual.TextStim(self.win, "", height=26, wrapWidth=min(width, 1000))
+        self._slider_stims(size, width)
         # win.flip() and key-down times are on PsychoPy's logging clock: the session clock too
         self._t0 = plog.defaultClock.getTime() - (0.0 if origin is None else time.time() - origin)
+
+    def _slider_stims(self, size: tuple[float, float], width: float) -> None:
+        """A GSP trial's screen: one face, the slider (track, handle) below it, OK under that.
+        The K faces of a trial are K ImageStims whose textures are uploaded during fixation,
+        so moving the handle only chooses which one to draw."""
+        spec = self.spec
+        self.face_size = size
+        half_h = spec.window_size[1] / 2
+        self.slider_face_y = min(half_h - spec.face_size / 2 - 90, 60)
+        self.track_y = self.slider_face_y - spec.face_size / 2 - 50
+        self.track_width = min(width - 120, 800)
+        self.track = visual.Rect(self.win, width=self.track_width, height=6, pos=(0, self.track_y),
+                                 fillColor=(0.2, 0.2, 0.2), lineColor=None)
+        self.handle = visual.Rect(self.win, width=18, height=40, pos=(0, self.track_y),
+                                  fillColor=(0.9, 0.9, 0.9), lineColor=(-1, -1, -1))
+        self.ok = visual.Rect(self.win, width=120, height=48, pos=(0, self.track_y - 80),
+                              fillColor=(-0.3, -0.3, -0.3), lineColor=(0.6, 0.6, 0.6))
+        self.ok_text = visual.TextStim(self.win, "OK", pos=self.ok.pos, height=26)
+        self.slider_prompt = visual.TextStim(
+            self.win, "", pos=(0, self.slider_face_y + spec.face_size / 2 + 40), height=30,
+            wrapWidth=width)
+        self.slider_progress = visual.TextStim(self.win, "", pos=(0, -half_h + 30), height=20,
+                                               wrapWidth=width, color=(0.4, 0.4, 0.4))
+        self.slider_faces: list = []
+
+    def _slider_x(self, position: int, k: int) -> float:
+        """Horizontal pixel position of slider position 0..K-1 (centres of K equal cells)."""
+        return -self.track_width / 2 + self.track_width * (position + 0.5) / k
+
+    def _slider_position(self, x: float, k: int) -> int:
+        """The slider position nearest to pixel x (clamped to the track)."""
+        return int(np.clip(np.floor((x + self.track_width / 2) / self.track_width * k), 0, k - 1))
 
     def _on_close(self) -> bool:
         self.closed = True
@@ -220,9 +256,12 @@ class Screen:
     ) -> Response | None:
         """Fixation, then the pair until a response; None if the participant quit.
 
-        images: (2, H, W) in [0, 1] (left, right). The textures are uploaded during fixation;
-        `prepare` runs right after the onset flip, while the participant looks at the pair.
+        images: (2, H, W) in [0, 1] (left, right), or for a slider trial (`trial.is_slider`)
+        the K faces along its circle. The textures are uploaded during fixation; `prepare`
+        runs right after the onset flip, while the participant looks at the pair.
         """
+        if trial.is_slider:
+            return self._show_slider(trial, images, prompt, progress, prepare, answer)
         self.fixation.draw()
         self.win.flip()
         fix_start = core.getTime()
@@ -255,14 +294,115 @@ class Screen:
             return Response(side, rt, onset, onset + rt, self.win.nDroppedFrames - dropped0,
                             key, device)
 
+    def _show_slider(self, trial, images, prompt, progress, prepare, answer):
+        """A GSP trial: fixation (the K textures uploaded meanwhile), then the face of the
+        handle's position, redrawn every frame as LEFT/RIGHT or a mouse drag move the handle,
+        until SPACE or a click on OK confirms. Response.side is the circle point confirmed;
+        rt from the onset flip to the confirming key-down (or click)."""
+        self.fixation.draw()
+        self.win.flip()
+        fix_start = core.getTime()
+        h, w = images.shape[1:]
+        while len(self.slider_faces) < len(images):
+            self.slider_faces.append(visual.ImageStim(self.win, image=np.zeros((h, w)),
+                                                      size=self.face_size,
+                                                      pos=(0, self.slider_face_y),
+                                                      interpolate=True))
+        for stim, image in zip(self.slider_faces, images, strict=False):
+            stim.image = np.flipud(image.astype(np.float64) * 2.0 - 1.0)
+        self.slider_prompt.text, self.slider_progress.text = prompt, progress
+        while core.getTime() - fix_start < self.spec.fixation:
+            if self.closed:
+                return None
+            self.fixation.draw()
+            self.win.flip()
+        shot = self.screenshot if trial.kind == "chain" else None
+        circle, k = trial.circle, len(images)
+        position = int(point_to_slider(circle.start, circle.shift, k))
+        prepared = False
+        while True:
+            onset, dropped0 = self._onset(shot, trial,
+                                          functools.partial(self._draw_slider, circle, position, k))
+            shot = None
+            if not prepared:
+                prepare()
+                prepared = True
+            outcome = self._collect_slider(answer, onset, circle, k, position)
+            if outcome == "quit":
+                if self._confirm_quit():
+                    return None
+                continue
+            if outcome is None:
+                return None
+            position, rt, key, device = outcome
+            onset -= self._t0
+            return Response(int(slider_to_point(position, circle.shift, k)), rt, onset,
+                            onset + rt, self.win.nDroppedFrames - dropped0, key, device)
+
+    def _draw_slider(self, circle, position: int, k: int) -> None:
+        self.slider_faces[int(slider_to_point(position, circle.shift, k))].draw()
+        self.handle.pos = (self._slider_x(position, k), self.track_y)
+        for stim in (self.track, self.handle, self.slider_prompt, self.slider_progress):
+            stim.draw()
+        if self.mouse is not None:
+            self.ok.draw()
+            self.ok_text.draw()
+
+    def _collect_slider(self, answer: Answer | None, onset: float, circle, k: int,
+                        position: int):
+        """Poll until the slider is confirmed: (position, rt, key, device) | 'quit' | None.
+        Every move of the handle is logged (`SLIDER position=j point=k`)."""
+        keys = self.spec.keys
+        wanted = [keys.left, keys.right, CONFIRM_KEY, keys.quit]
+        last_click, dragging = 0.0, False
+        seen: set[tuple[str, float]] = set()
+        while not self.closed:
+            moved_to = position
+            for press in self._presses(wanted, onset):
+                # a press read while held comes back once more when released (`_presses`)
+                if (press.name, press.tDown) in seen:
+                    continue
+                seen.add((press.name, press.tDown))
+                if press.name == keys.quit:
+                    return "quit"
+                if press.name == CONFIRM_KEY:
+                    return position, float(press.tDown - onset), press.name, "keyboard"
+                step = -1 if press.name == keys.left else 1
+                moved_to = int(np.clip(moved_to + step, 0, k - 1))
+            if self.mouse is not None:
+                x, y = self.mouse.getPos()
+                if self.mouse.getPressed()[0]:
+                    # a drag starts on the track (or the handle) and follows the mouse anywhere
+                    dragging = dragging or (abs(y - self.track_y) < 30
+                                            and abs(x) < self.track_width / 2 + 20)
+                    if dragging:
+                        moved_to = self._slider_position(x, k)
+                else:
+                    dragging = False
+                times = self.mouse.getPressed(getTime=True)[1]
+                if times[0] > last_click:
+                    last_click = times[0]
+                    if self.ok.contains(self.mouse):
+                        return moved_to, float(times[0]), None, "mouse"
+            if moved_to != position:
+                position = moved_to
+                self.log(f"SLIDER position={position} "
+                         f"point={int(slider_to_point(position, circle.shift, k))}")
+            if answer is not None and plog.defaultClock.getTime() - onset >= answer.rt:
+                return int(point_to_slider(answer.side, circle.shift, k)), answer.rt, None, "agent"
+            self._draw_slider(circle, position, k)
+            self.win.flip()
+        return None
+
     def _draw_pair(self) -> None:
         for stim in (*self.faces, self.prompt, self.progress):
             stim.draw()
 
-    def _onset(self, shot: Path | None, trial) -> tuple[float, int]:
-        """Flip the pair on (keys cleared just before; the mouse reset on that very flip):
-        (onset on the logging clock, dropped frames so far)."""
-        self._draw_pair()
+    def _onset(self, shot: Path | None, trial, draw: Callable[[], None] | None = None
+               ) -> tuple[float, int]:
+        """Flip the pair (or what `draw` draws) on (keys cleared just before; the mouse reset on
+        that very flip): (onset on the logging clock, dropped frames so far)."""
+        (draw or self._draw_pair)()
         if self.mouse is not None:
             self.win.callOnFlip(self.mouse.clickReset)
         if shot is not None:
@@ -272,8 +412,7 @@ class Screen:
             self.screenshot = None
         dropped0 = self.win.nDroppedFrames
         onset = self._flip_clean()
-        self.log(f"ONSET trial={trial.trial} kind={trial.kind} left={trial.left_role} "
-                 f"right={trial.right_role}")
+        self.log(onset_line(trial))
         return onset, dropped0
 
     def _collect(self, answer: Answer | None, onset: float):

@@ -33,9 +33,10 @@ from mcmcp.store import SessionStore, utc_now
 
 @dataclass(frozen=True)
 class Answer:
-    """A synthetic agent's answer to a trial: side 'left' | 'right', rt seconds."""
+    """A synthetic agent's answer to a trial: side 'left' | 'right' (a slider trial: the circle
+    point, int), rt seconds."""
 
-    side: str
+    side: str | int
     rt: float
 
 
@@ -45,9 +46,10 @@ class Response:
     seconds from onset; responded: session-clock seconds of the response (onset + rt for a
     person; when an agent's simulated rt is not waited out, the time it answered);
     dropped_frames: None where not measured (headless); key: the key pressed (None for a click
-    or an agent); device: keyboard | mouse | agent."""
+    or an agent); device: keyboard | mouse | agent. A slider trial's side is the circle point
+    confirmed (int)."""
 
-    side: str
+    side: str | int
     rt: float
     onset: float
     responded: float
@@ -91,17 +93,30 @@ class HeadlessDisplay:
 
     def show(self, trial, images, prompt, progress, prepare, answer):
         onset = self.clock()
-        self.log(f"ONSET trial={trial.trial} kind={trial.kind} left={trial.left_role} "
-                 f"right={trial.right_role}")
+        self.log(onset_line(trial))
         prepare()
         if self.delay:
             time.sleep(self.delay)
         return Response(answer.side, answer.rt, onset, self.clock(), device="agent")
 
 
+def onset_line(trial: PendingTrial) -> str:
+    """The log line every display writes at a trial's onset (tests and operators follow it)."""
+    if trial.is_slider:
+        return (f"ONSET trial={trial.trial} kind={trial.kind} slider points="
+                f"{len(trial.circle.points)} shift={trial.circle.shift} start={trial.circle.start}")
+    return (f"ONSET trial={trial.trial} kind={trial.kind} left={trial.left_role} "
+            f"right={trial.right_role}")
+
+
 def agent_answer(agent, engine: Engine, trial: PendingTrial) -> Answer:
     """The agent's choice for a trial, from the trial's own counter-based stream (exact resume)."""
     rng = engine.stream(AGENT_STREAM, trial.trial)
+    if trial.is_slider:
+        c = trial.circle
+        slide = agent.slide(trial.emotion, c.points[None], np.array([c.start]),
+                            np.array([c.shift]), rng, identity=trial.identity)
+        return Answer(int(slide.choice[0]), float(slide.rt[0]))
     choice = agent.choose(trial.emotion, trial.left[None], trial.right[None], rng,
                           identity=trial.identity)
     return Answer("right" if bool(choice.chose_right[0]) else "left", float(choice.rt[0]))
@@ -121,9 +136,23 @@ def _key_name(key: str) -> str:
     return {"left": "the LEFT arrow", "right": "the RIGHT arrow"}.get(key, f"'{key}'")
 
 
+SLIDER_INSTRUCTIONS = (
+    "In each trial you will see one face with a slider below it.\n\n"
+    "Move the slider with {left} and {right}{mouse} until the face answers the question shown "
+    "above it as well as it can, then press SPACE{ok}.\n\n"
+    "There are no right or wrong answers; go with your impression.\n\n"
+    "Press SPACE to begin."
+)
+
+
 def instructions(cfg: ExperimentConfig) -> str:
     """The instruction screen's text for the config's keys (and mouse)."""
     keys = cfg.display.keys
+    if cfg.paradigm == "gsp":
+        return SLIDER_INSTRUCTIONS.format(
+            left=_key_name(keys.left), right=_key_name(keys.right),
+            mouse=", or drag its handle with the mouse" if cfg.display.mouse else "",
+            ok=" or click OK" if cfg.display.mouse else "")
     return INSTRUCTIONS.format(left=_key_name(keys.left), right=_key_name(keys.right),
                                mouse=", or click on it" if cfg.display.mouse else "")
 
@@ -164,7 +193,7 @@ class SessionFlow:
                  intro: list[tuple[str, str]], end_text: str, acked: int = 0):
         self.cfg, self.engine, self.renderer, self.end_text = cfg, engine, renderer, end_text
         self.pending = engine.ask()
-        self.images = renderer.pair(self.pending) if self.pending is not None else None
+        self.images = renderer.trial(self.pending) if self.pending is not None else None
         self._next: tuple[PendingTrial | None, np.ndarray | None] | None = None
         self._messages = [*intro, *self._before(self.pending)][acked:]
 
@@ -190,7 +219,7 @@ class SessionFlow:
         """Draw and decode the next pair now, if its chain allows (see `Engine.can_ask`)."""
         if self._next is None and self.engine.can_ask():
             trial = self.engine.ask()
-            self._next = (trial, self.renderer.pair(trial) if trial is not None else None)
+            self._next = (trial, self.renderer.trial(trial) if trial is not None else None)
 
     def upcoming(self) -> tuple[PendingTrial | None, np.ndarray | None] | None:
         """The prepared next (trial, images), or None if it could not be drawn yet."""

@@ -13,6 +13,7 @@ not grow with the number of participants.
     python -m mcmcp.simulate --emotion happy --agent latent --chains 64 --trials 500 --seed 1
     python -m mcmcp.simulate --truth manual --gate none --emotion all   # no model needed
     python -m mcmcp.simulate --config experiments/simulate_demo.yaml --participants 100 --jobs 2
+    python -m mcmcp.simulate --truth manual --gate none --paradigm gsp --trials 30   # GSP sliders
 
 Randomness: participant P's start points and chains (all blocks, simulated together) draw from
 `mcmcp.seeds.stream_rng(seed, P, session, CHAIN_STREAM, 0)` and block b's trial order and catch
@@ -189,6 +190,67 @@ def simulate_chains(
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
 
+def simulate_gsp_chains(
+    start: np.ndarray,
+    n_shown: int,
+    points: int,
+    agent: Agent,
+    emotion: str | np.ndarray,
+    gate: Gate | None,
+    rng: np.random.Generator,
+    identity: np.ndarray | None = None,
+) -> tuple[Trace, dict]:
+    """Run n GSP chains from `start` (n, d) for `n_shown` slider trials each (`mcmcp.gsp`).
+    identity: (n,) the child each chain shows (for agents that judge images), None: default.
+
+    Every trial is shown and is one step: `proposal` is the confirmed point, `accepted` says the
+    chain moved there (False for point 0, x itself, or a move the gate refused). Returns the
+    trace (kappa NaN: GSP has no proposal concentration) and the slider's own arrays, indexed
+    [t, i] like the trace: direction (T, n, d), gsp_shift, gsp_start, gsp_choice (T, n) int.
+    """
+    from mcmcp import gsp
+
+    state = chain.init(start, np.nan)
+    n = len(start)
+    log_g = gate.density.logpdf(state.position) if gate is not None else None
+    rec: dict[str, list] = {k: [] for k in ("current", "proposal", "rt", "gate_prob",
+                                            "log_g_current", "log_g_proposal")}
+    extra: dict[str, list] = {k: [] for k in ("direction", "gsp_shift", "gsp_start",
+                                              "gsp_choice")}
+    rows = np.arange(n)
+    accepted = []
+    for _ in range(n_shown):
+        circle = gsp.draw_circle(state.position, points, rng)
+        answer = agent.slide(emotion, circle.points, circle.start, circle.shift, rng, identity)
+        chosen = circle.points[rows, answer.choice]
+        moved = np.ones(n, bool)
+        if gate is not None:
+            res = gate.screen(state.position, chosen, rng, log_g)
+            moved = res.passed
+            rec["gate_prob"].append(res.prob)
+            rec["log_g_current"].append(res.log_g_current)
+            rec["log_g_proposal"].append(res.log_g_proposal)
+            log_g = np.where(moved, res.log_g_proposal, log_g)
+        new = gsp.step(state, circle.points, answer.choice, moved)
+        rec["current"].append(state.position)
+        rec["proposal"].append(chosen)
+        rec["rt"].append(answer.rt)
+        accepted.append(moved & (answer.choice != 0))
+        for key, value in zip(extra, (circle.direction, circle.shift, circle.start,
+                                      answer.choice), strict=True):
+            extra[key].append(value)
+        state = new
+    out = {k: np.stack(v) for k, v in rec.items() if v}
+    shape = (n_shown, n)
+    for key in ("gate_prob", "log_g_current", "log_g_proposal"):
+        out.setdefault(key, np.broadcast_to(np.nan, shape))
+    ones, zeros = np.ones(shape, bool), np.zeros(shape, bool)
+    trace = Trace(**out, kappa=np.full(shape, np.nan), active=ones, shown=ones,
+                  right_is_proposal=zeros, chose_proposal=ones, accepted=np.stack(accepted),
+                  final=state)
+    return trace, {k: np.stack(v) for k, v in extra.items()}
+
+
 # ----------------------------------------------------------------------------- whole studies
 
 
@@ -286,11 +348,16 @@ def simulate_participant(design: Design, participant: str) -> Done:
     children = (None if design.identities is None
                 else assignment(cfg, participant, design.identities.default))
     t0 = time.perf_counter()
-    trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent,
-                            np.repeat(np.array(cfg.emotions, dtype=object), C),
-                            joint_gate(design.gates, cfg.emotions, C), rng, adapt,
-                            None if children is None
-                            else children.chain(np.arange(C * len(cfg.emotions))))
+    emotions = np.repeat(np.array(cfg.emotions, dtype=object), C)
+    gate = joint_gate(design.gates, cfg.emotions, C)
+    identity = None if children is None else children.chain(np.arange(C * len(cfg.emotions)))
+    slider = None
+    if cfg.paradigm == "gsp":
+        trace, slider = simulate_gsp_chains(start, n_shown, cfg.gsp.points, agent, emotions,
+                                            gate, rng, identity)
+    else:
+        trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotions,
+                                gate, rng, adapt, identity)
     seconds = time.perf_counter() - t0
     blocks = []
     for b, emotion in enumerate(cfg.emotions):
@@ -299,7 +366,11 @@ def simulate_participant(design: Design, participant: str) -> Done:
         blocks.append(block_columns(
             Block(emotion, trace.chains(slice(b * C, (b + 1) * C)),
                   None if gate is None else gate.gamma, children),
-            b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout))
+            b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout,
+            None if slider is None else {k: v[:, b * C:(b + 1) * C] for k, v in slider.items()}))
+        blocks[-1]["paradigm"] = cfg.paradigm
+        if slider is not None:
+            blocks[-1]["gsp_points"] = np.full(len(blocks[-1]["kind"]), cfg.gsp.points)
     columns, n_rows = session_columns(blocks, participant, agent.name, utc_now())
     seeds = {"master": cfg.seed, "participant_key": participant_key(participant),
              "chains": f"stream_rng(seed, participant, session, {CHAIN_STREAM}, 0)",
@@ -516,6 +587,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--catch-rate", type=float, help="share of shown trials that are catch "
                                                     "trials (default: the config's "
                                                     "trials.catch_rate)")
+    p.add_argument("--paradigm", choices=("mcmcp", "gsp"),
+                   help="mcmcp (two faces) or gsp (a slider along a great circle; catch "
+                        "trials off unless --catch-rate is given) (default: the config's "
+                        "paradigm)")
+    p.add_argument("--points", type=int, help="GSP: points on the slider's circle (default: "
+                                              "the config's gsp.points)")
     p.add_argument("--checkpoint", help="VAE checkpoint (default: the config's "
                                         "model.checkpoint)")
     p.add_argument("--faces", help="face store, used to fit category densities (default: the "
@@ -542,7 +619,10 @@ def _overrides(args) -> dict:
         "gate.kind": args.gate, "gate.gamma": args.gamma, "chains.kappa_proposal":
         args.kappa_proposal, "trials.catch_rate": args.catch_rate,
         "model.checkpoint": args.checkpoint, "model.faces": args.faces,
+        "paradigm": args.paradigm, "gsp.points": args.points,
     }
+    if args.paradigm == "gsp" and args.catch_rate is None:
+        pairs["trials.catch_rate"] = 0.0  # catch trials are two-face choices
     out: dict = {}
     for key, value in pairs.items():
         if value is not None:

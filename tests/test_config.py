@@ -55,6 +55,14 @@ def test_defaults_and_overrides(tmp_path, ckpt):
     assert prompt_for(cfg, "sad") == "Which face looks sadder?"
 
 
+def test_gsp_asks_about_one_face_unless_told_otherwise(ckpt):
+    data = {**base(ckpt), "paradigm": "gsp", "trials": {"catch_rate": 0.0}}
+    cfg = config_from_dict(data)
+    assert prompt_for(cfg, "sad") == "Move the slider until the face looks as sad as it can"
+    cfg = config_from_dict({**data, "display": {"prompt": "How {emotion}?"}})
+    assert prompt_for(cfg, "sad") == "How sad?"
+
+
 @pytest.mark.parametrize(
     ("changes", "key", "value", "allowed"),
     [
@@ -71,6 +79,13 @@ def test_defaults_and_overrides(tmp_path, ckpt):
         ({"gate": {"kind": "vmf", "mean": [1, 0, 0]}}, "gate.mean", "[1, 0, 0]", "manual"),
         ({"model": {"checkpoint": "nowhere/missing.pt"}}, "model.checkpoint",
          "'nowhere/missing.pt'", "an existing checkpoint file"),
+        ({"paradigm": "slider"}, "paradigm", "'slider'", "mcmcp, gsp"),
+        ({"paradigm": "gsp", "gsp": {"points": 2}}, "gsp.points", "2", "[4, 360]"),
+        ({"paradigm": "gsp", "trials": {"catch_rate": 0.1}}, "trials.catch_rate", "0.1",
+         "0 with paradigm gsp"),
+        ({"paradigm": "gsp", "trials": {"catch_rate": 0.0},
+          "chains": {"adapt": {"target": 0.4}}}, "chains.adapt", "'target': 0.4",
+         "null with paradigm gsp"),
     ],
 )
 def test_errors_name_file_key_value_allowed(tmp_path, ckpt, changes, key, value, allowed):

@@ -244,3 +244,65 @@ def test_rows_carry_key_device_experiment_and_run_stamp(ckpt):
     assert all(r["run"] == 2 and r["experiment"] == "e" and r["frame_rate"] == 60.0 for r in rows)
     seeds = engine.seeds()
     assert seeds["participant_key"] == participant_key("P1") and "participant_key" in seeds["streams"]
+
+
+# ----------------------------------------------------------------------------- GSP (slider)
+
+
+def gsp_config(ckpt, **trials):
+    t = {"per_chain": 5, "practice": 1, "catch_rate": 0.0, "break_every": 0, **trials}
+    return config_from_dict({"name": "g", "seed": 4, "model": {"checkpoint": str(ckpt)},
+                             "paradigm": "gsp", "gsp": {"points": 12},
+                             "emotions": ["happy", "sad"], "chains": {"per_emotion": 2},
+                             "trials": t, "gate": {"kind": "none"}})
+
+
+def slide(trial) -> int:
+    return int(np.random.default_rng([98, trial.trial]).integers(len(trial.circle.points)))
+
+
+def run_gsp(engine: Engine, stop: int | None = None) -> list[dict]:
+    rows: list[dict] = []
+    pending = engine.ask()
+    while pending is not None and (stop is None or pending.trial <= stop):
+        nxt = engine.ask() if engine.can_ask() else None
+        rows += engine.tell(pending, slide(pending), 2.0)
+        pending = nxt if nxt is not None else engine.ask()
+    return rows
+
+
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_gsp_rows_rebuild_chains_and_resume_exactly(ckpt, tmp_path, with_gate):
+    cfg = gsp_config(ckpt)
+    g = gates(gamma=2.0) if with_gate else None
+    full = run_gsp(Engine(cfg, D, "P1", 1, g, CENTROIDS))
+    assert all(r["paradigm"] == "gsp" and r["kind"] in ("practice", "chain") for r in full)
+    assert len(full) == 1 + 2 * 2 * 5  # one row per trial: the gate refuses moves in its row
+    for r in full:
+        x = np.array([r[f"current_{i}"] for i in range(D)])
+        u = np.array([r[f"direction_{i}"] for i in range(D)])
+        theta = 2 * np.pi * r["gsp_choice"] / 12
+        np.testing.assert_allclose([r[f"proposal_{i}"] for i in range(D)],
+                                   np.cos(theta) * x + np.sin(theta) * u, atol=1e-12)
+        assert abs(x @ u) < 1e-12 and 0 <= r["gsp_start"] < 12 and 0 <= r["gsp_shift"] < 12
+        assert "response" not in r and "left_role" not in r
+    steps = [r for r in full if r["kind"] == "chain"]
+    for c in range(4):
+        mine = sorted((r for r in steps if r["chain"] == c), key=lambda r: r["iteration"])
+        assert [r["iteration"] for r in mine] == list(range(5))
+        for a, b in zip(mine, mine[1:], strict=False):
+            nxt = "proposal" if a["accepted"] else "current"
+            assert [b[f"current_{i}"] for i in range(D)] == [a[f"{nxt}_{i}"] for i in range(D)]
+    refused = [r for r in steps if r["gsp_choice"] != 0 and not r["accepted"]]
+    assert bool(refused) == with_gate
+    if with_gate:
+        assert all(r["gate_prob"] is not None for r in steps)
+    store = SessionStore.create(tmp_path, "P1", 1, D, {})
+    store.append_many(run_gsp(Engine(cfg, D, "P1", 1, g, CENTROIDS), stop=6))
+    store.close()
+    resumed = Engine(cfg, D, "P1", 1, g, CENTROIDS, rows_so_far=store.read_rows())
+    assert resumed.next_index == 6
+    assert strip(full[:6] + run_gsp(resumed)) == strip(full)
+    engine = Engine(cfg, D, "P1", 1, g, CENTROIDS)
+    with pytest.raises(ValueError, match="circle point 0..11"):
+        engine.tell(engine.ask(), "left", 1.0)

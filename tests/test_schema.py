@@ -54,3 +54,12 @@ def test_lab_columns_are_appended_after_the_earlier_ones():
     after = names[names.index("timestamp") + 1:]
     assert after[:6] == ["run", "key", "device", "experiment", "date", "frame_rate"]
     assert "identity" in after[6:]  # issue 11's child, appended later still
+
+
+def test_gsp_columns_come_after_the_lab_columns():
+    names = schema.header(3)
+    gsp = ["paradigm", "gsp_points", "gsp_shift", "gsp_start", "gsp_choice",
+           "direction_0", "direction_1", "direction_2"]
+    assert names.index("frame_rate") < names.index("paradigm")
+    assert [n for n in names if n in gsp] == gsp and names[-3:] == gsp[-3:]
+    assert schema.latent_dim(names) == 3

@@ -41,11 +41,12 @@ class Session:
     """A windowed session subprocess whose stdout lines arrive on a queue.
 
     participant None: no --participant (the dialog asks); trials: the config's `trials:`;
-    env: extra environment; stdin: text typed on the terminal.
+    env: extra environment; stdin: text typed on the terminal; config: more config sections.
     """
 
     def __init__(self, tmp_path: Path, participant: str | None, *extra: str,
-                 trials: dict | None = None, env: dict | None = None, stdin: str | None = None):
+                 trials: dict | None = None, env: dict | None = None, stdin: str | None = None,
+                 config: dict | None = None):
         ckpt = ROOT / "vae/checkpoints/default.pt"  # the committed model: real decoded faces
         cfg = write_config(
             tmp_path, name="window", emotions=["happy"],
@@ -56,6 +57,7 @@ class Session:
             gate={"kind": "none"}, agent=None,
             display={"fixation": 0.05, "window_size": [WIDTH, HEIGHT], "face_size": 256,
                      "face_offset": OFFSET},
+            **(config or {}),  # more top-level sections (e.g. paradigm: gsp)
         )
         self.out = tmp_path / "out"
         self.folder = self.out / f"sub-{participant}" / "ses-01"

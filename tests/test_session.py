@@ -153,10 +153,14 @@ def test_refuses_to_overwrite_and_validates_ids(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_kill9_then_resume_continues_exactly(tmp_path):
-    """kill -9 mid-session: files readable, rows whole; --resume = the uninterrupted run."""
-    cfg = str(write_config(tmp_path, trials={"per_chain": 6, "practice": 1, "catch_rate": 0.15,
-                                             "repeat_rate": 0.1, "break_every": 0}))
+@pytest.mark.parametrize("paradigm", ["mcmcp", "gsp"])
+def test_kill9_then_resume_continues_exactly(tmp_path, paradigm):
+    """kill -9 mid-session: files readable, rows whole; --resume = the uninterrupted run.
+    GSP (slider trials, gated after the choice) resumes exactly the same way."""
+    extra = {"catch_rate": 0.15, "repeat_rate": 0.1} if paradigm == "mcmcp" else \
+        {"catch_rate": 0.0, "repeat_rate": 0.0}
+    cfg = str(write_config(tmp_path, paradigm=paradigm,
+                           trials={"per_chain": 6, "practice": 1, "break_every": 0, **extra}))
     out = str(tmp_path / "out")
     # the reference: the same participant, uninterrupted, in another data folder
     ref_out = str(tmp_path / "ref")
@@ -175,7 +179,8 @@ def test_kill9_then_resume_continues_exactly(tmp_path):
     partial = read_trials(tmp_path / "out/sub-crash/ses-01/trials.csv")
     shown = partial[partial["kind"] != "gate"]
     assert 7 <= len(shown) <= 9  # the trial on screen (and perhaps the one before) may be lost
-    need = ["participant", "kind", "row", "current_0", "proposal_2", "response", "rt"]
+    need = ["participant", "kind", "row", "current_0", "proposal_2", "rt",
+            "response" if paradigm == "mcmcp" else "gsp_choice"]
     assert shown[need].notna().all().all()
     assert json.loads((tmp_path / "out/sub-crash/ses-01/session.json").read_text())["status"] \
         == "running"
