@@ -78,10 +78,14 @@ class AdaptSpec:
 
 @dataclass(frozen=True)
 class ChainSpec:
+    """unguided: how many of each emotion's chains run without the gate (control chains the
+    report compares with the de-guided estimate of the guided ones); 0 with no gate."""
+
     per_emotion: int = 4
     kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
     start: str = "fibonacci"
     adapt: AdaptSpec | None = None
+    unguided: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,21 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
+class AnnealSpec:
+    """The gate's γ falls linearly to 0 over the first `until` fraction of each chain's shown
+    trials; the gate is off after that (mcmcp.gate.Gate.gamma_at)."""
+
+    until: float = 0.4
+
+
+@dataclass(frozen=True)
 class GateSpec:
     kind: str = "vmf"
     gamma: float = 0.5
     components: int = 3
     mean: tuple[float, ...] | None = None
     kappa: float | None = None
+    anneal: AnnealSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +309,7 @@ def _emotions(file: Path, value: Any) -> tuple[str, ...]:
 
 
 def _chains(r: _Reader) -> ChainSpec:
-    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt"))
+    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt", "unguided"))
     adapt = None
     a = r.sub("adapt", nullable=True)
     if a is not None:
@@ -310,6 +323,7 @@ def _chains(r: _Reader) -> ChainSpec:
         kappa_proposal=r.number("kappa_proposal", DEFAULT_KAPPA_PROPOSAL, 0.0, 1e5, lo_open=True),
         start=r.choice("start", "fibonacci", STARTS),
         adapt=adapt,
+        unguided=r.number("unguided", 0, 0, 100, integer=True),
     )
 
 
@@ -325,8 +339,15 @@ def _trials(r: _Reader) -> TrialSpec:
 
 
 def _gate(r: _Reader) -> GateSpec:
-    r.check_keys(("kind", "gamma", "components", "mean", "kappa"))
+    r.check_keys(("kind", "gamma", "components", "mean", "kappa", "anneal"))
     kind = r.choice("kind", "vmf", GATE_KINDS)
+    anneal = None
+    a = r.sub("anneal", nullable=True)
+    if a is not None:
+        if kind == "none":
+            raise r.error("anneal", r.data.get("anneal"), "null when gate.kind is none")
+        a.check_keys(("until",))
+        anneal = AnnealSpec(until=a.number("until", 0.4, 0.0, 1.0, lo_open=True))
     mean, kappa = r.data.get("mean"), r.data.get("kappa")
     if kind == "manual":
         if (not isinstance(mean, list) or len(mean) < 2
@@ -349,6 +370,7 @@ def _gate(r: _Reader) -> GateSpec:
         components=r.number("components", 3, 1, 50, integer=True),
         mean=mean,
         kappa=kappa,
+        anneal=anneal,
     )
 
 
@@ -470,6 +492,14 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         block_order=r.choice("block_order", "fixed", BLOCK_ORDERS),
         online=_online(r.sub("online")),
     )
+    c = cfg.chains
+    if c.unguided and cfg.gate.kind == "none":
+        raise r.error("chains.unguided", c.unguided,
+                      "0 when gate.kind is none (every chain is unguided already)")
+    if c.unguided >= c.per_emotion:
+        raise r.error("chains.unguided", c.unguided,
+                      f"an integer in [0, {c.per_emotion - 1}]: fewer than chains.per_emotion "
+                      f"({c.per_emotion}), so some chains are guided")
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")
