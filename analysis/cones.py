@@ -27,7 +27,8 @@ from scipy.stats import f as f_dist
 
 from mcmcp import sphere
 
-BATCHES_PER_CHAIN = 5
+BATCHES_PER_CHAIN = 5  # benchmarks/bench_guided.py: 95% cones cover 95-98% (10 per chain: ~91%)
+MIN_UNITS = 10  # fewer chains get more, shorter batches: T² with 4 units has almost no power
 
 
 class Cone(NamedTuple):
@@ -49,10 +50,14 @@ def tangent_basis(m: np.ndarray) -> np.ndarray:
     return q[:, 1:d]
 
 
-def batch_units(chain_index: np.ndarray, n_batches: int = BATCHES_PER_CHAIN) -> np.ndarray:
+def batch_units(chain_index: np.ndarray, n_batches: int | None = None) -> np.ndarray:
     """Unit labels (n,): each chain's states (in the order given, which must be the chain's
-    order) cut into `n_batches` contiguous batches of (nearly) equal length."""
+    order) cut into `n_batches` contiguous batches of (nearly) equal length; default
+    BATCHES_PER_CHAIN, more when there are too few chains for MIN_UNITS units."""
     chain_index = np.asarray(chain_index)
+    if n_batches is None:
+        n_chains = len(np.unique(chain_index))
+        n_batches = max(BATCHES_PER_CHAIN, -(-MIN_UNITS // n_chains))
     units = np.empty(len(chain_index), dtype=np.int64)
     for c in np.unique(chain_index):
         rows = np.flatnonzero(chain_index == c)

@@ -154,6 +154,10 @@ def deguide_weights(log_gate: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray
     gamma = np.nan_to_num(np.asarray(gamma, float), nan=0.0)
     log_w = -gamma * np.nan_to_num(np.asarray(log_gate, float), nan=0.0)
     smoothed, khat = az.psislw(log_w)
+    if not np.isfinite(smoothed).all():
+        # the tail is one value repeated (a chain sat on one state): there is nothing to smooth,
+        # and the Pareto fit divides by zero
+        smoothed = log_w
     w = np.exp(smoothed - logsumexp(smoothed))
     return w, float(khat), float(1.0 / np.sum(w**2))
 

@@ -47,8 +47,9 @@ class Trace(NamedTuple):
     """Every step of n chains: arrays indexed [t, i], t = the chain's iteration (0-based).
 
     Entries where `active` is False are padding (the chain had already finished).
-    current, proposal (T, n, d); kappa, gate_prob, log_g_current, log_g_proposal, rt (T, n)
-    float (gate fields NaN without a gate, rt NaN when not shown); active, shown (passed the gate),
+    current, proposal (T, n, d); kappa, gate_prob, log_g_current, log_g_proposal, gate_gamma
+    (the γ in force), rt (T, n) float (gate fields NaN without a gate, gate_gamma NaN for
+    unguided chains, rt NaN when not shown); active, shown (passed the gate),
     right_is_proposal, chose_proposal, accepted (T, n) bool (a chain moves iff the proposal was
     chosen, so accepted is chose_proposal). `final` is the last ChainState.
     """
@@ -59,6 +60,7 @@ class Trace(NamedTuple):
     gate_prob: np.ndarray
     log_g_current: np.ndarray
     log_g_proposal: np.ndarray
+    gate_gamma: np.ndarray
     active: np.ndarray
     shown: np.ndarray
     right_is_proposal: np.ndarray
@@ -82,18 +84,23 @@ def simulate_chains(
     gate: Gate | None,
     rng: np.random.Generator,
     adapt: tuple[float, int] | None = None,
+    guided: np.ndarray | None = None,
 ) -> Trace:
     """Run n chains from `start` (n, d) until each has had `n_shown` trials shown to `agent`.
 
     kappa_proposal: scalar or (n,); adapt: (target acceptance, burn_in iterations) for
     Robbins-Monro tuning of kappa during burn-in, or None. Gate-screened proposals are steps
-    too (the chain stays) but are not shown. Sides are randomised here, 50/50 per trial.
+    too (the chain stays) but are not shown; an annealed gate's γ follows each chain's shown
+    trials so far over `n_shown` (as in the engine). guided: (n,) bool, the chains the gate
+    screens (None: all; the others are unguided control chains). Sides are randomised here,
+    50/50 per trial.
     """
     state = chain.init(start, kappa_proposal)
     n = len(start)
     n_done = np.zeros(n, dtype=np.int64)
     log_g = gate.density.logpdf(state.position) if gate is not None else None
     nan = np.full(n, np.nan)
+    guided = np.ones(n, dtype=bool) if guided is None else np.asarray(guided, dtype=bool)
     rec: dict[str, list] = {k: [] for k in Trace._fields if k not in ("accepted", "final")}
     while True:
         active = n_done < n_shown
@@ -109,8 +116,8 @@ def simulate_chains(
         if gate is None:
             shown, screen = active, None
         else:
-            screen = gate.screen(state.position, proposal, rng, log_g)
-            shown = active & screen.passed
+            screen = gate.screen(state.position, proposal, rng, log_g, n_done / n_shown)
+            shown = active & (screen.passed | ~guided)
         right_is_prop = rng.random(n) < 0.5
         chose = np.zeros(n, dtype=bool)
         rt = nan.copy()
@@ -143,12 +150,13 @@ def simulate_chains(
             rec["gate_prob"].append(screen.prob)
             rec["log_g_current"].append(screen.log_g_current)
             rec["log_g_proposal"].append(screen.log_g_proposal)
+            rec["gate_gamma"].append(np.where(guided, screen.gamma, np.nan))
             log_g = np.where(chose, screen.log_g_proposal, log_g)
         n_done += shown
         state = new
     out = {k: np.stack(v) for k, v in rec.items() if v}
     # Without a gate the gate fields are all NaN: a broadcast view, not T x n copies.
-    for key in ("gate_prob", "log_g_current", "log_g_proposal"):
+    for key in ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma"):
         out.setdefault(key, np.broadcast_to(np.nan, out["rt"].shape))
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
