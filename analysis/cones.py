@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import f as f_dist
+from scipy.stats import norm
 
 from mcmcp import sphere
 
@@ -91,6 +92,23 @@ def mean_cone(x: np.ndarray, units: np.ndarray, weights: np.ndarray | None = Non
     t2 = p * (b - 1) / (b - p) * f_dist.ppf(level, p, b - p)
     radius = np.sqrt(t2 * np.linalg.eigvalsh(cov).max())
     return Cone(mean, float(np.degrees(min(radius, np.pi))), cov, basis, b)
+
+
+def kappa_interval(x: np.ndarray, units: np.ndarray, level: float = 0.95
+                   ) -> tuple[float, float]:
+    """An interval for the vMF concentration of x (n, d) from the leave-one-unit-out jackknife
+    over `units` (batches or participants): kappa-hat -+ z * SE, floored at 0."""
+    from analysis.prototypes import fit_vmf  # prototypes imports nothing from here
+
+    _, units = np.unique(units, return_inverse=True)
+    b = int(units.max()) + 1
+    kappa = fit_vmf(x)[1]
+    if b < 3:
+        return float("nan"), float("nan")
+    loo = np.array([fit_vmf(x[units != u])[1] for u in range(b)])
+    se = np.sqrt((b - 1) / b * np.sum((loo - loo.mean()) ** 2))
+    z = float(norm.ppf(0.5 + level / 2))
+    return max(kappa - z * se, 0.0), kappa + z * se
 
 
 def inside(cone: Cone, truth: np.ndarray) -> bool:

@@ -54,6 +54,8 @@ def _mean_resultant_to_kappa(rbar: float, d: int) -> float:
         return 0.0
     rbar = min(rbar, 1.0 - 1e-12)
     ratio = lambda k: ive(d / 2.0, k) / ive(d / 2.0 - 1.0, k) - rbar  # noqa: E731
+    if ratio(1e8) <= 0:  # (nearly) all the weight on one point: as concentrated as it gets
+        return 1e8
     return float(brentq(ratio, 1e-10, 1e8))
 
 
