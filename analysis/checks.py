@@ -175,12 +175,16 @@ def _group_checks(kept: pd.DataFrame, trials: pd.DataFrame, d: int, seed: int,
     if person:
         dep = choice_dependence(shown[schema.latent_columns("current", d)].to_numpy(float),
                                 shown[schema.latent_columns("proposal", d)].to_numpy(float),
-                                shown["chose_proposal"].to_numpy(bool))
-        row.update(responder_p=dep.p_value, responses_random=dep.random)
+                                shown["chose_proposal"].to_numpy(bool), cone.mean)
+        row.update(responder_p=dep.p_value, responder_power=dep.power,
+                   responses_random=dep.random)
         random = dep.random
         if random:  # then modes, weights and widths describe noise: say only this
             words = [f"responses do not depend on the faces (p = {dep.p_value:.2g}): there is "
                      "no category to estimate"]
+        elif dep.inconclusive:
+            words.append("the faces shown in each pair were too alike to tell whether the "
+                         "responses depend on them")
     lapse = _lapse_columns(trials, d)
     row.update(lapse)
     if p_rows.any():
@@ -209,7 +213,7 @@ def inference_checks(trials: pd.DataFrame, states: pd.DataFrame,
     means), kappa (kappa_low, kappa_high: jackknife 95%), n_modes, mode_weights, chains_split,
     mode<k>_0.. (each mode's mean), guard columns (gate_pull, kappa_implied, gate_offset_deg,
     weight_ess_expected, deguided_unreliable), control columns (control_angle_deg, control_p,
-    control_disagrees), responder_p, responses_random, lapse columns (lapse, lapse_low,
+    control_disagrees), responder_p, responder_power, responses_random, lapse columns (lapse, lapse_low,
     lapse_high, n_catch, lapse_repeat_bound, n_repeat, kappa_corrected[_low, _high]) and
     verdict. The modes themselves are in column `modes`: a list of (mean (d,), kappa, weight).
     """

@@ -63,21 +63,28 @@ def lapse_bound_from_repeats(n_disagree: int, n: int) -> Lapse:
 
 @lru_cache(maxsize=64)
 def _stationary_map(lapse: float, kappa_proposal: float, d: int, seed: int) -> np.ndarray:
-    """Fitted κ of the stationary law for each true κ in KAPPA_GRID (cached: a few seconds)."""
-    from mcmcp.agents import LatentAgent
-    from mcmcp.densities import VMFMixture
+    """Fitted κ of the stationary law for each true κ in KAPPA_GRID (cached; about a second):
+    N_CHAINS chains per κ, all simulated at once, started in the category (a lapse only widens
+    it, so little burn-in is needed)."""
+    from mcmcp.agents import LuceAgent
     from mcmcp.simulate import simulate_chains
 
-    mean = np.eye(d)[0]
-    n_chains, n_steps = 300, 300
-    out = np.empty(len(KAPPA_GRID))
+    class GridAgent(LuceAgent):
+        """Chain i's category is vMF(e_1, kappa[i]). Without a gate every chain is shown every
+        trial, so the rows `choose` scores (left then right) are the chains in order."""
+
+        def log_preference(self, emotion: str, x: np.ndarray) -> np.ndarray:
+            return np.tile(kappa, 2) * x[:, 0]
+
+    n_chains, n_steps = 500, 300
+    kappa = np.repeat(KAPPA_GRID, n_chains)
     rng = np.random.default_rng(seed)
-    for i, kappa in enumerate(KAPPA_GRID):
-        agent = LatentAgent({"neutral": VMFMixture.single(mean, kappa)}, lapse=lapse)
-        # start in the category: the lapse only widens it, so little burn-in is needed
-        start = vonmises_fisher(mean, kappa).rvs(n_chains, random_state=rng).reshape(n_chains, d)
-        trace = simulate_chains(start, n_steps, kappa_proposal, agent, "neutral", None, rng)
-        out[i] = fit_vmf(trace.current[n_steps // 3:].reshape(-1, d))[1]
+    start = np.concatenate([vonmises_fisher(np.eye(d)[0], k).rvs(n_chains, random_state=rng)
+                            .reshape(n_chains, d) for k in KAPPA_GRID])
+    trace = simulate_chains(start, n_steps, kappa_proposal, GridAgent(lapse=lapse), "any", None,
+                            rng)
+    kept = trace.current[n_steps // 3:].reshape(-1, len(KAPPA_GRID), n_chains, d)
+    out = np.array([fit_vmf(kept[:, i].reshape(-1, d))[1] for i in range(len(KAPPA_GRID))])
     return np.maximum.accumulate(out)  # monotone in κ up to simulation noise
 
 

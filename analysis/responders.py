@@ -14,9 +14,16 @@ being 0 (an intercept, a bias toward the proposal or the current face, stays fre
 with k = d + d(d+1)/2 - 1 degrees of freedom (one square term is dropped: sum x_i² = 1). Its
 linear part alone (the vMF, d degrees of freedom) has more power for one-mode categories, so
 both are tested and the smaller p-value is doubled (Bonferroni). The gate only chooses which
-pairs are shown, never the answer given a pair, so the test holds for guided chains too. Flag:
-p-value >= RANDOM_ALPHA ("responses do not depend on the faces"); benchmarks/bench_guided.py
-measures how often it flags random and attentive agents.
+pairs are shown, never the answer given a pair, so the test holds for guided chains too.
+
+Absence of evidence is evidence only when the test could have seen a category: a narrow gate
+shows pairs of nearly the same face, between which even an attentive person answers almost at
+random. So the test's power against a broad category (vMF with κ = KAPPA_DETECT centred on the
+participant's prototype) is computed from the pairs actually shown (noncentral chi-square,
+noncentrality sum_i (κ m·(x'_i - x_i))² / 4, the Fisher information of a logistic at p = 1/2).
+Flag "random" only when p >= RANDOM_ALPHA and that power is >= MIN_POWER; "inconclusive" when
+the power is lower. tests/test_responders.py measures how often it flags random and attentive
+agents.
 
 Pure numpy/scipy.
 """
@@ -27,9 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.special import expit, log_expit
-from scipy.stats import chi2
+from scipy.stats import chi2, ncx2
 
 RANDOM_ALPHA = 0.01
+KAPPA_DETECT = 5.0  # a broad category: the one the test must be able to see
+MIN_POWER = 0.8
 
 
 def quadratic_features(x: np.ndarray) -> np.ndarray:
@@ -60,28 +69,35 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, iterations: int = 100,
 
 class Dependence(NamedTuple):
     """n chain trials; acceptance (share of proposals chosen); p_value of "choices do not depend
-    on the faces" (Bonferroni over the linear and the quadratic test); random: p_value >=
-    RANDOM_ALPHA."""
+    on the faces" (Bonferroni over the linear and the quadratic test); power: of the linear test
+    against a vMF(KAPPA_DETECT) category at `centre`; random: p_value >= RANDOM_ALPHA with
+    enough power; inconclusive: p_value >= RANDOM_ALPHA without it."""
 
     n: int
     acceptance: float
     p_value: float
+    power: float
     random: bool
+    inconclusive: bool
 
 
-def choice_dependence(current: np.ndarray, proposal: np.ndarray,
-                      chose_proposal: np.ndarray) -> Dependence:
+def choice_dependence(current: np.ndarray, proposal: np.ndarray, chose_proposal: np.ndarray,
+                      centre: np.ndarray) -> Dependence:
     """The test on shown chain trials: current, proposal (n, d) unit vectors, chose_proposal
-    (n,) bool."""
+    (n,) bool; centre (d,): the participant's prototype (where the power is computed)."""
     y = np.asarray(chose_proposal, bool)
-    z = quadratic_features(np.asarray(proposal, float)) - quadratic_features(
-        np.asarray(current, float))
-    n, d = len(y), np.shape(current)[1]
+    current, proposal = np.asarray(current, float), np.asarray(proposal, float)
+    z = quadratic_features(proposal) - quadratic_features(current)
+    n, d = len(y), current.shape[1]
     rate = float(y.mean()) if n else float("nan")
     if n <= z.shape[1] + 1 or rate in (0.0, 1.0):
-        return Dependence(n, rate, float("nan"), False)
+        return Dependence(n, rate, float("nan"), float("nan"), False, False)
     null = n * (rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
     p = [chi2.sf(max(2.0 * (_fit_logistic(part, y) - null), 0.0), part.shape[1])
          for part in (z[:, :d], z)]  # the linear features come first
     p_value = float(min(1.0, 2.0 * min(p)))
-    return Dependence(n, rate, p_value, p_value >= RANDOM_ALPHA)
+    noncentrality = float(np.sum((KAPPA_DETECT * (proposal - current) @ centre) ** 2) / 4.0)
+    power = float(ncx2.sf(chi2.isf(RANDOM_ALPHA / 2, d), d, noncentrality))
+    quiet = p_value >= RANDOM_ALPHA
+    return Dependence(n, rate, p_value, power, quiet and power >= MIN_POWER,
+                      quiet and power < MIN_POWER)

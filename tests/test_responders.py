@@ -11,7 +11,7 @@ from mcmcp.agents import LatentAgent
 from mcmcp.densities import VMFMixture
 from mcmcp.gate import Gate
 from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, normalize, sample_uniform
+from mcmcp.sphere import fibonacci_sphere, normalize, sample_uniform, spherical_mean
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 
@@ -34,7 +34,7 @@ def test_p_values_are_about_uniform_for_random_choices():
     for _ in range(150):
         cur = sample_uniform(300, 3, rng)
         prop = vonmises_fisher(M, 1.0).rvs(300, random_state=rng)
-        p.append(choice_dependence(cur, prop, rng.random(300) < 0.4).p_value)
+        p.append(choice_dependence(cur, prop, rng.random(300) < 0.4, M).p_value)
     p = np.array(p)
     assert kstest(p, "uniform", alternative="greater").pvalue > 1e-3
     assert np.mean(p < 0.1) <= 0.1 + 3 * np.sqrt(0.09 / len(p))
@@ -50,8 +50,9 @@ def flag_rate(kappa, exponent, gate, reps=40, seed=0):
     for r in range(reps):
         cols = slice(4 * r, 4 * r + 4)
         shown = trace.shown[:, cols] & trace.active[:, cols]
+        centre = spherical_mean(trace.current[:, cols][shown])
         flags += choice_dependence(trace.current[:, cols][shown], trace.proposal[:, cols][shown],
-                                   trace.chose_proposal[:, cols][shown]).random
+                                   trace.chose_proposal[:, cols][shown], centre).random
     return flags / reps
 
 
@@ -62,3 +63,17 @@ def test_random_responders_are_flagged_and_attentive_broad_categories_are_not():
     gate = Gate(VMFMixture.single(M, 20.0), 0.5)
     assert flag_rate(20.0, 0.0, gate) >= 0.9 and flag_rate(20.0, 0.0, None) >= 0.9
     assert flag_rate(5.0, 1.0, gate) <= 0.05 and flag_rate(5.0, 1.0, None) == 0.0
+
+
+def test_pairs_too_alike_are_inconclusive_not_random():
+    """Under a narrow gate (kappa 200, gamma 1) on the category, every pair shows nearly the same
+    face: an attentive person's answers look random, and the test says it cannot tell."""
+    rng = np.random.default_rng(4)
+    agent = LatentAgent({"sad": VMFMixture.single(M, 20.0)})
+    trace = simulate_chains(np.tile(M, (4, 1)), 250, 5.0, agent, "sad",
+                            Gate(VMFMixture.single(M, 200.0), 1.0), rng)
+    shown = trace.shown & trace.active
+    dep = choice_dependence(trace.current[shown], trace.proposal[shown],
+                            trace.chose_proposal[shown], M)
+    assert dep.power < 0.8 and not dep.random
+    assert dep.inconclusive or dep.p_value < 0.01
