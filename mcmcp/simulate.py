@@ -294,10 +294,10 @@ def _event_rows(events, block: Block, b: int, catch: list[dict], C: int) -> list
             "kappa_proposal": float(tr.kappa[t, i]),
             "accepted": bool(tr.accepted[t, i]),
         }
-        if gamma is not None:
+        if gamma is not None and not np.isnan(tr.gate_gamma[t, i]):  # NaN: a control chain
             row.update(log_gate_current=float(tr.log_g_current[t, i]),
                        log_gate_proposal=float(tr.log_g_proposal[t, i]),
-                       gate_gamma=gamma, gate_prob=float(tr.gate_prob[t, i]))
+                       gate_gamma=float(tr.gate_gamma[t, i]), gate_prob=float(tr.gate_prob[t, i]))
         if shown:
             rip = bool(tr.right_is_proposal[t, i])
             chose = bool(tr.chose_proposal[t, i])
@@ -419,8 +419,9 @@ def simulate_study(
         gate = make_gate(cfg.gate, emotion, gate_densities,
                          None if loaded is None else loaded.model)
         start = np.tile(start_points(cfg.chains.start, C, d, emotion, centroids, rng), (P, 1))
+        guided = np.tile(np.arange(C) < C - cfg.chains.unguided, P)  # controls: last of each
         trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotion, gate,
-                                rng, adapt)
+                                rng, adapt, guided)
         n_steps += int(trace.active.sum())
         blocks.append(Block(emotion, trace, None if gate is None else gate.gamma))
     t_sim = time.perf_counter() - t0

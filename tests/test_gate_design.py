@@ -87,7 +87,10 @@ def test_config_keys_round_trip_and_are_validated(ckpt):
     cfg = design(ckpt, gate={"anneal": {"until": 0.3}}, chains={"unguided": 2})
     assert cfg.gate.anneal.until == 0.3 and cfg.chains.unguided == 2
     assert config_from_dict(config_to_dict(cfg)) == cfg
-    assert design(ckpt).gate.anneal is None and design(ckpt).chains.unguided == 0
+    default = design(ckpt)  # the default design: annealed until 0.4, no control chains
+    assert default.gate.anneal.until == 0.4 and default.chains.unguided == 0
+    assert design(ckpt, gate={"anneal": None}).gate.anneal is None
+    assert design(ckpt, gate={"kind": "none"}).gate.anneal is None
     bad = [({"gate": {"anneal": {"until": 0}}}, "gate.anneal.until", "(0.0, 1.0]"),
            ({"gate": {"anneal": {"until": float("nan")}}}, "gate.anneal.until", "finite"),
            ({"gate": {"anneal": {"until": 0.4, "shape": "cosine"}}}, "gate.anneal.shape",

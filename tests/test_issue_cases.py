@@ -62,7 +62,7 @@ def test_narrow_gate_misplaced_or_aligned_is_flagged(tmp_path, angle):
     """gate kappa 200, gamma 1: the de-guided estimate is 31 deg off (misplaced) or far too
     narrow (aligned), with k-hat that looks fine; the guard flags every row."""
     table, _ = simulate_and_check(tmp_path, gate={"kind": "manual", "mean": away(angle),
-                                                  "kappa": 200.0, "gamma": 1.0})
+                                                  "kappa": 200.0, "gamma": 1.0, "anneal": None})
     assert table["deguided_unreliable"].all()
     assert table["verdict"].str.contains(r"the gate's pull \(γ·κ_gate = 200\) is stronger").all()
     if angle:
@@ -106,11 +106,13 @@ def test_lapses_flatten_the_width_but_not_the_direction(tmp_path):
     assert "width is a lower bound" in group["verdict"]
 
 
-def test_random_answers_with_a_gate_are_flagged_without_catch_trials(tmp_path):
+@pytest.mark.parametrize("anneal", [None, {"until": 0.4}], ids=["old default", "annealed"])
+def test_random_answers_with_a_gate_are_flagged_without_catch_trials(tmp_path, anneal):
     """A person pressing keys at random (Luce exponent 0) under a sad gate like the default's
     (gamma 0.5, kappa 30): the gate alone makes the chains look sad; no catch trials."""
     table, _ = simulate_and_check(tmp_path, gate={"kind": "manual", "mean": SAD.tolist(),
-                                                  "kappa": 30.0, "gamma": 0.5}, exponent=0.0)
+                                                  "kappa": 30.0, "gamma": 0.5, "anneal": anneal},
+                                  exponent=0.0)
     people = table[table["participant"] != "all"]
     assert people["responses_random"].all()
     assert people["verdict"].str.startswith("responses do not depend on the faces").all()
