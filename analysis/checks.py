@@ -38,24 +38,32 @@ MODE_FIT_STATES = 2000  # states the mixture is fitted to (every k-th: neighbour
 def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN
                       ) -> pd.DataFrame:
     """The states estimates may use (see the module docstring), with a column `sampler`
-    ('p' or 'guided'). Warns, naming the chains, when the burn-in kept states of an annealed
-    chain sampled with the gate still on (they are dropped: burn-in should outlast annealing)."""
+    ('p' or 'guided').
+
+    In a chain whose γ changed (an annealed gate), the burn-in lasts at least until the gate
+    was off: gate rows pile up while γ is high, so annealing over 40% of the shown trials
+    typically ends after 60-90% of the steps, beyond the default burn-in. Warns about chains
+    left with no state (their γ never reached 0)."""
     kept = post_burn_in(states, burn_in)
     gamma = states["gate_gamma"].to_numpy(float, na_value=np.nan)
     step = states["step"].to_numpy(int)
     chain = states.groupby(KEYS, sort=False).ngroup().to_numpy()
-    annealed = np.zeros(chain.max() + 1 if len(chain) else 0, bool)
-    np.logical_or.at(annealed, chain, gamma == 0)
-    last_on = np.full(len(annealed), -1)
-    np.maximum.at(last_on, chain, np.where(gamma > 0, step, -1))
-    k_chain = chain[kept.index.to_numpy()] if len(kept) else chain[:0]
-    on = annealed[k_chain] & (kept["step"].to_numpy(int) <= last_on[k_chain])
-    if on.any():
-        names = kept.loc[on, KEYS].drop_duplicates().astype(str).agg(" ".join, axis=1)
-        warnings.warn(f"{on.sum()} post-burn-in states of annealed chains ({', '.join(names[:5])}"
-                      f"{', ...' if len(names) > 5 else ''}) were sampled while the gate was still "
-                      "on; they are left out of the estimates (use a longer burn-in or anneal "
-                      "faster)", stacklevel=2)
+    n = chain.max() + 1 if len(chain) else 0
+    g = np.nan_to_num(gamma, nan=0.0)
+    top, low = np.full(n, -np.inf), np.full(n, np.inf)
+    np.maximum.at(top, chain, g)
+    np.minimum.at(low, chain, g)
+    last_on = np.full(n, -1)
+    np.maximum.at(last_on, chain, np.where(g > 0, step, -1))
+    changed = top > low  # annealed (or changed by hand): only the stretch with γ = 0 is stationary
+    k_chain = chain[kept.index.to_numpy()]
+    on = changed[k_chain] & (kept["step"].to_numpy(int) <= last_on[k_chain])
+    lost = np.setdiff1d(np.flatnonzero(changed & (top > 0)), k_chain[~on])
+    if len(lost):
+        names = [" ".join(map(str, states.loc[chain == c, KEYS].iloc[0])) for c in lost[:5]]
+        warnings.warn(f"{len(lost)} chain(s) ({', '.join(names)}{', ...' if len(lost) > 5 else ''}) "
+                      "changed their gate γ and never sampled with the gate off after the burn-in: "
+                      "they are left out of the estimates (anneal over fewer trials)", stacklevel=2)
     kept = kept[~on]
     kept_gamma = kept["gate_gamma"].to_numpy(float, na_value=np.nan)
     return kept.assign(sampler=np.where(kept_gamma > 0, GUIDED, P_SAMPLED))

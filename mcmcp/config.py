@@ -356,7 +356,8 @@ def _gate(r: _Reader) -> GateSpec:
         if kind == "none" and "anneal" in r.data:
             raise r.error("anneal", r.data.get("anneal"), "null when gate.kind is none")
         a.check_keys(("until",))
-        anneal = AnnealSpec(until=a.number("until", DEFAULT_ANNEAL_UNTIL, 0.0, 1.0, lo_open=True))
+        # at least a fifth of the trials with the gate off: they are the ones analysis uses
+        anneal = AnnealSpec(until=a.number("until", DEFAULT_ANNEAL_UNTIL, 0.0, 0.8, lo_open=True))
     elif "anneal" not in r.data and kind != "none":
         anneal = AnnealSpec()
     mean, kappa = r.data.get("mean"), r.data.get("kappa")

@@ -91,7 +91,8 @@ def test_config_keys_round_trip_and_are_validated(ckpt):
     assert default.gate.anneal.until == 0.4 and default.chains.unguided == 0
     assert design(ckpt, gate={"anneal": None}).gate.anneal is None
     assert design(ckpt, gate={"kind": "none"}).gate.anneal is None
-    bad = [({"gate": {"anneal": {"until": 0}}}, "gate.anneal.until", "(0.0, 1.0]"),
+    bad = [({"gate": {"anneal": {"until": 0}}}, "gate.anneal.until", "(0.0, 0.8]"),
+           ({"gate": {"anneal": {"until": 0.9}}}, "gate.anneal.until", "(0.0, 0.8]"),
            ({"gate": {"anneal": {"until": float("nan")}}}, "gate.anneal.until", "finite"),
            ({"gate": {"anneal": {"until": 0.4, "shape": "cosine"}}}, "gate.anneal.shape",
             "known keys"),

@@ -116,3 +116,13 @@ def test_random_answers_with_a_gate_are_flagged_without_catch_trials(tmp_path, a
     people = table[table["participant"] != "all"]
     assert people["responses_random"].all()
     assert people["verdict"].str.startswith("responses do not depend on the faces").all()
+
+
+def test_the_new_default_design_gets_the_misplaced_narrow_gate_right(tmp_path):
+    """The first case again with the default design (the gate anneals over the first 40% of
+    each chain's trials): the estimate is right and nothing is flagged."""
+    table, _ = simulate_and_check(tmp_path, gate={"kind": "manual", "mean": away(40.0),
+                                                  "kappa": 200.0, "gamma": 1.0})
+    assert (table["error_deg"] < 8).all() and (table["verdict"] == "").all()
+    group = table[table["participant"] == "all"].iloc[0]
+    assert group["error_deg"] < 4 and 15 < group["kappa"] < 27
