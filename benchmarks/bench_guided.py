@@ -21,7 +21,12 @@ share of replicates the guard (analysis.deguiding.guard) calls unreliable, and t
 per participant (4 chains) at which the median error first falls below 5 degrees. A second table
 gives the coverage of the 95% cones at the longest length: the old chain bootstrap
 (analysis.prototypes.bootstrap_cone) and the batch-means cone (analysis.cones.mean_cone), with
-binomial 95% intervals. Saves reports/bench_guided.png (error vs trials, medians with intervals).
+binomial 95% intervals. A third table gives how often the checks flag participants in the
+default design (annealed gamma 0.5, gate k_g 10 well placed or 40 deg off): "random" (the
+choice-dependence test, analysis.responders) for attentive agents with broad (kappa 5) and
+narrow (kappa 20) categories and for agents answering at random (Luce exponent 0), and "two
+modes" (analysis.modes) for the attentive ones. Saves reports/bench_guided.png (error vs trials,
+medians with intervals).
 
     python benchmarks/bench_guided.py [--quick]
 """
@@ -47,7 +52,14 @@ from analysis.deguiding import (  # noqa: E402
     gate_natural_parameter,
     guard,
 )
-from analysis.prototypes import bootstrap_cone, deguide_weights, fit_vmf  # noqa: E402
+from analysis.modes import choose_modes  # noqa: E402
+from analysis.prototypes import (  # noqa: E402
+    bootstrap_cone,
+    deguide_weights,
+    effective_n,
+    fit_vmf,
+)
+from analysis.responders import choice_dependence  # noqa: E402
 from mcmcp.agents import LatentAgent  # noqa: E402
 from mcmcp.densities import VMFMixture  # noqa: E402
 from mcmcp.gate import Gate  # noqa: E402
@@ -145,6 +157,31 @@ def run(design: Design, gate_spec, n_shown: int, n_rep: int, seed: int) -> list[
     return [replicate(trace, r, n_shown, design, gate, rng) for r in range(n_rep)]
 
 
+def check_rates(angle: float, kappa: float, exponent: float, n_shown: int, n_rep: int,
+                seed: int) -> tuple[list[bool], list[bool]]:
+    """(random flags, two-mode flags) of n_rep participants in the default design."""
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([fibonacci_sphere(N_CHAINS) @ special_ortho_group.rvs(3, random_state=rng).T
+                             for _ in range(n_rep)])
+    m_g = rotate_towards(M, np.array([1.0, 0.0, 0.0]), np.radians(angle))
+    gate = Gate(VMFMixture.single(m_g, 10.0), 0.5, ANNEAL_UNTIL)
+    agent = LatentAgent({"sad": VMFMixture.single(M, kappa)}, exponent=exponent)
+    trace = simulate_chains(starts, n_shown, 5.0, agent, "sad", gate, rng)
+    random, modes = [], []
+    for r in range(n_rep):
+        cols = slice(r * N_CHAINS, (r + 1) * N_CHAINS)
+        parts = [kept_states(trace, i, n_shown)[0] for i in range(cols.start, cols.stop)]
+        x = np.concatenate(parts)
+        chain = np.repeat(np.arange(N_CHAINS), [len(p) for p in parts])
+        shown = trace.shown[:, cols] & trace.active[:, cols]
+        random.append(choice_dependence(trace.current[:, cols][shown],
+                                        trace.proposal[:, cols][shown],
+                                        trace.chose_proposal[:, cols][shown],
+                                        normalize(x.sum(axis=0))).random)
+        modes.append(choose_modes(x, effective_n(x, chain)).n_modes > 1)
+    return random, modes
+
+
 def median_interval(values: np.ndarray) -> tuple[float, float, float]:
     """Median and a 95% distribution-free interval of the median (binomial order statistics)."""
     v = np.sort(values)
@@ -173,11 +210,13 @@ def main(argv=None) -> None:
     print(f"{'gate':<30} {'design':<30} {header} {'k-hat/k':>8} {'guard':>6} {'flag':>6} "
           f"{'to 5 deg':>8}")
     fig, axes = plt.subplots(1, len(GATES), figsize=(4 * len(GATES), 4), sharey=True)
-    coverage = []
+    coverage, reference = [], None
     for g, gate_spec in enumerate(GATES):
         ax = axes[g]
         for s, design in enumerate(DESIGNS):
-            if design.gamma is None and g > 0:
+            if design.gamma is None and g > 0:  # the same runs: drawn again as the reference
+                ax.errorbar(reference[0], reference[1], yerr=reference[2], marker="o", ms=3,
+                            capsize=2, color="k", label=design.name)
                 continue
             cells, meds = [], []
             for n_shown in lengths:
@@ -197,12 +236,18 @@ def main(argv=None) -> None:
             coverage.append((name, design.name, share([r.boot_hit for r in last]),
                              share([r.batch_hit for r in last])))
             m = np.array(meds)
-            ax.errorbar(N_CHAINS * np.array(lengths) * (1 + 0.02 * s), m[:, 0],
-                        yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", ms=3,
-                        capsize=2, label=design.name, color="k" if design.gamma is None else f"C{s}")
+            line = (N_CHAINS * np.array(lengths) * (1 + 0.02 * s), m[:, 0],
+                    [m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]])
+            if design.gamma is None:
+                reference = line
+            ax.errorbar(line[0], line[1], yerr=line[2], marker="o", ms=3, capsize=2,
+                        label=design.name, color="k" if design.gamma is None else f"C{s}")
         ax.axhline(5.0, color="grey", lw=0.8)
         ax.set(xlabel="shown trials per participant (4 chains)", yscale="log",
                title=gate_spec[0], xscale="log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_yticks([1, 2, 3, 5, 10, 20, 30])
     axes[0].set_ylabel("prototype error (deg): median, 95% interval")
     axes[-1].legend(fontsize=7)
     print(f"\ncoverage of the 95% cones after {N_CHAINS} x {lengths[-1]} trials "
@@ -210,6 +255,18 @@ def main(argv=None) -> None:
     print(f"{'gate':<30} {'design':<30} {'chain bootstrap (old)':>24} {'batch means (new)':>24}")
     for name, design, boot, batch in coverage:
         print(f"{name:<30} {design:<30} {boot:>24} {batch:>24}")
+    print("\nchecks in the default design (annealed γ 0.5, gate k_g 10): share of participants "
+          "flagged, binomial 95% interval")
+    print(f"{'gate':<12} {'participant':<24} {'trials':>6} {'random':>20} {'two modes':>20}")
+    for angle in (0.0, 40.0):
+        for who, kappa, exponent in (("attentive, kappa 5", 5.0, 1.0),
+                                     ("attentive, kappa 20", 20.0, 1.0),
+                                     ("answers at random", 20.0, 0.0)):
+            for n_shown in (100, 250):
+                random, modes = check_rates(angle, kappa, exponent, n_shown, n_rep,
+                                            seed=int(angle) + int(kappa) + n_shown)
+                print(f"{f'{angle:.0f}° off':<12} {who:<24} {N_CHAINS * n_shown:>6} "
+                      f"{share(random):>20} {share(modes) if exponent else '':>20}")
     out = ROOT / "reports" / "bench_guided.png"
     out.parent.mkdir(exist_ok=True)
     fig.tight_layout()
