@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
           "--contact-sheet", str(report_dir / "contact_sheet.png")])
     if not (ROOT / CHECKPOINT).exists():
         _run("2/6 train the default vMF-VAE (the committed checkpoint is missing)",
-             ["vae.train", "--config", "experiments/vae_default.yaml", "--data", FACES])
+             ["vae.train", "--config", "experiments/vae_default.yaml", "--data", FACES,
+              "--out", CHECKPOINT])
     else:
         print(f"\n=== 2/6 use the committed default model {CHECKPOINT}", flush=True)
     _run("3/6 the VAE's figures (latent space, manifold, gaps)",

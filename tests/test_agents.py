@@ -90,7 +90,10 @@ def test_bad_parameters_are_refused():
 
 
 def tiny_vae(seed=0):
-    return build_model(ModelConfig(image_size=(16, 16), hidden=8, channels=(4, 4)), seed).eval()
+    # plain: an untrained identity model draws its reference face whatever the code is
+    config = ModelConfig(image_size=(16, 16), hidden=8, channels=(4, 4), kind="plain",
+                         upsample="transposed")
+    return build_model(config, seed).eval()
 
 
 def test_callable_agent_on_codes_and_images():

@@ -2,8 +2,13 @@
 
 A checkpoint is one `torch.save`d plain dict (tensors, dicts, lists, strings, numbers), so it
 loads with `torch.load(weights_only=True)`: no pickled code runs when a lab opens a file.
-Keys: format, version, model_config, train_config, data_hash, metrics, state_dict, and for
-resuming training optionally epoch and optimizer.
+Keys: format, version, model_config, train_config, data_hash, metrics, state_dict, verdict
+(`vae.verdict`: is the model good enough for a study), default_identity (the id of the child an
+identity model draws when given none), and for resuming training optionally epoch and optimizer.
+
+Format 1 (before identity models) still loads: its model_config lacks `kind` and `upsample`,
+which are then the seed study's values (`vae.model.LEGACY`). A checkpoint is finished when its
+`epoch` reached train_config["epochs"] (per-epoch checkpoints of a running training are not).
 """
 
 from __future__ import annotations
@@ -16,14 +21,21 @@ import torch
 
 from vae import __version__
 from vae.files import atomic_write, file_sha256
-from vae.model import GaussianVAE, ModelConfig, SphereVAE, build_model
+from vae.model import LEGACY, GaussianVAE, ModelConfig, SphereVAE, build_model
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
 class LoadedModel:
-    """A checkpoint opened for use: `model` is in eval mode on the CPU."""
+    """A checkpoint opened for use: `model` is in eval mode on the CPU.
+
+    finished (property): False for a checkpoint written mid-training (sessions must refuse it).
+    verdict: `vae.verdict.verdict(...)` dict ({"passed": bool, "checks": [...]}) or None when
+    training did not compute one; sessions warn loudly when `passed` is False.
+    default_identity: id of the child `model.decode(z)` draws without an identity ("" for plain).
+    """
 
     model: SphereVAE | GaussianVAE
     config: ModelConfig
@@ -34,6 +46,19 @@ class LoadedModel:
     path: Path
     epoch: int | None = None
     optimizer_state: dict | None = None
+    verdict: dict | None = None
+    default_identity: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Training reached its last epoch (train_config["epochs"]; unknown counts as done)."""
+        epochs = (self.train_config or {}).get("epochs")
+        return self.epoch is None or epochs is None or self.epoch >= epochs
+
+    @property
+    def passed(self) -> bool:
+        """True when training finished and its verdict passed every check."""
+        return self.finished and bool(self.verdict and self.verdict.get("passed"))
 
 
 def save_checkpoint(
@@ -45,11 +70,13 @@ def save_checkpoint(
     metrics: dict,
     epoch: int | None = None,
     optimizer_state: dict | None = None,
+    verdict: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then os.replace).
 
     train_config: plain dict of the training settings; metrics: JSON-serialisable dict.
     epoch / optimizer_state: epochs completed and `optimizer.state_dict()`, needed by --resume.
+    verdict: `vae.verdict.verdict(...)` of a finished run.
     """
     path = Path(path)
     payload = {
@@ -60,7 +87,10 @@ def save_checkpoint(
         "data_hash": str(data_hash),
         "metrics": metrics,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "default_identity": model.default_identity,
     }
+    if verdict is not None:
+        payload["verdict"] = verdict
     if epoch is not None:
         payload["epoch"] = int(epoch)
     if optimizer_state is not None:
@@ -97,12 +127,14 @@ def load_checkpoint(
     ]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}; it is not a vae checkpoint")
-    if payload["format"] != FORMAT:
+    if payload["format"] not in READABLE_FORMATS:
         raise ValueError(
-            f"checkpoint {path} has format {payload['format']}, this code reads format {FORMAT}"
+            f"checkpoint {path} has format {payload['format']}, this code reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     try:
-        config = ModelConfig(**payload["model_config"])
+        legacy = LEGACY if payload["format"] == 1 else {}
+        config = ModelConfig(**{**legacy, **payload["model_config"]})
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} has an unusable model_config: {err}") from err
     if expect_latent_dim is not None and config.latent_dim != expect_latent_dim:
@@ -122,6 +154,7 @@ def load_checkpoint(
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise ValueError(f"checkpoint {path}: weights do not fit its model_config: {err}") from err
+    model.default_identity = str(payload.get("default_identity", ""))
     model.eval()
     return LoadedModel(
         model=model,
@@ -133,4 +166,6 @@ def load_checkpoint(
         path=path,
         epoch=payload.get("epoch"),
         optimizer_state=payload.get("optimizer"),
+        verdict=payload.get("verdict"),
+        default_identity=model.default_identity,
     )

@@ -208,6 +208,24 @@ def _face_likeness(images: torch.Tensor, train_images: torch.Tensor, observer) -
 
 
 @torch.no_grad()
+def reconstruct(model, faceset, indices, mu: torch.Tensor | None = None) -> torch.Tensor:
+    """Reconstructions (n, 1, H, W) of the faces `indices`: decode(encode(x)), each face drawn
+    as its own child (identity from its identity's reference face) for identity models."""
+    x = _images(faceset, indices)
+    mu = _batched(model.encode, x) if mu is None else mu
+    if model.config.kind != "identity":
+        return _batched(model.decode, mu)
+    from vae.identity import reference_index
+
+    ids = np.asarray(faceset.identities).astype(str)[np.asarray(indices)]
+    unique, inverse = np.unique(ids, return_inverse=True)
+    refs = _images(faceset, [reference_index(faceset, i) for i in unique])
+    codes = model.identity_code(refs)
+    return torch.cat([model.decode(mu[i : i + 256], codes[inverse[i : i + 256]])
+                      for i in range(0, len(mu), 256)])
+
+
+@torch.no_grad()
 def latent_metrics(
     model,
     faceset,
@@ -232,7 +250,7 @@ def latent_metrics(
     x = _images(faceset, indices)
     labels = np.asarray(faceset.labels)[indices]
     mu = _batched(model.encode, x)
-    recon = _batched(model.decode, mu)
+    recon = reconstruct(model, faceset, indices, mu)
     logits = _batched(model.classify, mu)
     is_sphere = cfg.prior == "vmf"
     codes = normalise(mu.numpy())
@@ -315,4 +333,132 @@ def latent_metrics(
         likeness["prior_tails_top10pct_norm"] = _face_likeness(decoded[tails], train_images,
                                                                observer)
     out["face_likeness"] = likeness
+    return out
+
+
+# ---------------------------------------------------------------- readability (observers)
+
+READABLE_P = 0.8
+"""Observer p(intended) a decoded class centroid needs to count as readable."""
+
+
+@torch.no_grad()
+def readability_metrics(
+    model,
+    faceset,
+    train_indices,
+    val_indices,
+    observer,
+    identity_observer=None,
+    n_identities: int = 8,
+    n_path_identities: int = 5,
+    n_path: int = 11,
+) -> dict:
+    """Can a person read the emotions of decoded faces? Judged by observers, never by the VAE.
+
+    centroids: each emotion's centroid (spherical mean of the TRAINING faces' codes, what
+        sessions use; the class mean for the Gaussian baseline) decoded for the first
+        `n_identities` held-out children (sorted ids; each taken from its reference face) and
+        rated by the emotion `observer`: p(intended) per child and emotion, the minimum, and
+        how many children have all seven >= READABLE_P. Plain models have one face per
+        emotion (child "-").
+    retention: observer accuracy on reconstructions of the held-out faces / on the originals.
+    paths: along the great circle (Gaussian: straight line) between every pair of centroids
+        (n_path steps), for the first `n_path_identities` children: share of paths whose
+        observer label starts at the first emotion and ends at the second, mean number of
+        label changes; with `identity_observer`, the share of path faces it matches (among the
+        held-out children's reference faces) to the child they were drawn as (identity
+        models) and to the child matched at the path's start, next to its accuracy on the
+        held-out originals of every emotion.
+    """
+    model.eval()
+    cfg = model.config
+    names = list(faceset.label_names)
+    k = len(names)
+    train_indices, val_indices = np.asarray(train_indices), np.asarray(val_indices)
+    sphere = cfg.prior == "vmf"
+    train_codes = _batched(model.encode, _images(faceset, train_indices)).numpy()
+    train_labels = np.asarray(faceset.labels)[train_indices]
+    if sphere:
+        centroids = class_centroids(normalise(train_codes), train_labels, k)
+    else:  # the Gaussian baseline's class means, and straight paths between them
+        centroids = np.stack([train_codes[train_labels == c].mean(0) for c in range(k)])
+    z = torch.as_tensor(centroids, dtype=torch.float32)
+    val_ids = np.asarray(faceset.identities).astype(str)[val_indices]
+    if cfg.kind == "identity":
+        from vae.identity import reference_images
+
+        children = [str(c) for c in sorted(set(val_ids))[:n_identities]]
+        codes = model.identity_code(torch.from_numpy(reference_images(faceset, children)))
+        decoded = torch.stack([model.decode(z, code) for code in codes])
+    else:
+        children, codes = ["-"], [None]
+        decoded = model.decode(z)[None]
+    h, w = decoded.shape[-2:]
+    probs = observer.predict_proba(decoded.reshape(-1, 1, h, w)).reshape(len(children), k, k)
+    p_intended = probs[:, np.arange(k), np.arange(k)]
+    out: dict = {
+        "threshold": READABLE_P,
+        "centroids": {
+            "identities": children,
+            "p_intended": {c: dict(zip(names, map(float, row), strict=True))
+                           for c, row in zip(children, p_intended, strict=True)},
+            "observer_label": {c: [names[j] for j in probs[i].argmax(1)]
+                               for i, c in enumerate(children)},
+            "p_intended_min": float(p_intended.min()),
+            "p_intended_min_per_emotion": dict(zip(names, map(float, p_intended.min(0)),
+                                                   strict=True)),
+            "n_identities_all_readable": int(np.sum(p_intended.min(1) >= READABLE_P)),
+        },
+    }
+
+    x = _images(faceset, val_indices)
+    labels = np.asarray(faceset.labels)[val_indices]
+    acc_orig = float(np.mean(observer.predict_proba(x).argmax(1) == labels))
+    recon = reconstruct(model, faceset, val_indices)
+    acc_recon = float(np.mean(observer.predict_proba(recon).argmax(1) == labels))
+    out["retention"] = {
+        "observer_accuracy_originals": acc_orig,
+        "observer_accuracy_reconstructions": acc_recon,
+        "retention": acc_recon / acc_orig if acc_orig > 0 else float("nan"),
+        "n_images": len(val_indices),
+    }
+
+    path_children = list(range(min(n_path_identities, len(children))))
+    ends_ok, changes, same_child, same_as_start = [], [], [], []
+    gallery = None
+    if identity_observer is not None:
+        from vae.identity import reference_images
+
+        gallery_ids = np.array(sorted(set(val_ids)))
+        gallery = torch.from_numpy(reference_images(faceset, gallery_ids))
+        match = identity_observer.match_identity(x, gallery)
+        id_acc_orig = float(np.mean(gallery_ids[match] == val_ids))
+    for c in path_children:
+        for i in range(k):
+            for j in range(i + 1, k):
+                a, b = centroids[i], centroids[j]
+                path = (great_circle(a, b, n_path) if sphere
+                        else a + np.linspace(0, 1, n_path)[:, None] * (b - a))
+                path = torch.as_tensor(path, dtype=torch.float32)
+                faces = model.decode(path, codes[c])
+                label = observer.predict_proba(faces).argmax(1)
+                ends_ok.append(label[0] == i and label[-1] == j)
+                changes.append(int(np.sum(label[1:] != label[:-1])))
+                if gallery is not None:
+                    who = gallery_ids[identity_observer.match_identity(faces, gallery)]
+                    same_as_start.append(np.mean(who == who[0]))
+                    if cfg.kind == "identity":
+                        same_child.append(np.mean(who == children[c]))
+    out["paths"] = {
+        "n_paths": len(ends_ok),
+        "n_steps": n_path,
+        "frac_observer_label_goes_from_first_to_second": float(np.mean(ends_ok)),
+        "observer_label_changes_mean": float(np.mean(changes)),
+    }
+    if gallery is not None:
+        out["paths"]["identity_observer_accuracy_originals"] = id_acc_orig
+        out["paths"]["frac_identity_same_as_start"] = float(np.mean(same_as_start))
+        if same_child:
+            out["paths"]["frac_identity_is_the_child"] = float(np.mean(same_child))
     return out

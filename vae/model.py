@@ -1,4 +1,4 @@
-"""The face VAE, top to bottom: config, encoder, decoder, classifier head, loss.
+"""The face VAE, top to bottom: config, encoders, decoder, classifier head, loss.
 
 `SphereVAE` puts every face on the unit sphere S^(d-1) (d = `latent_dim`, the ambient
 dimension): the encoder gives a unit direction mu, the posterior is vMF(mu, kappa) with kappa
@@ -6,12 +6,37 @@ FIXED (the study used 300), and the prior is uniform on the sphere, so no region
 favoured and every direction decodes to a face. `GaussianVAE` is the usual baseline with the same
 encoder and decoder, a Euclidean latent and an N(0, I) prior that pulls codes towards the origin.
 
+Two kinds of network (`ModelConfig.kind`):
+  identity (default)  the sphere carries the EXPRESSION only. An identity encoder turns a
+                      reference face of the child (its closed-mouth neutral face, see
+                      `vae.identity`) into an identity code c; the decoder D(z, c) draws that
+                      child with the expression z. c holds the reference image and a pose code
+                      (8x8 thumbnail); the decoder sees the reference and its conv features at
+                      1/2 and 1/4 resolution (a U-Net-like skip path), so it copies what does not
+                      change with expression (hair, head, skin) and z only has to say what
+                      changes (brows, eyes, mouth); held-out children work because nothing about
+                      an identity is memorised. In training the reference is warped (affine, from
+                      the pose change) to each target's pose, so the expression change is learned
+                      without a misalignment blur; after training faces keep the reference pose.
+                      z also modulates every decoder stage (FiLM), and the decoder's output is a
+                      change to the reference's pixel logits, so an untrained decoder already
+                      draws the reference face sharply.
+                      Without an identity, `decode` draws the checkpoint's default child
+                      (`default_reference`, a buffer).
+  plain               the seed study's network: one code for everything (identity and expression
+                      share the sphere), kept to reproduce and compare it. Checkpoints without a
+                      `kind` load as plain with `upsample: transposed`.
+
+Decoders upsample with nearest-neighbour resize + 3x3 conv (no transposed-conv checkerboard);
+`upsample: transposed` rebuilds the seed study's transposed convs (plain only).
+
 Loss (per image, averaged over the batch):
-    reconstruction  binary cross-entropy summed over pixels. Pixels live in [0, 1] and the
-                    face images are mostly near-black background and near-white skin, where
-                    BCE keeps a useful gradient (MSE's vanishes through the sigmoid); summing over
-                    pixels keeps its scale right relative to the KL term (one image, one
-                    likelihood), as in the study and the s-vae reference.
+    reconstruction  binary cross-entropy summed over pixels, optionally weighted per pixel
+                    (`pixel_weight`, mean 1, see `vae.identity.expression_pixel_weights`: more
+                    weight where expression changes the pixels within a child). Pixels live in
+                    [0, 1], mostly near-black background and near-white skin, where BCE keeps a
+                    useful gradient; summing over pixels keeps its scale right relative to the KL
+                    term (one image, one likelihood), as in the study and the s-vae reference.
   + KL(q(z|x) || prior)  for fixed kappa a constant (it does not depend on mu); reported anyway.
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
@@ -31,13 +56,19 @@ from torch import nn
 from vae.distributions import HypersphericalUniform, VonMisesFisher
 
 PRIORS = ("vmf", "gaussian")
+KINDS = ("identity", "plain")
+UPSAMPLES = ("nearest", "transposed")
+LEGACY = {"kind": "plain", "upsample": "transposed"}
+REFERENCE_EPS = 1e-3
+"""Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
+"""Values of the fields a checkpoint written before they existed was trained with."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (saved with every checkpoint).
 
-    image_size: (height, width) in pixels, both divisible by 4 (two 2x2 poolings).
+    image_size: (height, width) in pixels, both divisible by 4 (two 2x upsamplings).
     latent_dim: d, the ambient dimension of the code (3: sphere, 2: ring).
     prior: "vmf" (uniform prior on S^(d-1), vMF posterior) or "gaussian" (N(0, I) baseline).
     kappa: the fixed vMF posterior concentration (vmf only); larger = codes sampled closer to mu.
@@ -47,6 +78,11 @@ class ModelConfig:
     hidden: width of the encoder's dense layer and the classifier's hidden layer.
     channels: (first, second) conv widths of the encoder; the decoder mirrors them.
     class_weight: weight of the classifier's cross-entropy in the loss.
+    kind: "identity" (expression on the sphere, identity from a reference face) or "plain".
+    upsample: "nearest" (resize + conv) or "transposed" (the seed study's decoder, plain only).
+    identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
+    pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
+        it lets training align the reference face to each target's head pose and light.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -58,12 +94,16 @@ class ModelConfig:
     hidden: int = 64
     channels: tuple[int, int] = (16, 32)
     class_weight: float = 100.0
+    kind: str = "identity"
+    upsample: str = "nearest"
+    identity_channels: tuple[int, int] = (8, 16)
+    pose_dim: int = 6
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
-        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
-        object.__setattr__(self, "channels", tuple(int(v) for v in self.channels))
-        h, w = self.image_size
+        for name in ("image_size", "channels", "identity_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        h, w = self.image_size if len(self.image_size) == 2 else (0, 0)
         problems = []
         if len(self.image_size) != 2 or h % 4 or w % 4 or h < 8 or w < 8:
             problems.append(f"image_size={self.image_size} (need (h, w), both >= 8, divisible by 4)")
@@ -80,17 +120,36 @@ class ModelConfig:
                 f"n_classes={self.n_classes}, hidden={self.hidden}, channels={self.channels} "
                 "(need n_classes >= 2, hidden >= 1, two channel widths)"
             )
+        if len(self.identity_channels) != 2 or min(self.identity_channels) < 1:
+            problems.append(f"identity_channels={self.identity_channels} (need two widths >= 1)")
+        if self.pose_dim < 1:
+            problems.append(f"pose_dim={self.pose_dim} (need >= 1)")
         if self.class_weight < 0:
             problems.append(f"class_weight={self.class_weight} (need >= 0)")
+        if self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} (allowed: {', '.join(KINDS)})")
+        if self.upsample not in UPSAMPLES:
+            problems.append(f"upsample={self.upsample!r} (allowed: {', '.join(UPSAMPLES)})")
+        elif self.kind == "identity" and self.upsample != "nearest":
+            problems.append("upsample='transposed' needs kind='plain' (the identity decoder "
+                            "upsamples with nearest + conv)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         """Plain dict (lists for tuples): YAML-, JSON- and torch.load(weights_only)-safe."""
         out = asdict(self)
-        out["image_size"] = list(self.image_size)
-        out["channels"] = list(self.channels)
+        for name in ("image_size", "channels", "identity_channels"):
+            out[name] = list(getattr(self, name))
         return out
+
+    @property
+    def identity_code_size(self) -> int:
+        """k, the length of an identity code (0 for plain models)."""
+        if self.kind != "identity":
+            return 0
+        h, w = self.image_size
+        return h * w + self.pose_dim
 
 
 class VAEOutput(NamedTuple):
@@ -162,30 +221,117 @@ class Encoder(nn.Module):
         self.norm.running_var.copy_(h.var(0))
 
 
+class IdentityEncoder(nn.Module):
+    """Reference faces (n, 1, H, W) -> conv features [(n, a, H/2, W/2), (n, b, H/4, W/4)]: the
+    decoder's skip inputs besides the reference itself. No batch norm, so features do not
+    depend on the batch or the mode."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        a, b = config.identity_channels
+        self.down2 = nn.Sequential(nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.down4 = nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+
+    def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        half = self.down2(reference)
+        return [half, self.down4(half)]
+
+
+class PoseEncoder(nn.Module):
+    """Faces (n, 1, H, W) -> pose codes (n, pose_dim) from an 8x8 thumbnail.
+
+    An 8x8 thumbnail shows where the head is, its tilt and size and where the light comes
+    from, but hardly the brows or the mouth, so the pose code has little room for expression
+    (which must go through the sphere).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+                                 nn.Linear(32, config.pose_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(F.adaptive_avg_pool2d(x, (8, 8)))
+
+
 class Decoder(nn.Module):
-    """(n, d) -> (n, 1, H, W) in [0, 1]: a dense layer and three transposed convs."""
+    """(n, d) codes [+ (n, k) identity codes] -> (n, 1, H, W) pixel logits.
+
+    A dense layer makes a (c2, H/4, W/4) map from the code; two nearest-neighbour 2x upsamplings
+    with 3x3 convs follow. For identity models each stage also sees the identity's skip map and
+    is FiLM-modulated by the code, and the output is added to the reference face's logits.
+    `upsample: transposed` is the seed study's decoder.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         c1, c2 = config.channels
         h, w = config.image_size
+        self.conditioned = config.kind == "identity"
+        # identity models also see the pose change from the reference to the target
+        d = config.latent_dim + (config.pose_dim if self.conditioned else 0)
         self.shape = (c2, h // 4, w // 4)
-        self.dense = nn.Sequential(nn.Linear(config.latent_dim, c2 * (h // 4) * (w // 4)), nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, c1, 3, stride=2, padding=1, output_padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, padding=1),
-        )
+        self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
+        self.transposed = config.upsample == "transposed"
+        if self.transposed:
+            self.deconv = nn.Sequential(
+                nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(c1, c1, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(c1, 1, 3, padding=1),
+            )
+            return
+        a, b = config.identity_channels if self.conditioned else (0, 0)
+        ref = 1 if self.conditioned else 0
+        self.stage4 = nn.Conv2d(c2 + b, c2, 3, padding=1)  # at 1/4 resolution
+        self.stage2 = nn.Conv2d(c2 + a, c1, 3, padding=1)
+        self.stage1 = nn.Conv2d(c1 + ref, c1, 3, padding=1)
+        self.out = nn.Conv2d(c1, 1, 3, padding=1)
+        self.widths = (c2, c1, c1)
+        if self.conditioned:
+            # per-stage scale and shift of every channel from the code (FiLM)
+            self.film = nn.Linear(d, 2 * sum(self.widths))  # d includes the pose change
+            # the output is a change to the reference face (in logits): a new network draws the
+            # neutral reference itself, sharp, and learns only what expression changes
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE."""
-        return self.deconv(self.dense(z).view(-1, *self.shape))
+    def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
+
+        z: (n, d) the code as the network sees it (radius applied; identity models: with the
+        pose change appended); skips: [reference (n, 1, H, W), its 1/2 and 1/4 resolution
+        features] (identity models only).
+        """
+        h = self.dense(z).view(-1, *self.shape)
+        if self.transposed:
+            return self.deconv(h)
+        if self.conditioned:
+            ref, half, quarter = skips
+            films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
+        else:
+            ref = half = quarter = None
+            films = (None, None, None)
+        for conv, skip, film, up in (
+            (self.stage4, quarter, films[0], False),
+            (self.stage2, half, films[1], True),
+            (self.stage1, ref, films[2], True),
+        ):
+            if up:
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = conv(h if skip is None else torch.cat([h, skip], dim=1))
+            if film is not None:
+                scale, shift = film[:, :, None, None].chunk(2, dim=1)
+                h = h * (1.0 + scale) + shift
+            h = F.relu(h)
+        if self.conditioned:
+            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS)
+        return self.out(h)
 
 
 class _FaceVAE(nn.Module):
-    """What both VAEs share: encoder trunk, decoder, classifier head and the loss."""
+    """What both VAEs share: encoders, decoder, classifier head and the loss."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -197,36 +343,127 @@ class _FaceVAE(nn.Module):
             nn.ReLU(),
             nn.Linear(config.hidden, config.n_classes),
         )
+        self.default_identity = ""
+        if config.kind == "identity":
+            self.identity_encoder = IdentityEncoder(config)
+            self.pose_encoder = PoseEncoder(config)
+            # affine warp of the reference towards a target's pose: identity at zero pose change
+            self.warp = nn.Linear(config.pose_dim, 6, bias=False)
+            nn.init.zeros_(self.warp.weight)
+            # the child drawn when decode() gets no identity; set by training
+            # (`set_default_identity`), saved in the state dict
+            self.register_buffer("default_reference", torch.zeros(1, 1, *config.image_size))
 
     def _net_input(self, z: torch.Tensor) -> torch.Tensor:
         """The code as the decoder and classifier see it."""
         return z
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (n, d) -> images (n, 1, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decoder.logits(self._net_input(z)))
+    def identity_code(self, reference: torch.Tensor) -> torch.Tensor:
+        """Reference faces (n, 1, H, W) in [0, 1] -> identity codes (n, k) (identity models).
+
+        A code is the reference face's pixels followed by its pose code (k = H*W + pose_dim).
+        """
+        if self.config.kind != "identity":
+            raise ValueError("identity_code needs a model of kind 'identity'; this one is plain")
+        return torch.cat([reference.flatten(1), self.pose_encoder(reference)], dim=1)
+
+    def set_default_identity(self, reference: torch.Tensor, identity_id: str) -> None:
+        """Make `reference` (H, W) or (1, 1, H, W) in [0, 1] the face decode() draws by default."""
+        self.default_reference.copy_(reference.reshape(self.default_reference.shape))
+        self.default_identity = str(identity_id)
+
+    def _identity(self, identity: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Identity codes (n, k) for n codes: checked, broadcast, or the default child's."""
+        if self.config.kind != "identity":
+            if identity is not None:
+                raise ValueError("this model is plain: it takes no identity (got one)")
+            return None
+        if identity is None:
+            identity = self.identity_code(self.default_reference)
+        if identity.ndim == 1:
+            identity = identity[None]
+        k = self.config.identity_code_size
+        if identity.shape[-1] != k or identity.shape[0] not in (1, n):
+            raise ValueError(f"identity codes must be (k,), (1, k) or (n, k) with k={k}, n={n}; "
+                             f"got {tuple(identity.shape)} (make them with identity_code)")
+        return identity.expand(n, -1)
+
+    def decode_logits(self, z: torch.Tensor, identity: torch.Tensor | None = None,
+                      pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (n, d) [+ identity codes, + target pose codes (n, pose_dim)] -> pixel logits.
+
+        pose: training only, the pose of the face being reconstructed; the reference is then
+        warped from its own pose to it. Without it the face keeps the reference's pose.
+        """
+        identity = self._identity(identity, len(z))
+        if identity is None:
+            return self.decoder.logits(self._net_input(z))
+        h, w = self.config.image_size
+        reference = identity[:, : h * w].reshape(-1, 1, h, w)
+        own_pose = identity[:, h * w :]
+        change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
+        if pose is not None:
+            eye = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=z.dtype, device=z.device)
+            theta = (eye + self.warp(change)).view(-1, 2, 3)
+            grid = F.affine_grid(theta, list(reference.shape), align_corners=False)
+            reference = F.grid_sample(reference, grid, padding_mode="border",
+                                      align_corners=False)
+        skips = [reference, *self.identity_encoder(reference)]
+        return self.decoder.logits(torch.cat([self._net_input(z), change], dim=1), skips)
+
+    def decode(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (n, d) -> images (n, 1, H, W) in [0, 1].
+
+        identity: identity codes (n, k) or one (k,) for all (from `identity_code`); None = the
+        default child (`default_identity`). Plain models take none.
+        """
+        return torch.sigmoid(self.decode_logits(z, identity))
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """Codes (n, d) -> emotion logits (n, n_classes) (softmax them for probabilities)."""
         return self.classifier(self._net_input(z))
 
     def loss(
-        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        reference: torch.Tensor | None = None,
+        pixel_weight: torch.Tensor | None = None,
     ) -> tuple[Losses, VAEOutput]:
-        """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput)."""
-        out, recon_logits = self._forward(x, generator)
+        """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput).
+
+        reference: (n, 1, H, W) each image's reference face (identity models; None = the
+        default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
+        """
+        out, recon_logits = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
+        if pixel_weight is not None:
+            recon = recon * pixel_weight
         recon = recon.flatten(1).sum(1).mean()
         kl = out.kl.mean()
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
         return Losses(total, recon, kl, ce), out
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> VAEOutput:
         """x (n, 1, H, W) in [0, 1] -> VAEOutput (z sampled from the posterior)."""
-        return self._forward(x, generator)[0]
+        return self._forward(x, generator, reference)[0]
 
-    def _forward(self, x, generator):
+    def _output(self, x, mu, z, kl, reference) -> tuple[VAEOutput, torch.Tensor]:
+        if self.config.kind == "identity":
+            identity = None if reference is None else self.identity_code(reference)
+            recon_logits = self.decode_logits(z, identity, self.pose_encoder(x))
+        else:
+            recon_logits = self.decode_logits(z)
+        return VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl), recon_logits
+
+    def _forward(self, x, generator, reference):
         raise NotImplementedError
 
 
@@ -249,15 +486,13 @@ class SphereVAE(_FaceVAE):
         kappa = torch.full(mu.shape[:-1], self.config.kappa, dtype=mu.dtype, device=mu.device)
         return VonMisesFisher(mu, kappa)
 
-    def _forward(self, x, generator):
+    def _forward(self, x, generator, reference):
         mu = self.encode(x)
         q = self.posterior(mu)
         z = q.rsample(generator=generator)
         prior = HypersphericalUniform(self.config.latent_dim, dtype=mu.dtype, device=mu.device)
         kl = torch.distributions.kl_divergence(q, prior)
-        recon_logits = self.decoder.logits(self._net_input(z))
-        recon = torch.sigmoid(recon_logits)
-        return VAEOutput(recon, mu, z, self.classify(z), kl), recon_logits
+        return self._output(x, mu, z, kl, reference)
 
 
 class GaussianVAE(_FaceVAE):
@@ -272,15 +507,13 @@ class GaussianVAE(_FaceVAE):
         """Images (n, 1, H, W) -> posterior means (n, d) (not normalised)."""
         return self.to_mean(self.encoder(x))
 
-    def _forward(self, x, generator):
+    def _forward(self, x, generator, reference):
         h = self.encoder(x)
         mean, logvar = self.to_mean(h), self.to_logvar(h)
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        recon_logits = self.decoder.logits(z)
-        recon = torch.sigmoid(recon_logits)
-        return VAEOutput(recon, mean, z, self.classify(z), kl), recon_logits
+        return self._output(x, mean, z, kl, reference)
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> SphereVAE | GaussianVAE:

@@ -13,16 +13,21 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import pandas as pd
-
-from vae.metrics import flatten_metrics
 from vae.train import DEFAULT_CONFIG, load_config, train
 
 
 def run_sweep(kappas, epochs, out: str | Path, config: str | Path = DEFAULT_CONFIG,
               gaussian: bool = True, models_dir: str | Path | None = None,
-              progress: bool = True) -> pd.DataFrame:
-    """Train every (model, epochs) combination; write and return the table."""
+              progress: bool = True):
+    """Train every (model, epochs) combination; write and return the table (a DataFrame).
+
+    Checkpoints go to NEW files in `models_dir` (an existing one stops the sweep before any
+    training: nothing is overwritten).
+    """
+    import pandas as pd
+
+    from vae.metrics import flatten_metrics
+
     base_model, base_train = load_config(config)
     out = Path(out)
     models_dir = Path(models_dir) if models_dir else out.parent / "sweep_models"
@@ -30,14 +35,19 @@ def run_sweep(kappas, epochs, out: str | Path, config: str | Path = DEFAULT_CONF
               for k in kappas]
     if gaussian:
         models.append(("gaussian", dataclasses.replace(base_model, prior="gaussian")))
+    existing = sorted(models_dir.glob("*.pt")) if models_dir.exists() else []
+    if existing:
+        raise FileExistsError(f"{models_dir} already holds checkpoints ({existing[0].name}, ...); "
+                              "pass a new --models-dir (a sweep never overwrites a checkpoint)")
     rows = []
     for prior, model_config in models:
         previous = None
         for n_epochs in sorted(set(epochs)):
             tag = f"{prior}_k{model_config.kappa:g}" if prior == "vmf" else prior
             path = models_dir / f"{tag}_e{n_epochs}.pt"
-            train_config = dataclasses.replace(base_train, epochs=n_epochs, out=str(path))
-            _, metrics = train(model_config, train_config, resume=previous, progress=progress)
+            train_config = dataclasses.replace(base_train, epochs=n_epochs)
+            _, metrics = train(model_config, train_config, path, resume=previous,
+                               progress=progress, keep_optimizer=True)
             previous = path
             last = metrics["history"][-1]
             rows.append({
@@ -56,16 +66,27 @@ def run_sweep(kappas, epochs, out: str | Path, config: str | Path = DEFAULT_CONF
     return table
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vae.sweep", description=__doc__.split("\n")[0])
-    p.add_argument("--kappas", type=float, nargs="+", default=[1, 100, 300, 3000])
-    p.add_argument("--epochs", type=int, nargs="+", default=[10, 50])
-    p.add_argument("--out", default="reports/sweep.csv")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="base YAML (model: and train:)")
-    p.add_argument("--models-dir", help="where the sweep's checkpoints go "
+    p.add_argument("--kappas", type=float, nargs="+", default=[1, 100, 300, 3000],
+                   help="vMF concentrations to train (default: 1 100 300 3000)")
+    p.add_argument("--epochs", type=int, nargs="+", default=[10, 50],
+                   help="epoch counts recorded per model (default: 10 50)")
+    p.add_argument("--out", default="reports/sweep.csv",
+                   help="the table (CSV) (default: reports/sweep.csv)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"base YAML with model: and train: (default: {DEFAULT_CONFIG})")
+    p.add_argument("--models-dir", help="where the sweep's checkpoints go, a new folder "
                                         "(default: sweep_models/ beside --out)")
-    p.add_argument("--no-gaussian", action="store_true", help="skip the Gaussian baseline")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-gaussian", action="store_true",
+                   help="skip the Gaussian baseline (default: included)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (default: shown)")
+    return p
+
+
+def main(argv: list[str] | None = None):
+    p = _parser()
     args = p.parse_args(argv)
     if any(k <= 0 for k in args.kappas) or any(e < 1 for e in args.epochs):
         p.error(f"kappas must be > 0 and epochs >= 1, got {args.kappas} and {args.epochs}")

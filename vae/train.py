@@ -1,12 +1,19 @@
-"""Train the face VAE: `python -m vae.train --config experiments/vae_default.yaml`.
+"""Train the face VAE: `python -m vae.train --config experiments/vae_default.yaml --out NEW.pt`.
 
 The YAML has two sections, `model:` (fields of `vae.model.ModelConfig`) and `train:` (fields of
-`TrainConfig`); command-line flags override both. Training is deterministic on the CPU: the
-network is initialised from `seed`, and every epoch draws its shuffling order and its posterior
-samples from generators seeded by (seed, epoch), so a run resumed after epoch k (its checkpoint
-holds the weights and the Adam state) ends with the same weights as one run straight through.
-A checkpoint is written after every epoch; at the end the latent-space metrics are computed on
-the validation identities, printed, stored in the checkpoint and written as JSON beside it.
+`TrainConfig`); command-line flags override both. `--out` must name a file that does not exist:
+training never overwrites a checkpoint (the committed default is reproduced into a new file and
+compared). `--resume CKPT` continues an interrupted run in CKPT itself.
+
+Training is deterministic on the CPU: the network is initialised from `seed`, and every epoch
+draws its shuffling order and its posterior samples from generators seeded by (seed, epoch), so
+a run resumed after epoch k (its per-epoch checkpoint holds the weights and the Adam state) ends
+with the same weights as one run straight through. Per-epoch checkpoints are marked unfinished;
+at the end the latent-space and readability metrics are computed on the validation identities,
+judged against the study thresholds (`vae.verdict`), stored in the checkpoint (finished, with
+its verdict) and its JSON, and a one-screen verdict is printed.
+
+Heavy modules (torch) are imported after the arguments are parsed, so `--help` is instant.
 """
 
 from __future__ import annotations
@@ -20,15 +27,12 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
-from vae.checkpoint import load_checkpoint, save_checkpoint
-from vae.model import ModelConfig, build_model
 
 DEFAULT_CONFIG = "experiments/vae_default.yaml"
+DEFAULT_DATA = "data/faces.h5"
+DEFAULT_OBSERVER = "vae/checkpoints/observer.pt"
+DEFAULT_IDENTITY_OBSERVER = "vae/checkpoints/identity_observer.pt"
 
 
 @dataclass(frozen=True)
@@ -37,17 +41,18 @@ class TrainConfig:
 
     data: HDF5 face store; built from the procedural faces (160 identities x 7 emotions x 2
         poses at the model's image size, seed 0) when the file does not exist.
-    out: checkpoint path; metrics go to the same path with suffix .json.
     epochs: total epochs (a resumed run continues up to this number).
     batch_size, lr: Adam minibatch size and learning rate.
     seed: network initialisation, shuffling and posterior sampling.
     val_fraction, split_seed: identity-level validation split (`vae.datasets.split_by_identity`).
     device: "auto" (CUDA when available), "cpu" or "cuda".
-    observer: observer checkpoint used by the face-likeness metric ("" to skip).
+    expression_weight: strength of the per-pixel reconstruction weights where expression
+        changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
+    observer: emotion observer checkpoint for the readability metrics ("" to skip).
+    identity_observer: identity observer for the expression-vs-identity metric ("" to skip).
     """
 
-    data: str = "data/faces.h5"
-    out: str = "vae/checkpoints/default.pt"
+    data: str = DEFAULT_DATA
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
@@ -55,7 +60,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     device: str = "auto"
-    observer: str = "vae/checkpoints/observer.pt"
+    expression_weight: float = 0.0
+    observer: str = DEFAULT_OBSERVER
+    identity_observer: str = DEFAULT_IDENTITY_OBSERVER
 
     def __post_init__(self) -> None:
         problems = []
@@ -69,6 +76,8 @@ class TrainConfig:
             problems.append(f"val_fraction={self.val_fraction} (need 0 < v < 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device={self.device!r} (allowed: auto, cpu, cuda)")
+        if not self.expression_weight >= 0:
+            problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -104,6 +113,11 @@ def _section(source: str, section: str, raw: dict, cls) -> dict:
     """Validate one YAML section against dataclass `cls`; returns checked keyword arguments."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: section {section!r} must be a mapping, got {raw!r}")
+    if section == "train" and "out" in raw:
+        raise ValueError(
+            f"{source}: key 'train.out' is no longer read (training never overwrites a "
+            "checkpoint); delete it and pass --out NEW_PATH.pt"
+        )
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(hints))
     if unknown:
@@ -114,8 +128,10 @@ def _section(source: str, section: str, raw: dict, cls) -> dict:
     return {k: _check_value(source, f"{section}.{k}", v, hints[k]) for k, v in raw.items()}
 
 
-def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
-    """Read a training YAML (`model:` and `train:` sections) into validated configs."""
+def load_config(path: str | Path):
+    """Read a training YAML (`model:` and `train:` sections) -> (ModelConfig, TrainConfig)."""
+    from vae.model import ModelConfig
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist (default: {DEFAULT_CONFIG})")
@@ -133,7 +149,9 @@ def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
     return model, train
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -153,56 +171,127 @@ def ensure_store(path: Path, image_size: tuple[int, int]) -> None:
     write_store(generate_faces(n_identities=160, poses_per_emotion=2, size=image_size, seed=0), path)
 
 
-def _epoch_generators(seed: int, epoch: int, device: torch.device):
+def _epoch_generators(seed: int, epoch: int, device):
     """(shuffle generator on CPU, sampling generator on `device`) for one epoch."""
+    import torch
+
     base = (seed + 1) * 1_000_003 + epoch
     shuffle = torch.Generator().manual_seed(2 * base)
     sample = torch.Generator(device=device).manual_seed(2 * base + 1)
     return shuffle, sample
 
 
-@torch.no_grad()
-def _evaluate(model, loader, device, seed: int) -> dict:
-    """Mean losses over `loader` (posterior samples from a fixed seed)."""
+class _Batches:
+    """Images, labels and reference faces of some rows of a face set, on one device.
+
+    Iterating gives (x (b, 1, H, W), labels (b,), reference (b, 1, H, W) or None) batches in
+    the order of `order` (all rows when None); references only for identity models.
+    """
+
+    def __init__(self, images, labels, ref_rows, rows, device, with_reference: bool):
+        import torch
+
+        rows = torch.as_tensor(rows)
+        self.x = images[rows].to(device)
+        self.y = labels[rows].to(device)
+        self.ref = images[torch.as_tensor(ref_rows)[rows]].to(device) if with_reference else None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def iterate(self, batch_size: int, order=None):
+        import torch
+
+        order = torch.arange(len(self.x)) if order is None else order
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            yield self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx]
+
+
+def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict:
+    """Mean losses over `batches` (posterior samples from a fixed seed)."""
+    import torch
+
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
-    for x, y in loader:
-        losses, _ = model.loss(x.to(device), y.to(device), generator)
-        for key in sums:
-            sums[key] += getattr(losses, key).item() * len(x)
-        n += len(x)
+    with torch.no_grad():
+        for x, y, ref in batches.iterate(256):
+            losses, _ = model.loss(x, y, generator, ref, pixel_weight)
+            for key in sums:
+                sums[key] += getattr(losses, key).item() * len(x)
+            n += len(x)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def check_out(out: Path, resume: Path | None) -> None:
+    """Refuse to write over an existing file (resuming writes into the resumed checkpoint)."""
+    if resume is not None and out.resolve() == resume.resolve():
+        return
+    if out.exists():
+        raise FileExistsError(
+            f"{out} exists; training never overwrites a checkpoint. Pass --out with a new path "
+            f"(e.g. {out.with_name(out.stem + '_new' + out.suffix)}), or --resume {out} to "
+            "continue an interrupted run"
+        )
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
+
+
 def train(
-    model_config: ModelConfig,
+    model_config,
     train_config: TrainConfig,
+    out: str | Path,
     resume: str | Path | None = None,
     progress: bool = True,
     final_metrics: bool = True,
-) -> tuple[torch.nn.Module, dict]:
-    """Train (or resume) a VAE and write its checkpoint and metrics JSON.
+    keep_optimizer: bool = False,
+):
+    """Train (or resume) a VAE into the NEW file `out` and write its metrics JSON beside it.
 
     Returns (model in eval mode, metrics dict). `final_metrics=False` skips the latent-space
-    metrics (tests); the loss history and timing are always recorded.
+    and readability metrics (tests); the loss history and timing are always recorded.
+    keep_optimizer: keep Adam's state in the finished checkpoint (so `--resume` can extend it
+    to more epochs, as `vae.sweep` does); the committed models leave it out (a third the size).
     """
-    from vae.datasets import load_splits, store_hash
+    import numpy as np
+    import torch
+    from tqdm import tqdm
 
+    from vae.checkpoint import load_checkpoint, save_checkpoint
+    from vae.datasets import read_store, split_by_identity, store_hash
+    from vae.model import build_model
+
+    out = Path(out)
+    resume = Path(resume) if resume is not None else None
+    check_out(out, resume)
     device = resolve_device(train_config.device)
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
-    data_path, out = Path(train_config.data), Path(train_config.out)
+    data_path = Path(train_config.data)
     ensure_store(data_path, model_config.image_size)
-    train_set, val_set, faceset = load_splits(
-        data_path, val_fraction=train_config.val_fraction, seed=train_config.split_seed
-    )
+    faceset = read_store(data_path)
     if faceset.image_size != model_config.image_size:
         raise ValueError(
             f"face store {data_path} holds {faceset.image_size} (h, w) images but the model "
             f"expects {model_config.image_size}; set model.image_size to "
             f"{list(faceset.image_size)} or rebuild the store at that size"
         )
+    train_idx, val_idx = split_by_identity(faceset.identities, train_config.val_fraction,
+                                           train_config.split_seed)
     data_hash = store_hash(data_path)
+    identity_model = model_config.kind == "identity"
+    if identity_model:
+        from vae.identity import reference_indices
+
+        ref_rows = reference_indices(faceset)
+    else:
+        ref_rows = np.arange(len(faceset))
+    pixel_weight = None
+    if train_config.expression_weight > 0:
+        from vae.identity import expression_pixel_weights
+
+        weights = expression_pixel_weights(faceset, train_idx, train_config.expression_weight)
+        pixel_weight = torch.from_numpy(weights).to(device)
 
     model = build_model(model_config, seed=train_config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
@@ -225,7 +314,8 @@ def train(
                 f"but {data_path} hashes to {data_hash[:12]}...; use the same face store"
             )
         if loaded.optimizer_state is None or loaded.epoch is None:
-            raise ValueError(f"cannot resume from {resume}: it holds no optimizer state/epoch")
+            raise ValueError(f"cannot resume from {resume}: it holds no optimizer state/epoch "
+                             "(finished checkpoints keep none; train a new one with --out)")
         model.load_state_dict(loaded.model.state_dict())
         optimizer.load_state_dict(loaded.optimizer_state)
         start_epoch, history = loaded.epoch, list(loaded.metrics.get("history", []))
@@ -234,51 +324,54 @@ def train(
                 f"{resume} already has {start_epoch} epochs; ask for more with --epochs N"
             )
 
-    val_loader = DataLoader(val_set, batch_size=256, shuffle=False, num_workers=0)
-    train_x = train_set.tensors()[0].to(device)
+    images = torch.from_numpy(faceset.images).float().div_(255.0)[:, None]
+    labels = torch.from_numpy(np.asarray(faceset.labels, dtype=np.int64))
+    train_b = _Batches(images, labels, ref_rows, train_idx, device, identity_model)
+    val_b = _Batches(images, labels, ref_rows, val_idx, device, identity_model)
     train_seconds = 0.0
     n_images = 0
+    saved_config = dataclasses.asdict(train_config)
     bar = tqdm(
         range(start_epoch, train_config.epochs), desc="vae", unit="epoch", disable=not progress,
         initial=start_epoch, total=train_config.epochs,
     )
     for epoch in bar:
         shuffle_gen, sample_gen = _epoch_generators(train_config.seed, epoch, device)
-        loader = DataLoader(
-            train_set, batch_size=train_config.batch_size, shuffle=True,
-            generator=shuffle_gen, num_workers=0,
-        )
+        order = torch.randperm(len(train_b), generator=shuffle_gen)
         model.train()
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
-        for x, y in loader:
-            losses, _ = model.loss(x.to(device), y.to(device), sample_gen)
+        for x, y, ref in train_b.iterate(train_config.batch_size, order):
+            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()
             for key in sums:
                 sums[key] += getattr(losses, key).item() * len(x)
             n += len(x)
-            bar.set_postfix(
-                loss=f"{losses.total.item():.1f}", recon=f"{losses.recon.item():.1f}",
-                ce=f"{losses.ce.item():.3f}",
-            )
-        model.encoder.calibrate(train_x)
+        model.encoder.calibrate(train_b.x)
         train_seconds += time.perf_counter() - started
         n_images += n
-        val = _evaluate(model, val_loader, device, seed=train_config.seed)
+        val = _evaluate(model, val_b, train_config.seed, device, pixel_weight)
         row = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
         row.update({f"val_{k}": v for k, v in val.items()})
         history.append(row)
-        bar.set_postfix(val_loss=f"{val['total']:.1f}", val_ce=f"{val['ce']:.3f}")
-        metrics = {"history": history}
+        bar.set_postfix(loss=f"{sums['total'] / n:.0f}", val_ce=f"{val['ce']:.3f}")
         save_checkpoint(
-            out, model, model_config, dataclasses.asdict(train_config), data_hash, metrics,
+            out, model, model_config, saved_config, data_hash, {"history": history},
             epoch=epoch + 1, optimizer_state=optimizer.state_dict(),
         )
     bar.close()
 
     model.eval()
+    if identity_model:
+        # the default child: the first held-out identity (sorted ids), so the readability
+        # metrics below certify the very face a session shows when it names no identity
+        from vae.identity import reference_face
+
+        default_id = sorted(set(np.asarray(faceset.identities)[val_idx].astype(str)))[0]
+        ref = torch.from_numpy(reference_face(faceset, default_id)).float().div(255.0)
+        model.set_default_identity(ref.to(device), default_id)
     metrics = {
         "history": history,
         "epochs": train_config.epochs,
@@ -287,85 +380,124 @@ def train(
         "seconds_per_epoch": round(train_seconds / max(len(history) - start_epoch, 1), 2),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "n_train_images": len(train_set),
-        "n_val_images": len(val_set),
+        "n_train_images": len(train_idx),
+        "n_val_images": len(val_idx),
     }
+    verdict = None
     if final_metrics:
-        from vae.metrics import latent_metrics
+        from vae.metrics import latent_metrics, readability_metrics
+        from vae.verdict import judge
 
-        observer = _load_observer(train_config.observer, data_hash)
+        model.cpu()
+        observer = _load_observer(train_config.observer, data_hash, "observer")
+        id_observer = _load_observer(train_config.identity_observer, data_hash,
+                                     "identity observer")
+        for key, obs in (("observer", observer), ("identity_observer", id_observer)):
+            if obs is not None:
+                metrics[key] = {"sha256": obs.sha256, "data_hash": obs.data_hash, **obs.metrics}
+        metrics["latent"] = latent_metrics(model, faceset, val_idx, train_indices=train_idx,
+                                           observer=observer)
         if observer is not None:
-            metrics["observer"] = {"path": train_config.observer, "sha256": observer.sha256,
-                                   "data_hash": observer.data_hash, **observer.metrics}
-        metrics["latent"] = latent_metrics(
-            model.cpu(), faceset, val_set.indices, train_indices=train_set.indices,
-            observer=observer,
-        )
+            metrics["readability"] = readability_metrics(
+                model, faceset, train_idx, val_idx, observer, id_observer
+            )
+        verdict = judge(metrics, model_config.kind)
         model.to(device)
     save_checkpoint(
-        out, model, model_config, dataclasses.asdict(train_config), data_hash, metrics,
-        epoch=train_config.epochs, optimizer_state=optimizer.state_dict(),
+        out, model, model_config, saved_config, data_hash, metrics,
+        epoch=train_config.epochs,
+        optimizer_state=optimizer.state_dict() if keep_optimizer else None,
+        verdict=verdict,
     )
-    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return model, metrics
+    metrics_out = dict(metrics, verdict=verdict) if verdict is not None else metrics
+    out.with_suffix(".json").write_text(json.dumps(metrics_out, indent=2) + "\n")
+    return model, metrics_out
 
 
-def _load_observer(path: str, data_hash: str):
-    """The observer for the face-likeness metric, or None (with a note) when there is none.
+def _load_observer(path: str, data_hash: str, what: str):
+    """An observer for the metrics, or None (with a note) when there is none.
 
-    A different store hash is allowed (a rebuilt synthetic store differs only in its creation
-    time) but noted on stderr; the metrics record both hashes.
+    A different store hash is allowed (the observer may be judging a store it was not trained
+    on) but noted on stderr; the metrics record both hashes.
     """
     if not path:
         return None
     from vae.observer import load_observer
 
     if not Path(path).is_file():
-        print(f"observer {path} not found: face-likeness reported without it", file=sys.stderr)
+        print(f"{what} {path} not found: metrics that need it are skipped", file=sys.stderr)
         return None
     observer = load_observer(path)
     if observer.data_hash != data_hash:
-        print(f"note: observer {path} was trained on a store with another hash", file=sys.stderr)
+        print(f"note: {what} {path} was trained on a store with another hash", file=sys.stderr)
     return observer
 
 
+def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m vae.train", description=__doc__.split("\n")[0],
+        epilog="Flags without a default shown take the YAML's value.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"YAML with model: and train: sections (default: {DEFAULT_CONFIG})")
+    p.add_argument("--out", help="checkpoint to write, a NEW path; metrics go beside it as "
+                                 ".json (no default: required unless --resume)")
+    p.add_argument("--resume", help="continue the interrupted run in this checkpoint (same "
+                                    "model and data); it is also the output (default: none)")
+    p.add_argument("--data", help=f"HDF5 face store (YAML default: {d.data}; built from the "
+                                  "procedural faces if missing)")
+    p.add_argument("--epochs", type=int, help=f"total epochs (YAML default: {d.epochs})")
+    p.add_argument("--seed", type=int, help=f"initialisation/shuffling seed (default: {d.seed})")
+    p.add_argument("--kind", choices=("identity", "plain"),
+                   help="identity: expression on the sphere, child from a reference face; "
+                        "plain: the seed study's one-code model (default: identity)")
+    p.add_argument("--kappa", type=float, help="fixed vMF posterior concentration (default: 300)")
+    p.add_argument("--prior", choices=("vmf", "gaussian"), help="latent prior (default: vmf)")
+    p.add_argument("--latent-dim", type=int, help="ambient dimension d of the code (default: 3)")
+    p.add_argument("--radius", type=float, help="code scale seen by the decoder (default: 1)")
+    p.add_argument("--expression-weight", type=float,
+                   help="per-pixel loss weight on expression regions, 0 = plain BCE "
+                        f"(default: {d.expression_weight})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help=f"where to train (default: {d.device})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
+    return p
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with model: and train:")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--kappa", type=float)
-    p.add_argument("--prior", choices=("vmf", "gaussian"))
-    p.add_argument("--latent-dim", type=int)
-    p.add_argument("--radius", type=float)
-    p.add_argument("--data")
-    p.add_argument("--out")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--resume", help="checkpoint to continue from (same model and data)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    return p.parse_args(argv)
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.out is None and args.resume is None:
+        p.error("--out NEW_PATH.pt is required (training never overwrites a checkpoint), "
+                "or --resume CHECKPOINT to continue an interrupted run")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model_config, train_config = load_config(args.config)
-    model_flags = {"kappa": args.kappa, "prior": args.prior, "latent_dim": args.latent_dim,
-                   "radius": args.radius}
-    train_flags = {"epochs": args.epochs, "data": args.data, "out": args.out,
-                   "seed": args.seed, "device": args.device}
+    model_flags = {"kind": args.kind, "kappa": args.kappa, "prior": args.prior,
+                   "latent_dim": args.latent_dim, "radius": args.radius}
+    train_flags = {"epochs": args.epochs, "data": args.data, "seed": args.seed,
+                   "device": args.device, "expression_weight": args.expression_weight}
     model_config = dataclasses.replace(
         model_config, **{k: v for k, v in model_flags.items() if v is not None}
     )
     train_config = dataclasses.replace(
         train_config, **{k: v for k, v in train_flags.items() if v is not None}
     )
-    _, metrics = train(model_config, train_config, resume=args.resume,
+    out = Path(args.out or args.resume)
+    try:
+        check_out(out, Path(args.resume) if args.resume else None)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _, metrics = train(model_config, train_config, out, resume=args.resume,
                        progress=not args.no_progress)
-    from vae.metrics import flatten_metrics
+    from vae.verdict import format_verdict
 
-    summary = {"final_epoch": metrics["history"][-1], **flatten_metrics(metrics)}
-    print(json.dumps(summary, indent=2))
-    print(f"checkpoint: {train_config.out}  metrics: {Path(train_config.out).with_suffix('.json')}")
+    print(format_verdict(metrics, model_config, out))
     return metrics
 
 
