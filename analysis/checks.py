@@ -8,11 +8,13 @@ chain was not stationary there, and weighting it would be wrong. Each kept state
 p itself ("p": no gate, a control chain, or an annealed gate that is off) or from p·g^γ with a
 constant γ ("guided": removed with importance weights).
 
-`inference_checks` gives, per participant x emotion (and for the group, participant 'all'):
-modes (how many, weights, whether the chains split between them), the weight guard and the
-control-chain test for guided chains, the lapse rate from catch and repeat trials with the width
-corrected for it, the random-responder test, and `verdict`: every problem in plain words
-(empty when there is none). `flag_unvisited_modes` then compares participants.
+`trial_facts` summarises what the checks need from the trial rows (the random-responder test
+on the chain trials, catch and repeat counts), one participant or a whole study at a time, so
+a report can read a study participant by participant. `inference_checks` then gives, per participant x
+emotion (and for the group, participant 'all'): modes (how many, weights, whether the chains
+split between them), the weight guard and the control-chain test for guided chains, the lapse
+rate with the width corrected for it, the responder verdict, and `verdict`: every problem in
+plain words (empty when there is none). `flag_unvisited_modes` then compares participants.
 """
 
 from __future__ import annotations
@@ -89,18 +91,55 @@ def _modes(x, chain_index, weights, seed) -> dict:
     return out
 
 
-def _lapse_columns(trials: pd.DataFrame, d: int) -> dict:
-    """Catch-trial estimate and repeat-trial bound of one participant's lapse rate."""
-    catch = trials.loc[trials["kind"] == "catch", "correct"].dropna()
-    est = lp.lapse_from_catch(int(catch.sum()), len(catch))
-    rep = trials[trials["kind"] == "repeat"]
-    if len(rep):
-        by_row = trials.set_index(["session", "row"])["chose_proposal"]
-        orig = by_row.reindex(list(zip(rep["session"], rep["repeat_of"], strict=True)))
-        same = rep["chose_proposal"].to_numpy(dtype=object) == orig.to_numpy(dtype=object)
-        bound = lp.lapse_bound_from_repeats(int((~same).sum()), len(rep))
-    else:
-        bound = lp.lapse_bound_from_repeats(0, 0)
+FACT_COLUMNS = ["participant", "emotion", "n_chain_trials", "acceptance", "responder_p",
+                "responder_power", "responses_random", "responses_inconclusive", "kappa_proposal",
+                "n_catch", "n_catch_correct", "n_repeat", "n_repeat_disagree"]
+
+
+def trial_facts(trials: pd.DataFrame) -> pd.DataFrame:
+    """What the checks take from trial rows, one row per participant x emotion (FACT_COLUMNS).
+
+    trials: rows with the coordinates, every session of each participant in them (the
+    responder test pools a participant's sessions; give it a participant's rows together, never
+    one of their sessions alone: facts of two calls do not add up). The responder test runs on
+    the emotion's chain trials (its power at the spherical mean of their current states); catch
+    counts are the participant's (a lapse belongs to the person, not to one block); a repeat
+    disagrees when its chose_proposal differs from the original row's (`repeat_of`)."""
+    d = schema.latent_dim(list(trials.columns))
+    cur, prop = schema.latent_columns("current", d), schema.latent_columns("proposal", d)
+    rows = []
+    for participant, mine in trials.groupby("participant", sort=True):
+        catch = mine.loc[mine["kind"] == "catch", "correct"].dropna()
+        original = mine.set_index(["session", "row"])["chose_proposal"]
+        for emotion, block in mine[mine["kind"].isin(["chain", "repeat"])].groupby("emotion"):
+            shown = block[block["kind"] == "chain"]
+            x, y = shown[cur].to_numpy(float), shown[prop].to_numpy(float)
+            centre = x.sum(axis=0)
+            dep = choice_dependence(x, y, shown["chose_proposal"].to_numpy(bool),
+                                    centre / max(np.linalg.norm(centre), 1e-12))
+            again = block[block["kind"] == "repeat"]
+            first = original.reindex(list(zip(again["session"], again["repeat_of"],
+                                               strict=True))).to_numpy(dtype=object)
+            rows.append({"participant": participant, "emotion": emotion,
+                         "n_chain_trials": dep.n, "acceptance": dep.acceptance,
+                         "responder_p": dep.p_value, "responder_power": dep.power,
+                         "responses_random": dep.random,
+                         "responses_inconclusive": dep.inconclusive,
+                         "kappa_proposal": float(shown["kappa_proposal"].astype(float).median()),
+                         "n_catch": len(catch), "n_catch_correct": int(catch.sum()),
+                         "n_repeat": len(again),
+                         "n_repeat_disagree": int(np.sum(again["chose_proposal"].to_numpy(
+                             dtype=object) != first))})
+    return pd.DataFrame(rows, columns=FACT_COLUMNS)
+
+
+def _lapse(facts: pd.DataFrame) -> dict:
+    """Catch-trial estimate and repeat-trial bound of the lapse rate of the participants in
+    `facts` (rows of `trial_facts`; catch counts once per participant)."""
+    people = facts.drop_duplicates("participant")
+    est = lp.lapse_from_catch(int(people["n_catch_correct"].sum()), int(people["n_catch"].sum()))
+    bound = lp.lapse_bound_from_repeats(int(facts["n_repeat_disagree"].sum()),
+                                        int(facts["n_repeat"].sum()))
     return {"lapse": est.estimate, "lapse_low": est.low, "lapse_high": est.high,
             "n_catch": est.n, "lapse_repeat_bound": bound.estimate, "n_repeat": bound.n}
 
@@ -120,7 +159,7 @@ def _width(kappa: float, interval: tuple[float, float], lapse: dict, kappa_propo
                                                        kappa_proposal, d)}
 
 
-def _group_checks(kept: pd.DataFrame, trials: pd.DataFrame, d: int, seed: int,
+def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
                   label: dict, person: bool) -> dict:
     xcols = state_columns(d)
     row: dict = {**label}
@@ -178,41 +217,37 @@ def _group_checks(kept: pd.DataFrame, trials: pd.DataFrame, d: int, seed: int,
             text += ("; the chains sit in different modes, so R-hat measures the split, not too "
                      "few trials, and the mode weights (from chain counts) are unreliable")
         words.append(text)
-    shown = trials[trials["kind"] == "chain"]
     random = False
-    if person:
-        dep = choice_dependence(shown[schema.latent_columns("current", d)].to_numpy(float),
-                                shown[schema.latent_columns("proposal", d)].to_numpy(float),
-                                shown["chose_proposal"].to_numpy(bool), cone.mean)
-        row.update(responder_p=dep.p_value, responder_power=dep.power,
-                   responses_random=dep.random)
-        random = dep.random
+    if person and len(facts):
+        dep = facts.iloc[0]
+        row.update(responder_p=dep["responder_p"], responder_power=dep["responder_power"],
+                   responses_random=bool(dep["responses_random"]))
+        random = bool(dep["responses_random"])
         if random:  # then modes, weights and widths describe noise: say only this
-            words = [f"responses do not depend on the faces (p = {dep.p_value:.2g}): there is "
-                     "no category to estimate"]
-        elif dep.inconclusive:
+            words = [f"responses do not depend on the faces (p = {dep['responder_p']:.2g}): "
+                     "there is no category to estimate"]
+        elif dep["responses_inconclusive"]:
             words.append("the faces shown in each pair were too alike to tell whether the "
                          "responses depend on them")
-    lapse = _lapse_columns(trials, d)
+    lapse = _lapse(facts)
     row.update(lapse)
-    if p_rows.any():
-        kappa_prop = float(shown["kappa_proposal"].astype(float).median())
+    if p_rows.any() and len(facts):
         row.update(_width(row["kappa"], (row["kappa_low"], row["kappa_high"]), lapse,
-                          kappa_prop, d))
+                          float(facts["kappa_proposal"].median()), d))
     if np.isfinite(lapse["lapse"]) and lapse["lapse"] > 0 and not random:
-            corrected = row.get("kappa_corrected", np.nan)
-            text = (f"width is a lower bound (lapse ≈ {lapse['lapse']:.2f} "
-                    f"[{lapse['lapse_low']:.2f}, {lapse['lapse_high']:.2f}] from "
-                    f"{lapse['n_catch']} catch trials)")
-            if not np.isnan(corrected):
-                text += (f"; corrected κ ≈ {corrected:.3g} [{row['kappa_corrected_low']:.3g}, "
-                         f"{row['kappa_corrected_high']:.3g}]")
-            words.append(text)
+        corrected = row.get("kappa_corrected", np.nan)
+        text = (f"width is a lower bound (lapse ≈ {lapse['lapse']:.2f} "
+                f"[{lapse['lapse_low']:.2f}, {lapse['lapse_high']:.2f}] from "
+                f"{lapse['n_catch']} catch trials)")
+        if not np.isnan(corrected):
+            text += (f"; corrected κ ≈ {corrected:.3g} [{row['kappa_corrected_low']:.3g}, "
+                     f"{row['kappa_corrected_high']:.3g}]")
+        words.append(text)
     row["verdict"] = "; ".join(words)
     return row
 
 
-def inference_checks(trials: pd.DataFrame, states: pd.DataFrame,
+def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
                      burn_in: float | int = DEFAULT_BURN_IN, seed: int = 0,
                      group: bool = True) -> pd.DataFrame:
     """One row per participant x emotion (and, with `group`, per emotion for all participants
@@ -224,36 +259,35 @@ def inference_checks(trials: pd.DataFrame, states: pd.DataFrame,
     control_disagrees), responder_p, responder_power, responses_random, lapse columns (lapse, lapse_low,
     lapse_high, n_catch, lapse_repeat_bound, n_repeat, kappa_corrected[_low, _high]) and
     verdict. The modes themselves are in column `modes`: a list of (mean (d,), kappa, weight).
+
+    states: `chain_states` of the study; facts: `trial_facts` of its trials (the group's rows
+    use the facts of the participants whose states are given).
     """
-    d = schema.latent_dim(list(trials.columns))
+    d = len(state_columns_of(states))
     kept = stationary_states(states, burn_in)
     rows = []
     for (participant, emotion), g in kept.groupby(["participant", "emotion"], sort=True):
-        t = trials[(trials["participant"] == participant)
-                   & (trials["emotion"] == emotion)]
-        rows.append(_group_checks(g, _with_catch(trials, participant, t), d, seed,
+        mine = facts[(facts["participant"] == participant) & (facts["emotion"] == emotion)]
+        rows.append(_group_checks(g, mine, d, seed,
                                   {"participant": participant, "emotion": emotion}, True))
     if group:
-        people = trials["participant"].isin(kept["participant"].unique())
+        people = facts["participant"].isin(kept["participant"].unique())
         for emotion, g in kept.groupby("emotion", sort=True):
-            t = trials[people & ((trials["emotion"] == emotion) | (trials["kind"] == "catch"))]
-            rows.append(_group_checks(g, t, d, seed, {"participant": "all", "emotion": emotion},
-                                      False))
+            rows.append(_group_checks(g, facts[people & (facts["emotion"] == emotion)], d, seed,
+                                      {"participant": "all", "emotion": emotion}, False))
     return pd.DataFrame(rows)
 
 
-def _with_catch(trials, participant, emotion_trials) -> pd.DataFrame:
-    """The emotion's chain and repeat trials plus every catch trial of the participant (a lapse
-    rate belongs to the person, not to one block)."""
-    catch = trials[(trials["participant"] == participant) & (trials["kind"] == "catch")]
-    return pd.concat([emotion_trials[emotion_trials["kind"] != "catch"], catch])
+def state_columns_of(states: pd.DataFrame) -> list[str]:
+    """The coordinate columns x_0.. of a states table."""
+    return [c for c in states.columns if c.startswith("x_")]
 
 
 def flag_unvisited_modes(table: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame:
     """`table` (from `inference_checks`) with `unvisited` words added to the verdict of each
     participant whose chains (any state, burn-in included) never came near a mode another
     participant's chains found for the same emotion."""
-    d = sum(c.startswith("x_") for c in states.columns)
+    d = len(state_columns_of(states))
     out = table.copy()
     people = out[out["participant"] != "all"]
     for idx, row in people.iterrows():

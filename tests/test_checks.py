@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.checks import stationary_states
+from analysis.checks import stationary_states, trial_facts
+from mcmcp.schema import latent_columns
 
 
 def chain_rows(chain: int, gamma: np.ndarray) -> pd.DataFrame:
@@ -35,3 +36,21 @@ def test_a_chain_whose_gate_never_went_off_is_left_out_with_a_warning():
     with pytest.warns(UserWarning, match="never sampled with the gate off"):
         kept = stationary_states(states, 0.5)
     assert kept["chain"].unique().tolist() == [1]
+
+
+def test_trial_facts_count_catch_and_repeat_trials():
+    rng = np.random.default_rng(0)
+    n = 40
+    coords = {c: rng.normal(size=n) for c in latent_columns("current", 3)
+              + latent_columns("proposal", 3)}
+    trials = pd.DataFrame({"participant": "p1", "session": 1, "row": np.arange(n),
+                           "emotion": "sad", "kind": ["chain"] * 34 + ["repeat"] * 2
+                           + ["catch"] * 4, "chose_proposal": [True, False] * 17 + [True, True]
+                           + [None] * 4, "repeat_of": [None] * 34 + [0, 1] + [None] * 4,
+                           "correct": [None] * 36 + [True, True, True, False],
+                           "kappa_proposal": 5.0, **coords})
+    facts = trial_facts(trials).iloc[0]
+    assert (facts["n_chain_trials"], facts["acceptance"]) == (34, 0.5)
+    assert (facts["n_catch"], facts["n_catch_correct"]) == (4, 3)
+    assert (facts["n_repeat"], facts["n_repeat_disagree"]) == (2, 1)  # row 1 was False
+    assert facts["kappa_proposal"] == 5.0

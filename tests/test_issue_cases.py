@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.checks import flag_unvisited_modes, inference_checks
+from analysis.checks import flag_unvisited_modes, inference_checks, trial_facts
 from analysis.load import chain_states, load_trials
 from analysis.modes import visited
 from analysis.prototypes import angle_deg
@@ -52,7 +52,7 @@ def simulate_and_check(tmp_path, gate=None, truth=None, participants=4, seed=12,
     states = chain_states(trials)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = flag_unvisited_modes(inference_checks(trials, states), states)
+        table = flag_unvisited_modes(inference_checks(states, trial_facts(trials)), states)
     mean = table[[f"mean_{i}" for i in range(3)]].to_numpy()
     return table.assign(error_deg=angle_deg(mean, (truth.mode() if truth else SAD))), states
 
