@@ -42,10 +42,11 @@ def acceptance(trials: pd.DataFrame, by: list[str] | None = None) -> pd.DataFram
     often the person picked the proposal), gate_pass (shown / steps: 1 without a gate).
     """
     by = by or [*KEYS, "emotion"]
-    steps = trials[trials["kind"].isin(["chain", "gate"])]
+    steps = trials.loc[trials["kind"].isin(["chain", "gate"]).to_numpy(),
+                       list(dict.fromkeys([*by, "kind", "accepted"]))]  # only what is counted
     shown = steps["kind"] == "chain"
-    table = steps.assign(shown=shown, acc=steps["accepted"].fillna(False) & shown).groupby(
-        by, sort=True).agg(n_steps=("kind", "size"), n_shown=("shown", "sum"),
+    table = steps[by].assign(shown=shown, acc=steps["accepted"].fillna(False) & shown).groupby(
+        by, sort=True).agg(n_steps=("shown", "size"), n_shown=("shown", "sum"),
                            n_accepted=("acc", "sum"))
     table["acceptance"] = table["n_accepted"] / table["n_shown"].where(table["n_shown"] > 0)
     table["gate_pass"] = table["n_shown"] / table["n_steps"]

@@ -19,6 +19,8 @@ from analysis.prototypes import angle_deg, emotion_densities, table_vectors  # n
 from mcmcp import sphere  # noqa: E402
 
 NCOLS = 4
+MAX_TRACES = 48  # chains per emotion drawn one line each; more are summarised by bands
+MAX_BAR_LABELS = 40  # participants named on the quality figure's axis
 
 
 def _panels(n: int, projection: str | None = None, size=(3.6, 2.0)) -> tuple[Figure, list]:
@@ -102,20 +104,33 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
     """Distance (degrees) of every chain from its emotion's group prototype, step by step.
 
     Chains that have converged hover at the same distance band; the grey band is the burn-in
-    (discarded) part of a typical chain.
+    (discarded) part of a typical chain. Up to MAX_TRACES chains per emotion are drawn one line
+    each, coloured by participant; more are drawn as the median and the bands holding the middle
+    50% and 90% of chains at each step.
     """
     emotions = sorted(states["emotion"].unique())
     fig, axes = _panels(len(emotions), size=(3.8, 2.6))
     xcols = [c for c in states.columns if c.startswith("x_")]
     participants = sorted(states["participant"].unique())
     colors = plt.get_cmap("tab10")
+    lines = states.groupby([*KEYS, "emotion"]).ngroups <= MAX_TRACES * len(emotions)
     for ax, emotion in zip(axes, emotions, strict=True):
         own = states[states["emotion"] == emotion]
         center = table_vectors(group_protos[group_protos["emotion"] == emotion].iloc[[-1]])[0]
-        for _, ch in own.groupby(KEYS, sort=True):
-            color = colors(participants.index(ch["participant"].iloc[0]) % 10)
-            ax.plot(ch["step"], angle_deg(ch[xcols].to_numpy(float), center), color=color,
-                    lw=0.7, alpha=0.7)
+        angle = angle_deg(own[xcols].to_numpy(float), center)
+        if lines:
+            for _, rows in own.groupby(KEYS, sort=True).indices.items():
+                p = own["participant"].iloc[rows[0]]
+                ax.plot(own["step"].to_numpy()[rows], angle[rows],
+                        color=colors(participants.index(p) % 10), lw=0.7, alpha=0.7)
+        else:
+            by_step = pd.Series(angle).groupby(own["step"].to_numpy())
+            q = by_step.quantile([0.05, 0.25, 0.5, 0.75, 0.95]).unstack()
+            # where only the few longest chains remain (gate steps vary), bands mislead
+            q = q[by_step.size() >= 0.1 * own.groupby(KEYS).ngroups]
+            ax.fill_between(q.index, q[0.05], q[0.95], color="tab:blue", alpha=0.2, lw=0)
+            ax.fill_between(q.index, q[0.25], q[0.75], color="tab:blue", alpha=0.4, lw=0)
+            ax.plot(q.index, q[0.5], color="tab:blue", lw=1.2)
         cut = float(np.median(burn_in_steps(own.groupby(KEYS)["n_steps"].first().to_numpy(),
                                             burn_in)))
         ax.axvspan(0, cut, color="0.85", zorder=0)
@@ -123,12 +138,17 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
         ax.set_xlabel("step of the chain")
         ax.set_ylabel("degrees from prototype")
         ax.set_ylim(0, 180)
-    handles = [plt.Line2D([], [], color=colors(i % 10),
-                          label=p + (" (flagged)" if p in flagged else ""))
-               for i, p in enumerate(participants)]
-    fig.legend(handles=handles[:20], loc="outside right upper", fontsize=8, title="participant")
-    fig.suptitle("Convergence: every chain's distance from the group prototype "
-                 "(grey = burn-in, discarded)", fontsize=11)
+    if lines:
+        handles = [plt.Line2D([], [], color=colors(i % 10),
+                              label=p + (" (flagged)" if p in flagged else ""))
+                   for i, p in enumerate(participants)]
+        fig.legend(handles=handles[:20], loc="outside right upper", fontsize=8,
+                   title="participant")
+        title = "every chain's distance from the group prototype"
+    else:
+        title = (f"distance of the {states.groupby(KEYS).ngroups} chains from the group "
+                 "prototype: median, middle 50% and 90%")
+    fig.suptitle(f"Convergence: {title} (grey = burn-in, discarded)", fontsize=11)
     return fig
 
 
@@ -151,6 +171,34 @@ def density_maps(states: pd.DataFrame, burn_in: float | int, group_protos: pd.Da
         _style_map(ax, emotion)
     fig.suptitle("Where the chains spent their time (bright = often; after burn-in, all "
                  "participants pooled). \u2605 group prototype, cyan circle = its 95% confidence cone",
+                 fontsize=11)
+    return fig
+
+
+def prototype_map(protos: pd.DataFrame, truth: pd.DataFrame | None = None) -> Figure:
+    """Every participant's prototype (dots) and the group's (star) on a map per emotion (d = 3).
+
+    protos: one row per participant x emotion (participant 'all' = the group) with mean_0..2;
+    truth: known true prototypes (participant, emotion, truth_0..2) for simulated participants,
+    drawn as red crosses (one per distinct truth).
+    """
+    emotions = sorted(protos["emotion"].unique())
+    fig, axes = _panels(len(emotions), "mollweide")
+    for ax, emotion in zip(axes, emotions, strict=True):
+        own = protos[protos["emotion"] == emotion]
+        people = own[own["participant"] != "all"]
+        _mark(ax, table_vectors(people), marker="o", ms=4, color="tab:blue", alpha=0.6, mew=0)
+        group = own[own["participant"] == "all"]
+        if len(group):
+            _mark(ax, table_vectors(group.iloc[[-1]]), marker="*", ms=14, color="k", mec="w")
+        if truth is not None and not truth.empty:
+            t = truth[truth["emotion"] == emotion]
+            if len(t):
+                _mark(ax, np.unique(table_vectors(t, "truth").round(9), axis=0), marker="X",
+                      ms=8, color="red", mec="w")
+        _style_map(ax, f"{emotion} ({len(people)} participants)")
+    fig.suptitle("Where each participant's prototype lies (dots); \u2605 group prototype" +
+                 (", red X true prototype" if truth is not None and not truth.empty else ""),
                  fontsize=11)
     return fig
 
@@ -204,7 +252,8 @@ def prototype_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
 def participant_quality(flags: pd.DataFrame, min_accuracy: float, fast: float) -> Figure:
     """Catch-trial accuracy (flagged participants in red) and response times per participant."""
     n = len(flags)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(7, 0.5 * n + 5), 3.2), layout="constrained")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(min(max(7, 0.5 * n + 5), 14), 3.2),
+                                 layout="constrained")
     x = np.arange(n)
     colors = np.where(flags["flagged"], "tab:red", "tab:blue")
     a1.bar(x, flags["accuracy"].fillna(0), color=colors)
@@ -222,7 +271,10 @@ def participant_quality(flags: pd.DataFrame, min_accuracy: float, fast: float) -
     a2.set_ylim(bottom=0)
     a2.legend(fontsize=8)
     for ax in (a1, a2):
-        ax.set_xticks(x, flags["participant"], rotation=45, ha="right", fontsize=8)
+        if n <= MAX_BAR_LABELS:
+            ax.set_xticks(x, flags["participant"], rotation=45, ha="right", fontsize=8)
+        else:
+            ax.set_xlabel(f"{n} participants, in the order of the participants table")
     a1.set_title("Attention checks (red = flagged)", fontsize=10)
     a2.set_title("Response times: median, middle 50%", fontsize=10)
     return fig

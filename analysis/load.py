@@ -18,9 +18,6 @@ is a transition of the chain.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -28,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.trials_csv import read_json_object, read_session, to_pandas
 from mcmcp import schema
 
 KEYS = ["participant", "session", "chain"]
 DEFAULT_BURN_IN = 0.5
-_TRUE = {"true": True, "1": True, "false": False, "0": False}
 
 
 # ----------------------------------------------------------------------------- finding files
@@ -60,101 +57,27 @@ def session_folders(path: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- trials.csv
 
 
-def _malformed(path: Path, line: int, message: str) -> ValueError:
-    return ValueError(f"{path}, line {line}: {message}")
-
-
-def _convert(cells: pd.Series, dtype: str, name: str, lines: np.ndarray, path: Path) -> pd.Series:
-    """Text cells of one column -> the schema dtype; raise naming the first bad cell."""
-    empty = cells == ""
-    if dtype == "string":
-        return cells.where(~empty, None).astype("string")
-    if dtype == "boolean":
-        lowered = cells.str.lower()
-        bad = ~empty & ~lowered.isin(list(_TRUE))
-        values = lowered.map(_TRUE)
-    else:
-        values = pd.to_numeric(cells.where(~empty, None), errors="coerce")
-        bad = ~empty & values.isna()
-        if dtype == "Int64":
-            bad |= values.notna() & (values % 1 != 0)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        kind = {"boolean": "True/False", "Int64": "an integer"}.get(dtype, "a number")
-        raise _malformed(path, int(lines[i]), f"column {name!r} must be {kind}, got {cells.iloc[i]!r}")
-    return values.astype(dtype)
-
-
-def read_trials_csv(path: str | Path) -> pd.DataFrame:
-    """One session's trials.csv -> DataFrame with the schema's columns and dtypes."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing trials file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records, lines = [], []
-    try:
-        for record in reader:
-            records.append(record)
-            lines.append(reader.line_num)
-    except csv.Error as err:
-        raise _malformed(path, reader.line_num, f"unreadable CSV ({err})") from None
-    if not records:
-        raise _malformed(path, 1, "empty file: the header line is missing")
-    if not text.endswith(("\n", "\r")) and len(records) > 1:
-        # Rows are written whole, newline last, then fsynced: no newline means a torn write.
-        warnings.warn(
-            f"{path}: dropped the torn last line {lines[-1]} (the session stopped mid-write)",
-            stacklevel=2,
-        )
-        records, lines = records[:-1], lines[:-1]
-    names = records[0]
-    d = schema.latent_dim(names)
-    expected = schema.header(d)
-    missing = [c for c in expected if c not in names]
-    if d < 2 or missing:
-        raise _malformed(path, 1, f"missing columns {missing or ['current_0', 'current_1']}; "
-                                  "see mcmcp.schema.columns() for the trial schema")
-    unknown = [c for c in names if c not in expected]
-    if unknown:
-        warnings.warn(f"{path}: ignoring columns that are not in the trial schema: {unknown}",
-                      stacklevel=2)
-    body, body_lines = records[1:], np.asarray(lines[1:], dtype=int)
-    for record, line in zip(body, body_lines, strict=True):
-        if len(record) != len(names):
-            raise _malformed(path, int(line), f"{len(record)} cells, the header has {len(names)}")
-    raw = pd.DataFrame(body, columns=names, dtype=object)
-    if raw.empty:
-        raw = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
-    out = pd.DataFrame({
-        name: _convert(raw[name].astype(str), dtype, name, body_lines, path)
-        for name, dtype in schema.pandas_dtypes(d).items()
-    })
-    bad_kind = ~out["kind"].isin(schema.KINDS).fillna(False)
-    if bad_kind.any():
-        i = int(np.flatnonzero(bad_kind.to_numpy())[0])
-        raise _malformed(path, int(body_lines[i]),
-                         f"kind {raw['kind'].iloc[i]!r} is not one of {', '.join(schema.KINDS)}")
-    return out
-
-
-def load_trials(path: str | Path) -> pd.DataFrame:
+def load_trials(path: str | Path, cache: str | Path | None = None,
+                columns: list[str] | None = None) -> pd.DataFrame:
     """All trials under `path` (session folder, participant folder or data tree), one row per event.
 
     Columns and dtypes are the trial schema's (`mcmcp.schema.pandas_dtypes(d)`); rows keep the
     order of each file, files are taken in folder order. All sessions must share one d.
+    cache: a folder where each session is kept as Parquet (see `analysis.trials_csv`), so a
+    second load reads only the files that changed; None (default) reads every CSV.
+    columns: only these columns besides the current_*/proposal_* coordinates (None: all); a
+    large study takes a fraction of the memory when the analysis needs few columns.
     """
-    frames = []
+    tables, dims = [], {}
     for folder in session_folders(path):
-        frames.append(read_trials_csv(folder / "trials.csv"))
-    dims = {schema.latent_dim(list(f.columns)) for f in frames}
+        table = read_session(folder, cache, columns)
+        tables.append(table)
+        dims.setdefault(schema.latent_dim(table.column_names), folder)
     if len(dims) > 1:
-        raise ValueError(f"sessions under {path} mix latent dimensions {sorted(dims)}; "
-                         "analyse studies with different models separately")
-    return pd.concat(frames, ignore_index=True)
+        raise ValueError(f"sessions under {path} mix latent dimensions {sorted(dims)} (e.g. "
+                         f"{', '.join(str(f) for f in dims.values())}); analyse studies with "
+                         "different models separately")
+    return to_pandas(tables)
 
 
 # ----------------------------------------------------------------------------- session.json
@@ -165,13 +88,7 @@ def read_session_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing session file: {path}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(path)
 
 
 def load_sessions(path: str | Path) -> pd.DataFrame:
@@ -226,45 +143,66 @@ def chain_states(trials: pd.DataFrame) -> pd.DataFrame:
     previous row left the chain in (a file edited or rows lost); raises on duplicate iterations.
     """
     d = schema.latent_dim(list(trials.columns))
-    steps = trials[trials["kind"].isin(["chain", "gate"])]
-    steps = steps.sort_values([*KEYS, "iteration"], kind="stable").reset_index(drop=True)
-    if steps[[*KEYS, "iteration"]].duplicated().any():
-        dup = steps[steps[[*KEYS, "iteration"]].duplicated()].iloc[0]
+    # Work on arrays of the step rows in chain order; the table is only read, never copied.
+    rows = np.flatnonzero(trials["kind"].isin(["chain", "gate"]).to_numpy())
+    participant = pd.factorize(trials["participant"].to_numpy()[rows], sort=True)[0]
+    session = trials["session"].to_numpy(np.int64, na_value=-1)[rows]
+    chain = trials["chain"].to_numpy(np.int64, na_value=-1)[rows]
+    iters = trials["iteration"].to_numpy(np.int64, na_value=-1)[rows]
+    order = np.lexsort((iters, chain, session, participant))
+    rows, iters = rows[order], iters[order]
+    key = np.stack([participant[order], session[order], chain[order]])
+    first = np.ones(len(rows), bool)
+    first[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
+    same_chain = ~first[1:]
+    repeated = np.flatnonzero(same_chain & (np.diff(iters) == 0))
+    if repeated.size:
+        dup = trials.iloc[rows[repeated[0] + 1]]
         raise ValueError(f"participant {dup['participant']} session {dup['session']} chain "
                          f"{dup['chain']}: iteration {dup['iteration']} appears twice")
-    cur = steps[schema.latent_columns("current", d)].to_numpy(float)
-    prop = steps[schema.latent_columns("proposal", d)].to_numpy(float)
-    accepted = steps["accepted"].fillna(False).to_numpy(bool)
-    log_cur = steps["log_gate_current"].to_numpy(float, na_value=np.nan)
-    log_prop = steps["log_gate_proposal"].to_numpy(float, na_value=np.nan)
+    cur = trials[schema.latent_columns("current", d)].to_numpy(float)[rows]
+    prop = trials[schema.latent_columns("proposal", d)].to_numpy(float)[rows]
+    accepted = trials["accepted"].to_numpy(bool, na_value=False)[rows]
+    log_cur = trials["log_gate_current"].to_numpy(float, na_value=np.nan)[rows]
+    log_prop = trials["log_gate_proposal"].to_numpy(float, na_value=np.nan)[rows]
     after = np.where(accepted[:, None], prop, cur)
-    first = ~steps[KEYS].duplicated().to_numpy()
-    same_chain = ~first[1:]
     jump = np.abs(after[:-1] - cur[1:]).max(axis=1) > 1e-9
-    iters = steps["iteration"].to_numpy(int)
     gaps = np.diff(iters) != 1
     for problem, what in ((same_chain & jump, "does not continue from the previous state"),
                           (same_chain & gaps, "leaves a gap in the iterations")):
         if problem.any():
-            bad = steps.iloc[int(np.flatnonzero(problem)[0]) + 1]
+            bad = trials.iloc[rows[int(np.flatnonzero(problem)[0]) + 1]]
             warnings.warn(f"participant {bad['participant']} session {bad['session']} chain "
                           f"{bad['chain']}: iteration {bad['iteration']} {what}; the chain is "
                           "rebuilt from the rows as recorded", stacklevel=2)
-    meta = steps[[*KEYS, "emotion", "agent", "gate_gamma"]]
-    starts = meta[first].assign(step=0, accepted=False, shown=False,
-                                log_gate=log_cur[first])
-    starts[state_columns(d)] = cur[first]
-    moved = meta.assign(step=iters + 1, accepted=accepted,
-                        shown=(steps["kind"] == "chain").to_numpy(),
-                        log_gate=np.where(accepted, log_prop, log_cur))
-    moved[state_columns(d)] = after
-    states = pd.concat([starts, moved], ignore_index=True)
-    states = states.sort_values([*KEYS, "step"], kind="stable").reset_index(drop=True)
-    states["n_steps"] = states.groupby(KEYS)["step"].transform("max")
-    states["log_gate"] = states["log_gate"].astype("Float64")
-    order = [*KEYS, "emotion", "agent", "step", "n_steps", *state_columns(d), "accepted", "shown",
-             "log_gate", "gate_gamma"]
-    return states[order]
+    # The states in their final order (chain by chain: the start, then one state per step),
+    # placed by position.
+    starts_at = np.flatnonzero(first)  # each chain's first step
+    moved_to = np.arange(len(rows)) + np.cumsum(first)  # state row of each step's result
+    start_to = starts_at + np.arange(len(starts_at))  # state row of each chain's start
+    total = len(rows) + len(starts_at)
+    source = np.empty(total, dtype=np.int64)  # the trial row whose labels a state carries
+    source[moved_to], source[start_to] = rows, rows[starts_at]
+    step = np.zeros(total, dtype=np.int64)
+    step[moved_to] = iters + 1
+    x = np.empty((total, d))
+    x[moved_to], x[start_to] = after, cur[first]
+    moved, shown = np.zeros(total, bool), np.zeros(total, bool)
+    moved[moved_to] = accepted
+    shown[moved_to] = (trials["kind"].to_numpy()[rows] == "chain")
+    log_gate = np.empty(total)
+    log_gate[moved_to] = np.where(accepted, log_prop, log_cur)
+    log_gate[start_to] = log_cur[first]
+    states = trials[[*KEYS, "emotion", "agent"]].take(source).reset_index(drop=True)
+    states["step"] = step
+    states["n_steps"] = np.repeat(np.maximum.reduceat(iters + 1, starts_at),
+                                  np.diff(np.append(start_to, total)))
+    for i, column in enumerate(state_columns(d)):
+        states[column] = x[:, i]
+    states["accepted"], states["shown"] = moved, shown
+    states["log_gate"] = pd.array(log_gate, dtype="Float64")
+    states["gate_gamma"] = trials["gate_gamma"].to_numpy(float, na_value=np.nan)[source]
+    return states
 
 
 def burn_in_steps(n_steps: np.ndarray | int, burn_in: float | int = DEFAULT_BURN_IN) -> np.ndarray:
@@ -285,11 +223,12 @@ def burn_in_steps(n_steps: np.ndarray | int, burn_in: float | int = DEFAULT_BURN
 
 def post_burn_in(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN) -> pd.DataFrame:
     """The states kept after burn-in: step > burn-in count of their chain (step 0 never kept
-    unless burn_in is 0)."""
+    unless burn_in is 0: then `states` itself is returned, not a copy, so states cut once can
+    be passed on with burn_in=0 at no cost)."""
     cut = burn_in_steps(states["n_steps"].to_numpy(int), burn_in)
     if float(burn_in) == 0:
-        return states.copy()
-    return states[states["step"].to_numpy(int) > cut].copy()
+        return states
+    return states[states["step"].to_numpy(int) > cut]
 
 
 def to_draws(data: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN) -> dict[str, np.ndarray]:

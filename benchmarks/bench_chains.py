@@ -5,9 +5,10 @@
 2. chain-trials/s of the observer agent (decode + classify) if the committed checkpoints exist.
 3. Shown trials needed to recover a prototype within 5 degrees, per kappa_proposal, for a lab-like
    participant (4 chains per emotion, category vMF(m, k), exponent 1): the data behind the
-   default chains.kappa_proposal. The recovery curve (angular error vs total trials) is printed.
+   default chains.kappa_proposal. The recovery curve (angular error vs total trials) is printed;
+   its runs go through a Dask sweep (`mcmcp.sweeps`, identical to a serial run).
 
-    python benchmarks/bench_chains.py [--quick]
+    python benchmarks/bench_chains.py [--quick] [--scheduler ADDRESS] [--workers N]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from scipy.special import expit
 from scipy.stats import vonmises_fisher
 
+from mcmcp import sweeps
 from mcmcp.agents import LatentAgent
 from mcmcp.densities import VMFMixture
 from mcmcp.simulate import simulate_chains
@@ -98,9 +100,19 @@ def recovery(kappa_prop: float, k: float, n_rep: int, n_trials: int, checkpoints
     return np.array(errs)
 
 
+def recovery_task(task: tuple, shared: tuple) -> np.ndarray:
+    """`recovery` of one (kappa_prop, k) for the sweep; shared = (n_rep, n_trials, checkpoints)."""
+    kappa_prop, k = task
+    return recovery(kappa_prop, k, *shared)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (default: off)")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler for the "
+                                            "recovery runs (default: a local cluster)")
+    parser.add_argument("--workers", type=int, help="local worker processes, 0 = serial "
+                                                    "(default: one per core)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     agent = LatentAgent({"happy": VMFMixture.single(M, 20.0)})
@@ -124,13 +136,17 @@ def main(argv=None) -> None:
     n_trials = 200 if args.quick else 400
     checkpoints = [t for t in (10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400) if t <= n_trials]
     n_rep = 100 if args.quick else 400
+    tasks = [(kp, k) for k in (20.0, 50.0) for kp in kps]
+    errors = dict(zip(tasks, sweeps.run(recovery_task, tasks, (n_rep, n_trials, checkpoints),
+                                        args.scheduler, args.workers, desc="recovery"),
+                      strict=True))
     for k in (20.0, 50.0):
         print(f"## 3. prototype recovery, category vMF(m, k={k:g}), exponent 1, 4 chains; "
               f"median angular error (deg) over {n_rep} participants vs total shown trials")
         print(f"{'kappa_prop':>10} " + " ".join(f"{4 * t:>6}" for t in checkpoints)
               + f" {'trials to 5 deg':>16}")
         for kp in kps:
-            err = recovery(kp, k, n_rep, n_trials, checkpoints)
+            err = errors[(kp, k)]
             ok = np.flatnonzero(err < 5.0)
             need = f"{4 * checkpoints[ok[0]]}" if ok.size else f"> {4 * n_trials}"
             print(f"{kp:>10g} " + " ".join(f"{e:>6.1f}" for e in err) + f" {need:>16}")

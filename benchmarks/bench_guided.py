@@ -26,9 +26,10 @@ default design (annealed gamma 0.5, gate k_g 10 well placed or 40 deg off): "ran
 choice-dependence test, analysis.responders) for attentive agents with broad (kappa 5) and
 narrow (kappa 20) categories and for agents answering at random (Luce exponent 0), and "two
 modes" (analysis.modes) for the attentive ones. Saves reports/bench_guided.png (error vs trials,
-medians with intervals).
+medians with intervals). The simulations run in parallel as a Dask sweep (`mcmcp.sweeps`; each
+task carries its own seed, so the tables equal a serial run's).
 
-    python benchmarks/bench_guided.py [--quick]
+    python benchmarks/bench_guided.py [--quick] [--scheduler ADDRESS] [--workers N]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from analysis.prototypes import (  # noqa: E402
     fit_vmf,
 )
 from analysis.responders import choice_dependence  # noqa: E402
+from mcmcp import sweeps  # noqa: E402
 from mcmcp.agents import LatentAgent  # noqa: E402
 from mcmcp.densities import VMFMixture  # noqa: E402
 from mcmcp.gate import Gate  # noqa: E402
@@ -157,6 +159,18 @@ def run(design: Design, gate_spec, n_shown: int, n_rep: int, seed: int) -> list[
     return [replicate(trace, r, n_shown, design, gate, rng) for r in range(n_rep)]
 
 
+class Task(NamedTuple):
+    """One simulation of the sweep: a design table cell (run) or a check-rate cell
+    (check_rates), with its arguments."""
+
+    kind: str
+    args: tuple
+
+
+def run_task(task: Task, shared=None):
+    return (run if task.kind == "design" else check_rates)(*task.args)
+
+
 def check_rates(angle: float, kappa: float, exponent: float, n_shown: int, n_rep: int,
                 seed: int) -> tuple[list[bool], list[bool]]:
     """(random flags, two-mode flags) of n_rep participants in the default design."""
@@ -198,7 +212,11 @@ def share(hits: list[bool]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (default: off)")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler (default: a "
+                                            "local cluster)")
+    parser.add_argument("--workers", type=int, help="local worker processes, 0 = serial "
+                                                    "(default: one per core)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load((ROOT / "experiments/simulate_demo.yaml").read_text())
     assert float(cfg["chains"]["kappa_proposal"]) == 5.0
@@ -211,6 +229,19 @@ def main(argv=None) -> None:
           f"{'to 5 deg':>8}")
     fig, axes = plt.subplots(1, len(GATES), figsize=(4 * len(GATES), 4), sharey=True)
     coverage, reference = [], None
+    people = [(angle, who, kappa, exponent, n_shown) for angle in (0.0, 40.0)
+              for who, kappa, exponent in (("attentive, kappa 5", 5.0, 1.0),
+                                           ("attentive, kappa 20", 20.0, 1.0),
+                                           ("answers at random", 20.0, 0.0))
+              for n_shown in (100, 250)]
+    tasks = [Task("design", (design, gate_spec, n_shown, n_rep, 1000 * g + 10 * s + n_shown))
+             for g, gate_spec in enumerate(GATES) for s, design in enumerate(DESIGNS)
+             if design.gamma is not None or g == 0 for n_shown in lengths]
+    tasks += [Task("checks", (angle, kappa, exponent, n_shown, n_rep,
+                              int(angle) + int(kappa) + n_shown))
+              for angle, _, kappa, exponent, n_shown in people]
+    results = iter(sweeps.run(run_task, tasks, None, args.scheduler, args.workers,
+                              desc="simulations"))
     for g, gate_spec in enumerate(GATES):
         ax = axes[g]
         for s, design in enumerate(DESIGNS):
@@ -219,8 +250,8 @@ def main(argv=None) -> None:
                             capsize=2, color="k", label=design.name)
                 continue
             cells, meds = [], []
-            for n_shown in lengths:
-                reps = run(design, gate_spec, n_shown, n_rep, seed=1000 * g + 10 * s + n_shown)
+            for _ in lengths:
+                reps = next(results)
                 med, lo, hi = median_interval(np.array([r.error for r in reps]))
                 cells.append(f"{med:5.1f} [{lo:4.1f}, {hi:5.1f}]")
                 meds.append((med, lo, hi))
@@ -258,15 +289,10 @@ def main(argv=None) -> None:
     print("\nchecks in the default design (annealed γ 0.5, gate k_g 10): share of participants "
           "flagged, binomial 95% interval")
     print(f"{'gate':<12} {'participant':<24} {'trials':>6} {'random':>20} {'two modes':>20}")
-    for angle in (0.0, 40.0):
-        for who, kappa, exponent in (("attentive, kappa 5", 5.0, 1.0),
-                                     ("attentive, kappa 20", 20.0, 1.0),
-                                     ("answers at random", 20.0, 0.0)):
-            for n_shown in (100, 250):
-                random, modes = check_rates(angle, kappa, exponent, n_shown, n_rep,
-                                            seed=int(angle) + int(kappa) + n_shown)
-                print(f"{f'{angle:.0f}° off':<12} {who:<24} {N_CHAINS * n_shown:>6} "
-                      f"{share(random):>20} {share(modes) if exponent else '':>20}")
+    for angle, who, _, exponent, n_shown in people:
+        random, modes = next(results)
+        print(f"{f'{angle:.0f}° off':<12} {who:<24} {N_CHAINS * n_shown:>6} "
+              f"{share(random):>20} {share(modes) if exponent else '':>20}")
     out = ROOT / "reports" / "bench_guided.png"
     out.parent.mkdir(exist_ok=True)
     fig.tight_layout()

@@ -12,6 +12,9 @@ chains, files or global random state.
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -25,6 +28,7 @@ from vae.labels import canonical_emotion, emotion_index
 
 AGENT_KINDS = ("latent", "classifier", "observer")
 DECODE_BATCH = 1024
+CACHE_SIZE = 65536  # codes whose probabilities a CallableAgent remembers (~10 MB)
 MIN_PROB = 1e-12  # floor on category probabilities so log p stays finite
 
 
@@ -36,7 +40,9 @@ class Choice(NamedTuple):
 
 
 class Agent(Protocol):
-    """What the engine needs from a respondent in software."""
+    """What the engine needs from a respondent in software. `emotion` is the target emotion of
+    every trial, or (n,) names, one per trial (a simulation runs several blocks' chains at once).
+    """
 
     name: str
 
@@ -63,6 +69,15 @@ class RTModel:
         return self.shift + np.exp(np.log(self.median) + self.slowing * difficulty + self.sigma * z)
 
 
+def class_columns(emotion: str | np.ndarray, n: int) -> np.ndarray:
+    """Classifier columns (n,) (`vae.labels.EMOTIONS` order) of one emotion name for all n rows,
+    or of (n,) names."""
+    if isinstance(emotion, str):
+        return np.full(n, emotion_index(emotion))
+    index = {name: emotion_index(name) for name in dict.fromkeys(emotion.tolist())}
+    return np.array([index[name] for name in emotion.tolist()], dtype=np.int64)
+
+
 class LuceAgent:
     """Base of all synthetic agents: the Luce choice rule on `log_preference`.
 
@@ -85,20 +100,29 @@ class LuceAgent:
         self.side_bias = float(side_bias)
         self.rt = rt
 
-    def log_preference(self, emotion: str, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+        """log p(x | emotion) up to a constant, (n,), for codes x (n, d); emotion: one name for
+        every row or (n,) names."""
         raise NotImplementedError
 
-    def prob_right(self, emotion: str, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """P(choose right) (n,) for pairs left, right (n, d); both sides are scored in one batch."""
+    def reset(self) -> None:
+        """Forget anything remembered between trials (nothing, unless a subclass caches)."""
+
+    def prob_right(self, emotion: str | np.ndarray, left: np.ndarray,
+                   right: np.ndarray) -> np.ndarray:
+        """P(choose right) (n,) for pairs left, right (n, d); both sides are scored in one batch.
+        emotion: one name, or (n,) names (one per pair)."""
         n = len(left)
-        lp = self.log_preference(emotion, np.concatenate([left, right]))
+        both = emotion if isinstance(emotion, str) else np.concatenate([emotion, emotion])
+        lp = self.log_preference(both, np.concatenate([left, right]))
         p = expit(self.exponent * (lp[n:] - lp[:n]) + self.side_bias)
         return (1.0 - self.lapse) * p + 0.5 * self.lapse
 
     def choose(
-        self, emotion: str, left: np.ndarray, right: np.ndarray, rng: np.random.Generator
+        self, emotion: str | np.ndarray, left: np.ndarray, right: np.ndarray,
+        rng: np.random.Generator,
     ) -> Choice:
-        """Answer n trials: left, right (n, d) codes."""
+        """Answer n trials: left, right (n, d) codes; emotion: one name or (n,) names."""
         p = self.prob_right(emotion, left, right)
         return Choice(rng.random(p.shape) < p, self.rt.sample(p, rng))
 
@@ -112,9 +136,18 @@ class LatentAgent(LuceAgent):
         super().__init__(**luce)
         self.densities = {canonical_emotion(e): dens for e, dens in densities.items()}
 
-    def log_preference(self, emotion: str, x: np.ndarray) -> np.ndarray:
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+        if isinstance(emotion, str):
+            return self._density(emotion).logpdf(x)
+        out = np.empty(len(x))
+        for name in dict.fromkeys(emotion.tolist()):
+            rows = emotion == name
+            out[rows] = self._density(name).logpdf(x[rows])
+        return out
+
+    def _density(self, emotion: str) -> VMFMixture:
         try:
-            return self.densities[emotion].logpdf(x)
+            return self.densities[emotion]
         except KeyError:
             raise KeyError(
                 f"latent agent has no density for emotion {emotion!r}; "
@@ -131,15 +164,16 @@ class ClassifierAgent(LuceAgent):
         super().__init__(**luce)
         self.model = model
 
-    def log_preference(self, emotion: str, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
             logits = self.model.classify(torch.as_tensor(x, dtype=torch.float32))
-            return torch.log_softmax(logits, -1)[:, emotion_index(emotion)].double().numpy()
+            logp = torch.log_softmax(logits, -1).double().numpy()
+        return logp[np.arange(len(x)), class_columns(emotion, len(x))]
 
 
 def decode_batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     """Images (n, 1, H, W) float32 in [0, 1] of codes x (n, d), decoded DECODE_BATCH at a time."""
-    with torch.no_grad():
+    with torch.inference_mode():
         z = torch.as_tensor(x, dtype=torch.float32)
         return torch.cat([model.decode(z[i : i + DECODE_BATCH]) for i in range(0, len(z), DECODE_BATCH)])
 
@@ -150,6 +184,11 @@ class CallableAgent(LuceAgent):
     fn: codes (n, d) numpy -> (n, 7) probabilities if takes == "codes"; images (n, 1, H, W)
     float32 torch tensor in [0, 1] -> (n, 7) if takes == "images" (then `model` decodes the codes,
     in batches). Columns follow `vae.labels.EMOTIONS`; numpy arrays or tensors are accepted.
+
+    Probabilities are remembered per code (its exact bytes, the last CACHE_SIZE codes): a
+    chain's current face was scored when it was proposed, so each trial decodes and scores only
+    the new proposals, all of a call's new codes in one batch. `reset` forgets them (a simulation
+    resets between participants, so no participant's answers depend on who came before).
     """
 
     def __init__(
@@ -165,20 +204,55 @@ class CallableAgent(LuceAgent):
         self.fn = fn
         self.takes = takes
         self.model = model
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
-    def log_preference(self, emotion: str, x: np.ndarray) -> np.ndarray:
+    def reset(self) -> None:
+        self._cache.clear()
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Category probabilities (n, 7) of codes x (n, d), computed (no cache)."""
         inputs = decode_batched(self.model, x) if self.takes == "images" else x
-        with torch.no_grad():
-            probs = torch.as_tensor(self.fn(inputs)).double().numpy()
-        return np.log(np.maximum(probs[:, emotion_index(emotion)], MIN_PROB))
+        with torch.inference_mode():
+            return torch.as_tensor(self.fn(inputs)).double().numpy()
+
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        keys = [row.tobytes() for row in x]
+        first = {}
+        for i, k in enumerate(keys):
+            if k not in self._cache:
+                first.setdefault(k, i)
+        if first:
+            for k, p in zip(first, self._probabilities(x[list(first.values())]), strict=True):
+                self._cache[k] = p
+        columns = class_columns(emotion, len(keys)).tolist()
+        out = np.empty(len(keys))
+        for i, (k, column) in enumerate(zip(keys, columns, strict=True)):
+            self._cache.move_to_end(k)
+            out[i] = self._cache[k][column]
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return np.log(np.maximum(out, MIN_PROB))
+
+
+def _softmax(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(classifier(images), -1)
 
 
 class ObserverAgent(CallableAgent):
     """Sees only decoded pixels, judged by the separately trained observer classifier
-    (`vae.observer.ObserverClassifier.predict_proba(images (n, 1, H, W)) -> (n, 7)`)."""
+    (`vae.observer.ObserverClassifier`: images (n, 1, H, W) -> logits (n, 7)).
+
+    It works on private channels-last copies of the VAE and the observer: their convolutions
+    run about twice as fast on one thread in that layout (benchmarks/bench_scale.py), and the
+    caller's modules stay as they were.
+    """
 
     def __init__(self, model: torch.nn.Module, observer, **luce) -> None:
-        super().__init__("observer", observer.predict_proba, "images", model, **luce)
+        fast_model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        fast_observer = copy.deepcopy(observer).eval().to(memory_format=torch.channels_last)
+        super().__init__("observer", functools.partial(_softmax, fast_observer), "images",
+                         fast_model, **luce)
 
 
 def make_agent(spec, densities=None, model=None, observer=None) -> LuceAgent:

@@ -168,34 +168,39 @@ def encode_faces(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     return normalize(np.concatenate(out)) if out else np.zeros((0, model.config.latent_dim))
 
 
-def _codes_by_emotion(loaded_model, faceset, indices) -> dict[str, np.ndarray]:
-    """Encoded faces of `indices` grouped by canonical emotion name (emotions with faces only)."""
+def emotion_codes(loaded_model, faceset, indices=None) -> dict[str, np.ndarray]:
+    """Encoded faces `indices` (None = all) of `faceset`, by canonical emotion name: emotion ->
+    (n_e, d) unit codes (emotions with faces only). Encode once, fit many (`fit_densities`)."""
     indices = np.arange(len(faceset)) if indices is None else np.asarray(indices, dtype=np.int64)
     codes = encode_faces(loaded_model.model, faceset.images[indices])
     names = np.array([canonical_emotion(faceset.label_names[i]) for i in faceset.labels[indices]])
     return {e: codes[names == e] for e in EMOTIONS if np.any(names == e)}
 
 
-def emotion_densities(
-    loaded_model, faceset, indices=None, kind: str = "vmf", n_components: int = 3, seed: int = 0
-) -> dict[str, VMFMixture]:
-    """Per-emotion densities fitted to the encoded faces `indices` of `faceset`.
+def fit_densities(codes: dict[str, np.ndarray], kind: str = "vmf", n_components: int = 3,
+                  seed: int = 0) -> dict[str, VMFMixture]:
+    """Per-emotion densities fitted to encoded faces (`emotion_codes`).
 
     kind "vmf": one component; "mixture": `n_components` (spherical k-means + vMF MLE).
-    loaded_model: a `vae.checkpoint.LoadedModel`; indices: the training faces (None = all).
     """
     if kind not in ("vmf", "mixture"):
         raise ValueError(f"density kind must be 'vmf' or 'mixture', got {kind!r}")
     k = 1 if kind == "vmf" else n_components
-    return {
-        e: VMFMixture.fit(codes, k, seed)
-        for e, codes in _codes_by_emotion(loaded_model, faceset, indices).items()
-    }
+    return {e: VMFMixture.fit(c, k, seed) for e, c in codes.items()}
+
+
+def emotion_densities(
+    loaded_model, faceset, indices=None, kind: str = "vmf", n_components: int = 3, seed: int = 0
+) -> dict[str, VMFMixture]:
+    """Per-emotion densities fitted to the encoded faces `indices` of `faceset` (see
+    `fit_densities`). loaded_model: a `vae.checkpoint.LoadedModel`; indices: the training faces
+    (None = all)."""
+    return fit_densities(emotion_codes(loaded_model, faceset, indices), kind, n_components, seed)
 
 
 def class_centroids(loaded_model, faceset, indices=None) -> dict[str, np.ndarray]:
     """Spherical mean (d,) of each emotion's encoded faces `indices` (None = all)."""
     return {
         e: spherical_mean(codes)
-        for e, codes in _codes_by_emotion(loaded_model, faceset, indices).items()
+        for e, codes in emotion_codes(loaded_model, faceset, indices).items()
     }

@@ -16,10 +16,14 @@ from analysis.load import chain_states
 from mcmcp.dbstore import Database
 
 
-def _number(value) -> float | None:
-    """JSON has no NaN or infinity (an R-hat of chains that never moved): they become null."""
+def _number(value) -> float | str | None:
+    """JSON has no NaN or infinity: NaN (nothing to compute) becomes null, an infinite R-hat
+    (chains that never moved, each stuck in its own place: the worst case, not a missing one)
+    becomes the string "inf", which the page shows as ∞ in red."""
     value = float(value)
-    return value if math.isfinite(value) else None
+    if math.isnan(value):
+        return None
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
 def summary(db: Database, study: str, d: int, n_shown: int) -> dict:

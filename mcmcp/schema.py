@@ -145,3 +145,48 @@ def format_row(row: dict[str, object], names: list[str]) -> str:
     if unknown:
         raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see mcmcp.schema.columns()")
     return ",".join(format_value(row.get(n)) for n in names) + "\n"
+
+
+def _column_cells(values: object, n: int) -> list[str]:
+    """The n cells of one column, each exactly as `format_value` writes it."""
+    import numpy as np  # here, not at the top: the schema itself must stay import-light
+    import pandas as pd
+
+    if values is None or isinstance(values, (str, int, float, bool)):
+        return [format_value(values)] * n
+    if isinstance(values, pd.api.extensions.ExtensionArray) and values.dtype.kind in "iub":
+        missing = np.asarray(values.isna())
+        data = values.to_numpy(dtype=values.dtype.numpy_dtype, na_value=0)
+        cells = np.array(_column_cells(data, n), dtype=object)
+        cells[missing] = ""
+        return cells.tolist()
+    if isinstance(values, pd.api.extensions.ExtensionArray) and values.dtype.kind == "f":
+        values = values.to_numpy(dtype=float, na_value=np.nan)
+    values = np.asarray(values) if not isinstance(values, pd.api.extensions.ExtensionArray) \
+        else values.to_numpy(dtype=object, na_value=None)
+    if values.dtype.kind == "f":
+        return ["" if v != v else repr(v) for v in values.tolist()]
+    if values.dtype.kind in "iu":
+        return list(map(str, values.tolist()))
+    if values.dtype.kind == "b":
+        return np.where(values, "True", "False").tolist()
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+    text = np.array([format_value(u) for u in uniques] + [""], dtype=object)
+    return text[codes].tolist()  # code -1 (missing) picks the trailing ""
+
+
+def format_columns(columns: dict[str, object], n: int, names: list[str]) -> str:
+    """n CSV lines (each ending in a newline) from column arrays: exactly the lines `format_row`
+    writes for the same rows, some 20x faster (a simulated study writes millions of rows).
+
+    columns: name -> a length-n numpy array (float NaN = empty), a pandas nullable array
+    (Int64, boolean, Float64, string; NA = empty), a list, or one value for every row; names
+    absent from `columns` are empty. Raises KeyError for a key that is not a column.
+    """
+    unknown = set(columns) - set(names)
+    if unknown:
+        raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see mcmcp.schema.columns()")
+    if n == 0:
+        return ""
+    cells = [_column_cells(columns[name], n) if name in columns else [""] * n for name in names]
+    return "\n".join(map(",".join, zip(*cells, strict=True))) + "\n"

@@ -2,19 +2,22 @@
 
 The core, `simulate_chains`, moves n chains of one emotion in lockstep through the same pure
 functions a lab session uses (`chain.propose`, `gate.Gate.screen`, `chain.step`,
-`chain.adapt_kappa`) and returns every step as arrays. `study_rows` lays those steps out as
-each participant's session (chains interleaved at random within one block per emotion, gate rows
-before the trial they precede, catch trials mixed in) in the trial schema of `mcmcp/schema.py`.
-`simulate_study` runs a whole study from an experiment config and writes it through
-`mcmcp.store.SessionStore`, so simulated files are lab files; the CLI and the analysis tests both
-go through it (one writer).
+`chain.adapt_kappa`) and returns every step as arrays. `simulate_participant` runs one
+participant's blocks, lays them out as their session (`mcmcp.layout`: chains interleaved at
+random within one block per emotion, gate rows before the trial they precede, catch trials mixed
+in) and writes it through `mcmcp.store.SessionStore`, so simulated files are lab files; the CLI
+and the analysis tests both go through it (one writer). `simulate_study` runs the participants one
+after another, or in `jobs` worker processes, each written as soon as it is done, so memory does
+not grow with the number of participants.
 
     python -m mcmcp.simulate --emotion happy --agent latent --chains 64 --trials 500 --seed 1
     python -m mcmcp.simulate --truth manual --gate none --emotion all   # no model needed
+    python -m mcmcp.simulate --config experiments/simulate_demo.yaml --participants 100 --jobs 2
 
-Randomness: block b's chains of all participants draw from default_rng([seed, session, b, 0])
-and its layout and catch trials from default_rng([seed, session, b, 1]); the participants of one
-run are simulated together, so a participant's data depend on --participants too (recorded).
+Randomness: participant P's start points and chains (all blocks, simulated together) draw from
+`mcmcp.seeds.stream_rng(seed, P, session, CHAIN_STREAM, 0)` and block b's trial order and catch
+trials from `stream_rng(seed, P, session, LAYOUT_STREAM, b)`, so a participant's data are the
+same whether simulated alone, with 99 others or in parallel (recorded in session.json `seeds`).
 Practice and repeat trials are not simulated (agents need no practice; repeat_rate must be 0).
 """
 
@@ -22,25 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from mcmcp import chain
-from mcmcp.agents import Agent
-from mcmcp.densities import VMFMixture
-from mcmcp.gate import Gate
-from mcmcp.schema import latent_columns
+from mcmcp.seeds import participant_key, stream_rng
 from mcmcp.sphere import fibonacci_sphere, sample_uniform
 from vae.labels import EMOTIONS, canonical_emotion
 
-SESSION = 1
+if TYPE_CHECKING:
+    from mcmcp.agents import Agent
+    from mcmcp.densities import VMFMixture
+    from mcmcp.gate import Gate
+
 # A gate that lets almost nothing through would loop for ever; past this many steps per shown
 # trial the simulation stops with an error instead.
 MAX_STEPS_PER_SHOWN = 1000
-FIXATION = 0.5  # seconds between a response and the next onset in the simulated session clock
+CHAIN_STREAM, LAYOUT_STREAM = 0, 1  # stream tags of mcmcp.seeds.stream_rng
 
 
 class Trace(NamedTuple):
@@ -74,13 +79,34 @@ class Trace(NamedTuple):
         iteration, shown or screened out, is one MCMC sample)."""
         return self.current[burn_in:], self.active[burn_in:]
 
+    def chains(self, which: slice) -> Trace:
+        """The trace of the chains `which` only (a block's chains of a joint simulation)."""
+        fields = {k: getattr(self, k)[:, which] for k in self._fields if k != "final"}
+        final = chain.ChainState(*(np.asarray(f)[which] for f in self.final))
+        return Trace(**fields, final=final)
+
+
+class ByChain:
+    """One density made of several: rows `groups[k]` (an index array or slice into the chains)
+    are scored by densities[k]; `logpdf(x)` takes every chain's row, in chain order. It lets one
+    gate screen the chains of several emotions at once."""
+
+    def __init__(self, densities: list, groups: list) -> None:
+        self.densities, self.groups = densities, groups
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(len(x))
+        for density, rows in zip(self.densities, self.groups, strict=True):
+            out[rows] = density.logpdf(x[rows])
+        return out
+
 
 def simulate_chains(
     start: np.ndarray,
     n_shown: int,
     kappa_proposal: float | np.ndarray,
     agent: Agent,
-    emotion: str,
+    emotion: str | np.ndarray,
     gate: Gate | None,
     rng: np.random.Generator,
     adapt: tuple[float, int] | None = None,
@@ -88,12 +114,13 @@ def simulate_chains(
 ) -> Trace:
     """Run n chains from `start` (n, d) until each has had `n_shown` trials shown to `agent`.
 
-    kappa_proposal: scalar or (n,); adapt: (target acceptance, burn_in iterations) for
-    Robbins-Monro tuning of kappa during burn-in, or None. Gate-screened proposals are steps
-    too (the chain stays) but are not shown; an annealed gate's γ follows each chain's shown
-    trials so far over `n_shown` (as in the engine). guided: (n,) bool, the chains the gate
-    screens (None: all; the others are unguided control chains). Sides are randomised here,
-    50/50 per trial.
+    emotion: the chains' target emotion, or (n,) names (chains of several blocks at once; give
+    them a gate over `ByChain` densities). kappa_proposal: scalar or (n,); adapt: (target
+    acceptance, burn_in iterations) for Robbins-Monro tuning of kappa during burn-in, or None.
+    Gate-screened proposals are steps too (the chain stays) but are not shown; an annealed
+    gate's γ follows each chain's shown trials so far over `n_shown` (as in the engine).
+    guided: (n,) bool, the chains the gate screens (None: all; the others are unguided control
+    chains). Sides are randomised here, 50/50 per trial.
     """
     state = chain.init(start, kappa_proposal)
     n = len(start)
@@ -108,7 +135,8 @@ def simulate_chains(
             break
         if len(rec["active"]) > MAX_STEPS_PER_SHOWN * n_shown:
             raise RuntimeError(
-                f"{emotion}: after {len(rec['active'])} steps {int(active.sum())} chain(s) still "
+                f"{', '.join(dict.fromkeys(np.atleast_1d(emotion).tolist()))}: after "
+                f"{len(rec['active'])} steps {int(active.sum())} chain(s) still "
                 f"lack {n_shown} shown trials: the gate passes almost nothing (gamma "
                 f"{gate.gamma if gate else None}); lower gate.gamma or chains.kappa_proposal"
             )
@@ -125,7 +153,8 @@ def simulate_chains(
             idx = slice(None) if shown.all() else np.flatnonzero(shown)
             cur, prop, rip = state.position[idx], proposal[idx], right_is_prop[idx]
             m = rip[:, None]
-            answer = agent.choose(emotion, np.where(m, cur, prop), np.where(m, prop, cur), rng)
+            answer = agent.choose(emotion if isinstance(emotion, str) else emotion[idx],
+                                  np.where(m, cur, prop), np.where(m, prop, cur), rng)
             chose[idx] = answer.chose_right == rip
             rt[idx] = answer.rt
         new = chain.step(state, proposal, chose)
@@ -161,15 +190,7 @@ def simulate_chains(
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
 
-# ----------------------------------------------------------------------------- study layout
-
-
-class Block(NamedTuple):
-    """One emotion block of every participant: chains p*C .. p*C+C-1 belong to participant p."""
-
-    emotion: str
-    trace: Trace
-    gate_gamma: float | None
+# ----------------------------------------------------------------------------- whole studies
 
 
 def start_points(kind: str, n: int, d: int, emotion: str, centroids: dict | None,
@@ -184,150 +205,6 @@ def start_points(kind: str, n: int, d: int, emotion: str, centroids: dict | None
     return np.array([others[i % len(others)] for i in range(n)])
 
 
-def study_rows(
-    blocks: list[Block],
-    n_participants: int,
-    chains_per_emotion: int,
-    n_shown: int,
-    agent: Agent,
-    participant_ids: list[str],
-    catch_rate: float,
-    centroids: dict[str, np.ndarray] | None,
-    seed: int,
-    timestamp: str,
-) -> list[list[dict]]:
-    """Schema rows (one list per participant, in file order) for the simulated blocks.
-
-    Within a block each participant's chains are interleaved in a random order; the gate rows of
-    a chain come right before the shown trial they preceded. Catch trials (round(catch_rate *
-    shown / (1 - catch_rate)) per block, target = the emotion's centroid, foil = another
-    emotion's centroid) are mixed in when `centroids` has the emotion and another one.
-    """
-    C = chains_per_emotion
-    per_participant: list[list[dict]] = [[] for _ in range(n_participants)]
-    for b, block in enumerate(blocks):
-        rng = np.random.default_rng([seed, SESSION, b, 1])
-        foils = [] if centroids is None or block.emotion not in centroids else [
-            e for e in centroids if e != block.emotion
-        ]
-        n_catch = round(catch_rate * C * n_shown / (1.0 - catch_rate)) if foils else 0
-        events = _block_events(block, n_participants, C, n_shown, n_catch, b, rng)
-        catch = _catch_rows(block.emotion, n_participants * n_catch, agent, centroids, foils, rng)
-        for p in range(n_participants):
-            rows = _event_rows(events[p], block, b, catch[p * n_catch : (p + 1) * n_catch], C)
-            per_participant[p].extend(rows)
-    for p, rows in enumerate(per_participant):
-        _number_rows(rows, participant_ids[p], agent.name, timestamp)
-    return per_participant
-
-
-def _block_events(block, P, C, n_shown, n_catch, b, rng) -> list[list[tuple]]:
-    """Per participant, the block's events in order: ("step", t, i) or ("catch", j)."""
-    tr = block.trace
-    episode = np.cumsum(tr.shown, axis=0) - tr.shown  # shown trials before step t, (T, n)
-    total = C * n_shown + n_catch
-    out = []
-    for p in range(P):
-        is_catch = np.zeros(total, dtype=bool)
-        is_catch[rng.choice(total, n_catch, replace=False)] = True
-        chain_slots = np.flatnonzero(~is_catch)
-        order = rng.permutation(np.repeat(np.arange(C), n_shown))
-        slot_of = chain_slots[np.argsort(order, kind="stable").reshape(C, n_shown)]
-        t, i = np.nonzero(tr.active[:, p * C : (p + 1) * C])
-        slot = slot_of[i, episode[t, p * C + i]]
-        keys = np.concatenate([slot, np.flatnonzero(is_catch)])
-        ties = np.concatenate([t, np.zeros(n_catch, dtype=np.int64)])
-        what = np.concatenate([np.zeros(len(t), dtype=np.int64), np.ones(n_catch, dtype=np.int64)])
-        ref_a = np.concatenate([t, np.arange(n_catch)])
-        ref_b = np.concatenate([p * C + i, np.zeros(n_catch, dtype=np.int64)])
-        perm = np.lexsort((ties, keys))
-        out.append(list(zip(what[perm].tolist(), ref_a[perm].tolist(), ref_b[perm].tolist(),
-                            strict=True)))
-    return out
-
-
-def _catch_rows(emotion, n, agent, centroids, foils, rng) -> list[dict]:
-    """n catch trials of `emotion`: target centroid vs a random other emotion's centroid."""
-    if n == 0:
-        return []
-    foil_names = [foils[k] for k in rng.integers(len(foils), size=n)]
-    target = np.repeat(centroids[emotion][None, :], n, axis=0)
-    foil = np.array([centroids[e] for e in foil_names])
-    right_is_target = rng.random(n) < 0.5
-    m = right_is_target[:, None]
-    answer = agent.choose(emotion, np.where(m, foil, target), np.where(m, target, foil), rng)
-    d = target.shape[1]
-    rows = []
-    for j in range(n):
-        rows.append({
-            "kind": "catch",
-            **dict(zip(latent_columns("current", d), target[j].tolist(), strict=True)),
-            **dict(zip(latent_columns("proposal", d), foil[j].tolist(), strict=True)),
-            "left_role": "foil" if right_is_target[j] else "target",
-            "right_role": "target" if right_is_target[j] else "foil",
-            "response": "right" if answer.chose_right[j] else "left",
-            "correct": bool(answer.chose_right[j] == right_is_target[j]),
-            "foil_emotion": foil_names[j],
-            "rt": float(answer.rt[j]),
-        })
-    return rows
-
-
-def _event_rows(events, block: Block, b: int, catch: list[dict], C: int) -> list[dict]:
-    """Rows (without participant/row/trial numbering) of one participant's block."""
-    tr = block.trace
-    d = tr.current.shape[-1]
-    cur_cols, prop_cols = latent_columns("current", d), latent_columns("proposal", d)
-    gamma = block.gate_gamma
-    rows = []
-    for what, a, i in events:
-        if what == 1:
-            rows.append({"block": b, "emotion": block.emotion, **catch[a]})
-            continue
-        t = a
-        shown = bool(tr.shown[t, i])
-        row = {
-            "block": b, "emotion": block.emotion, "kind": "chain" if shown else "gate",
-            "chain": b * C + i % C, "iteration": t,
-            **dict(zip(cur_cols, tr.current[t, i].tolist(), strict=True)),
-            **dict(zip(prop_cols, tr.proposal[t, i].tolist(), strict=True)),
-            "kappa_proposal": float(tr.kappa[t, i]),
-            "accepted": bool(tr.accepted[t, i]),
-        }
-        if gamma is not None and not np.isnan(tr.gate_gamma[t, i]):  # NaN: a control chain
-            row.update(log_gate_current=float(tr.log_g_current[t, i]),
-                       log_gate_proposal=float(tr.log_g_proposal[t, i]),
-                       gate_gamma=float(tr.gate_gamma[t, i]), gate_prob=float(tr.gate_prob[t, i]))
-        if shown:
-            rip = bool(tr.right_is_proposal[t, i])
-            chose = bool(tr.chose_proposal[t, i])
-            row.update(left_role="current" if rip else "proposal",
-                       right_role="proposal" if rip else "current",
-                       response="right" if chose == rip else "left",
-                       chose_proposal=chose, rt=float(tr.rt[t, i]))
-        rows.append(row)
-    return rows
-
-
-def _number_rows(rows: list[dict], participant: str, agent_name: str, timestamp: str) -> None:
-    """Fill participant, session, row, trial, onset, gap, agent, timestamp in place.
-
-    The simulated session clock: each shown trial starts FIXATION s after the previous response.
-    """
-    trial, clock = 0, 0.0
-    for k, row in enumerate(rows):
-        row.update(participant=participant, session=SESSION, row=k, agent=agent_name,
-                   timestamp=timestamp)
-        if row["kind"] != "gate":
-            trial += 1
-            clock += FIXATION
-            row.update(trial=trial, onset=clock, gap=FIXATION)
-            clock += row["rt"]
-
-
-# ----------------------------------------------------------------------------- whole studies
-
-
 class GroundTruth(NamedTuple):
     """A latent agent's true categories, recorded in session.json for analysis to score against.
 
@@ -340,24 +217,119 @@ class GroundTruth(NamedTuple):
 
 
 class ModelParts(NamedTuple):
-    """What a simulation takes from the VAE: `loaded` (vae.checkpoint.LoadedModel); the face store
-    (vae.faceset.FaceSet) and its training indices, None when nothing is fitted to faces; the
-    observer classifier, None unless the agent is an observer."""
+    """What a simulation takes from the VAE: `loaded` (vae.checkpoint.LoadedModel); the training
+    faces of the face store encoded once (`densities.emotion_codes`: emotion -> (n_e, d)), None
+    when nothing is fitted to faces; the observer classifier, None unless the agent is one."""
 
     loaded: object
-    faceset: object | None
-    train_idx: np.ndarray | None
+    codes: dict | None
     observer: object | None
+
+
+class Design(NamedTuple):
+    """Everything needed to simulate any participant of a study (picklable, sent once to each
+    worker process): the config, d, the agent, each emotion's gate (None = unguided), the class
+    centroids (catch trials, centroid starts; None without), the session.json fields shared by
+    all participants and the output root."""
+
+    cfg: object
+    d: int
+    agent: object
+    gates: dict
+    centroids: dict | None
+    metadata: dict
+    root: Path
+
+
+class Done(NamedTuple):
+    """One simulated participant: its session folder, rows written, chain steps (shown or
+    screened out) and the seconds its chains took."""
+
+    folder: Path
+    n_rows: int
+    chain_steps: int
+    seconds: float
 
 
 class Study(NamedTuple):
     """What `simulate_study` wrote: one session folder per participant, the number of rows, the
-    chain steps simulated (shown or screened out) and the seconds the chains took."""
+    chain steps simulated (shown or screened out) and the seconds the chains took (summed over
+    participants)."""
 
     folders: list[Path]
     n_rows: int
     chain_steps: int
     simulate_seconds: float
+
+
+def simulate_participant(design: Design, participant: str) -> Done:
+    """Simulate one participant's session (every block of the design) and write it."""
+    from mcmcp.layout import SESSION, Block, block_columns, session_columns
+    from mcmcp.store import SessionStore, utc_now
+
+    cfg, d, agent = design.cfg, design.d, design.agent
+    agent.reset()  # nothing remembered from whoever this process simulated before
+    C, n_shown = cfg.chains.per_emotion, cfg.trials.per_chain
+    adapt = None if cfg.chains.adapt is None else (cfg.chains.adapt.target,
+                                                   cfg.chains.adapt.burn_in)
+    # Every block's chains at once (one vectorised run instead of one per block); the chains
+    # are independent, so only the order of the random draws differs from block after block.
+    rng = stream_rng(cfg.seed, participant, SESSION, CHAIN_STREAM, 0)
+    start = np.concatenate([start_points(cfg.chains.start, C, d, e, design.centroids, rng)
+                            for e in cfg.emotions])
+    # the last chains.unguided chains of each block are control chains (never screened)
+    guided = np.tile(np.arange(C) < C - cfg.chains.unguided, len(cfg.emotions))
+    t0 = time.perf_counter()
+    trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent,
+                            np.repeat(np.array(cfg.emotions, dtype=object), C),
+                            joint_gate(design.gates, cfg.emotions, C), rng, adapt, guided)
+    seconds = time.perf_counter() - t0
+    blocks = []
+    for b, emotion in enumerate(cfg.emotions):
+        gate = design.gates[emotion]
+        layout = stream_rng(cfg.seed, participant, SESSION, LAYOUT_STREAM, b)
+        blocks.append(block_columns(
+            Block(emotion, trace.chains(slice(b * C, (b + 1) * C)),
+                  None if gate is None else gate.gamma),
+            b, n_shown, agent, cfg.trials.catch_rate, design.centroids, layout))
+    columns, n_rows = session_columns(blocks, participant, agent.name, utc_now())
+    seeds = {"master": cfg.seed, "participant_key": participant_key(participant),
+             "chains": f"stream_rng(seed, participant, session, {CHAIN_STREAM}, 0)",
+             "layout_and_catch": f"stream_rng(seed, participant, session, {LAYOUT_STREAM}, "
+                                 "block)"}
+    store = SessionStore.create(design.root, participant, SESSION, d,
+                                {**design.metadata, "seeds": seeds})
+    store.append_columns(columns, n_rows)
+    store.finish(n_rows=n_rows)
+    return Done(store.folder, n_rows, int(trace.active.sum()), seconds)
+
+
+def joint_gate(gates: dict, emotions, n_chains: int) -> Gate | None:
+    """One gate over the chains of every block (block b = chains b*C .. b*C+C-1), each block
+    screened by its own emotion's gate density; None when the design has no gate."""
+    from mcmcp.gate import Gate
+
+    if all(gates[e] is None for e in emotions):
+        return None
+    groups = [slice(b * n_chains, (b + 1) * n_chains) for b in range(len(emotions))]
+    first = gates[emotions[0]]  # one gate spec for the whole design: the same γ and schedule
+    return Gate(ByChain([gates[e].density for e in emotions], groups), first.gamma,
+                first.anneal_until)
+
+
+_DESIGN: Design | None = None  # a worker process's design, set once by _start_worker
+
+
+def _start_worker(design: Design) -> None:
+    global _DESIGN
+    _DESIGN = design
+    torch = sys.modules.get("torch")  # an image agent's model: one thread per worker process
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _simulate_in_worker(participant: str) -> Done:
+    return simulate_participant(_DESIGN, participant)
 
 
 def simulate_study(
@@ -368,31 +340,70 @@ def simulate_study(
     model: ModelParts | None = None,
     checkpoint_sha256: str | None = None,
     source: str | Path = "<config>",
+    jobs: int = 1,
+    progress: bool = False,
 ) -> Study:
-    """Simulate `participants` (ids, simulated together) through the design of `cfg` and write
-    each one's session under `root` with `SessionStore`, exactly as a lab session is written.
+    """Simulate `participants` (ids) through the design of `cfg` and write each one's session
+    under `root` with `SessionStore`, exactly as a lab session is written.
 
     cfg: `mcmcp.config.ExperimentConfig` (emotions, chains, trials, gate, agent (None = latent),
     seed). truth: the latent agent's categories (required for agent.kind latent, recorded as
     session.json `ground_truth`). model: required by classifier/observer agents, vmf/mixture/
     classifier gates and, without a truth, by catch trials and centroid starts.
     checkpoint_sha256: the model the codes belong to, recorded in session.json (None: none).
+    jobs: worker processes (1 = this process); a participant's data do not depend on it.
+    progress: show a progress bar on stderr.
     Raises ConfigError (naming `source`) for a design that cannot be simulated, FileExistsError
     if a session folder exists (nothing is written then).
     """
-    from mcmcp.agents import make_agent
-    from mcmcp.config import AgentSpec, config_to_dict
-    from mcmcp.densities import class_centroids, emotion_densities
-    from mcmcp.gate import make_gate
-    from mcmcp.store import SessionStore, session_dir, utc_now, versions
+    from mcmcp.layout import SESSION
+    from mcmcp.store import session_dir
 
     existing = [str(f) for f in (session_dir(root, p, SESSION) for p in participants) if f.exists()]
     if existing:
         raise FileExistsError(f"refusing to overwrite existing session folders: "
-                              f"{', '.join(existing)}; choose another --out")
+                              f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
+                              "choose another --out")
+    design = make_design(cfg, Path(root), truth, model, checkpoint_sha256, source)
+    done = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(participants), unit="participant", disable=not progress,
+               file=sys.stderr)
+    if jobs == 1 or len(participants) == 1:
+        for pid in participants:
+            done.append(simulate_participant(design, pid))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may hold torch's thread pool, which fork would copy
+        with ProcessPoolExecutor(min(jobs, len(participants)), multiprocessing.get_context(
+                "spawn"), initializer=_start_worker, initargs=(design,)) as pool:
+            for result in pool.map(_simulate_in_worker, participants):
+                done.append(result)
+                bar.update()
+    bar.close()
+    return Study([r.folder for r in done], sum(r.n_rows for r in done),
+                 sum(r.chain_steps for r in done), sum(r.seconds for r in done))
+
+
+def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | None,
+                checkpoint_sha256: str | None, source: str | Path) -> Design:
+    """The agent, gates, centroids and shared session metadata of a study (see simulate_study).
+    The faces were encoded once (ModelParts.codes), for the truth, centroids and gates."""
+    from mcmcp.agents import make_agent
+    from mcmcp.config import AgentSpec, config_to_dict
+    from mcmcp.densities import fit_densities
+    from mcmcp.gate import make_gate
+    from mcmcp.sphere import spherical_mean
+    from mcmcp.store import versions
+
     agent_spec = cfg.agent or AgentSpec()
     loaded = None if model is None else model.loaded
-    with_faces = model is not None and model.faceset is not None
+    codes = None if model is None else model.codes
+    with_faces = codes is not None
     agent = make_agent(agent_spec, None if truth is None else truth.densities,
                        None if loaded is None else loaded.model,
                        None if model is None else model.observer)
@@ -400,42 +411,22 @@ def simulate_study(
         # Categories not made from faces: a clear exemplar of one is its own mode.
         centroids = {e: dens.mode() for e, dens in truth.densities.items()}
     elif with_faces:
-        centroids = class_centroids(loaded, model.faceset, model.train_idx)
+        centroids = {e: spherical_mean(c) for e, c in codes.items()}
     else:
         centroids = None
     d = next(iter(truth.densities.values())).d if truth is not None else loaded.config.latent_dim
     _check_design(cfg, d, truth, loaded, centroids, source)
     gate_densities = None
     if cfg.gate.kind in ("vmf", "mixture") and with_faces:
-        gate_densities = emotion_densities(loaded, model.faceset, model.train_idx, cfg.gate.kind,
-                                           cfg.gate.components)
-
-    C, P, n_shown = cfg.chains.per_emotion, len(participants), cfg.trials.per_chain
-    adapt = None if cfg.chains.adapt is None else (cfg.chains.adapt.target,
-                                                   cfg.chains.adapt.burn_in)
-    blocks, t0, n_steps = [], time.perf_counter(), 0
-    for b, emotion in enumerate(cfg.emotions):
-        rng = np.random.default_rng([cfg.seed, SESSION, b, 0])
-        gate = make_gate(cfg.gate, emotion, gate_densities,
-                         None if loaded is None else loaded.model)
-        start = np.tile(start_points(cfg.chains.start, C, d, emotion, centroids, rng), (P, 1))
-        guided = np.tile(np.arange(C) < C - cfg.chains.unguided, P)  # controls: last of each
-        trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotion, gate,
-                                rng, adapt, guided)
-        n_steps += int(trace.active.sum())
-        blocks.append(Block(emotion, trace, None if gate is None else gate.gamma))
-    t_sim = time.perf_counter() - t0
-    rows = study_rows(blocks, P, C, n_shown, agent, list(participants), cfg.trials.catch_rate,
-                      centroids, cfg.seed, utc_now())
+        gate_densities = fit_densities(codes, cfg.gate.kind, cfg.gate.components)
+    gates = {e: make_gate(cfg.gate, e, gate_densities, None if loaded is None else loaded.model)
+             for e in cfg.emotions}
     metadata = {
         "mode": "simulation",
         "config": config_to_dict(cfg),
         "checkpoint_sha256": checkpoint_sha256,
         "agent": {"name": agent.name, **vars(agent_spec)},
         "gate": vars(cfg.gate),
-        "seeds": {"master": cfg.seed, "chains": "default_rng([seed, session, block, 0])",
-                  "layout_and_catch": "default_rng([seed, session, block, 1])",
-                  "simulated_together": list(participants)},
         "ground_truth": None if truth is None else {
             "kind": truth.kind,
             "densities": {e: dens.to_dict() for e, dens in truth.densities.items()},
@@ -443,13 +434,7 @@ def simulate_study(
         },
         "versions": versions(),
     }
-    folders = []
-    for pid, participant_rows in zip(participants, rows, strict=True):
-        store = SessionStore.create(root, pid, SESSION, d, metadata)
-        store.append_many(participant_rows)
-        store.finish(n_rows=len(participant_rows))
-        folders.append(store.folder)
-    return Study(folders, sum(len(r) for r in rows), n_steps, t_sim)
+    return Design(cfg, d, agent, gates, centroids, metadata, root)
 
 
 def _check_design(cfg, d, truth, loaded, centroids, source) -> None:
@@ -488,30 +473,54 @@ def _check_design(cfg, d, truth, loaded, centroids, source) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mcmcp.simulate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    p.add_argument("--config", help="experiment YAML (default: the built-in defaults of "
+                                    "mcmcp/config.py)")
     p.add_argument("--emotion", help="one emotion, or 'all' (default: the config's emotions)")
-    p.add_argument("--agent", choices=("latent", "classifier", "observer"))
-    p.add_argument("--participants", type=int, default=1, help="number of simulated participants")
-    p.add_argument("--chains", type=int, help="chains per emotion (chains.per_emotion)")
-    p.add_argument("--trials", type=int, help="shown trials per chain (trials.per_chain)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--gate", choices=("none", "vmf", "mixture", "classifier"))
-    p.add_argument("--gamma", type=float)
-    p.add_argument("--lapse", type=float)
-    p.add_argument("--exponent", type=float)
-    p.add_argument("--side-bias", type=float)
-    p.add_argument("--kappa-proposal", type=float)
-    p.add_argument("--catch-rate", type=float)
-    p.add_argument("--checkpoint", help="VAE checkpoint (model.checkpoint)")
-    p.add_argument("--faces", help="face store (model.faces), used to fit category densities")
+    p.add_argument("--agent", choices=("latent", "classifier", "observer"),
+                   help="who answers (default: the config's agent.kind, else latent)")
+    p.add_argument("--participants", type=int, default=1,
+                   help="number of simulated participants, sim001, sim002, ... (default: 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes simulating participants in parallel; a participant's "
+                        "data do not depend on it (default: 1)")
+    p.add_argument("--chains", type=int, help="chains per emotion (default: the config's "
+                                              "chains.per_emotion)")
+    p.add_argument("--trials", type=int, help="shown trials per chain (default: the config's "
+                                              "trials.per_chain)")
+    p.add_argument("--seed", type=int, help="master seed of every random stream (default: the "
+                                            "config's seed)")
+    p.add_argument("--gate", choices=("none", "vmf", "mixture", "classifier"),
+                   help="gatekeeper of guided MCMCP, none = unguided (default: the config's "
+                        "gate.kind)")
+    p.add_argument("--gamma", type=float, help="gate exponent gamma > 0 (default: the config's "
+                                               "gate.gamma)")
+    p.add_argument("--lapse", type=float, help="agent's probability of a random answer, 0-1 "
+                                               "(default: the config's agent.lapse)")
+    p.add_argument("--exponent", type=float, help="agent's Luce decision exponent >= 0 "
+                                                  "(default: the config's agent.exponent)")
+    p.add_argument("--side-bias", type=float, help="agent's logit bias toward 'right' "
+                                                   "(default: the config's agent.side_bias)")
+    p.add_argument("--kappa-proposal", type=float,
+                   help="concentration of the vMF proposals (default: the config's "
+                        "chains.kappa_proposal)")
+    p.add_argument("--catch-rate", type=float, help="share of shown trials that are catch "
+                                                    "trials (default: the config's "
+                                                    "trials.catch_rate)")
+    p.add_argument("--checkpoint", help="VAE checkpoint (default: the config's "
+                                        "model.checkpoint)")
+    p.add_argument("--faces", help="face store, used to fit category densities (default: the "
+                                   "config's model.faces)")
     p.add_argument("--truth", default="data",
                    help="latent agent's categories: 'data' (vMF fitted to the encoded training "
                         "faces), 'manual' (vMF(m_e, --truth-kappa), m_e = 7 Fibonacci points), "
                         "or a JSON file {emotion: VMFMixture.to_dict()}; 'manual' and a file "
-                        "need no checkpoint unless the gate or agent does")
-    p.add_argument("--truth-kappa", type=float, default=30.0)
-    p.add_argument("--truth-components", type=int, default=1)
-    p.add_argument("--out", default="participants_data", help="root folder for sub-*/ses-*")
+                        "need no checkpoint unless the gate or agent does (default: data)")
+    p.add_argument("--truth-kappa", type=float, default=30.0,
+                   help="concentration of the manual categories (default: 30)")
+    p.add_argument("--truth-components", type=int, default=1,
+                   help="vMF components per emotion fitted to the faces (default: 1)")
+    p.add_argument("--out", default="participants_data",
+                   help="root folder for sub-*/ses-* (default: participants_data)")
     return p
 
 
@@ -540,7 +549,7 @@ def _overrides(args) -> dict:
     return out
 
 
-def _open_model(cfg, src: str, truth_arg: str) -> ModelParts | None:
+def open_model_parts(cfg, src: str, truth_arg: str) -> ModelParts | None:
     """The VAE parts this simulation needs, or None when it needs none (nothing is decoded or
     encoded). A missing checkpoint is a ConfigError saying what needed it."""
     from mcmcp.config import AgentSpec, ConfigError, open_model
@@ -561,42 +570,46 @@ def _open_model(cfg, src: str, truth_arg: str) -> ModelParts | None:
                           "--truth manual (or a JSON file), a latent agent, gate none or manual")
     loaded = open_model(cfg, src)
     loaded.model.eval()
-    faceset = train_idx = observer = None
+    codes = observer = None
     # Faces: to fit the truth or the gate, or for class centroids when no truth gives them.
     if (truth_from_data or cfg.gate.kind in ("vmf", "mixture")
             or (agent.kind != "latent"
                 and (cfg.chains.start == "centroids" or cfg.trials.catch_rate > 0))):
         from mcmcp.config import ensure_default_faces
+        from mcmcp.densities import emotion_codes
         from vae.datasets import read_store, split_by_identity
 
         ensure_default_faces(cfg.model.faces, loaded.config.image_size)
-        faceset = read_store(cfg.model.faces)
+        faceset = read_store(cfg.model.faces)  # ValueError naming the file if unreadable
         tc = loaded.train_config or {}
         train_idx, _ = split_by_identity(faceset.identities, tc.get("val_fraction", 0.2),
                                          tc.get("split_seed", 0))
+        codes = emotion_codes(loaded, faceset, train_idx)
     if agent.kind == "observer":
         from vae.observer import load_observer
 
         observer = load_observer(Path(cfg.model.checkpoint).parent / "observer.pt")
-    return ModelParts(loaded, faceset, train_idx, observer)
+    return ModelParts(loaded, codes, observer)
 
 
-def _ground_truth(args, cfg, model: ModelParts | None) -> GroundTruth | None:
-    """The latent agent's categories from --truth (None for other agents)."""
+def ground_truth(truth_arg: str, cfg, model: ModelParts | None, kappa: float = 30.0,
+                 components: int = 1) -> GroundTruth | None:
+    """The latent agent's categories from --truth (None for other agents): 'data' (fitted to
+    the encoded faces, `components` vMFs each), 'manual' (vMF(m_e, kappa) at 7 Fibonacci
+    points) or a JSON file {emotion: VMFMixture.to_dict()}."""
     from mcmcp.config import AgentSpec, ConfigError
-    from mcmcp.densities import emotion_densities
+    from mcmcp.densities import VMFMixture, fit_densities
 
     if (cfg.agent or AgentSpec()).kind != "latent":
         return None
-    if args.truth == "data":
-        kind = "vmf" if args.truth_components == 1 else "mixture"
-        return GroundTruth("data", emotion_densities(model.loaded, model.faceset, model.train_idx,
-                                                     kind, args.truth_components))
-    if args.truth == "manual":
+    if truth_arg == "data":
+        kind = "vmf" if components == 1 else "mixture"
+        return GroundTruth("data", fit_densities(model.codes, kind, components))
+    if truth_arg == "manual":
         means = fibonacci_sphere(len(EMOTIONS), 3)
-        return GroundTruth("manual", {e: VMFMixture.single(means[k], args.truth_kappa)
+        return GroundTruth("manual", {e: VMFMixture.single(means[k], kappa)
                                       for k, e in enumerate(EMOTIONS)})
-    path = Path(args.truth)
+    path = Path(truth_arg)
     allowed = ("'data', 'manual' or an existing JSON file {emotion: {means, kappas, weights}} "
                "(VMFMixture.to_dict) with one latent size")
     try:
@@ -611,30 +624,35 @@ def _ground_truth(args, cfg, model: ModelParts | None) -> GroundTruth | None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Simulate participants and write their sessions; returns a summary dict."""
-    from mcmcp.config import ConfigError, config_from_dict, load_config
-    from vae.files import file_sha256
-
     args = _parser().parse_args(argv)
     if args.participants < 1:
         raise SystemExit(f"--participants must be >= 1, got {args.participants}")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    # Parsed: now the heavy imports (the model's torch among them).
+    from mcmcp.config import config_from_dict, load_config
+    from vae.files import file_sha256
+
     src = args.config or "<simulate defaults>"
     pids = [f"sim{k:03d}" for k in range(1, args.participants + 1)]
     t0 = time.perf_counter()
     try:
-        # The checkpoint is checked by _open_model, and only when the simulation needs the model.
+        # The checkpoint is checked by open_model_parts, and only when the simulation needs the model.
         if args.config:
             cfg = load_config(args.config, _overrides(args), require_checkpoint=False)
         else:
             cfg = config_from_dict({"name": "simulate", **_overrides(args)}, src,
                                    require_checkpoint=False)
-        model = _open_model(cfg, src, args.truth)
-        truth = _ground_truth(args, cfg, model)
+        model = open_model_parts(cfg, src, args.truth)
+        truth = ground_truth(args.truth, cfg, model, args.truth_kappa, args.truth_components)
         # Record the config's model even when it was not opened: analysis decodes these codes
         # with it and checks the hash.
         sha = (model.loaded.sha256 if model is not None
                else file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint.is_file() else None)
-        study = simulate_study(cfg, args.out, pids, truth, model, sha, src)
-    except (ConfigError, FileExistsError, FileNotFoundError) as err:
+        study = simulate_study(cfg, args.out, pids, truth, model, sha, src, jobs=args.jobs,
+                               progress=len(pids) > 1)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        # ConfigError is a ValueError; so are an unreadable face store or observer checkpoint
         raise SystemExit(f"error: {err}") from None
     C, P, n_shown = cfg.chains.per_emotion, len(pids), cfg.trials.per_chain
     summary = {"participants": P, "rows": study.n_rows, "chain_steps": study.chain_steps,
@@ -646,8 +664,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"simulated {P} participant(s) x {len(cfg.emotions)} emotion(s) x {C} chains x "
           f"{n_shown} trials with agent {agent!r}, gate {cfg.gate.kind!r}: "
           f"{study.n_rows} rows, {study.chain_steps} chain steps in "
-          f"{study.simulate_seconds:.2f} s ({summary['chain_trials_per_second']:,.0f} "
-          f"chain-trials/s); written to {args.out} in {summary['total_seconds']:.1f} s total")
+          f"{study.simulate_seconds:.2f} s of sampling ({summary['chain_trials_per_second']:,.0f} "
+          f"chain-trials/s); written to {args.out} in {summary['total_seconds']:.1f} s total"
+          + (f" with {args.jobs} processes" if args.jobs > 1 else ""))
     return summary
 
 

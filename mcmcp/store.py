@@ -17,6 +17,7 @@ crashed session can be resumed at once and a second process is refused.
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import io
@@ -30,6 +31,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mcmcp import schema
@@ -375,8 +377,16 @@ class SessionStore:
                 raise KeyError(f"not trial-schema columns: {sorted(unknown)}; see "
                                "mcmcp.schema.columns()")
         keep = set(self.names)
-        data = "".join(schema.format_row({k: v for k, v in r.items() if k in keep}, self.names)
-                       for r in rows).encode("utf-8")
+        self._write("".join(schema.format_row({k: v for k, v in r.items() if k in keep},
+                                              self.names) for r in rows).encode("utf-8"))
+
+    def append_columns(self, columns: dict, n: int) -> None:
+        """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
+        how simulations write a whole participant."""
+        self._write(schema.format_columns(columns, n, self.names).encode("utf-8"))
+
+    def _write(self, data: bytes) -> None:
+        """Append bytes to trials.csv unbuffered, then fsync (OSError naming the file)."""
         try:
             view = memoryview(data)
             while view:
@@ -415,8 +425,12 @@ class SessionStore:
             self._lock_fd = None
 
     def read_rows(self) -> pd.DataFrame:
-        """All whole rows so far (a torn last line is left out), typed by the schema."""
-        return read_trials(self.trials_path)
+        """The rows of every whole event so far, typed by the schema: a torn last line and the
+        gate rows of an event whose trial was never written are left out (as `begin_run` sets
+        them aside), so the engine can replay the session before anything is repaired."""
+        rows = read_trials(self.trials_path)
+        shown = np.flatnonzero((rows["kind"] != "gate").to_numpy())
+        return rows.iloc[: shown[-1] + 1 if len(shown) else 0]
 
 
 def read_trials(path: str | os.PathLike) -> pd.DataFrame:
@@ -436,14 +450,33 @@ def read_trials(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _set_aside_torn_line(path: Path) -> None:
-    """If the file does not end with a newline, move the torn tail to `<path>.partial`."""
+    """Move what a crash left of the last event to `<path>.partial` (appended, never deleted).
+
+    An event's rows (its gate rows, then the shown trial) are written with one write, so a
+    crash or a full disk can leave a torn last line, and before it complete gate rows whose
+    trial never made it: the engine never writes gate rows on their own, so trailing gate rows
+    are that event's start. Left in place they would move the chain on resume past proposals
+    the resumed engine draws again.
+    """
     with open(path, "rb+") as f:
         data = f.read()
-        if not data or data.endswith(b"\n"):
+        if not data:
             return
-        cut = data.rfind(b"\n") + 1
+        cut = data.rfind(b"\n") + 1 if not data.endswith(b"\n") else len(data)
+        lines = data[:cut].splitlines(keepends=True)
+        if lines:
+            kind = next(csv.reader([lines[0].decode("utf-8")])).index("kind") \
+                if b"kind" in lines[0] else None
+            while kind is not None and len(lines) > 1:
+                cells = next(csv.reader([lines[-1].decode("utf-8")]))
+                if len(cells) <= kind or cells[kind] != "gate":
+                    break
+                cut -= len(lines.pop())
+        if cut == len(data):
+            return
+        tail = data[cut:]
         with open(str(path) + ".partial", "ab") as aside:
-            aside.write(data[cut:] + b"\n")
+            aside.write(tail if tail.endswith(b"\n") else tail + b"\n")
             aside.flush()
             os.fsync(aside.fileno())
         f.truncate(cut)

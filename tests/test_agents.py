@@ -18,7 +18,7 @@ from mcmcp.agents import (
 )
 from mcmcp.config import AgentSpec
 from mcmcp.densities import ClassifierDensity, VMFMixture
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards
+from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, sample_uniform
 from vae.labels import EMOTIONS, emotion_index
 from vae.model import ModelConfig, build_model
 from vae.observer import ObserverClassifier
@@ -136,7 +136,7 @@ def test_callable_agent_on_codes_and_images():
         CallableAgent("x", north_is_sad, takes="images")
 
 
-def test_observer_agent_batches_decoding():
+def test_observer_agent_decodes_each_new_code_once_in_batches():
     model = tiny_vae()
     calls = []
     decode = model.decode
@@ -148,12 +148,27 @@ def test_observer_agent_batches_decoding():
     model.decode = counting_decode
     observer = ObserverClassifier().eval()
     agent = ObserverAgent(model, observer, exponent=1.0)
-    n = 700  # 2n codes to score -> ceil(1400 / DECODE_BATCH) decoder calls, not 1400
+    n = 1500  # the same 1500 codes on both sides: 1500 to decode, in DECODE_BATCH batches
     left, right = fibonacci_sphere(n), fibonacci_sphere(n)[::-1]
     c = agent.choose("angry", left, right, np.random.default_rng(0))
-    assert c.chose_right.shape == (n,)
-    assert calls == [DECODE_BATCH, 2 * n - DECODE_BATCH]
-    assert agent.name == "observer"
+    assert c.chose_right.shape == (n,) and agent.name == "observer"
+    assert calls == [DECODE_BATCH, n - DECODE_BATCH]
+    # the next trial: the chains' current faces were scored already, only proposals are new
+    calls.clear()
+    proposals = sample_uniform(10, 3, np.random.default_rng(1))
+    cached = agent.log_preference("angry", np.concatenate([left[:10], proposals]))
+    assert calls == [10]
+    # remembering changes nothing but the work: an agent without memory gives the same answer
+    fresh = ObserverAgent(model, observer).log_preference(
+        "angry", np.concatenate([left[:10], proposals]))
+    np.testing.assert_allclose(cached, fresh, rtol=1e-4)
+    agent.reset()
+    calls.clear()
+    agent.log_preference("angry", left[:5])
+    assert calls == [5]
+    # the agent works on channels-last copies; the caller's modules keep their layout
+    conv = next(m for m in observer.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
 
 
 def test_classifier_agent_and_density_agree_with_softmax():

@@ -166,3 +166,77 @@ def test_to_draws_warns_when_pooled_chains_differ_a_lot_in_length(tmp_path, anal
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         to_draws(trials[trials["participant"] == "sim001"])
+
+
+# ----------------------------------------------------------------------------- robustness, scale
+
+
+def test_non_utf8_session_json_error_names_the_file(analysis_small_study, tmp_path):
+    folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01",
+                           tmp_path / "sub-sim001" / "ses-01")
+    path = folder / "session.json"
+    path.write_bytes(b'{"participant": "sim001", "note": "caf\xe9"}')
+    with pytest.raises(ValueError, match="not UTF-8") as err:
+        load_sessions(tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_a_header_without_the_third_coordinate_is_refused_not_read_as_2d(analysis_small_study,
+                                                                          tmp_path):
+    folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01", tmp_path / "ses-01")
+    path = folder / "trials.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.drop(columns=["current_2", "proposal_2"]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"line 1: missing columns \['current_2', 'proposal_2'\] "
+                                         r"\(its session.json records d = 3\)") as err:
+        load_trials(folder)
+    assert str(path) in str(err.value)
+
+
+def test_columns_the_schema_gained_later_load_as_empty(analysis_small_study, tmp_path,
+                                                       monkeypatch):
+    """A file written before a column existed still loads; a first-release column may not go."""
+    folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01", tmp_path / "ses-01")
+    before = load_trials(folder)
+    monkeypatch.setattr(schema, "_AFTER_LATENT", schema._AFTER_LATENT + (
+        schema.Column("key", "string", "the key pressed"),
+        schema.Column("frame_rate", "Float64", "measured refresh rate")))
+    after = load_trials(folder)
+    assert list(after.columns) == schema.header(3)
+    assert after["key"].isna().all() and str(after["key"].dtype) == "string"
+    assert after["frame_rate"].isna().all() and str(after["frame_rate"].dtype) == "Float64"
+    pd.testing.assert_frame_equal(after[list(before.columns)], before)
+
+
+def test_fast_reader_and_careful_reader_give_the_same_table(analysis_small_study, tmp_path):
+    folder = _copy_session(analysis_small_study / "sub-sim002" / "ses-01", tmp_path / "ses-01")
+    fast = load_trials(folder)
+    lines = (folder / "trials.csv").read_text().splitlines()
+    _set_cell(lines, 3, "session", "1.0")  # pyarrow refuses an integer written 1.0
+    accepted = lines[0].split(",").index("accepted")
+    _set_cell(lines, 4, "accepted", lines[3].split(",")[accepted].upper())  # and TRUE / FALSE
+    (folder / "trials.csv").write_text("\n".join(lines) + "\n")
+    pd.testing.assert_frame_equal(load_trials(folder), fast)
+
+
+def test_parquet_cache_gives_the_same_trials_and_follows_changed_files(analysis_small_study,
+                                                                       tmp_path):
+    root = tmp_path / "data"
+    for p in ("sim001", "sim002"):
+        _copy_session(analysis_small_study / f"sub-{p}" / "ses-01", root / f"sub-{p}" / "ses-01")
+    before = _digest(root)
+    cache = tmp_path / "cache"
+    plain = load_trials(root)
+    pd.testing.assert_frame_equal(load_trials(root, cache=cache), plain)
+    assert len(list(cache.glob("*.parquet"))) == 2
+    pd.testing.assert_frame_equal(load_trials(root, cache=cache), plain)  # read from the cache
+    assert _digest(root) == before  # nothing written next to the participants' data
+    wanted = load_trials(root, cache=cache, columns=["participant", "rt"])
+    assert list(wanted.columns) == ["participant", *schema.latent_columns("current", 3),
+                                    *schema.latent_columns("proposal", 3), "rt"]
+    pd.testing.assert_frame_equal(wanted, plain[list(wanted.columns)])
+    path = root / "sub-sim002" / "ses-01" / "trials.csv"
+    text = path.read_text()
+    path.write_text(text + text.splitlines()[-1].replace(",sim002,", ",sim002,", 1) + "\n")
+    grown = load_trials(root, cache=cache)
+    assert len(grown) == len(plain) + 1  # the changed file was read again, not the stale copy

@@ -646,3 +646,18 @@ def test_cli_synthetic_with_contact_sheet(tmp_path, capsys):
     assert "3 identities, not 5" in capsys.readouterr().err
     assert main([*argv, "--reuse", "--seed", "2"]) == 1
     assert "seed 1, not 2" in capsys.readouterr().err
+
+
+def test_cli_reuse_refuses_a_store_drawn_by_an_older_generator(tmp_path, capsys):
+    # a store left by an earlier release (faces-1) must not pass for the faces the committed
+    # model was trained on: its hash differs and every gate and figure would silently use it
+    from vae.faces import generate_faces
+
+    old = generate_faces(n_identities=2)
+    old.attrs["generator_version"] = "faces-1"
+    out = write_store(old, tmp_path / "faces.h5")
+    before = out.read_bytes()
+    argv = ["build", "--source", "synthetic", "--n-identities", "2", "--out", str(out), "--reuse"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "'faces-1'" in err and "move it aside" in err and out.read_bytes() == before

@@ -34,6 +34,10 @@ def test_demo_writes_both_reports_and_a_screenshot():
         assert set(trials["kind"]) >= {"practice", "chain", "catch"}
         participants = pd.read_csv(reports / "analysis/tables/participants.csv")
         assert sorted(participants["participant"]) == ["sim001", "sim002", "sim003", "sim004"]
+        # the demo's design converges by its own criterion (experiments/simulate_demo.yaml)
+        convergence = pd.read_csv(reports / "analysis/tables/convergence.csv")
+        group = convergence[convergence["participant"] == "group"]
+        assert len(group) == 7 and (group["rhat_max"] < 1.1).all(), group
     finally:
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(reports, ignore_errors=True)

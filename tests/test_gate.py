@@ -1,5 +1,7 @@
 """mcmcp.gate: the guided chain targets p^g_a * g^gamma, and gate rows rebuild the chain exactly."""
 
+import csv
+import io
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,8 +11,9 @@ from scipy.stats import ks_2samp, vonmises_fisher
 from mcmcp.agents import LatentAgent
 from mcmcp.densities import VMFMixture
 from mcmcp.gate import Gate, make_gate
-from mcmcp.schema import latent_columns
-from mcmcp.simulate import Block, simulate_chains, study_rows
+from mcmcp.layout import Block, block_columns, session_columns
+from mcmcp.schema import format_columns, header, latent_columns
+from mcmcp.simulate import simulate_chains
 from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, spherical_mean
 
 P_MIN = 1e-3
@@ -66,46 +69,51 @@ def test_screen_probability_is_barker_on_g_to_the_gamma():
 def test_gate_rows_rebuild_the_engine_chain_exactly():
     agent = LatentAgent({"sad": VMFMixture.single(M, 10.0), "happy": VMFMixture.single(-M, 5.0)})
     gate = Gate(VMFMixture.single(gate_away(40.0), 6.0), 1.0)
-    P, C, n_shown = 2, 3, 40
-    blocks = []
-    for emotion in ("sad", "happy"):
-        tr = simulate_chains(np.tile(fibonacci_sphere(C), (P, 1)), n_shown, 10.0, agent, emotion,
-                             gate, np.random.default_rng(len(emotion)))
-        blocks.append(Block(emotion, tr, gate.gamma))
+    C, n_shown = 3, 40
     centroids = {"sad": M, "happy": -M}
-    rows = study_rows(blocks, P, C, n_shown, agent, ["sim001", "sim002"], 0.1, centroids, 7,
-                      "2026-01-01T00:00:00Z")
+    blocks, traces = [], []
+    for b, emotion in enumerate(("sad", "happy")):
+        tr = simulate_chains(fibonacci_sphere(C), n_shown, 10.0, agent, emotion, gate,
+                             np.random.default_rng(len(emotion)))
+        traces.append(tr)
+        blocks.append(block_columns(Block(emotion, tr, gate.gamma), b, n_shown, agent, 0.1,
+                                    centroids, np.random.default_rng(7 + b)))
+    columns, n = session_columns(blocks, "sim001", agent.name, "2026-01-01T00:00:00Z")
+    text = format_columns(columns, n, header(3))
+    prow = list(csv.DictReader(io.StringIO(",".join(header(3)) + "\n" + text)))
     cur_cols, prop_cols = latent_columns("current", 3), latent_columns("proposal", 3)
-    for p, prow in enumerate(rows):
-        assert [r["row"] for r in prow] == list(range(len(prow)))
-        kinds = [r["kind"] for r in prow]
-        assert kinds.count("gate") > 0 and kinds.count("catch") > 0
-        assert kinds.count("chain") == len(blocks) * C * n_shown
-        for b, block in enumerate(blocks):
-            for j in range(C):
-                events = [r for r in prow if r.get("chain") == b * C + j]
-                # file order is iteration order, with no gaps
-                assert [r["iteration"] for r in events] == list(range(len(events)))
-                assert sum(r["kind"] == "chain" for r in events) == n_shown
-                assert events[-1]["kind"] == "chain"  # a chain stops at its last shown trial
-                i = p * C + j
-                state = np.array([events[0][c] for c in cur_cols])
-                for t, r in enumerate(events):
-                    np.testing.assert_array_equal([r[c] for c in cur_cols], state)
-                    np.testing.assert_array_equal(state, block.trace.current[t, i])
-                    if r["kind"] == "gate":
-                        assert not r["accepted"] and "response" not in r
-                    if r["accepted"]:
-                        state = np.array([r[c] for c in prop_cols])
-                np.testing.assert_array_equal(state, block.trace.final.position[i])
-        shown = [r for r in prow if r["kind"] != "gate"]
-        assert [r["trial"] for r in shown] == list(range(1, len(shown) + 1))
-        onsets = [r["onset"] for r in shown]
-        assert all(np.diff(onsets) > 0)
-        for r in prow:
-            if r["kind"] == "chain":
-                side = "right" if r["right_role"] == "proposal" else "left"
-                assert (r["response"] == side) == r["chose_proposal"]
+    assert [int(r["row"]) for r in prow] == list(range(len(prow)))
+    kinds = [r["kind"] for r in prow]
+    assert kinds.count("gate") > 0 and kinds.count("catch") == 2 * round(0.1 * C * n_shown / 0.9)
+    assert kinds.count("chain") == len(blocks) * C * n_shown
+    for b, tr in enumerate(traces):
+        for j in range(C):
+            events = [r for r in prow if r["chain"] == str(b * C + j)]
+            # file order is iteration order, with no gaps
+            assert [int(r["iteration"]) for r in events] == list(range(len(events)))
+            assert sum(r["kind"] == "chain" for r in events) == n_shown
+            assert events[-1]["kind"] == "chain"  # a chain stops at its last shown trial
+            state = np.array([float(events[0][c]) for c in cur_cols])
+            for t, r in enumerate(events):
+                np.testing.assert_array_equal([float(r[c]) for c in cur_cols], state)
+                np.testing.assert_array_equal(state, tr.current[t, j])
+                if r["kind"] == "gate":
+                    assert r["accepted"] == "False" and r["response"] == "" and r["rt"] == ""
+                if r["accepted"] == "True":
+                    state = np.array([float(r[c]) for c in prop_cols])
+            np.testing.assert_array_equal(state, tr.final.position[j])
+    shown = [r for r in prow if r["kind"] != "gate"]
+    assert [int(r["trial"]) for r in shown] == list(range(1, len(shown) + 1))
+    onsets = [float(r["onset"]) for r in shown]
+    assert all(np.diff(onsets) > 0)
+    for r in prow:
+        if r["kind"] == "chain":
+            side = "right" if r["right_role"] == "proposal" else "left"
+            assert (r["response"] == side) == (r["chose_proposal"] == "True")
+        if r["kind"] == "catch":
+            target_side = "right" if r["right_role"] == "target" else "left"
+            assert (r["response"] == target_side) == (r["correct"] == "True")
+            assert r["chain"] == "" and r["foil_emotion"] in centroids
 
 
 def test_make_gate_kinds():

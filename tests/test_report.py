@@ -94,3 +94,41 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "--burn-in 1.5" in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_session_with_only_its_header_gets_a_report_not_a_crash(analysis_small_study,
+                                                                  tmp_path, capsys):
+    folder = tmp_path / "data" / "sub-sim001" / "ses-01"
+    folder.mkdir(parents=True)
+    source = analysis_small_study / "sub-sim001" / "ses-01"
+    (folder / "session.json").write_bytes((source / "session.json").read_bytes())
+    (folder / "trials.csv").write_text((source / "trials.csv").read_text().splitlines()[0] + "\n")
+    out = tmp_path / "report"
+    assert main([str(tmp_path / "data"), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "No chain trials recorded yet" in page and "1 session(s) found, 0 row(s)" in page
+    assert "no chain trials" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_large_study_gets_summaries_instead_of_a_map_per_participant(
+        analysis_small_study, tmp_path, monkeypatch):
+    """Figures that grow with the participants give way to summaries (here: more than 2)."""
+    from analysis import study_report
+
+    monkeypatch.setattr(study_report, "MAX_LISTED", 2)
+    monkeypatch.setattr(study_report, "FOLD_ROWS", 5)
+    out = tmp_path / "report"
+    study_report.build_report(analysis_small_study, out, n_boot=20)
+    page = (out / "index.html").read_text()
+    figs = {p.name for p in (out / "figures").glob("*.png")}
+    assert "prototype_map.png" in figs and not any(f.startswith("trajectories_") for f in figs)
+    assert f"python -m analysis.report {analysis_small_study / 'sub-sim001'}" in page
+    assert "<details><summary>" in page  # long tables are folded; their CSVs are whole
+    assert len(pd.read_csv(out / "tables" / "prototypes.csv")) == 2 * 4
+
+
+def test_report_defaults_match_the_diagnostics():
+    from analysis import diagnostics, report
+
+    assert report.MIN_CATCH_ACCURACY == diagnostics.MIN_CATCH_ACCURACY

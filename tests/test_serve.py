@@ -279,8 +279,10 @@ def test_experimenter_numbers_match_analysis(tmp_path):
         assert e["rhat"] == pytest.approx(rhat.loc[e["emotion"], "rhat_max"])
         assert e["n_chains"] == 2 * 2
     own = convergence(chain_states(offline), by=["participant"]).groupby("participant")
-    for pid in ("E1", "E2"):
-        assert by_id[pid]["rhat"] == pytest.approx(own["rhat_max"].max()[pid])
+    for pid in ("E1", "E2"):  # 10-trial chains can be stuck: R-hat inf travels as "inf"
+        expected = own["rhat_max"].max()[pid]
+        got = by_id[pid]["rhat"]
+        assert float(got) == pytest.approx(expected) if np.isfinite(expected) else got == "inf"
 
 
 def test_export_appends_and_never_overwrites(tmp_path):

@@ -163,3 +163,57 @@ def test_truth_file_and_its_mode_as_analysis_reads_it(tmp_path):
     path.write_text('{"happy": {"means": [[0, 0, 1]]}}')
     with pytest.raises(SystemExit, match=f"{path}: key '--truth'"):
         run(tmp_path / "y", tmp_path / "none.pt", "--gate", "none", "--truth", str(path))
+
+
+def _without_times(folder):
+    """A participant's files as bytes, wall-clock times removed (trials' timestamp column,
+    session.json's start, end and date)."""
+    rows = [r.split(",") for r in (folder / "trials.csv").read_text().splitlines()]
+    stamp = rows[0].index("timestamp")
+    meta = json.loads((folder / "session.json").read_text())
+    for key in ("start_time", "end_time", "date"):
+        meta.pop(key)
+    return [r[:stamp] + r[stamp + 1:] for r in rows], json.dumps(meta, sort_keys=True)
+
+
+@pytest.mark.slow
+def test_a_participant_is_the_same_alone_with_others_and_in_parallel(tmp_path, model_files):
+    """sim002's files do not depend on who else is simulated or on --jobs."""
+    ckpt, faces = model_files
+    args = ("--faces", str(faces), "--emotion", "all", "--chains", "3", "--trials", "15",
+            "--gate", "vmf", "--gamma", "0.5", "--catch-rate", "0.1", "--lapse", "0.05")
+    run(tmp_path / "three", ckpt, *args, "--participants", "3")
+    run(tmp_path / "parallel", ckpt, *args, "--participants", "3", "--jobs", "2")
+    run(tmp_path / "two", ckpt, *args, "--participants", "2")
+    # alone: the same study with sim002 only, through the library call the CLI makes
+    from mcmcp.config import config_from_dict
+
+    cfg = config_from_dict({"name": "simulate", "seed": 3, "emotions": list(EMOTIONS),
+                            "model": {"checkpoint": str(ckpt), "faces": str(faces)},
+                            "chains": {"per_emotion": 3}, "trials": {"per_chain": 15,
+                                                                     "catch_rate": 0.1},
+                            "gate": {"kind": "vmf", "gamma": 0.5},
+                            "agent": {"kind": "latent", "lapse": 0.05}}, "<simulate defaults>",
+                           require_checkpoint=False)
+    model = simulate.open_model_parts(cfg, "<simulate defaults>", "data")
+    simulate.simulate_study(cfg, tmp_path / "alone", ["sim002"],
+                            simulate.ground_truth("data", cfg, model), model,
+                            file_sha256(ckpt), "<simulate defaults>")
+    reference = _without_times(tmp_path / "three" / "sub-sim002" / "ses-01")
+    assert len(reference[0]) > 7 * 3 * 15  # gate rows and catch trials too
+    for other in ("parallel", "two", "alone"):
+        assert _without_times(tmp_path / other / "sub-sim002" / "ses-01") == reference, other
+    # and participants differ from each other
+    assert _without_times(tmp_path / "three" / "sub-sim001" / "ses-01")[0][1:] != reference[0][1:]
+
+
+@pytest.mark.parametrize("content", [b"not a store at all", b"\x89HDF\r\n\x1a\n" + b"\0" * 64])
+def test_an_unreadable_face_store_is_one_clear_line(tmp_path, model_files, content, capsys):
+    ckpt, _ = model_files
+    faces = tmp_path / "faces.h5"
+    faces.write_bytes(content)
+    with pytest.raises(SystemExit) as err:
+        run(tmp_path / "out", ckpt, "--faces", str(faces), "--emotion", "happy", "--trials", "5")
+    message = str(err.value)
+    assert message.startswith("error: ") and str(faces) in message and "\n" not in message
+    assert not (tmp_path / "out").exists()

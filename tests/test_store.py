@@ -85,6 +85,28 @@ def test_torn_line_is_set_aside(tmp_path):
     assert resumed.read_rows()["row"].tolist() == [0, 1, 2]
 
 
+def test_gate_rows_of_an_unwritten_trial_are_set_aside(tmp_path):
+    # an event (gate rows, then its trial) is one write; a crash or a full disk mid-write can
+    # keep the gate rows whole and tear the trial: replaying those gate rows would move the
+    # chain past proposals the resumed engine draws again
+    store = SessionStore.create(tmp_path, "P001", 1, 3, {})
+    store.append_many([row(0), row(1)])
+    store.close()
+    gates = [{**row(2 + k), "kind": "gate", "trial": None, "response": None} for k in range(2)]
+    names = schema.header(3)
+    tail = "".join(schema.format_row(r, names) for r in gates)
+    torn = schema.format_row(row(4), names)[:30]
+    with open(store.trials_path, "a") as f:
+        f.write(tail + torn)
+    opened = SessionStore.open(tmp_path, "P001", 1)
+    assert opened.read_rows()["row"].tolist() == [0, 1]  # before anything is repaired
+    opened.begin_run()
+    assert (opened.folder / "trials.csv.partial").read_text() == tail + torn + "\n"
+    opened.append(row(2))
+    opened.close()
+    assert read_trials(opened.trials_path)["row"].tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize("pid", ["P001", "sub_7", "a-b", "X" * 32])
 def test_valid_ids(pid):
     assert validate_participant_id(pid) == pid

@@ -475,3 +475,18 @@ def test_figures_draw_every_figure_of_a_model(store, tmp_path, kind, d, tiny_obs
     expected |= {"m_latent_axes.png", "m_manifold.png", "m_kappa.png"} if d == 3 else {"m_ring.png"}
     assert names == expected
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_figures_warn_when_the_store_is_not_the_models(store, tmp_path, tiny_observers, capsys):
+    # a stale data/faces.h5 (an older generator) once made every figure show the model on faces
+    # it never saw, without a word
+    from vae.figures import make_figures
+
+    train(TINY_MODEL, tiny_train(store, epochs=1), tmp_path / "m.pt", progress=False,
+          final_metrics=False)
+    other = write_store(generate_faces(n_identities=10, poses_per_emotion=1, size=(16, 12),
+                                       seed=99), tmp_path / "other.h5")
+    make_figures(tmp_path / "m.pt", tmp_path / "figs", data=other, n_children=1)
+    assert "WARNING: face store" in capsys.readouterr().err
+    make_figures(tmp_path / "m.pt", tmp_path / "figs2", n_children=1)
+    assert "WARNING" not in capsys.readouterr().err

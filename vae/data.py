@@ -141,6 +141,17 @@ def _reuse(args: argparse.Namespace) -> FaceSet:
             f"--reuse: {args.out} was made with seed {faceset.attrs.get('seed')}, not {args.seed}; "
             f"delete it or choose another --out"
         )
+    if faceset.source == "synthetic":
+        from vae.faces import GENERATOR_VERSION
+
+        made_by = faceset.attrs.get("generator_version")
+        if made_by != GENERATOR_VERSION:
+            raise ValueError(
+                f"--reuse: {args.out} was drawn by generator {made_by!r}, but this code draws "
+                f"{GENERATOR_VERSION!r} (the faces the committed model was trained on); move it "
+                f"aside (e.g. mv {args.out} {args.out.with_name(args.out.stem + '-' + str(made_by))}"
+                f"{args.out.suffix}) and build again"
+            )
     n_ids = len(set(faceset.identities.tolist()))
     if args.n_identities is not None and n_ids != args.n_identities:
         raise ValueError(

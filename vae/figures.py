@@ -19,6 +19,7 @@ Arguments are parsed before matplotlib and torch are imported, so `--help` is in
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -243,11 +244,18 @@ def make_figures(checkpoint: str | Path, out: str | Path = "reports/figures",
     identity: the child identity models draw (default: the checkpoint's default child);
     observer: observer checkpoint rating the decoded centroids (None: no ratings).
     """
-    from vae.datasets import read_store, split_by_identity
+    from vae.datasets import read_store, split_by_identity, store_hash
 
     loaded = load_checkpoint(checkpoint)
     model, cfg = loaded.model, loaded.config
-    faces = read_store(data or loaded.train_config["data"])
+    data = data or loaded.train_config["data"]
+    faces = read_store(data)
+    if store_hash(data) != loaded.data_hash:
+        # centroids, reference faces and the latent plot would all come from other faces
+        print(f"WARNING: face store {data} is not the store {checkpoint} was trained on (its "
+              f"content hash differs from the checkpoint's {str(loaded.data_hash)[:12]}...): the "
+              "figures show the model on faces it never saw; pass --data with its own store",
+              file=sys.stderr, flush=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(checkpoint).stem

@@ -15,11 +15,18 @@
   }
 
   let limits = null; // the report's R-hat thresholds, sent with the numbers
+  // numbers arrive as JSON numbers, null (nothing to show) or "inf" / "-inf"
+  const num = (x) => x === "inf" ? Infinity : x === "-inf" ? -Infinity : x;
   function rhatClass(r) {
+    r = num(r);
     return r === null ? "" : r < limits.rhat_good ? "good" : r > limits.rhat_bad ? "bad" : "meh";
   }
 
-  function fixed(x, digits) { return x === null || x === undefined ? "—" : x.toFixed(digits); }
+  function fixed(x, digits) {
+    x = num(x);
+    if (x === null || x === undefined) return "—";
+    return Number.isFinite(x) ? x.toFixed(digits) : (x > 0 ? "∞" : "−∞");
+  }
 
   function render(data) {
     limits = data;

@@ -1,0 +1,442 @@
+"""The study report behind `python -m analysis.report`: tables, figures and one HTML page.
+
+Everything here is linear in the number of trials: per-participant work is a loop over
+participants, group work pools them, and no figure grows with the study (a study of more than
+`MAX_LISTED` participants gets summaries instead of one trajectory map per participant, and its
+long tables are folded). The page says how to get one participant's own page.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import html
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis import diagnostics as dg
+from analysis import figures
+from analysis import prototypes as pt
+from analysis.load import (
+    chain_states,
+    load_sessions,
+    load_trials,
+    post_burn_in,
+    session_folders,
+)
+
+PREFERRED = (pt.DEGUIDED, pt.UNGUIDED, pt.GUIDED)  # the estimate drawn as "the" prototype
+MAX_LISTED = 12  # participants drawn one by one (trajectory maps, face rows); more: summaries
+FOLD_ROWS = 30  # longer tables are folded on the page (the CSV always has every row)
+# what the report reads of trials.csv besides the coordinates (a third of the memory of all)
+TRIAL_COLUMNS = ["participant", "session", "chain", "emotion", "agent", "kind", "iteration",
+                 "accepted", "log_gate_current", "log_gate_proposal", "gate_gamma", "correct",
+                 "rt"]
+
+
+def _burn_in_words(burn_in: float | int) -> str:
+    if isinstance(burn_in, int):
+        return f"the first {burn_in} steps of every chain"
+    return f"the first {burn_in:.0%} of every chain's steps"
+
+
+def _preferred(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per participant x emotion: the de-guided estimate if any, else the plain one."""
+    rank = table["estimate"].map({e: i for i, e in enumerate(PREFERRED)})
+    return (table.assign(_rank=rank).sort_values("_rank", kind="stable")
+            .drop_duplicates(["participant", "emotion"]).drop(columns="_rank")
+            .sort_values(["participant", "emotion"], key=lambda c: c.eq("all") if
+                         c.name == "participant" else c, kind="stable"))
+
+
+class _Page:
+    """Collects HTML sections, figures (saved as PNG and embedded) and tables (saved as CSV)."""
+
+    def __init__(self, out: Path):
+        self.out, self.parts = out, []
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+
+    def text(self, tag: str, words: str) -> None:
+        self.parts.append(f"<{tag}>{html.escape(words)}</{tag}>")
+
+    def raw(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        path = self.out / "figures" / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        data = base64.b64encode(path.read_bytes()).decode()
+        self.raw(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def table(self, df: pd.DataFrame, name: str, show: dict[str, str] | None = None) -> None:
+        """Save df as tables/<name>.csv; show the `show` columns (renamed) on the page."""
+        df.to_csv(self.out / "tables" / f"{name}.csv", index=False)
+        view = df[list(show)].rename(columns=show) if show else df
+        markup = view.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}",
+                              classes="t", border=0)
+        if len(view) > FOLD_ROWS:
+            markup = f"<details><summary>{len(view)} rows (click to show)</summary>{markup}</details>"
+        self.raw(markup)
+        self.raw(f'<p class="note">Full table: tables/{name}.csv</p>')
+
+    def write(self, title: str) -> Path:
+        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45;"
+                 "color:#222}img{max-width:100%}figcaption{font-size:.9em;color:#444}"
+                 "table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
+                 "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;"
+                 "text-align:right}.note{font-size:.8em;color:#666}.warn{color:#a40}")
+        doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+               f"</title><style>{style}</style></head><body>{''.join(self.parts)}</body></html>")
+        path = self.out / "index.html"
+        path.write_text(doc, encoding="utf-8")
+        return path
+
+
+def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | None = None,
+                 faces: str | Path | None = None, burn_in: float | int = 0.5,
+                 n_boot: int = 1000, seed: int = 0,
+                 min_catch_accuracy: float = dg.MIN_CATCH_ACCURACY,
+                 cache: str | Path | None = None) -> Path:
+    """Analyse every session under `data` and write the report to `out`; returns index.html.
+
+    cache: a folder for Parquet copies of the sessions (`analysis.load_trials`), None: none.
+    """
+    page = _Page(Path(out))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sessions = load_sessions(data)
+        # the model first: encoding the face store is the report's largest transient memory,
+        # better spent before the study's data are loaded
+        model = _open_model(sessions, checkpoint, faces)
+        trials, states = read_study(data, cache)
+        _give_back_memory()
+        if states is None:
+            _no_trials(page, data, trials, sessions)
+        else:
+            d = sum(c.startswith("x_") for c in states.columns)
+            if model is not None and model[0].config.latent_dim != d:
+                raise ValueError(f"checkpoint {checkpoint} has latent_dim "
+                                 f"{model[0].config.latent_dim} but the sessions under {data} "
+                                 f"have d = {d}; give the checkpoint the sessions ran with")
+            facts = _trial_facts(trials, min_catch_accuracy)
+            del trials  # the report goes on with the chains' states only
+            _give_back_memory()
+            _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in,
+                  n_boot, seed, min_catch_accuracy)
+    notes = list(dict.fromkeys(str(w.message) for w in caught
+                               if not issubclass(w.category, DeprecationWarning)))
+    if notes:
+        page.text("h2", "Warnings")
+        page.raw("<ul class='warn'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                 + "</ul>")
+        for n in notes:
+            print(f"warning: {n}", file=sys.stderr)
+    return page.write(f"MCMCP report: {data}")
+
+
+def read_study(data: str | Path, cache: str | Path | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(trials, states) of every session under `data`: the trial rows the report uses, without
+    their coordinates (TRIAL_COLUMNS), and the chains' states (`analysis.chain_states`; None
+    when no chain trial was recorded yet).
+
+    Session by session, so the coordinates of the whole study never sit in memory next to the
+    states rebuilt from them (chains never span sessions). Sessions come in folder order, which
+    is the order of (participant, session).
+    """
+    trials, states, dims = [], [], {}
+    for folder in session_folders(data):
+        rows = load_trials(folder, cache, TRIAL_COLUMNS)
+        coordinates = [c for c in rows.columns if c.startswith(("current_", "proposal_"))]
+        dims.setdefault(len(coordinates) // 2, folder)
+        if rows["kind"].isin(["chain", "gate"]).any():
+            states.append(chain_states(rows))
+        trials.append(rows.drop(columns=[*coordinates, "log_gate_current", "log_gate_proposal"]))
+    if len(dims) > 1:
+        raise ValueError(f"sessions under {data} mix latent dimensions {sorted(dims)} (e.g. "
+                         f"{', '.join(str(f) for f in dims.values())}); analyse studies with "
+                         "different models separately")
+    trials = _concat(trials)
+    if not states:
+        return trials, None
+    states = _concat(states)
+    keys = states[["participant", "session", "chain"]]
+    if not keys.equals(keys.sort_values(list(keys.columns), kind="stable")):
+        states = states.sort_values([*keys.columns, "step"], kind="stable", ignore_index=True)
+    return trials, states
+
+
+class _Facts(NamedTuple):
+    """What the report takes from the trial rows themselves (the rest comes from the states)."""
+
+    flags: pd.DataFrame
+    participants: list
+    guided: bool
+    n_shown: int
+    n_gate: int
+    acceptance: pd.DataFrame
+    acceptance_chains: pd.DataFrame
+
+
+def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float) -> _Facts:
+    return _Facts(dg.participant_flags(trials, min_catch_accuracy),
+                  sorted(trials["participant"].dropna().unique()),
+                  bool(trials["gate_gamma"].notna().any()),
+                  int((trials["kind"] == "chain").sum()), int((trials["kind"] == "gate").sum()),
+                  dg.acceptance(trials, by=["participant", "emotion"]), dg.acceptance(trials))
+
+
+def _give_back_memory() -> None:
+    """Return freed heap memory to the operating system (glibc's malloc_trim; nothing elsewhere).
+
+    Reading a study session by session frees many mid-sized blocks that glibc keeps for reuse;
+    handing them back keeps the report's peak memory near its live data (~0.4 GB less at 100
+    participants, benchmarks/bench_scale.py)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat of frames with the same columns, one column at a time, each part's column
+    dropped once copied: the study is never in memory twice. Empties `parts`."""
+    columns = {}
+    for name in list(parts[0].columns):
+        columns[name] = pd.concat([part[name] for part in parts], ignore_index=True)
+        for part in parts:
+            del part[name]
+    parts.clear()
+    return pd.DataFrame(columns, copy=False)
+
+
+def _no_trials(page, data, trials, sessions) -> None:
+    """The page for data without a single chain trial yet (sessions started, nothing answered)."""
+    page.text("h1", "MCMCP study report")
+    page.text("p", f"No chain trials recorded yet under {Path(data).resolve()}: "
+                   f"{len(sessions)} session(s) found, {len(trials)} row(s) in their trials.csv "
+                   "(practice or catch trials only, or none). Nothing to analyse; run the report "
+                   "again once trials have been answered.")
+    page.table(_flat(sessions), "sessions",
+               {c: c for c in ("participant", "session", "status", "start_time") if c in sessions})
+    print(f"note: no chain trials under {data} yet; the report says so", file=sys.stderr)
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `table` that hold no dicts or lists (what a CSV and a page can show)."""
+    return table[[c for c in table.columns
+                  if table[c].map(lambda v: not isinstance(v, (dict, list))).all()]]
+
+
+def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in, n_boot,
+          seed, min_catch_accuracy) -> None:
+    flags, participants = facts.flags, facts.participants
+    flagged = flags.loc[flags["flagged"], "participant"].tolist()
+    # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0); the
+    # group's leave out flagged participants.
+    post = post_burn_in(states, burn_in)
+    kept = post[~post["participant"].isin(flagged)] if flagged else post
+    if kept.empty:
+        kept = post
+    emotions = sorted(states["emotion"].unique())
+    guided = facts.guided
+
+    page.text("h1", "MCMCP study report")
+    page.raw(f"<p class='note'>Data: {html.escape(str(Path(data).resolve()))} &middot; written "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by analysis.report</p>")
+    page.text("h2", "What is in this study")
+    n_shown, n_gate = facts.n_shown, facts.n_gate
+    page.text("p", (
+        f"{len(participants)} participant(s) ({sum(p.startswith('sim') for p in participants)} "
+        f"simulated), {len(sessions)} session(s), emotions: {', '.join(emotions)}. "
+        f"{states.groupby(['participant', 'session', 'chain']).ngroups} chains; "
+        f"{n_shown} chain trials were shown" +
+        (f" and {n_gate} proposals were screened out by the gatekeeper (guided MCMCP)."
+         if guided else " (no gatekeeper: unguided MCMCP).") +
+        f" Burn-in: {_burn_in_words(burn_in)} is discarded before any estimate "
+        "(the chains need time to forget where they started)."))
+    page.table(_flat(sessions), "sessions",
+        {c: c for c in ("participant", "session", "agent_name", "gate_kind", "emotions",
+                        "status") if c in sessions})
+
+    page.text("h2", "Participants flagged for attention")
+    page.text("p", (
+        f"Catch trials pair a clear example of the target emotion with a face of another emotion; "
+        f"an attentive participant picks the target almost always. A participant is flagged when "
+        f"fewer than {min_catch_accuracy:.0%} of their catch trials are correct (guessing gives "
+        f"50%; the p-value tests against guessing), or when more than "
+        f"{dg.MAX_FAST_FRACTION:.0%} of answers came faster than {dg.FAST_RT} s. "
+        + (f"Flagged: {', '.join(flagged)}. They are left out of the group results below."
+           if flagged else "No participant was flagged.")))
+    page.table(flags, "participants", {
+        "participant": "participant", "n_catch": "catch trials", "accuracy": "catch correct",
+        "p_value": "p (vs guessing)", "median": "median RT (s)", "iqr": "RT IQR (s)",
+        "frac_fast": "fraction < 0.2 s", "reasons": "why flagged"})
+    page.figure(figures.participant_quality(flags, min_catch_accuracy, dg.FAST_RT), "quality",
+                "Left: share of catch trials answered correctly; bars in red are flagged. Right: "
+                "median response time with the middle half of responses.")
+
+    page.text("h2", "Did the chains converge?")
+    page.text("p", (
+        "Each emotion was explored by several chains started at different faces. If they have "
+        "converged, they wander over the same region and R-hat (the Gelman-Rubin statistic: "
+        "spread between chains relative to spread within) is close to 1. Rule of thumb: below "
+        f"{dg.RHAT_GOOD} is good, above {dg.RHAT_BAD} means the chains still disagree and the "
+        "study needs more trials per chain. ESS (effective sample size) counts how many "
+        f"independent samples the correlated chain steps are worth; {dg.ESS_MIN} or more gives a "
+        "stable prototype. A point on the sphere has 3 coordinates; we compute R-hat and ESS "
+        "(ArviZ, rank-normalised split R-hat, bulk and tail ESS) on each and report the worst: "
+        "the largest R-hat and the smallest ESS."))
+    conv = pd.concat([dg.convergence(kept, 0, by=[]).assign(participant="group"),
+                      dg.convergence(post, 0)], ignore_index=True)
+    page.table(conv, "convergence", {
+        "participant": "participant", "emotion": "emotion", "n_chains": "chains",
+        "n_draws": "kept steps per chain", "rhat_max": "R-hat (max)",
+        "ess_bulk_min": "ESS bulk (min)", "ess_tail_min": "ESS tail (min)", "verdict": "verdict"})
+    ess = pt.chain_ess(post, 0)  # per chain, shared by the group and participants
+    group = pt.prototypes(kept, 0, by=[], n_boot=n_boot, seed=seed, ess=ess)
+    n_chains = states.groupby(["participant", "session", "chain"]).ngroups
+    page.figure(figures.convergence_traces(states, burn_in, _preferred(group), flagged), "traces",
+                ("Each line is one chain: how far (in degrees on the sphere) it is from the group "
+                 "prototype at every step." if n_chains <= figures.MAX_TRACES * len(emotions) else
+                 f"How far (in degrees on the sphere) the {n_chains} chains are from the group "
+                 "prototype at every step: the line is the median chain, the bands hold the "
+                 "middle 50% and 90% of chains.") +
+                " Converged chains settle into the same band; the grey part is the burn-in, which "
+                "is discarded.")
+    acf = dg.autocorrelation(post, 20, 0)
+    acf.to_csv(page.out / "tables" / "autocorrelation.csv", index=False)
+    page.figure(figures.autocorrelation_plot(acf), "autocorrelation",
+                "Autocorrelation: how alike a chain's states are k steps apart (1 = identical). "
+                "The faster it drops to 0, the more information each trial adds. "
+                "Full table: tables/autocorrelation.csv")
+    page.text("p", "Acceptance: how often the proposal face was chosen. Around 20-50% means the "
+                   "proposals were neither too timid nor too bold.")
+    page.table(facts.acceptance, "acceptance", {
+        "participant": "participant", "emotion": "emotion", "n_shown": "trials shown",
+        "acceptance": "proposal chosen", "gate_pass": "passed the gate"})
+    facts.acceptance_chains.to_csv(page.out / "tables" / "acceptance_chains.csv", index=False)
+
+    page.text("h2", "Prototypes")
+    page.text("p", (
+        "A participant's prototype of an emotion is the centre of the region their chains settled "
+        "in: the mean direction of the kept states (a von Mises-Fisher fit; kappa is how tightly "
+        "the states cluster, larger = more consistent). The 95% confidence cone is the angle "
+        "around that centre that contains 95% of the centres recomputed after resampling whole "
+        "chains. The mode (peak of a smoothed density) is given as a second opinion. The group "
+        "prototype pools every non-flagged participant's chains." +
+        (" Guided sessions: the gatekeeper pulls chains toward the model's idea of the emotion, "
+         "so each prototype is given twice: 'guided (as sampled)' and 'de-guided (PSIS)', which "
+         "reweights every state to remove the gatekeeper's pull (Pareto-smoothed importance "
+         "sampling). A k-hat above 0.7 means the reweighting is unreliable." if guided else "")))
+    table = pd.concat([group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)],
+                      ignore_index=True)
+    truth = pt.truth_table(sessions)
+    table = pt.add_truth_angles(table, truth)
+    show = {"participant": "participant", "emotion": "emotion", "estimate": "estimate",
+            "kappa": "kappa", "cone95_deg": "95% cone (deg)",
+            "mode_to_mean_deg": "mode to mean (deg)"}
+    if guided:
+        show.update(khat="k-hat", khat_warning="k-hat > 0.7 (unreliable)",
+                    weight_ess="weights ESS")
+    if not truth.empty:
+        show["truth_deg"] = "distance to true prototype (deg)"
+    model_note, with_model = _model_part(page, table, model, checkpoint, faces)
+    if with_model is not None:
+        table = with_model
+        show["p_target"] = "model's p(emotion)"
+        if "centroid_deg" in table:
+            show["centroid_deg"] = "distance to data centroid (deg)"
+    page.table(table, "prototypes", show)
+    page.raw(model_note)
+
+    page.text("h2", "Where the chains went")
+    if d != 3:
+        page.text("p", f"Maps need a 3-dimensional latent space (this study has d = {d}).")
+        return
+    page.text("p", "The face space is a sphere; these maps flatten it with an equal-area "
+                   "projection (like a world map), so equal areas on the map are equal areas of "
+                   "face space.")
+    page.figure(figures.density_maps(kept, 0, _preferred(group)), "density",
+                "Density of the kept chain states for each emotion, all non-flagged participants "
+                "together.")
+    overlap = pt.overlap(kept, 0)
+    page.figure(figures.overlap_heatmap(overlap), "overlap",
+                "Overlap of the emotions' regions (Bhattacharyya coefficient of the densities "
+                "above): 1 = the chains for two emotions explored the same faces, 0 = no shared "
+                "faces.")
+    overlap.reset_index(names="emotion").to_csv(
+        page.out / "tables" / "overlap.csv", index=False)
+    preferred = _preferred(table)
+    page.figure(figures.prototype_map(preferred, truth), "prototype_map",
+                "Each participant's prototype (dots; flagged participants are included) and the "
+                "group prototype (star) for every emotion" +
+                (", with the true prototype (red X) of the simulated participants." if
+                 not truth.empty else "."))
+    if len(participants) <= MAX_LISTED:
+        for p in participants:
+            page.figure(figures.trajectories(states, p, burn_in, preferred, truth),
+                        f"trajectories_{p}", f"Participant {p}: each coloured line is one chain.")
+    else:
+        page.text("p", (
+            f"With {len(participants)} participants, one trajectory map each would bury the "
+            "summaries; a participant's own page (trajectories, convergence and prototypes) is "
+            "the report of their folder, e.g. "
+            f"python -m analysis.report {Path(data) / ('sub-' + participants[0])} "
+            f"--out {page.out / 'participants' / participants[0]}"))
+
+
+def _open_model(sessions: pd.DataFrame, checkpoint, faces):
+    """(LoadedModel, class centroids or None, sessions that recorded no checkpoint) for
+    --checkpoint (refused if the sessions ran with another model), None without one."""
+    if checkpoint is None:
+        return None
+    from mcmcp.densities import class_centroids
+    from vae.checkpoint import load_checkpoint
+    from vae.datasets import read_store
+
+    dims = set(sessions["d"].dropna().astype(int)) if "d" in sessions else set()
+    loaded = load_checkpoint(checkpoint, expect_latent_dim=dims.pop() if len(dims) == 1 else None)
+    unrecorded = pt.check_model(sessions, loaded.sha256, checkpoint)
+    centroids = None if faces is None else class_centroids(loaded, read_store(faces))
+    return loaded, centroids, unrecorded
+
+
+def _model_part(page, table, model, checkpoint, faces) -> tuple[str, pd.DataFrame | None]:
+    """Decode prototype faces when a checkpoint is given; returns (html, table with p_*)."""
+    if model is None:
+        return ("<p><b>No faces drawn:</b> no model checkpoint was given. Rerun with "
+                "<code>--checkpoint CHECKPOINT --faces FACES.h5</code> to see the prototype faces "
+                "and the model's reading of them.</p>", None)
+    from vae.labels import EMOTIONS
+
+    loaded, centroids, unrecorded = model
+    table = pt.model_comparison(table, loaded.model, EMOTIONS, centroids)
+    chosen = _preferred(table)
+    many = chosen["participant"].nunique() - 1 > MAX_LISTED
+    if many:
+        chosen = chosen[chosen["participant"] == "all"]
+    images = pt.decode(loaded.model, pt.table_vectors(chosen))
+    page.figure(figures.prototype_faces(chosen, images), "faces",
+                f"Prototype faces decoded with {Path(checkpoint).name} (sha256 "
+                f"{loaded.sha256[:12]}...): " +
+                ("the group's, one per emotion (each participant's are on their own page). "
+                 if many else "rows are participants and the group, columns emotions. ") +
+                "For guided sessions the de-guided (PSIS) prototype is drawn.")
+    note = ""
+    if unrecorded:
+        note = (f"<p class='warn'>{len(unrecorded)} session(s) recorded no model checkpoint, so "
+                "their faces are drawn with the given model without a check that it is the one "
+                "the chains ran on.</p>")
+    if faces is None:
+        note += "<p>No face store given: distances to the data's class centroids are omitted.</p>"
+    return note, table
