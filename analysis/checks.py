@@ -13,8 +13,9 @@ on the chain trials, catch and repeat counts), one participant or a whole study 
 a report can read a study participant by participant. `inference_checks` then gives, per participant x
 emotion (and for the group, participant 'all'): modes (how many, weights, whether the chains
 split between them), the weight guard and the control-chain test for guided chains, the lapse
-rate with the width corrected for it, the responder verdict, and `verdict`: every problem in
-plain words (empty when there is none). `flag_unvisited_modes` then compares participants.
+rate with the width corrected for it (`width_note`: the lapse's effect in words), the responder
+verdict, and `verdict`: every problem in plain words (empty when there is none).
+`flag_unvisited_modes` then compares participants.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 from analysis import lapses as lp
 from analysis.cones import batch_units, kappa_interval, mean_cone
 from analysis.deguiding import compare_means, gate_natural_parameter, guard
-from analysis.load import DEFAULT_BURN_IN, KEYS, post_burn_in, state_columns
+from analysis.load import DEFAULT_BURN_IN, KEYS, burn_in_steps, state_columns
 from analysis.modes import chain_shares, chains_split, choose_modes, visited
 from analysis.prototypes import angle_deg, deguide_weights, effective_n, fit_vmf
 from analysis.responders import choice_dependence
@@ -46,9 +47,10 @@ def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_
     was off: gate rows pile up while γ is high, so annealing over 40% of the shown trials
     typically ends after 60-90% of the steps, beyond the default burn-in. Warns about chains
     left with no state (their γ never reached 0)."""
-    kept = post_burn_in(states, burn_in)
-    gamma = states["gate_gamma"].to_numpy(float, na_value=np.nan)
     step = states["step"].to_numpy(int)
+    after = (np.ones(len(states), bool) if float(burn_in) == 0 else
+             step > burn_in_steps(states["n_steps"].to_numpy(int), burn_in))
+    gamma = states["gate_gamma"].to_numpy(float, na_value=np.nan)
     chain = states.groupby(KEYS, sort=False).ngroup().to_numpy()
     n = chain.max() + 1 if len(chain) else 0
     g = np.nan_to_num(gamma, nan=0.0)
@@ -58,15 +60,14 @@ def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_
     last_on = np.full(n, -1)
     np.maximum.at(last_on, chain, np.where(g > 0, step, -1))
     changed = top > low  # annealed (or changed by hand): only the stretch with γ = 0 is stationary
-    k_chain = chain[kept.index.to_numpy()]
-    on = changed[k_chain] & (kept["step"].to_numpy(int) <= last_on[k_chain])
-    lost = np.setdiff1d(np.flatnonzero(changed & (top > 0)), k_chain[~on])
+    keep = after & ~(changed[chain] & (step <= last_on[chain]))
+    lost = np.setdiff1d(np.flatnonzero(changed & (top > 0)), chain[keep])
     if len(lost):
         names = [" ".join(map(str, states.loc[chain == c, KEYS].iloc[0])) for c in lost[:5]]
         warnings.warn(f"{len(lost)} chain(s) ({', '.join(names)}{', ...' if len(lost) > 5 else ''}) "
                       "changed their gate γ and never sampled with the gate off after the burn-in: "
                       "they are left out of the estimates (anneal over fewer trials)", stacklevel=2)
-    kept = kept[~on]
+    kept = states[keep]
     kept_gamma = kept["gate_gamma"].to_numpy(float, na_value=np.nan)
     return kept.assign(sampler=np.where(kept_gamma > 0, GUIDED, P_SAMPLED))
 
@@ -91,6 +92,9 @@ def _modes(x, chain_index, weights, seed) -> dict:
     return out
 
 
+# the trial columns `trial_facts` reads, besides the current_* and proposal_* coordinates
+FACT_INPUTS = ["participant", "session", "row", "emotion", "kind", "chose_proposal", "repeat_of",
+               "correct", "kappa_proposal"]
 FACT_COLUMNS = ["participant", "emotion", "n_chain_trials", "acceptance", "responder_p",
                 "responder_power", "responses_random", "responses_inconclusive", "kappa_proposal",
                 "n_catch", "n_catch_correct", "n_repeat", "n_repeat_disagree"]
@@ -234,6 +238,7 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
     if p_rows.any() and len(facts):
         row.update(_width(row["kappa"], (row["kappa_low"], row["kappa_high"]), lapse,
                           float(facts["kappa_proposal"].median()), d))
+    row["width_note"] = ""
     if np.isfinite(lapse["lapse"]) and lapse["lapse"] > 0 and not random:
         corrected = row.get("kappa_corrected", np.nan)
         text = (f"width is a lower bound (lapse ≈ {lapse['lapse']:.2f} "
@@ -242,26 +247,28 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
         if not np.isnan(corrected):
             text += (f"; corrected κ ≈ {corrected:.3g} [{row['kappa_corrected_low']:.3g}, "
                      f"{row['kappa_corrected_high']:.3g}]")
-        words.append(text)
+        row["width_note"] = text
     row["verdict"] = "; ".join(words)
     return row
 
 
 def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
                      burn_in: float | int = DEFAULT_BURN_IN, seed: int = 0,
-                     group: bool = True) -> pd.DataFrame:
+                     group: bool = True, leave_out: list | tuple = ()) -> pd.DataFrame:
     """One row per participant x emotion (and, with `group`, per emotion for all participants
     pooled: participant 'all', cones over participants, the lapse rate of everyone's catch
     trials, no responder test). Columns: participant, emotion, mean_0.., cone95_deg (batch
     means), kappa (kappa_low, kappa_high: jackknife 95%), n_modes, mode_weights, chains_split,
     mode<k>_0.. (each mode's mean), guard columns (gate_pull, kappa_implied, gate_offset_deg,
     weight_ess_expected, deguided_unreliable), control columns (control_angle_deg, control_p,
-    control_disagrees), responder_p, responder_power, responses_random, lapse columns (lapse, lapse_low,
-    lapse_high, n_catch, lapse_repeat_bound, n_repeat, kappa_corrected[_low, _high]) and
-    verdict. The modes themselves are in column `modes`: a list of (mean (d,), kappa, weight).
+    control_disagrees), responder_p, responder_power, responses_random, lapse columns (lapse,
+    lapse_low, lapse_high, n_catch, lapse_repeat_bound, n_repeat, kappa_corrected[_low, _high]),
+    width_note (a lapse: the width is a lower bound, and its correction) and verdict. The modes
+    themselves are in column `modes`: a list of (mean (d,), kappa, weight).
 
     states: `chain_states` of the study; facts: `trial_facts` of its trials (the group's rows
-    use the facts of the participants whose states are given).
+    use the facts of the participants whose states are given). leave_out: participants left out
+    of the group's rows (e.g. those flagged by their catch trials); they keep their own rows.
     """
     d = len(state_columns_of(states))
     kept = stationary_states(states, burn_in)
@@ -271,8 +278,11 @@ def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
         rows.append(_group_checks(g, mine, d, seed,
                                   {"participant": participant, "emotion": emotion}, True))
     if group:
-        people = facts["participant"].isin(kept["participant"].unique())
-        for emotion, g in kept.groupby("emotion", sort=True):
+        pooled = kept[~kept["participant"].isin(leave_out)] if len(leave_out) else kept
+        if pooled.empty:
+            pooled = kept
+        people = facts["participant"].isin(pooled["participant"].unique())
+        for emotion, g in pooled.groupby("emotion", sort=True):
             rows.append(_group_checks(g, facts[people & (facts["emotion"] == emotion)], d, seed,
                                       {"participant": "all", "emotion": emotion}, False))
     return pd.DataFrame(rows)
@@ -286,28 +296,26 @@ def state_columns_of(states: pd.DataFrame) -> list[str]:
 def flag_unvisited_modes(table: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame:
     """`table` (from `inference_checks`) with `unvisited` words added to the verdict of each
     participant whose chains (any state, burn-in included) never came near a mode another
-    participant's chains found for the same emotion."""
+    participant's chains found for the same emotion (random responders neither flag nor are
+    flagged: they have no category)."""
     d = len(state_columns_of(states))
+    x = states[state_columns(d)].to_numpy(float)
+    where = states.groupby(["participant", "emotion"], sort=False).indices
     out = table.copy()
-    people = out[out["participant"] != "all"]
-    for idx, row in people.iterrows():
-        if row.get("responses_random") is True:
-            continue
-        mine = states[(states["participant"] == row["participant"])
-                      & (states["emotion"] == row["emotion"])][state_columns(d)].to_numpy(float)
-        others = people[(people["emotion"] == row["emotion"])
-                        & (people["participant"] != row["participant"])]
-        for other in others[others.get("responses_random", False) != True].itertuples():  # noqa: E712
-            for centre, kappa, weight in other.modes:
-                if visited(mine, centre, kappa) == 0.0:
+    random = out.get("responses_random", pd.Series(False, out.index)).eq(True)
+    people = out[(out["participant"] != "all") & ~random]
+    for emotion, rows in people.groupby("emotion", sort=False):
+        found = [(row.participant, centre, kappa, weight) for row in rows.itertuples()
+                 for centre, kappa, weight in row.modes]
+        for idx, row in rows.iterrows():
+            mine = x[where[(row["participant"], emotion)]]
+            for other, centre, kappa, weight in found:
+                if other != row["participant"] and visited(mine, centre, kappa) == 0.0:
                     proto = np.array([row[f"mean_{i}"] for i in range(d)])
-                    note = (f"participant {other.participant}'s chains found a mode "
+                    note = (f"participant {other}'s chains found a mode "
                             f"{angle_deg(proto, centre):.0f}° from this prototype (holding "
                             f"{weight:.0%} of their states); these chains never went there")
                     out.at[idx, "verdict"] = "; ".join(v for v in (out.at[idx, "verdict"], note)
                                                        if v)
                     break
-            else:
-                continue
-            break
     return out

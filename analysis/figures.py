@@ -249,6 +249,34 @@ def prototype_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
     return fig
 
 
+def mode_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
+    """Decoded faces of the modes of multimodal categories: rows = participant x emotion
+    (the group first), columns = modes, heaviest first.
+
+    table: rows of `analysis.checks.inference_checks` (participant, emotion, modes: a list of
+    (mean, kappa, weight)); images (n, H, W) in [0, 1]: the modes' faces, row by row.
+    """
+    n_cols = int(max(len(m) for m in table["modes"]))
+    h, w = images.shape[1:]
+    fig, axes = plt.subplots(len(table), n_cols, squeeze=False, layout="constrained",
+                             figsize=(max(1.9 * n_cols + 1.2, 4.5),
+                                      (1.7 * h / w + 0.35) * len(table) + 0.6))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    k = 0
+    for i, row in enumerate(table.itertuples()):
+        for j, (_, _, weight) in enumerate(row.modes):
+            axes[i, j].imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            axes[i, j].set_title(f"mode {j + 1}: {weight:.0%}", fontsize=8)
+            k += 1
+        who = "group" if row.participant == "all" else row.participant
+        axes[i, 0].text(-0.08, 0.5, f"{who}\n{row.emotion}", rotation=90, ha="right",
+                        va="center", transform=axes[i, 0].transAxes, fontsize=9)
+    fig.suptitle("Faces at the modes of multimodal categories (share of kept states)",
+                 fontsize=9)
+    return fig
+
+
 def participant_quality(flags: pd.DataFrame, min_accuracy: float, fast: float) -> Figure:
     """Catch-trial accuracy (flagged participants in red) and response times per participant."""
     n = len(flags)

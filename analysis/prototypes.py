@@ -346,7 +346,7 @@ def prototypes(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN,
         for key in group[KEYS].drop_duplicates().sort_values(KEYS).itertuples(index=False):
             total += by_chain[tuple(key)]
         n_eff = float(min(max(total, 2.0), len(x)))
-        if np.isnan(gamma).all():
+        if (np.nan_to_num(gamma) == 0).all():  # no gate, or an annealed gate already off
             rows.append({**base, "estimate": UNGUIDED,
                          **_estimate(x, None, chain_index, n_eff, n_boot, rng, n_grid)})
             continue

@@ -103,7 +103,7 @@ def test_lapses_flatten_the_width_but_not_the_direction(tmp_path):
     group = table[table["participant"] == "all"].iloc[0]
     assert group["error_deg"] < 5 and group["kappa"] < 17
     assert group["kappa_corrected_low"] <= 20 <= group["kappa_corrected_high"]
-    assert "width is a lower bound" in group["verdict"]
+    assert "width is a lower bound" in group["width_note"]
 
 
 @pytest.mark.parametrize("anneal", [None, {"until": 0.4}], ids=["old default", "annealed"])

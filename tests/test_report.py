@@ -65,7 +65,9 @@ def test_report_with_checkpoint_draws_faces_and_refuses_another_model(
     truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 15.0),
              "sad": VMFMixture.single([1.0, 0.0, 0.0], 15.0)}
     # one manual gatekeeper for both emotions, about 50 degrees from each prototype
-    gate = {"kind": "manual", "mean": [0.7, 0.5, 0.7], "kappa": 5.0, "gamma": 1.0}
+    # a constant γ (no annealing): the report de-guides with importance weights
+    gate = {"kind": "manual", "mean": [0.7, 0.5, 0.7], "kappa": 5.0, "gamma": 1.0,
+            "anneal": None}
     data = tmp_path / "participants_data"
     analysis_simulate(data, ["sim001"], truth, seed=1, n_shown=80, gate=gate, catch_rate=0.05,
                       checkpoint_sha256=file_sha256(ckpt))
