@@ -31,11 +31,14 @@ from analysis.deguiding import compare_means, gate_natural_parameter, guard
 from analysis.load import DEFAULT_BURN_IN, KEYS, burn_in_steps, state_columns
 from analysis.modes import chain_shares, chains_split, choose_modes, visited
 from analysis.prototypes import angle_deg, deguide_weights, effective_n, fit_vmf
-from analysis.responders import choice_dependence
+from analysis.responders import choice_dependence, min_trials
 from mcmcp import schema
 
 P_SAMPLED, GUIDED = "p", "guided"
 MODE_FIT_STATES = 2000  # states the mixture is fitted to (every k-th: neighbours are near-equal)
+# fewer kept states than this and the chains are still where they started: separate clusters
+# then say nothing about the category's modes (a 16-trial lab demo looked like "two modes")
+MIN_MODE_STATES = 50
 
 
 def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN
@@ -48,19 +51,8 @@ def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_
     typically ends after 60-90% of the steps, beyond the default burn-in. Warns about chains
     left with no state (their γ never reached 0)."""
     step = states["step"].to_numpy(int)
-    after = (np.ones(len(states), bool) if float(burn_in) == 0 else
-             step > burn_in_steps(states["n_steps"].to_numpy(int), burn_in))
-    gamma = states["gate_gamma"].to_numpy(float, na_value=np.nan)
-    chain = states.groupby(KEYS, sort=False).ngroup().to_numpy()
-    n = chain.max() + 1 if len(chain) else 0
-    g = np.nan_to_num(gamma, nan=0.0)
-    top, low = np.full(n, -np.inf), np.full(n, np.inf)
-    np.maximum.at(top, chain, g)
-    np.minimum.at(low, chain, g)
-    last_on = np.full(n, -1)
-    np.maximum.at(last_on, chain, np.where(g > 0, step, -1))
-    changed = top > low  # annealed (or changed by hand): only the stretch with γ = 0 is stationary
-    keep = after & ~(changed[chain] & (step <= last_on[chain]))
+    chain, first, changed, top = _first_kept(states, burn_in)
+    keep = step >= first
     lost = np.setdiff1d(np.flatnonzero(changed & (top > 0)), chain[keep])
     if len(lost):
         names = [" ".join(map(str, states.loc[chain == c, KEYS].iloc[0])) for c in lost[:5]]
@@ -72,8 +64,36 @@ def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_
     return kept.assign(sampler=np.where(kept_gamma > 0, GUIDED, P_SAMPLED))
 
 
+def first_kept_step(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN
+                    ) -> np.ndarray:
+    """(n,) for each state of `states`, the first step of its chain that `stationary_states`
+    keeps (for figures that draw the discarded part differently)."""
+    return _first_kept(states, burn_in)[1]
+
+
+def _first_kept(states, burn_in):
+    """(chain index (n,), first kept step (n,), changed (C,): γ changed, top (C,): largest γ)."""
+    step = states["step"].to_numpy(int)
+    first = (np.zeros(len(states), int) if float(burn_in) == 0 else
+             burn_in_steps(states["n_steps"].to_numpy(int), burn_in) + 1)
+    g = np.nan_to_num(states["gate_gamma"].to_numpy(float, na_value=np.nan), nan=0.0)
+    chain = states.groupby(KEYS, sort=False).ngroup().to_numpy()
+    n = chain.max() + 1 if len(chain) else 0
+    top, low = np.full(n, -np.inf), np.full(n, np.inf)
+    np.maximum.at(top, chain, g)
+    np.minimum.at(low, chain, g)
+    last_on = np.full(n, -1)
+    np.maximum.at(last_on, chain, np.where(g > 0, step, -1))
+    changed = top > low  # annealed (or changed by hand): only the stretch with γ = 0 is stationary
+    first = np.where(changed[chain], np.maximum(first, last_on[chain] + 1), first)
+    return chain, first, changed, top
+
+
 def _modes(x, chain_index, weights, seed) -> dict:
-    """Modes of the states; a mode's weight is the (weighted) share of states nearest to it."""
+    """Modes of the states; a mode's weight is the (weighted) share of states nearest to it.
+    Fewer than MIN_MODE_STATES states: n_modes NaN, no modes."""
+    if len(x) < MIN_MODE_STATES:
+        return {"n_modes": np.nan, "chains_split": False, "mode_weights": "", "modes": []}
     n_eff = effective_n(x, chain_index)
     step = int(np.ceil(len(x) / MODE_FIT_STATES))
     x, chain_index = x[::step], chain_index[::step]
@@ -213,6 +233,9 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
     row.update(cone95_deg=cone.cone_deg, **{f"mean_{i}": v for i, v in enumerate(cone.mean)})
     modes = _modes(*modes_on, seed)
     row.update(modes)
+    if np.isnan(modes["n_modes"]):
+        words.append(f"only {len(modes_on[0])} kept states: too few to look for modes (at "
+                     f"least {MIN_MODE_STATES})")
     if modes["n_modes"] >= 2:
         apart = angle_deg(modes["modes"][0][0], modes["modes"][1][0])
         text = (f"{'two' if modes['n_modes'] == 2 else modes['n_modes']} modes (weights "
@@ -230,6 +253,9 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
         if random:  # then modes, weights and widths describe noise: say only this
             words = [f"responses do not depend on the faces (p = {dep['responder_p']:.2g}): "
                      "there is no category to estimate"]
+        elif dep["n_chain_trials"] < min_trials(d):
+            words.append(f"only {dep['n_chain_trials']} chain trials: too few to test whether the "
+                         f"responses depend on the faces (at least {min_trials(d)})")
         elif dep["responses_inconclusive"]:
             words.append("the faces shown in each pair were too alike to tell whether the "
                          "responses depend on them")

@@ -508,7 +508,10 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
             ("So every kappa in the tables is a lower bound on the category's width; 'kappa "
              "corrected for lapses' simulates the same chains with that lapse rate and inverts "
              "the flattening (an interval for each is in tables/checks.csv)."
-             if g["lapse"] > 0 else "No lapses: the widths need no correction.")))
+             if g["lapse"] > 0 else
+             f"No catch trial was missed, so the widths are not corrected; but a lapse rate up "
+             f"to {g['lapse_high']:.2f} would fit these catch trials too, so read the widths "
+             "as lower bounds if that matters.")))
     else:
         page.text("p", "Lapses: without catch trials the rate of random answers is unknown; if "
                        "participants lapsed, every kappa is a lower bound on the category's "

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import vonmises_fisher
 
-from analysis.checks import stationary_states, trial_facts
+from analysis.checks import FACT_COLUMNS, inference_checks, stationary_states, trial_facts
 from mcmcp.schema import latent_columns
 
 
@@ -54,3 +55,25 @@ def test_trial_facts_count_catch_and_repeat_trials():
     assert (facts["n_catch"], facts["n_catch_correct"]) == (4, 3)
     assert (facts["n_repeat"], facts["n_repeat_disagree"]) == (2, 1)  # row 1 was False
     assert facts["kappa_proposal"] == 5.0
+
+
+def test_a_short_session_is_called_too_short_not_two_modes():
+    """Two chains of 9 kept states each, far apart (still where they started): no modes are
+    claimed, the verdict says the states are too few; with 60 states each and the chains still
+    apart, the mixture finds the two clusters."""
+    rng = np.random.default_rng(3)
+
+    def states(n):
+        parts = []
+        for chain, centre in ((0, [0.0, 0.0, 1.0]), (1, [1.0, 0.0, 0.0])):
+            x = vonmises_fisher(np.array(centre), 50.0).rvs(2 * n, random_state=rng)
+            part = chain_rows(chain, np.full(2 * n, np.nan))
+            part[["x_0", "x_1", "x_2"]] = x
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    facts = pd.DataFrame(columns=FACT_COLUMNS)
+    short = inference_checks(states(9), facts, group=False).iloc[0]
+    assert np.isnan(short["n_modes"]) and "too few to look for modes" in short["verdict"]
+    longer = inference_checks(states(60), facts, group=False).iloc[0]
+    assert longer["n_modes"] == 2 and "two modes" in longer["verdict"]

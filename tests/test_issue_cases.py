@@ -2,7 +2,8 @@
 reproduced as the reviewer did: `python -m mcmcp.simulate ... --truth manual` (or a truth file),
 then the analysis. Each now gets a correct verdict: flagged, or a correct estimate.
 
-4 simulated participants x 4 chains x 250 trials, category kappa 20 (the issue: 12 participants).
+4 simulated participants (2 for the narrow gates, whose gate rows make them slow) x 4 chains x
+250 trials, category kappa 20 (the issue: 12 participants).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def test_narrow_gate_misplaced_or_aligned_is_flagged(tmp_path, angle):
     """gate kappa 200, gamma 1: the de-guided estimate is 31 deg off (misplaced) or far too
     narrow (aligned), with k-hat that looks fine; the guard flags every row."""
     table, _ = simulate_and_check(tmp_path, gate={"kind": "manual", "mean": away(angle),
-                                                  "kappa": 200.0, "gamma": 1.0, "anneal": None})
+                                                  "kappa": 200.0, "gamma": 1.0, "anneal": None},
+                                  participants=2)
     assert table["deguided_unreliable"].all()
     assert table["verdict"].str.contains(r"the gate's pull \(γ·κ_gate = 200\) is stronger").all()
     if angle:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import kstest, vonmises_fisher
 
-from analysis.responders import choice_dependence, quadratic_features
+from analysis.responders import choice_dependence, min_trials, quadratic_features
 from mcmcp.agents import LatentAgent
 from mcmcp.densities import VMFMixture
 from mcmcp.gate import Gate
@@ -77,3 +77,16 @@ def test_pairs_too_alike_are_inconclusive_not_random():
                             trace.chose_proposal[shown], M)
     assert dep.power < 0.8 and not dep.random
     assert dep.inconclusive or dep.p_value < 0.01
+
+
+def test_too_few_trials_get_no_p_value():
+    """Below 10 trials per coefficient there is no p-value (a separated fit gave a lab demo's 16
+    trials p = 0.0009)."""
+    rng = np.random.default_rng(2)
+    n = min_trials(3) - 1
+    cur, prop = sample_uniform(n, 3, rng), sample_uniform(n, 3, rng)
+    few = choice_dependence(cur, prop, rng.random(n) < 0.5, M)
+    assert np.isnan(few.p_value) and not few.random and not few.inconclusive
+    n = min_trials(3)
+    cur, prop = sample_uniform(n, 3, rng), sample_uniform(n, 3, rng)
+    assert np.isfinite(choice_dependence(cur, prop, rng.random(n) < 0.5, M).p_value)
