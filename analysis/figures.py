@@ -151,7 +151,8 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
     else:
         title = (f"distance of the {states.groupby(KEYS).ngroups} chains from the group "
                  "prototype: median, middle 50% and 90%")
-    fig.suptitle(f"Convergence: {title} (grey = burn-in, discarded)", fontsize=11)
+    fig.suptitle(f"Convergence: {title} (grey = discarded: burn-in, and any steps with the "
+                 "gate on)", fontsize=11)
     return fig
 
 

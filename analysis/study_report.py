@@ -342,8 +342,9 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
                  f"How far (in degrees on the sphere) the {n_chains} chains are from the group "
                  "prototype at every step: the line is the median chain, the bands hold the "
                  "middle 50% and 90% of chains.") +
-                " Converged chains settle into the same band; the grey part is the burn-in, which "
-                "is discarded.")
+                " Converged chains settle into the same band; the grey part is discarded: the "
+                "burn-in and, where the gate annealed, every step taken with the gate still on "
+                "(the gate holds chains tighter than the person's category).")
     acf = dg.autocorrelation(post, 20, 0)
     acf.to_csv(page.out / "tables" / "autocorrelation.csv", index=False)
     page.figure(figures.autocorrelation_plot(acf), "autocorrelation",
@@ -357,6 +358,10 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         "acceptance": "proposal chosen", "gate_pass": "passed the gate"})
     facts.acceptance_chains.to_csv(page.out / "tables" / "acceptance_chains.csv", index=False)
 
+    table = _calibrated_cones(pd.concat(
+        [group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)], ignore_index=True),
+        verdicts)
+    deguided = bool((table["estimate"] == pt.DEGUIDED).any())
     page.text("h2", "Prototypes")
     page.text("p", (
         "A participant's prototype of an emotion is the centre of the region their chains settled "
@@ -373,16 +378,16 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         (" Guided sessions: the gatekeeper pulls chains toward the model's idea of the emotion, "
          "so each prototype is given twice: 'guided (as sampled)' and 'de-guided (PSIS)', which "
          "reweights every state to remove the gatekeeper's pull (Pareto-smoothed importance "
-         "sampling). A k-hat above 0.7 means the reweighting is unreliable." if guided else "")))
-    table = _calibrated_cones(pd.concat(
-        [group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)], ignore_index=True),
-        verdicts)
+         "sampling). A k-hat above 0.7 means the reweighting is unreliable." if deguided else
+         " The gate was annealed: its pull faded to nothing early in each chain, and the "
+         "estimates use only the states sampled after that, which need no re-weighting "
+         "(hence 'unguided')." if guided else "")))
     truth = pt.truth_table(sessions)
     table = pt.add_truth_angles(table, truth)
     show = {"participant": "participant", "emotion": "emotion", "estimate": "estimate",
             "kappa": "kappa", "cone95_deg": "95% cone (deg)",
             "mode_to_mean_deg": "mode to mean (deg)"}
-    if guided:
+    if deguided:
         show.update(khat="k-hat", khat_warning="k-hat > 0.7 (unreliable)",
                     weight_ess="weights ESS")
     if not truth.empty:
@@ -507,7 +512,10 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
             f"{g['lapse_high']:.2f}). " +
             ("So every kappa in the tables is a lower bound on the category's width; 'kappa "
              "corrected for lapses' simulates the same chains with that lapse rate and inverts "
-             "the flattening (an interval for each is in tables/checks.csv)."
+             "the flattening (an interval for each is in tables/checks.csv); 'inf' means the "
+             "chains are as tight as chains with this lapse rate can get: the category is very "
+             "narrow and the data set no upper limit on its kappa (the interval's lower end "
+             "still holds)."
              if g["lapse"] > 0 else
              f"No catch trial was missed, so the widths are not corrected; but a lapse rate up "
              f"to {g['lapse_high']:.2f} would fit these catch trials too, so read the widths "

@@ -106,3 +106,38 @@ def test_config_keys_round_trip_and_are_validated(ckpt):
         with pytest.raises(ConfigError) as info:
             design(ckpt, gate=changes.get("gate"), chains=changes.get("chains"))
         assert info.value.key == key and allowed in str(info.value), str(info.value)
+
+
+def test_simulated_files_record_the_annealed_gamma_and_leave_control_chains_unscreened(
+        tmp_path):
+    """The streamed simulation (mcmcp.simulate -> layout -> SessionStore): each guided chain's
+    rows carry γ·max(0, 1 - shown / (until · per_chain)) for the trials shown before them and no
+    gate row once γ is 0; the last chain of each block (chains.unguided 1) has no gate columns."""
+    import yaml
+
+    from analysis.load import load_trials
+    from mcmcp import simulate
+
+    until, per_chain, gamma = 0.5, 30, 1.0
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({
+        "name": "g", "seed": 4, "emotions": ["happy", "sad"],
+        "chains": {"per_emotion": 3, "unguided": 1, "kappa_proposal": 5.0},
+        "trials": {"per_chain": per_chain, "practice": 0, "catch_rate": 0.0},
+        "gate": {"kind": "manual", "mean": [0.0, 0.0, 1.0], "kappa": 20.0, "gamma": gamma,
+                 "anneal": {"until": until}},
+        "agent": {"kind": "latent"}}))
+    simulate.main(["--config", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "data"),
+                   "--truth", "manual"])
+    rows = load_trials(tmp_path / "data")
+    steps = rows[rows["kind"].isin(["chain", "gate"])]
+    control = steps["chain"].astype(int) % 3 == 2
+    assert steps.loc[control, ["gate_gamma", "log_gate_current"]].isna().all().all()
+    assert (steps.loc[control, "kind"] == "chain").all()
+    for _, chain in steps[~control].groupby("chain"):
+        chain = chain.sort_values("iteration")
+        shown = (chain["kind"] == "chain").to_numpy(bool)
+        g = chain["gate_gamma"].to_numpy(float)
+        expected = gamma * np.clip(1 - (np.cumsum(shown) - shown) / (until * per_chain), 0, 1)
+        assert np.allclose(g, expected)
+        assert not (~shown & (g == 0)).any()  # a gate that is off screens nothing out
+        assert (g == 0).sum() == per_chain * (1 - until)
