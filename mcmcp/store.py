@@ -378,17 +378,17 @@ class SessionStore:
                                "mcmcp.schema.columns()")
         keep = set(self.names)
         self._write("".join(schema.format_row({k: v for k, v in r.items() if k in keep},
-                                              self.names) for r in rows).encode("utf-8"))
+                                              self.names) for r in rows))
 
     def append_columns(self, columns: dict, n: int) -> None:
         """Write n rows given as columns (`schema.format_columns`) with one fsync at the end:
         how simulations write a whole participant."""
-        self._write(schema.format_columns(columns, n, self.names).encode("utf-8"))
+        self._write(schema.format_columns(columns, n, self.names))
 
-    def _write(self, data: bytes) -> None:
-        """Append bytes to trials.csv unbuffered, then fsync (OSError naming the file)."""
+    def _write(self, text: str) -> None:
+        """Write and fsync; OSError names trials.csv (nothing stays buffered on failure)."""
         try:
-            view = memoryview(data)
+            view = memoryview(text.encode("utf-8"))
             while view:
                 view = view[os.write(self._fd, view):]
             os.fsync(self._fd)

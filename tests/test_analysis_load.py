@@ -199,12 +199,12 @@ def test_columns_the_schema_gained_later_load_as_empty(analysis_small_study, tmp
     folder = _copy_session(analysis_small_study / "sub-sim001" / "ses-01", tmp_path / "ses-01")
     before = load_trials(folder)
     monkeypatch.setattr(schema, "_AFTER_LATENT", schema._AFTER_LATENT + (
-        schema.Column("key", "string", "the key pressed"),
-        schema.Column("frame_rate", "Float64", "measured refresh rate")))
+        schema.Column("future_text", "string", "a text column added later"),
+        schema.Column("future_number", "Float64", "a number column added later")))
     after = load_trials(folder)
     assert list(after.columns) == schema.header(3)
-    assert after["key"].isna().all() and str(after["key"].dtype) == "string"
-    assert after["frame_rate"].isna().all() and str(after["frame_rate"].dtype) == "Float64"
+    assert after["future_text"].isna().all() and str(after["future_text"].dtype) == "string"
+    assert after["future_number"].isna().all() and str(after["future_number"].dtype) == "Float64"
     pd.testing.assert_frame_equal(after[list(before.columns)], before)
 
 
