@@ -265,6 +265,12 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
         row.update(_width(row["kappa"], (row["kappa_low"], row["kappa_high"]), lapse,
                           float(facts["kappa_proposal"].median()), d))
     row["width_note"] = ""
+    if np.isfinite(lapse["lapse"]) and lapse["lapse"] == 0 and lapse["lapse_high"] > 0 \
+            and not random:
+        row["width_note"] = (f"no catch trial missed, but a lapse rate up to "
+                             f"{lapse['lapse_high']:.2f} fits {lapse['n_catch']} catch trials: "
+                             f"the width may be a lower bound (corrected κ up to "
+                             f"{row.get('kappa_corrected_high', np.nan):.3g})")
     if np.isfinite(lapse["lapse"]) and lapse["lapse"] > 0 and not random:
         corrected = row.get("kappa_corrected", np.nan)
         text = (f"width is a lower bound (lapse ≈ {lapse['lapse']:.2f} "
@@ -309,8 +315,23 @@ def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
             pooled = kept
         people = facts["participant"].isin(pooled["participant"].unique())
         for emotion, g in pooled.groupby("emotion", sort=True):
-            rows.append(_group_checks(g, facts[people & (facts["emotion"] == emotion)], d, seed,
-                                      {"participant": "all", "emotion": emotion}, False))
+            mine = facts[people & (facts["emotion"] == emotion)]
+            # a random responder has no category: pooling their states would describe noise
+            random = sorted(mine.loc[mine["responses_random"].eq(True), "participant"])
+            label = {"participant": "all", "emotion": emotion}
+            g = g[~g["participant"].isin(random)]
+            if g.empty:
+                rows.append({**label, "n_modes": np.nan, "modes": [], "responses_random": True,
+                             "verdict": "no participant's responses depend on the faces: "
+                                        "there is no category to estimate"})
+                continue
+            row = _group_checks(g, mine[~mine["participant"].isin(random)], d, seed, label,
+                                False)
+            if random:
+                row["verdict"] = "; ".join(v for v in (row["verdict"], (
+                    f"{', '.join(map(str, random))} left out: their responses do not depend on "
+                    "the faces")) if v)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

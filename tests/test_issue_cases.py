@@ -118,6 +118,8 @@ def test_random_answers_with_a_gate_are_flagged_without_catch_trials(tmp_path, a
     people = table[table["participant"] != "all"]
     assert people["responses_random"].all()
     assert people["verdict"].str.startswith("responses do not depend on the faces").all()
+    group = table[table["participant"] == "all"].iloc[0]  # nobody's states are pooled
+    assert group["verdict"].startswith("no participant's responses depend on the faces")
 
 
 def test_the_new_default_design_gets_the_misplaced_narrow_gate_right(tmp_path):
