@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.load import KEYS, burn_in_steps  # noqa: E402
+from analysis.checks import first_kept_step  # noqa: E402
+from analysis.load import KEYS  # noqa: E402
 from analysis.prototypes import angle_deg, emotion_densities, table_vectors  # noqa: E402
 from mcmcp import sphere  # noqa: E402
 
@@ -67,7 +68,8 @@ def trajectories(states: pd.DataFrame, participant: str, burn_in: float | int,
                  protos: pd.DataFrame, truth: pd.DataFrame | None = None) -> Figure:
     """One participant's chains on the sphere (d = 3), a panel per emotion.
 
-    Burn-in steps are drawn thin and faded, kept steps solid; circles mark starts, the black star
+    Burn-in steps (and an annealed chain's steps with the gate still on) are drawn thin and
+    faded, kept steps solid; circles mark starts, the black star
     the participant's prototype (mean), the red cross the true prototype when known.
     """
     own = states[states["participant"] == participant]
@@ -79,7 +81,7 @@ def trajectories(states: pd.DataFrame, participant: str, burn_in: float | int,
         chains = own[own["emotion"] == emotion].groupby(KEYS, sort=True)
         for i, (_, ch) in enumerate(chains):
             x = ch[xcols].to_numpy(float)
-            cut = int(burn_in_steps(len(x) - 1, burn_in)) + 1
+            cut = max(int(first_kept_step(ch, burn_in)[0]), 1)
             color = colors(i % 10)
             ax.plot(*_lonlat_path(x[:cut]), color=color, lw=0.6, alpha=0.35)
             ax.plot(*_lonlat_path(x[cut - 1:]), color=color, lw=0.9, alpha=0.9)
@@ -103,10 +105,10 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
                        group_protos: pd.DataFrame, flagged: list[str] = ()) -> Figure:
     """Distance (degrees) of every chain from its emotion's group prototype, step by step.
 
-    Chains that have converged hover at the same distance band; the grey band is the burn-in
-    (discarded) part of a typical chain. Up to MAX_TRACES chains per emotion are drawn one line
-    each, coloured by participant; more are drawn as the median and the bands holding the middle
-    50% and 90% of chains at each step.
+    Chains that have converged hover at the same distance band; the grey band is the discarded
+    part of a typical chain (the burn-in, and in annealed chains every step with the gate on).
+    Up to MAX_TRACES chains per emotion are drawn one line each, coloured by participant; more
+    are drawn as the median and the bands holding the middle 50% and 90% of chains at each step.
     """
     emotions = sorted(states["emotion"].unique())
     fig, axes = _panels(len(emotions), size=(3.8, 2.6))
@@ -131,8 +133,9 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
             ax.fill_between(q.index, q[0.05], q[0.95], color="tab:blue", alpha=0.2, lw=0)
             ax.fill_between(q.index, q[0.25], q[0.75], color="tab:blue", alpha=0.4, lw=0)
             ax.plot(q.index, q[0.5], color="tab:blue", lw=1.2)
-        cut = float(np.median(burn_in_steps(own.groupby(KEYS)["n_steps"].first().to_numpy(),
-                                            burn_in)))
+        firsts = pd.Series(first_kept_step(own, burn_in)).groupby(
+            own.groupby(KEYS, sort=False).ngroup().to_numpy()).first()
+        cut = float(np.median(firsts))
         ax.axvspan(0, cut, color="0.85", zorder=0)
         ax.set_title(emotion, fontsize=11)
         ax.set_xlabel("step of the chain")
@@ -148,7 +151,8 @@ def convergence_traces(states: pd.DataFrame, burn_in: float | int,
     else:
         title = (f"distance of the {states.groupby(KEYS).ngroups} chains from the group "
                  "prototype: median, middle 50% and 90%")
-    fig.suptitle(f"Convergence: {title} (grey = burn-in, discarded)", fontsize=11)
+    fig.suptitle(f"Convergence: {title} (grey = discarded: burn-in, and any steps with the "
+                 "gate on)", fontsize=11)
     return fig
 
 
@@ -253,6 +257,34 @@ def prototype_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
                         transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=9)
     fig.suptitle("Prototype faces\n(\u00b1 95% confidence cone in degrees; "
                  "p = the model's probability of the emotion)", fontsize=9)
+    return fig
+
+
+def mode_faces(table: pd.DataFrame, images: np.ndarray) -> Figure:
+    """Decoded faces of the modes of multimodal categories: rows = participant x emotion
+    (the group first), columns = modes, heaviest first.
+
+    table: rows of `analysis.checks.inference_checks` (participant, emotion, modes: a list of
+    (mean, kappa, weight)); images (n, H, W) in [0, 1]: the modes' faces, row by row.
+    """
+    n_cols = int(max(len(m) for m in table["modes"]))
+    h, w = images.shape[1:]
+    fig, axes = plt.subplots(len(table), n_cols, squeeze=False, layout="constrained",
+                             figsize=(max(1.9 * n_cols + 1.2, 4.5),
+                                      (1.7 * h / w + 0.35) * len(table) + 0.6))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    k = 0
+    for i, row in enumerate(table.itertuples()):
+        for j, (_, _, weight) in enumerate(row.modes):
+            axes[i, j].imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            axes[i, j].set_title(f"mode {j + 1}: {weight:.0%}", fontsize=8)
+            k += 1
+        who = "group" if row.participant == "all" else row.participant
+        axes[i, 0].text(-0.08, 0.5, f"{who}\n{row.emotion}", rotation=90, ha="right",
+                        va="center", transform=axes[i, 0].transAxes, fontsize=9)
+    fig.suptitle("Faces at the modes of multimodal categories (share of kept states)",
+                 fontsize=9)
     return fig
 
 

@@ -58,6 +58,8 @@ def _mean_resultant_to_kappa(rbar: float, d: int) -> float:
         return 0.0
     rbar = min(rbar, 1.0 - 1e-12)
     ratio = lambda k: ive(d / 2.0, k) / ive(d / 2.0 - 1.0, k) - rbar  # noqa: E731
+    if ratio(1e8) <= 0:  # (nearly) all the weight on one point: as concentrated as it gets
+        return 1e8
     return float(brentq(ratio, 1e-10, 1e8))
 
 
@@ -229,6 +231,10 @@ def deguide_weights(log_gate: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray
     gamma = np.nan_to_num(np.asarray(gamma, float), nan=0.0)
     log_w = -gamma * np.nan_to_num(np.asarray(log_gate, float), nan=0.0)
     smoothed, khat = az.psislw(log_w)
+    if not np.isfinite(smoothed).all():
+        # the tail is one value repeated (a chain sat on one state): there is nothing to smooth,
+        # and the Pareto fit divides by zero
+        smoothed = log_w
     w = np.exp(smoothed - logsumexp(smoothed))
     return w, float(khat), float(1.0 / np.sum(w**2))
 
@@ -270,17 +276,25 @@ def chain_ess(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN) -> d
     kept = post_burn_in(states, burn_in)
     xcols = [c for c in kept.columns if c.startswith("x_")]
     x = kept[xcols].to_numpy(float)
-    out = {}
-    for key, rows in kept.groupby(KEYS, sort=True).indices.items():
-        xc = x[rows]
-        if len(xc) < 4:
-            out[key] = float(len(xc))
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a stuck chain: 0/0
-            ess = [float(az.ess(xc[None, :, i])) for i in range(x.shape[1])]
-        out[key] = float(np.nanmin(ess)) if not np.isnan(ess).all() else 1.0
-    return out
+    return {key: _one_chain_ess(x[rows])
+            for key, rows in kept.groupby(KEYS, sort=True).indices.items()}
+
+
+def _one_chain_ess(xc: np.ndarray) -> float:
+    """ESS of one chain's states (n, d): bulk ESS of the worst coordinate (n below 4: n)."""
+    if len(xc) < 4:
+        return float(len(xc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a stuck chain: 0/0
+        ess = [float(az.ess(xc[None, :, i])) for i in range(xc.shape[1])]
+    return float(np.nanmin(ess)) if not np.isnan(ess).all() else 1.0
+
+
+def effective_n(x: np.ndarray, chain_index: np.ndarray) -> float:
+    """Effective number of independent states among x (n, d) from the chains `chain_index`
+    (n,): the chains' ESS summed, within [2, n] (`chain_ess` for arrays)."""
+    total = sum(_one_chain_ess(x[chain_index == c]) for c in np.unique(chain_index))
+    return float(min(max(total, 2.0), len(x)))
 
 
 def _estimate(x, weights, chain_index, n_eff, n_boot, rng, n_grid) -> dict:
@@ -332,7 +346,7 @@ def prototypes(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN,
         for key in group[KEYS].drop_duplicates().sort_values(KEYS).itertuples(index=False):
             total += by_chain[tuple(key)]
         n_eff = float(min(max(total, 2.0), len(x)))
-        if np.isnan(gamma).all():
+        if (np.nan_to_num(gamma) == 0).all():  # no gate, or an annealed gate already off
             rows.append({**base, "estimate": UNGUIDED,
                          **_estimate(x, None, chain_index, n_eff, n_boot, rng, n_grid)})
             continue

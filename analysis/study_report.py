@@ -21,14 +21,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis import checks, figures
 from analysis import diagnostics as dg
-from analysis import figures
 from analysis import prototypes as pt
 from analysis.load import (
     chain_states,
     load_sessions,
     load_trials,
-    post_burn_in,
     session_folders,
 )
 
@@ -40,6 +39,8 @@ TRIAL_COLUMNS = ["participant", "session", "chain", "emotion", "agent", "kind", 
                  "accepted", "log_gate_current", "log_gate_proposal", "gate_gamma", "correct",
                  "rt", "identity"]
 MAX_CHILDREN = 6  # children in the strip of the group's prototype faces drawn as each child
+# read besides for the inference checks (`checks.trial_facts`), then dropped with the coordinates
+CHECK_COLUMNS = ["row", "chose_proposal", "repeat_of", "kappa_proposal"]
 
 
 def _burn_in_words(burn_in: float | int) -> str:
@@ -119,7 +120,7 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
         # the model first: encoding the face store is the report's largest transient memory,
         # better spent before the study's data are loaded
         model = _open_model(sessions, checkpoint, faces)
-        trials, states = read_study(data, cache)
+        trials, states, check_facts = read_study(data, cache)
         _give_back_memory()
         if states is None:
             _no_trials(page, data, trials, sessions)
@@ -129,7 +130,7 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
                 raise ValueError(f"checkpoint {checkpoint} has latent_dim "
                                  f"{model[0].config.latent_dim} but the sessions under {data} "
                                  f"have d = {d}; give the checkpoint the sessions ran with")
-            facts = _trial_facts(trials, min_catch_accuracy)
+            facts = _trial_facts(trials, min_catch_accuracy, check_facts)
             del trials  # the report goes on with the chains' states only
             _give_back_memory()
             _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in,
@@ -146,35 +147,52 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
 
 
 def read_study(data: str | Path, cache: str | Path | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(trials, states) of every session under `data`: the trial rows the report uses, without
-    their coordinates (TRIAL_COLUMNS), and the chains' states (`analysis.chain_states`; None
-    when no chain trial was recorded yet).
+               ) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """(trials, states, check facts) of every session under `data`: the trial rows the report
+    uses, without their coordinates (TRIAL_COLUMNS), the chains' states (`analysis.chain_states`;
+    None when no chain trial was recorded yet) and what the inference checks need from the trial
+    rows (`analysis.checks.trial_facts`, one row per participant x emotion).
 
     Session by session, so the coordinates of the whole study never sit in memory next to the
-    states rebuilt from them (chains never span sessions). Sessions come in folder order, which
-    is the order of (participant, session).
+    states rebuilt from them (chains never span sessions); the shown trials of one participant
+    (no gate rows) are held until their last session is read, for the checks. Sessions come in
+    folder order, which is the order of (participant, session).
     """
-    trials, states, dims = [], [], {}
+    trials, states, facts, dims = [], [], [], {}
+    person: list[pd.DataFrame] = []  # the shown trials of the participant being read
+
+    def close_participant() -> None:
+        if person:
+            facts.append(checks.trial_facts(pd.concat(person, ignore_index=True)))
+            person.clear()
+
     for folder in session_folders(data):
-        rows = load_trials(folder, cache, TRIAL_COLUMNS)
+        rows = load_trials(folder, cache, TRIAL_COLUMNS + CHECK_COLUMNS)
         coordinates = [c for c in rows.columns if c.startswith(("current_", "proposal_"))]
         dims.setdefault(len(coordinates) // 2, folder)
         if rows["kind"].isin(["chain", "gate"]).any():
             states.append(chain_states(rows))
-        trials.append(rows.drop(columns=[*coordinates, "log_gate_current", "log_gate_proposal"]))
+        if person and len(rows) and rows["participant"].iloc[0] != person[0]["participant"].iloc[0]:
+            close_participant()
+        shown = rows[rows["kind"].isin(["chain", "repeat", "catch"]).to_numpy()]
+        person.append(shown[[*checks.FACT_INPUTS, *coordinates]])
+        trials.append(rows.drop(columns=[*coordinates, "log_gate_current", "log_gate_proposal",
+                                         *CHECK_COLUMNS]))
+    close_participant()
+    facts = (pd.concat(facts, ignore_index=True) if facts
+             else pd.DataFrame(columns=checks.FACT_COLUMNS))
     if len(dims) > 1:
         raise ValueError(f"sessions under {data} mix latent dimensions {sorted(dims)} (e.g. "
                          f"{', '.join(str(f) for f in dims.values())}); analyse studies with "
                          "different models separately")
     trials = _concat(trials)
     if not states:
-        return trials, None
+        return trials, None, facts
     states = _concat(states)
     keys = states[["participant", "session", "chain"]]
     if not keys.equals(keys.sort_values(list(keys.columns), kind="stable")):
         states = states.sort_values([*keys.columns, "step"], kind="stable", ignore_index=True)
-    return trials, states
+    return trials, states, facts
 
 
 class _Facts(NamedTuple):
@@ -187,16 +205,18 @@ class _Facts(NamedTuple):
     n_gate: int
     acceptance: pd.DataFrame
     acceptance_chains: pd.DataFrame
+    checks: pd.DataFrame  # analysis.checks.trial_facts
     children: pd.DataFrame | None = None  # pt.children_seen: the child each face is drawn as
 
 
-def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float) -> _Facts:
+def _trial_facts(trials: pd.DataFrame, min_catch_accuracy: float,
+                 check_facts: pd.DataFrame) -> _Facts:
     return _Facts(dg.participant_flags(trials, min_catch_accuracy),
                   sorted(trials["participant"].dropna().unique()),
                   bool(trials["gate_gamma"].notna().any()),
                   int((trials["kind"] == "chain").sum()), int((trials["kind"] == "gate").sum()),
                   dg.acceptance(trials, by=["participant", "emotion"]), dg.acceptance(trials),
-                  pt.children_seen(trials))
+                  check_facts, pt.children_seen(trials))
 
 
 def _give_back_memory() -> None:
@@ -261,9 +281,10 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
           seed, min_catch_accuracy) -> None:
     flags, participants = facts.flags, facts.participants
     flagged = flags.loc[flags["flagged"], "participant"].tolist()
-    # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0); the
-    # group's leave out flagged participants.
-    post = post_burn_in(states, burn_in)
+    # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0): after
+    # the burn-in, and in a chain whose gate annealed, only the states sampled with the gate off
+    # (`checks.stationary_states`). The group's leave out flagged participants.
+    post = checks.stationary_states(states, burn_in)
     kept = post[~post["participant"].isin(flagged)] if flagged else post
     if kept.empty:
         kept = post
@@ -284,7 +305,10 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
          if guided else " (no gatekeeper: unguided).") +
         f" {paradigm_words(sessions)}" +
         f" Burn-in: {_burn_in_words(burn_in)} is discarded before any estimate "
-        "(the chains need time to forget where they started)."))
+        "(the chains need time to forget where they started)" +
+        ("; where the gate was annealed (its pull faded to nothing over the first trials of "
+         "each chain), also every step taken while the gate was still on, so the estimates "
+         "rest only on what the person chose freely." if _annealed(states) else ".")))
     page.table(_flat(sessions), "sessions",
         {c: c for c in ("participant", "session", "agent_name", "paradigm", "gate_kind",
                         "emotions", "status") if c in sessions})
@@ -312,13 +336,18 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         "converged, they wander over the same region and R-hat (the Gelman-Rubin statistic: "
         "spread between chains relative to spread within) is close to 1. Rule of thumb: below "
         f"{dg.RHAT_GOOD} is good, above {dg.RHAT_BAD} means the chains still disagree and the "
-        "study needs more trials per chain. ESS (effective sample size) counts how many "
+        "study needs more trials per chain, unless the chains sit in different modes of a "
+        "category with two (the verdict then says so: more trials cannot fix that). ESS "
+        "(effective sample size) counts how many "
         f"independent samples the correlated chain steps are worth; {dg.ESS_MIN} or more gives a "
         "stable prototype. A point on the sphere has 3 coordinates; we compute R-hat and ESS "
         "(ArviZ, rank-normalised split R-hat, bulk and tail ESS) on each and report the worst: "
         "the largest R-hat and the smallest ESS."))
-    conv = pd.concat([dg.convergence(kept, 0, by=[]).assign(participant="group"),
-                      dg.convergence(post, 0)], ignore_index=True)
+    verdicts = checks.flag_unvisited_modes(
+        checks.inference_checks(post, facts.checks, 0, seed, leave_out=flagged), states)
+    conv = _modes_in_convergence(pd.concat(
+        [dg.convergence(kept, 0, by=[]).assign(participant="group"), dg.convergence(post, 0)],
+        ignore_index=True), verdicts)
     page.table(conv, "convergence", {
         "participant": "participant", "emotion": "emotion", "n_chains": "chains",
         "n_draws": "kept steps per chain", "rhat_max": "R-hat (max)",
@@ -332,8 +361,9 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
                  f"How far (in degrees on the sphere) the {n_chains} chains are from the group "
                  "prototype at every step: the line is the median chain, the bands hold the "
                  "middle 50% and 90% of chains.") +
-                " Converged chains settle into the same band; the grey part is the burn-in, which "
-                "is discarded.")
+                " Converged chains settle into the same band; the grey part is discarded: the "
+                "burn-in and, where the gate annealed, every step taken with the gate still on "
+                "(the gate holds chains tighter than the person's category).")
     acf = dg.autocorrelation(post, 20, 0)
     acf.to_csv(page.out / "tables" / "autocorrelation.csv", index=False)
     page.figure(figures.autocorrelation_plot(acf), "autocorrelation",
@@ -347,26 +377,36 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         "acceptance": "proposal chosen", "gate_pass": "passed the gate"})
     facts.acceptance_chains.to_csv(page.out / "tables" / "acceptance_chains.csv", index=False)
 
+    table = _calibrated_cones(pd.concat(
+        [group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)], ignore_index=True),
+        verdicts)
+    deguided = bool((table["estimate"] == pt.DEGUIDED).any())
     page.text("h2", "Prototypes")
     page.text("p", (
         "A participant's prototype of an emotion is the centre of the region their chains settled "
         "in: the mean direction of the kept states (a von Mises-Fisher fit; kappa is how tightly "
         "the states cluster, larger = more consistent). The 95% confidence cone is the angle "
-        "around that centre that contains 95% of the centres recomputed after resampling whole "
-        "chains. The mode (peak of a smoothed density) is given as a second opinion. The group "
+        "around that centre that holds the true prototype with 95% confidence, from batch means "
+        "(each chain cut into stretches; for the group, participants are resampled), which "
+        "accounts for how alike successive states are and, for guided chains, for the "
+        "de-guiding weights; in simulations it held the truth 95-99% of the time (the old cone, "
+        "resampling 4 chains, 71-90%; docs/ARCHITECTURE.md). Only the estimate the report "
+        "draws (de-guided, else unguided) has one. The mode (peak of a smoothed density) is "
+        "given as a second opinion. The group "
         "prototype pools every non-flagged participant's chains." +
         (" Guided sessions: the gatekeeper pulls chains toward the model's idea of the emotion, "
          "so each prototype is given twice: 'guided (as sampled)' and 'de-guided (PSIS)', which "
          "reweights every state to remove the gatekeeper's pull (Pareto-smoothed importance "
-         "sampling). A k-hat above 0.7 means the reweighting is unreliable." if guided else "")))
-    table = pd.concat([group, pt.prototypes(post, 0, n_boot=n_boot, seed=seed, ess=ess)],
-                      ignore_index=True)
+         "sampling). A k-hat above 0.7 means the reweighting is unreliable." if deguided else
+         " The gate was annealed: its pull faded to nothing early in each chain, and the "
+         "estimates use only the states sampled after that, which need no re-weighting "
+         "(hence 'unguided')." if guided else "")))
     truth = pt.truth_table(sessions)
     table = pt.add_truth_angles(table, truth)
     show = {"participant": "participant", "emotion": "emotion", "estimate": "estimate",
             "kappa": "kappa", "cone95_deg": "95% cone (deg)",
             "mode_to_mean_deg": "mode to mean (deg)"}
-    if guided:
+    if deguided:
         show.update(khat="k-hat", khat_warning="k-hat > 0.7 (unreliable)",
                     weight_ess="weights ESS")
     if not truth.empty:
@@ -379,6 +419,7 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
             show["centroid_deg"] = "distance to data centroid (deg)"
     page.table(table, "prototypes", show)
     page.raw(model_note)
+    _checks_part(page, verdicts, model, guided)
 
     page.text("h2", "Where the chains went")
     if d != 3:
@@ -435,6 +476,123 @@ def _child_strip(page, group: pd.DataFrame, loaded, faceset, children: list[str]
                 f"{n_seen} children the participants saw (most seen first): the expression "
                 "comes from the sphere, the child from its reference face, so a prototype "
                 "should read as the same emotion on every child.")
+
+
+def _annealed(states: pd.DataFrame) -> bool:
+    """True when some chain's gate annealed (a state sampled with γ = 0 while a gate was set)."""
+    return bool((states["gate_gamma"] == 0).any())
+
+
+def _modes_in_convergence(conv: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The convergence table with the checks' word where R-hat misleads: 'N modes' instead of
+    'not converged' (or 'borderline') when the chains sit in different modes of the category,
+    which more trials cannot fix, and 'no category' for responses that ignore the faces."""
+    facts = verdicts.assign(participant=verdicts["participant"].replace("all", "group"))
+    cols = [c for c in ("n_modes", "chains_split", "responses_random") if c in facts]
+    merged = conv.merge(facts[["participant", "emotion", *cols]], how="left",
+                        on=["participant", "emotion"])
+    out = []
+    for row in merged.itertuples():
+        words = row.verdict
+        n_modes = getattr(row, "n_modes", np.nan)
+        split = row.participant == "group" or getattr(row, "chains_split", False) is True
+        if getattr(row, "responses_random", False) is True:
+            words = "no category: the responses do not depend on the faces"
+        elif n_modes >= 2 and split and words.startswith(("not converged", "borderline")):
+            words = (f"{int(n_modes)} modes: the chains sit in different modes, which more "
+                     "trials cannot fix (see the checks)")
+        elif n_modes >= 2:
+            words += f" ({int(n_modes)} modes)"
+        out.append(words)
+    return conv.assign(verdict=out)
+
+
+def _calibrated_cones(table: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The prototypes table with the checks' batch-means cone (`analysis.cones.mean_cone`) as
+    cone95_deg of the estimate the report draws; the chain-bootstrap cone, which resamples a
+    handful of chains and covers too rarely, stays in the CSV as cone95_bootstrap_deg."""
+    table = table.rename(columns={"cone95_deg": "cone95_bootstrap_deg"})
+    cone = verdicts.set_index(["participant", "emotion"])["cone95_deg"]
+    drawn = _preferred(table)
+    table["cone95_deg"] = np.nan
+    keys = list(zip(drawn["participant"], drawn["emotion"], strict=True))
+    table.loc[drawn.index, "cone95_deg"] = cone.reindex(keys).to_numpy()
+    return table
+
+
+CHECK_SHOW = {"participant": "participant", "emotion": "emotion", "n_modes": "modes",
+              "mode_weights": "mode weights", "cone95_deg": "95% cone (deg)", "kappa": "kappa",
+              "kappa_corrected": "kappa corrected for lapses", "lapse": "lapse rate",
+              "responder_p": "p (choices ignore the faces)", "verdict": "verdict"}
+
+
+def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
+    """The inference checks: what could make an estimate wrong, and where it happened."""
+    page.text("h2", "Can the estimates be trusted?")
+    page.text("p", (
+        "An estimate can look precise and still be wrong. These checks look for the known ways: "
+        "a category with two (or more) modes, whose mean lands on a face nobody chose; a mode "
+        "that another participant's chains found but these chains never visited; responses "
+        "that do not depend on the faces at all (a person pressing keys at random, tested on "
+        "the chain trials themselves, no catch trials needed); " +
+        ("for guided chains with a gate that stays on, a gate so strong that the de-guiding "
+         "weights cannot reach the person's category (the gate's pull γ·kappa_gate against the "
+         "category's own kappa), and unguided control chains that disagree with the de-guided "
+         "estimate; " if guided else "") +
+        "and lapses (random answers now and then), which make the chains wander more widely "
+        "than the category: the prototypes' directions are unaffected, but their widths (kappa) "
+        "are then lower bounds."))
+    people = verdicts[verdicts["participant"] != "all"]
+    everyone = verdicts[verdicts["participant"] == "all"]
+    if len(everyone) and np.isfinite(everyone["lapse"]).any():
+        g = everyone.iloc[0]
+        page.text("p", (
+            f"Lapses: the catch trials ({int(g['n_catch'])} of them) put the rate of random "
+            f"answers at about {g['lapse']:.2f} (95% interval {g['lapse_low']:.2f} to "
+            f"{g['lapse_high']:.2f}). " +
+            ("So every kappa in the tables is a lower bound on the category's width; 'kappa "
+             "corrected for lapses' simulates the same chains with that lapse rate and inverts "
+             "the flattening (an interval for each is in tables/checks.csv); 'inf' means the "
+             "chains are as tight as chains with this lapse rate can get: the category is very "
+             "narrow and the data set no upper limit on its kappa (the interval's lower end "
+             "still holds)."
+             if g["lapse"] > 0 else
+             f"No catch trial was missed, so the widths are not corrected; but a lapse rate up "
+             f"to {g['lapse_high']:.2f} would fit these catch trials too, so read the widths "
+             "as lower bounds if that matters.")))
+    else:
+        page.text("p", "Lapses: without catch trials the rate of random answers is unknown; if "
+                       "participants lapsed, every kappa is a lower bound on the category's "
+                       "width (the directions are unaffected).")
+    problems = verdicts[verdicts["verdict"] != ""]
+    if problems.empty:
+        page.text("p", "No check found a problem: one mode per category, responses that depend "
+                       "on the faces, and every chain visited where the others found a mode.")
+    else:
+        page.raw("<p class='warn'><b>Problems found:</b></p><ul class='warn'>" + "".join(
+            f"<li>{html.escape('group' if r.participant == 'all' else str(r.participant))}, "
+            f"{html.escape(str(r.emotion))}: {html.escape(r.verdict)}</li>"
+            for r in problems.itertuples()) + "</ul>")
+    show = dict(CHECK_SHOW)
+    if "weight_ess_expected" in verdicts and verdicts["weight_ess_expected"].notna().any():
+        show["weight_ess_expected"] = "expected share of useful weights"
+    page.table(_flat(verdicts.drop(columns=["modes"])), "checks",
+               {k: v for k, v in show.items() if k in verdicts})
+    random = verdicts.get("responses_random", pd.Series(False, verdicts.index)).eq(True)
+    many = verdicts[(verdicts["n_modes"] >= 2) & ~random]
+    if many.empty:
+        return
+    if model is None:
+        page.text("p", "Faces of the modes: rerun with --checkpoint to see them.")
+        return
+    many = pd.concat([many[many["participant"] == "all"],
+                      many[many["participant"] != "all"]]).head(MAX_LISTED)
+    images = pt.decode(model[0].model, np.array([m[0] for ms in many["modes"] for m in ms]))
+    page.figure(figures.mode_faces(many, images), "mode_faces",
+                "Where a category has more than one mode, the face at each mode (its share of "
+                "the kept states above it): the prototype (their mean) may be a face between "
+                "them that nobody chose." + (f" The first {MAX_LISTED} of {len(people)} rows."
+                                              if len(many) == MAX_LISTED else ""))
 
 
 def _open_model(sessions: pd.DataFrame, checkpoint, faces):

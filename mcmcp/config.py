@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # kappa 20-50 on S^2); mean step about 30 degrees.
 DEFAULT_KAPPA_PROPOSAL = 5.0
 
+# The gate's default design: annealed over the first 40% of each chain's shown trials. In
+# benchmarks/bench_guided.py it is as fast as a constant gamma 0.5 when the gate is right, and
+# stays right when it is not (a gate 40 deg off with kappa 100: 2 deg error after 1000 trials
+# instead of 18, the width right instead of 2.8 times too narrow, cones covering 96%, not 4%).
+DEFAULT_ANNEAL_UNTIL = 0.4
+
 # The default face store: procedural and deterministic, so it is built on first use.
 DEFAULT_FACES = ROOT / "data/faces.h5"
 
@@ -87,10 +93,14 @@ class AdaptSpec:
 
 @dataclass(frozen=True)
 class ChainSpec:
+    """unguided: how many of each emotion's chains run without the gate (control chains the
+    report compares with the de-guided estimate of the guided ones); 0 with no gate."""
+
     per_emotion: int = 4
     kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
     start: str = "fibonacci"
     adapt: AdaptSpec | None = None
+    unguided: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,23 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
+class AnnealSpec:
+    """The gate's γ falls linearly to 0 over the first `until` fraction of each chain's shown
+    trials; the gate is off after that (mcmcp.gate.Gate.gamma_at)."""
+
+    until: float = DEFAULT_ANNEAL_UNTIL
+
+
+@dataclass(frozen=True)
 class GateSpec:
+    """anneal: None for a constant gamma (YAML `anneal: null`)."""
+
     kind: str = "vmf"
     gamma: float = 0.5
     components: int = 3
     mean: tuple[float, ...] | None = None
     kappa: float | None = None
+    anneal: AnnealSpec | None = field(default_factory=AnnealSpec)
 
 
 @dataclass(frozen=True)
@@ -352,7 +373,7 @@ def _emotions(file: Path, value: Any) -> tuple[str, ...]:
 
 
 def _chains(r: _Reader) -> ChainSpec:
-    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt"))
+    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt", "unguided"))
     adapt = None
     a = r.sub("adapt", nullable=True)
     if a is not None:
@@ -366,6 +387,7 @@ def _chains(r: _Reader) -> ChainSpec:
         kappa_proposal=r.number("kappa_proposal", DEFAULT_KAPPA_PROPOSAL, 0.0, 1e5, lo_open=True),
         start=r.choice("start", "fibonacci", STARTS),
         adapt=adapt,
+        unguided=r.number("unguided", 0, 0, 100, integer=True),
     )
 
 
@@ -381,8 +403,19 @@ def _trials(r: _Reader) -> TrialSpec:
 
 
 def _gate(r: _Reader) -> GateSpec:
-    r.check_keys(("kind", "gamma", "components", "mean", "kappa"))
+    r.check_keys(("kind", "gamma", "components", "mean", "kappa", "anneal"))
     kind = r.choice("kind", "vmf", GATE_KINDS)
+    # Absent: the default annealing (none for kind none); null: a constant gamma.
+    anneal = None
+    a = r.sub("anneal", nullable=True)
+    if a is not None:
+        if kind == "none" and "anneal" in r.data:
+            raise r.error("anneal", r.data.get("anneal"), "null when gate.kind is none")
+        a.check_keys(("until",))
+        # at least a fifth of the trials with the gate off: they are the ones analysis uses
+        anneal = AnnealSpec(until=a.number("until", DEFAULT_ANNEAL_UNTIL, 0.0, 0.8, lo_open=True))
+    elif "anneal" not in r.data and kind != "none":
+        anneal = AnnealSpec()
     mean, kappa = r.data.get("mean"), r.data.get("kappa")
     if kind == "manual":
         if (not isinstance(mean, list) or len(mean) < 2
@@ -405,6 +438,7 @@ def _gate(r: _Reader) -> GateSpec:
         components=r.number("components", 3, 1, 50, integer=True),
         mean=mean,
         kappa=kappa,
+        anneal=anneal,
     )
 
 
@@ -551,6 +585,14 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         _check_gsp(r, cfg)
         if "prompt" not in (r.data.get("display") or {}):  # one face: not "which face ...?"
             cfg = replace(cfg, display=replace(cfg.display, prompt=GSP_PROMPT))
+    c = cfg.chains
+    if c.unguided and cfg.gate.kind == "none":
+        raise r.error("chains.unguided", c.unguided,
+                      "0 when gate.kind is none (every chain is unguided already)")
+    if c.unguided >= c.per_emotion:
+        raise r.error("chains.unguided", c.unguided,
+                      f"an integer in [0, {c.per_emotion - 1}]: fewer than chains.per_emotion "
+                      f"({c.per_emotion}), so some chains are guided")
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")

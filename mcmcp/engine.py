@@ -26,6 +26,11 @@ GSP (config `paradigm: gsp`): chain and practice trials are slider trials instea
 from the trial's stream by `mcmcp.gsp.draw_circle`); `tell` takes the confirmed point, and the
 chain moves there (unless the gate refuses the move). One row per trial, no gate rows.
 
+Gate: each emotion's chains are screened by its gate, except the last `chains.unguided` chains
+of every block (control chains: never screened, their rows have no gate columns). An annealed
+gate's γ depends on how many of the chain's trials have been shown (`Gate.gamma_at`); every gate
+and chain row records the γ in force.
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
@@ -219,6 +224,7 @@ class Engine:
         self.n_practice = cfg.trials.practice
         self.n_real = len(self.schedule) - self.n_practice
         self.states = self._start_states()
+        self.n_shown = dict.fromkeys(self.states, 0)  # shown trials per chain (annealed gates)
         self.n_rows = 0
         self.next_index = 0  # index into schedule of the next trial to ask
         self.pending: list[PendingTrial] = []
@@ -328,6 +334,8 @@ class Engine:
                 "current": r[cur].to_numpy(dtype=float), "proposal": r[prop].to_numpy(dtype=float),
                 "left_role": r["left_role"],
             })
+        for ch, count in rows[rows["kind"] == "chain"].groupby("chain").size().items():
+            self.n_shown[int(ch)] = int(count)
         self.n_rows = len(rows)
         self.next_index = len(shown)
 
@@ -437,9 +445,15 @@ class Engine:
         self.pending.append(pending)
         return pending
 
+    def is_control(self, chain_id: int) -> bool:
+        """True for an unguided control chain (the last `chains.unguided` of its block)."""
+        n = self.cfg.chains.per_emotion
+        return chain_id % n >= n - self.cfg.chains.unguided
+
     def _chain_pair(self, slot: Slot, rng: np.random.Generator):
         """Propose (and gate) on the slot's chain: (current, proposal, fields, gate_rows)."""
-        gate = self.gates.get(slot.emotion)
+        gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
+        progress = self.n_shown[slot.chain] / self.cfg.trials.per_chain
         state = self.states[slot.chain]
         gate_rows = []
         for _ in range(MAX_GATE_STEPS):
@@ -448,11 +462,11 @@ class Engine:
                       "kappa_proposal": float(state.kappa)}
             if gate is None:
                 return state.position, proposal, fields, gate_rows
-            res = gate.screen(state.position[None], proposal[None], rng)
+            res = gate.screen(state.position[None], proposal[None], rng, progress=progress)
             fields.update(
                 log_gate_current=float(res.log_g_current[0]),
                 log_gate_proposal=float(res.log_g_proposal[0]),
-                gate_gamma=gate.gamma,
+                gate_gamma=float(res.gamma[0]),
                 gate_prob=float(res.prob[0]),
             )
             if res.passed[0]:
@@ -515,6 +529,7 @@ class Engine:
         else:
             out["chose_proposal"] = chosen == "proposal"
         if slot.kind == "chain":
+            self.n_shown[slot.chain] += 1
             out["accepted"] = chosen == "proposal"
             state = self.states[slot.chain]
             self.states[slot.chain] = self._advance(state, trial.fields["proposal"],
@@ -557,13 +572,16 @@ class Engine:
         if slot.kind == "chain":
             state = self.states[slot.chain]
             moved = True
-            gate = self.gates.get(slot.emotion)
+            gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
             if gate is not None:
-                res = gate.screen(state.position[None], chosen[None], trial.rng)
+                progress = self.n_shown[slot.chain] / self.cfg.trials.per_chain
+                res = gate.screen(state.position[None], chosen[None], trial.rng,
+                                  progress=progress)
                 moved = bool(res.passed[0])
                 out.update(log_gate_current=float(res.log_g_current[0]),
                            log_gate_proposal=float(res.log_g_proposal[0]),
-                           gate_gamma=gate.gamma, gate_prob=float(res.prob[0]))
+                           gate_gamma=float(res.gamma[0]), gate_prob=float(res.prob[0]))
+            self.n_shown[slot.chain] += 1
             out["accepted"] = moved and point != 0
             self.states[slot.chain] = chain.step(state, chosen, out["accepted"])
         rows = [self._row(slot, trial.trial, slot.kind, out)]

@@ -23,8 +23,9 @@ FIXATION = 0.5  # seconds between a response and the next onset in the simulated
 
 class Block(NamedTuple):
     """One emotion block of one participant: the trace of its chains (simulate.Trace, chains
-    0..C-1 of the block), the gate exponent (None without a gate) and the participant's
-    children (`mcmcp.identities.Assignment`; None: no `identity` column is written)."""
+    0..C-1 of the block), the gate's initial exponent (None without a gate; the γ in force at
+    each step is the trace's gate_gamma) and the participant's children
+    (`mcmcp.identities.Assignment`; None: no `identity` column is written)."""
 
     emotion: str
     trace: object
@@ -149,12 +150,17 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
     if slider is not None:
         _slider_columns(cols, slider, t, i, step)
     if block.gate_gamma is not None:
+        # the γ in force at each step (annealed gates); NaN: a control chain, which has no gate
+        # columns at all (it never saw the gate)
+        gamma = np.full(n, np.nan)
+        gamma[step] = tr.gate_gamma[t[step], i[step]]
+        guided = ~np.isnan(gamma)
         for name, field in (("log_gate_current", tr.log_g_current),
                             ("log_gate_proposal", tr.log_g_proposal), ("gate_prob", tr.gate_prob)):
             values = np.full(n, np.nan)
-            values[step] = field[t[step], i[step]]
+            values[guided] = field[t[guided], i[guided]]
             cols[name] = values
-        cols["gate_gamma"] = np.where(step, block.gate_gamma, np.nan)
+        cols["gate_gamma"] = gamma
     return cols
 
 

@@ -7,7 +7,8 @@ is simulated --seeds times with its synthetic agents (the config's `agent:`, gat
 `python -m mcmcp.simulate` runs them), in parallel through `mcmcp.sweeps` (Dask), and each cell
 gets:
 - R-hat: the group's split R-hat, as `analysis.report` computes it (ArviZ, rank-normalised, worst
-  coordinate, the post-burn-in states of every chain of an emotion), for the worst emotion,
+  coordinate, the kept states of every chain of an emotion: after the burn-in, and with an
+  annealed gate after the gate was off), for the worst emotion,
   median over the simulated studies; and the share of studies in which every emotion's R-hat is
   below --rhat (the design's convergence criterion; 1.1 is the report's 'not converged' line);
 - prototype error: degrees from each participant's prototype (mean direction of their kept
@@ -54,18 +55,25 @@ class Shared(NamedTuple):
     fixation: float
 
 
-def kept_states(trace, burn_in: float = BURN_IN) -> list[np.ndarray]:
-    """Each chain's post-burn-in states (k_i, d), the states `analysis.load.post_burn_in` keeps.
+def kept_states(trace, burn_in: float = BURN_IN) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each chain's kept states (k_i, d) and the gate γ each was sampled with (k_i,; 0 without
+    a gate): the states `analysis.checks.stationary_states` keeps.
 
-    A chain of n steps has states 0..n (the start, then the state after each step); steps
-    above floor(n * burn_in) are kept.
+    A chain of n steps has states 0..n (the start, then the state after each step, which carries
+    that step's γ); steps above floor(n * burn_in) are kept, and in a chain whose γ changed (an
+    annealed gate) only the states after the last one sampled with the gate on.
     """
-    out = []
+    states, gammas = [], []
     for i in range(trace.active.shape[1]):
         n = int(trace.active[:, i].sum())
-        states = np.concatenate([trace.current[:n, i], trace.final.position[i][None]])
-        out.append(states[int(np.floor(n * burn_in)) + 1:])
-    return out
+        x = np.concatenate([trace.current[:n, i], trace.final.position[i][None]])
+        g = np.nan_to_num(np.concatenate([trace.gate_gamma[:1, i], trace.gate_gamma[:n, i]]))
+        first = int(np.floor(n * burn_in)) + 1
+        if g.max() > g.min():
+            first = max(first, int(np.flatnonzero(g > 0).max()) + 1)
+        states.append(x[first:])
+        gammas.append(g[first:])
+    return states, gammas
 
 
 def group_rhat(chains: list[np.ndarray]) -> tuple[float, float]:
@@ -80,10 +88,12 @@ def group_rhat(chains: list[np.ndarray]) -> tuple[float, float]:
     return rhat, ess
 
 
-def prototype(x: np.ndarray, log_g: np.ndarray | None, gamma: float | None) -> np.ndarray:
+def prototype(x: np.ndarray, log_g: np.ndarray | None,
+              gamma: float | np.ndarray | None) -> np.ndarray:
     """Mean direction (d,) of states x (n, d); with a gate, de-guided by PSIS-smoothed weights
-    g(x)^-gamma (the report's 'de-guided (PSIS)' estimate)."""
-    if log_g is None:
+    g(x)^-gamma (the report's 'de-guided (PSIS)' estimate). gamma: scalar or (n,) (the γ each
+    state was sampled with; states with γ 0 sampled the category itself)."""
+    if log_g is None or not np.any(gamma):
         w = np.ones(len(x))
     else:
         import arviz as az
@@ -117,15 +127,17 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
         kids = [assignment(cfg, f"sim{p + 1:03d}", design.identities.default) for p in range(P)]
         identity = np.array([kids[p].chain(b * C + c) for b in range(E) for p in range(P)
                              for c in range(C)], dtype=object)
+    guided = np.tile(np.arange(C) < C - cfg.chains.unguided, E * P)  # control chains: last
     trace = simulate_chains(start, T, cfg.chains.kappa_proposal, design.agent,
                             np.repeat(np.array(cfg.emotions, dtype=object), P * C),
-                            joint_gate(design.gates, cfg.emotions, P * C), rng, adapt, identity)
+                            joint_gate(design.gates, cfg.emotions, P * C), rng, adapt, identity,
+                            guided=guided)
     n_catch = n_catch_trials(cfg.trials.catch_rate, C, T)
     rt = np.nan_to_num(trace.rt).sum(axis=0).reshape(E, P, C).sum(axis=(0, 2))
     seconds = rt + E * ((C * T + n_catch) * shared.fixation + n_catch * np.nanmean(trace.rt))
     rows = []
     for b, emotion in enumerate(cfg.emotions):
-        chains = kept_states(trace.chains(slice(b * P * C, (b + 1) * P * C)))
+        chains, gammas = kept_states(trace.chains(slice(b * P * C, (b + 1) * P * C)))
         rhat, ess = group_rhat(chains)
         row = {"trials": T, "chains": C, "seed": cell.seed, "emotion": emotion, "rhat": rhat,
                "ess_bulk": ess, "error_deg": np.nan, "group_error_deg": np.nan,
@@ -133,15 +145,14 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
         if shared.truth is not None:
             gate = design.gates[emotion]
 
-            def estimate(x, gate=gate):
-                return prototype(x, None if gate is None else gate.density.logpdf(x),
-                                 None if gate is None else gate.gamma)
+            def estimate(which, gate=gate, chains=chains, gammas=gammas):
+                x, g = np.concatenate(chains[which]), np.concatenate(gammas[which])
+                return prototype(x, None if gate is None else gate.density.logpdf(x), g)
 
             truth = shared.truth[emotion]
-            own = [estimate(np.concatenate(chains[p * C:(p + 1) * C])) for p in range(P)]
+            own = [estimate(slice(p * C, (p + 1) * C)) for p in range(P)]
             row["error_deg"] = float(np.median(np.degrees(geodesic(np.array(own), truth))))
-            row["group_error_deg"] = float(np.degrees(geodesic(estimate(np.concatenate(chains)),
-                                                               truth)))
+            row["group_error_deg"] = float(np.degrees(geodesic(estimate(slice(None)), truth)))
         rows.append(row)
     return rows
 

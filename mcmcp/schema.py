@@ -49,8 +49,10 @@ _AFTER_LATENT = (
     Column("kappa_proposal", "Float64", "concentration of the vMF proposal used for this step"),
     Column("log_gate_current", "Float64", "log gatekeeper density log g at the current state"),
     Column("log_gate_proposal", "Float64", "log g at the proposal"),
-    Column("gate_gamma", "Float64", "gate exponent gamma; empty when the session has no gate"),
-    Column("gate_prob", "Float64", "probability the gate let this proposal through (Barker on g^gamma)"),
+    Column("gate_gamma", "Float64", "gate exponent gamma in force at this step (0 once an annealed "
+           "gate is off); empty for unguided chains (no gate, or a control chain)"),
+    Column("gate_prob", "Float64", "probability the gate let this proposal through (Barker on "
+           "g^gamma; 1 when gamma is 0)"),
     Column("left_role", "string", "what was shown on the left: current | proposal | target | foil"),
     Column("right_role", "string", "what was shown on the right"),
     Column("response", "string", "left | right; empty for gate rows"),

@@ -56,8 +56,9 @@ class Trace(NamedTuple):
     """Every step of n chains: arrays indexed [t, i], t = the chain's iteration (0-based).
 
     Entries where `active` is False are padding (the chain had already finished).
-    current, proposal (T, n, d); kappa, gate_prob, log_g_current, log_g_proposal, rt (T, n)
-    float (gate fields NaN without a gate, rt NaN when not shown); active, shown (passed the gate),
+    current, proposal (T, n, d); kappa, gate_prob, log_g_current, log_g_proposal, gate_gamma
+    (the γ in force), rt (T, n) float (gate fields NaN without a gate, gate_gamma NaN for
+    unguided chains, rt NaN when not shown); active, shown (passed the gate),
     right_is_proposal, chose_proposal, accepted (T, n) bool (a chain moves iff the proposal was
     chosen, so accepted is chose_proposal). `final` is the last ChainState.
     """
@@ -68,6 +69,7 @@ class Trace(NamedTuple):
     gate_prob: np.ndarray
     log_g_current: np.ndarray
     log_g_proposal: np.ndarray
+    gate_gamma: np.ndarray
     active: np.ndarray
     shown: np.ndarray
     right_is_proposal: np.ndarray
@@ -113,21 +115,25 @@ def simulate_chains(
     rng: np.random.Generator,
     adapt: tuple[float, int] | None = None,
     identity: np.ndarray | None = None,
+    guided: np.ndarray | None = None,
 ) -> Trace:
     """Run n chains from `start` (n, d) until each has had `n_shown` trials shown to `agent`.
 
     emotion: the chains' target emotion, or (n,) names (chains of several blocks at once; give
     them a gate over `ByChain` densities). kappa_proposal: scalar or (n,); adapt: (target
     acceptance, burn_in iterations) for Robbins-Monro tuning of kappa during burn-in, or None.
-    Gate-screened proposals are steps too (the chain stays) but are not shown. Sides are
-    randomised here, 50/50 per trial. identity: (n,) the child each chain shows (for agents that
-    judge pixels), None: the model's default.
+    Gate-screened proposals are steps too (the chain stays) but are not shown; an annealed
+    gate's γ follows each chain's shown trials so far over `n_shown` (as in the engine).
+    guided: (n,) bool, the chains the gate screens (None: all; the others are unguided control
+    chains). Sides are randomised here, 50/50 per trial. identity: (n,) the child each chain
+    shows (for agents that judge pixels), None: the model's default.
     """
     state = chain.init(start, kappa_proposal)
     n = len(start)
     n_done = np.zeros(n, dtype=np.int64)
     log_g = gate.density.logpdf(state.position) if gate is not None else None
     nan = np.full(n, np.nan)
+    guided = np.ones(n, dtype=bool) if guided is None else np.asarray(guided, dtype=bool)
     rec: dict[str, list] = {k: [] for k in Trace._fields if k not in ("accepted", "final")}
     while True:
         active = n_done < n_shown
@@ -144,8 +150,8 @@ def simulate_chains(
         if gate is None:
             shown, screen = active, None
         else:
-            screen = gate.screen(state.position, proposal, rng, log_g)
-            shown = active & screen.passed
+            screen = gate.screen(state.position, proposal, rng, log_g, n_done / n_shown)
+            shown = active & (screen.passed | ~guided)
         right_is_prop = rng.random(n) < 0.5
         chose = np.zeros(n, dtype=bool)
         rt = nan.copy()
@@ -180,12 +186,13 @@ def simulate_chains(
             rec["gate_prob"].append(screen.prob)
             rec["log_g_current"].append(screen.log_g_current)
             rec["log_g_proposal"].append(screen.log_g_proposal)
+            rec["gate_gamma"].append(np.where(guided, screen.gamma, np.nan))
             log_g = np.where(chose, screen.log_g_proposal, log_g)
         n_done += shown
         state = new
     out = {k: np.stack(v) for k, v in rec.items() if v}
     # Without a gate the gate fields are all NaN: a broadcast view, not T x n copies.
-    for key in ("gate_prob", "log_g_current", "log_g_proposal"):
+    for key in ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma"):
         out.setdefault(key, np.broadcast_to(np.nan, out["rt"].shape))
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
@@ -199,9 +206,12 @@ def simulate_gsp_chains(
     gate: Gate | None,
     rng: np.random.Generator,
     identity: np.ndarray | None = None,
+    guided: np.ndarray | None = None,
 ) -> tuple[Trace, dict]:
     """Run n GSP chains from `start` (n, d) for `n_shown` slider trials each (`mcmcp.gsp`).
     identity: (n,) the child each chain shows (for agents that judge images), None: default.
+    guided: (n,) bool, the chains whose moves the gate screens (None: all; the others are
+    control chains); an annealed gate's γ follows the chain's trials so far over `n_shown`.
 
     Every trial is shown and is one step: `proposal` is the confirmed point, `accepted` says the
     chain moved there (False for point 0, x itself, or a move the gate refused). Returns the
@@ -213,23 +223,25 @@ def simulate_gsp_chains(
     state = chain.init(start, np.nan)
     n = len(start)
     log_g = gate.density.logpdf(state.position) if gate is not None else None
+    guided = np.ones(n, bool) if guided is None else np.asarray(guided, bool)
     rec: dict[str, list] = {k: [] for k in ("current", "proposal", "rt", "gate_prob",
-                                            "log_g_current", "log_g_proposal")}
+                                            "log_g_current", "log_g_proposal", "gate_gamma")}
     extra: dict[str, list] = {k: [] for k in ("direction", "gsp_shift", "gsp_start",
                                               "gsp_choice")}
     rows = np.arange(n)
     accepted = []
-    for _ in range(n_shown):
+    for t in range(n_shown):
         circle = gsp.draw_circle(state.position, points, rng)
         answer = agent.slide(emotion, circle.points, circle.start, circle.shift, rng, identity)
         chosen = circle.points[rows, answer.choice]
         moved = np.ones(n, bool)
         if gate is not None:
-            res = gate.screen(state.position, chosen, rng, log_g)
-            moved = res.passed
+            res = gate.screen(state.position, chosen, rng, log_g, t / n_shown)
+            moved = res.passed | ~guided
             rec["gate_prob"].append(res.prob)
             rec["log_g_current"].append(res.log_g_current)
             rec["log_g_proposal"].append(res.log_g_proposal)
+            rec["gate_gamma"].append(np.where(guided, res.gamma, np.nan))
             log_g = np.where(moved, res.log_g_proposal, log_g)
         new = gsp.step(state, circle.points, answer.choice, moved)
         rec["current"].append(state.position)
@@ -242,7 +254,7 @@ def simulate_gsp_chains(
         state = new
     out = {k: np.stack(v) for k, v in rec.items() if v}
     shape = (n_shown, n)
-    for key in ("gate_prob", "log_g_current", "log_g_proposal"):
+    for key in ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma"):
         out.setdefault(key, np.broadcast_to(np.nan, shape))
     ones, zeros = np.ones(shape, bool), np.zeros(shape, bool)
     trace = Trace(**out, kappa=np.full(shape, np.nan), active=ones, shown=ones,
@@ -347,6 +359,8 @@ def simulate_participant(design: Design, participant: str) -> Done:
                             for e in cfg.emotions])
     children = (None if design.identities is None
                 else assignment(cfg, participant, design.identities.default))
+    # the last chains.unguided chains of each block are control chains (never screened)
+    guided = np.tile(np.arange(C) < C - cfg.chains.unguided, len(cfg.emotions))
     t0 = time.perf_counter()
     emotions = np.repeat(np.array(cfg.emotions, dtype=object), C)
     gate = joint_gate(design.gates, cfg.emotions, C)
@@ -354,10 +368,10 @@ def simulate_participant(design: Design, participant: str) -> Done:
     slider = None
     if cfg.paradigm == "gsp":
         trace, slider = simulate_gsp_chains(start, n_shown, cfg.gsp.points, agent, emotions,
-                                            gate, rng, identity)
+                                            gate, rng, identity, guided)
     else:
         trace = simulate_chains(start, n_shown, cfg.chains.kappa_proposal, agent, emotions,
-                                gate, rng, adapt, identity)
+                                gate, rng, adapt, identity, guided=guided)
     seconds = time.perf_counter() - t0
     blocks = []
     for b, emotion in enumerate(cfg.emotions):
@@ -393,7 +407,9 @@ def joint_gate(gates: dict, emotions, n_chains: int) -> Gate | None:
     if all(gates[e] is None for e in emotions):
         return None
     groups = [slice(b * n_chains, (b + 1) * n_chains) for b in range(len(emotions))]
-    return Gate(ByChain([gates[e].density for e in emotions], groups), gates[emotions[0]].gamma)
+    first = gates[emotions[0]]  # one gate spec for the whole design: the same γ and schedule
+    return Gate(ByChain([gates[e].density for e in emotions], groups), first.gamma,
+                first.anneal_until)
 
 
 _DESIGN: Design | None = None  # a worker process's design, set once by _start_worker

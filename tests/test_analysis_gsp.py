@@ -18,10 +18,11 @@ M = normalize(np.array([0.2, 0.6, -0.7]))
 TRUTH = {"happy": VMFMixture.single(M, 20.0)}
 
 
-def simulate(root, participant, paradigm, n_shown, gate=None):
+def simulate(root, participant, paradigm, n_shown, gate=None, unguided=0):
     cfg = config_from_dict({
         "name": f"mixed_{paradigm}", "seed": 3, "emotions": ["happy"], "paradigm": paradigm,
-        "chains": {"per_emotion": 4, "kappa_proposal": 5.0, "start": "fibonacci"},
+        "chains": {"per_emotion": 4, "kappa_proposal": 5.0, "start": "fibonacci",
+                   "unguided": unguided},
         "trials": {"per_chain": n_shown, "practice": 0, "catch_rate": 0.0},
         "gate": gate or {"kind": "none"},
         "agent": {"kind": "latent", "exponent": 1.0, "lapse": 0.05},
@@ -35,7 +36,7 @@ def mixed(tmp_path_factory):
     simulate(root, "sim001", "mcmcp", 300)
     simulate(root, "sim002", "gsp", 60)
     simulate(root, "sim003", "gsp", 60, gate={"kind": "manual", "mean": [1.0, 0.0, 0.0],
-                                               "kappa": 5.0, "gamma": 0.5})
+                                               "kappa": 5.0, "gamma": 0.5, "anneal": None})
     return root
 
 
@@ -63,6 +64,26 @@ def test_gsp_chains_load_converge_and_find_the_prototype(mixed):
         < 10.0 and deguided["khat"] < 0.7
     sessions = load_sessions(mixed)
     assert sessions["paradigm"].tolist() == ["mcmcp", "gsp", "gsp"]
+
+
+def test_an_annealed_gate_fades_on_gsp_chains_and_spares_control_chains(tmp_path):
+    """γ falls with each chain's slider trials and reaches 0 at `until`; control chains are
+    never screened; the kept states then estimate p itself (no de-guiding)."""
+    folder = simulate(tmp_path, "sim004", "gsp", 50,
+                      gate={"kind": "manual", "mean": [1.0, 0.0, 0.0], "kappa": 5.0,
+                            "gamma": 0.5, "anneal": {"until": 0.4}}, unguided=1)
+    trials = load_trials(folder)
+    assert len(trials) == 4 * 50
+    trials = trials.sort_values(["chain", "iteration"])
+    gamma = trials.groupby("chain")["gate_gamma"].apply(lambda g: g.to_numpy(float))
+    for chain, g in gamma.items():
+        if chain == 3:  # the control chain
+            assert np.isnan(g).all()
+            assert trials.loc[trials["chain"] == 3, "gate_prob"].isna().all()
+        else:
+            np.testing.assert_allclose(g, 0.5 * np.clip(1 - np.arange(50) / 50 / 0.4, 0, 1))
+    protos = prototypes(chain_states(trials), by=["participant"], n_boot=20)
+    assert set(protos["estimate"]) == {"unguided"}
 
 
 @pytest.mark.slow

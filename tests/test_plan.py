@@ -11,6 +11,7 @@ import pytest
 
 from analysis import chain_states, diagnostics, load_trials
 from analysis import prototypes as pt
+from analysis.checks import stationary_states
 from mcmcp import plan, sweeps
 from mcmcp.agents import LatentAgent
 from mcmcp.config import config_from_dict
@@ -24,11 +25,12 @@ from mcmcp.store import SessionStore
 M = np.array([0.0, 0.6, 0.8])
 
 
-def test_planner_rhat_and_prototype_are_the_reports(tmp_path):
+@pytest.mark.parametrize("anneal", [None, 0.4], ids=["constant gamma", "annealed"])
+def test_planner_rhat_and_prototype_are_the_reports(tmp_path, anneal):
     """The planner works on the simulated arrays; the report on the written files: same chains,
-    same numbers."""
+    same numbers (an annealed chain keeps only what it sampled with the gate off)."""
     agent = LatentAgent({"happy": VMFMixture.single(M, 15.0)})
-    gate = Gate(VMFMixture.single([1.0, 0.0, 0.0], 4.0), 1.0)
+    gate = Gate(VMFMixture.single([1.0, 0.0, 0.0], 4.0), 1.0, anneal)
     trace = simulate_chains(fibonacci_sphere(6), 60, 8.0, agent, "happy", gate,
                             np.random.default_rng(4))
     block = block_columns(Block("happy", trace, gate.gamma), 0, 60, agent, 0.0, None,
@@ -37,16 +39,17 @@ def test_planner_rhat_and_prototype_are_the_reports(tmp_path):
     store = SessionStore.create(tmp_path, "sim001", 1, 3, {})
     store.append_columns(columns, n)
     store.finish()
-    states = chain_states(load_trials(tmp_path))
-    report = diagnostics.convergence(states, by=[]).iloc[0]
-    chains = plan.kept_states(trace)
+    states = stationary_states(chain_states(load_trials(tmp_path)))
+    report = diagnostics.convergence(states, 0, by=[]).iloc[0]
+    chains, gammas = plan.kept_states(trace)
     rhat, ess = plan.group_rhat(chains)
     assert rhat == pytest.approx(report["rhat_max"], rel=1e-12)
     assert ess == pytest.approx(report["ess_bulk_min"], rel=1e-12)
-    deguided = pt.prototypes(states, by=[], n_boot=10).set_index("estimate").loc[pt.DEGUIDED]
+    drawn = pt.prototypes(states, 0, by=[], n_boot=10).set_index("estimate").loc[
+        pt.UNGUIDED if anneal else pt.DEGUIDED]
     x = np.concatenate(chains)
-    mean = plan.prototype(x, gate.density.logpdf(x), gate.gamma)
-    np.testing.assert_allclose(mean, deguided[["mean_0", "mean_1", "mean_2"]].to_numpy(float),
+    mean = plan.prototype(x, gate.density.logpdf(x), np.concatenate(gammas))
+    np.testing.assert_allclose(mean, drawn[["mean_0", "mean_1", "mean_2"]].to_numpy(float),
                                atol=1e-12)
 
 

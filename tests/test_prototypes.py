@@ -67,7 +67,8 @@ def test_deguiding_moves_the_prototype_back_to_the_truth(tmp_path, analysis_simu
     mu = np.array([0.0, 0.0, 1.0])
     gate_mu = sphere.rotate_towards(mu, np.array([1.0, 0.0, 0.0]), np.radians(40))
     truth = {"happy": VMFMixture.single(mu, 20.0)}
-    gate = {"kind": "manual", "mean": gate_mu.tolist(), "kappa": 10.0, "gamma": 1.0}
+    gate = {"kind": "manual", "mean": gate_mu.tolist(), "kappa": 10.0, "gamma": 1.0,
+            "anneal": None}  # de-guiding: a constant gamma
     # 1000 shown trials per chain (about 2250 steps with the screened-out ones): with 450 shown
     # (1000 steps) some seeds still keep early far-from-gate states and k-hat exceeds 0.7.
     [folder] = analysis_simulate(tmp_path, ["sim001"], truth, seed=5, n_shown=1000, gate=gate,
@@ -85,7 +86,8 @@ def test_deguiding_moves_the_prototype_back_to_the_truth(tmp_path, analysis_simu
 
 def test_heavy_weights_warn_and_flag(tmp_path, analysis_simulate):
     truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 20.0)}
-    gate = {"kind": "manual", "mean": [0.0, 1.0, 0.0], "kappa": 30.0, "gamma": 1.0}
+    gate = {"kind": "manual", "mean": [0.0, 1.0, 0.0], "kappa": 30.0, "gamma": 1.0,
+            "anneal": None}
     [folder] = analysis_simulate(tmp_path, ["sim001"], truth, seed=6, n_shown=200, gate=gate)
     states = chain_states(load_trials(folder)).assign(gate_gamma=8.0)  # weights g^-8
     with pytest.warns(UserWarning, match="k-hat"):

@@ -10,6 +10,7 @@ import pytest
 
 from analysis.report import main
 from mcmcp.densities import VMFMixture
+from mcmcp.sphere import rotate_towards
 from vae.checkpoint import file_sha256, save_checkpoint
 from vae.datasets import write_store
 from vae.faceset import FaceSet
@@ -65,7 +66,9 @@ def test_report_with_checkpoint_draws_faces_and_refuses_another_model(
     truth = {"happy": VMFMixture.single([0.0, 0.0, 1.0], 15.0),
              "sad": VMFMixture.single([1.0, 0.0, 0.0], 15.0)}
     # one manual gatekeeper for both emotions, about 50 degrees from each prototype
-    gate = {"kind": "manual", "mean": [0.7, 0.5, 0.7], "kappa": 5.0, "gamma": 1.0}
+    # a constant γ (no annealing): the report de-guides with importance weights
+    gate = {"kind": "manual", "mean": [0.7, 0.5, 0.7], "kappa": 5.0, "gamma": 1.0,
+            "anneal": None}
     data = tmp_path / "participants_data"
     analysis_simulate(data, ["sim001"], truth, seed=1, n_shown=80, gate=gate, catch_rate=0.05,
                       checkpoint_sha256=file_sha256(ckpt))
@@ -132,3 +135,33 @@ def test_report_defaults_match_the_diagnostics():
     from analysis import diagnostics, report
 
     assert report.MIN_CATCH_ACCURACY == diagnostics.MIN_CATCH_ACCURACY
+
+
+@pytest.mark.slow
+def test_two_modes_are_named_with_their_faces_and_never_called_too_short(
+        tmp_path, analysis_simulate, analysis_model_files):
+    """Issue 12's two-mode case through the report: a sad category with two modes 159 degrees
+    apart. The page names the modes and draws their faces; no convergence verdict asks for more
+    trials where the chains split between the modes."""
+    ckpt, faces = analysis_model_files
+    first = np.array([1.0, 0.0, 0.0])
+    second = rotate_towards(first, np.array([0.0, 1.0, 0.0]), np.radians(159.0))
+    truth = {"sad": VMFMixture(np.array([first, second]), np.array([20.0, 20.0]),
+                               np.array([0.5, 0.5])),
+             "happy": VMFMixture.single([0.0, 0.0, 1.0], 20.0)}
+    data, out = tmp_path / "participants_data", tmp_path / "report"
+    analysis_simulate(data, ["sim001", "sim002"], truth, seed=12, n_shown=250,
+                      kappa_proposal=5.0, checkpoint_sha256=file_sha256(ckpt))
+    assert main([str(data), "--out", str(out), "--checkpoint", str(ckpt), "--faces", str(faces),
+                 "--bootstrap", "20"]) == 0
+    page = (out / "index.html").read_text()
+    checks = pd.read_csv(out / "tables" / "checks.csv", keep_default_na=False)
+    sad = checks[checks["emotion"] == "sad"]
+    assert (sad["n_modes"] == 2).all() and sad["verdict"].str.contains("two modes").all()
+    assert (checks.loc[checks["emotion"] == "happy", "n_modes"] == 1).all()
+    for words in ("Can the estimates be trusted?", "Problems found", "sim001, sad: two modes"):
+        assert words in page
+    conv = pd.read_csv(out / "tables" / "convergence.csv")
+    sad_conv = conv[conv["emotion"] == "sad"]
+    assert not sad_conv["verdict"].str.startswith(("not converged", "borderline")).any()
+    assert (out / "figures" / "mode_faces.png").read_bytes().startswith(PNG)

@@ -494,8 +494,11 @@ def test_a_session_runs_in_one_process_at_a_time(tmp_path):
 
 @pytest.mark.slow
 def test_disk_full_at_start_and_mid_session(tmp_path):
+    # a constant gamma: its gate rows fill the small disk mid-session (an annealed gate writes
+    # fewer rows)
     cfg = str(write_config(tmp_path, trials={"per_chain": 6, "practice": 1, "catch_rate": 0.15,
-                                             "repeat_rate": 0.1, "break_every": 0}))
+                                             "repeat_rate": 0.1, "break_every": 0},
+                           gate={"kind": "vmf", "gamma": 0.05, "anneal": None}))
     out = str(tmp_path / "out")
     run = ["--config", cfg, "--participant", "Z1", "--no-window", "--out", out]
     start = cli_process(*run, limit=2000)  # session.json itself does not fit
