@@ -332,7 +332,7 @@ def make_figures(checkpoint: str | Path, out: str | Path = "reports/figures",
         p_intended = probs[:, np.arange(len(names)), np.arange(len(names))]
     p = out / f"{stem}_centroids.png"
     centroid_grid(grid, p_intended, rows, names,
-                  f"Decoded emotion centroids ({what.split(', child')[0]}); number = observer "
+                  f"Decoded emotion centroids ({what.split(', child')[0]});\nnumber = observer "
                   "p(intended), green >= 0.8", p)
     written.append(p)
     return written
