@@ -105,6 +105,26 @@ class ByChain:
         return out
 
 
+GATE_FIELDS = ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma")
+
+
+def _record_gate(rec: dict[str, list], screen, guided: np.ndarray) -> None:
+    """Append one step's gate fields (a GateResult) to `rec`; control chains get γ NaN."""
+    rec["gate_prob"].append(screen.prob)
+    rec["log_g_current"].append(screen.log_g_current)
+    rec["log_g_proposal"].append(screen.log_g_proposal)
+    rec["gate_gamma"].append(np.where(guided, screen.gamma, np.nan))
+
+
+def _stack(rec: dict[str, list]) -> dict[str, np.ndarray]:
+    """The recorded steps as (T, n) arrays; without a gate the gate fields are all NaN (a
+    broadcast view, not T x n copies)."""
+    out = {k: np.stack(v) for k, v in rec.items() if v}
+    for key in GATE_FIELDS:
+        out.setdefault(key, np.broadcast_to(np.nan, out["rt"].shape))
+    return out
+
+
 def simulate_chains(
     start: np.ndarray,
     n_shown: int,
@@ -183,17 +203,11 @@ def simulate_chains(
         rec["chose_proposal"].append(chose)
         rec["rt"].append(rt)
         if screen is not None:
-            rec["gate_prob"].append(screen.prob)
-            rec["log_g_current"].append(screen.log_g_current)
-            rec["log_g_proposal"].append(screen.log_g_proposal)
-            rec["gate_gamma"].append(np.where(guided, screen.gamma, np.nan))
+            _record_gate(rec, screen, guided)
             log_g = np.where(chose, screen.log_g_proposal, log_g)
         n_done += shown
         state = new
-    out = {k: np.stack(v) for k, v in rec.items() if v}
-    # Without a gate the gate fields are all NaN: a broadcast view, not T x n copies.
-    for key in ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma"):
-        out.setdefault(key, np.broadcast_to(np.nan, out["rt"].shape))
+    out = _stack(rec)
     return Trace(**out, accepted=out["chose_proposal"], final=state)
 
 
@@ -224,8 +238,7 @@ def simulate_gsp_chains(
     n = len(start)
     log_g = gate.density.logpdf(state.position) if gate is not None else None
     guided = np.ones(n, bool) if guided is None else np.asarray(guided, bool)
-    rec: dict[str, list] = {k: [] for k in ("current", "proposal", "rt", "gate_prob",
-                                            "log_g_current", "log_g_proposal", "gate_gamma")}
+    rec: dict[str, list] = {k: [] for k in ("current", "proposal", "rt", *GATE_FIELDS)}
     extra: dict[str, list] = {k: [] for k in ("direction", "gsp_shift", "gsp_start",
                                               "gsp_choice")}
     rows = np.arange(n)
@@ -238,10 +251,7 @@ def simulate_gsp_chains(
         if gate is not None:
             res = gate.screen(state.position, chosen, rng, log_g, t / n_shown)
             moved = res.passed | ~guided
-            rec["gate_prob"].append(res.prob)
-            rec["log_g_current"].append(res.log_g_current)
-            rec["log_g_proposal"].append(res.log_g_proposal)
-            rec["gate_gamma"].append(np.where(guided, res.gamma, np.nan))
+            _record_gate(rec, res, guided)
             log_g = np.where(moved, res.log_g_proposal, log_g)
         new = gsp.step(state, circle.points, answer.choice, moved)
         rec["current"].append(state.position)
@@ -252,10 +262,8 @@ def simulate_gsp_chains(
                                       answer.choice), strict=True):
             extra[key].append(value)
         state = new
-    out = {k: np.stack(v) for k, v in rec.items() if v}
+    out = _stack(rec)
     shape = (n_shown, n)
-    for key in ("gate_prob", "log_g_current", "log_g_proposal", "gate_gamma"):
-        out.setdefault(key, np.broadcast_to(np.nan, shape))
     ones, zeros = np.ones(shape, bool), np.zeros(shape, bool)
     trace = Trace(**out, kappa=np.full(shape, np.nan), active=ones, shown=ones,
                   right_is_proposal=zeros, chose_proposal=ones, accepted=np.stack(accepted),
