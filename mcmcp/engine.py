@@ -450,10 +450,15 @@ class Engine:
         n = self.cfg.chains.per_emotion
         return chain_id % n >= n - self.cfg.chains.unguided
 
+    def _gate(self, slot: Slot):
+        """(the gate that screens the slot's chain, or None for a control chain or no gate;
+        the chain's shown trials so far as a fraction of trials.per_chain, for annealing)."""
+        gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
+        return gate, self.n_shown[slot.chain] / self.cfg.trials.per_chain
+
     def _chain_pair(self, slot: Slot, rng: np.random.Generator):
         """Propose (and gate) on the slot's chain: (current, proposal, fields, gate_rows)."""
-        gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
-        progress = self.n_shown[slot.chain] / self.cfg.trials.per_chain
+        gate, progress = self._gate(slot)
         state = self.states[slot.chain]
         gate_rows = []
         for _ in range(MAX_GATE_STEPS):
@@ -572,9 +577,8 @@ class Engine:
         if slot.kind == "chain":
             state = self.states[slot.chain]
             moved = True
-            gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
+            gate, progress = self._gate(slot)
             if gate is not None:
-                progress = self.n_shown[slot.chain] / self.cfg.trials.per_chain
                 res = gate.screen(state.position[None], chosen[None], trial.rng,
                                   progress=progress)
                 moved = bool(res.passed[0])
