@@ -262,18 +262,9 @@ class Screen:
         """
         if trial.is_slider:
             return self._show_slider(trial, images, prompt, progress, prepare, answer)
-        self.fixation.draw()
-        self.win.flip()
-        fix_start = core.getTime()
-        for stim, image in zip(self.faces, images, strict=True):
-            # PsychoPy: float images in [-1, 1], first row at the bottom
-            stim.image = np.flipud(image.astype(np.float64) * 2.0 - 1.0)
         self.prompt.text, self.progress.text = prompt, progress
-        while core.getTime() - fix_start < self.spec.fixation:
-            if self.closed:
-                return None
-            self.fixation.draw()
-            self.win.flip()
+        if not self._fixate(images, lambda _: self.faces):
+            return None
         shot = self.screenshot if trial.kind == "chain" else None
         prepared = False
         while True:
@@ -294,28 +285,40 @@ class Screen:
             return Response(side, rt, onset, onset + rt, self.win.nDroppedFrames - dropped0,
                             key, device)
 
-    def _show_slider(self, trial, images, prompt, progress, prepare, answer):
-        """A GSP trial: fixation (the K textures uploaded meanwhile), then the face of the
-        handle's position, redrawn every frame as LEFT/RIGHT or a mouse drag move the handle,
-        until SPACE or a click on OK confirms. Response.side is the circle point confirmed;
-        rt from the onset flip to the confirming key-down (or click)."""
+    def _fixate(self, images: np.ndarray, stims: Callable[[np.ndarray], list]) -> bool:
+        """The fixation cross for display.fixation seconds; meanwhile the faces' textures are
+        uploaded to `stims(images)` (one stimulus per image). False if the window was closed."""
         self.fixation.draw()
         self.win.flip()
         fix_start = core.getTime()
+        for stim, image in zip(stims(images), images, strict=True):
+            # PsychoPy: float images in [-1, 1], first row at the bottom
+            stim.image = np.flipud(image.astype(np.float64) * 2.0 - 1.0)
+        while core.getTime() - fix_start < self.spec.fixation:
+            if self.closed:
+                return False
+            self.fixation.draw()
+            self.win.flip()
+        return True
+
+    def _slider_faces_for(self, images: np.ndarray) -> list:
+        """One ImageStim per circle point (made once, reused by later trials)."""
         h, w = images.shape[1:]
         while len(self.slider_faces) < len(images):
             self.slider_faces.append(visual.ImageStim(self.win, image=np.zeros((h, w)),
                                                       size=self.face_size,
                                                       pos=(0, self.slider_face_y),
                                                       interpolate=True))
-        for stim, image in zip(self.slider_faces, images, strict=False):
-            stim.image = np.flipud(image.astype(np.float64) * 2.0 - 1.0)
+        return self.slider_faces[:len(images)]
+
+    def _show_slider(self, trial, images, prompt, progress, prepare, answer):
+        """A GSP trial: fixation (the K textures uploaded meanwhile), then the face of the
+        handle's position, redrawn every frame as LEFT/RIGHT or a mouse drag move the handle,
+        until SPACE or a click on OK confirms. Response.side is the circle point confirmed;
+        rt from the onset flip to the confirming key-down (or click)."""
         self.slider_prompt.text, self.slider_progress.text = prompt, progress
-        while core.getTime() - fix_start < self.spec.fixation:
-            if self.closed:
-                return None
-            self.fixation.draw()
-            self.win.flip()
+        if not self._fixate(images, self._slider_faces_for):
+            return None
         shot = self.screenshot if trial.kind == "chain" else None
         circle, k = trial.circle, len(images)
         position = int(point_to_slider(circle.start, circle.shift, k))
