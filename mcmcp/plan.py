@@ -107,7 +107,7 @@ def prototype(x: np.ndarray, log_g: np.ndarray | None,
 def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
     """One simulated study of a grid cell: a row per emotion (see the module doc)."""
     from mcmcp.layout import n_catch_trials
-    from mcmcp.simulate import joint_gate, simulate_chains, start_points
+    from mcmcp.simulate import joint_gate, simulate_chains, simulated_ids, start_points
     from mcmcp.sphere import geodesic
 
     design = shared.design
@@ -124,7 +124,7 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
     if design.identities is not None:
         from mcmcp.identities import assignment
 
-        kids = [assignment(cfg, f"sim{p + 1:03d}", design.identities.default) for p in range(P)]
+        kids = [assignment(cfg, pid, design.identities.default) for pid in simulated_ids(P)]
         identity = np.array([kids[p].chain(b * C + c) for b in range(E) for p in range(P)
                              for c in range(C)], dtype=object)
     guided = np.tile(np.arange(C) < C - cfg.chains.unguided, E * P)  # control chains: last

@@ -274,6 +274,11 @@ def simulate_gsp_chains(
 # ----------------------------------------------------------------------------- whole studies
 
 
+def simulated_ids(n: int) -> list[str]:
+    """The ids of n simulated participants: sim001, sim002, ..."""
+    return [f"sim{k:03d}" for k in range(1, n + 1)]
+
+
 def start_points(kind: str, n: int, d: int, emotion: str, centroids: dict | None,
                  rng: np.random.Generator) -> np.ndarray:
     """Start states (n, d): fibonacci (deterministic, d <= 3), uniform, or centroids of the
@@ -763,7 +768,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vae.files import file_sha256
 
     src = args.config or "<simulate defaults>"
-    pids = [f"sim{k:03d}" for k in range(1, args.participants + 1)]
+    pids = simulated_ids(args.participants)
     t0 = time.perf_counter()
     try:
         # The checkpoint is checked by open_model_parts, and only when the simulation needs the model.
