@@ -604,7 +604,7 @@ def _open_model(sessions: pd.DataFrame, checkpoint, faces):
     from mcmcp.config import foreign_store_warning
     from mcmcp.densities import class_centroids
     from vae.checkpoint import load_checkpoint
-    from vae.datasets import read_store, store_hash
+    from vae.store import read_store, store_hash
 
     dims = set(sessions["d"].dropna().astype(int)) if "d" in sessions else set()
     loaded = load_checkpoint(checkpoint, expect_latent_dim=dims.pop() if len(dims) == 1 else None)

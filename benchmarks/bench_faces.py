@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from vae.faces import GENERATOR_VERSION, generate_faces
+from vae.procedural.faces import GENERATOR_VERSION, generate_faces
 
 
 def build_times(n_identities: int) -> list[tuple[str, float, float, int]]:

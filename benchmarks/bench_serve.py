@@ -45,8 +45,8 @@ def config_with_faces(config: Path, folder: Path) -> Path:
     cfg = load_config(config)
     if cfg.model.faces.is_file():
         return config
-    from vae.datasets import write_store
-    from vae.faces import generate_faces
+    from vae.procedural.faces import generate_faces
+    from vae.store import write_store
 
     faces = folder / "faces.h5"
     write_store(generate_faces(), faces)

@@ -753,6 +753,6 @@ def ensure_default_faces(path: Path, image_size: tuple[int, int]) -> None:
     `path` is it and it does not exist yet, so the README's commands work on a fresh clone.
     Any other missing store stays an error for the caller to report."""
     if Path(path) == DEFAULT_FACES and not DEFAULT_FACES.exists():
-        from vae.train import ensure_store
+        from vae.data import ensure_store
 
         ensure_store(DEFAULT_FACES, image_size)

@@ -179,7 +179,7 @@ def _faces(cfg, loaded, source):
     """(faceset, content hash, training-split indices or None, warnings) for the config's face
     store; builds the default store on first use."""
     from mcmcp.config import ensure_default_faces, foreign_store_warning
-    from vae.datasets import read_store, split_by_identity, store_hash
+    from vae.store import read_store, split_by_identity, store_hash
 
     path = cfg.model.faces
     ensure_default_faces(path, loaded.config.image_size)

@@ -702,7 +702,7 @@ def open_model_parts(cfg, src: str, truth_arg: str) -> ModelParts | None:
     if fit or cfg.stimuli.identity:
         from mcmcp.config import ensure_default_faces, foreign_store_warning
         from mcmcp.densities import emotion_codes
-        from vae.datasets import read_store, split_by_identity, store_hash
+        from vae.store import read_store, split_by_identity, store_hash
 
         ensure_default_faces(cfg.model.faces, loaded.config.image_size)
         faceset = read_store(cfg.model.faces)  # ValueError naming the file if unreadable

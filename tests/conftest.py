@@ -82,7 +82,7 @@ def analysis_simulate():
 def default_faces():
     """The default procedural face set the committed model was trained on (built once, ~10 s),
     so tests of the trained model run on a fresh clone where data/faces.h5 does not exist yet."""
-    from vae.faces import generate_faces
+    from vae.procedural.faces import generate_faces
 
     return generate_faces()
 

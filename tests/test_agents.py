@@ -234,8 +234,8 @@ def test_trained_agents_prefer_their_emotions_centroid(default_faces):
     """The committed model and observer: every agent picks an emotion's centroid over others'."""
     from mcmcp.densities import class_centroids, emotion_densities
     from vae.checkpoint import load_checkpoint
-    from vae.datasets import split_by_identity
     from vae.observer import load_observer
+    from vae.store import split_by_identity
 
     loaded = load_checkpoint(CHECKPOINT)
     faces = default_faces

@@ -20,22 +20,18 @@ from PIL import Image
 
 import vae
 from vae.data import main
-from vae.datasets import (
+from vae.faceset import FaceSet
+from vae.labels import EMOTIONS, FER2013_CODES
+from vae.sources import (
     CafeColumns,
     load_image,
-    load_splits,
     preprocess,
     read_cafe,
     read_fer2013,
     read_folder,
     read_manifest,
-    read_store,
-    split_by_identity,
-    store_hash,
-    write_store,
 )
-from vae.faceset import FaceSet
-from vae.labels import EMOTIONS, FER2013_CODES
+from vae.store import load_splits, read_store, split_by_identity, store_hash, write_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -479,7 +475,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from vae.datasets import write_store
+    from vae.store import write_store
     from vae.faceset import FaceSet
 
     n = 8000  # random pixels do not compress: writing takes long enough to be killed
@@ -651,7 +647,7 @@ def test_cli_synthetic_with_contact_sheet(tmp_path, capsys):
 def test_cli_reuse_refuses_a_store_drawn_by_an_older_generator(tmp_path, capsys):
     # a store left by an earlier release (faces-1) must not pass for the faces the committed
     # model was trained on: its hash differs and every gate and figure would silently use it
-    from vae.faces import generate_faces
+    from vae.procedural.faces import generate_faces
 
     old = generate_faces(n_identities=2)
     old.attrs["generator_version"] = "faces-1"

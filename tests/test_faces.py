@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import vae.face_drawing as face_drawing
+import vae.procedural.drawing as face_drawing
 from vae.contact_sheet import contact_sheet, save_contact_sheet, sheet_layout
-from vae.faces import (
+from vae.labels import EMOTIONS
+from vae.procedural.faces import (
     ACTION_UNITS,
     EMOTION_AUS,
     EMOTION_AUS_OPEN,
@@ -32,7 +33,6 @@ from vae.faces import (
     render_face,
     sample_identity,
 )
-from vae.labels import EMOTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_same_seed_same_bytes_other_seed_differs(small_set):
 # --- the same bytes on every CPU ---------------------------------------------------------------
 
 _GOLDEN = {"faces-2": "38a77c0a0712c33ca839577f80da23efe1c369dff739822c6ab695ad2d624e52"}
-_PROBE = "from vae.faces import generate_faces; import sys; f = generate_faces(n_identities=3, size=(48, 40), seed=7); sys.stdout.buffer.write(f.images.tobytes() + f.ground_truth['au'].tobytes())"  # noqa: E501
+_PROBE = "from vae.procedural.faces import generate_faces; import sys; f = generate_faces(n_identities=3, size=(48, 40), seed=7); sys.stdout.buffer.write(f.images.tobytes() + f.ground_truth['au'].tobytes())"  # noqa: E501
 
 
 def _probe_bytes() -> bytes:
@@ -100,7 +100,7 @@ def test_drawing_code_uses_only_exactly_rounded_operations():
     bits; the drawing code must not call them (see vae.raster)."""
     banned = {"exp", "log", "sin", "cos", "tan", "arctan2", "arctan", "power", "float_power", "tanh",
               "dot", "matmul", "einsum", "sum", "mean", "cbrt", "hypot", "expm1", "log1p"}  # fmt: skip
-    for module in ("vae/raster.py", "vae/face_drawing.py"):
+    for module in ("vae/procedural/raster.py", "vae/procedural/drawing.py"):
         tree = ast.parse((REPO / module).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in banned:
@@ -121,7 +121,7 @@ def test_windows_give_the_same_pixels_as_the_whole_frame(monkeypatch):
     aus = np.ones((6, len(ACTION_UNITS)))
     aus[::2] = rng.random((3, len(ACTION_UNITS)))
     poses = [Pose(roll=0.07 * (k - 3), shift_u=0.05, shift_v=-0.05, scale=0.9 + 0.04 * k) for k in range(6)]
-    from vae.faces import _render_batch
+    from vae.procedural.faces import _render_batch
 
     windowed = _render_batch(people, aus, poses, (72, 56))
     original = face_drawing._Window.__init__
@@ -391,7 +391,7 @@ def test_contact_sheet_png_with_its_caption(tmp_path, small_set):
 
 
 def test_contact_sheet_shows_the_chosen_pose_and_reads_captions_from_a_store(tmp_path, small_set):
-    from vae.datasets import read_store, write_store
+    from vae.store import read_store, write_store
 
     closed = contact_sheet(small_set, n_identities=2, pose=0)
     opened = contact_sheet(small_set, n_identities=2, pose=1)

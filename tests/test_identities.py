@@ -20,10 +20,10 @@ from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow
 from mcmcp.store import read_trials
 from vae.checkpoint import load_checkpoint, save_checkpoint
-from vae.datasets import read_store, write_store
-from vae.faces import generate_faces
 from vae.identity import reference_face, reference_images
 from vae.model import ModelConfig, build_model
+from vae.procedural.faces import generate_faces
+from vae.store import read_store, write_store
 
 CHILDREN = ["syn0002", "syn0004"]
 

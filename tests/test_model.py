@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.faces import generate_faces
 from vae.faceset import FaceSet
 from vae.identity import (
     expression_pixel_weights,
@@ -19,6 +18,7 @@ from vae.identity import (
     reference_indices,
 )
 from vae.model import GaussianVAE, ModelConfig, SphereVAE, build_model
+from vae.procedural.faces import generate_faces
 
 TINY = {"image_size": (16, 12), "channels": (4, 8), "hidden": 16}
 

@@ -12,9 +12,9 @@ from analysis.report import main
 from mcmcp.densities import VMFMixture
 from mcmcp.sphere import rotate_towards
 from vae.checkpoint import file_sha256, save_checkpoint
-from vae.datasets import write_store
 from vae.faceset import FaceSet
 from vae.model import ModelConfig, build_model
+from vae.store import write_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -29,9 +29,9 @@ TIMING = ["rt", "onset", "gap", "dropped_frames", "timestamp", "run", "date"]  #
 def make_assets(folder: Path, latent_dim: int = 3) -> tuple[Path, Path]:
     """A tiny untrained VAE checkpoint (16x16 faces) and a random 7-emotion face store."""
     from vae.checkpoint import save_checkpoint
-    from vae.datasets import write_store
     from vae.faceset import FaceSet
     from vae.model import ModelConfig, build_model
+    from vae.store import write_store
 
     folder.mkdir(parents=True, exist_ok=True)
     ckpt, faces = folder / f"tiny{latent_dim}.pt", folder / "faces.h5"
@@ -88,7 +88,7 @@ def test_headless_loop_in_process(tmp_path):
     from mcmcp.config import load_config, open_model
     from mcmcp.densities import class_centroids, emotion_densities
     from mcmcp.gate import Gate
-    from vae.datasets import read_store
+    from vae.store import read_store
 
     cfg = load_config(write_config(tmp_path))
     loaded = open_model(cfg)
@@ -360,7 +360,7 @@ def test_default_face_store_is_built_on_first_use(tmp_path, monkeypatch, capsys,
     """A fresh clone has no data/faces.h5: the deterministic default store is built (one line
     says so) instead of the session stopping with 'face store not found'."""
     import mcmcp.config
-    import vae.faces
+    import vae.procedural.faces
 
     default = tmp_path / "data/faces.h5"
     monkeypatch.setattr(mcmcp.config, "DEFAULT_FACES", default)
@@ -371,7 +371,7 @@ def test_default_face_store_is_built_on_first_use(tmp_path, monkeypatch, capsys,
                           "seed": 0}, kwargs
         return default_faces
 
-    monkeypatch.setattr(vae.faces, "generate_faces", generated_once)
+    monkeypatch.setattr(vae.procedural.faces, "generate_faces", generated_once)
     cfg = write_config(tmp_path, trials={"per_chain": 1, "practice": 0, "catch_rate": 0.0},
                        model={"checkpoint": str(ROOT / "vae/checkpoints/default.pt"),
                               "faces": str(default)})
@@ -388,9 +388,9 @@ def test_default_face_store_is_built_on_first_use(tmp_path, monkeypatch, capsys,
 
 def test_resume_refuses_a_changed_checkpoint_or_face_store(tmp_path, capsys):
     from vae.checkpoint import save_checkpoint
-    from vae.datasets import write_store
     from vae.faceset import FaceSet
     from vae.model import ModelConfig, build_model
+    from vae.store import write_store
 
     cfg = write_config(tmp_path, trials={"per_chain": 2, "practice": 0, "catch_rate": 0.0})
     out = str(tmp_path / "out")

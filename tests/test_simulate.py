@@ -13,11 +13,11 @@ from mcmcp.densities import VMFMixture
 from mcmcp.sphere import fibonacci_sphere
 from mcmcp.store import read_trials
 from vae.checkpoint import save_checkpoint
-from vae.datasets import write_store
-from vae.faces import generate_faces
 from vae.files import file_sha256
 from vae.labels import EMOTIONS
 from vae.model import ModelConfig, build_model
+from vae.procedural.faces import generate_faces
+from vae.store import write_store
 
 
 @pytest.fixture(scope="module")

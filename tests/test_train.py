@@ -17,9 +17,9 @@ from scipy.stats import vonmises_fisher
 
 from vae import metrics as M
 from vae.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from vae.datasets import read_store, split_by_identity, write_store
-from vae.faces import generate_faces
 from vae.model import ModelConfig, build_model
+from vae.procedural.faces import generate_faces
+from vae.store import read_store, split_by_identity, write_store
 from vae.train import TrainConfig, load_config, main, train
 from vae.verdict import format_verdict, judge
 
@@ -419,8 +419,8 @@ def test_committed_models_match_a_fresh_build_of_the_default_store(committed, de
                                                                    tmp_path):
     """The documented `python -m vae.data build --source synthetic` store, built here from
     scratch, hashes to what the committed model and observers were trained on."""
-    from vae.datasets import store_hash
     from vae.observer import load_observer
+    from vae.store import store_hash
 
     fresh = store_hash(write_store(default_faces, tmp_path / "faces.h5"))
     assert committed.data_hash == fresh

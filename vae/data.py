@@ -49,6 +49,18 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def ensure_store(path: Path, image_size: tuple[int, int]) -> None:
+    """Build the default procedural face store at `path` when it does not exist."""
+    if path.exists():
+        return
+    from vae.procedural.faces import generate_faces
+    from vae.store import write_store
+
+    print(f"{path} not found: building the default synthetic face store ({image_size[0]}x"
+          f"{image_size[1]})", file=sys.stderr)
+    write_store(generate_faces(n_identities=160, poses_per_emotion=2, size=image_size, seed=0), path)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vae.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,11 +114,11 @@ def _flags(names: list[str]) -> str:
 
 
 def _load(args: argparse.Namespace) -> FaceSet:
-    from vae.datasets import read_cafe, read_fer2013, read_folder, read_manifest
+    from vae.sources import read_cafe, read_fer2013, read_folder, read_manifest
 
     size = {} if args.size is None else {"size": args.size}
     if args.source == "synthetic":
-        from vae.faces import generate_faces  # only this source needs the generator
+        from vae.procedural.faces import generate_faces  # only this source needs the generator
 
         return generate_faces(
             n_identities=160 if args.n_identities is None else args.n_identities,
@@ -123,7 +135,7 @@ def _load(args: argparse.Namespace) -> FaceSet:
 
 
 def _reuse(args: argparse.Namespace) -> FaceSet:
-    from vae.datasets import read_store
+    from vae.store import read_store
 
     faceset = read_store(args.out)
     if faceset.source != args.source:
@@ -142,7 +154,7 @@ def _reuse(args: argparse.Namespace) -> FaceSet:
             f"delete it or choose another --out"
         )
     if faceset.source == "synthetic":
-        from vae.faces import GENERATOR_VERSION
+        from vae.procedural.faces import GENERATOR_VERSION
 
         made_by = faceset.attrs.get("generator_version")
         if made_by != GENERATOR_VERSION:
@@ -162,7 +174,7 @@ def _reuse(args: argparse.Namespace) -> FaceSet:
 
 
 def build(args: argparse.Namespace) -> None:
-    from vae.datasets import store_hash, write_store
+    from vae.store import store_hash, write_store
 
     if args.out.exists() and args.reuse:
         faceset = _reuse(args)
@@ -193,7 +205,7 @@ def _summary(faceset: FaceSet) -> str:
 
 
 def info(path: Path) -> None:
-    from vae.datasets import read_store, store_hash
+    from vae.store import read_store, store_hash
 
     faceset = read_store(path)
     counts = Counter(faceset.labels.tolist())

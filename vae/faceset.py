@@ -1,8 +1,8 @@
 """`FaceSet`: the in-memory form every face source is turned into before it is stored.
 
-The procedural generator (`vae.faces`) and every reader of real data (`vae.datasets`) return
-one of these; `vae.datasets.write_store` writes it to the one HDF5 layout and
-`vae.datasets.read_store` reads it back. Images are uint8 grayscale, shape (n, height, width).
+The procedural generator (`vae.procedural.faces`) and every reader of real data (`vae.sources`) return
+one of these; `vae.store.write_store` writes it to the one HDF5 layout and
+`vae.store.read_store` reads it back. Images are uint8 grayscale, shape (n, height, width).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def make_figures(checkpoint: str | Path, out: str | Path = "reports/figures",
     identity: the child identity models draw (default: the checkpoint's default child);
     observer: observer checkpoint rating the decoded centroids (None: no ratings).
     """
-    from vae.datasets import read_store, split_by_identity, store_hash
+    from vae.store import read_store, split_by_identity, store_hash
 
     loaded = load_checkpoint(checkpoint)
     model, cfg = loaded.model, loaded.config

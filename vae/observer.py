@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         p.error(f"{args.out} exists; an observer is never overwritten: pass a new --out")
     size = tuple(int(v) for v in args.size.lower().split("x"))
 
-    from vae.datasets import read_store, split_by_identity, store_hash
-    from vae.train import ensure_store
+    from vae.data import ensure_store
+    from vae.store import read_store, split_by_identity, store_hash
 
     ensure_store(Path(args.data), size)
     faceset = read_store(args.data)

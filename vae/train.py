@@ -44,7 +44,7 @@ class TrainConfig:
     epochs: total epochs (a resumed run continues up to this number).
     batch_size, lr: Adam minibatch size and learning rate.
     seed: network initialisation, shuffling and posterior sampling.
-    val_fraction, split_seed: identity-level validation split (`vae.datasets.split_by_identity`).
+    val_fraction, split_seed: identity-level validation split (`vae.store.split_by_identity`).
     device: "auto" (CUDA when available), "cpu" or "cuda".
     expression_weight: strength of the per-pixel reconstruction weights where expression
         changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
@@ -159,16 +159,6 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def ensure_store(path: Path, image_size: tuple[int, int]) -> None:
-    """Build the default procedural face store at `path` when it does not exist."""
-    if path.exists():
-        return
-    from vae.datasets import write_store
-    from vae.faces import generate_faces
-
-    print(f"{path} not found: building the default synthetic face store ({image_size[0]}x"
-          f"{image_size[1]})", file=sys.stderr)
-    write_store(generate_faces(n_identities=160, poses_per_emotion=2, size=image_size, seed=0), path)
 
 
 def _epoch_generators(seed: int, epoch: int, device):
@@ -259,8 +249,8 @@ def train(
     from tqdm import tqdm
 
     from vae.checkpoint import load_checkpoint, save_checkpoint
-    from vae.datasets import read_store, split_by_identity, store_hash
     from vae.model import build_model
+    from vae.store import read_store, split_by_identity, store_hash
 
     out = Path(out)
     resume = Path(resume) if resume is not None else None
@@ -268,6 +258,8 @@ def train(
     device = resolve_device(train_config.device)
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     data_path = Path(train_config.data)
+    from vae.data import ensure_store
+
     ensure_store(data_path, model_config.image_size)
     faceset = read_store(data_path)
     if faceset.image_size != model_config.image_size:

@@ -9,7 +9,7 @@ a lab would rather have caricatured-clear stimuli than subtle ones.
 
 Like CAFE's studio shots, the faces are frontal, centred and evenly lit; what varies within an
 identity besides the expression is only a small pose and lighting jitter (`sample_pose`).
-Pixels are bit-identical on every CPU (`vae.raster`): a store built on any machine hashes the
+Pixels are bit-identical on every CPU (`vae.procedural.raster`): a store built on any machine hashes the
 same. This module draws pixels only: no files, no global random state.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
-from vae.face_drawing import HAIR_STYLES, draw_faces
 from vae.faceset import FaceSet
 from vae.labels import EMOTIONS
+from vae.procedural.drawing import HAIR_STYLES, draw_faces
 
 GENERATOR_VERSION = "faces-2"
 
@@ -330,7 +330,7 @@ def generate_faces(
             "pose": pose_table.astype(np.float32),
         },
         attrs={
-            "generator": "vae.faces",
+            "generator": "vae.procedural",
             "generator_version": GENERATOR_VERSION,
             "seed": int(seed),
             "size": list(size),

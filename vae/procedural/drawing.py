@@ -1,15 +1,15 @@
-"""Draws the procedural child faces of `vae.faces` from identity, action units and pose.
+"""Draws the procedural child faces of `vae.procedural.faces` from identity, action units and pose.
 
 `draw_faces` takes per-face parameter columns (each (faces, 1, 1) float64) and returns
 (faces, height, width) grey levels in [0, 1]. The face lives in normalised coordinates (u to
-the viewer's right, v up, see `vae.faces.pixel_coordinates`); it is left-right symmetric, so
+the viewer's right, v up, see `vae.procedural.faces.pixel_coordinates`); it is left-right symmetric, so
 features are drawn once as functions of |u|. Every action unit's effect is written next to the
 feature it moves, with its displacement in face units at intensity 1 (the frame is 1.76 units
 tall: at 64x64 one pixel is 0.0275 units).
 
 Speed: each feature is computed only inside a window of the frame that holds it (`_Window`);
-every shading term has compact support (`vae.raster.bump`), so a window that covers a feature
-gives exactly the pixels a full-frame computation would. Determinism: only `vae.raster`
+every shading term has compact support (`vae.procedural.raster.bump`), so a window that covers a feature
+gives exactly the pixels a full-frame computation would. Determinism: only `vae.procedural.raster`
 primitives are used, so the pixels are bit-identical on every CPU (see that module).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vae.raster import (
+from vae.procedural.raster import (
     bump,
     ellipse,
     hash01,
@@ -66,8 +66,8 @@ class _Window:
 def draw_faces(p: dict, a: dict, q: dict, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(faces, height, width) float64 in [0, 1].
 
-    p: identity columns (`vae.faces.Identity` fields), a: action-unit intensities by name
-    ("AU1"...), q: pose columns (`vae.faces.Pose` fields); each value (faces, 1, 1) float64.
+    p: identity columns (`vae.procedural.faces.Identity` fields), a: action-unit intensities by name
+    ("AU1"...), q: pose columns (`vae.procedural.faces.Pose` fields); each value (faces, 1, 1) float64.
     rows (height,) and cols (width,): v and u of the pixel centres of an unposed face.
     """
     # Pixel centres -> face coordinates (undo the pose's roll, shift and scale).
