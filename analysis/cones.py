@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import f as f_dist
 from scipy.stats import norm
 
-from mcmcp import sphere
+from mcmcp.sampling import sphere
 
 BATCHES_PER_CHAIN = 5  # benchmarks/bench_guided.py: 95% cones cover 95-98% (10 per chain: ~91%)
 MIN_UNITS = 10  # fewer chains get more, shorter batches: T² with 4 units has almost no power

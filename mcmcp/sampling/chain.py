@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from mcmcp.sphere import sample_vmf
+from mcmcp.sampling.sphere import sample_vmf
 
 
 class ChainState(NamedTuple):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.stats import vonmises_fisher
 
-from mcmcp.sphere import log_vmf_normaliser, normalize, sample_vmf, spherical_mean
+from mcmcp.sampling.sphere import log_vmf_normaliser, normalize, sample_vmf, spherical_mean
 from vae.labels import EMOTIONS, canonical_emotion, emotion_index
 
 ENCODE_BATCH = 512

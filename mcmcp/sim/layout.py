@@ -1,6 +1,6 @@
 """One simulated participant's session laid out as trial-schema columns (see `mcmcp.schema`).
 
-`simulate.simulate_chains` returns every step of a block's chains as arrays; `block_columns`
+`mcmcp.sim.chains.simulate_chains` returns every step of a block's chains as arrays; `block_columns`
 turns a block into the rows a lab session would have written, in file order: the chains'
 trials interleaved in a random order, each chain's gate rows right before the shown trial they
 preceded, catch trials mixed in. `session_columns` stacks the blocks and numbers the rows
@@ -22,7 +22,7 @@ FIXATION = 0.5  # seconds between a response and the next onset in the simulated
 
 
 class Block(NamedTuple):
-    """One emotion block of one participant: the trace of its chains (simulate.Trace, chains
+    """One emotion block of one participant: the trace of its chains (mcmcp.sim.chains.Trace, chains
     0..C-1 of the block), the gate's initial exponent (None without a gate; the γ in force at
     each step is the trace's gate_gamma) and the participant's children
     (`mcmcp.identities.Assignment`; None: no `identity` column is written)."""
@@ -73,7 +73,7 @@ def block_columns(block: Block, b: int, n_shown: int, agent, catch_rate: float,
     one. rng: the block's layout stream (interleaving, catch positions, foils, catch answers).
     Children (`block.children`): chain c shows its chain's child, the j-th catch trial of the
     block the j-th in turn, as in a lab session (`mcmcp.engine`).
-    slider: a GSP block's slider arrays (`simulate.simulate_gsp_chains`: direction (T, C, d),
+    slider: a GSP block's slider arrays (`mcmcp.sim.chains.simulate_gsp_chains`: direction (T, C, d),
     gsp_shift, gsp_start, gsp_choice (T, C)); its rows have no sides or response.
     """
     tr = block.trace

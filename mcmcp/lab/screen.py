@@ -34,9 +34,9 @@ from psychopy import core, event, gui, visual
 from psychopy import logging as plog
 from psychopy.hardware import keyboard
 
-from mcmcp.config import DisplaySpec
-from mcmcp.gsp import point_to_slider, slider_to_point
+from mcmcp.sampling.gsp import point_to_slider, slider_to_point
 from mcmcp.session import Answer, Response, onset_line
+from mcmcp.specs import DisplaySpec
 
 AUTO_MESSAGE_SECONDS = 0.3  # how long message screens stay up when an agent answers
 CONFIRM_KEY = "space"  # confirms a slider trial, as SPACE goes on from every message screen
@@ -63,7 +63,7 @@ def ask_participant(session: int | None, log: Callable[[str], None] = print
     start (e.g. "xcb-cursor0 or libxcb-cursor0 is needed", exit 134). If the child gives no
     answer, the reason is logged in one line and the values are read from the terminal instead.
     """
-    child = subprocess.run([sys.executable, "-m", "mcmcp.screen", "--dialog", str(session or 1)],
+    child = subprocess.run([sys.executable, "-m", "mcmcp.lab.screen", "--dialog", str(session or 1)],
                            capture_output=True, text=True)
     for line in child.stdout.splitlines():
         if line.startswith(DIALOG_MARK):
@@ -447,5 +447,5 @@ class Screen:
         return None
 
 
-if __name__ == "__main__":  # the child of ask_participant: python -m mcmcp.screen --dialog N
+if __name__ == "__main__":  # the child of ask_participant: python -m mcmcp.lab.screen --dialog N
     _dialog(int(sys.argv[2]))

@@ -4,10 +4,10 @@ One GSP trial: from the chain's state x, draw a uniformly random unit tangent di
 the great circle c(θ) = cos θ·x + sin θ·u is cut into K points θ_k = 2πk/K (k = 0 is x itself);
 the respondent moves a slider along them and confirms one point, and the chain moves there.
 A respondent who picks point k with probability ∝ p(c_k)^g makes the chain sample p^g on the
-sphere exactly (docs/ARCHITECTURE.md, "Gibbs Sampling with People").
+sphere exactly (docs/methods.md, "Gibbs Sampling with People").
 
 Optional gate: after the choice, the move x -> c_k is kept with Barker probability
-g(c_k)^γ / (g(x)^γ + g(c_k)^γ) (`mcmcp.gate.Gate.screen`), else the chain stays at x; the chain
+g(c_k)^γ / (g(x)^γ + g(c_k)^γ) (`mcmcp.sampling.gate.Gate.screen`), else the chain stays at x; the chain
 then samples p^g·g^γ exactly, and analysis removes g with the same weights g^-γ as for MCMCP.
 
 The slider shows the K points in circle order from a random first point (`shift`), and its
@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import log_softmax
 
-from mcmcp.chain import ChainState
+from mcmcp.sampling.chain import ChainState
 
 
 class Circle(NamedTuple):

@@ -2,7 +2,7 @@
 
 A proposal x' of a chain at x passes with probability g(x')^γ / (g(x)^γ + g(x')^γ); passed pairs
 are shown, screened-out ones are recorded as `gate` rows and the chain stays. The chain then
-targets p·g^γ (docs/ARCHITECTURE.md, "Guided MCMCP"); analysis removes g with weights g^-γ.
+targets p·g^γ (docs/methods.md, "Guided MCMCP"); analysis removes g with weights g^-γ.
 The lab engine and the vectorised simulator both call `Gate.screen`; it never does I/O.
 
 Annealed gate (config `gate.anneal: {until: f}`): γ falls linearly from `gamma` to 0 over the
@@ -17,8 +17,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from mcmcp.chain import barker_probability
-from mcmcp.densities import ClassifierDensity, VMFMixture
+from mcmcp.sampling.chain import barker_probability
+from mcmcp.sampling.densities import ClassifierDensity, VMFMixture
 
 GATE_KINDS = ("none", "vmf", "mixture", "classifier", "manual")
 

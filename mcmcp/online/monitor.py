@@ -13,7 +13,7 @@ import warnings
 
 from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
 from analysis.load import chain_states
-from mcmcp.dbstore import Database
+from mcmcp.online.database import Database
 
 
 def _number(value) -> float | str | None:

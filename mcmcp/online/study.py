@@ -3,7 +3,7 @@
 The browser display of a session. The lab loop (`session.run_session`) blocks on a display; over
 HTTP the browser asks and the server answers, so here each request does one step of the same
 `SessionFlow` (consent, instructions, practice, blocks, breaks, trials, end) on the same ask/tell
-`Engine`, and the state lives in the database (`mcmcp.dbstore`), not in the browser or in one
+`Engine`, and the state lives in the database (`mcmcp.online.database`), not in the browser or in one
 process: a session's flow is rebuilt from its saved rows whenever this process has not got it
 (a restart, another server process, a reload), which is the engine's exact resume.
 
@@ -33,12 +33,14 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from mcmcp.config import ConfigError, ExperimentConfig, config_to_dict, open_model
-from mcmcp.dbstore import Database, SessionRecord
+from mcmcp.config import ConfigError, config_to_dict
 from mcmcp.engine import Engine, schedule_length
 from mcmcp.identities import Identities, assignment
+from mcmcp.materials import open_model
+from mcmcp.online.database import Database, SessionRecord
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow, instructions
+from mcmcp.specs import ExperimentConfig
 from mcmcp.store import local_now, utc_now, validate_participant_id, versions
 
 SESSION = 1  # one session per participant and study online
@@ -112,8 +114,10 @@ class OnlineStudy:
         that are not finished were started with another config or checkpoint (their chains
         could not go on exactly).
         """
-        from mcmcp.config import checkpoint_fitness
-        from mcmcp.run import session_materials  # the lab's own set-up: both fit the same gates
+        from mcmcp.materials import (
+            checkpoint_fitness,
+            session_materials,  # the lab's own set-up: both fit the same gates
+        )
 
         if cfg.paradigm != "mcmcp":
             raise ConfigError(file, "paradigm", cfg.paradigm,

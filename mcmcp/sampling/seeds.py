@@ -12,6 +12,7 @@ session resume exactly from its saved rows.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
@@ -36,3 +37,9 @@ def stream_rng(seed: int, participant: str, session: int, stream: int, counter: 
     return np.random.default_rng(
         [int(seed), participant_key(participant), int(session), int(stream), int(counter)]
     )
+
+
+def participant_number(participant: str) -> int | None:
+    """The number a participant id ends in (P007 -> 7, pilot12 -> 12), None if it has none."""
+    match = re.search(r"(\d+)$", participant)
+    return None if match is None else int(match.group(1))
