@@ -10,9 +10,9 @@ from analysis.load import chain_states, load_sessions, load_trials
 from analysis.prototypes import prototypes
 from analysis.report import main as report
 from mcmcp.config import config_from_dict
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import GroundTruth, simulate_study
-from mcmcp.sphere import geodesic, normalize
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import geodesic, normalize
+from mcmcp.sim.study import GroundTruth, simulate_study
 
 M = normalize(np.array([0.2, 0.6, -0.7]))
 TRUTH = {"happy": VMFMixture.single(M, 20.0)}

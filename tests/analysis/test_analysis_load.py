@@ -12,8 +12,8 @@ import pytest
 from analysis import chain_states, load_sessions, load_trials, to_draws
 from analysis.load import burn_in_steps
 from mcmcp import schema
-from mcmcp.densities import VMFMixture
-from mcmcp.sphere import fibonacci_sphere
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere
 
 
 def _digest(root):

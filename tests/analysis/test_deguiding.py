@@ -9,8 +9,8 @@ from scipy.stats import vonmises_fisher
 
 from analysis.cones import mean_cone
 from analysis.deguiding import compare_means, gate_natural_parameter, guard, log_expected_w2
-from mcmcp.densities import VMFMixture
-from mcmcp.sphere import fibonacci_sphere, normalize, rotate_towards
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, normalize, rotate_towards
 
 M = normalize(np.array([0.2, 0.9, -0.3]))
 

@@ -8,7 +8,7 @@ from scipy.stats import vonmises_fisher
 
 from analysis import chain_states, load_trials
 from analysis import diagnostics as dg
-from mcmcp.densities import VMFMixture
+from mcmcp.sampling.densities import VMFMixture
 
 
 def test_rhat_flags_short_far_apart_chains_and_passes_long_mixed_ones(tmp_path,

@@ -20,8 +20,8 @@ from analysis.load import chain_states, load_trials
 from analysis.modes import visited
 from analysis.prototypes import angle_deg
 from mcmcp import simulate
-from mcmcp.densities import VMFMixture
-from mcmcp.sphere import fibonacci_sphere, rotate_towards
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, rotate_towards
 from vae.labels import EMOTIONS
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ from scipy.stats import binomtest, vonmises_fisher
 
 from analysis.lapses import corrected_kappa, lapse_bound_from_repeats, lapse_from_catch
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import simulate_chains
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sim.chains import simulate_chains
 
 M = np.array([0.0, 0.6, 0.8])
 

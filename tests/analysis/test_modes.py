@@ -10,9 +10,9 @@ from scipy.stats import vonmises_fisher
 from analysis.modes import chain_shares, chains_split, choose_modes, fit_vmf_mixture, visited
 from analysis.prototypes import angle_deg
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import normalize, rotate_towards
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import normalize, rotate_towards
+from mcmcp.sim.chains import simulate_chains
 
 M = normalize(np.array([0.2, 0.9, -0.3]))
 FAR = rotate_towards(M, np.array([1.0, 0.0, 0.0]), np.radians(159.0))

@@ -10,8 +10,8 @@ from scipy.stats import vonmises_fisher
 
 from analysis import chain_states, load_sessions, load_trials
 from analysis import prototypes as pt
-from mcmcp import sphere
-from mcmcp.densities import VMFMixture, encode_faces
+from mcmcp.sampling import sphere
+from mcmcp.sampling.densities import VMFMixture, encode_faces
 from vae.model import ModelConfig, build_model
 
 

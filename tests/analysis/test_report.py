@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from analysis.report import main
-from mcmcp.densities import VMFMixture
-from mcmcp.sphere import rotate_towards
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import rotate_towards
 from vae.checkpoint import file_sha256, save_checkpoint
 from vae.faceset import FaceSet
 from vae.model import ModelConfig, build_model

@@ -8,10 +8,10 @@ from scipy.stats import kstest, vonmises_fisher
 
 from analysis.responders import choice_dependence, min_trials, quadratic_features
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.gate import Gate
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, normalize, sample_uniform, spherical_mean
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate
+from mcmcp.sampling.sphere import fibonacci_sphere, normalize, sample_uniform, spherical_mean
+from mcmcp.sim.chains import simulate_chains
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 

@@ -1,4 +1,4 @@
-"""mcmcp.agents and mcmcp.densities: the Luce rule, lapses, side bias, RTs, image agents."""
+"""mcmcp.agents and mcmcp.sampling.densities: the Luce rule, lapses, side bias, RTs, image agents."""
 
 from pathlib import Path
 
@@ -16,14 +16,14 @@ from mcmcp.agents import (
     ObserverAgent,
     make_agent,
 )
-from mcmcp.config import AgentSpec
-from mcmcp.densities import ClassifierDensity, VMFMixture
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, sample_uniform
+from mcmcp.sampling.densities import ClassifierDensity, VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, sample_uniform
+from mcmcp.specs import AgentSpec
 from vae.labels import EMOTIONS, emotion_index
 from vae.model import ModelConfig, build_model
 from vae.observer import ObserverClassifier
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 M = normalize(np.array([0.0, 0.6, 0.8]))
 N = 20000
 
@@ -232,7 +232,7 @@ OBSERVER = ROOT / "vae/checkpoints/observer.pt"
 @pytest.mark.slow
 def test_trained_agents_prefer_their_emotions_centroid(default_faces):
     """The committed model and observer: every agent picks an emotion's centroid over others'."""
-    from mcmcp.densities import class_centroids, emotion_densities
+    from mcmcp.sampling.densities import class_centroids, emotion_densities
     from vae.checkpoint import load_checkpoint
     from vae.observer import load_observer
     from vae.store import split_by_identity

@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_session import make_assets
 
-from mcmcp.config import (
-    ConfigError,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-    open_model,
-    prompt_for,
-)
+from mcmcp.config import ConfigError, config_from_dict, config_to_dict, load_config
+from mcmcp.materials import open_model
+from mcmcp.specs import prompt_for
+from tests.lab.test_session import make_assets
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "experiments").glob("*.yaml"))
 LAB = [p for p in SHIPPED if not p.stem.startswith("vae_")]  # vae_*: training configs
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_session import make_assets
 
 from mcmcp.config import config_from_dict
-from mcmcp.densities import VMFMixture
 from mcmcp.engine import Engine, block_order, build_schedule
-from mcmcp.gate import Gate
-from mcmcp.seeds import participant_key
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate
+from mcmcp.sampling.seeds import participant_key
 from mcmcp.store import SessionStore
+from tests.lab.test_session import make_assets
 
 D = 3
 CENTROIDS = {e: v for e, v in zip(("happy", "sad", "angry"), np.eye(3), strict=True)}
@@ -194,7 +194,7 @@ def test_participants_get_their_own_streams(ckpt):
 def test_fibonacci_starts_stay_evenly_spread(ckpt):
     """Fibonacci starts are the lattice turned by a per-participant rotation: the pairwise angles
     (the spread) are the lattice's, the positions are not."""
-    from mcmcp.sphere import fibonacci_sphere
+    from mcmcp.sampling.sphere import fibonacci_sphere
 
     cfg = config_from_dict({"name": "f", "model": {"checkpoint": str(ckpt)},
                             "chains": {"per_emotion": 5, "start": "fibonacci"},

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_session import run_cli
 
 from mcmcp.config import ConfigError, config_from_dict, load_config
 from mcmcp.engine import Engine
@@ -19,6 +18,7 @@ from mcmcp.identities import Assignment, assignment, face_sha256, open_identitie
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow
 from mcmcp.store import read_trials
+from tests.lab.test_session import run_cli
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.identity import reference_face, reference_images
 from vae.model import ModelConfig, build_model
@@ -291,7 +291,7 @@ def test_an_online_database_from_before_the_identity_column_gets_it(tmp_path):
     server opens it; its old rows read as empty there, new rows keep their child."""
     import sqlite3
 
-    from mcmcp.dbstore import Database
+    from mcmcp.online.database import Database
 
     url = f"sqlite:///{tmp_path / 'online.sqlite'}"
     Database(url).close()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_session import write_config
 
 from mcmcp.store import read_trials
+from tests.lab.test_session import write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 
 pytestmark = [

@@ -11,13 +11,12 @@ import re
 import subprocess
 import time
 
-from test_screen import ARTIFACTS, HEIGHT, WIDTH, Session, pytestmark  # noqa: F401
-
-from mcmcp.gsp import point_to_slider, slider_to_point
+from mcmcp.sampling.gsp import point_to_slider, slider_to_point
 from mcmcp.store import read_trials
+from tests.lab.test_screen import ARTIFACTS, HEIGHT, WIDTH, Session, pytestmark  # noqa: F401
 
 K = 16
-# The slider's geometry in a WIDTH x HEIGHT window with face_size 256 (mcmcp/screen.py,
+# The slider's geometry in a WIDTH x HEIGHT window with face_size 256 (mcmcp/lab/screen.py,
 # `_slider_stims`): face centre y = 60, track y = 60 - 128 - 50, OK 80 px below the track.
 TRACK_Y, TRACK_W = -118, 800
 OK_Y = TRACK_Y - 80

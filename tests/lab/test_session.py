@@ -22,7 +22,7 @@ from mcmcp.render import Renderer
 from mcmcp.session import HeadlessDisplay, run_session
 from mcmcp.store import SessionStore, read_trials
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = ["rt", "onset", "gap", "dropped_frames", "timestamp", "run", "date"]  # differ by run
 
 
@@ -85,9 +85,10 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 def test_headless_loop_in_process(tmp_path):
     """The loop run_session drives (same as the window's) saves one row per event, in order."""
     from mcmcp.agents import make_agent
-    from mcmcp.config import load_config, open_model
-    from mcmcp.densities import class_centroids, emotion_densities
-    from mcmcp.gate import Gate
+    from mcmcp.config import load_config
+    from mcmcp.materials import open_model
+    from mcmcp.sampling.densities import class_centroids, emotion_densities
+    from mcmcp.sampling.gate import Gate
     from vae.store import read_store
 
     cfg = load_config(write_config(tmp_path))
@@ -244,7 +245,7 @@ def meta_of(folder: Path) -> dict:
 
 
 def test_two_agent_pilots_differ_and_record_their_streams(tmp_path):
-    from mcmcp.seeds import participant_key
+    from mcmcp.sampling.seeds import participant_key
 
     cfg = str(write_config(tmp_path, trials={"per_chain": 2, "practice": 1, "catch_rate": 0.2},
                            block_order="random"))
@@ -319,7 +320,8 @@ def test_a_wrong_command_changes_nothing(tmp_path, capsys):
 
 
 def test_unfinished_checkpoint_is_refused_and_a_failing_verdict_warned(tmp_path, capsys):
-    from mcmcp.config import ConfigError, checkpoint_fitness
+    from mcmcp.config import ConfigError
+    from mcmcp.materials import checkpoint_fitness
     from vae.checkpoint import load_checkpoint, save_checkpoint
     from vae.model import ModelConfig, build_model
 
@@ -359,11 +361,11 @@ def test_faces_not_from_the_checkpoint_are_a_loud_warning(tmp_path, capsys):
 def test_default_face_store_is_built_on_first_use(tmp_path, monkeypatch, capsys, default_faces):
     """A fresh clone has no data/faces.h5: the deterministic default store is built (one line
     says so) instead of the session stopping with 'face store not found'."""
-    import mcmcp.config
+    import mcmcp.materials
     import vae.procedural.faces
 
     default = tmp_path / "data/faces.h5"
-    monkeypatch.setattr(mcmcp.config, "DEFAULT_FACES", default)
+    monkeypatch.setattr(mcmcp.materials, "DEFAULT_FACES", default)
     def generated_once(**kwargs):
         # the suite's shared copy of the default set (conftest), made by this very function
         # with these very arguments: generating the 2240 faces again only costs time

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
-from test_session import run_cli, write_config
 
 from mcmcp import schema
 from mcmcp.config import ConfigError, load_config
-from mcmcp.dbstore import Database, sessions, trials
-from mcmcp.export import export
-from mcmcp.online import OnlineStudy
-from mcmcp.serve import MAX_BODY, create_app
+from mcmcp.online.app import MAX_BODY, create_app
+from mcmcp.online.database import Database, sessions, trials
+from mcmcp.online.export import export
+from mcmcp.online.study import OnlineStudy
 from mcmcp.store import SessionStore, read_trials
+from tests.lab.test_session import run_cli, write_config
 
 TOKEN = "experimenter-secret"
 ONLINE = {"consent": "Do you agree?", "completion_code": "CODE-123",

@@ -11,12 +11,12 @@ import httpx2
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
-from test_serve import NOT_COMPARED, begin, online_config, serve, step
 from webserver import Server, progress_labels, side_for, take_part_http
 
-from mcmcp.dbstore import Database
-from mcmcp.export import export
+from mcmcp.online.database import Database
+from mcmcp.online.export import export
 from mcmcp.store import read_trials
+from tests.online.test_serve import NOT_COMPARED, begin, online_config, serve, step
 
 pytestmark = pytest.mark.slow
 PARTICIPANTS = [f"K{i}" for i in range(4)]

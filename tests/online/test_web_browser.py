@@ -9,12 +9,12 @@ import json
 
 import pytest
 from playwright.async_api import async_playwright
-from test_serve import ONLINE, online_config
 from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, side_for
 
-from mcmcp.dbstore import Database
-from mcmcp.export import export
+from mcmcp.online.database import Database
+from mcmcp.online.export import export
 from mcmcp.store import read_trials
+from tests.online.test_serve import ONLINE, online_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 READY = "#app[data-ready='true']"

@@ -1,4 +1,4 @@
-"""mcmcp.chain: shapes, the vMF proposal, and the stationary distribution of agent-driven chains.
+"""mcmcp.sampling.chain: shapes, the vMF proposal, and the stationary distribution of agent-driven chains.
 
 A latent agent whose category is vMF(m, k) and who chooses with Luce exponent g makes the chain
 target p^g ∝ vMF(m, g k); samples after burn-in are compared with scipy's vMF samples.
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp, vonmises_fisher
 
-from mcmcp import chain
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, spherical_mean
+from mcmcp.sampling import chain
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, geodesic, normalize, spherical_mean
+from mcmcp.sim.chains import simulate_chains
 
 P_MIN = 1e-3
 M = normalize(np.array([0.3, -0.5, 0.8]))

@@ -1,4 +1,4 @@
-"""mcmcp.gate: the guided chain targets p^g_a * g^gamma, and gate rows rebuild the chain exactly."""
+"""mcmcp.sampling.gate: the guided chain targets p^g_a * g^gamma, and gate rows rebuild the chain exactly."""
 
 import csv
 import io
@@ -9,12 +9,12 @@ import pytest
 from scipy.stats import ks_2samp, vonmises_fisher
 
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.gate import Gate, make_gate
-from mcmcp.layout import Block, block_columns, session_columns
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate, make_gate
+from mcmcp.sampling.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, spherical_mean
 from mcmcp.schema import format_columns, header, latent_columns
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards, spherical_mean
+from mcmcp.sim.chains import simulate_chains
+from mcmcp.sim.layout import Block, block_columns, session_columns
 
 P_MIN = 1e-3
 M = normalize(np.array([0.2, 0.9, -0.3]))

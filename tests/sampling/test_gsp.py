@@ -1,4 +1,4 @@
-"""mcmcp.gsp: the circle, and the stationary law of GSP chains against scipy's vMF.
+"""mcmcp.sampling.gsp: the circle, and the stationary law of GSP chains against scipy's vMF.
 
 A latent agent with category vMF(m, k) choosing points along the circle by softmax of g·log p
 makes the chain sample p^g = vMF(m, g k), for any number of points K; with the gate (Barker on
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare, ks_2samp, vonmises_fisher
 
-from mcmcp import gsp
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.gate import Gate
-from mcmcp.simulate import simulate_gsp_chains
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, sample_uniform, spherical_mean
-from tests.test_chain import M, assert_vmf
+from mcmcp.sampling import gsp
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate
+from mcmcp.sampling.sphere import fibonacci_sphere, geodesic, normalize, sample_uniform, spherical_mean
+from mcmcp.sim.chains import simulate_gsp_chains
+from tests.sampling.test_chain import M, assert_vmf
 
 
 def test_circle_points_are_unit_great_circle_through_x():
@@ -142,7 +142,7 @@ def test_agent_slides_to_its_best_point_and_longer_drags_take_longer():
 
 def test_the_online_server_refuses_gsp_with_a_clear_error():
     from mcmcp.config import ConfigError, config_from_dict
-    from mcmcp.online import OnlineStudy
+    from mcmcp.online.study import OnlineStudy
 
     cfg = config_from_dict({"name": "g", "paradigm": "gsp", "trials": {"catch_rate": 0.0}},
                            "gsp.yaml", require_checkpoint=False)
@@ -155,8 +155,8 @@ def test_online_sessions_saved_before_gsp_still_match_their_config(tmp_path):
     """An unfinished online session whose saved config predates `paradigm`/`gsp` is the same
     MCMCP study; one saved with another paradigm is not."""
     from mcmcp.config import ConfigError, config_from_dict, config_to_dict
-    from mcmcp.dbstore import Database
-    from mcmcp.online import check_database
+    from mcmcp.online.database import Database
+    from mcmcp.online.study import check_database
 
     cfg = config_from_dict({"name": "s"}, "s.yaml", require_checkpoint=False)
     old = {k: v for k, v in config_to_dict(cfg).items() if k not in ("paradigm", "gsp")}

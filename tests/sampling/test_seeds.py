@@ -1,16 +1,16 @@
-"""mcmcp.seeds: participant keys are stable across processes and streams are independent."""
+"""mcmcp.sampling.seeds: participant keys are stable across processes and streams are independent."""
 
 import subprocess
 import sys
 
 import numpy as np
 
-from mcmcp.seeds import participant_key, stream_rng
+from mcmcp.sampling.seeds import participant_key, stream_rng
 
 
 def test_participant_key_is_stable_across_processes():
     # Python's hash() is salted per process; the key must not be
-    code = "from mcmcp.seeds import participant_key; print(participant_key('P001'))"
+    code = "from mcmcp.sampling.seeds import participant_key; print(participant_key('P001'))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, env={"PYTHONHASHSEED": str(s)}).stdout.strip()
             for s in (1, 2)}

@@ -1,10 +1,10 @@
-"""mcmcp.sphere against scipy.stats.vonmises_fisher and closed forms."""
+"""mcmcp.sampling.sphere against scipy.stats.vonmises_fisher and closed forms."""
 
 import numpy as np
 import pytest
 from scipy.stats import ks_2samp, vonmises_fisher
 
-from mcmcp.sphere import (
+from mcmcp.sampling.sphere import (
     fibonacci_sphere,
     geodesic,
     log_vmf_normaliser,

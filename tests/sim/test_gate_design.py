@@ -1,18 +1,18 @@
 """Guided designs that need no heroic re-weighting: the annealed gate and unguided control chains
-(mcmcp.gate schedule, the engine's rows, the config keys)."""
+(mcmcp.sampling.gate schedule, the engine's rows, the config keys)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine import CENTROIDS, D, run
-from test_session import make_assets
 
 from mcmcp.config import ConfigError, config_from_dict, config_to_dict
-from mcmcp.densities import VMFMixture
 from mcmcp.engine import Engine
-from mcmcp.gate import Gate, make_gate
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate, make_gate
 from mcmcp.store import SessionStore
+from tests.core.test_engine import CENTROIDS, D, run
+from tests.lab.test_session import make_assets
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""mcmcp.plan and mcmcp.sweeps: the planner measures what the report measures, a Dask sweep
+"""mcmcp.plan and mcmcp.sim.sweeps: the planner measures what the report measures, a Dask sweep
 gives the serial results, and the CLI prints a verdict and a figure."""
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import pytest
 from analysis import chain_states, diagnostics, load_trials
 from analysis import prototypes as pt
 from analysis.checks import stationary_states
-from mcmcp import plan, sweeps
+from mcmcp import plan
 from mcmcp.agents import LatentAgent
 from mcmcp.config import config_from_dict
-from mcmcp.densities import VMFMixture
-from mcmcp.gate import Gate
-from mcmcp.layout import Block, block_columns, session_columns
-from mcmcp.simulate import GroundTruth, make_design, simulate_chains
-from mcmcp.sphere import fibonacci_sphere
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate
+from mcmcp.sampling.sphere import fibonacci_sphere
+from mcmcp.sim import planner, sweeps
+from mcmcp.sim.chains import simulate_chains
+from mcmcp.sim.layout import Block, block_columns, session_columns
+from mcmcp.sim.study import GroundTruth, make_design
 from mcmcp.store import SessionStore
 
 M = np.array([0.0, 0.6, 0.8])
@@ -41,14 +43,14 @@ def test_planner_rhat_and_prototype_are_the_reports(tmp_path, anneal):
     store.finish()
     states = stationary_states(chain_states(load_trials(tmp_path)))
     report = diagnostics.convergence(states, 0, by=[]).iloc[0]
-    chains, gammas = plan.kept_states(trace)
-    rhat, ess = plan.group_rhat(chains)
+    chains, gammas = planner.kept_states(trace)
+    rhat, ess = planner.group_rhat(chains)
     assert rhat == pytest.approx(report["rhat_max"], rel=1e-12)
     assert ess == pytest.approx(report["ess_bulk_min"], rel=1e-12)
     drawn = pt.prototypes(states, 0, by=[], n_boot=10).set_index("estimate").loc[
         pt.UNGUIDED if anneal else pt.DEGUIDED]
     x = np.concatenate(chains)
-    mean = plan.prototype(x, gate.density.logpdf(x), np.concatenate(gammas))
+    mean = planner.prototype(x, gate.density.logpdf(x), np.concatenate(gammas))
     np.testing.assert_allclose(mean, drawn[["mean_0", "mean_1", "mean_2"]].to_numpy(float),
                                atol=1e-12)
 
@@ -63,22 +65,22 @@ def _shared(participants=2):
     truth = GroundTruth("file", {"happy": VMFMixture.single(M, 12.0),
                                  "sad": VMFMixture.single(-M, 12.0)})
     design = make_design(cfg, None, truth, None, None, "<plan test>")
-    return plan.Shared(design, participants, {e: d.mode() for e, d in truth.densities.items()},
+    return planner.Shared(design, participants, {e: d.mode() for e, d in truth.densities.items()},
                        0.5)
 
 
 @pytest.mark.slow
 def test_a_dask_sweep_gives_the_serial_results():
     shared = _shared()
-    cells = [plan.Cell(t, c, s) for t in (15, 30) for c in (2, 3) for s in range(2)]
-    serial = sweeps.run(plan.simulate_cell, cells, shared, workers=0, progress=False)
-    on_dask = sweeps.run(plan.simulate_cell, cells, shared, workers=2, progress=False)
+    cells = [planner.Cell(t, c, s) for t in (15, 30) for c in (2, 3) for s in range(2)]
+    serial = sweeps.run(planner.simulate_cell, cells, shared, workers=0, progress=False)
+    on_dask = sweeps.run(planner.simulate_cell, cells, shared, workers=2, progress=False)
     assert pd.DataFrame(sum(on_dask, [])).equals(pd.DataFrame(sum(serial, [])))
     # a running scheduler, as --scheduler ADDRESS reaches a real cluster
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
-        remote = sweeps.run(plan.simulate_cell, cells, shared, cluster.scheduler_address,
+        remote = sweeps.run(planner.simulate_cell, cells, shared, cluster.scheduler_address,
                             progress=False)
     assert pd.DataFrame(sum(remote, [])).equals(pd.DataFrame(sum(serial, [])))
     rows = pd.DataFrame(sum(serial, []))

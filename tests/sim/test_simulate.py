@@ -9,8 +9,9 @@ import torch
 from analysis.load import load_sessions
 from analysis.prototypes import truth_table
 from mcmcp import simulate
-from mcmcp.densities import VMFMixture
-from mcmcp.sphere import fibonacci_sphere
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere
+from mcmcp.sim import study
 from mcmcp.store import read_trials
 from vae.checkpoint import save_checkpoint
 from vae.files import file_sha256
@@ -196,9 +197,9 @@ def test_a_participant_is_the_same_alone_with_others_and_in_parallel(tmp_path, m
                             "gate": {"kind": "vmf", "gamma": 0.5},
                             "agent": {"kind": "latent", "lapse": 0.05}}, "<simulate defaults>",
                            require_checkpoint=False)
-    model = simulate.open_model_parts(cfg, "<simulate defaults>", "data")
-    simulate.simulate_study(cfg, tmp_path / "alone", ["sim002"],
-                            simulate.ground_truth("data", cfg, model), model,
+    model = study.open_model_parts(cfg, "<simulate defaults>", "data")
+    study.simulate_study(cfg, tmp_path / "alone", ["sim002"],
+                            study.ground_truth("data", cfg, model), model,
                             file_sha256(ckpt), "<simulate defaults>")
     reference = _without_times(tmp_path / "three" / "sub-sim002" / "ses-01")
     assert len(reference[0]) > 7 * 3 * 15  # gate rows and catch trials too

@@ -33,7 +33,7 @@ from vae.sources import (
 )
 from vae.store import load_splits, read_store, split_by_identity, store_hash, write_store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def face_like(rng: np.random.Generator, height: int = 90, width: int = 72) -> np.ndarray:

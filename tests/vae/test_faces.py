@@ -34,7 +34,7 @@ from vae.procedural.faces import (
     sample_identity,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from vae.store import read_store, split_by_identity, write_store
 from vae.train import TrainConfig, load_config, main, train
 from vae.verdict import format_verdict, judge
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = ModelConfig(image_size=(16, 12), channels=(4, 8), hidden=16, class_weight=10.0)
 
 
