@@ -108,7 +108,7 @@ def layer(module: str) -> str:
 
 ALLOWED = {  # layer -> the layers it may import
     "sampling": {"sampling", "vae"},
-    "core": {"core", "sampling", "vae", "procedural"},
+    "core": {"core", "sampling", "vae"},
     "lab": {"lab", "core", "sampling", "vae"},
     "online": {"online", "core", "sampling", "vae", "analysis"},  # analysis: monitor only
     "sim": {"sim", "core", "sampling", "vae"},
