@@ -33,6 +33,7 @@ from mcmcp.online.study import OnlineStudy, Rejected, valid_id
 from mcmcp.store import utc_now
 
 MAX_BODY = 2048  # bytes: the largest request a page sends is well under 1 KiB
+MAX_SLIDER_BODY = 65536  # a slider answer carries the handle's path (slider.MAX_MOVES moves)
 
 MAX_SECONDS = 3600.0  # an rt or gap longer than an hour is not a measurement
 
@@ -57,18 +58,18 @@ SECURITY_HEADERS = {
 }
 
 
-async def _json_body(request: Request) -> dict:
-    """The request's JSON object, read at most MAX_BODY bytes far."""
+async def _json_body(request: Request, limit: int = MAX_BODY) -> dict:
+    """The request's JSON object, read at most `limit` bytes far."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise Rejected(415, "send the body as application/json")
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise Rejected(413, f"request bodies are at most {MAX_BODY} bytes")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise Rejected(413, f"request bodies are at most {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Rejected(413, f"request bodies are at most {MAX_BODY} bytes")
+        if len(body) > limit:
+            raise Rejected(413, f"request bodies are at most {limit} bytes")
 
     def no_constants(name: str):
         raise ValueError(f"{name} is not a number")
@@ -126,6 +127,7 @@ def _client(value: object, user_agent: str) -> dict:
 def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     """The ASGI app serving `study`. experimenter_token None: the experimenter page is closed."""
     cookie = f"mcmcp_{study.cfg.name}"
+    slider = study.cfg.paradigm == "gsp"
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
     monitor_cache: dict = {}
@@ -188,18 +190,26 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
 
     async def answer(request: Request) -> Response:
         received = utc_now()
-        data = await _json_body(request)
-        _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
-        if data["side"] not in ("left", "right"):
-            raise Rejected(400, "side must be 'left' or 'right'")
-        if data["device"] not in ("keyboard", "mouse"):
-            raise Rejected(400, "device must be 'keyboard' or 'mouse'")
+        if slider:  # position and moves are checked against the trial (mcmcp.online.slider)
+            data = await _json_body(request, MAX_SLIDER_BODY)
+            _fields(data, {"trial", "position", "moves", "rt", "onset", "gap", "device"})
+            choice, moves = data["position"], data["moves"]
+            devices = ("keyboard", "mouse", "touch")
+        else:
+            data = await _json_body(request)
+            _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
+            if data["side"] not in ("left", "right"):
+                raise Rejected(400, "side must be 'left' or 'right'")
+            choice, moves = data["side"], None
+            devices = ("keyboard", "mouse")
+        if data["device"] not in devices:
+            raise Rejected(400, f"device must be one of {list(devices)}")
         rt = _number(data, "rt", 0.0, MAX_SECONDS, lo_open=True)
         onset = _number(data, "onset", 0.0, 1e8)
         gap = _number(data, "gap", 0.0, MAX_SECONDS, nullable=True)
         return reply(await run_in_threadpool(study.answer, request.cookies.get(cookie),
-                                             _id(data, "trial"), data["side"], rt, onset, gap,
-                                             received, data["device"]))
+                                             _id(data, "trial"), choice, rt, onset, gap,
+                                             received, data["device"], moves))
 
     async def experimenter(request: Request) -> Response:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()

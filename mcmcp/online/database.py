@@ -7,7 +7,8 @@ participant id, token or answer):
   of the screen on show, `acked`: message screens passed before the pending trial), counts, and
   the metadata that becomes its `session.json`.
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
-  never be written twice; the latent coordinates are JSON lists (full float precision).
+  never be written twice; the latent coordinates are JSON lists (full float precision); a
+  slider trial's handle path is kept beside its row (`moves`).
 
 Every step of a participant is one transaction that first moves the session's `screen` from the
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
@@ -81,6 +82,9 @@ trials = Table(
     *[Column(c.name, _SQL_TYPES[c.dtype], primary_key=c.name == "row", autoincrement=False)
       for c in _SCALARS],
     *[Column(p, JSON, nullable=False) for p in LATENT],
+    # a GSP slider trial's handle path, [[seconds from onset, slider position], ...]
+    # (mcmcp.online.slider); not a trial-schema column: exported as slider_moves.csv
+    Column("moves", JSON(none_as_null=True), nullable=True),
 )
 
 
@@ -271,6 +275,14 @@ class Database:
                 .where(sessions.c.study == study).order_by(trials.c.session_id, trials.c.row))
             return rows_frame([_from_db(r._mapping, d) for r in result], d)
 
+    def moves(self, session_id: int) -> list[tuple[int, list]]:
+        """(row, handle path) of the session's slider trials, in row order."""
+        with self.engine.connect() as conn:
+            return [(r.row, r.moves) for r in conn.execute(
+                select(trials.c.row, trials.c.moves).where(
+                    trials.c.session_id == session_id, trials.c.moves.is_not(None))
+                .order_by(trials.c.row))]
+
     def counts(self) -> dict[int, int]:
         """session id -> rows stored (to check the sessions' own counts)."""
         with self.engine.connect() as conn:
@@ -281,6 +293,7 @@ class Database:
 def _to_db(session_id: int, row: dict, d: int) -> dict:
     out = {c.name: row.get(c.name) for c in _SCALARS}
     out["session_id"] = session_id
+    out["moves"] = row.get("moves")
     for p in LATENT:
         out[p] = [float(row[f"{p}_{i}"]) for i in range(d)]
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}

@@ -38,7 +38,9 @@ from mcmcp.engine import Engine, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
+from mcmcp.online.slider import CONFIRM_KEY, slider_answer, slider_view
 from mcmcp.render import Renderer
+from mcmcp.sampling.gsp import slider_to_point
 from mcmcp.session import SessionFlow, instructions
 from mcmcp.specs import ExperimentConfig
 from mcmcp.store import local_now, utc_now, validate_participant_id, versions
@@ -119,10 +121,6 @@ class OnlineStudy:
             session_materials,  # the lab's own set-up: both fit the same gates
         )
 
-        if cfg.paradigm != "mcmcp":
-            raise ConfigError(file, "paradigm", cfg.paradigm,
-                              "mcmcp online (the browser shows two faces; GSP sliders run in "
-                              "the lab with `python -m mcmcp.run`)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "
@@ -227,24 +225,42 @@ class OnlineStudy:
 
         return self._step(token, screen, step)
 
-    def answer(self, token: str, trial: str, side: str, rt: float, onset: float,
-               gap: float | None, received: str, device: str) -> dict:
-        """The participant chose `side` on the pending trial `trial` (its screen id).
+    def answer(self, token: str, trial: str, side: str | int, rt: float, onset: float,
+               gap: float | None, received: str, device: str,
+               moves: list[list[float]] | None = None) -> dict:
+        """The participant chose `side` on the pending trial `trial` (its screen id); on a GSP
+        slider trial `side` is the slider position (0 = left end) confirmed.
 
         rt: seconds from onset (the page's clock); onset: seconds on the page's clock
         (performance.now, restarts at a reload); gap: seconds from the previous response to this
         onset on the same page without a message between (else None); received: when the server
-        received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse (the
-        key saved is the config's key for the side, so the page never names one).
+        received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse |
+        touch (the key saved is the config's key for the side, or SPACE confirming a slider, so
+        the page never names one); moves: a slider trial's handle path, [seconds from onset,
+        slider position] per move (`mcmcp.online.slider.check_moves`).
         """
         keys = self.cfg.display.keys
-        key = (keys.left if side == "left" else keys.right) if device == "keyboard" else None
+        slider = self.cfg.paradigm == "gsp"
+        key = None if device != "keyboard" else CONFIRM_KEY if slider else (
+            keys.left if side == "left" else keys.right)
 
         def step(flow: SessionFlow, record: SessionRecord):
             if flow.screen().kind != "trial":
                 raise Rejected(409, "There is no trial on show to answer; "
                                     "the page reloads to where you are.")
-            rows = flow.tell(side, rt, onset, gap, None, received, key, device)
+            pending = flow.screen().trial
+            response, path = side, None
+            if pending.is_slider:
+                try:
+                    response, path = slider_answer(pending.circle, side, rt, moves)
+                except ValueError as err:
+                    raise Rejected(400, str(err)) from None
+            elif moves is not None or not isinstance(side, str):
+                raise Rejected(400, "a two-face trial is answered with side 'left' or 'right' "
+                                    "and no moves")
+            rows = flow.tell(response, rt, onset, gap, None, received, key, device)
+            if path is not None:
+                rows[-1]["moves"] = path
             if flow.screen().kind == "end":
                 meta = {**record.meta, "end_time": received}
                 return rows, "complete", meta, 0
@@ -330,22 +346,29 @@ class OnlineStudy:
         if screen.kind == "trial":
             flow.prepare()
             view["screen"].update(prompt=screen.prompt, progress=screen.progress,
-                                  images=self._pair(screen.trial, screen.images, images))
+                                  images=self._faces(screen.trial, screen.images, images))
+            if screen.trial.is_slider:
+                view["screen"]["slider"] = slider_view(screen.trial.circle)
             upcoming = flow.upcoming()
             if upcoming is not None and upcoming[0] is not None:
-                view["next"] = self._pair(*upcoming, images)
+                view["next"] = self._faces(*upcoming, images)
         elif screen.kind == "end":
             view["end"] = {"code": self.cfg.online.completion_code,
                            "redirect": self.cfg.online.redirect_url}
         elif flow.pending is not None:
-            view["next"] = self._pair(flow.pending, flow.images, images)
+            view["next"] = self._faces(flow.pending, flow.images, images)
         return view
 
-    def _pair(self, trial, pair: np.ndarray, out: dict[str, str]) -> list[str]:
-        """Image keys [left, right] of a trial (the code and the child); their PNG data URLs
+    def _faces(self, trial, faces: np.ndarray, out: dict[str, str]) -> list[str]:
+        """Image keys of a trial's faces (the code and the child): [left, right] of a pair, or
+        a slider's K faces in slider order (position 0 at the left end); their PNG data URLs
         go into `out`."""
         keys = []
-        for code, image in zip((trial.left, trial.right), pair, strict=True):
+        codes = (trial.left, trial.right)
+        if trial.is_slider:  # the renderer gives circle order; the page wants slider order
+            order = slider_to_point(np.arange(len(faces)), trial.circle.shift, len(faces))
+            codes, faces = trial.circle.points[order], faces[order]
+        for code, image in zip(codes, faces, strict=True):
             key = hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
                                  + trial.identity.encode("utf-8")).hexdigest()[:20]
             with self._pngs_lock:

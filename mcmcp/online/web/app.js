@@ -7,6 +7,11 @@
 // requestAnimationFrame callback and the onset is the timestamp of the next frame's callback,
 // the first frame on which the pair can have been presented. RTs are event timestamps minus the
 // onset, on the performance.now() clock.
+//
+// A GSP slider trial (screen.slider) shows one face of its K, the track and the handle: LEFT /
+// RIGHT, a mouse drag or a touch drag move the handle, SPACE or OK confirm. The page knows slider
+// positions only (the server maps them to circle points) and sends the handle's path with the
+// answer: [seconds from onset, position] per move.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -19,6 +24,7 @@
   let gap = null; // seconds from the previous response to this onset, or null
   let lastResponse = null; // ms of the previous response on this page, null after a message
   let busy = false;
+  let slider = null; // a slider trial on show: {keys, position, moves, dragging}
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
@@ -88,6 +94,7 @@
     const wanted = [...(screen.images || []), ...(next.next || [])];
     keep(wanted);
     if (screen.kind !== "trial") {
+      slider = null;
       lastResponse = null; // a gap across a message measures the reader, not the page
       showMessage(screen);
       if (next.next) decode(next.next, next.images).catch(() => {});
@@ -95,19 +102,30 @@
     }
     await decode(screen.images, next.images);
     if (next.next) decode(next.next, next.images).catch(() => {});
-    const [left, right] = screen.images.map((key) => decoded.get(key));
-    left.className = "left";
-    right.className = "right";
     $("message").hidden = true;
     $("prompt").textContent = screen.prompt;
     $("progress").textContent = screen.progress;
-    layout(left);
+    let faces;
+    if (screen.slider) {
+      slider = { keys: screen.images, position: screen.slider.start, moves: [], dragging: false };
+      faces = [decoded.get(slider.keys[slider.position])];
+      faces[0].className = "single";
+      placeHandle();
+    } else {
+      slider = null;
+      faces = screen.images.map((key) => decoded.get(key));
+      faces[0].className = "left";
+      faces[1].className = "right";
+    }
+    layout(faces[0]);
     setKind("trial");
     await frame();
-    $("faces").replaceChildren(left, right);
+    $("faces").replaceChildren(...faces);
+    $("control").hidden = !slider;
+    $("ok").hidden = !display.mouse;
     $("fixation").hidden = true;
     $("trial").hidden = false;
-    for (const id of ["prompt", "faces", "progress"]) $(id).style.visibility = "visible";
+    for (const id of ["prompt", "faces", "control", "progress"]) $(id).style.visibility = "visible";
     onset = await frame(); // the frame after the one that painted the pair
     gap = lastResponse === null ? null : (onset - lastResponse) / 1000;
     app.dataset.ready = "true";
@@ -168,14 +186,40 @@
     if (res.code === 200) await show(res.data); else await recover(res.code, res.data);
   }
 
+  function placeHandle() {
+    $("handle").style.left = `${(100 * (slider.position + 0.5)) / slider.keys.length}%`;
+    $("handle").dataset.position = String(slider.position);
+  }
+
+  function moveTo(position, time) {
+    // the handle to a slider position (clamped to the track), recorded when it changes
+    if (!slider || onset === null || busy || time < onset) return;
+    position = Math.max(0, Math.min(slider.keys.length - 1, position));
+    if (position === slider.position) return;
+    slider.position = position;
+    slider.moves.push([(time - onset) / 1000, position]);
+    const img = decoded.get(slider.keys[position]);
+    img.className = "single";
+    $("faces").replaceChildren(img);
+    placeHandle();
+  }
+
+  function trackPosition(event) {
+    const box = $("track").getBoundingClientRect();
+    return Math.floor(((event.clientX - box.left) / box.width) * slider.keys.length);
+  }
+
   async function respond(side, time, device) {
     if (busy || onset === null || time < onset) return; // nothing on show, or pressed before it
     busy = true;
-    const body = { trial: view.screen.id, side, rt: (time - onset) / 1000, onset: onset / 1000, gap,
-                   device };
+    const rt = (time - onset) / 1000;
+    const body = slider
+      ? { trial: view.screen.id, position: slider.position, moves: slider.moves, rt,
+          onset: onset / 1000, gap, device }
+      : { trial: view.screen.id, side, rt, onset: onset / 1000, gap, device };
     onset = null;
     lastResponse = time;
-    for (const id of ["prompt", "faces", "progress"]) $(id).style.visibility = "hidden";
+    for (const id of ["prompt", "faces", "control", "progress"]) $(id).style.visibility = "hidden";
     $("fixation").hidden = false;
     app.dataset.ready = "false";
     const fixation = sleep(display.fixation * 1000);
@@ -191,9 +235,14 @@
     if (kind === "trial" && display) {
       const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
       const side = key === display.keys.left ? "left" : key === display.keys.right ? "right" : null;
-      if (side) {
+      const time = event.timeStamp || performance.now();
+      if (slider && (side || key === " ")) {
         event.preventDefault();
-        respond(side, event.timeStamp || performance.now(), "keyboard");
+        if (key === " ") respond(null, time, "keyboard");
+        else moveTo(slider.position + (side === "left" ? -1 : 1), time);
+      } else if (side) {
+        event.preventDefault();
+        respond(side, time, "keyboard");
       }
     } else if (event.key === " " && !["consent", "end", "declined", "error"].includes(kind)) {
       event.preventDefault();
@@ -205,6 +254,26 @@
     const side = event.target.classList.contains("left") ? "left"
       : event.target.classList.contains("right") ? "right" : null;
     if (side) respond(side, event.timeStamp || performance.now(), "mouse");
+  });
+  // a drag starts on the track (or the handle) and follows the pointer anywhere until released
+  $("track").addEventListener("pointerdown", (event) => {
+    if (!slider || !display.mouse || busy || onset === null) return;
+    event.preventDefault();
+    slider.dragging = true;
+    $("track").setPointerCapture(event.pointerId);
+    moveTo(trackPosition(event), event.timeStamp || performance.now());
+  });
+  $("track").addEventListener("pointermove", (event) => {
+    if (slider && slider.dragging) moveTo(trackPosition(event), event.timeStamp || performance.now());
+  });
+  for (const type of ["pointerup", "pointercancel"]) {
+    $("track").addEventListener(type, () => { if (slider) slider.dragging = false; });
+  }
+  $("ok").addEventListener("pointerdown", (event) => {
+    if (!slider || !display.mouse) return;
+    event.preventDefault();
+    respond(null, event.timeStamp || performance.now(),
+      event.pointerType === "touch" ? "touch" : "mouse");
   });
   $("continue").addEventListener("click", () => acknowledge());
   $("agree").addEventListener("click", () => acknowledge(true));
