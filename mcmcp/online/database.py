@@ -7,8 +7,8 @@ participant id, token or answer):
   of the screen on show, `acked`: message screens passed before the pending trial), counts, and
   the metadata that becomes its `session.json`.
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
-  never be written twice; the latent coordinates are JSON lists (full float precision); a
-  slider trial's handle path is kept beside its row (`moves`).
+  never be written twice; the latent coordinates (and a GSP circle's direction) are JSON lists
+  (full float precision); a slider trial's handle path is kept beside its row (`moves`).
 
 Every step of a participant is one transaction that first moves the session's `screen` from the
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
@@ -50,9 +50,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from mcmcp import schema
 
 LATENT = ("current", "proposal")
+VECTORS = (*LATENT, "direction")  # direction_*: a GSP circle's, empty in MCMCP rows
 _SQL_TYPES = {"string": Text, "Int64": Integer, "Float64": Double, "boolean": Boolean}
-# the trial schema's columns that are not latent coordinates, in file order (d does not matter)
-_SCALARS = [c for c in schema.columns(1) if not c.name.startswith(tuple(f"{p}_" for p in LATENT))]
+# the trial schema's columns that are not coordinates, in file order (d does not matter)
+_SCALARS = [c for c in schema.columns(1)
+            if not c.name.startswith(tuple(f"{p}_" for p in VECTORS))]
 
 metadata = MetaData()
 
@@ -82,6 +84,7 @@ trials = Table(
     *[Column(c.name, _SQL_TYPES[c.dtype], primary_key=c.name == "row", autoincrement=False)
       for c in _SCALARS],
     *[Column(p, JSON, nullable=False) for p in LATENT],
+    Column("direction", JSON(none_as_null=True), nullable=True),
     # a GSP slider trial's handle path, [[seconds from onset, slider position], ...]
     # (mcmcp.online.slider); not a trial-schema column: exported as slider_moves.csv
     Column("moves", JSON(none_as_null=True), nullable=True),
@@ -296,6 +299,8 @@ def _to_db(session_id: int, row: dict, d: int) -> dict:
     out["moves"] = row.get("moves")
     for p in LATENT:
         out[p] = [float(row[f"{p}_{i}"]) for i in range(d)]
+    gsp = row.get("direction_0") is not None
+    out["direction"] = [float(row[f"direction_{i}"]) for i in range(d)] if gsp else None
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
 
 
@@ -303,6 +308,8 @@ def _from_db(mapping, d: int) -> dict:
     row = {c.name: mapping[c.name] for c in _SCALARS}
     for p in LATENT:
         row.update(zip(schema.latent_columns(p, d), mapping[p], strict=True))
+    if mapping["direction"] is not None:
+        row.update(zip(schema.direction_columns(d), mapping["direction"], strict=True))
     return row
 
 

@@ -1,0 +1,103 @@
+"""GSP slider trials over the HTTP API in-process (the real app on a real database): the same
+screens and rows as a lab GSP session, and a slider answer the server refuses without writing."""
+
+from __future__ import annotations
+
+import pandas as pd
+from starlette.testclient import TestClient
+
+from mcmcp.online.export import export
+from mcmcp.sampling.gsp import point_to_slider
+from mcmcp.store import read_trials
+from tests.lab.test_session import run_cli
+from tests.online.test_serve import NOT_COMPARED, _snapshot, begin, online_config, serve
+
+K = 8
+
+
+def gsp_config(tmp_path):
+    return online_config(tmp_path, name="gsp_small", paradigm="gsp", emotions=["happy", "sad"],
+                         gsp={"points": K}, chains={"per_emotion": 2, "adapt": None},
+                         gate={"kind": "vmf", "gamma": 0.5},
+                         trials={"per_chain": 3, "practice": 1, "catch_rate": 0.0,
+                                 "repeat_rate": 0.0, "break_every": 4})
+
+
+def slide(client: TestClient, view: dict, position: int, moves: list, **changes):
+    return client.post("/api/answer", json={
+        "trial": view["screen"]["id"], "position": position, "moves": moves, "rt": 1.5,
+        "onset": 4.0, "gap": None, "device": "mouse", **changes})
+
+
+def ack(client: TestClient, view: dict) -> dict:
+    body = {"screen": view["screen"]["id"]}
+    if view["screen"]["kind"] == "consent":
+        body["consent"] = True
+    res = client.post("/api/ack", json=body)
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+def test_online_slider_session_is_the_lab_slider_session(tmp_path, capsys):
+    """Confirming the positions of the points a lab agent chose gives the lab's rows (the gate
+    included), and every trial's view is one face per slider position plus the handle's start."""
+    config = gsp_config(tmp_path)
+    assert run_cli("--config", str(config), "--participant", "P1", "--no-window",
+                   "--out", str(tmp_path / "lab")) == 0
+    lab_screens = [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+                   if ln.startswith("SCREEN ")]
+    lab = read_trials(tmp_path / "lab/sub-P1/ses-01/trials.csv")
+    study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    view, screens, answers = begin(client, participant="P1"), [], lab.itertuples()
+    while view["screen"]["kind"] != "end":
+        screen = view["screen"]
+        screens.append(screen["kind"])
+        if screen["kind"] != "trial":
+            view = ack(client, view)
+            continue
+        assert len(screen["images"]) == K and set(screen["images"]) <= set(view["images"])
+        assert screen["slider"]["points"] == K and 0 <= screen["slider"]["start"] < K
+        row = next(answers)
+        position = int(point_to_slider(row.gsp_choice, row.gsp_shift, K))
+        assert int(point_to_slider(row.gsp_start, row.gsp_shift, K)) == screen["slider"]["start"]
+        moves = [] if position == screen["slider"]["start"] else [[0.25, position]]
+        res = slide(client, view, position, moves, rt=float(row.rt))
+        assert res.status_code == 200, res.text
+        view = res.json()
+    assert [s for s in screens[1:] if s != "trial"] + ["end"] == lab_screens
+    [folder] = export(study.db, tmp_path / "out")
+    online = read_trials(folder / "trials.csv")
+    pd.testing.assert_frame_equal(online.drop(columns=NOT_COMPARED), lab.drop(columns=NOT_COMPARED))
+
+
+def test_bad_slider_answers_get_400_and_write_nothing(tmp_path):
+    study, client = serve(gsp_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
+    view = begin(client, participant="S1")
+    while view["screen"]["kind"] != "trial":
+        view = ack(client, view)
+    start = view["screen"]["slider"]["start"]
+    other = (start + 3) % K
+    before = _snapshot(study.db)
+    bad = [
+        dict(position=K, moves=[[0.2, K]]), dict(position=-1, moves=[[0.2, -1]]),
+        dict(position=1.0, moves=[[0.2, 1]]), dict(position=True, moves=[]),
+        dict(position=other, moves=[]),                         # the path must end there
+        dict(position=other, moves=[[0.5, other], [0.2, start]]),  # out of time order
+        dict(position=other, moves=[[2.0, other]]),             # after the confirm (rt 1.5)
+        dict(position=other, moves=[[-0.1, other]]), dict(position=other, moves=[[0.1]]),
+        dict(position=other, moves=[[10 ** 400, other]]), dict(position=other, moves="x"),
+        dict(position=other, moves=[[0.1, other]] * 2001),
+        dict(position=other, moves=[[0.1, other]], side="left"),
+        dict(position=other, moves=[[0.1, other]], device="joystick"),
+    ]
+    for body in bad:
+        res = slide(client, view, **body)
+        assert res.status_code in (400, 413), (body, res.text)
+    res = client.post("/api/answer", json={"trial": view["screen"]["id"], "side": "left",
+                                           "rt": 0.5, "onset": 1.0, "gap": None,
+                                           "device": "keyboard"})
+    assert res.status_code == 400
+    assert _snapshot(study.db) == before
+    res = slide(client, view, other, [[0.2, (start + 1) % K], [0.3, other]], device="touch")
+    assert res.status_code == 200, res.text
+    assert study.db.moves(1) == [(0, [[0.2, (start + 1) % K], [0.3, other]])]
