@@ -1,6 +1,6 @@
 """Online sessions in a database: SQLite (the zero-set-up default) or PostgreSQL (several servers).
 
-Two tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
+Three tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
@@ -19,6 +19,7 @@ SQLite runs in WAL mode with synchronous=FULL: a committed answer survives kill 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ sessions = Table(
     Column("participant", String(32), nullable=False),
     Column("session", Integer, nullable=False),
     Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),  # consent | running | complete | declined
+    Column("status", String(16), nullable=False),  # consent | running | complete | declined | ended | reset
     Column("d", Integer, nullable=False),
     Column("screen", String(32), nullable=False),
     Column("acked", Integer, nullable=False, default=0),
@@ -88,6 +89,19 @@ trials = Table(
     # a GSP slider trial's handle path, [[seconds from onset, slider position], ...]
     # (mcmcp.online.slider); not a trial-schema column: exported as slider_moves.csv
     Column("moves", JSON(none_as_null=True), nullable=True),
+)
+
+
+# What happened to a session besides its steps (mcmcp.online.study): a participant resuming on
+# another browser, leaving full screen; the experimenter releasing, resetting or ending it.
+# Append-only, exported into session.json `events`.
+event_log = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", Integer, ForeignKey("sessions.id"), nullable=False, index=True),
+    Column("time", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
 )
 
 
@@ -217,6 +231,62 @@ class Database:
             return None
         return SessionRecord(id=new_id, **{k: v for k, v in values.items()
                                            if k != "token_sha256"})
+
+    def latest(self, study: str, participant: str) -> SessionRecord | None:
+        """The participant's session with the highest number (earlier ones were reset)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions).where(
+                sessions.c.study == study, sessions.c.participant == participant)
+                .order_by(sessions.c.session.desc()).limit(1)).first()
+        return None if row is None else _record(row)
+
+    def by_uid(self, uid: str) -> SessionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions).where(sessions.c.uid == uid)).first()
+        return None if row is None else _record(row)
+
+    def rebind(self, record: SessionRecord, token: str | None, *, now: str, event: str,
+               detail: dict, status: str | None = None) -> bool:
+        """Give the session a new screen id (a page still open on it gets 409 and reloads), a
+        new token (None: keep it), optionally a new status, and record `event`; all in one
+        transaction, and only if the session is still as `record` saw it (False, nothing
+        written, if it moved on)."""
+        values = dict(screen=secrets.token_urlsafe(12), updated=now)
+        if token is not None:
+            values["token_sha256"] = token_hash(token)
+        if status is not None:
+            values["status"] = status
+        try:
+            with self.engine.begin() as conn:
+                moved = conn.execute(update(sessions).where(
+                    sessions.c.id == record.id, sessions.c.screen == record.screen,
+                    sessions.c.status == record.status).values(**values))
+                if moved.rowcount != 1:
+                    raise _Stale
+                conn.execute(insert(event_log).values(session_id=record.id, time=now,
+                                                      kind=event, detail=detail))
+        except _Stale:
+            return False
+        return True
+
+    def add_event(self, session_id: int, kind: str, detail: dict, now: str,
+                  limit: int) -> bool:
+        """Record an event of a session; False (nothing written) if it has `limit` already."""
+        with self.engine.begin() as conn:
+            n = conn.execute(select(func.count()).select_from(event_log).where(
+                event_log.c.session_id == session_id)).scalar_one()
+            if n >= limit:
+                return False
+            conn.execute(insert(event_log).values(session_id=session_id, time=now, kind=kind,
+                                               detail=detail))
+        return True
+
+    def events(self, session_id: int) -> list[dict]:
+        """The session's events, oldest first: {time, kind, **detail}."""
+        with self.engine.connect() as conn:
+            return [{"time": r.time, "kind": r.kind, **r.detail} for r in conn.execute(
+                select(event_log).where(event_log.c.session_id == session_id)
+                .order_by(event_log.c.id))]
 
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""

@@ -59,7 +59,8 @@ def export(db: Database, out: str | Path, study: str | None = None) -> list[Path
     folders = []
     for record, have in _plan(db, out, study):
         rows = db.rows(record.id, record.d)
-        end = {"status": record.status, "rows": record.n_rows, "shown_trials": record.shown}
+        end = {"status": record.status, "rows": record.n_rows, "shown_trials": record.shown,
+               "events": db.events(record.id)}
         if have == 0:
             store = SessionStore.create(out, record.participant, record.session, record.d,
                                         record.meta)

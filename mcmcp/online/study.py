@@ -38,20 +38,29 @@ from mcmcp.engine import Engine, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
+from mcmcp.online.links import Link, same_submission, signed, valid_id
+from mcmcp.online.screening import screen_out, too_small
 from mcmcp.online.slider import CONFIRM_KEY, slider_answer, slider_view
 from mcmcp.render import Renderer
 from mcmcp.sampling.gsp import slider_to_point
 from mcmcp.session import SessionFlow, instructions
 from mcmcp.specs import ExperimentConfig
-from mcmcp.store import local_now, utc_now, validate_participant_id, versions
+from mcmcp.store import local_now, utc_now, versions
 
 SESSION = 1  # one session per participant and study online
 END_TEXT = "Thank you! The study is over."
-DECLINED_TEXT = ("You chose not to take part, so no data were recorded.\n\nThank you for your "
-                 "time. If you came from a recruitment site, please return your submission there; "
-                 "you can close this page.")
+FINAL_TEXT = {
+    "declined": "You chose not to take part, so no data were recorded.\n\nThank you for your "
+                "time. If you came from a recruitment site, please return your submission "
+                "there; you can close this page.",
+    "ended": "The experimenter has ended this session. Thank you for your time; you can close "
+             "this page.",
+    "reset": "The experimenter has reset this session. Open the study again with your link to "
+             "start afresh.",
+}
+MAX_EVENTS = 1000  # events a page may record per session (full-screen exits, ...)
+OVER = ("declined", "complete", "ended", "reset")  # statuses that take no more steps
 FLOW_CACHE = 512  # flows kept in memory per server process (others are rebuilt from the rows)
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class Rejected(Exception):
@@ -60,11 +69,6 @@ class Rejected(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def valid_id(value: object, max_len: int = 64) -> bool:
-    """True for 1..max_len letters, digits, '-' or '_' (tokens, screen ids, recruitment ids)."""
-    return isinstance(value, str) and 1 <= len(value) <= max_len and set(value) <= _ID_CHARS
 
 
 class _SharedRenderer(Renderer):
@@ -85,13 +89,15 @@ class OnlineStudy:
     cfg: the experiment (its `agent` is ignored: online participants are people); db: the
     store; loaded: the checkpoint (`config.open_model`); gates, centroids, faces_hash,
     identities (the children, `mcmcp.identities`; None: the default child): as `mcmcp.run`
-    builds them for a lab session.
+    builds them for a lab session; link_secret: the key of signed lab links
+    (`mcmcp.online.links.link_secret`).
     """
 
     def __init__(self, cfg: ExperimentConfig, db: Database, loaded, gates: dict,
                  centroids: dict | None, faces_hash: str | None,
-                 identities: Identities | None = None):
+                 identities: Identities | None = None, link_secret: str | None = None):
         self.cfg, self.db, self.loaded = cfg, db, loaded
+        self.link_secret = link_secret
         self.gates, self.centroids, self.faces_hash = gates, centroids, faces_hash
         self.identities = identities or Identities(loaded.default_identity)
         self.d = loaded.config.latent_dim
@@ -103,13 +109,15 @@ class OnlineStudy:
         spec = cfg.display
         self.display = {"face_size": spec.face_size, "face_offset": spec.face_offset,
                         "fixation": spec.fixation, "mouse": spec.mouse,
+                        "min_window": cfg.online.min_window, "fullscreen": cfg.online.fullscreen,
                         "keys": {"left": browser_key(spec.keys.left),
                                  "right": browser_key(spec.keys.right)}}
         self._pngs: OrderedDict[str, str] = OrderedDict()
         self._pngs_lock = threading.Lock()
 
     @classmethod
-    def open(cls, cfg: ExperimentConfig, db: Database, file: str = "<config>") -> OnlineStudy:
+    def open(cls, cfg: ExperimentConfig, db: Database, file: str = "<config>",
+             link_secret: str | None = None) -> OnlineStudy:
         """Load the model and the gates for `cfg` and check the database can serve it.
 
         Raises ConfigError when `online.consent` is missing, or when sessions of this study
@@ -132,36 +140,55 @@ class OnlineStudy:
         for line in [*warnings, *more]:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
         check_database(cfg, db, loaded.sha256, file)
-        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities)
+        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities, link_secret)
 
     # ------------------------------------------------------------------ participant steps
 
-    def start(self, participant: str, recruitment: dict, client: dict, token: str | None
-              ) -> tuple[str, dict]:
-        """A participant arrives (or comes back): their (token, view).
+    def start(self, link: Link, client: dict, token: str | None) -> tuple[str | None, dict]:
+        """A participant arrives (or comes back): (their token, the view); the token is None
+        when no session was made (screened out, window too small).
 
-        participant: the id from the link (validated here); recruitment: the recruitment
-        service's ids (study_id, session_id); client: what the page measured about the screen;
-        token: the session cookie, if the browser has one. A participant who already has a
-        session gets it back only with its token: a second browser gets 409.
+        link: who the study link says they are (`mcmcp.online.links`); client: what the page
+        measured (`mcmcp.online.screening.client_info`); token: the session cookie, if the
+        browser has one. A participant who already has a session gets it back with its token,
+        or in a new browser when the link proves who they are (the same recruitment submission,
+        a signed lab link) or the experimenter released it; otherwise 409.
         """
-        try:
-            validate_participant_id(participant)
-        except ValueError as err:
-            raise Rejected(400, str(err)) from None
-        existing = self.db.by_participant(self.cfg.name, participant, SESSION)
-        if existing is not None:
+        spec = self.cfg.online
+        reason = screen_out(spec, client)
+        if reason is not None:
+            return None, self._final("screened_out", "screened_out", reason)
+        ask = too_small(spec, client)
+        if ask is not None:
+            return None, {"screen": {"id": "resize", "kind": "resize", "text": ask},
+                          "images": {}, "next": None, "display": self.display}
+        if spec.participant_links == "signed" and not link.recruited \
+                and not signed(link, self.link_secret, self.cfg.name):
+            raise Rejected(403, "This link is not valid for this study. Please open the study "
+                                "with the exact link you were given.")
+        existing = self.db.latest(self.cfg.name, link.participant)
+        if existing is not None and existing.status != "reset":
             mine = token is not None and valid_id(token) and self.db.by_token(token)
             if mine and mine.id == existing.id:
                 return token, self.view(token)
+            how = self._proof(link, existing)
+            if how is not None:
+                new = secrets.token_urlsafe(24)
+                if not self.db.rebind(existing, new, now=utc_now(), event="resumed",
+                                      detail={"by": how, "client": client}):
+                    raise Rejected(409, "Your session moved on in another window just now; "
+                                        "please reload this page.")
+                return new, self.view(new)
             if existing.status == "complete":
                 raise Rejected(409, "You have already completed this study. Thank you!")
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
+        number = SESSION if existing is None else existing.session + 1  # after a reset
+        participant = link.participant
         try:  # the participant's streams, block order and child (rotated ones need a number)
             children = assignment(self.cfg, participant, self.identities.default)
-            engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids,
+            engine = Engine(self.cfg, self.d, participant, number, self.gates, self.centroids,
                             identities=children)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
@@ -179,26 +206,40 @@ class OnlineStudy:
             "gate": config_to_dict(self.cfg)["gate"],
             "window": "browser",
             "participant": participant,
-            "session": SESSION,
+            "session": number,
             "d": self.d,
             "start_time": now,
-            "online": {"uid": uid, **recruitment, "client": client},
+            "online": {"uid": uid, "study_id": link.study_id, "session_id": link.session_id,
+                       "link": "recruitment" if link.recruited
+                       else "signed" if link.sig is not None else "open",
+                       "client": client},
         }
         record = self.db.create(uid=uid, study=self.cfg.name, participant=participant,
-                                session=SESSION, token=token, d=self.d,
+                                session=number, token=token, d=self.d,
                                 screen=secrets.token_urlsafe(12), meta=meta, now=now)
         if record is None:  # another browser of the same participant won the race
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there.")
         return token, self.view(token)
 
+    def _proof(self, link: Link, record: SessionRecord) -> str | None:
+        """How `link` may take `record` over in a new browser (None: it may not)."""
+        if signed(link, self.link_secret, self.cfg.name):
+            return "signed link"
+        if same_submission(link, record.meta["online"]):
+            return "recruitment ids"
+        events = self.db.events(record.id)
+        if events and events[-1]["kind"] == "released":
+            return "released by the experimenter"
+        return None
+
     def view(self, token: str) -> dict:
         """What the participant should see now (after a reload: exactly where they were)."""
         record = self._record(token)
         with self._lock(record.id):
             record = self._record(token)
-            if record.status == "declined":
-                return self._declined(record.screen)
+            if record.status in ("declined", "ended", "reset"):
+                return self._final(record.status, record.screen)
             flow = self._flow(record)
             return self._render(record, flow)
 
@@ -268,6 +309,54 @@ class OnlineStudy:
 
         return self._step(token, trial, step)
 
+    def event(self, token: str, kind: str) -> dict:
+        """The page reports `kind` (it left or went back to full screen): recorded with the
+        screen on show and the trials answered so far, at most MAX_EVENTS per session."""
+        record = self._record(token)
+        if record.status in OVER:
+            raise Rejected(409, "This session is over.")
+        with self._lock(record.id):
+            kind_on_show = self._flow(record).screen().kind if record.status == "running" \
+                else record.status
+        if not self.db.add_event(record.id, kind, {"on_show": kind_on_show,
+                                                   "shown": record.shown},
+                                 utc_now(), MAX_EVENTS):
+            raise Rejected(429, "too many events recorded for this session")
+        return {"recorded": kind}
+
+    # ------------------------------------------------------------------ the experimenter
+
+    def manage(self, uid: str, action: str) -> dict:
+        """The experimenter's `action` on the session `uid`, recorded as an event; answered
+        trials are never deleted. release: no browser holds the session any more, and the next
+        one opening the participant's link takes it over (a lost cookie on an open link);
+        end: the session stops here (status `ended`); reset: it stops (status `reset`) and the
+        participant's link starts a new session, numbered after it."""
+        allowed = {"release": ("consent", "running", "complete"),
+                   "end": ("consent", "running"),
+                   "reset": ("consent", "running", "complete", "declined", "ended")}[action]
+        for _ in range(3):  # the participant may be answering right now: read again and retry
+            record = self.db.by_uid(uid) if valid_id(uid, 32) else None
+            if record is None or record.study != self.cfg.name:
+                raise Rejected(404, f"no session {uid!r} in study {self.cfg.name!r}")
+            if record.status not in allowed:
+                raise Rejected(409, f"{action} works on a session that is "
+                                    f"{' or '.join(allowed)}; this one is {record.status}")
+            status = {"release": None, "end": "ended", "reset": "reset"}[action]
+            token = secrets.token_urlsafe(24) if action == "release" else None
+            with self._lock(record.id):
+                done = self.db.rebind(record, token, now=utc_now(),
+                                      event={"release": "released", "end": "ended",
+                                             "reset": "reset"}[action],
+                                      detail={"by": "experimenter", "status": record.status},
+                                      status=status)
+                with self._flows_lock:
+                    self._flows.pop(record.id, None)
+            if done:
+                return {"uid": uid, "participant": record.participant,
+                        "status": status or record.status}
+        raise Rejected(409, "the session kept changing; try again")
+
     # ------------------------------------------------------------------ machinery
 
     def _record(self, token: str | None) -> SessionRecord:
@@ -289,7 +378,7 @@ class OnlineStudy:
                 raise Rejected(409, "That screen is no longer on show (it was already answered, "
                                     "or answered in another window); the page reloads to where "
                                     "you are.")
-            if record.status in ("declined", "complete"):
+            if record.status in OVER:
                 raise Rejected(409, "This session is over.")
             flow = self._flow(record)
             with self._flows_lock:
@@ -304,12 +393,23 @@ class OnlineStudy:
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
             self._keep(record.id, new_screen, flow)
             if status == "declined":
-                return self._declined(new_screen)
+                return self._final("declined", new_screen)
             return self._render(record, flow)
 
-    def _declined(self, screen: str) -> dict:
-        return {"screen": {"id": screen, "kind": "declined", "text": DECLINED_TEXT},
+    def _final(self, kind: str, screen: str, text: str | None = None) -> dict:
+        """The last page of a session that did not run to its end: declined, screened_out
+        (with `text`, the reason), ended or reset by the experimenter; declining and screening
+        out give the recruitment site's code and return link (`online.decline_*`,
+        `online.screenout_*`)."""
+        spec = self.cfg.online
+        view = {"screen": {"id": screen, "kind": kind, "text": text or FINAL_TEXT[kind]},
                 "images": {}, "next": None, "display": self.display}
+        code, url = {"declined": (spec.decline_code, spec.decline_url),
+                     "screened_out": (spec.screenout_code, spec.screenout_url)
+                     }.get(kind, (None, None))
+        if code or url:
+            view["end"] = {"code": code, "redirect": url}
+        return view
 
     def _flow(self, record: SessionRecord) -> SessionFlow:
         """The session's flow: from this process's cache, else rebuilt from the saved rows."""

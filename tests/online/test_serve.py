@@ -142,10 +142,10 @@ def test_reload_second_browser_and_recruitment_ids(tmp_path):
     again = client.get("/api/state").json()
     assert again["screen"] == view["screen"] and again["next"] == view["next"]
     assert begin(client, **ids)["screen"] == view["screen"]
-    # a second browser (no cookie) of the same participant gets no second session
+    # a second browser (no cookie) with another submission's ids gets no second session
     other = TestClient(client.app)
-    res = other.post("/api/start", json={**ids, "client": {"viewport": [800, 600], "dpr": 2,
-                                                            "refresh_hz": None}})
+    res = other.post("/api/start", json={**ids, "SESSION_ID": "se2", "client": {
+        "viewport": [800, 600], "dpr": 2, "refresh_hz": None}})
     assert res.status_code == 409 and "another browser" in res.json()["error"]
     assert other.get("/api/state").status_code == 401
     for bad in ("../x", "a/b", "Jane Doe", "", "x" * 33, "P1'; DROP TABLE sessions;--", 7):

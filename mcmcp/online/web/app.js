@@ -17,7 +17,11 @@
   const $ = (id) => document.getElementById(id);
   const app = $("app");
   const decoded = new Map(); // image key -> decoded <img>, kept for the current and next pair
-  const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant"];
+  const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant", "sig"];
+  // last pages: no Continue; a code and a return link when the study gives them
+  const FINAL = ["end", "declined", "screened_out", "ended", "reset", "resize", "error"];
+  const CODE_LABEL = { end: "Your completion code:", declined: "Your code for the recruitment site:",
+    screened_out: "Your code for the recruitment site:" };
   let view = null;
   let display = null;
   let onset = null; // performance.now() ms of the pair on show; null when no pair is on show
@@ -25,6 +29,9 @@
   let lastResponse = null; // ms of the previous response on this page, null after a message
   let busy = false;
   let slider = null; // a slider trial on show: {keys, position, moves, dragging}
+  let blocked = false; // the window is too small or left full screen: nothing can be answered
+  let leftFullscreen = false; // an exit was recorded and the participant has not come back yet
+  let hz; // the refresh-rate estimate, measured once
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
@@ -89,6 +96,7 @@
   async function show(next) {
     view = next;
     display = next.display;
+    block();
     const screen = next.screen;
     onset = null;
     const wanted = [...(screen.images || []), ...(next.next || [])];
@@ -136,15 +144,16 @@
     $("message").hidden = false;
     $("message-text").textContent = screen.text;
     const consent = screen.kind === "consent";
-    const final = screen.kind === "end" || screen.kind === "declined";
+    const final = FINAL.includes(screen.kind);
     $("continue").hidden = consent || final;
     $("agree").hidden = !consent;
     $("decline").hidden = !consent;
     $("code").hidden = true;
     $("redirect").hidden = true;
     $("close").hidden = !(screen.kind === "end" && view.end && !view.end.redirect);
-    if (screen.kind === "end" && view.end) {
+    if (final && view.end) {
       if (view.end.code) {
+        $("code-label").textContent = CODE_LABEL[screen.kind];
         $("code-value").textContent = view.end.code;
         $("code").hidden = false;
       }
@@ -156,8 +165,63 @@
     }
     setKind(screen.kind);
     app.dataset.ready = "true";
+    if (final) exitFullscreen();
     if (!consent && !final) $("continue").focus();
   }
+
+  // ---------------------------------------------------------------- screening on the page
+
+  function tooSmall() {
+    const min = display && display.min_window;
+    return Boolean(min) && (window.innerWidth < min[0] || window.innerHeight < min[1]);
+  }
+
+  function block() {
+    // the blocker covers everything while the window is too small or full screen was left
+    const small = tooSmall() && view && !FINAL.includes(view.screen.kind);
+    const out = leftFullscreen && view && !FINAL.includes(view.screen.kind);
+    blocked = Boolean(small || out);
+    $("blocker").hidden = !blocked;
+    $("fullscreen").hidden = small || !out;
+    if (small) {
+      const [w, h] = display.min_window;
+      $("blocker-text").textContent = "Please make this browser window larger (or maximise it): "
+        + `the study needs at least ${w} x ${h} pixels, and it is `
+        + `${window.innerWidth} x ${window.innerHeight}. It goes on as soon as it fits.`;
+    } else if (out) {
+      $("blocker-text").textContent = "The study runs in full screen. Please go back to full "
+        + "screen to go on.";
+    }
+    app.dataset.blocked = String(blocked);
+  }
+
+  function enterFullscreen() {
+    // called from a click or key press only (browsers allow full screen on a user gesture)
+    if (display && display.fullscreen && document.fullscreenEnabled && !document.fullscreenElement) {
+      document.documentElement.requestFullscreen().catch(() => {});
+    }
+  }
+
+  function exitFullscreen() {
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  }
+
+  document.addEventListener("fullscreenchange", () => {
+    if (!display || !display.fullscreen || !view || FINAL.includes(view.screen.kind)) return;
+    const inside = Boolean(document.fullscreenElement);
+    if (inside === !leftFullscreen) return;
+    leftFullscreen = !inside;
+    api("POST", "api/event", { kind: inside ? "fullscreen_enter" : "fullscreen_exit" });
+    block();
+  });
+  window.addEventListener("resize", () => {
+    if (view && view.screen.kind === "resize") {
+      if (!tooSmall()) main();
+      return;
+    }
+    block();
+  });
+  $("fullscreen").addEventListener("click", () => enterFullscreen());
 
   async function recover(code, data, refresh = true) {
     // 409 on a step: the screen was answered elsewhere (another tab, a retried answer the
@@ -177,7 +241,8 @@
   }
 
   async function acknowledge(consent) {
-    if (busy || !view || view.screen.kind === "trial") return;
+    if (busy || blocked || !view || view.screen.kind === "trial") return;
+    if (consent !== false) enterFullscreen();
     busy = true;
     const body = { screen: view.screen.id };
     if (consent !== undefined) body.consent = consent;
@@ -193,7 +258,7 @@
 
   function moveTo(position, time) {
     // the handle to a slider position (clamped to the track), recorded when it changes
-    if (!slider || onset === null || busy || time < onset) return;
+    if (!slider || onset === null || busy || blocked || time < onset) return;
     position = Math.max(0, Math.min(slider.keys.length - 1, position));
     if (position === slider.position) return;
     slider.position = position;
@@ -210,7 +275,8 @@
   }
 
   async function respond(side, time, device) {
-    if (busy || onset === null || time < onset) return; // nothing on show, or pressed before it
+    // nothing on show, pressed before it, or the page is blocked
+    if (busy || blocked || onset === null || time < onset) return;
     busy = true;
     const rt = (time - onset) / 1000;
     const body = slider
@@ -244,7 +310,7 @@
         event.preventDefault();
         respond(side, time, "keyboard");
       }
-    } else if (event.key === " " && !["consent", "end", "declined", "error"].includes(kind)) {
+    } else if (event.key === " " && kind !== "consent" && !FINAL.includes(kind)) {
       event.preventDefault();
       acknowledge();
     }
@@ -292,13 +358,19 @@
     const url = new URLSearchParams(window.location.search);
     const body = {};
     for (const key of KEYS) if (url.get(key) !== null) body[key] = url.get(key);
+    if (hz === undefined) hz = await refreshRate();
+    const pointer = ["coarse", "fine"].find((p) => window.matchMedia(`(pointer: ${p})`).matches);
     body.client = {
       viewport: [window.innerWidth, window.innerHeight],
+      screen: [window.screen.width, window.screen.height],
       dpr: window.devicePixelRatio || 1,
-      refresh_hz: await refreshRate(),
+      refresh_hz: hz,
+      pointer: pointer || "none",
+      touch_points: Math.min(100, navigator.maxTouchPoints || 0),
     };
     const res = await api("POST", "api/start", body);
     if (res.code === 200) await show(res.data); else await recover(res.code, res.data, false);
+    block();
   }
 
   main();
