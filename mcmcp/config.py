@@ -387,7 +387,7 @@ def _online(r: _Reader) -> OnlineSpec:
         min_window=None if window is None else tuple(window),
         devices=tuple(devices),
         fullscreen=r.boolean("fullscreen", False),
-        participant_links=r.choice("participant_links", "open", ("open", "signed")),
+        participant_links=r.choice("participant_links", "open", ("open", "signed", "recruitment")),
         link_secret_env=env("link_secret_env", "MCMCP_LINK_SECRET"),
     )
 

@@ -150,9 +150,11 @@ class OnlineSpec:
     code); screenout_code / screenout_url: the same when the browser screens them out;
     min_window: (width, height) in CSS pixels the browser window must have (None: any);
     devices: the kinds of device allowed (desktop, tablet, phone); fullscreen: ask for full
-    screen and record every exit; participant_links: open (`?participant=ID` links as given) or
-    signed (they need `&sig=`, an HMAC of the id with the secret in the environment variable
-    `link_secret_env`, so a guessed id cannot be claimed; `python -m mcmcp.links` makes them)."""
+    screen and record every exit; participant_links: which links open the study (a guessed id
+    must not claim a session): open (any, as given: trying out, lab machines), signed (only lab
+    links `?participant=ID&sig=...`, an HMAC of the id keyed with the secret in the environment
+    variable `link_secret_env`; `python -m mcmcp.links` makes them) or recruitment (only a
+    recruitment site's, with PROLIFIC_PID, STUDY_ID and SESSION_ID)."""
 
     consent: str | None = None
     completion_code: str | None = None

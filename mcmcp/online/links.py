@@ -5,12 +5,14 @@ Two kinds of link open a study (docs/online.md has the exact formats):
   participant id plus the ids of this one submission. The site makes them; nobody can guess a
   submission's SESSION_ID, so a browser that brings back the same three ids is the same
   participant and resumes the session without the cookie (another device, a private window).
-- a lab's own, `?participant=P002`: ids like P002 can be guessed. With `online.participant_links:
-  signed` such a link must carry `&sig=`, an HMAC-SHA256 of the study name and the id keyed with
-  a secret only the experimenter holds (`python -m mcmcp.links` makes the links); a signed link
-  proves its participant, so it also resumes without the cookie, and an unsigned or forged one is
-  refused before anything is written. Open links (the default) start a session as before, and
-  resume only with the cookie or after the experimenter releases the session.
+- a lab's own, `?participant=P002`: ids like P002 can be guessed. Signed, `&sig=` is an
+  HMAC-SHA256 of the study name and the id keyed with a secret only the experimenter holds
+  (`python -m mcmcp.links` makes the links); a signed link proves its participant, so it also
+  resumes without the cookie.
+`online.participant_links` says which a study takes: open (any, as given: an unsigned link
+resumes only with the cookie or after the experimenter releases the session), signed (signed lab
+links only) or recruitment (recruitment-site links only); any other link is refused before
+anything is written, so in the last two a guessed id claims nothing.
 
 Nothing here trusts the browser: every field is checked (ids as `valid_id`), and the signature
 is compared in constant time.
@@ -84,8 +86,8 @@ def sign(secret: str, study: str, participant: str) -> str:
 
 
 def signed(link: Link, secret: str | None, study: str) -> bool:
-    """True if `link` carries the right signature for its participant (never without a
-    secret)."""
+    """True if `link` is a lab link with the right signature for its participant (never
+    without a secret)."""
     return (secret is not None and link.sig is not None and not link.recruited
             and hmac.compare_digest(link.sig.encode("ascii"),
                                     sign(secret, study, link.participant).encode("ascii")))

@@ -162,10 +162,13 @@ class OnlineStudy:
         if ask is not None:
             return None, {"screen": {"id": "resize", "kind": "resize", "text": ask},
                           "images": {}, "next": None, "display": self.display}
-        if spec.participant_links == "signed" and not link.recruited \
-                and not signed(link, self.link_secret, self.cfg.name):
+        if spec.participant_links == "signed" and not signed(link, self.link_secret,
+                                                             self.cfg.name):
             raise Rejected(403, "This link is not valid for this study. Please open the study "
                                 "with the exact link you were given.")
+        if spec.participant_links == "recruitment" and not link.recruited:
+            raise Rejected(403, "This study is open through its recruitment site only. Please "
+                                "open it from there, with the link the site gives you.")
         existing = self.db.latest(self.cfg.name, link.participant)
         if existing is not None and existing.status != "reset":
             mine = token is not None and valid_id(token) and self.db.by_token(token)

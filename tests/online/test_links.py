@@ -76,9 +76,9 @@ def test_signed_links_cannot_be_guessed_and_resume(tmp_path, capsys):
     view = answer_some(first, start(first, **good).json(), 2)
     res = start(TestClient(first.app), **good)  # the same link on another device resumes
     assert res.status_code == 200 and res.json()["screen"]["images"] == view["screen"]["images"]
-    # Prolific links need no signature (a submission's ids cannot be guessed)
-    assert start(TestClient(first.app), PROLIFIC_PID="5f00aa", STUDY_ID="s",
-                 SESSION_ID="t").status_code == 200
+    # a recruitment-style link cannot get round the signature with a lab id
+    assert start(TestClient(first.app), PROLIFIC_PID="P003", STUDY_ID="s",
+                 SESSION_ID="t").status_code == 403
 
     # the links command signs with the same secret
     import os
@@ -91,6 +91,20 @@ def test_signed_links_cannot_be_guessed_and_resume(tmp_path, capsys):
     out = capsys.readouterr().out.split()
     assert out[0] == f"https://x.org/faces/?participant=P002&sig={good['sig']}"
     assert out[1].endswith(f"sig={sign(SECRET, 'small', 'P007')}")
+
+
+def test_recruitment_only_studies_refuse_lab_links(tmp_path):
+    study, client = serve(online_config(tmp_path, online={**ONLINE,
+                                                          "participant_links": "recruitment"}),
+                          f"sqlite:///{tmp_path / 'db.sqlite'}")
+    before = _snapshot(study.db)
+    for link in ({"participant": "P001"}, {"PROLIFIC_PID": "P001"},
+                 {"PROLIFIC_PID": "P001", "STUDY_ID": "st1"}):
+        res = start(TestClient(client.app), **link)
+        assert res.status_code == 403 and "recruitment site" in res.json()["error"], link
+    assert _snapshot(study.db) == before
+    ids = {"PROLIFIC_PID": "60a1b2c3d4e5f60718293a4b", "STUDY_ID": "st1", "SESSION_ID": "se1"}
+    assert start(client, **ids).status_code == 200
 
 
 def manage(client: TestClient, uid: str, action: str, token: str = TOKEN):

@@ -98,7 +98,8 @@ def test_browser_facts_are_checked_and_stored(tmp_path):
 @pytest.mark.parametrize("key, value, allowed", [
     ("min_window", [0, 600], "[width, height]"), ("min_window", 800, "[width, height]"),
     ("devices", ["desktop", "watch"], "devices allowed"), ("devices", [], "devices allowed"),
-    ("fullscreen", "yes", "true or false"), ("participant_links", "closed", "open, signed"),
+    ("fullscreen", "yes", "true or false"),
+    ("participant_links", "closed", "open, signed, recruitment"),
     ("decline_url", "ftp://x.org/", "http"), ("screenout_code", "two words", "letters"),
     ("link_secret_env", "1SECRET", "environment variable"),
 ])
