@@ -1,11 +1,19 @@
-"""GSP slider trials over the HTTP API in-process (the real app on a real database): the same
-screens and rows as a lab GSP session, and a slider answer the server refuses without writing."""
+"""GSP slider trials over the HTTP API (the real app on a real database): the same screens and
+rows as a lab GSP session, a slider answer the server refuses without writing, and kill -9 of a
+real server mid-study losing no answer."""
 
 from __future__ import annotations
 
-import pandas as pd
-from starlette.testclient import TestClient
+import asyncio
+import time
 
+import httpx2
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+from webserver import Server, progress_labels, slider_for, take_part_http
+
+from mcmcp.online.database import Database
 from mcmcp.online.export import export
 from mcmcp.sampling.gsp import point_to_slider
 from mcmcp.store import read_trials
@@ -101,3 +109,67 @@ def test_bad_slider_answers_get_400_and_write_nothing(tmp_path):
     res = slide(client, view, other, [[0.2, (start + 1) % K], [0.3, other]], device="touch")
     assert res.status_code == 200, res.text
     assert study.db.moves(1) == [(0, [[0.2, (start + 1) % K], [0.3, other]])]
+
+
+@pytest.mark.slow
+def test_kill9_mid_gsp_study_keeps_every_answer_and_everyone_resumes(tmp_path):
+    config = gsp_config(tmp_path)
+    participants = ["G1", "G2", "G3"]
+    study, client = serve(config, f"sqlite:///{tmp_path / 'reference.sqlite'}")
+    for pid in participants:  # the same answers in-process, never interrupted
+        c = TestClient(client.app)
+        view = begin(c, participant=pid)
+        while view["screen"]["kind"] != "end":
+            if view["screen"]["kind"] != "trial":
+                view = ack(c, view)
+                continue
+            slider = view["screen"]["slider"]
+            position = slider_for(pid, view["screen"]["progress"], slider["points"])
+            res = slide(c, view, position, [] if position == slider["start"]
+                        else [[0.25, position]], rt=0.5)
+            view = res.json()
+    expected = {f.parent.name: read_trials(f / "trials.csv")
+                for f in export(study.db, tmp_path / "reference")}
+    n_total = sum(len(df) for df in expected.values())
+
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}"
+    server = Server(config, url, tmp_path / "server.log").start()
+    db = Database(url)
+    kills = []
+
+    async def run():
+        deadline = time.monotonic() + 300
+        clients = [httpx2.AsyncClient(base_url=server.url) for _ in participants]
+        async with asyncio.TaskGroup() as group:
+            tasks = {pid: group.create_task(take_part_http(c, pid, deadline, replay_every=4))
+                     for pid, c in zip(participants, clients, strict=True)}
+            while sum(r.shown for r in db.all_sessions()) < n_total // 3:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(server.kill9)
+            kills.append(sum(r.shown for r in db.all_sessions()))
+            await asyncio.to_thread(server.start)
+        for c in clients:
+            await c.aclose()
+        return {pid: task.result() for pid, task in tasks.items()}
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        server.stop()
+    assert n_total // 3 <= kills[0] < n_total  # the kill came mid-study
+    assert {r.participant: r.status for r in db.all_sessions()} == dict.fromkeys(
+        participants, "complete")
+    assert db.counts() == {r.id: r.n_rows for r in db.all_sessions()}  # none lost or doubled
+    got = {f.parent.name: f for f in export(db, tmp_path / "out")}
+    for pid, result in results.items():
+        df = read_trials(got[f"sub-{pid}"] / "trials.csv")
+        ref = expected[f"sub-{pid}"]
+        pd.testing.assert_frame_equal(df.drop(columns=NOT_COMPARED),
+                                      ref.drop(columns=NOT_COMPARED))
+        positions = ((df["gsp_choice"] - df["gsp_shift"]) % df["gsp_points"]).tolist()
+        assert set(result["answered"]) <= set(zip(progress_labels(df), positions, strict=True))
+        assert result["refused_replays"] >= 1
+        moves = pd.read_csv(got[f"sub-{pid}"] / "slider_moves.csv")
+        assert moves.groupby("row")["position"].last().to_dict() == {
+            row: p for row, p in enumerate(positions)
+            if p != (df["gsp_start"].iloc[row] - df["gsp_shift"].iloc[row]) % K}
