@@ -110,10 +110,9 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
-    state. replay_every: resend
-    every n-th answer right after it was accepted (it must be refused with 409). think: mean
-    seconds spent looking at each pair before answering (uniform 0.5-1.5 times it), a person's
-    pace; 0 answers at once.
+    state. replay_every: resend every n-th answer right after it was accepted (it must be
+    refused with 409). think: mean seconds spent looking at each pair before answering (uniform
+    0.5-1.5 times it), a person's pace; 0 answers at once.
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
     from sending an answer to having the next screen; refused_replays; status codes seen."""
