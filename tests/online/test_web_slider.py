@@ -15,12 +15,22 @@ from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port
 
 from mcmcp.online.database import Database
 from mcmcp.online.export import export
+from mcmcp.online.slider import MAX_MOVES
 from mcmcp.store import read_trials
 from tests.online.test_serve import ONLINE, online_config
 from tests.online.test_web_browser import NEXT, READY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 K = 16
+# 2100 key presses away from the start and back, as keydown events (Playwright's own presses
+# would take a minute); returns how many
+JIGGLE = """(start) => {
+    const [away, back] = start < 15 ? ['ArrowRight', 'ArrowLeft'] : ['ArrowLeft', 'ArrowRight'];
+    for (let i = 0; i < 2100; i++) {
+        document.dispatchEvent(new KeyboardEvent('keydown', {key: i % 2 ? back : away}));
+    }
+    return 2100;
+}"""
 
 
 def gsp_config(tmp_path, port: int, **changes):
@@ -102,7 +112,10 @@ async def take_part(browser, base: str, participant: str, how: str, shots=None) 
         else:
             trials += 1
             goal = target(participant, now["progress"])
+            presses = abs(goal - now["start"])
             if how == "keys":
+                if trials == 5:  # a restless participant: more moves than a path keeps
+                    presses += await page.evaluate(JIGGLE, now["start"])
                 step = "ArrowRight" if goal > now["start"] else "ArrowLeft"
                 for _ in range(abs(goal - now["start"])):
                     await page.keyboard.press(step)
@@ -119,7 +132,7 @@ async def take_part(browser, base: str, participant: str, how: str, shots=None) 
                 reloads.append((now, again))
                 continue  # answer it afresh
             confirmed.append({"progress": now["progress"], "position": goal,
-                              "start": now["start"], "moves": abs(goal - now["start"])})
+                              "start": now["start"], "moves": min(presses, MAX_MOVES)})
             if how == "keys":
                 await page.keyboard.press(" ")
             elif touch:
@@ -170,13 +183,15 @@ def test_gsp_study_in_chromium_by_keys_drag_and_touch(tmp_path):
         moves = pd.read_csv(folders[f"sub-{pid}"] / "slider_moves.csv")
         last = moves.groupby("row").last()
         for row, c in enumerate(result["confirmed"]):
-            if c["position"] == c["start"]:
+            if c["moves"] == 0:  # confirmed where it started: no path
                 assert row not in last.index
                 continue
             assert last.loc[row, "position"] == c["position"]
             assert last.loc[row, "point"] == df["gsp_choice"].iloc[row]
-            if pid == "K1":  # one recorded move per key press
+            if pid == "K1":  # one recorded move per key press, at most MAX_MOVES
                 assert (moves["row"] == row).sum() == c["moves"]
+        if pid == "K1":
+            assert moves.groupby("row").size().max() == MAX_MOVES
         assert (moves["t"] > 0).all() and (moves.groupby("row")["t"].diff().dropna() >= 0).all()
         assert (moves["t"] <= df["rt"].iloc[moves["row"]].to_numpy()).all()
 

@@ -32,6 +32,8 @@
   let blocked = false; // the window is too small or left full screen: nothing can be answered
   let leftFullscreen = false; // an exit was recorded and the participant has not come back yet
   let hz; // the refresh-rate estimate, measured once
+  let starting = false; // a start request is on its way (a resize fires many events)
+  const MAX_MOVES = 2000; // handle moves sent per slider trial (mcmcp/online/slider.py)
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
@@ -262,7 +264,11 @@
     position = Math.max(0, Math.min(slider.keys.length - 1, position));
     if (position === slider.position) return;
     slider.position = position;
-    slider.moves.push([(time - onset) / 1000, position]);
+    // seconds from onset, floored to 0.1 ms (never after the confirm); past MAX_MOVES the last
+    // entry is replaced, so the path still ends where the handle is
+    const move = [Math.floor((time - onset) * 10) / 10000, position];
+    if (slider.moves.length >= MAX_MOVES) slider.moves[MAX_MOVES - 1] = move;
+    else slider.moves.push(move);
     const img = decoded.get(slider.keys[position]);
     img.className = "single";
     $("faces").replaceChildren(img);
@@ -355,6 +361,12 @@
   }
 
   async function main() {
+    if (starting) return;
+    starting = true;
+    try { await start(); } finally { starting = false; }
+  }
+
+  async function start() {
     const url = new URLSearchParams(window.location.search);
     const body = {};
     for (const key of KEYS) if (url.get(key) !== null) body[key] = url.get(key);
