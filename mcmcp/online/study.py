@@ -7,13 +7,16 @@ HTTP the browser asks and the server answers, so here each request does one step
 process: a session's flow is rebuilt from its saved rows whenever this process has not got it
 (a restart, another server process, a reload), which is the engine's exact resume.
 
-The web layer (`mcmcp.serve`) parses and bounds requests; this module decides. Every method
+The web layer (`mcmcp.online.app`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
-for the participant) having written nothing. What the browser may say is only: its recruitment
-ids (at the start), which screen it acknowledges or which pending trial it answers (by the id
-the server issued for it), the side and its own timing. Stimuli are the renderer's decoded
-images as PNG data URLs; a trial's view carries the next pair too, so the page can decode it
-while the participant looks at the current one.
+for the participant) having written nothing. What the browser may say is only: its link's ids
+and what it measured about the device (at the start; `mcmcp.online.links`,
+`mcmcp.online.screening`), which screen it acknowledges or which pending trial it answers (by
+the id the server issued for it), the side (a GSP slider: the position and the handle's path,
+`mcmcp.online.slider`), its own timing, and that it left or went back to full screen. Stimuli
+are the renderer's decoded images as PNG data URLs; a trial's view carries the next trial's
+faces too (a pair, or a slider's K), so the page can decode them while the participant looks at
+the current one. The experimenter may release, reset or end a session (`manage`).
 """
 
 from __future__ import annotations
