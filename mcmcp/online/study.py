@@ -50,7 +50,7 @@ from mcmcp.session import SessionFlow, instructions
 from mcmcp.specs import ExperimentConfig
 from mcmcp.store import local_now, utc_now, versions
 
-SESSION = 1  # one session per participant and study online
+SESSION = 1  # a participant's first session (after a reset, the next number)
 END_TEXT = "Thank you! The study is over."
 FINAL_TEXT = {
     "declined": "You chose not to take part, so no data were recorded.\n\nThank you for your "
@@ -217,7 +217,8 @@ class OnlineStudy:
             "start_time": now,
             "online": {"uid": uid, "study_id": link.study_id, "session_id": link.session_id,
                        "link": "recruitment" if link.recruited
-                       else "signed" if link.sig is not None else "open",
+                       else "signed" if signed(link, self.link_secret, self.cfg.name)
+                       else "open",
                        "client": client},
         }
         record = self.db.create(uid=uid, study=self.cfg.name, participant=participant,
@@ -284,7 +285,7 @@ class OnlineStudy:
         received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse |
         touch (the key saved is the config's key for the side, or SPACE confirming a slider, so
         the page never names one); moves: a slider trial's handle path, [seconds from onset,
-        slider position] per move (`mcmcp.online.slider.check_moves`).
+        slider position] per move (checked by `mcmcp.online.slider.slider_answer`).
         """
         keys = self.cfg.display.keys
         slider = self.cfg.paradigm == "gsp"
