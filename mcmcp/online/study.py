@@ -390,6 +390,7 @@ class OnlineStudy:
             flow = self._flow(record)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
+            sent = self._sent(flow)
             rows, status, meta, acked = step(flow, record)
             new_screen = secrets.token_urlsafe(12)
             if not self.db.advance(record, new_screen, now=utc_now(), acked=acked, rows=rows,
@@ -401,7 +402,7 @@ class OnlineStudy:
             self._keep(record.id, new_screen, flow)
             if status == "declined":
                 return self._final("declined", new_screen)
-            return self._render(record, flow)
+            return self._render(record, flow, sent)
 
     def _final(self, kind: str, screen: str, text: str | None = None) -> dict:
         """The last page of a session that did not run to its end: declined, screened_out
@@ -444,8 +445,22 @@ class OnlineStudy:
             while len(self._flows) > FLOW_CACHE:
                 self._flows.popitem(last=False)
 
-    def _render(self, record: SessionRecord, flow: SessionFlow) -> dict:
-        """The view of the flow's current screen: text or trial, plus the pair to preload."""
+    def _sent(self, flow: SessionFlow) -> set[str]:
+        """The image keys the view of the flow's screen gave the page (the trial on show and
+        the next one, or the next one): after a step the page has them, decoded or decoding."""
+        screen = flow.screen()
+        if screen.kind == "trial":
+            flow.prepare()  # as `_render` did: the same next trial, drawn from its own stream
+            upcoming = flow.upcoming()
+            return {*self._face_keys(screen.trial),
+                    *(self._face_keys(upcoming[0]) if upcoming and upcoming[0] else ())}
+        return set(self._face_keys(flow.pending)) if flow.pending is not None else set()
+
+    def _render(self, record: SessionRecord, flow: SessionFlow,
+                sent: set[str] = frozenset()) -> dict:
+        """The view of the flow's current screen: text or trial, plus the faces to preload;
+        `images` holds the PNGs of the faces named, except those in `sent` (the page has
+        them from the view before; it asks for the whole state if not)."""
         screen = flow.screen()
         images: dict[str, str] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
@@ -453,31 +468,42 @@ class OnlineStudy:
         if screen.kind == "trial":
             flow.prepare()
             view["screen"].update(prompt=screen.prompt, progress=screen.progress,
-                                  images=self._faces(screen.trial, screen.images, images))
+                                  images=self._faces(screen.trial, screen.images, images,
+                                                     sent))
             if screen.trial.is_slider:
                 view["screen"]["slider"] = slider_view(screen.trial.circle)
             upcoming = flow.upcoming()
             if upcoming is not None and upcoming[0] is not None:
-                view["next"] = self._faces(*upcoming, images)
+                view["next"] = self._faces(*upcoming, images, sent)
         elif screen.kind == "end":
             view["end"] = {"code": self.cfg.online.completion_code,
                            "redirect": self.cfg.online.redirect_url}
         elif flow.pending is not None:
-            view["next"] = self._faces(flow.pending, flow.images, images)
+            view["next"] = self._faces(flow.pending, flow.images, images, sent)
         return view
 
-    def _faces(self, trial, faces: np.ndarray, out: dict[str, str]) -> list[str]:
+    @staticmethod
+    def _face_keys(trial) -> list[str]:
         """Image keys of a trial's faces (the code and the child): [left, right] of a pair, or
-        a slider's K faces in slider order (position 0 at the left end); their PNG data URLs
-        go into `out`."""
-        keys = []
+        a slider's K faces in slider order (position 0 at the left end)."""
         codes = (trial.left, trial.right)
+        if trial.is_slider:  # circle order -> slider order
+            k = len(trial.circle.points)
+            codes = trial.circle.points[slider_to_point(np.arange(k), trial.circle.shift, k)]
+        return [hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
+                               + trial.identity.encode("utf-8")).hexdigest()[:20]
+                for code in codes]
+
+    def _faces(self, trial, faces: np.ndarray, out: dict[str, str],
+               sent: set[str] = frozenset()) -> list[str]:
+        """`_face_keys` of a trial; the PNG data URLs of its faces (`faces`: the renderer's,
+        a pair or the K in circle order) go into `out`, except those already `sent`."""
+        keys = self._face_keys(trial)
         if trial.is_slider:  # the renderer gives circle order; the page wants slider order
-            order = slider_to_point(np.arange(len(faces)), trial.circle.shift, len(faces))
-            codes, faces = trial.circle.points[order], faces[order]
-        for code, image in zip(codes, faces, strict=True):
-            key = hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
-                                 + trial.identity.encode("utf-8")).hexdigest()[:20]
+            faces = faces[slider_to_point(np.arange(len(faces)), trial.circle.shift, len(faces))]
+        for key, image in zip(keys, faces, strict=True):
+            if key in sent:
+                continue
             with self._pngs_lock:
                 url = self._pngs.get(key)
             if url is None:
@@ -487,7 +513,6 @@ class OnlineStudy:
                     while len(self._pngs) > 4096:
                         self._pngs.popitem(last=False)
             out[key] = url
-            keys.append(key)
         return keys
 
 

@@ -95,13 +95,17 @@ def test_online_session_is_the_lab_session(tmp_path, db_url, capsys):
 
     view = begin(client, participant="P1")
     screens, answers = [], iter(zip(shown["response"], shown["rt"], strict=True))
+    given: set[str] = set()  # the faces of the view before: the next one leaves them out
     while True:
         kind = view["screen"]["kind"]
         screens.append(kind)
+        assert not given & set(view["images"])
+        have = given | set(view["images"])
+        given = {*view["screen"].get("images", ()), *(view["next"] or ())}
+        assert given <= have
         if kind == "end":
             break
         if kind == "trial":
-            assert set(view["screen"]["images"]) <= set(view["images"])
             assert view["screen"]["progress"] and view["screen"]["prompt"].startswith("Which face")
             side, rt = next(answers)
             view = step(client, view, side, float(rt))

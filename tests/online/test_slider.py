@@ -57,13 +57,18 @@ def test_online_slider_session_is_the_lab_slider_session(tmp_path, capsys):
     lab = read_trials(tmp_path / "lab/sub-P1/ses-01/trials.csv")
     study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
     view, screens, answers = begin(client, participant="P1"), [], lab.itertuples()
+    given: set[str] = set()  # the faces of the view before: the next one leaves them out
     while view["screen"]["kind"] != "end":
         screen = view["screen"]
         screens.append(screen["kind"])
+        assert not given & set(view["images"])
+        have = given | set(view["images"])
+        given = {*screen.get("images", ()), *(view["next"] or ())}
+        assert given <= have  # the faces on show and the next trial's K, preloaded
         if screen["kind"] != "trial":
             view = ack(client, view)
             continue
-        assert len(screen["images"]) == K and set(screen["images"]) <= set(view["images"])
+        assert len(screen["images"]) == K and len(view["next"] or [None] * K) == K
         assert screen["slider"]["points"] == K and 0 <= screen["slider"]["start"] < K
         row = next(answers)
         position = int(point_to_slider(row.gsp_choice, row.gsp_shift, K))

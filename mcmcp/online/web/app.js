@@ -16,7 +16,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const app = $("app");
-  const decoded = new Map(); // image key -> decoded <img>, kept for the current and next pair
+  const decoded = new Map(); // image key -> decoded <img>, kept for the current and next trial
+  const decoding = new Map(); // image key -> the promise of its decode, while it runs
   const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant", "sig"];
   // last pages: no Continue; a code and a return link when the study gives them
   const FINAL = ["end", "declined", "screened_out", "ended", "reset", "resize", "error"];
@@ -63,16 +64,23 @@
     }
   }
 
-  async function decode(keys, images) {
-    await Promise.all(keys.map(async (key) => {
-      if (decoded.has(key)) return;
-      const img = new Image();
-      img.alt = "";
-      img.draggable = false;
-      img.dataset.key = key;
-      img.src = images[key];
-      await img.decode();
-      decoded.set(key, img);
+  function decode(keys, images) {
+    // a face the server sent before (views leave out what the page was given) is decoded
+    // already or on its way; one neither here nor sent rejects, and the page asks for all
+    return Promise.all(keys.map((key) => {
+      if (decoded.has(key)) return null;
+      if (!decoding.has(key)) {
+        if (!images[key]) return Promise.reject(new Error(`face ${key} is missing`));
+        const img = new Image();
+        img.alt = "";
+        img.draggable = false;
+        img.dataset.key = key;
+        img.src = images[key];
+        decoding.set(key, img.decode().then(
+          () => { decoded.set(key, img); decoding.delete(key); },
+          (err) => { decoding.delete(key); throw err; }));
+      }
+      return decoding.get(key);
     }));
   }
 
@@ -95,7 +103,15 @@
     app.dataset.ready = "false";
   }
 
-  async function show(next) {
+  async function show(next, whole = false) {
+    if (next.screen.kind === "trial" && !whole) {
+      // the faces must be here before anything is shown; if one is not, ask for them all
+      try { await decode(next.screen.images, next.images); } catch (err) {
+        const state = await api("GET", "api/state");
+        if (state.code === 200) await show(state.data, true); else await recover(state.code, state.data, false);
+        return;
+      }
+    }
     view = next;
     display = next.display;
     block();
