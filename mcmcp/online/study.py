@@ -61,6 +61,13 @@ FINAL_TEXT = {
     "reset": "The experimenter has reset this session. Open the study again with your link to "
              "start afresh.",
 }
+GONE_TEXT = {  # a new browser opening the link of a session that is over
+    "complete": "You have already completed this study. Thank you!",
+    "ended": "The experimenter has ended your session of this study; it cannot go on. Thank "
+             "you for your time.",
+    "declined": "You chose not to take part in this study, so nothing was recorded. If that "
+                "was a mistake, please contact the experimenter.",
+}
 MAX_EVENTS = 1000  # events a page may record per session (full-screen exits, ...)
 OVER = ("declined", "complete", "ended", "reset")  # statuses that take no more steps
 FLOW_CACHE = 512  # flows kept in memory per server process (others are rebuilt from the rows)
@@ -185,8 +192,8 @@ class OnlineStudy:
                     raise Rejected(409, "Your session moved on in another window just now; "
                                         "please reload this page.")
                 return new, self.view(new)
-            if existing.status == "complete":
-                raise Rejected(409, "You have already completed this study. Thank you!")
+            if existing.status in GONE_TEXT:
+                raise Rejected(409, GONE_TEXT[existing.status])
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")

@@ -136,6 +136,8 @@ def test_experimenter_releases_resets_and_ends_sessions(tmp_path):
                                       "onset": 1.0, "gap": None, "device": "keyboard"})
     assert res.status_code == 409
     assert manage(a, uid, "end").status_code == 409  # already over
+    res = start(TestClient(a.app), participant="P011")  # its link, in another browser
+    assert res.status_code == 409 and "ended your session" in res.json()["error"]
 
     d = TestClient(a.app)  # reset: kept as session 1, the link starts session 2
     answer_some(d, start(d, participant="P012").json(), 2)
