@@ -17,7 +17,15 @@ from mcmcp.online.export import export
 from mcmcp.online.links import link_secret, sign
 from mcmcp.online.study import OnlineStudy
 from mcmcp.store import read_trials
-from tests.online.test_serve import ONLINE, TOKEN, _snapshot, online_config, serve, step, to_trial
+from tests.online.test_serve import (
+    ONLINE,
+    TOKEN,
+    _snapshot,
+    online_config,
+    serve,
+    step,
+    to_trial,
+)
 
 CLIENT = {"viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}
 SECRET = "a-study-secret-0123456789"
@@ -112,8 +120,8 @@ def manage(client: TestClient, uid: str, action: str, token: str = TOKEN):
                        headers={"authorization": f"Bearer {token}"})
 
 
-def test_experimenter_releases_resets_and_ends_sessions(tmp_path):
-    study, a = serve(online_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_experimenter_releases_resets_and_ends_sessions(tmp_path, db_url):
+    study, a = serve(online_config(tmp_path), db_url)
     view = answer_some(a, start(a, participant="P010").json(), 3)
     b = TestClient(a.app)  # the participant lost their cookie: another browser
     assert start(b, participant="P010").status_code == 409

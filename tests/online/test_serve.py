@@ -35,13 +35,6 @@ def online_config(folder: Path, **changes) -> Path:
     return write_config(folder, **{"online": ONLINE, **changes})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'online.sqlite'}"
-    return request.getfixturevalue("postgres").new_database()
-
-
 def serve(config: Path, url: str) -> tuple[OnlineStudy, TestClient]:
     study = OnlineStudy.open(load_config(config), Database(url), str(config))
     return study, TestClient(create_app(study, TOKEN))

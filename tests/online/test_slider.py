@@ -18,7 +18,13 @@ from mcmcp.online.export import export
 from mcmcp.sampling.gsp import point_to_slider
 from mcmcp.store import read_trials
 from tests.lab.test_session import run_cli
-from tests.online.test_serve import NOT_COMPARED, _snapshot, begin, online_config, serve
+from tests.online.test_serve import (
+    NOT_COMPARED,
+    _snapshot,
+    begin,
+    online_config,
+    serve,
+)
 
 K = 8
 
@@ -83,8 +89,8 @@ def test_online_slider_session_is_the_lab_slider_session(tmp_path, capsys):
     pd.testing.assert_frame_equal(online.drop(columns=NOT_COMPARED), lab.drop(columns=NOT_COMPARED))
 
 
-def test_bad_slider_answers_get_400_and_write_nothing(tmp_path):
-    study, client = serve(gsp_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_bad_slider_answers_get_400_and_write_nothing(tmp_path, db_url):
+    study, client = serve(gsp_config(tmp_path), db_url)
     view = begin(client, participant="S1")
     while view["screen"]["kind"] != "trial":
         view = ack(client, view)
@@ -114,6 +120,8 @@ def test_bad_slider_answers_get_400_and_write_nothing(tmp_path):
     res = slide(client, view, other, [[0.2, (start + 1) % K], [0.3, other]], device="touch")
     assert res.status_code == 200, res.text
     assert study.db.moves(1) == [(0, [[0.2, (start + 1) % K], [0.3, other]])]
+    [row] = study.db.rows(1, 3)  # the circle's whole direction, a unit vector
+    assert abs(sum(row[f"direction_{i}"] ** 2 for i in range(3)) - 1) < 1e-12
 
 
 @pytest.mark.slow
