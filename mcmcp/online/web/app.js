@@ -272,6 +272,8 @@
   function placeHandle() {
     $("handle").style.left = `${(100 * (slider.position + 0.5)) / slider.keys.length}%`;
     $("handle").dataset.position = String(slider.position);
+    $("handle").setAttribute("aria-valuemax", String(slider.keys.length - 1));
+    $("handle").setAttribute("aria-valuenow", String(slider.position));
   }
 
   function moveTo(position, time) {
