@@ -89,10 +89,12 @@
   }
 
   function layout(img) {
-    // the lab's geometry (face height, centre offset) scaled down to fit narrow screens
+    // the lab's geometry (face height, centre offset) scaled down to fit narrow screens; a
+    // slider's one face is centred, and its track and OK take height below it
     const width = display.face_size * img.naturalWidth / img.naturalHeight;
-    const scale = Math.min(1, (window.innerWidth - 16) / (2 * display.face_offset + width),
-      (window.innerHeight - 160) / display.face_size);
+    const span = slider ? width : 2 * display.face_offset + width;
+    const scale = Math.min(1, (window.innerWidth - 16) / span,
+      (window.innerHeight - (slider ? 330 : 160)) / display.face_size);
     app.style.setProperty("--face", `${display.face_size * scale}px`);
     app.style.setProperty("--offset", `${display.face_offset * scale}px`);
   }
