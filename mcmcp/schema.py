@@ -102,6 +102,21 @@ _PARADIGM = (
 )
 
 
+# Across-participant chains (issue 22, `mcmcp.shared`), appended last. A shared chain belongs to
+# the study, not to one session: `chain` is its study-wide id (emotion k of the config's
+# emotions: chains k*per_emotion ...), `participant` says who moved it at this step.
+_SHARED = (
+    Column("lease", "string", "shared chains: the lease under which the participant held the "
+                              "chain at this step (one id per hold; every step of a hold has "
+                              "it); empty for a participant's own chains"),
+    Column("chain_step", "Int64", "shared chains: the chain's step number in the study (0-based, "
+                                  "counted over everyone who moved it; = iteration): the rows "
+                                  "of a chain sorted by chain_step are one unbroken line, each "
+                                  "continuing the state the step before left; empty for a "
+                                  "participant's own chains"),
+)
+
+
 def direction_columns(d: int) -> list[str]:
     """Names of the d coordinate columns of a GSP circle's direction."""
     return [f"direction_{i}" for i in range(d)]
@@ -122,7 +137,7 @@ def columns(d: int) -> list[Column]:
     direction = [Column(name, "Float64", f"GSP: the circle's unit tangent direction at the "
                                          f"current state, coordinate {i}")
                  for i, name in enumerate(direction_columns(d))]
-    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT, *_PARADIGM, *direction]
+    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT, *_PARADIGM, *direction, *_SHARED]
 
 
 def header(d: int) -> list[str]:
