@@ -468,6 +468,10 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         raise r.error("chains.unguided", c.unguided,
                       f"an integer in [0, {c.per_emotion - 1}]: fewer than chains.per_emotion "
                       f"({c.per_emotion}), so some chains are guided")
+    if c.across_participants and cfg.stimuli.assign in ("participant", "rotated"):
+        raise r.error("stimuli.assign", cfg.stimuli.assign,
+                      "fixed or chain with chains.across_participants (a shared chain shows "
+                      "every participant who moves it the same child)")
     if c.across_participants and cfg.trials.per_hold > cfg.trials.per_chain:
         raise r.error("trials.per_hold", cfg.trials.per_hold,
                       f"at most trials.per_chain ({cfg.trials.per_chain}): a hold is part of "
