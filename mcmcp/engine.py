@@ -209,6 +209,25 @@ def schedule_length(cfg: ExperimentConfig) -> int:
     return out
 
 
+def start_points(cfg: ExperimentConfig, d: int, emotion: str, centroids: dict[str, np.ndarray],
+                 rng: np.random.Generator) -> np.ndarray:
+    """The chains.per_emotion start states (n, d) of one emotion's chains (config
+    `chains.start`): fibonacci is the lattice turned by a uniformly random rotation (so it
+    stays evenly spread but differs between draws), centroids are the other emotions' class
+    centroids in a random order, uniform are independent uniform points."""
+    n = cfg.chains.per_emotion
+    if cfg.chains.start == "fibonacci":
+        rotation = special_ortho_group.rvs(d, random_state=rng)
+        return sphere.fibonacci_sphere(n, d) @ rotation.T
+    if cfg.chains.start == "centroids":
+        others = [centroids[e] for e in sorted(centroids) if e != emotion]
+        if not others:
+            raise ValueError("chains.start = centroids needs other emotions' centroids")
+        others = [others[i] for i in rng.permutation(len(others))]
+        return np.array([others[i % len(others)] for i in range(n)])
+    return sphere.sample_uniform(n, d, rng)
+
+
 class ChainSource(Protocol):
     """Which chain a chain trial moves, and where chain states live (see the module doc).
 
@@ -351,24 +370,13 @@ class Engine:
         return out
 
     def _start_states(self) -> dict[int, chain.ChainState]:
-        """Starts per block: fibonacci is the lattice turned by a uniformly random rotation (so
-        it stays evenly spread but differs between participants), centroids are the other
-        emotions' class centroids in a random order, uniform are independent uniform points."""
+        """Own chains' starts, block b's from the participant's START stream b
+        (`start_points`), so they differ between participants."""
         c, n = self.cfg.chains, self.cfg.chains.per_emotion
         states = {}
         for b, emotion in enumerate(self.emotions):
-            rng = self.stream(START_STREAM, b)
-            if c.start == "fibonacci":
-                rotation = special_ortho_group.rvs(self.d, random_state=rng)
-                starts = sphere.fibonacci_sphere(n, self.d) @ rotation.T
-            elif c.start == "centroids":
-                others = [self.centroids[e] for e in sorted(self.centroids) if e != emotion]
-                if not others:
-                    raise ValueError("chains.start = centroids needs other emotions' centroids")
-                others = [others[i] for i in rng.permutation(len(others))]
-                starts = np.array([others[i % len(others)] for i in range(n)])
-            else:
-                starts = sphere.sample_uniform(n, self.d, rng)
+            starts = start_points(self.cfg, self.d, emotion, self.centroids,
+                                  self.stream(START_STREAM, b))
             for i in range(n):
                 states[b * n + i] = chain.init(starts[i], c.kappa_proposal)
         return states
