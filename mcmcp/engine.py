@@ -147,9 +147,10 @@ def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> lis
     participant's `block_order`).
 
     In a block, the chains take turns in a fresh random order each round, never the same chain
-    twice in a row; catch trials go anywhere, repeat trials after at least two chain trials
-    (so the pair they repeat is never the one still on screen). catch_rate and repeat_rate are
-    fractions of the block's shown trials.
+    twice in a row (shared chains: the participant's holds, two at a time); catch trials go
+    anywhere, repeat trials after at least two chain trials (so the pair they repeat is never
+    the one still on screen). catch_rate and repeat_rate are fractions of the block's shown
+    trials.
     """
     t = cfg.trials
     emotions = block_order(cfg, participant)
@@ -161,11 +162,16 @@ def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> lis
             continue
         rng = stream_rng(cfg.seed, participant, session, SCHEDULE_STREAM, b)
         order: list[int] = []
-        for _ in range(per_lane):
-            perm = rng.permutation(n)
-            if order and n > 1 and perm[0] == order[-1]:
-                perm[[0, -1]] = perm[[-1, 0]]
-            order.extend(int(c) for c in perm)
+        # own chains take turns all together; shared chains two holds at a time, so a
+        # participant holds at most two of the study's chains (others can have the rest)
+        group = n if not cfg.chains.across_participants else 2
+        for lo in range(0, n, group):
+            m = min(group, n - lo)
+            for _ in range(per_lane):
+                perm = lo + rng.permutation(m)
+                if order and m > 1 and perm[0] == order[-1]:
+                    perm[[0, -1]] = perm[[-1, 0]]
+                order.extend(int(c) for c in perm)
         block = [Slot("chain", b, emotion, first + c) for c in order]
         first += n
         n_repeat, n_catch = _extra_trials(cfg, n * per_lane)
