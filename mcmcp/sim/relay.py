@@ -1,7 +1,7 @@
 """Shared chains passed from person to person, vectorised: what an across-participant chain
 samples when people differ (the methods page's measurement, the planner's model).
 
-A relay runs n chains of one emotion in rounds: in every round each chain is held by a new
+A relay runs n chains of one emotion in rounds: in every round each chain is held by a
 simulated person, who gives it `per_hold` trials and leaves. Person j's category is
 vMF(mu_j, kappa_person), and the people's prototypes mu_j are scattered around the group mean:
 mu_j ~ vMF(group_mean, kappa_between) (`individual_prototypes`). The trials run through the same
@@ -59,19 +59,18 @@ class Relay(NamedTuple):
     holders: np.ndarray
 
 
-def simulate_relay(start: np.ndarray, rounds: int, per_hold: int, group_mean: np.ndarray,
-                   kappa_between: float, kappa_person: float, rng: np.random.Generator,
-                   kappa_proposal: float = 5.0, lapse: float = 0.0, paradigm: str = "mcmcp",
-                   points: int = 32) -> Relay:
-    """Run n = len(start) chains from `start` (n, d) for `rounds` rounds of `per_hold` trials,
-    each round every chain with a new person (prototype from `individual_prototypes`,
-    category vMF(prototype, kappa_person), lapse rate `lapse`). paradigm mcmcp (two faces,
-    vMF proposals of `kappa_proposal`) or gsp (a slider of `points` points). Unguided."""
-    n, d = start.shape
-    states, holders = [start[None]], []
+def simulate_relay(start: np.ndarray, holders: np.ndarray, per_hold: int, kappa_person: float,
+                   rng: np.random.Generator, kappa_proposal: float = 5.0, lapse: float = 0.0,
+                   paradigm: str = "mcmcp", points: int = 32) -> Relay:
+    """Run n = len(start) chains from `start` (n, d) for R rounds of `per_hold` trials; in
+    round r chain i is held by the person whose prototype is holders[r, i] (holders (R, n, d),
+    e.g. `individual_prototypes` draws: a new person every hold), with category
+    vMF(prototype, kappa_person) and lapse rate `lapse`. paradigm mcmcp (two faces, vMF
+    proposals of `kappa_proposal`) or gsp (a slider of `points` points). Unguided."""
+    n = len(start)
+    states = [start[None]]
     position = start
-    for _ in range(rounds):
-        people = individual_prototypes(group_mean, kappa_between, n, rng)
+    for people in holders:
         agent = PeopleAgent(people, kappa_person, lapse=lapse)
         if paradigm == "gsp":
             trace, _ = simulate_gsp_chains(position, per_hold, points, agent, np.arange(n),
@@ -81,8 +80,7 @@ def simulate_relay(start: np.ndarray, rounds: int, per_hold: int, group_mean: np
                                     None, rng)
         states.append(np.concatenate([trace.current[1:], trace.final.position[None]]))
         position = trace.final.position
-        holders.append(people)
-    return Relay(np.concatenate(states), np.stack(holders))
+    return Relay(np.concatenate(states), np.asarray(holders))
 
 
 class RelaySummary(NamedTuple):
