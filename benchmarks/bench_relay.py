@@ -7,7 +7,7 @@ the same); person j's category is vMF(mu_j, kappa_person = 30). 8 chains per emo
 person to person (`mcmcp.sim.relay.simulate_relay`): each round every chain goes to a new
 person, who gives it `per_hold` trials (10: the default hold; 1: a new person every trial).
 MCMCP with vMF proposals of kappa 5 (the default, mean step ~30 degrees) and of kappa 50 (small
-steps, ~10 degrees), lapse 0.05, 3000 trials per chain, the second half kept.
+steps, ~10 degrees), lapse 0.05 (--lapse), 3000 trials per chain, the second half kept.
 
 Reported per design, as the mean (sd) over seeds: the angle between the chains' mean
 direction and the group mean of the prototypes of the people who held them (degrees); the
@@ -16,7 +16,7 @@ average category's (a random person's category, pooled: "mixture") and the produ
 people's categories ("consensus": kappa_person times the mean resultant length of the
 prototypes).
 
-    python benchmarks/bench_relay.py [--seeds N] [--trials T]
+    python benchmarks/bench_relay.py [--seeds N] [--trials T] [--lapse L]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mcmcp.sampling.sphere import fibonacci_sphere
 from mcmcp.sim.relay import individual_prototypes, simulate_relay, summarise_relay
 
 M = np.array([0.0, 0.0, 1.0])
-KAPPA_PERSON, CHAINS, LAPSE = 30.0, 8, 0.05
+KAPPA_PERSON, CHAINS = 30.0, 8
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=3000, help="trials per chain")
+    p.add_argument("--lapse", type=float, default=0.05, help="people's lapse rate")
     args = p.parse_args(argv)
     print("| kappa_between | per_hold | kappa_proposal | prototype error (deg) | chain kappa | "
           "mixture kappa | consensus kappa | person kappa |")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                     relay = simulate_relay(fibonacci_sphere(CHAINS, 3),
                                            holders.reshape(rounds, CHAINS, 3), per_hold,
                                            KAPPA_PERSON, rng, kappa_proposal=kappa_proposal,
-                                           lapse=LAPSE)
+                                           lapse=args.lapse)
                     runs.append(summarise_relay(relay, KAPPA_PERSON, rng))
                 a = np.array(runs)
                 cells = [f"{a[:, k].mean():.1f} ({a[:, k].std(ddof=1):.1f})" for k in range(4)]
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{cells[1]} | {cells[3]} | {a[:, 4].mean():.1f} | {cells[2]} |",
                       flush=True)
     print(f"\n{args.seeds} seeds per design, {args.trials} trials per chain, {CHAINS} chains, "
-          f"lapse {LAPSE}; {time.perf_counter() - t0:.0f} s")
+          f"lapse {args.lapse}; {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
