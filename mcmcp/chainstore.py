@@ -181,6 +181,7 @@ class ChainStore:
 
     def __init__(self, url: str):
         parsed = make_url(url)
+        self.url = parsed.render_as_string(hide_password=True)  # for messages and records
         if parsed.get_backend_name() == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 raise ValueError(f"chain store {url!r}: give a file, sqlite:///path/to/file")
@@ -328,6 +329,24 @@ class ChainStore:
                              .values(ended=now, end_reason="released"))
         return done.rowcount == 1
 
+    def release_holder(self, study: str, participant: str, now: float) -> int:
+        """Hand back every chain `participant` holds (a resumed lab session returns the chains
+        its crashed run held, rather than leave them idle until their leases run out); returns
+        how many."""
+        c = chains_table.c
+        with self.engine.begin() as conn:
+            held = conn.execute(select(c.chain, c.lease).where(
+                c.study == study, c.holder == participant)).all()
+            n = 0
+            for row in held:
+                n += conn.execute(update(chains_table).where(
+                    c.study == study, c.chain == row.chain, c.lease == row.lease).values(
+                    holder=None, lease=None, expires=None)).rowcount
+                conn.execute(update(leases_table).where(
+                    leases_table.c.lease == row.lease, leases_table.c.ended.is_(None))
+                    .values(ended=now, end_reason="released"))
+        return n
+
     def expire(self, study: str, now: float) -> int:
         """End every lease of the study that expired before `now` (the chain goes back to the
         study from its last committed state); returns how many. `lease` takes over expired
@@ -375,6 +394,18 @@ class ChainStore:
         return pd.DataFrame([{**r["row"], **{k: r[k] for k in ("chain", "chain_step", "lease",
                                                                  "participant", "committed")}}
                              for r in rows])
+
+    def session_rows(self, study: str, participant: str, session: int, from_row: int
+                     ) -> list[dict]:
+        """The committed rows of one participant-session numbered `from_row` or later, in row
+        order: what a session whose files lost their last rows in a crash (the answer was
+        committed here, the file write did not happen) must append before it goes on."""
+        c = steps_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.row).where(
+                c.study == study, c.participant == participant)).scalars().all()
+        return sorted((r for r in rows if r["session"] == session and r["row"] >= from_row),
+                      key=lambda r: r["row"])
 
     def steps(self, study: str) -> list[dict]:
         """Every committed step of the study's chains as schema rows, by chain and chain_step."""

@@ -243,7 +243,9 @@ class ChainSource(Protocol):
     chain's new state after one step (shown: a trial was shown, not a gate-screened proposal);
     commit: the rows of one told trial that moved `chain_id` are final (a shared source writes
     them with the chain's new state; it raises when the participant no longer holds the
-    chain); positions: the current (d,) state of every chain the source holds, by id.
+    chain); positions: the current (d,) state of every chain the source holds, by id;
+    resume: a resumed session's saved rows (DataFrame), its schedule so far and the engine's
+    step function `advance(state, proposal, accepted)`, before anything new is asked.
     """
 
     def chain(self, slot: Slot) -> int: ...
@@ -259,6 +261,8 @@ class ChainSource(Protocol):
     def commit(self, chain_id: int, rows: list[dict]) -> None: ...
 
     def positions(self) -> dict[int, np.ndarray]: ...
+
+    def resume(self, rows: pd.DataFrame, shown: list[Slot], advance) -> None: ...
 
 
 class OwnChains:
@@ -292,6 +296,30 @@ class OwnChains:
 
     def positions(self) -> dict[int, np.ndarray]:
         return {c: s.position for c, s in self.states.items()}
+
+    def resume(self, rows: pd.DataFrame, shown: list[Slot], advance) -> None:
+        """Rebuild every chain from the session's saved rows: the last row of each chain gives
+        its state before that step, `advance(state, proposal, accepted)` the state after it
+        (with the session's kappa adaptation), its `kappa_proposal` column the proposal
+        kappa; the chain rows count its shown trials."""
+        d = sum(1 for c in rows.columns if c.startswith("current_"))
+        cur = [f"current_{i}" for i in range(d)]
+        prop = [f"proposal_{i}" for i in range(d)]
+        moves = rows[rows["kind"].isin(["chain", "gate"])].sort_values(["chain", "iteration"])
+        for ch, group in moves.groupby("chain"):
+            last = group.iloc[-1]
+            accepted = group["accepted"].fillna(False).astype(bool).to_numpy()
+            before = chain.ChainState(
+                position=last[cur].to_numpy(dtype=float),
+                iteration=np.asarray(int(last["iteration"]), dtype=np.int64),
+                n_accepted=np.asarray(int(accepted[:-1].sum()), dtype=np.int64),
+                kappa=np.asarray(np.nan if pd.isna(last["kappa_proposal"])  # GSP: none
+                                 else float(last["kappa_proposal"])),
+            )
+            self.states[int(ch)] = advance(before, last[prop].to_numpy(dtype=float),
+                                           bool(accepted[-1]))
+        for ch, count in rows[rows["kind"] == "chain"].groupby("chain").size().items():
+            self.n_shown[int(ch)] = int(count)
 
 
 class Engine:
@@ -392,10 +420,11 @@ class Engine:
         cur = [f"current_{i}" for i in range(self.d)]
         prop = [f"proposal_{i}" for i in range(self.d)]
         shown = rows[rows["kind"] != "gate"]
+        own = isinstance(self.source, OwnChains)  # shared chains: the slot is a hold
         for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"], strict=True)):
             slot = self.schedule[i] if i < len(self.schedule) else None
             if slot is None or slot.kind != kind or (
-                kind == "chain" and int(ch) != slot.chain
+                own and kind == "chain" and int(ch) != slot.chain
             ):
                 raise ValueError(
                     f"saved shown trial {i + 1} ({kind}, chain {ch}) does not match this "
@@ -403,7 +432,10 @@ class Engine:
                 )
         if "identity" in shown:  # files from before children were recorded have no column
             saved = shown["identity"].fillna("").astype(str).to_numpy()
-            planned = [self._children[i] for i in range(len(shown))]
+            planned = [self._children[i] if own or kind != "chain"
+                       else self.identities.chain(int(ch))
+                       for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"],
+                                                          strict=True))]
             wrong = [i for i, (a, b) in enumerate(zip(saved, planned, strict=True))
                      if a != b and shown["kind"].iloc[i] != "repeat"]
             if wrong:
@@ -412,20 +444,7 @@ class Engine:
                     f"saved shown trial {i + 1} showed child {saved[i] or '(default)'!r} but "
                     f"this config and checkpoint give {planned[i] or '(default)'!r}; resume "
                     "with the config and checkpoint the session started with")
-        moves = rows[rows["kind"].isin(["chain", "gate"])].sort_values(["chain", "iteration"])
-        for ch, group in moves.groupby("chain"):
-            last = group.iloc[-1]
-            accepted = group["accepted"].fillna(False).astype(bool).to_numpy()
-            before = chain.ChainState(
-                position=last[cur].to_numpy(dtype=float),
-                iteration=np.asarray(int(last["iteration"]), dtype=np.int64),
-                n_accepted=np.asarray(int(accepted[:-1].sum()), dtype=np.int64),
-                kappa=np.asarray(np.nan if pd.isna(last["kappa_proposal"])  # GSP: none
-                                 else float(last["kappa_proposal"])),
-            )
-            self.source.states[int(ch)] = self._advance(
-                before, last[prop].to_numpy(dtype=float), bool(accepted[-1])
-            )
+        self.source.resume(rows, self.schedule[:len(shown)], self._advance)
         for _, r in rows[rows["kind"] == "chain"].iterrows():
             self.history.append({
                 "trial": int(r["trial"]), "block": int(r["block"]), "row": int(r["row"]),
@@ -433,8 +452,6 @@ class Engine:
                 "current": r[cur].to_numpy(dtype=float), "proposal": r[prop].to_numpy(dtype=float),
                 "left_role": r["left_role"],
             })
-        for ch, count in rows[rows["kind"] == "chain"].groupby("chain").size().items():
-            self.source.n_shown[int(ch)] = int(count)
         self.n_rows = len(rows)
         self.next_index = len(shown)
 

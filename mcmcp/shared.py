@@ -57,13 +57,18 @@ class SharedChains:
 
     cfg: an across-participant config (its `name` is the study in the store); d: latent
     dimension; centroids: emotion -> (d,) class centroid (chains.start centroids); clock:
-    unix seconds (time.time; tests give their own). The study's chains are created if missing.
+    unix seconds (time.time; tests and simulations give their own); patience: seconds to keep
+    asking for a free chain before NoChainFree (a lab computer waits for a held chain to come
+    back; 0: ask once), sleeping `sleep` between tries. The study's chains are created if
+    missing.
     """
 
     def __init__(self, store: ChainStore, cfg: ExperimentConfig, d: int, participant: str,
                  centroids: dict[str, np.ndarray] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, patience: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep):
         self.store, self.cfg, self.participant, self.clock = store, cfg, participant, clock
+        self.patience, self.sleep = patience, sleep
         self.study, self.seconds = cfg.name, cfg.chains.lease_seconds
         store.ensure_chains(self.study, shared_starts(cfg, d, centroids), cfg.trials.per_chain)
         self.leases: dict[int, Lease] = {}  # hold -> the lease it holds now
@@ -76,17 +81,37 @@ class SharedChains:
     def chain(self, slot: Slot) -> int:
         lease = self.leases.get(slot.chain)
         if lease is None:
-            now, busy = self.clock(), set(self.hold_of)
-            lease = (self.store.lease(self.study, slot.emotion, self.participant, now,
-                                      self.seconds, avoid=self.held | busy)
-                     or self.store.lease(self.study, slot.emotion, self.participant, now,
-                                         self.seconds, avoid=busy))
-            if lease is None:
-                raise NoChainFree(f"no chain of {slot.emotion} is free in study "
-                                  f"{self.study!r}: all are held or complete")
+            lease = self._lease(slot.emotion)
             self._hold(slot.chain, lease)
             self.held.add(lease.chain)
         return lease.chain
+
+    def _lease(self, emotion: str) -> Lease:
+        """A free chain of `emotion`, one this participant has not held if there is one;
+        NoChainFree after `patience` seconds without one."""
+        give_up = self.clock() + self.patience
+        while True:
+            now, busy = self.clock(), set(self.hold_of)
+            lease = (self.store.lease(self.study, emotion, self.participant, now, self.seconds,
+                                      avoid=self.held | busy)
+                     or self.store.lease(self.study, emotion, self.participant, now,
+                                         self.seconds, avoid=busy))
+            if lease is not None:
+                return lease
+            if now >= give_up:
+                raise NoChainFree(f"no chain of {emotion} is free in study {self.study!r}: "
+                                  "all are held or complete")
+            self.sleep(min(1.0, give_up - now))
+
+    def resume(self, rows, shown: list[Slot], advance) -> None:
+        """A resumed session has shown `shown` (its schedule so far): its holds' answers count
+        (a hold cut by the crash leases a chain anew for its remaining trials; the chain it held
+        goes back to the study at once: the crashed run's holds are handed back). The chains'
+        states are the store's, not the session's rows."""
+        self.store.release_holder(self.study, self.participant, self.clock())
+        for slot in shown:
+            if slot.kind == "chain":
+                self.told[slot.chain] = self.told.get(slot.chain, 0) + 1
 
     def _hold(self, hold: int, lease: Lease) -> None:
         self.leases[hold] = lease
