@@ -8,6 +8,7 @@ import multiprocessing
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import update
 
@@ -272,3 +273,32 @@ def test_processes_racing_on_postgresql_never_share_a_chain(postgres):
     ChainStore(url).close()
     counts = run_race(url)
     check_race(url, counts)
+
+
+def test_gsp_sliders_move_shared_chains_too(tmp_path):
+    """GSP (slider trials, a gate that may refuse a confirmed move): people take turns on the
+    shared chains through the engine; every chain is one unbroken line."""
+    store = ChainStore(f"sqlite:///{tmp_path / 'chains.sqlite'}")
+    cfg = config_from_dict({
+        "name": "gsp_shared", "seed": 2, "emotions": ["happy"], "paradigm": "gsp",
+        "gsp": {"points": 12},
+        "chains": {"per_emotion": 2, "across_participants": True},
+        "trials": {"per_chain": 100, "practice": 0, "catch_rate": 0.0, "per_hold": 4,
+                   "per_participant": 8},
+        "gate": {"kind": "none"}}, "<test>", require_checkpoint=False)
+    gates = {"happy": Gate(VMFMixture.single(PROTOTYPES["happy"], 2.0), 1.0)}
+    rng = np.random.default_rng(3)
+    for k in range(5):
+        pid = f"G{k}"
+        engine = Engine(cfg, D, pid, 1, gates, source=SharedChains(store, cfg, D, pid))
+        agent = latent_agent(0.2, k)
+        while (trial := engine.ask()) is not None:
+            c = trial.circle
+            point = agent.slide(trial.emotion, c.points[None], np.array([c.start]),
+                                np.array([c.shift]), rng).choice[0]
+            rows = engine.tell(trial, int(point), 1.5)
+            assert rows[-1]["lease"] and rows[-1]["chain_step"] == rows[-1]["iteration"]
+    assert store.check("gsp_shared") == []
+    steps = pd.DataFrame(store.steps("gsp_shared"))
+    assert len(steps) == 40 and steps["gsp_choice"].notna().all()
+    assert (~steps["accepted"]).any() and steps["accepted"].any()
