@@ -10,9 +10,10 @@ Tables (created when missing):
   iteration of the chain's next step), shown trials, the target length, the current state
   (position, accepted count, proposal kappa), and who holds it: `holder`, `lease`, `expires`
   (unix seconds), with `n_leases` (leases granted so far).
-- `shared_leases`: every lease ever granted: chain, participant, `seq` (the chain's n-th lease;
-  unique per chain, so a chain's leases are one sequence), started, ended and why (released |
-  complete | expired), the version it started from and the steps committed under it.
+- `shared_leases`: every lease ever granted: chain, participant, the participant's session and
+  hold it serves, `seq` (the chain's n-th lease; unique per chain, so a chain's leases are one
+  sequence), started, ended and why (released | complete | expired), the version it started
+  from and the steps committed under it.
 - `shared_steps`: every committed step (schema rows: gate rows and shown trials), keyed by
   (study, chain, chain_step): a step can never be written twice.
 - `shared_late`: answers that arrived when their lease was no longer the chain's (expired,
@@ -89,6 +90,8 @@ leases_table = Table(
     Column("study", String(64), nullable=False),
     Column("chain", Integer, nullable=False),
     Column("participant", String(64), nullable=False),
+    Column("session", Integer, nullable=False),
+    Column("hold", Integer, nullable=False),
     Column("seq", Integer, nullable=False),
     Column("started", Double, nullable=False),
     Column("version_start", Integer, nullable=False),
@@ -223,11 +226,13 @@ class ChainStore:
     # ------------------------------------------------------------------ leases
 
     def lease(self, study: str, emotion: str, participant: str, now: float, seconds: float,
-              avoid: frozenset[int] | set[int] = frozenset()) -> Lease | None:
+              avoid: frozenset[int] | set[int] = frozenset(), session: int = 1,
+              hold: int = 0) -> Lease | None:
         """Grant `participant` a free chain of `emotion` for `seconds` from `now`: the least
         advanced one (fewest shown trials, then lowest id) that is not complete, not held
         (never leased, released, or its lease expired before `now`) and not in `avoid`.
-        None when no chain is free."""
+        session, hold: which of the participant's sessions and holds the lease serves (what
+        `held` gives back to a resumed or rebuilt session). None when no chain is free."""
         c = chains_table.c
         free = and_(c.study == study, c.emotion == emotion, c.shown < c.target,
                     or_(c.holder.is_(None), c.expires < now))
@@ -252,8 +257,8 @@ class ChainStore:
                         .values(ended=cand.expires, end_reason="expired"))
                 conn.execute(insert(leases_table).values(
                     lease=lease_id, study=study, chain=cand.chain, participant=participant,
-                    seq=cand.n_leases + 1, started=now, version_start=cand.version,
-                    ended=None, end_reason=None, steps=0))
+                    session=session, hold=hold, seq=cand.n_leases + 1, started=now,
+                    version_start=cand.version, ended=None, end_reason=None, steps=0))
             return Lease(lease_id, study, cand.chain, cand.emotion, participant, cand.version,
                          cand.shown, cand.target, _state(cand), now + seconds)
         return None
@@ -329,23 +334,19 @@ class ChainStore:
                              .values(ended=now, end_reason="released"))
         return done.rowcount == 1
 
-    def release_holder(self, study: str, participant: str, now: float) -> int:
-        """Hand back every chain `participant` holds (a resumed lab session returns the chains
-        its crashed run held, rather than leave them idle until their leases run out); returns
-        how many."""
-        c = chains_table.c
-        with self.engine.begin() as conn:
-            held = conn.execute(select(c.chain, c.lease).where(
-                c.study == study, c.holder == participant)).all()
-            n = 0
-            for row in held:
-                n += conn.execute(update(chains_table).where(
-                    c.study == study, c.chain == row.chain, c.lease == row.lease).values(
-                    holder=None, lease=None, expires=None)).rowcount
-                conn.execute(update(leases_table).where(
-                    leases_table.c.lease == row.lease, leases_table.c.ended.is_(None))
-                    .values(ended=now, end_reason="released"))
-        return n
+    def held(self, study: str, participant: str, session: int, now: float
+             ) -> dict[int, Lease]:
+        """The participant-session's leases that still hold their chains at `now`, by hold:
+        what a resumed lab session, or a server process rebuilding an online session, takes
+        over (state and version as last committed)."""
+        c, lc = chains_table.c, leases_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(chains_table, lc.hold).join(
+                leases_table, lc.lease == c.lease).where(
+                c.study == study, lc.participant == participant, lc.session == session,
+                lc.ended.is_(None), c.expires >= now)).all()
+        return {r.hold: Lease(r.lease, study, r.chain, r.emotion, participant, r.version,
+                              r.shown, r.target, _state(r), r.expires) for r in rows}
 
     def expire(self, study: str, now: float) -> int:
         """End every lease of the study that expired before `now` (the chain goes back to the

@@ -56,18 +56,19 @@ class SharedChains:
     """Chain source (`mcmcp.engine.ChainSource`) over a `ChainStore`, for one participant.
 
     cfg: an across-participant config (its `name` is the study in the store); d: latent
-    dimension; centroids: emotion -> (d,) class centroid (chains.start centroids); clock:
-    unix seconds (time.time; tests and simulations give their own); patience: seconds to keep
-    asking for a free chain before NoChainFree (a lab computer waits for a held chain to come
-    back; 0: ask once), sleeping `sleep` between tries. The study's chains are created if
-    missing.
+    dimension; participant, session: whose holds these are; centroids: emotion -> (d,) class
+    centroid (chains.start centroids); clock: unix seconds (time.time; tests and simulations
+    give their own); patience: seconds to keep asking for a free chain before NoChainFree (a
+    lab computer waits for a held chain to come back; 0: ask once), sleeping `sleep` between
+    tries. The study's chains are created if missing.
     """
 
     def __init__(self, store: ChainStore, cfg: ExperimentConfig, d: int, participant: str,
-                 centroids: dict[str, np.ndarray] | None = None,
+                 session: int, centroids: dict[str, np.ndarray] | None = None,
                  clock: Callable[[], float] = time.time, patience: float = 0.0,
                  sleep: Callable[[float], None] = time.sleep):
-        self.store, self.cfg, self.participant, self.clock = store, cfg, participant, clock
+        self.store, self.cfg, self.clock = store, cfg, clock
+        self.participant, self.session = participant, session
         self.patience, self.sleep = patience, sleep
         self.study, self.seconds = cfg.name, cfg.chains.lease_seconds
         store.ensure_chains(self.study, shared_starts(cfg, d, centroids), cfg.trials.per_chain)
@@ -81,21 +82,22 @@ class SharedChains:
     def chain(self, slot: Slot) -> int:
         lease = self.leases.get(slot.chain)
         if lease is None:
-            lease = self._lease(slot.emotion)
+            lease = self._lease(slot.emotion, slot.chain)
             self._hold(slot.chain, lease)
             self.held.add(lease.chain)
         return lease.chain
 
-    def _lease(self, emotion: str) -> Lease:
-        """A free chain of `emotion`, one this participant has not held if there is one;
-        NoChainFree after `patience` seconds without one."""
+    def _lease(self, emotion: str, hold: int) -> Lease:
+        """A free chain of `emotion` for `hold`, one this participant has not held if there is
+        one; NoChainFree after `patience` seconds without one."""
         give_up = self.clock() + self.patience
         while True:
             now, busy = self.clock(), set(self.hold_of)
+            mine = {"session": self.session, "hold": hold}
             lease = (self.store.lease(self.study, emotion, self.participant, now, self.seconds,
-                                      avoid=self.held | busy)
+                                      self.held | busy, **mine)
                      or self.store.lease(self.study, emotion, self.participant, now,
-                                         self.seconds, avoid=busy))
+                                         self.seconds, busy, **mine))
             if lease is not None:
                 return lease
             if now >= give_up:
@@ -104,14 +106,18 @@ class SharedChains:
             self.sleep(min(1.0, give_up - now))
 
     def resume(self, rows, shown: list[Slot], advance) -> None:
-        """A resumed session has shown `shown` (its schedule so far): its holds' answers count
-        (a hold cut by the crash leases a chain anew for its remaining trials; the chain it held
-        goes back to the study at once: the crashed run's holds are handed back). The chains'
-        states are the store's, not the session's rows."""
-        self.store.release_holder(self.study, self.participant, self.clock())
+        """A resumed session (a lab session after a crash, an online session rebuilt by another
+        server process) has shown `shown` (its schedule so far): its holds' answers count, and
+        the holds whose leases still hold their chains go on with them, from the chains' last
+        committed states (the store's, not the session's rows). A hold whose lease ran out
+        leases a chain anew for its remaining trials."""
         for slot in shown:
             if slot.kind == "chain":
                 self.told[slot.chain] = self.told.get(slot.chain, 0) + 1
+        for hold, lease in self.store.held(self.study, self.participant, self.session,
+                                           self.clock()).items():
+            self._hold(hold, lease)
+            self.held.add(lease.chain)
 
     def _hold(self, hold: int, lease: Lease) -> None:
         self.leases[hold] = lease

@@ -117,7 +117,7 @@ def _shared_source(args, cfg, d: int, participant: str, session: int, centroids,
     except ValueError as err:
         raise Refused(f"--chain-store: {err}") from None
     # a lab computer waits for a held chain to come back (at most one lease) before giving up
-    source = SharedChains(chains, cfg, d, participant, centroids,
+    source = SharedChains(chains, cfg, d, participant, session, centroids,
                           patience=cfg.chains.lease_seconds + 5.0)
     recovered = [] if saved is None else chains.session_rows(cfg.name, participant, session,
                                                              len(saved))

@@ -96,7 +96,7 @@ def simulate_shared_study(design: Design, truth: dict[str, VMFMixture], particip
         agent = LatentAgent(mine, exponent=spec.exponent, lapse=spec.lapse,
                             side_bias=spec.side_bias)
         answers = stream_rng(cfg.seed, pid, 1, AGENT_STREAM, 0)
-        source = SharedChains(store, cfg, d, pid, design.centroids, clock=lambda: now[0])
+        source = SharedChains(store, cfg, d, pid, 1, design.centroids, clock=lambda: now[0])
         engine = Engine(cfg, d, pid, 1, design.gates, design.centroids, agent.name,
                         source=source)
         session = SessionStore.create(root, pid, 1, d, {

@@ -52,7 +52,7 @@ def test_leases_answers_and_late_answers(tmp_path):
     last committed state."""
     store = ChainStore(f"sqlite:///{tmp_path / 'chains.sqlite'}")
     cfg = shared_config()
-    SharedChains(store, cfg, D, "setup")  # makes the study's chains
+    SharedChains(store, cfg, D, "setup", 1)  # makes the study's chains
     rng = np.random.default_rng(0)
     a = store.lease("shared", "happy", "A", now=100.0, seconds=10.0)
     b = store.lease("shared", "happy", "B", now=100.0, seconds=10.0)
@@ -94,7 +94,7 @@ def test_check_finds_a_broken_line_and_a_double_holder(tmp_path):
     """The database check fails when a step does not continue the one before, and when a
     chain's leases overlap: it can fail, so its empty answer elsewhere means something."""
     store = ChainStore(f"sqlite:///{tmp_path / 'chains.sqlite'}")
-    SharedChains(store, shared_config(), D, "setup")
+    SharedChains(store, shared_config(), D, "setup", 1)
     rng = np.random.default_rng(1)
     lease = store.lease("shared", "happy", "A", now=0.0, seconds=100.0)
     state = lease.state
@@ -158,7 +158,7 @@ def test_participants_take_turns_on_shared_chains_through_the_engine(tmp_path):
     clock = Clock()
     gates = {e: Gate(VMFMixture.single(m, 2.0), 1.0) for e, m in PROTOTYPES.items()}
     people = [f"P{k:03d}" for k in range(1, 7)]
-    engines = {p: Engine(cfg, D, p, 1, gates, source=SharedChains(store, cfg, D, p,
+    engines = {p: Engine(cfg, D, p, 1, gates, source=SharedChains(store, cfg, D, p, 1,
                                                                    clock=clock))
                for p in people}
     agents = {p: latent_agent(0.2, k) for k, p in enumerate(people)}
@@ -218,7 +218,7 @@ def race(url: str, worker: int, n_people: int, seed: int) -> dict:
     counts = {"told": 0, "lost": 0, "waited": 0, "left": 0}
     for k in range(n_people):
         pid = f"W{worker}P{k:02d}"
-        engine = Engine(cfg, D, pid, 1, source=SharedChains(store, cfg, D, pid))
+        engine = Engine(cfg, D, pid, 1, source=SharedChains(store, cfg, D, pid, 1))
         agent = latent_agent(0.3, 100 * worker + k)
         leave_at = int(rng.integers(1, 6)) if rng.random() < 0.2 else None
         late_at = int(rng.integers(1, 6)) if rng.random() < 0.1 else None
@@ -290,7 +290,7 @@ def test_gsp_sliders_move_shared_chains_too(tmp_path):
     rng = np.random.default_rng(3)
     for k in range(5):
         pid = f"G{k}"
-        engine = Engine(cfg, D, pid, 1, gates, source=SharedChains(store, cfg, D, pid))
+        engine = Engine(cfg, D, pid, 1, gates, source=SharedChains(store, cfg, D, pid, 1))
         agent = latent_agent(0.2, k)
         while (trial := engine.ask()) is not None:
             c = trial.circle
