@@ -13,9 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from mcmcp import schema
 from mcmcp.materials import checkpoint_fitness, fit_materials, need_faces, open_faces, open_model
 
 
@@ -124,8 +121,12 @@ def _shared_source(args, cfg, d: int, participant: str, session: int, centroids,
     return source, recovered
 
 
-def rows_frame(rows: list[dict], d: int) -> pd.DataFrame:
+def rows_frame(rows: list[dict], d: int):
     """Schema rows -> a DataFrame typed like `SessionStore.read_rows`."""
+    import pandas as pd  # here, not at the top: `mcmcp.run --help` imports nothing heavy
+
+    from mcmcp import schema
+
     frame = pd.DataFrame(rows, columns=schema.header(d), dtype=object)
     return frame.astype(schema.pandas_dtypes(d))
 
@@ -156,7 +157,7 @@ def run_lab_session(args, cfg, participant: str, session: int, store) -> int:
     if cfg.chains.across_participants:
         source, recovered = _shared_source(args, cfg, d, participant, session, centroids, saved)
         if recovered:
-            saved = pd.concat([saved, rows_frame(recovered, d)], ignore_index=True)
+            saved = rows_frame([*saved.to_dict("records"), *recovered], d)
     try:
         children = assignment(cfg, participant, identities.default)
         engine = Engine(cfg, d, participant, session, gates, centroids, agent_name, saved,
