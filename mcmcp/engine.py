@@ -362,6 +362,9 @@ class Engine:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
         self.n_real = len(self.schedule) - self.n_practice
+        if source is None and cfg.chains.across_participants:
+            raise ValueError("an across-participant design takes its chains from the study's "
+                             "chain store: give the engine a mcmcp.shared.SharedChains source")
         self.source = OwnChains(self._start_states()) if source is None else source
         self.n_rows = 0
         self.next_index = 0  # index into schedule of the next trial to ask

@@ -123,6 +123,10 @@ class OnlineStudy:
             raise ConfigError(file, "paradigm", cfg.paradigm,
                               "mcmcp online (the browser shows two faces; GSP sliders run in "
                               "the lab with `python -m mcmcp.run`)")
+        if cfg.chains.across_participants:
+            raise ConfigError(file, "chains.across_participants", True,
+                              "false online for now (shared chains run in the lab, "
+                              "`python -m mcmcp.run --chain-store`, and in simulations)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "

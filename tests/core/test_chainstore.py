@@ -302,3 +302,16 @@ def test_gsp_sliders_move_shared_chains_too(tmp_path):
     steps = pd.DataFrame(store.steps("gsp_shared"))
     assert len(steps) == 40 and steps["gsp_choice"].notna().all()
     assert (~steps["accepted"]).any() and steps["accepted"].any()
+
+
+def test_shared_designs_refuse_to_run_without_the_chain_store():
+    """An across-participant config needs the shared chain source: the engine alone refuses
+    it, and so does the online server (shared chains are not served online yet)."""
+    from mcmcp.config import ConfigError
+    from mcmcp.online.study import OnlineStudy
+
+    cfg = shared_config()
+    with pytest.raises(ValueError, match="SharedChains"):
+        Engine(cfg, D, "P1", 1)
+    with pytest.raises(ConfigError, match="'chains.across_participants'.*mcmcp.run"):
+        OnlineStudy.open(cfg, None, "shared.yaml")
