@@ -242,8 +242,9 @@ class ChainSource(Protocol):
     gate's progress); row_fields: columns every row of a step of the chain carries; move: the
     chain's new state after one step (shown: a trial was shown, not a gate-screened proposal);
     commit: the rows of one told trial that moved `chain_id` are final (a shared source writes
-    them with the chain's new state; it raises when the participant no longer holds the
-    chain); positions: the current (d,) state of every chain the source holds, by id;
+    them with the chain's new state), True; False when the source refused them (a shared
+    chain the participant no longer held: the engine records the answer as one `late` row);
+    positions: the current (d,) state of every chain the source holds, by id;
     resume: a resumed session's saved rows (DataFrame), its schedule so far and the engine's
     step function `advance(state, proposal, accepted)`, before anything new is asked.
     """
@@ -258,7 +259,7 @@ class ChainSource(Protocol):
 
     def move(self, chain_id: int, state: chain.ChainState, shown: bool) -> None: ...
 
-    def commit(self, chain_id: int, rows: list[dict]) -> None: ...
+    def commit(self, chain_id: int, rows: list[dict]) -> bool: ...
 
     def positions(self) -> dict[int, np.ndarray]: ...
 
@@ -291,8 +292,8 @@ class OwnChains:
         self.states[chain_id] = state
         self.n_shown[chain_id] += shown
 
-    def commit(self, chain_id: int, rows: list[dict]) -> None:
-        pass
+    def commit(self, chain_id: int, rows: list[dict]) -> bool:
+        return True
 
     def positions(self) -> dict[int, np.ndarray]:
         return {c: s.position for c, s in self.states.items()}
@@ -426,7 +427,7 @@ class Engine:
         own = isinstance(self.source, OwnChains)  # shared chains: the slot is a hold
         for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"], strict=True)):
             slot = self.schedule[i] if i < len(self.schedule) else None
-            if slot is None or slot.kind != kind or (
+            if slot is None or slot.kind != ("chain" if kind == "late" else kind) or (
                 own and kind == "chain" and int(ch) != slot.chain
             ):
                 raise ValueError(
@@ -667,8 +668,9 @@ class Engine:
                                                 out["accepted"]), shown=True)
         rows = [*trial.gate_rows, self._row(slot, trial.trial, slot.kind, out)]
         self._number(rows, timestamp)
+        if slot.kind == "chain" and not self.source.commit(cid, rows):
+            return self._late(rows, timestamp)
         if slot.kind == "chain":
-            self._commit(cid, rows)
             self.history.append({
                 "trial": trial.trial, "block": slot.block, "row": rows[-1]["row"],
                 "chain": cid, "iteration": out["iteration"],
@@ -677,14 +679,19 @@ class Engine:
             })
         return rows
 
-    def _commit(self, cid: int, rows: list[dict]) -> None:
-        """The chain source makes the told trial's rows final; if it refuses them (a shared
-        chain whose lease was lost), they were never the session's rows either."""
-        try:
-            self.source.commit(cid, rows)
-        except Exception:
-            self.n_rows -= len(rows)
-            raise
+    def _late(self, rows: list[dict], timestamp: str | None) -> list[dict]:
+        """The one row of a told trial the chain source refused (a shared chain whose lease
+        ended before the answer came): kind `late`, the answer as given, no step of any chain
+        (no gate rows, iteration, chain_step or accepted); `chain` and `lease` say which it
+        was for."""
+        self.n_rows -= len(rows)
+        late = {**rows[-1], "kind": "late", "iteration": None, "chain_step": None,
+                "accepted": None}
+        for key in [k for k in late if k.startswith(("log_gate", "gate_"))]:
+            late[key] = None
+        out = [late]
+        self._number(out, timestamp)
+        return out
 
     def _number(self, rows: list[dict], timestamp: str | None) -> None:
         for r in rows:
@@ -726,8 +733,8 @@ class Engine:
             self.source.move(cid, chain.step(state, chosen, out["accepted"]), shown=True)
         rows = [self._row(slot, trial.trial, slot.kind, out)]
         self._number(rows, timestamp)
-        if slot.kind == "chain":
-            self._commit(cid, rows)
+        if slot.kind == "chain" and not self.source.commit(cid, rows):
+            return self._late(rows, timestamp)
         return rows
 
     def positions(self) -> dict[int, np.ndarray]:

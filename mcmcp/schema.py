@@ -9,6 +9,10 @@ row is, is said by `kind`:
                emotion (``foil_emotion``, in ``proposal_*``); scored in ``correct``.
 - ``repeat``   an earlier chain pair shown again with sides swapped (``repeat_of`` = its ``row``).
 - ``practice`` before the real trials; never analysed.
+- ``late``     a shared chain's trial (across-participant designs) answered after the
+               participant's lease on the chain had ended: shown and answered, but no step of
+               any chain (the chain went on without it); ``chain`` and ``lease`` say which it
+               was for, and the chain store keeps the answer in its audit table.
 
 Every proposal is one ``iteration`` of its chain, shown or not, so a chain's ``chain`` and ``gate``
 rows sorted by ``iteration`` rebuild the exact chain: next state = proposal if accepted else current.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("chain", "gate", "catch", "repeat", "practice")
+KINDS = ("chain", "gate", "catch", "repeat", "practice", "late")
 ROLES = ("current", "proposal", "target", "foil", "")
 RESPONSES = ("left", "right", "")
 
@@ -40,7 +44,7 @@ _BEFORE_LATENT = (
     Column("emotion", "string", "target emotion of the block, one of vae.labels.EMOTIONS"),
     Column("row", "Int64", "0-based index of this row in the session's file (order of events)"),
     Column("trial", "Int64", "1-based count of shown trials in the session; empty for gate rows"),
-    Column("kind", "string", "chain | gate | catch | repeat | practice (see module doc)"),
+    Column("kind", "string", "chain | gate | catch | repeat | practice | late (see module doc)"),
     Column("chain", "Int64", "chain id within the participant-session; empty for catch/practice"),
     Column("iteration", "Int64", "0-based step of the chain this row is (chain and gate rows)"),
 )

@@ -25,7 +25,6 @@ from typing import Protocol
 
 import numpy as np
 
-from mcmcp.chainstore import LeaseLost
 from mcmcp.engine import AGENT_STREAM, Engine, PendingTrial
 from mcmcp.render import Renderer
 from mcmcp.shared import NoChainFree
@@ -236,15 +235,11 @@ class SessionFlow:
              device: str | None = None) -> list[dict]:
         """Answer the trial on show; returns the rows to save (its gate rows, then the trial).
         key: the key pressed (None for a click or an agent); device: keyboard | mouse | agent.
-        A shared chain's answer that came after its lease ended returns no rows: it is in the
-        chain store's audit table, not in the chain or the session (`mcmcp.chainstore`)."""
+        A shared chain's answer that came after its lease ended is one row of kind `late`."""
         if self._messages or self.pending is None:
             raise RuntimeError("no trial on show to answer")
-        try:
-            rows = self.engine.tell(self.pending, side, rt, onset, gap, dropped_frames,
-                                    timestamp, key, device)
-        except LeaseLost:
-            rows = []
+        rows = self.engine.tell(self.pending, side, rt, onset, gap, dropped_frames, timestamp,
+                                key, device)
         self.prepare()
         if self._next is None and not self.engine.done and self.engine.can_ask():
             trial = self.engine.ask()  # a shared chain the source waits for (NoChainFree)

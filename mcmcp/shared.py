@@ -7,8 +7,9 @@ hold's first trial is asked, the source leases the least advanced free chain of 
 emotion from `mcmcp.chainstore.ChainStore` (one the participant has not held before, when
 there is one), and every answer commits through `ChainStore.advance`: the answer's rows and the
 chain's new state in one compare-and-set transaction. The hold's last answer hands the chain
-back. An answer whose lease was lost (expired, taken over) raises `LeaseLost`: it is in the
-store's audit table, not in the chain, and the hold leases a new chain for its next trial.
+back. An answer whose lease was lost (expired, taken over) is in the store's audit table, not
+in the chain: the engine records it as a `late` row, and the hold leases a new chain for its
+next trial.
 
 The study's chains are made once, by whichever session comes first (`shared_starts`: the same
 seed gives the same starts in every process): emotion k of the config's emotions owns chains
@@ -144,10 +145,11 @@ class SharedChains:
         self.states[chain_id] = state
         self.pending_shown[chain_id] += shown
 
-    def commit(self, chain_id: int, rows: list[dict]) -> None:
+    def commit(self, chain_id: int, rows: list[dict]) -> bool:
         """Commit the answer (its gate rows and trial row) to the store; the hold's last answer,
-        or the one that completes the chain, hands the chain back. LeaseLost: the answer is
-        not in the chain and the hold leases a new chain for its next trial."""
+        or the one that completes the chain, hands the chain back. False when the lease was
+        lost (`LeaseLost`: the answer is in the store's audit table, not in the chain); the
+        hold leases a new chain for its next trial."""
         hold = self.hold_of[chain_id]
         lease = self.leases[hold]
         self.told[hold] = self.told.get(hold, 0) + 1
@@ -158,11 +160,12 @@ class SharedChains:
                                      release=last)
         except LeaseLost:
             self._drop(hold)
-            raise
+            return False
         if last or new.shown >= new.target:
             self._drop(hold)
         else:
             self._hold(hold, new)
+        return True
 
     def positions(self) -> dict[int, np.ndarray]:
         return {c: s.position for c, s in self.states.items()}

@@ -9,9 +9,10 @@ it happens. People differ: participant P's category of each emotion is the group
 truth) reflected so that its mode moves to P's own prototype, drawn from vMF(group mode,
 kappa_between). They lapse (config `agent.lapse`), some leave mid-session (`dropout`: their held
 chains stay leased until the lease runs out) and some are away past their lease once (`late`:
-that answer is refused, kept for audit, never in a chain). Participants come one after another
-on a simulated clock (each trial takes the agent's response time plus one second; the next
-participant arrives `arrival` seconds later), so the leases expire as they would.
+that answer is refused by the chain store, kept for audit, and written as a `late` row).
+Participants come one after another on a simulated clock (each trial takes the agent's
+response time plus one second; the next participant arrives `arrival` seconds later), so the
+leases expire as they would.
 
 Randomness: P's prototypes, dropout and lateness draw from `stream_rng(seed, P, 0, PERSON_STREAM,
 0)`, P's answers from `stream_rng(seed, P, 1, AGENT_STREAM, 0)`; trials draw from the engine's
@@ -27,7 +28,7 @@ import numpy as np
 from sqlalchemy.engine import make_url
 
 from mcmcp.agents import LatentAgent
-from mcmcp.chainstore import ChainStore, LeaseLost
+from mcmcp.chainstore import ChainStore
 from mcmcp.engine import AGENT_STREAM, Engine, schedule_length
 from mcmcp.sampling.densities import VMFMixture
 from mcmcp.sampling.seeds import stream_rng
@@ -124,11 +125,8 @@ def simulate_shared_study(design: Design, truth: dict[str, VMFMixture], particip
             now[0] += rt + 1.0
             if trial.trial == late_at:
                 now[0] += cfg.chains.lease_seconds + 1.0
-            try:
-                rows = engine.tell(trial, response, rt, timestamp=utc_now(), device="agent")
-            except LeaseLost:
-                n_late += 1
-                continue
+            rows = engine.tell(trial, response, rt, timestamp=utc_now(), device="agent")
+            n_late += rows[-1]["kind"] == "late"
             session.append_many(rows)
         session.finish(status=status)
         now[0] += arrival

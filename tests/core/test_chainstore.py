@@ -152,7 +152,7 @@ def test_participants_take_turns_on_shared_chains_through_the_engine(tmp_path):
     """Six participants, three at a time, answer through the real engine with a gate (gate
     rows commit with the trial they precede); one leaves mid-hold, one answers after their
     lease expired. Every answer that committed is in a chain exactly once, with its lease and
-    step; the late one raised LeaseLost and is only in the audit table."""
+    step; the late one is one `late` row of P004's, in no chain, and in the audit table."""
     store = ChainStore(f"sqlite:///{tmp_path / 'chains.sqlite'}")
     cfg = shared_config(per_emotion=3, per_hold=4, per_participant=8, lease_seconds=5.0)
     clock = Clock()
@@ -181,12 +181,16 @@ def test_participants_take_turns_on_shared_chains_through_the_engine(tmp_path):
                 if p == "P004" and trial.trial == 6 and away:  # away past the lease
                     away -= 1
                     continue
-                try:
-                    told[p] += engines[p].tell(trial, answer(trial, agents[p], rng), 0.8)
-                except LeaseLost as err:
-                    lost.append((p, err.reason))
+                rows = engines[p].tell(trial, answer(trial, agents[p], rng), 0.8)
+                if rows[-1]["kind"] == "late":
+                    lost.append((p, rows))
+                else:
+                    told[p] += rows
                 pending[p] = engines[p].ask()
     assert [p for p, _ in lost] == ["P004"]
+    (late_row,) = lost[0][1]  # one row: no gate rows, no step of any chain
+    assert late_row["chain_step"] is None and late_row["accepted"] is None
+    assert late_row["lease"] and late_row["response"] in ("left", "right")
     assert store.check("shared") == []
     steps = store.steps("shared")
     key = {(r["participant"], r["lease"], r["chain_step"]) for r in steps}
@@ -235,11 +239,8 @@ def race(url: str, worker: int, n_people: int, seed: int) -> dict:
             time.sleep(float(rng.uniform(0.0, 0.01)))
             if trial.trial == late_at:
                 time.sleep(1.2)
-            try:
-                engine.tell(trial, answer(trial, agent, rng), 0.5)
-                counts["told"] += 1
-            except LeaseLost:
-                counts["lost"] += 1
+            rows = engine.tell(trial, answer(trial, agent, rng), 0.5)
+            counts["lost" if rows[-1]["kind"] == "late" else "told"] += 1
     store.close()
     return counts
 
@@ -315,3 +316,37 @@ def test_shared_designs_refuse_to_run_without_the_chain_store():
         Engine(cfg, D, "P1", 1)
     with pytest.raises(ConfigError, match="'chains.across_participants'.*mcmcp.run"):
         OnlineStudy.open(cfg, None, "shared.yaml")
+
+
+def test_a_session_resumed_after_a_late_answer_goes_on_where_it_was(tmp_path):
+    """The late answer is one of the session's shown trials (a `late` row), so a session
+    rebuilt from its rows (a lab --resume, another server process) asks the next trial of its
+    schedule, not the late one again, and takes over its live holds."""
+    from mcmcp import schema
+
+    store = ChainStore(f"sqlite:///{tmp_path / 'chains.sqlite'}")
+    cfg = shared_config(per_emotion=2, per_hold=4, per_participant=8, lease_seconds=5.0)
+    clock, rng = Clock(), np.random.default_rng(9)
+    agent = latent_agent(0.1, 1)
+    engine = Engine(cfg, D, "R1", 1, source=SharedChains(store, cfg, D, "R1", 1, clock=clock))
+    rows = []
+    for _ in range(5):  # trial 3 comes after the lease ran out
+        trial = engine.ask()
+        clock.now += 10.0 if trial.trial == 3 else 1.0
+        rows += engine.tell(trial, answer(trial, agent, rng), 0.7)
+    assert [r["kind"] for r in rows if r["kind"] != "gate"] == ["chain", "chain", "late",
+                                                                "chain", "chain"]
+    saved = pd.DataFrame(rows, columns=schema.header(D), dtype=object).astype(
+        schema.pandas_dtypes(D))
+    again = Engine(cfg, D, "R1", 1, rows_so_far=saved,
+                   source=SharedChains(store, cfg, D, "R1", 1, clock=clock))
+    assert again.next_index == 5 and again.n_rows == len(rows)
+    while (trial := again.ask()) is not None:
+        clock.now += 1.0
+        rows += again.tell(trial, answer(trial, agent, rng), 0.7)
+    shown = [r for r in rows if r["kind"] != "gate"]
+    assert [r["trial"] for r in shown] == list(range(1, 9))
+    assert [r["row"] for r in rows] == list(range(len(rows)))
+    assert store.check("shared") == []
+    assert store.expire("shared", clock.now) == 1  # only the lease the late answer missed
+    assert store.chains("shared")["holder"].isna().all()
