@@ -5,6 +5,8 @@ the database alone (`ChainStore.check`)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
 
 import numpy as np
@@ -246,17 +248,36 @@ def race(url: str, worker: int, n_people: int, seed: int) -> dict:
 
 
 def run_race(url: str, processes: int = 4, people: int = 8) -> list[dict]:
+    """`processes` workers racing (`race`), and one more, worker 9, killed with SIGKILL
+    mid-run (its leases run out and the others go on with its chains)."""
     ctx = multiprocessing.get_context("spawn")
+    victim = ctx.Process(target=race, args=(url, 9, 1000, 7))
+    victim.start()
     with ctx.Pool(processes) as pool:
-        return pool.starmap(race, [(url, w, people, 7) for w in range(processes)])
+        result = pool.starmap_async(race, [(url, w, people, 7) for w in range(processes)])
+        store, deadline = ChainStore(url), time.monotonic() + 120
+        while not any(r["participant"].startswith("W9") for r in store.steps("shared")) \
+                and time.monotonic() < deadline:  # kill it once it has answered, mid-run
+            time.sleep(0.2)
+        store.close()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join()
+        assert victim.exitcode == -signal.SIGKILL
+        return result.get(timeout=300)
 
 
 def check_race(url: str, counts: list[dict]) -> None:
+    """From the database alone: every chain one line held by one lease at a time; every
+    answer a surviving worker was told committed is in a chain, every late one in the audit
+    table; the killed worker's answers that committed are whole steps of the chains."""
     store = ChainStore(url)
     assert store.check("shared") == []
-    steps = store.steps("shared")
-    assert len(steps) == sum(c["told"] for c in counts)  # no gate: one row per answer
-    assert len(store.late("shared")) == sum(c["lost"] for c in counts)
+    steps = pd.DataFrame(store.steps("shared"))
+    survivors = ~steps["participant"].str.startswith("W9")
+    assert survivors.sum() == sum(c["told"] for c in counts)  # no gate: one row per answer
+    assert (~survivors).sum() > 0  # the killed worker had answered before it died
+    late = store.late("shared")
+    assert (~late["participant"].str.startswith("W9")).sum() == sum(c["lost"] for c in counts)
     leases = store.leases("shared")
     assert leases.groupby("chain")["participant"].count().min() > 1  # chains changed hands
     store.close()
