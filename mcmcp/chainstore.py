@@ -321,19 +321,6 @@ class ChainStore:
                 else "expired"
         return "stale" if row.version != lease.version else "expired"
 
-    def release(self, lease: Lease, now: float) -> bool:
-        """Hand the chain back before its lease runs out (e.g. a participant who leaves
-        properly); False if the lease was no longer the chain's."""
-        c = chains_table.c
-        with self.engine.begin() as conn:
-            done = conn.execute(update(chains_table).where(
-                c.study == lease.study, c.chain == lease.chain, c.lease == lease.id).values(
-                holder=None, lease=None, expires=None))
-            if done.rowcount == 1:
-                conn.execute(update(leases_table).where(leases_table.c.lease == lease.id)
-                             .values(ended=now, end_reason="released"))
-        return done.rowcount == 1
-
     def held(self, study: str, participant: str, session: int, now: float
              ) -> dict[int, Lease]:
         """The participant-session's leases that still hold their chains at `now`, by hold:

@@ -102,8 +102,8 @@ def test_check_finds_a_broken_line_and_a_double_holder(tmp_path):
     state = lease.state
     for t in range(3):
         row, state = step_row(lease, state, rng, True)
-        lease = store.advance(lease, [row], state, 1, now=1.0 + t, seconds=100.0)
-    store.release(lease, now=5.0)
+        lease = store.advance(lease, [row], state, 1, now=1.0 + t, seconds=100.0,
+                              release=t == 2)
     other = store.lease("shared", "happy", "B", now=6.0, seconds=100.0)
     assert other.chain == 1 and store.check("shared") == []
     with store.engine.begin() as conn:  # step 1 moved: it no longer starts where step 0 left
