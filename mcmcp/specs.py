@@ -69,25 +69,48 @@ class AdaptSpec:
     burn_in: int = 50
 
 
+# Across-participant chains (`chains.across_participants`): a held chain goes back to the study
+# after this long without an answer, so one participant who leaves never stalls a chain.
+DEFAULT_LEASE_SECONDS = 120.0
+# ... and by default each participant gives a chain they hold this many trials, 60 in all
+# (~3 minutes of MCMCP choices per emotion block when split over seven emotions' holds).
+DEFAULT_PER_HOLD = 10
+DEFAULT_PER_PARTICIPANT = 60
+
+
 @dataclass(frozen=True)
 class ChainSpec:
     """unguided: how many of each emotion's chains run without the gate (control chains the
-    report compares with the de-guided estimate of the guided ones); 0 with no gate."""
+    report compares with the de-guided estimate of the guided ones); 0 with no gate.
+
+    across_participants: False, each participant-session runs `per_emotion` chains of its own;
+    True, the study runs `per_emotion` chains per emotion that pass from participant to
+    participant (a participant leases a chain, answers `trials.per_hold` trials of it, hands
+    it back; `mcmcp.shared`), and a lease ends after `lease_seconds` without an answer."""
 
     per_emotion: int = 4
     kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
     start: str = "fibonacci"
     adapt: AdaptSpec | None = None
     unguided: int = 0
+    across_participants: bool = False
+    lease_seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class TrialSpec:
+    """per_chain: shown trials of each chain (across participants: of each shared chain, summed
+    over everyone who held it). per_hold / per_participant (across participants only, else
+    None): shown trials a participant gives each chain they hold / gives in all (a multiple of
+    per_hold; the holds are spread over the emotion blocks)."""
+
     per_chain: int = 100
     practice: int = 3
     catch_rate: float = 0.05
     repeat_rate: float = 0.0
     break_every: int = 100
+    per_hold: int | None = None
+    per_participant: int | None = None
 
 
 @dataclass(frozen=True)

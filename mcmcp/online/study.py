@@ -139,6 +139,10 @@ class OnlineStudy:
             session_materials,  # the lab's own set-up: both fit the same gates
         )
 
+        if cfg.chains.across_participants:
+            raise ConfigError(file, "chains.across_participants", True,
+                              "false online for now (shared chains run in the lab, "
+                              "`python -m mcmcp.run --chain-store`, and in simulations)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "
