@@ -41,7 +41,7 @@ import numpy as np
 from scipy.stats import f as f_dist
 from scipy.stats import norm
 
-from mcmcp import sphere
+from mcmcp.sampling import sphere
 
 BATCHES_PER_CHAIN = 5  # units of the jackknife of kappa (`kappa_interval`) within a participant
 MIN_UNITS = 10  # fewer chains get more, shorter batches: T² with 4 units has almost no power

@@ -36,7 +36,7 @@ from scipy.stats import f as f_dist
 
 from analysis.cones import Cone, tangent_basis
 from analysis.prototypes import angle_deg
-from mcmcp.sphere import log_vmf_normaliser
+from mcmcp.sampling.sphere import log_vmf_normaliser
 
 MIN_ESS_FRACTION = 0.1
 CONTROL_ALPHA = 0.01

@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib (Agg): each function takes tables and returns a
 Figure; saving is the caller's job. Maps need d = 3 (the ordinary sphere) and use the equal-area
-Mollweide projection (longitude/latitude of the unit vectors, `mcmcp.sphere.to_lonlat`).
+Mollweide projection (longitude/latitude of the unit vectors, `mcmcp.sampling.sphere.to_lonlat`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis.checks import first_kept_step  # noqa: E402
 from analysis.load import KEYS  # noqa: E402
 from analysis.prototypes import angle_deg, emotion_densities, table_vectors  # noqa: E402
-from mcmcp import sphere  # noqa: E402
+from mcmcp.sampling import sphere  # noqa: E402
 
 NCOLS = 4
 MAX_TRACES = 48  # chains per emotion drawn one line each; more are summarised by bands

@@ -1,7 +1,7 @@
 """Lapses: how often a participant answered at random, and what that does to the width.
 
 With lapse rate λ a person picks the proposal with probability (1 - λ)·p'/(p + p') + λ/2. The
-chain's detailed balance then fails (docs/ARCHITECTURE.md, "Lapses"): its stationary law is
+chain's detailed balance then fails (docs/methods.md, "Lapses"): its stationary law is
 flatter than p and has no closed form, except in the small-step limit, where the chain is a
 diffusion with drift (1 - λ)∇log p and the stationary law is p^(1-λ) (for a vMF, κ(1 - λ)). With
 steps of tens of degrees it is much flatter: κ 20 looks like κ 13.4 at λ = 0.05 with
@@ -67,7 +67,7 @@ def _stationary_map(lapse: float, kappa_proposal: float, d: int, seed: int) -> n
     N_CHAINS chains per κ, all simulated at once, started in the category (a lapse only widens
     it, so little burn-in is needed)."""
     from mcmcp.agents import LuceAgent
-    from mcmcp.simulate import simulate_chains
+    from mcmcp.sim.chains import simulate_chains
 
     class GridAgent(LuceAgent):
         """Chain i's category is vMF(e_1, kappa[i]). Without a gate every chain is shown every

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.special import ive
 
 from analysis.prototypes import angle_deg
-from mcmcp import sphere
-from mcmcp.densities import VMFMixture
+from mcmcp.sampling import sphere
+from mcmcp.sampling.densities import VMFMixture
 
 MIN_MODE_WEIGHT = 0.1
 MIN_SEPARATION_DEG = 45.0

@@ -34,8 +34,8 @@ from scipy.special import ive, logsumexp
 from scipy.stats import vonmises_fisher
 
 from analysis.load import DEFAULT_BURN_IN, KEYS, post_burn_in
-from mcmcp import sphere
-from mcmcp.densities import VMFMixture
+from mcmcp.sampling import sphere
+from mcmcp.sampling.densities import VMFMixture
 
 KHAT_MAX = 0.7
 KDE_CELLS = 2**20  # (point, sample) pairs per chunk of a kernel density: ~25 MB of temporaries

@@ -407,7 +407,7 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         "(each chain cut into stretches; for the group, participants are resampled), which "
         "accounts for how alike successive states are and, for guided chains, for the "
         "de-guiding weights; in simulations it held the truth 95-99% of the time (the old cone, "
-        "resampling 4 chains, 71-90%; docs/ARCHITECTURE.md). Only the estimate the report "
+        "resampling 4 chains, 71-90%; docs/methods.md). Only the estimate the report "
         "draws (de-guided, else unguided) has one. The mode (peak of a smoothed density) is "
         "given as a second opinion. The group "
         "prototype pools every non-flagged participant's chains." +
@@ -648,8 +648,8 @@ def _open_model(sessions: pd.DataFrame, checkpoint, faces):
     one. A face store the checkpoint was not trained on is warned about (the page lists it)."""
     if checkpoint is None:
         return None
-    from mcmcp.config import foreign_store_warning
-    from mcmcp.densities import class_centroids
+    from mcmcp.materials import foreign_store_warning
+    from mcmcp.sampling.densities import class_centroids
     from vae.checkpoint import load_checkpoint
     from vae.store import read_store, store_hash
 

@@ -6,7 +6,7 @@
 3. Shown trials needed to recover a prototype within 5 degrees, per kappa_proposal, for a lab-like
    participant (4 chains per emotion, category vMF(m, k), exponent 1): the data behind the
    default chains.kappa_proposal. The recovery curve (angular error vs total trials) is printed;
-   its runs go through a Dask sweep (`mcmcp.sweeps`, identical to a serial run).
+   its runs go through a Dask sweep (`mcmcp.sim.sweeps`, identical to a serial run).
 
     python benchmarks/bench_chains.py [--quick] [--scheduler ADDRESS] [--workers N]
 """
@@ -22,11 +22,9 @@ import torch
 from scipy.special import expit
 from scipy.stats import vonmises_fisher
 
-from mcmcp import sweeps
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import (
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import (
     fibonacci_sphere,
     geodesic,
     normalize,
@@ -34,6 +32,8 @@ from mcmcp.sphere import (
     sample_uniform,
     spherical_mean,
 )
+from mcmcp.sim import sweeps
+from mcmcp.sim.chains import simulate_chains
 
 ROOT = Path(__file__).resolve().parent.parent
 M = normalize(np.array([0.3, -0.5, 0.8]))

@@ -25,11 +25,11 @@ import time
 import numpy as np
 
 from mcmcp.agents import LatentAgent
-from mcmcp.config import DEFAULT_KAPPA_PROPOSAL
-from mcmcp.densities import VMFMixture
-from mcmcp.layout import FIXATION
-from mcmcp.simulate import simulate_chains, simulate_gsp_chains
-from mcmcp.sphere import fibonacci_sphere, normalize, rotation_between, sample_uniform
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, normalize, rotation_between, sample_uniform
+from mcmcp.sim.chains import simulate_chains, simulate_gsp_chains
+from mcmcp.sim.layout import FIXATION
+from mcmcp.specs import DEFAULT_KAPPA_PROPOSAL
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 CHAINS = 4

@@ -26,7 +26,7 @@ default design (annealed gamma 0.5, gate k_g 10 well placed or 40 deg off): "ran
 choice-dependence test, analysis.responders) for attentive agents with broad (kappa 5) and
 narrow (kappa 20) categories and for agents answering at random (Luce exponent 0), and "two
 modes" (analysis.modes) for the attentive ones. Saves reports/bench_guided.png (error vs trials,
-medians with intervals). The simulations run in parallel as a Dask sweep (`mcmcp.sweeps`; each
+medians with intervals). The simulations run in parallel as a Dask sweep (`mcmcp.sim.sweeps`; each
 task carries its own seed, so the tables equal a serial run's).
 
     python benchmarks/bench_guided.py [--quick] [--scheduler ADDRESS] [--workers N]
@@ -61,12 +61,12 @@ from analysis.prototypes import (  # noqa: E402
     fit_vmf,
 )
 from analysis.responders import choice_dependence  # noqa: E402
-from mcmcp import sweeps  # noqa: E402
 from mcmcp.agents import LatentAgent  # noqa: E402
-from mcmcp.densities import VMFMixture  # noqa: E402
-from mcmcp.gate import Gate  # noqa: E402
-from mcmcp.simulate import simulate_chains  # noqa: E402
-from mcmcp.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards  # noqa: E402
+from mcmcp.sampling.densities import VMFMixture  # noqa: E402
+from mcmcp.sampling.gate import Gate  # noqa: E402
+from mcmcp.sampling.sphere import fibonacci_sphere, geodesic, normalize, rotate_towards  # noqa: E402
+from mcmcp.sim import sweeps  # noqa: E402
+from mcmcp.sim.chains import simulate_chains  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 M = normalize(np.array([0.3, -0.5, 0.8]))

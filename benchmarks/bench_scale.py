@@ -44,8 +44,8 @@ OBSERVER = """
 import time, numpy as np, torch
 torch.set_num_threads(1)
 from mcmcp.agents import ObserverAgent
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, sample_uniform
+from mcmcp.sim.chains import simulate_chains
+from mcmcp.sampling.sphere import fibonacci_sphere, sample_uniform
 from vae.checkpoint import load_checkpoint
 from vae.observer import load_observer
 model = load_checkpoint('vae/checkpoints/default.pt').model.eval()

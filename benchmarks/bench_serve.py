@@ -34,8 +34,8 @@ from pgcluster import Cluster  # noqa: E402
 from webserver import Server, progress_labels, take_part_http  # noqa: E402
 
 from mcmcp.config import load_config  # noqa: E402
-from mcmcp.dbstore import Database  # noqa: E402
-from mcmcp.export import export  # noqa: E402
+from mcmcp.online.database import Database  # noqa: E402
+from mcmcp.online.export import export  # noqa: E402
 from mcmcp.store import read_trials  # noqa: E402
 
 

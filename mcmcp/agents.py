@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from mcmcp.densities import VMFMixture
+from mcmcp.sampling.densities import VMFMixture
 from vae.labels import canonical_emotion, emotion_index
 
 AGENT_KINDS = ("latent", "classifier", "observer")
@@ -168,11 +168,11 @@ class LuceAgent:
               shift: np.ndarray, rng: np.random.Generator,
               identity: str | np.ndarray | None = None) -> Slide:
         """Answer n GSP trials: points (n, K, d) along each circle, the handle's start point and
-        the slider's shift (n,) (`mcmcp.gsp.Circle`). Point k is chosen with probability
+        the slider's shift (n,) (`mcmcp.sampling.gsp.Circle`). Point k is chosen with probability
         softmax(exponent * log p)(k) mixed with a lapse uniform over the K points; the rt grows
         with the slider steps from start to choice. emotion: one name or (n,) names; identity:
         the child each slider shows, one id or (n,) ids (None: the model's default)."""
-        from mcmcp import gsp
+        from mcmcp.sampling import gsp
 
         n, k, d = points.shape
         both = emotion if isinstance(emotion, str) else np.repeat(emotion, k)

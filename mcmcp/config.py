@@ -1,4 +1,4 @@
-"""Experiment YAML -> validated, frozen dataclasses (the shared contract in docs/ARCHITECTURE.md).
+"""Experiment YAML -> validated, frozen dataclasses (`mcmcp.specs`, the shared contract).
 
 Validation happens once, here, at the edge: an unknown key, a wrong type, a value out of range,
 a missing checkpoint or a checkpoint whose latent size does not match the experiment raise
@@ -11,43 +11,39 @@ from __future__ import annotations
 import math
 import reprlib
 import string
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mcmcp.specs import (
+    AGENT_KINDS,
+    BLOCK_ORDERS,
+    DEFAULT_ANNEAL_UNTIL,
+    DEFAULT_KAPPA_PROPOSAL,
+    GATE_KINDS,
+    GSP_PROMPT,
+    IDENTITY_ASSIGNS,
+    MODEL_KINDS,
+    PARADIGMS,
+    ROOT,
+    STARTS,
+    AdaptSpec,
+    AgentSpec,
+    AnnealSpec,
+    ChainSpec,
+    DisplaySpec,
+    ExperimentConfig,
+    GateSpec,
+    GSPSpec,
+    KeySpec,
+    ModelSpec,
+    OnlineSpec,
+    StimuliSpec,
+    TrialSpec,
+)
 from vae.labels import EMOTIONS, canonical_emotion
-
-ROOT = Path(__file__).resolve().parent.parent
-
-# vMF random-walk concentration used when a config gives none: the value benchmarks/
-# bench_chains.py found fastest to a prototype within 5 degrees (4 chains, vMF categories with
-# kappa 20-50 on S^2); mean step about 30 degrees.
-DEFAULT_KAPPA_PROPOSAL = 5.0
-
-# The gate's default design: annealed over the first 40% of each chain's shown trials. In
-# benchmarks/bench_guided.py it is as fast as a constant gamma 0.5 when the gate is right, and
-# stays right when it is not (a gate 40 deg off with kappa 100: 2 deg error after 1000 trials
-# instead of 18, the width right instead of 2.8 times too narrow, cones covering 96%, not 4%).
-DEFAULT_ANNEAL_UNTIL = 0.4
-
-# The default face store: procedural and deterministic, so it is built on first use.
-DEFAULT_FACES = ROOT / "data/faces.h5"
-
-STARTS = ("fibonacci", "centroids", "uniform")
-GATE_KINDS = ("none", "vmf", "mixture", "classifier", "manual")
-AGENT_KINDS = ("latent", "classifier", "observer")
-# Emotion block order across participants: as written, rotated by the number the participant id
-# ends in (P001 as written, P002 one block later, ...), or shuffled with the participant's seed.
-BLOCK_ORDERS = ("fixed", "rotated", "random")
-# Which child the faces show (identity models, `stimuli:`): one for everyone, one per
-# participant drawn from the list or rotated by participant number, or taking turns across chains.
-IDENTITY_ASSIGNS = ("fixed", "participant", "rotated", "chain")
-MODEL_KINDS = ("identity", "plain")  # vae.model.KINDS, kept here so configs load without torch
-# MCMCP: two faces, choose one (mcmcp.chain); GSP: a slider along a great circle (mcmcp.gsp).
-PARADIGMS = ("mcmcp", "gsp")
-GSP_PROMPT = "Move the slider until the face looks as {emotion} as it can"  # its default prompt
 
 # Values in error messages are cut short: a config can hold megabytes (or a YAML alias bomb whose
 # full repr never ends), and an error is read by a person.
@@ -70,160 +66,6 @@ class ConfigError(ValueError):
         if len(allowed) > MAX_ALLOWED_CHARS:
             allowed = allowed[:MAX_ALLOWED_CHARS] + " [...]"
         super().__init__(f"{file}: key '{key}' has value {short_repr(value)}; allowed: {allowed}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """checkpoint / faces: resolved paths. latent_dim: the d the experiment expects (None: any).
-    kind: the kind of face model the experiment expects, identity or plain (None: any)."""
-
-    checkpoint: Path = ROOT / "vae/checkpoints/default.pt"
-    faces: Path = DEFAULT_FACES
-    latent_dim: int | None = None
-    kind: str | None = None
-
-
-@dataclass(frozen=True)
-class AdaptSpec:
-    """Robbins-Monro adaptation of kappa toward `target` acceptance for the first `burn_in` steps."""
-
-    target: float = 0.4
-    burn_in: int = 50
-
-
-@dataclass(frozen=True)
-class ChainSpec:
-    """unguided: how many of each emotion's chains run without the gate (control chains the
-    report compares with the de-guided estimate of the guided ones); 0 with no gate."""
-
-    per_emotion: int = 4
-    kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
-    start: str = "fibonacci"
-    adapt: AdaptSpec | None = None
-    unguided: int = 0
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    per_chain: int = 100
-    practice: int = 3
-    catch_rate: float = 0.05
-    repeat_rate: float = 0.0
-    break_every: int = 100
-
-
-@dataclass(frozen=True)
-class AnnealSpec:
-    """The gate's γ falls linearly to 0 over the first `until` fraction of each chain's shown
-    trials; the gate is off after that (mcmcp.gate.Gate.gamma_at)."""
-
-    until: float = DEFAULT_ANNEAL_UNTIL
-
-
-@dataclass(frozen=True)
-class GateSpec:
-    """anneal: None for a constant gamma (YAML `anneal: null`)."""
-
-    kind: str = "vmf"
-    gamma: float = 0.5
-    components: int = 3
-    mean: tuple[float, ...] | None = None
-    kappa: float | None = None
-    anneal: AnnealSpec | None = field(default_factory=AnnealSpec)
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    left: str = "left"
-    right: str = "right"
-    quit: str = "escape"
-
-
-@dataclass(frozen=True)
-class DisplaySpec:
-    fullscreen: bool = False
-    window_size: tuple[int, int] = (1280, 800)
-    face_size: int = 320
-    face_offset: int = 220
-    keys: KeySpec = field(default_factory=KeySpec)
-    mouse: bool = True
-    fixation: float = 0.5
-    prompt: str = "Which face looks {adjective}?"
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    kind: str = "latent"
-    exponent: float = 1.0
-    lapse: float = 0.0
-    side_bias: float = 0.0
-
-
-@dataclass(frozen=True)
-class OnlineSpec:
-    """Online studies (`python -m mcmcp.serve`). consent: the text participants agree to before
-    anything else (required to serve); completion_code: shown at the end (e.g. Prolific's);
-    redirect_url: where the end page sends participants (http or https), e.g. Prolific's
-    completion URL; experimenter_token_env: the environment variable holding the experimenter
-    page's token (a token never goes into a YAML that is committed)."""
-
-    consent: str | None = None
-    completion_code: str | None = None
-    redirect_url: str | None = None
-    experimenter_token_env: str = "MCMCP_EXPERIMENTER_TOKEN"
-
-
-@dataclass(frozen=True)
-class StimuliSpec:
-    """Which child the faces show (identity models; see `mcmcp.identities`). identity: child
-    ids of the face store (empty: the checkpoint's default child); assign: fixed (one id),
-    participant (one drawn per participant), rotated (by participant number) or chain (turns
-    across chains)."""
-
-    identity: tuple[str, ...] = ()
-    assign: str = "fixed"
-
-
-@dataclass(frozen=True)
-class GSPSpec:
-    """Gibbs Sampling with People (`paradigm: gsp`): the slider has `points` positions along
-    the great circle (K; neighbours 360/K degrees apart)."""
-
-    points: int = 32
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    name: str
-    seed: int = 1
-    model: ModelSpec = field(default_factory=ModelSpec)
-    emotions: tuple[str, ...] = ("happy",)
-    chains: ChainSpec = field(default_factory=ChainSpec)
-    trials: TrialSpec = field(default_factory=TrialSpec)
-    gate: GateSpec = field(default_factory=GateSpec)
-    display: DisplaySpec = field(default_factory=DisplaySpec)
-    agent: AgentSpec | None = None
-    block_order: str = "fixed"
-    online: OnlineSpec = field(default_factory=OnlineSpec)
-    stimuli: StimuliSpec = field(default_factory=StimuliSpec)
-    paradigm: str = "mcmcp"
-    gsp: GSPSpec = field(default_factory=GSPSpec)
-
-
-ADJECTIVES = {
-    "angry": "angrier",
-    "disgusted": "more disgusted",
-    "fearful": "more fearful",
-    "happy": "happier",
-    "neutral": "more neutral",
-    "sad": "sadder",
-    "surprised": "more surprised",
-}
-
-
-def prompt_for(cfg: ExperimentConfig, emotion: str) -> str:
-    """The on-screen question for a block, e.g. 'Which face looks happier?'."""
-    return cfg.display.prompt.format(adjective=ADJECTIVES[emotion], emotion=emotion)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -673,86 +515,3 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
     return plain(asdict(cfg))
 
-
-def open_model(cfg: ExperimentConfig, file: str | Path = "<config>"):
-    """Load the config's checkpoint (vae.checkpoint.LoadedModel), checking its latent size.
-
-    A latent size that differs from `model.latent_dim`, or from a manual gate's mean, or a
-    Fibonacci start on d > 3, is a ConfigError naming the key.
-    """
-    from vae.checkpoint import load_checkpoint
-
-    try:
-        loaded = load_checkpoint(cfg.model.checkpoint)
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(file, "model.checkpoint", str(cfg.model.checkpoint),
-                          f"a readable vae checkpoint ({err})") from None
-    d = loaded.config.latent_dim
-    if cfg.model.latent_dim is not None and cfg.model.latent_dim != d:
-        raise ConfigError(file, "model.latent_dim", cfg.model.latent_dim,
-                          f"the latent size of {cfg.model.checkpoint}, which is {d}")
-    if cfg.gate.mean is not None and len(cfg.gate.mean) != d:
-        raise ConfigError(file, "gate.mean", list(cfg.gate.mean),
-                          f"{d} numbers (the latent size of {cfg.model.checkpoint})")
-    if cfg.chains.start == "fibonacci" and d > 3:
-        raise ConfigError(file, "chains.start", "fibonacci",
-                          f"centroids or uniform: the checkpoint's latent size is {d} > 3")
-    kind = loaded.config.kind
-    if cfg.model.kind is not None and cfg.model.kind != kind:
-        raise ConfigError(file, "model.kind", cfg.model.kind,
-                          f"the kind of {cfg.model.checkpoint}, which is {kind}")
-    if cfg.stimuli.identity and kind != "identity":
-        raise ConfigError(file, "stimuli.identity", list(cfg.stimuli.identity),
-                          f"nothing: {cfg.model.checkpoint} is a {kind} model, which draws no "
-                          "child from a reference face; remove stimuli.identity or use an "
-                          "identity checkpoint (model.kind identity)")
-    return loaded
-
-
-def checkpoint_fitness(loaded, file: str | Path = "<config>") -> list[str]:
-    """Check a loaded checkpoint is fit for a session: an unfinished one (training stopped before
-    its last epoch) is a ConfigError; a finished one whose verdict failed returns warnings.
-
-    `loaded.finished` / `loaded.verdict` come from vae.checkpoint; checkpoints written before
-    they existed count as unfinished when their `epoch` is below train_config `epochs`. A verdict
-    is failing when its `passed` is False; its `summary` (if any) is quoted in the warning.
-    """
-    finished = getattr(loaded, "finished", None)
-    if finished is None:
-        epochs = (loaded.train_config or {}).get("epochs")
-        finished = loaded.epoch is None or epochs is None or loaded.epoch >= epochs
-    if not finished:
-        path = loaded.path
-        raise ConfigError(file, "model.checkpoint", str(path),
-                          f"a finished checkpoint: {path} stopped after epoch {loaded.epoch} of "
-                          f"{(loaded.train_config or {}).get('epochs')}; finish it with "
-                          f"`python -m vae.train --resume {path}` or use another checkpoint")
-    verdict = getattr(loaded, "verdict", None)
-    passed = verdict.get("passed") if isinstance(verdict, dict) else getattr(verdict, "passed", None)
-    if passed is False:
-        summary = (verdict.get("summary") if isinstance(verdict, dict)
-                   else getattr(verdict, "summary", None))
-        return [f"checkpoint {loaded.path} FAILED its training verdict"
-                + (f" ({summary})" if summary else "")
-                + ": its faces may not be readable or separable enough for a study"]
-    return []
-
-
-def foreign_store_warning(faces: Path, faces_hash: str, loaded) -> str | None:
-    """The warning for a face store whose content hash is not the one `loaded` (a
-    vae.checkpoint.LoadedModel) was trained on, None when it is. Callers add what it means
-    for them."""
-    if faces_hash == loaded.data_hash:
-        return None
-    return (f"face store {faces} (content sha256 {faces_hash[:12]}) is not the store checkpoint "
-            f"{loaded.path} was trained on (sha256 {str(loaded.data_hash)[:12]})")
-
-
-def ensure_default_faces(path: Path, image_size: tuple[int, int]) -> None:
-    """Build the default procedural face store (`DEFAULT_FACES`, seconds; one line says so) when
-    `path` is it and it does not exist yet, so the README's commands work on a fresh clone.
-    Any other missing store stays an error for the caller to report."""
-    if Path(path) == DEFAULT_FACES and not DEFAULT_FACES.exists():
-        from vae.data import ensure_store
-
-        ensure_store(DEFAULT_FACES, image_size)

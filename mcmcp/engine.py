@@ -5,7 +5,7 @@ engine which side was chosen; `tell` returns the rows to save. The engine moves 
 through `chain.propose/step/adapt_kappa` and screens proposals with `gate.Gate.screen`, the same
 pure functions the vectorised simulator uses. It does no I/O and never imports PsychoPy.
 
-Reproducibility: every random draw comes from a counter-based stream of `mcmcp.seeds.stream_rng`
+Reproducibility: every random draw comes from a counter-based stream of `mcmcp.sampling.seeds.stream_rng`
 keyed by (seed, participant, session, stream, counter): shown trial t (1-based count of shown
 trials in the session) draws from its own TRIAL stream, block b's schedule and starts from theirs,
 so participants of one config get different starts, schedules, sides, catch positions and
@@ -38,17 +38,16 @@ the response to t only changes t's chain.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.stats import special_ortho_group
 
-from mcmcp import chain, gsp, sphere
-from mcmcp.config import ExperimentConfig
 from mcmcp.identities import IDENTITY_STREAM, Assignment
-from mcmcp.seeds import participant_key, stream_rng
+from mcmcp.sampling import chain, gsp, sphere
+from mcmcp.sampling.seeds import participant_key, participant_number, stream_rng
+from mcmcp.specs import ExperimentConfig
 
 # Stream tags of the counter-based seeds [seed, participant_key, session, stream, counter].
 SCHEDULE_STREAM, TRIAL_STREAM, START_STREAM, AGENT_STREAM, ORDER_STREAM = 0, 1, 2, 3, 4
@@ -56,12 +55,6 @@ STREAMS = "default_rng([seed, participant_key, session, stream, counter])"
 # A gate that rejects this many proposals in a row is mis-specified (e.g. gamma far too large
 # for kappa_proposal); stopping beats freezing the participant's screen.
 MAX_GATE_STEPS = 10_000
-
-
-def participant_number(participant: str) -> int | None:
-    """The number a participant id ends in (P007 -> 7, pilot12 -> 12), None if it has none."""
-    match = re.search(r"(\d+)$", participant)
-    return None if match is None else int(match.group(1))
 
 
 def block_order(cfg: ExperimentConfig, participant: str) -> tuple[str, ...]:
@@ -560,7 +553,7 @@ class Engine:
                      timestamp, key, device) -> list[dict]:
         """Record a GSP trial: `point` is the circle point confirmed (0..K-1). A chain trial
         moves its chain there, unless the gate (Barker on g^gamma, drawn from the trial's
-        stream) refuses the move; every such trial is one row (mcmcp.gsp)."""
+        stream) refuses the move; every such trial is one row (mcmcp.sampling.gsp)."""
         k = self.cfg.gsp.points
         if isinstance(point, bool) or not isinstance(point, (int, np.integer)) \
                 or not 0 <= point < k:

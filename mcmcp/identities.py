@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mcmcp.config import ConfigError, ExperimentConfig
-from mcmcp.seeds import stream_rng
+from mcmcp.config import ConfigError
+from mcmcp.sampling.seeds import participant_number, stream_rng
+from mcmcp.specs import ExperimentConfig
 
 IDENTITY_STREAM = 5  # stream tag (mcmcp.engine's tags are 0..4): a participant's child
 
@@ -71,8 +72,6 @@ def assignment(cfg: ExperimentConfig, participant: str, default: str) -> Assignm
         rng = stream_rng(cfg.seed, participant, 0, IDENTITY_STREAM, 0)
         return Assignment((ids[int(rng.integers(len(ids)))],))
     if spec.assign == "rotated":
-        from mcmcp.engine import participant_number
-
         n = participant_number(participant)
         if n is None:
             raise ValueError(

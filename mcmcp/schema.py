@@ -87,7 +87,7 @@ _AFTER_LATENT = (
 )
 
 
-# Gibbs Sampling with People (mcmcp.gsp), appended last. In a GSP chain row `current_*` is the
+# Gibbs Sampling with People (mcmcp.sampling.gsp), appended last. In a GSP chain row `current_*` is the
 # state, `proposal_*` the point the respondent confirmed, `accepted` whether the chain moved there
 # (False for the state itself or a move the gate refused), `response` is empty.
 _PARADIGM = (

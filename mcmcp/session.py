@@ -13,7 +13,7 @@ A display implements:
     clock() -> seconds on the session clock;
     message(kind, text, auto) -> False if the participant chose to quit;
     show(trial, images, prompt, progress, prepare, answer) -> Response | None (None: quit).
-`HeadlessDisplay` (here) answers with the agent only; `mcmcp.screen.Screen` is the window.
+`HeadlessDisplay` (here) answers with the agent only; `mcmcp.lab.screen.Screen` is the window.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Protocol
 
 import numpy as np
 
-from mcmcp.config import ExperimentConfig, prompt_for
 from mcmcp.engine import AGENT_STREAM, Engine, PendingTrial
 from mcmcp.render import Renderer
+from mcmcp.specs import ExperimentConfig, prompt_for
 from mcmcp.store import SessionStore, utc_now
 
 

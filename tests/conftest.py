@@ -1,5 +1,5 @@
 """Shared fixtures. Analysis fixtures (prefix `analysis_`) write small simulated studies with the
-real simulator (`mcmcp.simulate.simulate_study`, the code path of `python -m mcmcp.simulate`), so
+real simulator (`mcmcp.sim.study.simulate_study`, the code path of `python -m mcmcp.simulate`), so
 a drift between what the simulator writes and what analysis reads fails the analysis tests."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mcmcp import sphere
 from mcmcp.config import config_from_dict
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import GroundTruth, simulate_study
+from mcmcp.sampling import sphere
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sim.study import GroundTruth, simulate_study
 
 
 def analysis_truth(emotions: list[str], kappa: float) -> dict[str, VMFMixture]:

@@ -1,6 +1,6 @@
 """Von Mises-Fisher and uniform distributions on the unit sphere, as torch `Distribution`s.
 
-Convention (docs/ARCHITECTURE.md): `d` is the AMBIENT dimension everywhere. Points are unit
+Convention (docs/architecture.md, "Conventions"): `d` is the AMBIENT dimension everywhere. Points are unit
 vectors of shape `(..., d)` on S^(d-1); `HypersphericalUniform(3)` is uniform on the ordinary
 2-sphere, `VonMisesFisher` with `loc.shape[-1] == 3` lives there too.
 

@@ -1,0 +1,109 @@
+"""mcmcp.plan and mcmcp.sim.sweeps: the planner measures what the report measures, a Dask sweep
+gives the serial results, and the CLI prints a verdict and a figure."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import chain_states, diagnostics, load_trials
+from analysis import prototypes as pt
+from analysis.checks import stationary_states
+from mcmcp import plan
+from mcmcp.agents import LatentAgent
+from mcmcp.config import config_from_dict
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.gate import Gate
+from mcmcp.sampling.sphere import fibonacci_sphere
+from mcmcp.sim import planner, sweeps
+from mcmcp.sim.chains import simulate_chains
+from mcmcp.sim.layout import Block, block_columns, session_columns
+from mcmcp.sim.study import GroundTruth, make_design
+from mcmcp.store import SessionStore
+
+M = np.array([0.0, 0.6, 0.8])
+
+
+@pytest.mark.parametrize("anneal", [None, 0.4], ids=["constant gamma", "annealed"])
+def test_planner_rhat_and_prototype_are_the_reports(tmp_path, anneal):
+    """The planner works on the simulated arrays; the report on the written files: same chains,
+    same numbers (an annealed chain keeps only what it sampled with the gate off)."""
+    agent = LatentAgent({"happy": VMFMixture.single(M, 15.0)})
+    gate = Gate(VMFMixture.single([1.0, 0.0, 0.0], 4.0), 1.0, anneal)
+    trace = simulate_chains(fibonacci_sphere(6), 60, 8.0, agent, "happy", gate,
+                            np.random.default_rng(4))
+    block = block_columns(Block("happy", trace, gate.gamma), 0, 60, agent, 0.0, None,
+                          np.random.default_rng(5))
+    columns, n = session_columns([block], "sim001", "latent", "2026-01-01T00:00:00Z")
+    store = SessionStore.create(tmp_path, "sim001", 1, 3, {})
+    store.append_columns(columns, n)
+    store.finish()
+    states = stationary_states(chain_states(load_trials(tmp_path)))
+    report = diagnostics.convergence(states, 0, by=[]).iloc[0]
+    chains, gammas = planner.kept_states(trace)
+    rhat, ess = planner.group_rhat(chains)
+    assert rhat == pytest.approx(report["rhat_max"], rel=1e-12)
+    assert ess == pytest.approx(report["ess_bulk_min"], rel=1e-12)
+    drawn = pt.prototypes(states, 0, by=[], n_boot=10).set_index("estimate").loc[
+        pt.UNGUIDED if anneal else pt.DEGUIDED]
+    x = np.concatenate(chains)
+    mean = planner.prototype(x, gate.density.logpdf(x), np.concatenate(gammas))
+    np.testing.assert_allclose(mean, drawn[["mean_0", "mean_1", "mean_2"]].to_numpy(float),
+                               atol=1e-12)
+
+
+def _shared(participants=2):
+    cfg = config_from_dict({
+        "name": "plan_test", "seed": 2, "emotions": ["happy", "sad"],
+        "chains": {"per_emotion": 2, "kappa_proposal": 8.0},
+        "trials": {"per_chain": 20, "catch_rate": 0.05},
+        "gate": {"kind": "manual", "mean": [0.0, 0.0, 1.0], "kappa": 3.0, "gamma": 0.5},
+        "agent": {"kind": "latent", "lapse": 0.05}}, "<plan test>", require_checkpoint=False)
+    truth = GroundTruth("file", {"happy": VMFMixture.single(M, 12.0),
+                                 "sad": VMFMixture.single(-M, 12.0)})
+    design = make_design(cfg, None, truth, None, None, "<plan test>")
+    return planner.Shared(design, participants, {e: d.mode() for e, d in truth.densities.items()},
+                       0.5)
+
+
+@pytest.mark.slow
+def test_a_dask_sweep_gives_the_serial_results():
+    shared = _shared()
+    cells = [planner.Cell(t, c, s) for t in (15, 30) for c in (2, 3) for s in range(2)]
+    serial = sweeps.run(planner.simulate_cell, cells, shared, workers=0, progress=False)
+    on_dask = sweeps.run(planner.simulate_cell, cells, shared, workers=2, progress=False)
+    assert pd.DataFrame(sum(on_dask, [])).equals(pd.DataFrame(sum(serial, [])))
+    # a running scheduler, as --scheduler ADDRESS reaches a real cluster
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
+        remote = sweeps.run(planner.simulate_cell, cells, shared, cluster.scheduler_address,
+                            progress=False)
+    assert pd.DataFrame(sum(remote, [])).equals(pd.DataFrame(sum(serial, [])))
+    rows = pd.DataFrame(sum(serial, []))
+    assert len(rows) == len(cells) * 2 and rows["rhat"].gt(0.9).all()
+    assert rows["error_deg"].between(0, 90).all() and rows["minutes"].gt(0).all()
+
+
+def test_plan_cli_prints_the_grid_a_verdict_and_draws_the_figure(tmp_path, capsys):
+    config = tmp_path / "design.yaml"
+    config.write_text("name: design\nseed: 4\nemotions: [happy, sad]\n"
+                      "chains: {per_emotion: 2, kappa_proposal: 8}\n"
+                      "trials: {per_chain: 30, catch_rate: 0.05, practice: 0}\n"
+                      "gate: {kind: none}\nagent: {kind: latent, lapse: 0.05}\n")
+    out = tmp_path / "plan"
+    assert plan.main(["--config", str(config), "--truth", "manual", "--participants", "2",
+                      "--trials", "10", "--chains", "3", "--seeds", "2", "--workers", "0",
+                      "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "<- the config's design" in text
+    assert re.search(r"the config's design \(30 trials x 2 chains, 120 shown trials per "
+                     r"participant\) (meets|does NOT meet) it: \d+% of studies", text)
+    results = pd.read_csv(out / "plan.csv")
+    # trials {10, 30 (the config's)} x chains {2 (the config's), 3} x 2 seeds x 2 emotions
+    assert len(results) == 2 * 2 * 2 * 2
+    assert set(results["trials"]) == {10, 30} and set(results["chains"]) == {2, 3}
+    assert (out / "plan.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,70 @@
+"""Simulated files are the same byte for byte (wall-clock columns aside) as the code made them
+before the package was split into wings (issue 19): the digests below were recorded with the
+pre-split code (commit 0bc1cb9) and the same commands. A change that alters what a seed
+simulates fails here; if the change is meant, record the new digests and say why.
+
+Torch runs on one thread here, as in a lab session: the encoder that fits the agents' and the
+gate's densities sums in another order on more threads, and those last bits move the chains.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcmcp import simulate
+from vae.store import write_store
+
+WALL_CLOCK = {"timestamp", "date"}  # when the row was written: differs on every run
+
+RUNS = {
+    "manual, 7 emotions, lapse, catch trials": (
+        ["--truth", "manual", "--gate", "none", "--emotion", "all", "--participants", "2",
+         "--chains", "3", "--trials", "40", "--seed", "11", "--lapse", "0.05",
+         "--catch-rate", "0.1"],
+        "fa13e5cede20709770074094ea96965d8ab4956135e138b44bc83e09792a6020"),
+    "GSP sliders": (
+        ["--truth", "manual", "--gate", "none", "--paradigm", "gsp", "--emotion", "happy",
+         "--participants", "1", "--chains", "2", "--trials", "20", "--seed", "5"],
+        "40f76866badfccf9f329517bd32c64d15fc663c36f2fd95b2a1348c81e73f30d"),
+    "the demo design: model, latent agent, annealed vMF gate": (
+        ["--config", "experiments/simulate_demo.yaml", "--participants", "1", "--trials", "60",
+         "--seed", "3", "--faces", "{faces}"],
+        "737cd23827a51ac8ec4df7de828f0e5b843d56fc3a09f41e91e117558ff31298"),
+}
+
+
+def digest(folder: Path) -> str:
+    """sha256 over every trials.csv under `folder` (sorted by path), without WALL_CLOCK columns."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("trials.csv")):
+        rows = list(csv.reader(io.StringIO(path.read_text())))
+        keep = [i for i, name in enumerate(rows[0]) if name not in WALL_CLOCK]
+        h.update(str(path.relative_to(folder)).encode())
+        for row in rows:
+            h.update(",".join(row[i] for i in keep).encode() + b"\n")
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def faces_store(default_faces, tmp_path_factory):
+    return write_store(default_faces, tmp_path_factory.mktemp("faces") / "faces.h5")
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_simulated_files_are_unchanged(name, faces_store, tmp_path, monkeypatch):
+    args, expected = RUNS[name]
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the config path is repo-relative
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        simulate.main([a.format(faces=faces_store) for a in args] + ["--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert digest(out) == expected
