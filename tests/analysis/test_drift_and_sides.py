@@ -10,10 +10,10 @@ from analysis.lapses import lapse_from_catch
 from analysis.sides import side_bias
 from analysis.stationarity import drift, split
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.quirks import Moving, SidePress
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, normalize, rotate_towards
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, normalize, rotate_towards
+from mcmcp.sim.chains import simulate_chains
+from mcmcp.sim.quirks import Moving, SidePress
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 

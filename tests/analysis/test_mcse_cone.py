@@ -9,9 +9,9 @@ from scipy.stats import binomtest, special_ortho_group, vonmises_fisher
 
 from analysis.cones import batch_units, inside, mcse_cone, mean_cone
 from mcmcp.agents import LatentAgent
-from mcmcp.densities import VMFMixture
-from mcmcp.simulate import simulate_chains
-from mcmcp.sphere import fibonacci_sphere, normalize
+from mcmcp.sampling.densities import VMFMixture
+from mcmcp.sampling.sphere import fibonacci_sphere, normalize
+from mcmcp.sim.chains import simulate_chains
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 
