@@ -476,3 +476,9 @@ def flag_unvisited_modes(table: pd.DataFrame, states: pd.DataFrame) -> pd.DataFr
                                                        if v)
                     break
     return out
+
+
+def judge_states(states: pd.DataFrame, precision: float) -> pd.DataFrame:
+    """The verdicts of a states table without trial rows (a simulation's chains: no responder
+    test, no catch trials): `inference_checks` with no facts, the default burn-in."""
+    return inference_checks(states, pd.DataFrame(columns=FACT_COLUMNS), precision=precision)

@@ -45,6 +45,9 @@ from mcmcp.sampling import sphere
 
 BATCHES_PER_CHAIN = 5  # units of the jackknife of kappa (`kappa_interval`) within a participant
 MIN_UNITS = 10  # fewer chains get more, shorter batches: T² with 4 units has almost no power
+# mcse_cone: fewer kept states in a chain and its split halves are too short for an ESS (a
+# 2 x 10-trial design, 5 states per chain, gave 4° cones for 4° errors)
+MIN_CHAIN_STATES = 10
 
 
 class Cone(NamedTuple):
@@ -117,7 +120,7 @@ def mcse_cone(x: np.ndarray, chain_index: np.ndarray, weights: np.ndarray | None
     ints naming the chain; weights (n,) importance weights (any scale) or None. Chains of
     unequal length: the ESS is measured on each chain's last `shortest` states (the ones
     furthest from the start) and scaled to all n states. NaN cone when a chain has fewer than
-    4 states (no ESS) or the ESS is not finite."""
+    MIN_CHAIN_STATES states or the ESS is not finite."""
     x = np.asarray(x, float)
     n, d = x.shape
     w = np.ones(n) if weights is None else np.asarray(weights, float)
@@ -131,7 +134,7 @@ def mcse_cone(x: np.ndarray, chain_index: np.ndarray, weights: np.ndarray | None
     z = (n * w / total)[:, None] * ((x - mbar) @ basis) / length  # (n, p), mean 0
     counts = np.bincount(chain_index)
     shortest = int(counts.min())
-    if shortest < 4:
+    if shortest < MIN_CHAIN_STATES:
         return Cone(mean, float("nan"), np.full((p, p), np.nan), basis, 0)
     ends = np.cumsum(counts)
     draws = np.stack([z[end - shortest:end] for end in ends])  # (C, shortest, p)
