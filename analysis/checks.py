@@ -28,13 +28,14 @@ import pandas as pd
 from analysis import lapses as lp
 from analysis.cones import batch_units, kappa_interval, mcse_cone, mean_cone
 from analysis.deguiding import compare_means, gate_natural_parameter, guard
+from analysis.groups import between_concentration
 from analysis.load import DEFAULT_BURN_IN, KEYS, burn_in_steps, state_columns
 from analysis.modes import chain_shares, chains_split, choose_modes, visited
 from analysis.prototypes import angle_deg, deguide_weights, effective_n, fit_vmf
 from analysis.responders import choice_dependence, min_trials
 from analysis.sides import side_bias
 from analysis.stationarity import drift
-from analysis.verdicts import PRECISION_DEG, judge
+from analysis.verdicts import PRECISION_DEG, cone_trace, judge
 from mcmcp import schema
 
 P_SAMPLED, GUIDED = "p", "guided"
@@ -341,18 +342,19 @@ def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
     row["width_note"] = ""
     if np.isfinite(lapse["lapse"]) and lapse["lapse"] == 0 and lapse["lapse_high"] > 0 \
             and not random:
-        row["width_note"] = (f"no catch trial missed, but a lapse rate up to "
-                             f"{lapse['lapse_high']:.2f} fits {lapse['n_catch']} catch trials: "
-                             f"the width may be a lower bound (corrected κ up to "
-                             f"{row.get('kappa_corrected_high', np.nan):.3g})")
+        row["width_note"] = (f"κ is the concentration of the choices; no "
+                             f"catch trial missed, but a lapse rate up to "
+                             f"{lapse['lapse_high']:.2f} fits {lapse['n_catch']} catch trials "
+                             f"(a category κ up to {row.get('kappa_corrected_high', np.nan):.3g}"
+                             f" if the Luce exponent is 1)")
     if np.isfinite(lapse["lapse"]) and lapse["lapse"] > 0 and not random:
         corrected = row.get("kappa_corrected", np.nan)
-        text = (f"width is a lower bound (lapse ≈ {lapse['lapse']:.2f} "
-                f"[{lapse['lapse_low']:.2f}, {lapse['lapse_high']:.2f}] from "
-                f"{lapse['n_catch']} catch trials)")
+        text = (f"κ is the concentration of the choices, flattened by answers "
+                f"that ignore the faces (≈ {lapse['lapse']:.2f} [{lapse['lapse_low']:.2f}, "
+                f"{lapse['lapse_high']:.2f}] from {lapse['n_catch']} catch trials)")
         if not np.isnan(corrected):
-            text += (f"; corrected κ ≈ {corrected:.3g} [{row['kappa_corrected_low']:.3g}, "
-                     f"{row['kappa_corrected_high']:.3g}]")
+            text += (f"; the category's κ ≈ {corrected:.3g} [{row['kappa_corrected_low']:.3g}, "
+                     f"{row['kappa_corrected_high']:.3g}] if the Luce exponent is 1")
         row["width_note"] = text
     row["verdict"] = "; ".join(words)
     return row
@@ -370,7 +372,8 @@ def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
     weight_ess_expected, deguided_unreliable), control columns (control_angle_deg, control_p,
     control_disagrees), responder_p, responder_power, responses_random, lapse columns (lapse,
     lapse_low, lapse_high, n_catch, lapse_repeat_bound, n_repeat, kappa_corrected[_low, _high]),
-    width_note (a lapse: the width is a lower bound, and its correction) and verdict (every
+    width_note (what κ measures, and the category's κ where lapses are known, on the named
+    assumption of a Luce exponent of 1) and verdict (every
     problem in words). Participants' rows add cone_units (the ESS the cone rests on),
     trials_per_chain (shown), the drift check (drift_moved, drift_angle_deg, drift_p,
     drift_where, early_0.., late_0..: `analysis.stationarity`) and the side-bias check
@@ -420,9 +423,28 @@ def inference_checks(states: pd.DataFrame, facts: pd.DataFrame,
                 row["verdict"] = "; ".join(v for v in (row["verdict"], (
                     f"{', '.join(map(str, random))} left out: their responses do not depend on "
                     "the faces")) if v)
-            rows.append({**row, **_headline(row, precision, g["participant"].nunique(), True,
-                                            d)})
+            mine_rows = [r for r in rows if r["emotion"] == emotion and r["participant"] != "all"
+                         and r["participant"] in set(g["participant"])]
+            rows.append({**row, **_between(mine_rows, d),
+                         **_headline(row, precision, g["participant"].nunique(), True, d)})
     return pd.DataFrame(rows)
+
+
+def _between(people: list[dict], d: int) -> dict:
+    """The group's spread: the between-participant concentration of the participants'
+    prototypes beyond their own errors (`analysis.groups`), and the median of their cones
+    (within-participant precision); `group_spread` says both in words."""
+    protos = np.array([[r[f"mean_{i}"] for i in range(d)] for r in people])
+    error = np.array([cone_trace(r["cone95_deg"], r["cone_units"], d - 1) for r in people])
+    found = between_concentration(protos.reshape(-1, d), error)
+    within = float(np.nanmedian([r["cone95_deg"] for r in people])) if people else np.nan
+    words = "" if not np.isfinite(found.low) else (
+        f"participants' prototypes: between-participant κ {found.kappa:.3g} "
+        f"[{found.low:.3g}, {found.high:.3g}] ({found.n} participants, beyond their own "
+        f"errors); their own 95% cones: median {within:.1f}°")
+    return {"kappa_between": found.kappa, "kappa_between_low": found.low,
+            "kappa_between_high": found.high, "within_cone_deg": within,
+            "group_spread": words}
 
 
 def _headline(row: dict, precision: float, now: float, group: bool, d: int) -> dict:

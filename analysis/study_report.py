@@ -498,7 +498,7 @@ def _child_strip(page, group: pd.DataFrame, loaded, faceset, children: list[str]
 HEADLINE_SHOW = {"participant": "participant", "emotion": "emotion",
                  "headline": "verdict", "cone95_deg": "95% cone (deg)",
                  "trials_per_chain": "trials per chain", "needed": "needed",
-                 "headline_words": "in words"}
+                 "headline_words": "in words", "group_spread": "the group's spread"}
 
 
 def _headline_part(page, verdicts: pd.DataFrame, precision: float, d: int) -> None:
@@ -586,9 +586,17 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
          "weights cannot reach the person's category (the gate's pull γ·kappa_gate against the "
          "category's own kappa), and unguided control chains that disagree with the de-guided "
          "estimate; " if guided else "") +
-        "and lapses (random answers now and then), which make the chains wander more widely "
-        "than the category: the prototypes' directions are unaffected, but their widths (kappa) "
-        "are then lower bounds."))
+        "and answers that ignore the faces (lapses, or a side of the screen pressed whatever "
+        "the faces), which make the chains wander more widely: the prototypes' directions are "
+        "unaffected, their widths are not. What a width is: the chains sample p^g, the "
+        "participant's category p raised to an unknown Luce exponent g (how sharply they "
+        "choose), flattened further by such answers and bent by the proposal width; so "
+        "'kappa' is the concentration of the participant's choices, not of their category. "
+        "In simulations a category of kappa 20 read 6 at exponent 0.3 and 126 at exponent 5, "
+        "and a kappa of 200 read 247-268: kappa is no bound on the category's width either "
+        "way. A category's width is identified only under an assumption, named where it is "
+        "given: exponent 1 and the lapse rate of the catch trials ('kappa corrected for "
+        "lapses')."))
     people = verdicts[verdicts["participant"] != "all"]
     everyone = verdicts[verdicts["participant"] == "all"]
     if len(everyone) and np.isfinite(everyone["lapse"]).any():
@@ -597,20 +605,20 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
             f"Lapses: the catch trials ({int(g['n_catch'])} of them) put the rate of random "
             f"answers at about {g['lapse']:.2f} (95% interval {g['lapse_low']:.2f} to "
             f"{g['lapse_high']:.2f}). " +
-            ("So every kappa in the tables is a lower bound on the category's width; 'kappa "
-             "corrected for lapses' simulates the same chains with that lapse rate and inverts "
-             "the flattening (an interval for each is in tables/checks.csv); 'inf' means the "
-             "chains are as tight as chains with this lapse rate can get: the category is very "
-             "narrow and the data set no upper limit on its kappa (the interval's lower end "
-             "still holds)."
+            ("'kappa corrected for lapses' assumes a Luce exponent of 1, simulates the same "
+             "chains with that lapse rate and inverts the flattening (an interval for each is "
+             "in tables/checks.csv); 'inf' means the chains are as tight as chains with this "
+             "lapse rate can get: the category is very narrow and the data set no upper limit "
+             "on its kappa (the interval's lower end still holds). Answers that follow a side "
+             "of the screen count here too (they flatten the chains exactly like lapses); the "
+             "side-bias check tells them apart."
              if g["lapse"] > 0 else
              f"No catch trial was missed, so the widths are not corrected; but a lapse rate up "
-             f"to {g['lapse_high']:.2f} would fit these catch trials too, so read the widths "
-             "as lower bounds if that matters.")))
+             f"to {g['lapse_high']:.2f} would fit these catch trials too.")))
     else:
-        page.text("p", "Lapses: without catch trials the rate of random answers is unknown; if "
-                       "participants lapsed, every kappa is a lower bound on the category's "
-                       "width (the directions are unaffected).")
+        page.text("p", "Lapses: without catch trials the rate of random answers is unknown, so "
+                       "no category width is given, only the concentration of the choices "
+                       "(the directions are unaffected).")
     problems = verdicts[verdicts["verdict"] != ""]
     if problems.empty:
         page.text("p", "No check found a problem: one mode per category, responses that depend "

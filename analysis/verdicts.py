@@ -51,13 +51,21 @@ def cone_radius(trace: float, ess: float, p: int, level: float = 0.95) -> float:
     return math.sqrt(f_dist.ppf(level, p, max(ess - 1.0, 1.0)) * trace)
 
 
+def cone_trace(cone_deg: float, ess: float, p: int = 2, level: float = 0.95) -> float:
+    """The trace (radians²) of the tangent covariance behind a `mcse_cone` cone of `cone_deg`
+    resting on `ess` effective units: `cone_radius` inverted (NaN for a NaN cone)."""
+    if not cone_deg == cone_deg or not ess == ess:
+        return float("nan")
+    return math.radians(cone_deg) ** 2 / f_dist.ppf(level, p, max(ess - 1.0, 1.0))
+
+
 def more_needed(cone_deg: float, ess: float, now: float, target_deg: float, p: int = 2,
                 level: float = 0.95) -> float:
     """How much data (in the unit of `now`: trials per chain, or participants) a cone of
     `cone_deg` resting on `ess` effective units needs to shrink to `target_deg`: the smallest
     k·now with radius(k) <= target, where k times the data multiply the ESS by k and divide the
     covariance's trace by k (Monte Carlo error ∝ 1/√n). inf beyond MAX_FACTOR."""
-    trace = math.radians(cone_deg) ** 2 / f_dist.ppf(level, p, max(ess - 1.0, 1.0))
+    trace = cone_trace(cone_deg, ess, p, level)
     target = math.radians(target_deg)
     lo, hi = 1.0, float(MAX_FACTOR)
     if cone_radius(trace / hi, ess * hi, p, level) > target:
