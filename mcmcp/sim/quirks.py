@@ -57,3 +57,19 @@ class Moving:
         a = self.before.choose(emotion, left, right, rng)
         b = self.after.choose(emotion, left, right, rng)
         return Choice(np.where(late, b.chose_right, a.chose_right), np.where(late, b.rt, a.rt))
+
+
+class Scattered(LuceAgent):
+    """Participants whose categories differ: participant k's category is vMF(means[k], kappa).
+    The participant of each pair is the key `simulate_chains` passes as `identity` (the index
+    k as a string, one per chain: give every chain of participant k the key str(k))."""
+
+    name = "scattered"
+
+    def __init__(self, means: np.ndarray, kappa: float, **luce) -> None:
+        super().__init__(**luce)
+        self.means, self.kappa = np.asarray(means, float), float(kappa)
+
+    def log_preference(self, emotion, x: np.ndarray, identity=None) -> np.ndarray:
+        who = np.asarray(identity).astype(int)
+        return self.kappa * np.einsum("nd,nd->n", x, self.means[who])
