@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: `mcmcp.plan --help` stays light
+    import pandas as pd
 
 RHAT_BAD = 1.1  # analysis.diagnostics.RHAT_BAD: above it the report says 'not converged'
 
@@ -62,6 +64,8 @@ def trace_states(trace, participants: list[str], emotion: str, chains: int) -> p
     columns): chain i is participant participants[i // chains]'s chain i % chains (session 1).
     A chain of n steps has states 0..n: the start, then the state after each step, which carries
     that step's γ and log g (the start those of the first step)."""
+    import pandas as pd
+
     frames = []
     for i in range(trace.active.shape[1]):
         n = int(trace.active[:, i].sum())
