@@ -43,6 +43,9 @@ MODE_FIT_STATES = 2000  # states the mixture is fitted to (every k-th: neighbour
 # fewer kept states than this and the chains are still where they started: separate clusters
 # then say nothing about the category's modes (a 16-trial lab demo looked like "two modes")
 MIN_MODE_STATES = 50
+# the drift check's earlier stretch keeps states sampled with an annealed gate still on where
+# the gate pulled at most this share of the category's concentration (benchmarks/bench_checks.py)
+WEAK_PULL = 0.5
 
 
 def stationary_states(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN
@@ -227,6 +230,7 @@ def _drift(kept: pd.DataFrame, before: pd.DataFrame, d: int) -> dict:
     labels = dict(zip(map(tuple, use[KEYS].to_numpy()), keys.to_numpy(), strict=False))
     before = before[np.array([tuple(k) in labels for k in before[KEYS].to_numpy()], bool)]
     xcols = state_columns(d)
+    before = before[before["same_gamma"].to_numpy() | _weak_pull(before, use, xcols)]
     found = drift(use[xcols].to_numpy(float), keys.to_numpy(),
                   _weights(use) if (use["sampler"] == GUIDED).all() else None,
                   before[xcols].to_numpy(float),
@@ -236,6 +240,22 @@ def _drift(kept: pd.DataFrame, before: pd.DataFrame, d: int) -> dict:
             "drift_p": found.p_value, "drift_where": found.where,
             **{f"early_{i}": v for i, v in enumerate(found.early)},
             **{f"late_{i}": v for i, v in enumerate(found.late)}}
+
+
+def _weak_pull(before: pd.DataFrame, kept: pd.DataFrame, xcols: list[str]) -> np.ndarray:
+    """(len(before),) bool: states sampled while an annealed gate was still on whose pull
+    γ·κ_gate was at most WEAK_PULL of the category's concentration (fitted to the kept states):
+    there the de-guiding weights g^-γ are tame and the state tells where the person's prototype
+    was (a move half-way through a session with an annealed gate happens there). κ_gate is the
+    log-linear fit of the recorded log g (`analysis.deguiding.gate_natural_parameter`)."""
+    gamma = np.nan_to_num(before["gate_gamma"].to_numpy(float, na_value=np.nan))
+    on = ~before["same_gamma"].to_numpy() & (gamma > 0)
+    log_g = before["log_gate"].to_numpy(float, na_value=np.nan)
+    if on.sum() < 10 or not np.isfinite(log_g[on]).all():
+        return np.zeros(len(before), bool)
+    eta_g, _ = gate_natural_parameter(before.loc[on, xcols].to_numpy(float), log_g[on])
+    kappa = fit_vmf(kept[xcols].to_numpy(float))[1]
+    return on & (gamma * np.linalg.norm(eta_g) <= WEAK_PULL * kappa)
 
 
 def _group_checks(kept: pd.DataFrame, facts: pd.DataFrame, d: int, seed: int,
@@ -455,16 +475,16 @@ def _headline(row: dict, precision: float, now: float, group: bool, d: int) -> d
 
 def _before(states: pd.DataFrame, burn_in: float | int) -> pd.DataFrame:
     """The stretch of each chain just before its kept states (`stationary_states`): from half
-    its first kept step up to it, the drift check's earlier stretch; only states sampled with
-    the γ of the chain's kept states (an annealed gate still on pulls the chain towards the
-    gate, which is no drift of the person's prototype; its weights cannot be trusted while γ
-    changes)."""
+    its first kept step up to it, the drift check's earlier stretch, with `same_gamma`: the
+    state was sampled with the γ of the chain's kept states (else an annealed gate was still
+    on: `_drift` keeps such states only where the gate's pull was weak)."""
     step = states["step"].to_numpy(int)
     first = first_kept_step(states, burn_in)
     g = np.nan_to_num(states["gate_gamma"].to_numpy(float, na_value=np.nan), nan=0.0)
     last = pd.Series(g).groupby(states.groupby(KEYS, sort=False).ngroup().to_numpy()
                                 ).transform("last").to_numpy()
-    return states[(step >= first // 2) & (step < first) & (g == last)]
+    window = (step >= first // 2) & (step < first)
+    return states[window].assign(same_gamma=(g == last)[window])
 
 
 def state_columns_of(states: pd.DataFrame) -> list[str]:
@@ -504,3 +524,17 @@ def judge_states(states: pd.DataFrame, precision: float) -> pd.DataFrame:
     """The verdicts of a states table without trial rows (a simulation's chains: no responder
     test, no catch trials): `inference_checks` with no facts, the default burn-in."""
     return inference_checks(states, pd.DataFrame(columns=FACT_COLUMNS), precision=precision)
+
+
+def drift_checks(states: pd.DataFrame, burn_in: float | int = DEFAULT_BURN_IN) -> pd.DataFrame:
+    """The drift check alone, one row per participant x emotion (participant, emotion and the
+    drift columns of `inference_checks`), on the same stretches `inference_checks` compares;
+    for benchmarks that need no other check."""
+    d = len(state_columns_of(states))
+    kept = stationary_states(states, burn_in)
+    before = _before(states, burn_in)
+    by_person = before.groupby(["participant", "emotion"], sort=False).indices
+    return pd.DataFrame([{"participant": participant, "emotion": emotion,
+                          **_drift(g, before.iloc[by_person.get((participant, emotion), [])], d)}
+                         for (participant, emotion), g in kept.groupby(["participant", "emotion"],
+                                                                       sort=True)])

@@ -4,8 +4,9 @@ Drift (`analysis.stationarity`): one participant = 4 chains (kappa_proposal 5, F
 turned at random) answering a category vMF(m, kappa); after half of each chain's shown trials
 the category turns by 30° or 60° (`mcmcp.sim.quirks.Moving`), or not at all (false alarms);
 without a gate and with the default gate (vMF kappa_g 10, 20° from the truth, gamma 0.5 annealed
-over 40% of the shown trials), at 4 x 100 and 4 x 250 trials. The kept states and the stretch
-before them are the report's (`analysis.checks`).
+over 40% of the shown trials), at 4 x 100 and 4 x 250 trials. Each participant's chains go
+through the report's own drift check (`mcmcp.sim.planner.trace_states` -> `analysis.checks
+.drift_checks`, the stretches `inference_checks` compares).
 
 Side bias (`analysis.sides`): 30% of answers 'left' whatever the faces (`quirks.SidePress`) or
 none, lapses 0.05 on the rest; the chain trials' answers and 40 catch trials (target against a
@@ -26,16 +27,18 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import binomtest, special_ortho_group
 
+from analysis.checks import drift_checks
 from analysis.lapses import lapse_from_catch
 from analysis.sides import side_bias
-from analysis.stationarity import drift
 from mcmcp.agents import LatentAgent
 from mcmcp.sampling.densities import VMFMixture
 from mcmcp.sampling.gate import Gate
 from mcmcp.sampling.sphere import fibonacci_sphere, normalize, rotate_towards
 from mcmcp.sim import sweeps
 from mcmcp.sim.chains import simulate_chains
+from mcmcp.sim.planner import trace_states
 from mcmcp.sim.quirks import Moving, SidePress
+from mcmcp.sim.study import simulated_ids
 
 M = normalize(np.array([0.3, -0.5, 0.8]))
 C = 4
@@ -56,19 +59,6 @@ def starts(n: int, rng) -> np.ndarray:
                            for _ in range(n)])
 
 
-def stretches(trace, i: int, n_shown: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chain i's kept states and the stretch before them, as `analysis.checks` cuts them."""
-    n_seen = np.cumsum(trace.shown[:, i] & trace.active[:, i])
-    length = int(np.argmax(n_seen >= n_shown)) + 1
-    x = np.concatenate([trace.current[:length, i], trace.final.position[i][None]])
-    gamma = np.nan_to_num(np.concatenate([trace.gate_gamma[:1, i], trace.gate_gamma[:length, i]]))
-    first = length // 2 + 1
-    if gamma.max() > gamma.min():
-        first = max(first, int(np.flatnonzero(gamma > 0).max()) + 1)
-    before = np.arange(first // 2, first)
-    return x[first:], x[before[gamma[before] == gamma[-1]]]
-
-
 def run(task: Task, shared=None) -> list:
     rng = np.random.default_rng(task.seed)
     s = starts(task.participants, rng)
@@ -84,17 +74,10 @@ def run(task: Task, shared=None) -> list:
                        task.n_shown // 2)
         trace = simulate_chains(s, task.n_shown, 5.0, agent, "sad", gate, rng,
                                 identity=np.arange(len(s)).astype(str).astype(object))
-        out = []
+        states = trace_states(trace, simulated_ids(task.participants), "sad", C)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for r in range(task.participants):
-                parts = [stretches(trace, r * C + c, task.n_shown) for c in range(C)]
-                kept = np.concatenate([p[0] for p in parts])
-                before = np.concatenate([p[1] for p in parts])
-                found = drift(kept, np.repeat(np.arange(C), [len(p[0]) for p in parts]), None,
-                              before, np.repeat(np.arange(C), [len(p[1]) for p in parts]), None)
-                out.append(found.moved)
-        return out
+            warnings.simplefilter("ignore")
+            return drift_checks(states)["drift_moved"].astype(bool).tolist()
     agent = SidePress(base, task.amount, "left")
     trace = simulate_chains(s, task.n_shown, 5.0, agent, "sad", gate, rng)
     right = (trace.right_is_proposal == trace.chose_proposal) & trace.shown & trace.active
