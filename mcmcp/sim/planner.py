@@ -264,7 +264,6 @@ def figure(table: pd.DataFrame, own: tuple[int, int], precision: float, confiden
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     panels = (("cone_q", f"95% cone reached by {confidence:.0%} of participants (deg)"),
@@ -286,9 +285,7 @@ def figure(table: pd.DataFrame, own: tuple[int, int], precision: float, confiden
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].axhline(precision, color="k", ls="--", lw=1, label=f"target ({precision:g}°)")
-    axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[0].yaxis.set_minor_formatter(NullFormatter())
+    axes[0].set_ylim(0, None)
     axes[1].axhline(confidence, color="k", ls="--", lw=1, label=f"required ({confidence:.0%})")
     axes[1].set_ylim(-0.05, 1.05)
     axes[0].legend(fontsize=8)
