@@ -402,12 +402,14 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
     page.text("p", (
         "A participant's prototype of an emotion is the centre of the region their chains settled "
         "in: the mean direction of the kept states (a von Mises-Fisher fit; kappa is how tightly "
-        "the states cluster, larger = more consistent). The 95% confidence cone is the angle "
-        "around that centre that holds the true prototype with 95% confidence, from batch means "
-        "(each chain cut into stretches; for the group, participants are resampled), which "
-        "accounts for how alike successive states are and, for guided chains, for the "
-        "de-guiding weights; in simulations it held the truth 95-99% of the time (the old cone, "
-        "resampling 4 chains, 71-90%; docs/methods.md). Only the estimate the report "
+        "the choices cluster, larger = more consistent; see 'what a width is' below). The 95% "
+        "confidence cone is the angle around that centre that holds the true prototype with 95% "
+        "confidence, from the Monte Carlo error of the mean direction (the effective sample "
+        "size of the chains, with a t-type quantile for few effective draws; for the group, "
+        "participants are the units), which accounts for how alike successive states are and, "
+        "for guided chains, for the de-guiding weights; in simulations of 4 chains x 100 and "
+        "x 250 trials it held the truth 93-97% of the time (docs/verdicts.md). Only the "
+        "estimate the report "
         "draws (de-guided, else unguided) has one. The mode (peak of a smoothed density) is "
         "given as a second opinion. The group "
         "prototype pools every non-flagged participant's chains." +
@@ -555,9 +557,10 @@ def _modes_in_convergence(conv: pd.DataFrame, verdicts: pd.DataFrame) -> pd.Data
 
 
 def _calibrated_cones(table: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The prototypes table with the checks' batch-means cone (`analysis.cones.mean_cone`) as
-    cone95_deg of the estimate the report draws; the chain-bootstrap cone, which resamples a
-    handful of chains and covers too rarely, stays in the CSV as cone95_bootstrap_deg."""
+    """The prototypes table with the checks' calibrated cone (`analysis.cones.mcse_cone`; the
+    group's `mean_cone`) as cone95_deg of the estimate the report draws; the chain-bootstrap
+    cone, which resamples a handful of chains and covers too rarely, stays in the CSV as
+    cone95_bootstrap_deg."""
     table = table.rename(columns={"cone95_deg": "cone95_bootstrap_deg"})
     cone = verdicts.set_index(["participant", "emotion"])["cone95_deg"]
     drawn = _preferred(table)
