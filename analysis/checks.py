@@ -179,7 +179,7 @@ def _lapse(facts: pd.DataFrame, person: bool) -> dict:
     (`lapse`: lapses and side presses together, what flattens the chains) of the participants
     in `facts` (rows of `trial_facts`; catch and side counts once per participant); for one
     participant also their side bias (`analysis.sides`) and the random-lapse part
-    `lapse_random` = lapse - side bias."""
+    `lapse_random` = lapse - side bias where the side bias is flagged (else lapse)."""
     people = facts.drop_duplicates("participant")
     est = lp.lapse_from_catch(int(people["n_catch_correct"].sum()), int(people["n_catch"].sum()))
     bound = lp.lapse_bound_from_repeats(int(facts["n_repeat_disagree"].sum()),
@@ -192,8 +192,9 @@ def _lapse(facts: pd.DataFrame, person: bool) -> dict:
         out.update(side_share_right=side.share_right, side_bias=side.bias,
                    side_bias_low=side.low, side_bias_high=side.high, side=side.side,
                    side_p=side.p_value, side_flagged=side.flagged,
-                   lapse_random=max(est.estimate - side.bias, 0.0)
-                   if np.isfinite(side.bias) else est.estimate)
+                   # an unflagged ŝ is mostly noise (|2·share - 1| is positive on average)
+                   lapse_random=max(est.estimate - side.bias, 0.0) if side.flagged
+                   else est.estimate)
     return out
 
 

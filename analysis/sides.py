@@ -13,7 +13,8 @@ at random with rate λ, otherwise follows the faces) answers that side with prob
 so the usual lapse estimate 2·(1 − accuracy) measures λ + s: the share of answers that ignore
 the faces, which is what flattens the chains (a side press accepts the proposal with probability
 ½ whatever it is, exactly like a lapse; `analysis.lapses` corrects the width for that share).
-The random-lapse part alone is λ̂ = 2·(1 − accuracy) − ŝ.
+The random-lapse part alone is λ̂ = 2·(1 − accuracy) − ŝ, where the side bias is flagged (an
+unflagged ŝ is mostly noise: |2·share − 1| is positive on average).
 
 Pure functions; no I/O.
 """
