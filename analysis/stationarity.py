@@ -16,6 +16,9 @@ overstates the error of the difference and each test is conservative on stationa
 Chains still on their way from their starts come from different sides: their spread enters
 the between-chain variance of the earlier stretch's cone, not a coherent move.
 
+With an annealed gate, `analysis.checks` keeps in the earlier stretch the states sampled while
+the gate still pulled weakly (γ·κ_gate at most half the category's κ), with their weights.
+
 Pure numpy; angles in degrees in outputs.
 """
 
