@@ -8,7 +8,7 @@ Hotelling's T² on their difference (`analysis.deguiding.compare_means`):
 - the kept states of every chain split at a quarter, a half and three quarters of their length
   (a move among the kept states, wherever it falls);
 - the stretch just before the kept states (each chain's steps from half its first kept step up
-  to it, sampled with the same gate γ as the kept states) against the kept states (a move
+  to it; see the end) against the kept states (a move
   half-way through the session, when the kept states begin after it).
 The smallest p-value times the number of comparisons (Bonferroni) is the check's p-value.
 Neighbouring stretches of one chain are positively correlated, so adding their covariances
