@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import chi2
+from scipy.stats import f as f_dist
 
 from analysis.cones import tangent_basis
 
@@ -85,3 +86,33 @@ def between_concentration(prototypes: np.ndarray, error: np.ndarray,
     wide = _solve(chi2.ppf((1 - level) / 2, nu), t, s2)  # largest τ²: smallest κ
     narrow = _solve(chi2.ppf((1 + level) / 2, nu), t, s2)
     return Between(inv(estimate), inv(wide), inv(narrow), P)
+
+
+def participants_for(kappa_between: float, within: float, precision_deg: float, d: int = 3,
+                     level: float = 0.95, seed: int = 0, most: int = 2000) -> int:
+    """The fewest participants (>= d) whose group cone (`analysis.cones.mean_cone`: Hotelling's
+    T² over participants, the largest axis of its ellipse) is at most `precision_deg` in at
+    least half of studies, when their prototypes scatter with between-participant concentration
+    `kappa_between` and each carries a Monte Carlo variance `within` (radians² per tangent
+    axis): each participant's deviation from the group mean is then about normal with variance
+    1/κ_b + within per axis. The cone's median at n participants is simulated (400 studies of
+    n normal deviations, seeded), bisecting on n; `most` + 1 when even `most` do not reach it."""
+    p = d - 1
+    per_axis = 1.0 / kappa_between + within
+    target = np.radians(precision_deg)
+    rng = np.random.default_rng(seed)
+
+    def median_cone(n: int) -> float:
+        dev = rng.normal(scale=np.sqrt(per_axis), size=(400, n, p))
+        centred = dev - dev.mean(axis=1, keepdims=True)
+        cov = np.einsum("snp,snq->spq", centred, centred) / (n - 1) / n
+        t2 = p * (n - 1) / (n - p) * f_dist.ppf(level, p, n - p)
+        return float(np.median(np.sqrt(t2 * np.linalg.eigvalsh(cov)[:, -1])))
+
+    if median_cone(most) > target:
+        return most + 1
+    lo, hi = d, most  # median_cone falls with n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if median_cone(mid) <= target else (mid + 1, hi)
+    return lo

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float,
                    help="time budget per participant in minutes, chain and catch trials only "
                         "(default: none: every emotion of the config per participant)")
+    p.add_argument("--spread", type=float,
+                   help="between-participant concentration of the prototypes to plan the group "
+                        "for, e.g. 30 (prototypes some 10 degrees apart; analysis.groups); "
+                        "default: none, the simulated participants share one category and the "
+                        "group's needs reflect only their Monte Carlo error")
     p.add_argument("--confidence", type=float, default=0.9,
                    help="share of participants that must reach the precision (default: 0.9)")
     p.add_argument("--truth", default="data",
@@ -68,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--precision: give degrees in (0, 180)")
     if args.minutes is not None and not args.minutes > 0:
         parser.error("--minutes must be above 0")
+    if args.spread is not None and not args.spread > 0:
+        parser.error("--spread must be above 0 (a concentration)")
     # Parsed: now the heavy imports (the model's torch among them).
     import pandas as pd
 
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(results, args.confidence)
     best = recommend(table, len(cfg.emotions), args.minutes, args.participants, precision,
                      args.confidence)
+    if args.spread is not None and best.trials is not None:
+        best = _spread(best, results, args.spread, precision, len(cfg.emotions), design.d)
     out = Path(args.out) if args.out else ROOT / "reports" / "plan" / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     _print(table, own, len(cfg.emotions), precision, args.confidence)
@@ -125,6 +134,30 @@ def main(argv: list[str] | None = None) -> int:
     figure(table, own, precision, args.confidence, args.minutes, out / "plan.png")
     print(f"\nwritten: {out / 'plan.csv'}, {out / 'plan.png'}")
     return 0
+
+
+def _spread(best, results, kappa_between: float, precision: float, n_emotions: int, d: int):
+    """The recommendation with the participants per emotion a group of that spread needs
+    (`analysis.groups.participants_for`, each prototype carrying the Monte Carlo variance the
+    recommended design's simulated participants had: their median)."""
+    import numpy as np
+
+    from analysis.groups import participants_for
+    from analysis.verdicts import cone_trace
+
+    mine = results[(results["trials"] == best.trials) & (results["chains"] == best.chains)
+                   & (results["participant"] != "all")]
+    within = float(np.nanmedian([cone_trace(c, u, d - 1) / (d - 1) for c, u in
+                                 zip(mine["cone_deg"], mine["cone_units"], strict=True)]))
+    people = participants_for(kappa_between, within, precision, d)
+    total = int(np.ceil(n_emotions / best.emotions)) * people
+    share = mine["verdict"].eq("precise enough").mean()
+    return best._replace(participants=people, total=total, words=(
+        f"{best.trials} trials per chain x {best.chains} chains per emotion, {best.emotions} "
+        f"emotion(s) per participant (about {best.minutes:.0f} min + instructions, practice, "
+        f"breaks), {people} participants per emotion (a group whose prototypes scatter with "
+        f"concentration {kappa_between:g} has its cone's median within {precision:g}°), "
+        f"{total} in all: {share:.0%} of simulated participants reached {precision:g}°"))
 
 
 def _print(table, own, n_emotions: int, precision: float, confidence: float) -> None:

@@ -167,7 +167,7 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
             rows.append({
                 "trials": T, "chains": C, "seed": cell.seed, "emotion": emotion,
                 "participant": row.participant, "verdict": row.headline,
-                "cone_deg": row.cone95_deg, "needed": row.needed,
+                "cone_deg": row.cone95_deg, "cone_units": row.cone_units, "needed": row.needed,
                 "error_deg": np.nan if truth is None else float(np.degrees(geodesic(mean,
                                                                                     truth))),
                 "rhat": np.nan if person else rhat,

@@ -86,3 +86,22 @@ def test_more_needed_is_borne_out_by_longer_independent_data():
     y = vonmises_fisher(MU, 20.0).rvs(4 * int(needed), random_state=rng)
     longer = mcse_cone(y, np.repeat(np.arange(4), int(needed)))
     assert longer.cone_deg == pytest.approx(cone.cone_deg / 2, rel=0.15)
+
+
+def test_participants_for_a_group_cone_matches_the_report_s_group_cone():
+    """Groups of the size participants_for asks for (prototypes from vMF(MU, 30), no Monte
+    Carlo error) have a report group cone (participants as units) whose median is at the
+    target; groups half that size miss it."""
+    from analysis.cones import mean_cone
+    from analysis.groups import participants_for
+
+    n = participants_for(30.0, 0.0, 6.0)
+    rng = np.random.default_rng(7)
+
+    def median_cone(size: int) -> float:
+        cones = [mean_cone(vonmises_fisher(MU, 30.0).rvs(size, random_state=rng),
+                           np.arange(size)).cone_deg for _ in range(300)]
+        return float(np.median(cones))
+
+    assert 5.4 < median_cone(n) <= 6.3
+    assert median_cone(n // 2) > 6.5

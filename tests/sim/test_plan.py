@@ -109,13 +109,14 @@ def test_plan_cli_recommends_within_the_budget_and_draws_the_figure(tmp_path, ca
     out = tmp_path / "plan"
     assert plan.main(["--config", str(config), "--truth", "manual", "--participants", "2",
                       "--trials", "60", "--chains", "3", "--seeds", "2", "--workers", "0",
-                      "--minutes", "30", "--out", str(out)]) == 0
+                      "--minutes", "30", "--spread", "30", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "<- the config's design" in text
     assert re.search(r"the config's design \(30 trials x 2 chains, 120 shown trials per "
                      r"participant\): \d+% of participants within 20°", text)
     assert re.search(r"recommended: (\d+ trials per chain x \d+ chains per emotion, 2 emotion"
-                     r"\(s\) per participant|no design in the grid)", text)
+                     r"\(s\) per participant .* \d+ participants per emotion \(a group whose "
+                     r"prototypes scatter with concentration 30|no design in the grid)", text)
     results = pd.read_csv(out / "plan.csv")
     grid = results[~results["check"]]
     # trials {30 (the config's), 60} x chains {2 (the config's), 3} x 2 seeds x 2 emotions x
