@@ -22,6 +22,7 @@ from mcmcp.specs import (
     BLOCK_ORDERS,
     DEFAULT_ANNEAL_UNTIL,
     DEFAULT_KAPPA_PROPOSAL,
+    DEVICES,
     GATE_KINDS,
     GSP_PROMPT,
     IDENTITY_ASSIGNS,
@@ -337,23 +338,58 @@ def _agent(r: _Reader) -> AgentSpec:
 
 
 def _online(r: _Reader) -> OnlineSpec:
-    r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env"))
-    code, url = r.data.get("completion_code"), r.data.get("redirect_url")
-    if code is not None and not (isinstance(code, str) and 1 <= len(code) <= 64
-                                 and all(c.isascii() and (c.isalnum() or c in "-_") for c in code)):
-        raise r.error("completion_code", code, "1-64 letters, digits, '-' or '_' (or null)")
-    if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))
-                                and len(url) <= 2000 and not any(c.isspace() for c in url)):
-        raise r.error("redirect_url", url, "an http:// or https:// URL without spaces (or null)")
-    env = r.text("experimenter_token_env", "MCMCP_EXPERIMENTER_TOKEN")
-    if not env.replace("_", "").isalnum() or env[0].isdigit():
-        raise r.error("experimenter_token_env", env, "an environment variable name (A-Z, 0-9, _)")
+    r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env",
+                  "decline_code", "decline_url", "screenout_code", "screenout_url", "min_window",
+                  "devices", "fullscreen", "participant_links", "link_secret_env"))
+
+    def code(name: str) -> str | None:
+        value = r.data.get(name)
+        if value is not None and not (
+                isinstance(value, str) and 1 <= len(value) <= 64
+                and all(c.isascii() and (c.isalnum() or c in "-_") for c in value)):
+            raise r.error(name, value, "1-64 letters, digits, '-' or '_' (or null)")
+        return value
+
+    def url(name: str) -> str | None:
+        value = r.data.get(name)
+        if value is not None and not (
+                isinstance(value, str) and value.startswith(("https://", "http://"))
+                and len(value) <= 2000 and not any(c.isspace() for c in value)):
+            raise r.error(name, value, "an http:// or https:// URL without spaces (or null)")
+        return value
+
+    def env(name: str, default: str) -> str:
+        value = r.text(name, default)
+        if not value.replace("_", "").isalnum() or not value.isascii() or value[0].isdigit():
+            raise r.error(name, value, "an environment variable name (A-Z, 0-9, _)")
+        return value
+
+    window = r.data.get("min_window")
+    if window is not None and not (
+            isinstance(window, list) and len(window) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000
+                    for v in window)):
+        raise r.error("min_window", window, "[width, height] in CSS pixels, each 1-10000 "
+                                            "(or null for any size)")
+    devices = r.data.get("devices", list(DEVICES))
+    if not (isinstance(devices, list) and devices and all(d in DEVICES for d in devices)
+            and len(set(devices)) == len(devices)):
+        raise r.error("devices", devices, f"a list of the devices allowed, from {list(DEVICES)}")
     consent = r.data.get("consent")
     return OnlineSpec(
         consent=None if consent is None else r.text("consent", ""),
-        completion_code=code,
-        redirect_url=url,
-        experimenter_token_env=env,
+        completion_code=code("completion_code"),
+        redirect_url=url("redirect_url"),
+        experimenter_token_env=env("experimenter_token_env", "MCMCP_EXPERIMENTER_TOKEN"),
+        decline_code=code("decline_code"),
+        decline_url=url("decline_url"),
+        screenout_code=code("screenout_code"),
+        screenout_url=url("screenout_url"),
+        min_window=None if window is None else tuple(window),
+        devices=tuple(devices),
+        fullscreen=r.boolean("fullscreen", False),
+        participant_links=r.choice("participant_links", "open", ("open", "signed", "recruitment")),
+        link_secret_env=env("link_secret_env", "MCMCP_LINK_SECRET"),
     )
 
 

@@ -75,7 +75,8 @@ _AFTER_LATENT = (
                            "--resume); session.json `runs` has each run's clock and frame rate"),
     Column("key", "string", "the key pressed (e.g. left, f); empty for a click, an agent's answer "
                             "and gate rows"),
-    Column("device", "string", "what answered: keyboard | mouse | agent; empty for gate rows"),
+    Column("device", "string", "what answered: keyboard | mouse | touch (a touch screen, online) "
+                               "| agent; empty for gate rows"),
     Column("experiment", "string", "the experiment's name (config `name`)"),
     Column("date", "string", "local date and time the session started (ISO 8601 with UTC offset)"),
     Column("frame_rate", "Float64", "refresh rate (Hz) measured at the start of the row's run; "

@@ -21,6 +21,7 @@ from pathlib import Path
 from mcmcp.config import ConfigError, load_config
 from mcmcp.online.app import ENV_CONFIG, ENV_DB
 from mcmcp.online.database import Database
+from mcmcp.online.links import link_secret
 from mcmcp.online.study import check_database
 from mcmcp.specs import ExperimentConfig
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(args.config, "online.consent", None,
                               "the consent text participants agree to before the study; an "
                               "online study needs one (see experiments/demo.yaml)")
+        link_secret(cfg.online, os.environ, str(args.config))  # signed links need their key
         db_url = args.db or default_db(cfg)
         db = Database(db_url)
         check_database(cfg, db, file_sha256(cfg.model.checkpoint), str(args.config))

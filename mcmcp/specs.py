@@ -45,6 +45,8 @@ MODEL_KINDS = ("identity", "plain")  # vae.model.KINDS, kept here so configs loa
 # GSP: a slider along a great circle (mcmcp.sampling.gsp).
 PARADIGMS = ("mcmcp", "gsp")
 
+DEVICES = ("desktop", "tablet", "phone")  # online.devices (mcmcp.online.screening)
+
 GSP_PROMPT = "Move the slider until the face looks as {emotion} as it can"  # its default prompt
 
 
@@ -141,12 +143,32 @@ class OnlineSpec:
     anything else (required to serve); completion_code: shown at the end (e.g. Prolific's);
     redirect_url: where the end page sends participants (http or https), e.g. Prolific's
     completion URL; experimenter_token_env: the environment variable holding the experimenter
-    page's token (a token never goes into a YAML that is committed)."""
+    page's token (a token never goes into a YAML that is committed).
+
+    The recruitment site's other ends, screening and links (docs/online.md): decline_code /
+    decline_url: shown / gone to when a participant does not consent (Prolific: a no-consent
+    code); screenout_code / screenout_url: the same when the browser screens them out;
+    min_window: (width, height) in CSS pixels the browser window must have (None: any);
+    devices: the kinds of device allowed (desktop, tablet, phone); fullscreen: ask for full
+    screen and record every exit; participant_links: which links open the study (a guessed id
+    must not claim a session): open (any, as given: trying out, lab machines), signed (only lab
+    links `?participant=ID&sig=...`, an HMAC of the id keyed with the secret in the environment
+    variable `link_secret_env`; `python -m mcmcp.links` makes them) or recruitment (only a
+    recruitment site's, with PROLIFIC_PID, STUDY_ID and SESSION_ID)."""
 
     consent: str | None = None
     completion_code: str | None = None
     redirect_url: str | None = None
     experimenter_token_env: str = "MCMCP_EXPERIMENTER_TOKEN"
+    decline_code: str | None = None
+    decline_url: str | None = None
+    screenout_code: str | None = None
+    screenout_url: str | None = None
+    min_window: tuple[int, int] | None = None
+    devices: tuple[str, ...] = DEVICES
+    fullscreen: bool = False
+    participant_links: str = "open"
+    link_secret_env: str = "MCMCP_LINK_SECRET"
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ def _summary(db: Database, study: str, d: int, n_shown: int, precision: float) -
             own[participant] = _number(table["rhat_max"].max())
     participants = []
     for r in records:
-        row = {"participant": r.participant, "status": r.status, "shown": r.shown,
+        row = {"uid": r.uid, "participant": r.participant, "session": r.session,
+               "status": r.status, "shown": r.shown,
                "of": n_shown, "catch_n": 0, "catch_accuracy": None, "catch_flagged": False,
                "rhat": own.get(r.participant), "started": r.created, "updated": r.updated,
                "verdicts": [] if judged is None else [
