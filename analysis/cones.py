@@ -120,9 +120,12 @@ def mcse_cone(x: np.ndarray, chain_index: np.ndarray, weights: np.ndarray | None
     ints naming the chain; weights (n,) importance weights (any scale) or None. Chains of
     unequal length: the ESS is measured on each chain's last `shortest` states (the ones
     furthest from the start) and scaled to all n states. NaN cone when a chain has fewer than
-    MIN_CHAIN_STATES states or the ESS is not finite."""
+    MIN_CHAIN_STATES states or the ESS is not finite; NaN mean too when there is no state."""
     x = np.asarray(x, float)
     n, d = x.shape
+    if n == 0:  # a stretch with no state (a drift comparison of very short chains)
+        return Cone(np.full(d, np.nan), float("nan"), np.full((d - 1, d - 1), np.nan),
+                    np.full((d, d - 1), np.nan), 0)
     w = np.ones(n) if weights is None else np.asarray(weights, float)
     chain_index = np.unique(chain_index, return_inverse=True)[1]
     total = w.sum()

@@ -40,7 +40,8 @@ SPLITS = (0.25, 0.5, 0.75)  # where the kept states of each chain are cut in two
 class Drift(NamedTuple):
     """early, late (d,): the prototypes of the two stretches of the comparison that differed
     most (smallest p-value); angle_deg between them; p_value: Bonferroni over the comparisons
-    (NaN: too few states for any); moved: p_value < alpha; where: 'before' (the stretch
+    whose stretches both have a cone (NaN, and early, late NaN, where '': none has);
+    moved: p_value < alpha; where: 'before' (the stretch
     before the kept states against them) or 'kept at 25%' (50%, 75%): the kept states cut
     there."""
 
@@ -79,6 +80,10 @@ def drift(x: np.ndarray, chain_index: np.ndarray, weights: np.ndarray | None,
     if len(before):
         pairs["before"] = (mcse_cone(before, before_index, before_weights),
                            mcse_cone(x, chain_index, weights))
+    pairs = {k: v for k, v in pairs.items() if np.isfinite([v[0].cone_deg, v[1].cone_deg]).all()}
+    if not pairs:  # chains too short for any comparison
+        nan = np.full(x.shape[1], np.nan)
+        return Drift(nan, nan, float("nan"), float("nan"), False, "")
     tests = {k: compare_means(a, b) for k, (a, b) in pairs.items()}
     where = min(tests, key=lambda k: np.nan_to_num(tests[k].p_value, nan=2.0))
     p = min(1.0, len(tests) * tests[where].p_value)

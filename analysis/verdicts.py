@@ -17,7 +17,8 @@ Verdicts, first match wins (the checks come from `analysis.checks.inference_chec
 - precise enough: the 95% cone is within the target precision (degrees);
 - needs more trials (a participant) or needs more participants (the group), with an estimate of
   how many from the measured Monte Carlo error (`more_needed`);
-- no estimate: too few states for a cone.
+- no estimate: too few states for a cone, or a cone of 90° or more (nothing to extrapolate
+  from).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ NO_CATEGORY, MODES, DEGUIDING, DRIFT = ("no category", "several modes", "unrelia
                                         "drift")
 PRECISE, MORE, NO_ESTIMATE = "precise enough", "needs more", "no estimate"
 MAX_FACTOR = 1000  # more than 1000 times the data: say "far more", not a number
+# a cone this wide says the error is barely bounded (a 180° cone is the whole sphere): the
+# Monte Carlo error behind it is no basis for extrapolating how much more data would do
+WIDEST_DEG = 90.0
 
 
 class Verdict(NamedTuple):
@@ -102,6 +106,9 @@ def judge(row: Mapping, target_deg: float, now: float, group: bool, p: int = 2) 
     cone = get("cone95_deg", nan)
     if cone is None or not cone == cone:
         return Verdict(NO_ESTIMATE, "no estimate: too few kept states for a cone", nan)
+    if cone >= WIDEST_DEG:
+        return Verdict(NO_ESTIMATE, f"no estimate: the 95% cone is {cone:.0f}°, too little data "
+                                    "to say how much more would do", nan)
     if cone <= target_deg:
         return Verdict(PRECISE, f"precise enough: 95% cone {cone:.1f}° (target {target_deg:g}°)",
                        nan)

@@ -106,3 +106,12 @@ def test_a_30_percent_side_press_is_flagged_and_kept_apart_from_lapses():
 def test_no_side_press_is_rarely_flagged():
     found = [side_bias(r, n).flagged for r, n, _, _ in presses(0.0, 0.05, 60, 4)]
     assert sum(found) <= 2
+
+
+def test_chains_too_short_to_compare_are_not_called_drifting():
+    """Three kept states per chain (an online session part-way through): no stretch has a cone,
+    so nothing is compared and nothing is flagged, where it used to crash the experimenter page."""
+    rng = np.random.default_rng(0)
+    x = normalize(M + 0.1 * rng.normal(size=(12, 3)))
+    found = drift(x, np.repeat(np.arange(4), 3), None, x[:0], np.zeros(0, int), None)
+    assert not found.moved and np.isnan(found.p_value) and found.where == ""

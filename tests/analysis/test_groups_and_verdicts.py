@@ -62,6 +62,7 @@ def test_judge_names_the_first_problem_then_the_precision():
     wide = judge({**clean, "cone95_deg": 8.0}, 5.0, 100, False)
     assert wide.code == MORE and wide.needed > 100 and "trials per chain" in wide.words
     assert "participants" in judge({**clean, "cone95_deg": 8.0}, 5.0, 12, True).words
+    assert judge({**clean, "cone95_deg": 180.0}, 5.0, 3, True).code == "no estimate"
 
 
 def test_more_needed_reaches_the_target_by_its_own_rule():
