@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-catch-accuracy", type=float, default=MIN_CATCH_ACCURACY,
                    help="flag participants with a smaller share of catch trials correct "
                         f"(default: {MIN_CATCH_ACCURACY})")
+    p.add_argument("--precision", type=float,
+                   help="target precision of a prototype, degrees: the half-angle its 95%% cone "
+                        "must be within for the verdict 'precise enough' (default: the study's "
+                        "analysis.precision, else 5)")
     p.add_argument("--cache", help="folder where each session's trials are kept as Parquet, so "
                                    "the next report reads only changed files (default: none)")
     return p
@@ -63,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--min-catch-accuracy {args.min_catch_accuracy}: must be in [0, 1]")
     if args.bootstrap < 1:
         parser.error(f"--bootstrap {args.bootstrap}: must be >= 1")
+    if args.precision is not None and not 0 < args.precision < 180:
+        parser.error(f"--precision {args.precision}: give degrees in (0, 180)")
     from analysis.study_report import build_report  # pandas, matplotlib, torch: after parsing
 
     try:
         path = build_report(args.data, args.out, args.checkpoint, args.faces, args.burn_in,
-                            args.bootstrap, args.seed, args.min_catch_accuracy, args.cache)
+                            args.bootstrap, args.seed, args.min_catch_accuracy, args.cache,
+                            args.precision)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

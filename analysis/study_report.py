@@ -24,6 +24,7 @@ import pandas as pd
 from analysis import checks, figures
 from analysis import diagnostics as dg
 from analysis import prototypes as pt
+from analysis import verdicts as verdicts_mod
 from analysis.load import (
     chain_states,
     load_sessions,
@@ -40,7 +41,7 @@ TRIAL_COLUMNS = ["participant", "session", "chain", "emotion", "agent", "kind", 
                  "rt", "identity"]
 MAX_CHILDREN = 6  # children in the strip of the group's prototype faces drawn as each child
 # read besides for the inference checks (`checks.trial_facts`), then dropped with the coordinates
-CHECK_COLUMNS = ["row", "chose_proposal", "repeat_of", "kappa_proposal"]
+CHECK_COLUMNS = ["row", "chose_proposal", "repeat_of", "kappa_proposal", "response"]
 
 
 def _burn_in_words(burn_in: float | int) -> str:
@@ -108,10 +109,12 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
                  faces: str | Path | None = None, burn_in: float | int = 0.5,
                  n_boot: int = 1000, seed: int = 0,
                  min_catch_accuracy: float = dg.MIN_CATCH_ACCURACY,
-                 cache: str | Path | None = None) -> Path:
+                 cache: str | Path | None = None, precision: float | None = None) -> Path:
     """Analyse every session under `data` and write the report to `out`; returns index.html.
 
     cache: a folder for Parquet copies of the sessions (`analysis.load_trials`), None: none.
+    precision: the target precision (degrees) of the verdicts; None: the sessions' config
+    `analysis.precision`, else `analysis.verdicts.PRECISION_DEG`.
     """
     page = _Page(Path(out))
     with warnings.catch_warnings(record=True) as caught:
@@ -134,7 +137,7 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
             del trials  # the report goes on with the chains' states only
             _give_back_memory()
             _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in,
-                  n_boot, seed, min_catch_accuracy)
+                  n_boot, seed, min_catch_accuracy, study_precision(sessions, precision))
     notes = list(dict.fromkeys(str(w.message) for w in caught
                                if not issubclass(w.category, DeprecationWarning)))
     if notes:
@@ -277,8 +280,19 @@ def _flat(table: pd.DataFrame) -> pd.DataFrame:
                   if table[c].map(lambda v: not isinstance(v, (dict, list))).all()]]
 
 
+def study_precision(sessions: pd.DataFrame, given: float | None = None) -> float:
+    """The target precision (degrees): `given`, else the sessions' config `analysis.precision`
+    (the smallest, if they differ), else `analysis.verdicts.PRECISION_DEG`."""
+    if given is not None:
+        return float(given)
+    stated = [float(c["analysis"]["precision"]) for c in sessions.get("config", [])
+              if isinstance(c, dict) and isinstance(c.get("analysis"), dict)
+              and c["analysis"].get("precision") is not None]
+    return min(stated) if stated else verdicts_mod.PRECISION_DEG
+
+
 def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in, n_boot,
-          seed, min_catch_accuracy) -> None:
+          seed, min_catch_accuracy, precision) -> None:
     flags, participants = facts.flags, facts.participants
     flagged = flags.loc[flags["flagged"], "participant"].tolist()
     # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0): after
@@ -313,6 +327,11 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         {c: c for c in ("participant", "session", "agent_name", "paradigm", "gate_kind",
                         "emotions", "status") if c in sessions})
 
+    verdicts = checks.flag_unvisited_modes(
+        checks.inference_checks(states, facts.checks, burn_in, seed, leave_out=flagged,
+                                precision=precision), states)
+    _headline_part(page, verdicts, precision, d)
+
     page.text("h2", "Participants flagged for attention")
     page.text("p", (
         f"Catch trials pair a clear example of the target emotion with a face of another emotion; "
@@ -343,8 +362,6 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
         "stable prototype. A point on the sphere has 3 coordinates; we compute R-hat and ESS "
         "(ArviZ, rank-normalised split R-hat, bulk and tail ESS) on each and report the worst: "
         "the largest R-hat and the smallest ESS."))
-    verdicts = checks.flag_unvisited_modes(
-        checks.inference_checks(post, facts.checks, 0, seed, leave_out=flagged), states)
     conv = _modes_in_convergence(pd.concat(
         [dg.convergence(kept, 0, by=[]).assign(participant="group"), dg.convergence(post, 0)],
         ignore_index=True), verdicts)
@@ -385,12 +402,14 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
     page.text("p", (
         "A participant's prototype of an emotion is the centre of the region their chains settled "
         "in: the mean direction of the kept states (a von Mises-Fisher fit; kappa is how tightly "
-        "the states cluster, larger = more consistent). The 95% confidence cone is the angle "
-        "around that centre that holds the true prototype with 95% confidence, from batch means "
-        "(each chain cut into stretches; for the group, participants are resampled), which "
-        "accounts for how alike successive states are and, for guided chains, for the "
-        "de-guiding weights; in simulations it held the truth 95-99% of the time (the old cone, "
-        "resampling 4 chains, 71-90%; docs/methods.md). Only the estimate the report "
+        "the choices cluster, larger = more consistent; see 'what a width is' below). The 95% "
+        "confidence cone is the angle around that centre that holds the true prototype with 95% "
+        "confidence, from the Monte Carlo error of the mean direction (the effective sample "
+        "size of the chains, with a t-type quantile for few effective draws; for the group, "
+        "participants are the units), which accounts for how alike successive states are and, "
+        "for guided chains, for the de-guiding weights; in simulations of 4 chains x 100 and "
+        "x 250 trials it held the truth 93-97% of the time (docs/verdicts.md). Only the "
+        "estimate the report "
         "draws (de-guided, else unguided) has one. The mode (peak of a smoothed density) is "
         "given as a second opinion. The group "
         "prototype pools every non-flagged participant's chains." +
@@ -478,6 +497,36 @@ def _child_strip(page, group: pd.DataFrame, loaded, faceset, children: list[str]
                 "should read as the same emotion on every child.")
 
 
+HEADLINE_SHOW = {"participant": "participant", "emotion": "emotion",
+                 "headline": "verdict", "cone95_deg": "95% cone (deg)",
+                 "trials_per_chain": "trials per chain", "needed": "needed",
+                 "headline_words": "in words", "group_spread": "the group's spread"}
+
+
+def _headline_part(page, verdicts: pd.DataFrame, precision: float, d: int) -> None:
+    """The verdicts first: is each prototype precise enough, and if not, why not."""
+    page.text("h2", f"Verdicts: which prototypes are precise to {precision:g}°")
+    people = verdicts[verdicts["participant"] != "all"]
+    counts = people["headline"].value_counts()
+    page.text("p", (
+        f"A prototype is the mean direction of a participant's kept chain states; its 95% "
+        f"cone is the angle around it that holds the true prototype 95% of the time (from "
+        f"the Monte Carlo error of the mean, which accounts for how alike successive states "
+        f"are; in simulations of 4 chains x 100 and x 250 trials it held the truth 93-97% of "
+        f"the time, docs/verdicts.md). 'precise enough': the cone is within the target of "
+        f"{precision:g}° (--precision, or analysis.precision in the YAML). 'needs more': "
+        f"the cone is wider; 'needed' is the trials per chain (the group: participants) "
+        f"expected to bring it within the target, from the measured error. Before precision "
+        f"come the reasons a precise number could still mislead: no category (the answers "
+        f"ignore the faces), several modes, unreliable de-guiding, drift (the prototype moved "
+        f"during the session). R-hat is not the headline: short chains of a narrow category "
+        f"give R-hat far above 1.1 while their prototype is within a few degrees; it stays "
+        f"below, as a check on the widths and modes. Participants: " +
+        ", ".join(f"{n} {code}" for code, n in counts.items()) + "."))
+    page.table(verdicts.assign(participant=verdicts["participant"].replace("all", "group")),
+               "verdicts", {k: v for k, v in HEADLINE_SHOW.items() if k in verdicts})
+
+
 def _annealed(states: pd.DataFrame) -> bool:
     """True when some chain's gate annealed (a state sampled with γ = 0 while a gate was set)."""
     return bool((states["gate_gamma"] == 0).any())
@@ -508,9 +557,10 @@ def _modes_in_convergence(conv: pd.DataFrame, verdicts: pd.DataFrame) -> pd.Data
 
 
 def _calibrated_cones(table: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The prototypes table with the checks' batch-means cone (`analysis.cones.mean_cone`) as
-    cone95_deg of the estimate the report draws; the chain-bootstrap cone, which resamples a
-    handful of chains and covers too rarely, stays in the CSV as cone95_bootstrap_deg."""
+    """The prototypes table with the checks' calibrated cone (`analysis.cones.mcse_cone`; the
+    group's `mean_cone`) as cone95_deg of the estimate the report draws; the chain-bootstrap
+    cone, which resamples a handful of chains and covers too rarely, stays in the CSV as
+    cone95_bootstrap_deg."""
     table = table.rename(columns={"cone95_deg": "cone95_bootstrap_deg"})
     cone = verdicts.set_index(["participant", "emotion"])["cone95_deg"]
     drawn = _preferred(table)
@@ -539,9 +589,17 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
          "weights cannot reach the person's category (the gate's pull γ·kappa_gate against the "
          "category's own kappa), and unguided control chains that disagree with the de-guided "
          "estimate; " if guided else "") +
-        "and lapses (random answers now and then), which make the chains wander more widely "
-        "than the category: the prototypes' directions are unaffected, but their widths (kappa) "
-        "are then lower bounds."))
+        "and answers that ignore the faces (lapses, or a side of the screen pressed whatever "
+        "the faces), which make the chains wander more widely: the prototypes' directions are "
+        "unaffected, their widths are not. What a width is: the chains sample p^g, the "
+        "participant's category p raised to an unknown Luce exponent g (how sharply they "
+        "choose), flattened further by such answers and bent by the proposal width; so "
+        "'kappa' is the concentration of the participant's choices, not of their category. "
+        "In simulations a category of kappa 20 read 6 at exponent 0.3 and 126 at exponent 5, "
+        "and a kappa of 200 read 247-268: kappa is no bound on the category's width either "
+        "way. A category's width is identified only under an assumption, named where it is "
+        "given: exponent 1 and the lapse rate of the catch trials ('kappa corrected for "
+        "lapses')."))
     people = verdicts[verdicts["participant"] != "all"]
     everyone = verdicts[verdicts["participant"] == "all"]
     if len(everyone) and np.isfinite(everyone["lapse"]).any():
@@ -550,20 +608,20 @@ def _checks_part(page, verdicts: pd.DataFrame, model, guided: bool) -> None:
             f"Lapses: the catch trials ({int(g['n_catch'])} of them) put the rate of random "
             f"answers at about {g['lapse']:.2f} (95% interval {g['lapse_low']:.2f} to "
             f"{g['lapse_high']:.2f}). " +
-            ("So every kappa in the tables is a lower bound on the category's width; 'kappa "
-             "corrected for lapses' simulates the same chains with that lapse rate and inverts "
-             "the flattening (an interval for each is in tables/checks.csv); 'inf' means the "
-             "chains are as tight as chains with this lapse rate can get: the category is very "
-             "narrow and the data set no upper limit on its kappa (the interval's lower end "
-             "still holds)."
+            ("'kappa corrected for lapses' assumes a Luce exponent of 1, simulates the same "
+             "chains with that lapse rate and inverts the flattening (an interval for each is "
+             "in tables/checks.csv); 'inf' means the chains are as tight as chains with this "
+             "lapse rate can get: the category is very narrow and the data set no upper limit "
+             "on its kappa (the interval's lower end still holds). Answers that follow a side "
+             "of the screen count here too (they flatten the chains exactly like lapses); the "
+             "side-bias check tells them apart."
              if g["lapse"] > 0 else
              f"No catch trial was missed, so the widths are not corrected; but a lapse rate up "
-             f"to {g['lapse_high']:.2f} would fit these catch trials too, so read the widths "
-             "as lower bounds if that matters.")))
+             f"to {g['lapse_high']:.2f} would fit these catch trials too.")))
     else:
-        page.text("p", "Lapses: without catch trials the rate of random answers is unknown; if "
-                       "participants lapsed, every kappa is a lower bound on the category's "
-                       "width (the directions are unaffected).")
+        page.text("p", "Lapses: without catch trials the rate of random answers is unknown, so "
+                       "no category width is given, only the concentration of the choices "
+                       "(the directions are unaffected).")
     problems = verdicts[verdicts["verdict"] != ""]
     if problems.empty:
         page.text("p", "No check found a problem: one mode per category, responses that depend "

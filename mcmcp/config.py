@@ -35,6 +35,7 @@ from mcmcp.specs import (
     STARTS,
     AdaptSpec,
     AgentSpec,
+    AnalysisSpec,
     AnnealSpec,
     ChainSpec,
     DisplaySpec,
@@ -429,6 +430,12 @@ def _gsp(r: _Reader) -> GSPSpec:
     return GSPSpec(points=r.number("points", 32, 4, 360, integer=True))
 
 
+def _analysis(r: _Reader) -> AnalysisSpec:
+    r.check_keys(("precision",))
+    return AnalysisSpec(precision=r.number("precision", 5.0, 0, 180, lo_open=True,
+                                           hi_open=True))
+
+
 def _check_gsp(r: _Reader, cfg: ExperimentConfig) -> None:
     """What a GSP session cannot have: catch and repeat trials are two-face choices, and the
     slider has no proposal concentration to adapt."""
@@ -467,7 +474,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     r = _Reader(file, "", data)
     r.check_keys(("name", "seed", "model", "emotions", "chains", "trials", "gate", "display",
                   "agent", "block_order",
-                  "online", "stimuli", "paradigm", "gsp"))
+                  "online", "stimuli", "paradigm", "gsp", "analysis"))
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
@@ -491,6 +498,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         stimuli=_stimuli(r.sub("stimuli")),
         paradigm=r.choice("paradigm", "mcmcp", PARADIGMS),
         gsp=_gsp(r.sub("gsp")),
+        analysis=_analysis(r.sub("analysis")),
     )
     if cfg.paradigm == "gsp":
         _check_gsp(r, cfg)

@@ -1,11 +1,16 @@
-"""CLI: plan a study before running it: how many trials per chain and chains per emotion it needs.
+"""CLI: plan a study before running it: trials per chain, chains, emotions per participant and
+participants, so that the prototypes reach the stated precision within a time budget.
 
-    python -m mcmcp.plan --config experiments/simulate_demo.yaml --participants 4
+    python -m mcmcp.plan --config experiments/happy.yaml --precision 5 --minutes 30
 
 Simulates the config's design over a grid of shown trials per chain x chains per emotion,
---seeds studies per cell, and recommends the cheapest design that meets the criterion; what is
-measured and how is in `mcmcp.sim.planner`, which does the work. Writes OUT/plan.csv and
-OUT/plan.png.
+--seeds studies of --participants participants per cell, judges every participant x emotion
+and every group with the report's verdicts (`analysis.checks.inference_checks` against
+--precision) and recommends the quickest design that brings --confidence of participants within
+the precision, with as many emotions per participant as fit in --minutes; then simulates the
+recommended design again with new seeds to check it. What is measured and how is in
+`mcmcp.sim.planner`. Writes OUT/plan.csv (every simulated participant x emotion and group) and
+OUT/plan.png (precision against minutes).
 """
 
 from __future__ import annotations
@@ -14,28 +19,35 @@ import argparse
 import sys
 from pathlib import Path
 
-from mcmcp.sim.planner import BURN_IN, RHAT_BAD, Cell, Shared, figure, simulate_cell, summarise
+from mcmcp.sim.planner import Cell, Shared, figure, recommend, simulate_cell, summarise
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mcmcp.plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML whose design is planned")
-    p.add_argument("--participants", type=int, default=1,
-                   help="participants per simulated study; the group R-hat pools their chains "
-                        "(default: 1)")
-    p.add_argument("--trials", type=int, nargs="+", default=[100, 150, 200, 250, 300, 400, 500],
+    p.add_argument("--participants", type=int, default=10,
+                   help="participants per simulated study (default: 10)")
+    p.add_argument("--trials", type=int, nargs="+", default=[50, 100, 150, 200, 300, 400],
                    help="shown trials per chain to try; the config's own is added "
-                        "(default: 100 150 200 250 300 400 500)")
-    p.add_argument("--chains", type=int, nargs="+", default=[2, 4, 6, 8],
-                   help="chains per emotion to try; the config's own is added (default: 2 4 6 8)")
-    p.add_argument("--seeds", type=int, default=10,
-                   help="simulated studies per cell (default: 10)")
-    p.add_argument("--rhat", type=float, default=RHAT_BAD,
-                   help=f"convergence criterion: every emotion's group R-hat below this "
-                        f"(default: {RHAT_BAD}, the report's 'not converged' line)")
+                        "(default: 50 100 150 200 300 400)")
+    p.add_argument("--chains", type=int, nargs="+", default=[2, 4, 6],
+                   help="chains per emotion to try; the config's own is added (default: 2 4 6)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="simulated studies per cell (default: 3)")
+    p.add_argument("--precision", type=float,
+                   help="target precision, degrees: a prototype's 95%% cone must be within it "
+                        "(default: the config's analysis.precision)")
+    p.add_argument("--minutes", type=float,
+                   help="time budget per participant in minutes, chain and catch trials only "
+                        "(default: none: every emotion of the config per participant)")
+    p.add_argument("--spread", type=float,
+                   help="between-participant concentration of the prototypes to plan the group "
+                        "for, e.g. 30 (prototypes some 10 degrees apart; analysis.groups); "
+                        "default: none, the simulated participants share one category and the "
+                        "group's needs reflect only their Monte Carlo error")
     p.add_argument("--confidence", type=float, default=0.9,
-                   help="share of simulated studies that must meet the criterion (default: 0.9)")
+                   help="share of participants that must reach the precision (default: 0.9)")
     p.add_argument("--truth", default="data",
                    help="the latent agent's categories, as in mcmcp.simulate: data, manual or a "
                         "JSON file (default: data)")
@@ -53,13 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if min(args.trials) < 1 or min(args.chains) < 2 or args.participants < 1 or args.seeds < 1:
-        parser.error("--trials >= 1, --chains >= 2 (R-hat compares chains), --participants >= 1 "
-                     "and --seeds >= 1")
-    if not 0 < args.confidence <= 1 or not args.rhat > 1:
-        parser.error("--confidence must be in (0, 1] and --rhat above 1")
+        parser.error("--trials >= 1, --chains >= 2 (the cones compare chains), --participants "
+                     ">= 1 and --seeds >= 1")
+    if not 0 < args.confidence <= 1:
+        parser.error("--confidence must be in (0, 1]")
+    if args.precision is not None and not 0 < args.precision < 180:
+        parser.error("--precision: give degrees in (0, 180)")
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error("--minutes must be above 0")
+    if args.spread is not None and not args.spread > 0:
+        parser.error("--spread must be above 0 (a concentration)")
     # Parsed: now the heavy imports (the model's torch among them).
     import pandas as pd
 
+    from analysis.checks import judge_states
     from mcmcp.config import load_config
     from mcmcp.sim import sweeps
     from mcmcp.sim.study import ground_truth, make_design, open_model_parts
@@ -73,49 +92,92 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    precision = cfg.analysis.precision if args.precision is None else args.precision
     own = (cfg.trials.per_chain, cfg.chains.per_emotion)
     trials = sorted({*args.trials, own[0]})
     chains = sorted({*args.chains, own[1]})
     modes = None if truth is None else {e: dens.mode() for e, dens in truth.densities.items()}
-    shared = Shared(design, args.participants, modes, cfg.display.fixation)
+    shared = Shared(design, args.participants, modes, cfg.display.fixation, precision,
+                    judge_states)
     cells = [Cell(t, c, s) for t in trials for c in chains for s in range(args.seeds)]
     print(f"planning {cfg.name}: {len(trials)} x {len(chains)} designs x {args.seeds} simulated "
           f"studies of {args.participants} participant(s), {len(cfg.emotions)} emotion(s), agent "
-          f"{design.agent.name!r}, gate {cfg.gate.kind!r}", flush=True)
+          f"{design.agent.name!r}, gate {cfg.gate.kind!r}; target {precision:g}° for "
+          f"{args.confidence:.0%} of participants"
+          + (f" within {args.minutes:g} min" if args.minutes else ""), flush=True)
     rows = sweeps.run(simulate_cell, cells, shared, args.scheduler, args.workers, desc="studies")
     results = pd.DataFrame([r for study in rows for r in study])
-    table = summarise(results, args.rhat, args.confidence, len(cfg.emotions))
+    table = summarise(results, args.confidence)
+    best = recommend(table, len(cfg.emotions), args.minutes, args.participants, precision,
+                     args.confidence)
+    if args.spread is not None and best.trials is not None:
+        best = _spread(best, results, args.spread, precision, len(cfg.emotions), design.d)
     out = Path(args.out) if args.out else ROOT / "reports" / "plan" / cfg.name
     out.mkdir(parents=True, exist_ok=True)
+    _print(table, own, len(cfg.emotions), precision, args.confidence)
+    print(f"\nrecommended: {best.words}")
+    if best.trials is not None:  # the recommendation simulated again with new seeds
+        again = [Cell(best.trials, best.chains, 1000 + s) for s in range(args.seeds)]
+        check = pd.DataFrame([r for study in sweeps.run(
+            simulate_cell, again, shared, args.scheduler, args.workers, desc="check")
+            for r in study]).assign(check=True)
+        mine = check[check["participant"] != "all"]
+        share = mine["verdict"].eq("precise enough").mean()
+        print(f"checked with new seeds: {share:.0%} of {len(mine)} participant x emotion "
+              f"verdicts 'precise enough' ({'meets' if share >= args.confidence else 'MISSES'} "
+              f"{args.confidence:.0%}), {best.emotions} emotion(s) in about "
+              f"{best.emotions * mine['minutes'].median():.0f} min"
+              + (f" ({'within' if best.emotions * mine['minutes'].median() <= args.minutes else 'OVER'}"
+                 f" the {args.minutes:g} min budget)" if args.minutes else ""))
+        results = pd.concat([results.assign(check=False), check], ignore_index=True)
     results.to_csv(out / "plan.csv", index=False)
-    figure(table, own, args.rhat, args.confidence, out / "plan.png")
-    _print(table, own, args, len(cfg.emotions))
+    figure(table, own, precision, args.confidence, args.minutes, out / "plan.png")
     print(f"\nwritten: {out / 'plan.csv'}, {out / 'plan.png'}")
     return 0
 
 
-def _print(table, own, args, n_emotions: int) -> None:
-    print(f"\n{'trials/chain':>12} {'chains':>6} {'shown/person':>12} {'R-hat':>6} "
-          f"{'converged':>9} {'error deg':>9} {'group deg':>9} {'minutes':>7}")
+def _spread(best, results, kappa_between: float, precision: float, n_emotions: int, d: int):
+    """The recommendation with the participants per emotion a group of that spread needs
+    (`analysis.groups.participants_for`, each prototype carrying the Monte Carlo variance the
+    recommended design's simulated participants had: their median)."""
+    import numpy as np
+
+    from analysis.groups import participants_for
+    from analysis.verdicts import cone_trace
+
+    mine = results[(results["trials"] == best.trials) & (results["chains"] == best.chains)
+                   & (results["participant"] != "all")]
+    within = float(np.nanmedian([cone_trace(c, u, d - 1) / (d - 1) for c, u in
+                                 zip(mine["cone_deg"], mine["cone_units"], strict=True)]))
+    people = participants_for(kappa_between, within, precision, d)
+    total = int(np.ceil(n_emotions / best.emotions)) * people
+    share = mine["verdict"].eq("precise enough").mean()
+    return best._replace(participants=people, total=total, words=(
+        f"{best.trials} trials per chain x {best.chains} chains per emotion, {best.emotions} "
+        f"emotion(s) per participant (about {best.minutes:.0f} min + instructions, practice, "
+        f"breaks), {people} participants per emotion (a group whose prototypes scatter with "
+        f"concentration {kappa_between:g} has its cone's median within {precision:g}°), "
+        f"{total} in all: {share:.0%} of simulated participants reached {precision:g}°"))
+
+
+def _print(table, own, n_emotions: int, precision: float, confidence: float) -> None:
+    print(f"\n{'trials/chain':>12} {'chains':>6} {'minutes':>7} {'precise':>7} "
+          f"{f'cone {confidence:.0%}':>8} {'cone med':>8} {'error deg':>9} {'group':>6} "
+          f"{'R-hat':>6}")
     for r in table.itertuples():
         mark = " <- the config's design" if (r.trials, r.chains) == own else ""
-        print(f"{r.trials:>12} {r.chains:>6} {r.shown:>12} {r.rhat:>6.3f} {r.converged:>9.0%} "
-              f"{r.error_deg:>9.1f} {r.group_error_deg:>9.1f} {r.minutes:>7.1f}{mark}")
-    ok = table[table["meets"]].sort_values(["shown", "chains", "trials"])
+        print(f"{r.trials:>12} {r.chains:>6} {r.minutes:>7.1f} {r.precise:>7.0%} "
+              f"{r.cone_q:>8.1f} {r.cone_median:>8.1f} {r.error_deg:>9.1f} "
+              f"{r.group_precise:>6.0%} {r.rhat:>6.2f}{mark}")
     mine = table[(table["trials"] == own[0]) & (table["chains"] == own[1])].iloc[0]
-    verdict = "meets" if mine["meets"] else "does NOT meet"
-    print(f"\ncriterion: every emotion's group R-hat < {args.rhat} ({args.participants} "
-          f"participant(s) pooled, burn-in {BURN_IN:.0%}) in at least {args.confidence:.0%} of "
-          f"{args.seeds} simulated studies")
-    print(f"the config's design ({own[0]} trials x {own[1]} chains, {own[0] * own[1] * n_emotions}"
-          f" shown trials per participant) {verdict} it: {mine['converged']:.0%} of studies")
-    if ok.empty:
-        print("no design in the grid meets it: try more trials per chain or more chains")
-    else:
-        best = ok.iloc[0]
-        print(f"cheapest design that meets it: {best['trials']} trials per chain x "
-              f"{best['chains']} chains per emotion = {best['shown']} shown trials per "
-              f"participant, about {best['minutes']:.0f} min (+ instructions, practice, breaks)")
+    print(f"\nminutes: per participant and emotion, chain and catch trials (a lower bound); "
+          f"precise: share of participants whose verdict is 'precise enough' (95% cone within "
+          f"{precision:g}°); cone {confidence:.0%}: the cone that share of participants reach; "
+          f"group: share of simulated groups precise; R-hat: the group's, a check, not the "
+          f"criterion")
+    print(f"the config's design ({own[0]} trials x {own[1]} chains, "
+          f"{own[0] * own[1] * n_emotions} shown trials per participant): "
+          f"{mine['precise']:.0%} of participants within {precision:g}°")
 
 
 if __name__ == "__main__":

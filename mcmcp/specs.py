@@ -214,6 +214,15 @@ class GSPSpec:
 
 
 @dataclass(frozen=True)
+class AnalysisSpec:
+    """What the study must deliver (`analysis.verdicts`): precision, the half-angle in degrees
+    a prototype's 95% cone must be within for the verdict 'precise enough' (the report, the
+    experimenter page and the planner judge against it)."""
+
+    precision: float = 5.0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int = 1
@@ -229,6 +238,7 @@ class ExperimentConfig:
     stimuli: StimuliSpec = field(default_factory=StimuliSpec)
     paradigm: str = "mcmcp"
     gsp: GSPSpec = field(default_factory=GSPSpec)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
 
 ADJECTIVES = {

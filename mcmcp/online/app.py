@@ -227,7 +227,8 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
             with monitor_lock:  # at most one computation every 2 s, however many pages poll
                 if time.monotonic() - monitor_cache.get("time", -math.inf) > 2.0:
                     monitor_cache.update(time=time.monotonic(), value=summary(
-                        study.db, study.cfg.name, study.d, study.n_shown))
+                        study.db, study.cfg.name, study.d, study.n_shown,
+                        study.cfg.analysis.precision))
                 return monitor_cache["value"]
 
         return reply(await run_in_threadpool(numbers))

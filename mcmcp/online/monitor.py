@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import warnings
 
+from analysis.checks import inference_checks, trial_facts
 from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
 from analysis.load import chain_states
+from analysis.verdicts import PRECISION_DEG
 from mcmcp.online.database import Database
 
 
@@ -26,28 +28,51 @@ def _number(value) -> float | str | None:
     return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-def summary(db: Database, study: str, d: int, n_shown: int) -> dict:
+# The verdicts of the finished sessions, recomputed only when the set of finished sessions
+# changes (a finished session's rows never change): {study: (finished, table)}
+_JUDGED: dict = {}
+
+
+def summary(db: Database, study: str, d: int, n_shown: int,
+            precision: float = PRECISION_DEG) -> dict:
     """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
 
     participants: one entry per session (participant, status, shown, of, catch_n,
     catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split R-hat
-    over the emotions of that participant's own chains so far, started, updated); counts:
-    sessions by status and trials answered;
+    over the emotions of that participant's own chains so far, verdicts: for a finished session
+    the report's verdict per emotion (`analysis.verdicts`, against `precision` degrees) as
+    "emotion: words", started, updated); counts: sessions by status and trials answered;
     emotions: split R-hat of all chains of each emotion over the *finished* sessions (R-hat cuts
     every chain to the shortest, so a participant who has just begun would hide everyone
-    else's draws), with the number of chains and draws per chain and the verdict; rhat_good,
-    rhat_bad: the report's thresholds. Burn-in: the first half of every chain, as in the report.
+    else's draws), with the number of chains and draws per chain, the R-hat verdict and the
+    group's prototype verdict (`prototype`); rhat_good, rhat_bad: the report's thresholds,
+    precision. Burn-in: the first half of every chain, as in the report.
     """
     with warnings.catch_warnings():  # polled every few seconds: the report gives the warnings
         warnings.simplefilter("ignore")
-        return _summary(db, study, d, n_shown)
+        return _summary(db, study, d, n_shown, precision)
 
 
-def _summary(db: Database, study: str, d: int, n_shown: int) -> dict:
+def _judged(study: str, trials, states, done: set, precision: float):
+    """The verdicts (`analysis.checks.inference_checks`) of the finished sessions, cached until
+    another one finishes."""
+    key = (frozenset(done), precision)
+    if study not in _JUDGED or _JUDGED[study][0] != key:
+        mine = trials["participant"].isin(done)
+        _JUDGED[study] = (key, inference_checks(states[states["participant"].isin(done)],
+                                                trial_facts(trials[mine]), precision=precision))
+    return _JUDGED[study][1]
+
+
+def _summary(db: Database, study: str, d: int, n_shown: int, precision: float) -> dict:
     records = db.all_sessions(study)
     trials = db.study_frame(study, d)
     catch = catch_accuracy(trials).set_index("participant") if len(trials) else None
     states = chain_states(trials) if (trials["kind"] == "chain").any() else None
+    done = {r.participant for r in records if r.status == "complete"}
+    judged = None
+    if done and states is not None and states["participant"].isin(done).any():
+        judged = _judged(study, trials, states, done, precision)
     own = {}
     if states is not None:
         for participant, table in convergence(states, by=["participant"]).groupby("participant"):
@@ -57,20 +82,23 @@ def _summary(db: Database, study: str, d: int, n_shown: int) -> dict:
         row = {"uid": r.uid, "participant": r.participant, "session": r.session,
                "status": r.status, "shown": r.shown,
                "of": n_shown, "catch_n": 0, "catch_accuracy": None, "catch_flagged": False,
-               "rhat": own.get(r.participant), "started": r.created, "updated": r.updated}
+               "rhat": own.get(r.participant), "started": r.created, "updated": r.updated,
+               "verdicts": [] if judged is None else [
+                   f"{v.emotion}: {v.headline_words}"
+                   for v in judged[judged["participant"] == r.participant].itertuples()]}
         if catch is not None and r.participant in catch.index:
             row["catch_n"] = int(catch.loc[r.participant, "n_catch"])
             row["catch_accuracy"] = _number(catch.loc[r.participant, "accuracy"])
             row["catch_flagged"] = bool(catch.loc[r.participant, "flagged"])
         participants.append(row)
-    done = {r.participant for r in records if r.status == "complete"}
     emotions = []
     if done and states is not None:
         table = convergence(states[states["participant"].isin(done)], by=[])
         emotions = [{"emotion": e.emotion, "n_chains": int(e.n_chains), "n_draws": int(e.n_draws),
                      "rhat": _number(e.rhat_max),
                      "verdict": "too few draws yet" if e.n_chains > 1 and e.n_draws < 4
-                     else e.verdict}
+                     else e.verdict,
+                     "prototype": _group_words(judged, e.emotion)}
                     for e in table.itertuples()]
     by_status = {s: sum(r.status == s for r in records)
                  for s in ("consent", "running", "complete", "declined")}
@@ -83,4 +111,14 @@ def _summary(db: Database, study: str, d: int, n_shown: int) -> dict:
         "emotions": emotions,
         "rhat_good": RHAT_GOOD,
         "rhat_bad": RHAT_BAD,
+        "precision": precision,
     }
+
+
+def _group_words(judged, emotion: str) -> str:
+    """The group's verdict on an emotion's prototype, in words ('' when there is none)."""
+    if judged is None:
+        return ""
+    row = judged[(judged["participant"] == "all") & (judged["emotion"] == emotion)]
+    return "" if row.empty or not isinstance(row["headline_words"].iloc[0], str) else str(
+        row["headline_words"].iloc[0])

@@ -313,7 +313,29 @@ def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | 
         "versions": versions(),
         "warnings": [] if model is None else list(model.warnings),
     }
+    silent = no_catch_trials(cfg, centroids)
+    if silent:
+        metadata["warnings"].append(silent)
+        print(f"WARNING: {silent}", file=sys.stderr, flush=True)
     return Design(cfg, d, agent, gates, centroids, metadata, root, identities)
+
+
+def no_catch_trials(cfg, centroids: dict | None) -> str:
+    """What a simulation must not drop silently: the emotions whose blocks get no catch trial
+    although trials.catch_rate asks for them (a catch trial needs a clear exemplar of the
+    block's emotion and one of another emotion: `centroids` from the truth or the faces); ''
+    when every block gets them or none is asked for."""
+    if cfg.trials.catch_rate <= 0:
+        return ""
+    have = centroids or {}
+    lost = [e for e in cfg.emotions if e not in have or len(have) < 2]
+    if not lost:
+        return ""
+    why = ("no class centroids (give a checkpoint and face store, or a truth with the emotions)"
+           if not have else f"the centroids cover only {', '.join(sorted(have))}")
+    return (f"trials.catch_rate is {cfg.trials.catch_rate:g} but the blocks of "
+            f"{', '.join(lost)} get no catch trials: {why}; a catch trial needs the block's "
+            "emotion and another one, so without them no lapse rate can be estimated")
 
 
 def _check_design(cfg, d, truth, loaded, centroids, source) -> None:

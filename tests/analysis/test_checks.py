@@ -16,7 +16,8 @@ def chain_rows(chain: int, gamma: np.ndarray) -> pd.DataFrame:
     n = len(gamma)
     return pd.DataFrame({"participant": "p1", "session": 1, "chain": chain, "emotion": "sad",
                          "step": np.arange(n), "n_steps": n - 1, "x_0": 0.0, "x_1": 0.0,
-                         "x_2": 1.0, "gate_gamma": pd.array(gamma, dtype="Float64")})
+                         "x_2": 1.0, "gate_gamma": pd.array(gamma, dtype="Float64"),
+                         "shown": np.arange(n) > 0, "log_gate": np.nan})
 
 
 def test_annealed_chains_keep_only_states_sampled_with_the_gate_off():

@@ -99,13 +99,15 @@ def test_a_hidden_narrow_mode_is_never_reported_as_converged(tmp_path):
 
 
 def test_lapses_flatten_the_width_but_not_the_direction(tmp_path):
-    """The demo's lapse 0.05 with 5% catch trials: the direction is right, the width is
-    reported as a lower bound with a corrected interval that holds the truth (20)."""
+    """The demo's lapse 0.05 with 5% catch trials: the direction is right; the width is called
+    the concentration of the choices, never a bound, and the category's width comes with its
+    assumption (Luce exponent 1) and an interval that holds the truth (20)."""
     table, _ = simulate_and_check(tmp_path, lapse=0.05, catch_rate=0.05)
     group = table[table["participant"] == "all"].iloc[0]
     assert group["error_deg"] < 5 and group["kappa"] < 17
     assert group["kappa_corrected_low"] <= 20 <= group["kappa_corrected_high"]
-    assert "width is a lower bound" in group["width_note"]
+    assert "concentration of the choices" in group["width_note"]
+    assert "lower bound" not in group["width_note"] and "Luce exponent is 1" in group["width_note"]
 
 
 @pytest.mark.parametrize("anneal", [None, {"until": 0.4}], ids=["old default", "annealed"])

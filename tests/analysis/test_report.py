@@ -46,6 +46,15 @@ def test_report_without_checkpoint(analysis_small_study, tmp_path, capsys):
     flags = pd.read_csv(out / "tables" / "participants.csv")
     assert flags.set_index("participant")["flagged"].to_dict() == {
         "sim001": False, "sim002": False, "sim003": True}
+    # the headline comes first: a verdict against the target precision for every row
+    assert page.index("Verdicts: which prototypes are precise to 5°") < page.index("R-hat")
+    verdicts = pd.read_csv(out / "tables" / "verdicts.csv")
+    assert set(verdicts["participant"]) == {"group", "sim001", "sim002", "sim003"}
+    assert verdicts["headline"].isin(["precise enough", "needs more", "no category", "drift",
+                                      "several modes", "unreliable de-guiding",
+                                      "no estimate"]).all()
+    wide = verdicts[(verdicts["headline"] == "needs more") & (verdicts["participant"] != "group")]
+    assert (wide["cone95_deg"] > 5).all() and (wide["needed"] > wide["trials_per_chain"]).all()
     assert _digest(analysis_small_study) == before
 
 

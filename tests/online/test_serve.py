@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,22 @@ def test_experimenter_numbers_match_analysis(tmp_path):
         expected = own["rhat_max"].max()[pid]
         got = by_id[pid]["rhat"]
         assert float(got) == pytest.approx(expected) if np.isfinite(expected) else got == "inf"
+    # the prototype verdicts are the report's, computed on the exported files
+    from analysis.checks import inference_checks, trial_facts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        judged = inference_checks(chain_states(done), trial_facts(done),
+                                  precision=study.cfg.analysis.precision)
+    for pid in ("E1", "E2", "all"):
+        mine = judged[judged["participant"] == pid]
+        words = [f"{v.emotion}: {v.headline_words}" for v in mine.itertuples()]
+        if pid == "all":
+            assert [e["prototype"] for e in data["emotions"]] == [w.split(": ", 1)[1]
+                                                                   for w in words]
+        else:
+            assert by_id[pid]["verdicts"] == words and words
+    assert by_id["E3"]["verdicts"] == [] and data["precision"] == study.cfg.analysis.precision
 
 
 def test_export_appends_and_never_overwrites(tmp_path):

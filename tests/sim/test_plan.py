@@ -4,14 +4,14 @@ gives the serial results, and the CLI prints a verdict and a figure."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import chain_states, diagnostics, load_trials
-from analysis import prototypes as pt
-from analysis.checks import stationary_states
+from analysis.checks import judge_states, stationary_states
 from mcmcp import plan
 from mcmcp.agents import LatentAgent
 from mcmcp.config import config_from_dict
@@ -28,9 +28,10 @@ M = np.array([0.0, 0.6, 0.8])
 
 
 @pytest.mark.parametrize("anneal", [None, 0.4], ids=["constant gamma", "annealed"])
-def test_planner_rhat_and_prototype_are_the_reports(tmp_path, anneal):
-    """The planner works on the simulated arrays; the report on the written files: same chains,
-    same numbers (an annealed chain keeps only what it sampled with the gate off)."""
+def test_planner_judges_the_states_the_report_reads(tmp_path, anneal):
+    """The planner works on the simulated arrays; the report on the written files: the same
+    states table, so the same R-hat and the same verdicts (an annealed chain keeps only what it
+    sampled with the gate off)."""
     agent = LatentAgent({"happy": VMFMixture.single(M, 15.0)})
     gate = Gate(VMFMixture.single([1.0, 0.0, 0.0], 4.0), 1.0, anneal)
     trace = simulate_chains(fibonacci_sphere(6), 60, 8.0, agent, "happy", gate,
@@ -41,18 +42,24 @@ def test_planner_rhat_and_prototype_are_the_reports(tmp_path, anneal):
     store = SessionStore.create(tmp_path, "sim001", 1, 3, {})
     store.append_columns(columns, n)
     store.finish()
-    states = stationary_states(chain_states(load_trials(tmp_path)))
-    report = diagnostics.convergence(states, 0, by=[]).iloc[0]
-    chains, gammas = planner.kept_states(trace)
+    written = chain_states(load_trials(tmp_path))
+    simulated = planner.trace_states(trace, ["sim001"], "happy", 6)
+    for column in ("step", "n_steps", "x_0", "x_1", "x_2", "accepted", "shown", "log_gate",
+                   "gate_gamma"):
+        np.testing.assert_allclose(simulated[column].to_numpy(float),
+                                   written[column].to_numpy(float, na_value=np.nan), atol=1e-12,
+                                   err_msg=column)
+    report = diagnostics.convergence(stationary_states(written), 0, by=[]).iloc[0]
+    chains, _ = planner.kept_states(trace)
     rhat, ess = planner.group_rhat(chains)
     assert rhat == pytest.approx(report["rhat_max"], rel=1e-12)
     assert ess == pytest.approx(report["ess_bulk_min"], rel=1e-12)
-    drawn = pt.prototypes(states, 0, by=[], n_boot=10).set_index("estimate").loc[
-        pt.UNGUIDED if anneal else pt.DEGUIDED]
-    x = np.concatenate(chains)
-    mean = planner.prototype(x, gate.density.logpdf(x), np.concatenate(gammas))
-    np.testing.assert_allclose(mean, drawn[["mean_0", "mean_1", "mean_2"]].to_numpy(float),
-                               atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = judge_states(simulated, 5.0).set_index("participant")
+        theirs = judge_states(written, 5.0).set_index("participant")
+    for column in ("headline", "cone95_deg", "mean_0", "mean_1", "mean_2"):
+        assert ours[column].equals(theirs[column]), column
 
 
 def _shared(participants=2):
@@ -66,7 +73,7 @@ def _shared(participants=2):
                                  "sad": VMFMixture.single(-M, 12.0)})
     design = make_design(cfg, None, truth, None, None, "<plan test>")
     return planner.Shared(design, participants, {e: d.mode() for e, d in truth.densities.items()},
-                       0.5)
+                          0.5, 5.0, judge_states)
 
 
 @pytest.mark.slow
@@ -84,26 +91,51 @@ def test_a_dask_sweep_gives_the_serial_results():
                             progress=False)
     assert pd.DataFrame(sum(remote, [])).equals(pd.DataFrame(sum(serial, [])))
     rows = pd.DataFrame(sum(serial, []))
-    assert len(rows) == len(cells) * 2 and rows["rhat"].gt(0.9).all()
+    assert len(rows) == len(cells) * 2 * 3  # two participants and the group per emotion
+    groups = rows["participant"] == "all"
+    assert rows.loc[groups, "rhat"].gt(0.9).all() and rows.loc[~groups, "rhat"].isna().all()
     assert rows["error_deg"].between(0, 90).all() and rows["minutes"].gt(0).all()
+    assert set(rows["verdict"]) <= {"precise enough", "needs more", "no estimate",
+                                    "several modes", "drift"}
 
 
-def test_plan_cli_prints_the_grid_a_verdict_and_draws_the_figure(tmp_path, capsys):
+def test_plan_cli_recommends_within_the_budget_and_draws_the_figure(tmp_path, capsys):
     config = tmp_path / "design.yaml"
     config.write_text("name: design\nseed: 4\nemotions: [happy, sad]\n"
                       "chains: {per_emotion: 2, kappa_proposal: 8}\n"
                       "trials: {per_chain: 30, catch_rate: 0.05, practice: 0}\n"
-                      "gate: {kind: none}\nagent: {kind: latent, lapse: 0.05}\n")
+                      "gate: {kind: none}\nagent: {kind: latent, lapse: 0.05}\n"
+                      "analysis: {precision: 20}\n")
     out = tmp_path / "plan"
     assert plan.main(["--config", str(config), "--truth", "manual", "--participants", "2",
-                      "--trials", "10", "--chains", "3", "--seeds", "2", "--workers", "0",
-                      "--out", str(out)]) == 0
+                      "--trials", "60", "--chains", "3", "--seeds", "2", "--workers", "0",
+                      "--minutes", "30", "--spread", "30", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "<- the config's design" in text
     assert re.search(r"the config's design \(30 trials x 2 chains, 120 shown trials per "
-                     r"participant\) (meets|does NOT meet) it: \d+% of studies", text)
+                     r"participant\): \d+% of participants within 20°", text)
+    assert re.search(r"recommended: (\d+ trials per chain x \d+ chains per emotion, 2 emotion"
+                     r"\(s\) per participant .* \d+ participants per emotion \(a group whose "
+                     r"prototypes scatter with concentration 30|no design in the grid)", text)
     results = pd.read_csv(out / "plan.csv")
-    # trials {10, 30 (the config's)} x chains {2 (the config's), 3} x 2 seeds x 2 emotions
-    assert len(results) == 2 * 2 * 2 * 2
-    assert set(results["trials"]) == {10, 30} and set(results["chains"]) == {2, 3}
+    grid = results[~results["check"]]
+    # trials {30 (the config's), 60} x chains {2 (the config's), 3} x 2 seeds x 2 emotions x
+    # (2 participants + the group)
+    assert len(grid) == 2 * 2 * 2 * 2 * 3
+    assert set(grid["trials"]) == {30, 60} and set(grid["chains"]) == {2, 3}
     assert (out / "plan.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_recommend_fits_the_budget_or_says_what_it_would_take():
+    table = pd.DataFrame({"trials": [100, 200], "chains": [4, 4], "precise": [0.95, 0.99],
+                          "cone_q": [4.5, 3.0], "minutes": [8.0, 16.0], "group_precise": [1.0, 1.0],
+                          "group_needed": [np.nan, np.nan]})
+    table["meets"] = table["precise"] >= 0.9
+    best = planner.recommend(table, 7, 30.0, 10, 5.0, 0.9)
+    assert (best.trials, best.chains, best.emotions, best.participants, best.total) == (
+        100, 4, 3, 10, 30)
+    assert best.minutes <= 30
+    short = planner.recommend(table, 7, 5.0, 10, 5.0, 0.9)
+    assert short.trials is None and "cannot" in short.words and "8 min" in short.words
+    none = planner.recommend(table.assign(meets=False), 7, 30.0, 10, 2.0, 0.9)
+    assert none.trials is None and "3.0°" in none.words

@@ -71,6 +71,7 @@
       cell(tr, String(e.n_draws));
       cell(tr, fixed(e.rhat, 3), rhatClass(e.rhat));
       cell(tr, e.verdict);
+      cell(tr, e.prototype);
       return tr;
     }));
     $("participants").tBodies[0].replaceChildren(...data.participants.map((p) => {
@@ -88,6 +89,7 @@
       const acc = p.catch_accuracy === null ? "—" : `${Math.round(100 * p.catch_accuracy)}% of ${p.catch_n}`;
       cell(tr, acc, p.catch_accuracy === null ? "" : p.catch_flagged ? "bad" : "good");
       cell(tr, fixed(p.rhat, 3), rhatClass(p.rhat));
+      cell(tr, p.verdicts.length ? p.verdicts.join("; ") : "—");
       cell(tr, p.started.slice(0, 19).replace("T", " "));
       cell(tr, p.updated.slice(0, 19).replace("T", " "));
       const actions = cell(tr, "");
