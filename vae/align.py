@@ -291,7 +291,7 @@ def locate_face(gray: np.ndarray) -> Alignment:
                 if best is None or rank > best[0]:
                     best = (rank, Alignment(*map(_point, eyes), "eyes", box, angle))
             elif fallback is None:
-                fallback = (box, angle, photo_to_patch)
+                fallback = (box, angle, to_copy)
         if best is not None and best[0] >= CONFIDENT_RANK:
             break  # most photos: upright, clear eyes; the turned searches would only cost time
     if best is not None:
@@ -302,9 +302,16 @@ def locate_face(gray: np.ndarray) -> Alignment:
             f"{', '.join(f'{a:g}' for a in DETECT_ANGLES)} degrees; faces must be frontal and "
             f"at least {MIN_FACE_PX / DETECT_SIDE:.0%} of the photo's shorter side)"
         )
-    box, angle, photo_to_patch = fallback
-    left, right = _apply(_invert(photo_to_patch), _box_eyes())
+    box, angle, to_copy = fallback
+    left, right = box_rule(box, to_copy)
     return Alignment(_point(left), _point(right), "box", box, angle)
+
+
+def box_rule(box: tuple[float, float, float], to_copy: np.ndarray | None = None) -> np.ndarray:
+    """(2, 2) eyes (x, y) in photo pixels that the box rule gives a box (x, y, side) found in
+    the photo (to_copy None) or in a copy turned by the (2, 3) map `to_copy`."""
+    to_copy = np.eye(2, 3) if to_copy is None else to_copy
+    return _apply(_invert(_box_patch(box, to_copy)), _box_eyes())
 
 
 def _point(xy: np.ndarray) -> tuple[float, float]:
