@@ -64,9 +64,9 @@ class Alignment:
     """Where the face was found in the source photo (source pixels, (x, y)).
 
     left_eye, right_eye: eye centres used for the frame (found or by the box rule).
-    method: "eyes" (found) or "box" (box rule). box: (x, y, side) of the detection, upright
-    in the photo's own axes when angle is 0, else in a copy turned by `angle` degrees
-    (counter-clockwise) about the photo's centre.
+    method: "eyes" (found) or "box" (box rule). box: (x, y, side) of the detection in the
+    searched copy: the photo shrunk to DETECT_SIDE pixels (shorter side, when larger) and
+    turned by `angle` degrees (counter-clockwise) about its centre.
     """
 
     left_eye: tuple[float, float]
@@ -132,14 +132,22 @@ def warp(gray: np.ndarray, affine: np.ndarray, size: tuple[int, int]) -> np.ndar
     """(height, width) float image: output pixel p samples `gray` at inverse(affine)(p),
     bilinear, edge pixels repeated outside the photo. When the map shrinks the photo, the
     photo is first blurred (Gaussian, sigma = (1 / scale - 1) / 2 source pixels) so fine
-    texture does not alias into the small frame."""
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    if scale < 0.99:
-        gray = ndi.gaussian_filter(gray, 0.5 * (1.0 / scale - 1.0))
+    texture does not alias into the small frame; only the part of the photo sampled is
+    blurred."""
     inverse = _invert(affine)
     rows, cols = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float64)
     x = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
     y = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+    if scale < 0.99:
+        sigma = 0.5 * (1.0 / scale - 1.0)
+        pad = int(np.ceil(4 * sigma)) + 2
+        top = int(np.clip(np.floor(y.min()) - pad, 0, gray.shape[0] - 1))
+        left = int(np.clip(np.floor(x.min()) - pad, 0, gray.shape[1] - 1))
+        bottom = int(np.clip(np.ceil(y.max()) + pad + 1, top + 1, gray.shape[0]))
+        right = int(np.clip(np.ceil(x.max()) + pad + 1, left + 1, gray.shape[1]))
+        gray = ndi.gaussian_filter(gray[top:bottom, left:right], sigma)
+        x, y = x - left, y - top
     return ndi.map_coordinates(gray, [y, x], order=1, mode="nearest")
 
 
@@ -158,22 +166,28 @@ def face_boxes(gray: np.ndarray) -> list[tuple[float, float, float]]:
     """Face boxes (x, y, side) the cascade finds in a grey image (h, w), largest first.
 
     x, y: the box's top-left pixel; side in pixels. The cascade merges its neighbouring hits
-    itself. The search runs on a copy shrunk to DETECT_SIDE pixels (shorter side) when larger.
+    itself.
     """
-    shrink = min(1.0, DETECT_SIDE / min(gray.shape))
-    small = gray if shrink == 1.0 else warp(
-        gray, np.array([[shrink, 0.0, 0.5 * shrink - 0.5], [0.0, shrink, 0.5 * shrink - 0.5]]),
-        (max(1, round(gray.shape[0] * shrink)), max(1, round(gray.shape[1] * shrink))))
-    biggest = int(min(small.shape))
+    biggest = int(min(gray.shape))
     if biggest < MIN_FACE_PX:
         return []
     found = _cascade().detect_multi_scale(
-        img=small, scale_factor=1.15, step_ratio=1, min_size=(MIN_FACE_PX, MIN_FACE_PX),
+        img=gray, scale_factor=1.15, step_ratio=1, min_size=(MIN_FACE_PX, MIN_FACE_PX),
         max_size=(biggest, biggest),
     )
-    boxes = [((d["c"] + 0.5) / shrink - 0.5, (d["r"] + 0.5) / shrink - 0.5, d["width"] / shrink)
-             for d in found]
-    return sorted(((float(x), float(y), float(w)) for x, y, w in boxes), key=lambda b: -b[2])
+    boxes = [(float(d["c"]), float(d["r"]), float(d["width"])) for d in found]
+    return sorted(boxes, key=lambda b: -b[2])
+
+
+def _shrunk(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the photo shrunk to DETECT_SIDE pixels on its shorter side when larger, the (2, 3) map
+    from the photo to it): the cascade needs no more, and searching is faster."""
+    k = min(1.0, DETECT_SIDE / min(gray.shape))
+    to_small = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5]])
+    if k == 1.0:
+        return gray, to_small
+    size = (max(1, round(gray.shape[0] * k)), max(1, round(gray.shape[1] * k)))
+    return warp(gray, to_small, size), to_small
 
 
 # ----------------------------------------------------------------------------- eyes
@@ -277,11 +291,14 @@ def locate_face(gray: np.ndarray) -> Alignment:
     pair ranked at least CONFIDENT_RANK. When no box shows an eye pair, the largest box of
     the most upright search that found one is kept by the box rule (method "box").
     """
-    centre = np.array([gray.shape[1] - 1, gray.shape[0] - 1], dtype=np.float64) / 2.0
+    small, to_small = _shrunk(gray)
+    centre = np.array([small.shape[1] - 1, small.shape[0] - 1], dtype=np.float64) / 2.0
     best, fallback = None, None
     for angle in DETECT_ANGLES:
-        to_copy = _rotation_about(centre, angle)
-        copy = gray if angle == 0.0 else warp(gray, to_copy, gray.shape)
+        turn = _rotation_about(centre, angle)
+        copy = small if angle == 0.0 else warp(small, turn, small.shape)
+        to_copy = np.column_stack([turn[:, :2] @ to_small[:, :2],
+                                   turn[:, :2] @ to_small[:, 2] + turn[:, 2]])
         for box in face_boxes(copy)[:3]:
             photo_to_patch = _box_patch(box, to_copy)
             found = _eyes_in_patch(gray, photo_to_patch)
