@@ -18,6 +18,7 @@ participant sees (the farthest table node used, in degrees, and the mean absolut
 difference between the faces at the point and at that node, in grey levels of 255).
 
     python benchmarks/bench_observer.py [--trials 20 300] [--points 10000] [--seed 0]
+    python benchmarks/bench_observer.py --trials       # agreement only
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def prob_right(p: np.ndarray, column: np.ndarray) -> np.ndarray:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, nargs="+", default=[20, 300],
-                        help="trials per chain of the speed runs (default: 20 300)")
+    parser.add_argument("--trials", type=int, nargs="*", default=[20, 300],
+                        help="trials per chain of the speed runs; none: skip them "
+                             "(default: 20 300)")
     parser.add_argument("--points", type=int, default=10000,
                         help="random points of the agreement check (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random points and pairs (default 0)")
@@ -135,9 +137,10 @@ def main(argv=None) -> None:
     print("\n## The faces the fast agent judged, against the face a participant sees")
     table = fast.table()
     x = sample_uniform(1000, 3, rng)
-    ids = table.corners(x)[0]  # (1000, 4) the nodes each point's answer came from
-    nodes = table.nodes(ids.ravel()).reshape(len(x), 4, 3)
+    ids, weights = table.corners(x)  # (1000, 5) the nodes each point's answer came from
+    nodes = table.nodes(ids.ravel()).reshape(*ids.shape, 3)
     angle = np.degrees(np.arccos(np.clip(np.einsum("nd,nkd->nk", x, nodes), -1, 1)))
+    angle[weights == 0] = 0.0  # a finest cell's unused fifth node
     far = nodes[np.arange(len(x)), angle.argmax(axis=1)]
     with torch.inference_mode():
         seen = model.decode(torch.as_tensor(x, dtype=torch.float32))

@@ -370,13 +370,21 @@ class SphereTable:
         return np.einsum("nk,nkw->nw", weights, self.values[ids])
 
     def corners(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Node ids (n, 4) of the smallest cell of each unit vector x (n, 3) and their bilinear
-        weights (n, 4); nodes not known yet are computed."""
+        """Node ids (n, 5) each unit vector x (n, 3) is interpolated from and their weights
+        (n, 5); nodes not known yet are computed.
+
+        The nodes are the 4 corners of the point's smallest cell and its centre. Bilinear
+        weights on the corners, plus a bubble b = 16 fa (1 - fa) fb (1 - fb) (1 at the centre,
+        0 on the edges) that moves the answer by b (centre - mean of corners), so it passes
+        through the centre, which was computed to decide the cut anyway, and stays continuous
+        across the cell's edges. Finest cells have no centre node: bilinear only (the fifth
+        weight is 0).
+        """
         x = np.asarray(x, dtype=np.float64)
         face, a, b = self._coordinates(x)  # a, b in finest cells, 0 .. fine
         side = self.fine + 1
-        ids = np.empty((len(x), 4), dtype=np.int64)
-        weights = np.empty((len(x), 4))
+        ids = np.empty((len(x), 5), dtype=np.int64)
+        weights = np.empty((len(x), 5))
         todo = np.arange(len(x))
         for level in range(self.levels + 1):
             stride = 2 ** (self.levels - level)  # this level's cell, in finest cells
@@ -385,19 +393,23 @@ class SphereTable:
             j = np.clip(np.floor(b[todo] / stride).astype(np.int64), 0, last)
             fa, fb = a[todo] / stride - i, b[todo] / stride - j
             base = face[todo] * side * side + i * stride * side + j * stride
-            ids[todo] = np.stack([base, base + stride * side, base + stride,
-                                  base + stride * side + stride], axis=1)
-            weights[todo] = np.stack([(1 - fa) * (1 - fb), fa * (1 - fb), (1 - fa) * fb,
-                                      fa * fb], axis=1)
+            corners = np.stack([base, base + stride * side, base + stride,
+                                base + stride * side + stride], axis=1)
+            bilinear = np.stack([(1 - fa) * (1 - fb), fa * (1 - fb), (1 - fa) * fb, fa * fb],
+                                axis=1)
             if level == self.levels:
-                self._compute(ids[todo])
+                self._compute(corners)
+                ids[todo] = np.column_stack([corners, base])
+                weights[todo] = np.column_stack([bilinear, np.zeros(len(todo))])
                 break
             # the cell's centre (a node of the next level) tells how well its corners predict
             # the inside: cut the cell where they miss it by more than the tolerance
             centre = base + (stride // 2) * (side + 1)
-            self._compute(np.column_stack([ids[todo], centre]))
-            guess = self.values[ids[todo]].mean(axis=1)
-            miss = np.abs(self.values[centre] - guess).max(axis=1)
+            self._compute(np.column_stack([corners, centre]))
+            bubble = 16 * fa * (1 - fa) * fb * (1 - fb)
+            ids[todo] = np.column_stack([corners, centre])
+            weights[todo] = np.column_stack([bilinear - bubble[:, None] / 4, bubble])
+            miss = np.abs(self.values[centre] - self.values[corners].mean(axis=1)).max(axis=1)
             todo = todo[miss > self.tolerance]
         return ids, weights
 

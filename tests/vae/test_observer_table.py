@@ -41,7 +41,6 @@ def test_table_is_exact_at_its_nodes_and_close_in_between():
     ids, weights = table.corners(x)
     assert table.known[ids].all()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
-    assert (weights >= -1e-12).all()
 
 
 def test_each_node_is_computed_once_and_only_where_asked():
