@@ -90,3 +90,36 @@ def test_fast_observer_agent_agrees_with_the_exact_one_on_the_committed_model():
     p_exact = np.exp(np.stack([exact.log_preference(e, x) for e in EMOTIONS], axis=1))
     assert np.abs(p_fast - p_exact).max() < 0.02
     assert np.abs(p_fast.sum(axis=1) - 1).max() < 1e-9
+
+
+def test_each_child_is_judged_from_its_own_table():
+    import torch
+
+    from mcmcp.identities import Identities
+    from vae.model import ModelConfig, build_model
+
+    class Columns(torch.nn.Module):
+        """A made-up observer: the logit of emotion k grows with the brightness of column k."""
+
+        def forward(self, images):
+            return 20 * torch.nn.functional.adaptive_avg_pool2d(images, (1, 7)).flatten(1)
+
+    model = build_model(ModelConfig(image_size=(16, 16), hidden=8, channels=(4, 4)), 0).eval()
+    with torch.no_grad():  # an untrained decoder draws the reference whatever the code: vary it
+        model.decoder.out.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+        dark, light = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.8)
+        light[..., :8] = 0.5
+        codes = {"dark": model.identity_code(dark)[0], "light": model.identity_code(light)[0]}
+    observer = Columns()
+    children = Identities(default="dark", codes=codes)
+    fast = ObserverAgent(model, observer, children)
+    exact = ObserverAgent(model, observer, children, cells=0)
+    x = sample_uniform(200, 3, np.random.default_rng(3))
+    who = np.array(["dark", "light", ""] * 66 + ["light", "dark"])
+    np.testing.assert_allclose(np.exp(fast.log_preference("sad", x, who)),
+                               np.exp(exact.log_preference("sad", x, who)), atol=0.01)
+    assert sorted(fast._tables) == ["", "dark", "light"]
+    # the control: the children look different to the observer, so a mix-up would show
+    light_p = np.exp(exact.log_preference("sad", x, "light"))
+    dark_p = np.exp(exact.log_preference("sad", x, "dark"))
+    assert np.abs(light_p - dark_p).max() > 0.05
