@@ -133,12 +133,14 @@ def save(array: np.ndarray, path: Path) -> Path:
 
 
 def photo_folder(root: Path) -> Path:
-    """emotion/child_*.jpg: two people, each in two emotions and poses, and a coffee cup."""
+    """emotion/child_*.jpg: two people, each in two emotions and poses; hopper's neutral photo
+    shows no face (an LFW non-face)."""
     for k, (degrees, scale) in enumerate(((0, 1.0), (20, 0.8))):
         emotion = ("happy", "sad")[k]
         for name in PHOTOS:
             save(transformed(name, degrees, scale)[0], root / emotion / f"{name}_{k}.jpg")
-    save(lfw([120])[0], root / "sad" / "lfw_120.jpg")  # not a face
+    save(transformed("astronaut", -10, 1.1)[0], root / "neutral" / "astronaut_2.jpg")
+    save(lfw([120])[0], root / "neutral" / "hopper_2.jpg")  # not a face
     return root
 
 
@@ -148,18 +150,20 @@ def test_folder_of_photos_builds_an_aligned_store_with_sheets(tmp_path, capsys):
     assert main(["build", "--source", "folder", "--root", str(root), "--align",
                  "--out", str(out)]) == 0
     faces = read_store(out)
-    assert sorted(faces.ground_truth["file"]) == ["happy/astronaut_0.jpg", "happy/hopper_0.jpg",
-                                                  "sad/astronaut_1.jpg", "sad/hopper_1.jpg"]
+    assert sorted(faces.ground_truth["file"]) == [
+        "happy/astronaut_0.jpg", "happy/hopper_0.jpg", "neutral/astronaut_2.jpg",
+        "sad/astronaut_1.jpg", "sad/hopper_1.jpg"]
     assert set(faces.ground_truth["align_method"]) == {"eyes"}
-    assert faces.images.shape == (4, 64, 64)
+    assert faces.images.shape == (5, 64, 64)
     assert "aligned" in faces.attrs["preprocessing"]
     assert '"reason": "no face found' in faces.attrs["rejected"]
-    assert "lfw_120.jpg" in faces.attrs["rejected"]
+    assert "neutral/hopper_2.jpg" in faces.attrs["rejected"]
     printed = capsys.readouterr().out
-    assert "aligned 4 faces (4 by the eyes, 0 by the box rule), rejected 1 photos" in printed
+    assert "aligned 5 faces (5 by the eyes, 0 by the box rule), rejected 1 photos" in printed
+    assert "1 children have no neutral face left (hopper)" in printed
     kept = np.asarray(Image.open(tmp_path / "mine-kept.png"))
     rejected = np.asarray(Image.open(tmp_path / "mine-rejected.png"))
-    assert kept.shape[0] >= 96 and kept.shape[1] >= 4 * 96
+    assert kept.shape[0] >= 96 and kept.shape[1] >= 5 * 96
     assert rejected.shape[0] >= 160
 
 
