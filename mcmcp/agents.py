@@ -457,12 +457,11 @@ class ObserverAgent(CallableAgent):
 
     Fast by default (`cells` = TABLE_CELLS, on the sphere S^2): for each child it keeps a
     `SphereTable` of the observer's log probabilities of the full decoder's faces at nodes
-    down to 1.4 degrees apart where they change fast (a face 1 degree from a node at most),
-    each node decoded and judged once, when a trial first needs it, and interpolates between
-    them. The faces the agent judged differ from a participant's by less than the model's own
-    posterior spread (kappa 300: 3.3 degrees). benchmarks/bench_observer.py measures its speed
-    and agreement against `cells=0`, which decodes and judges every face (as any latent
-    dimension other than 3 does).
+    1.4 degrees apart where the judgement bends (near the borders between emotions), up to 11
+    degrees apart where it is nearly linear, each node decoded and judged once, when a trial
+    first needs it, and interpolates between them. benchmarks/bench_observer.py measures its
+    speed, its agreement with `cells=0`, which decodes and judges every face (as any latent
+    dimension other than 3 does), and how far the faces it judged are from the one shown.
     Tables outlive `reset`: a node's value depends on the child and the node only, never on
     earlier answers.
 
@@ -482,6 +481,8 @@ class ObserverAgent(CallableAgent):
 
     def table(self, child: str = "") -> SphereTable:
         """The child's table of log probabilities (7 columns); "" = the model's default child."""
+        if not child and self.identities is not None:
+            child = self.identities.default  # one table per child, however it is named
         if child not in self._tables:
             def judge(nodes: np.ndarray) -> np.ndarray:
                 batches = [nodes[i : i + TABLE_BATCH] for i in range(0, len(nodes), TABLE_BATCH)]
