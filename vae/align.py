@@ -4,10 +4,13 @@ A lab's own photographs are not cropped alike: faces sit at different places, si
 `align_face` makes every face the same frame the procedural faces use, so nothing downstream
 knows where a face came from:
 1. detect: scikit-image's LBP frontal-face cascade (shipped with scikit-image, no download),
-   on the photo as it is and, when that finds nothing, on copies turned by +-20 and +-40
-   degrees (a cascade only finds faces within about 15 degrees of upright);
-2. eyes: the two darkest round blobs (difference of Gaussians at the iris scale) in the upper
-   half of the detected box that form a plausible, mirror-symmetric eye pair;
+   on the photo shrunk to DETECT_SIDE pixels, upright and, unless the upright search already
+   gave a confident eye pair, turned by +-20 and +-40 degrees (a cascade only finds faces
+   within about 15 degrees of upright);
+2. eyes: in each of the largest boxes, the pair of dark round blobs (difference of Gaussians
+   at the iris scale, sampled from the full-size photo) whose framed face is most
+   mirror-symmetric, refined twice on the levelled face; the pair whose framing the cascade
+   itself confirms best wins (`locate_face`);
 3. frame: a similarity transform (rotation, scale, shift) puts the eyes level at
    `EYE_ROW` of the frame height, `EYE_DISTANCE` frame heights apart, centred left-right;
    when no plausible eye pair is found, the box rule places the eyes where they sit in an
