@@ -19,7 +19,7 @@ from skimage import data
 
 from vae import align
 from vae.data import main
-from vae.sources import read_cafe, read_folder
+from vae.sources import read_cafe, read_folder, read_manifest
 from vae.store import read_store
 
 # (x, y) iris centres marked by hand: the image's left eye, then its right eye
@@ -196,3 +196,16 @@ def test_a_folder_without_any_face_is_an_error_naming_a_photo(tmp_path):
     save(lfw([101])[0], tmp_path / "set" / "happy" / "a_1.jpg")
     with pytest.raises(ValueError, match=r"no face found in any of the 1 photos .*a_1.jpg"):
         read_folder(tmp_path / "set", align=True)
+
+
+def test_manifest_with_align_keeps_rows_in_order_and_lists_rejects(tmp_path):
+    save(transformed("hopper", -15.0, 1.2)[0], tmp_path / "img" / "h.jpg")
+    save(lfw([105])[0], tmp_path / "img" / "x.jpg")
+    save(transformed("astronaut", 5.0, 0.8)[0], tmp_path / "img" / "a.jpg")
+    manifest = tmp_path / "faces.csv"
+    manifest.write_text("path,emotion,identity\nimg/h.jpg,sad,hopper\nimg/x.jpg,sad,nobody\n"
+                        "img/a.jpg,Happiness,astro\n")
+    faces = read_manifest(manifest, align=True)
+    assert list(faces.ground_truth["file"]) == ["img/h.jpg", "img/a.jpg"]
+    assert list(faces.identities) == ["hopper", "astro"]
+    assert [r["file"].endswith("x.jpg") for r in faces.attrs["rejected"]] == [True]
