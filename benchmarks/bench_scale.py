@@ -12,7 +12,8 @@ the largest N (linear growth: 10x from 10 to 100 participants).
 A second table measures the image-based (observer) agent on one thread, in CPU seconds (less
 sensitive than wall time to a shared machine): one decode of 256 faces by the model as loaded
 and by the agent's own decoder, and chain-trials per second of the observer agent answering
-256 chains.
+256 chains (its table built during the run; benchmarks/bench_observer.py sets the table agent
+beside the exact one, cold and warm, and measures how closely they agree).
 
     python benchmarks/bench_scale.py [--participants 10 30 100] [--jobs 2] [--code DIR]
         [--timeout 3600] [--max-memory 6]

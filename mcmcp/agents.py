@@ -33,6 +33,13 @@ from vae.labels import canonical_emotion, emotion_index
 
 AGENT_KINDS = ("latent", "classifier", "observer")
 DECODE_BATCH = 1024
+# The observer agent's table (`SphereTable`): 8 cells per cube-face edge (11 degrees), cut in
+# 4 up to 3 times (to 1.4 degrees) where the corners miss the cell centre's log probabilities
+# by more than 0.05 (benchmarks/bench_observer.py: 0.1 is a third faster to build, half as exact)
+TABLE_CELLS = 8
+TABLE_LEVELS = 3
+TABLE_TOLERANCE = 0.05
+TABLE_BATCH = 64  # nodes decoded and judged at once (faster per face than larger batches)
 CACHE_SIZE = 65536  # codes whose probabilities a CallableAgent remembers (~10 MB)
 MIN_PROB = 1e-12  # floor on category probabilities so log p stays finite
 
@@ -323,20 +330,185 @@ def _softmax(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.softmax(classifier(images), -1)
 
 
+class SphereTable:
+    """Log probabilities on the sphere S^2, computed at the nodes of an adaptive cube map when
+    first needed and interpolated in between: the observer agent's cheap stand-in for decoding
+    and judging every face.
+
+    The cube map is equi-angular: each of the 6 faces of the cube around the sphere is cut
+    into `cells` x `cells` cells of equal angle (90 / cells degrees). A cell whose 4 corners
+    predict the value at its centre (their mean) worse than `tolerance` (in any column, in log
+    probability) is cut into 4, at most `levels` times: fine cells only where the values bend
+    (near the borders between emotions), coarse ones where they are nearly linear. A point is
+    answered by bilinear interpolation of the corners in its smallest cell. Nodes are computed
+    in one batch per level and call, only those not computed before, so the cost of a table
+    grows with the part of the sphere visited and then stops. Across the edge between a cut
+    cell and an uncut one the answer may jump, by about the tolerance.
+
+    fn: nodes (m, 3) unit vectors -> log probabilities (m, width); it must be deterministic,
+    since each node is computed once. Log probabilities, not probabilities, are interpolated:
+    they change far more evenly over the sphere.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], width: int,
+                 cells: int = TABLE_CELLS, levels: int = TABLE_LEVELS,
+                 tolerance: float = TABLE_TOLERANCE) -> None:
+        self.fn, self.cells, self.levels, self.tolerance = fn, int(cells), int(levels), tolerance
+        self.fine = self.cells * 2**self.levels  # cells per cube-face edge at the finest level
+        n_nodes = 6 * (self.fine + 1) ** 2
+        self.values = np.zeros((n_nodes, width))
+        self.known = np.zeros(n_nodes, dtype=bool)
+
+    @property
+    def n_computed(self) -> int:
+        """How many nodes have been computed so far."""
+        return int(self.known.sum())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Interpolated log probabilities (n, width) at unit vectors x (n, 3)."""
+        ids, weights = self.corners(x)
+        return np.einsum("nk,nkw->nw", weights, self.values[ids])
+
+    def corners(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Node ids (n, 5) each unit vector x (n, 3) is interpolated from and their weights
+        (n, 5); nodes not known yet are computed.
+
+        The nodes are the 4 corners of the point's smallest cell and its centre. Bilinear
+        weights on the corners, plus a bubble b = 16 fa (1 - fa) fb (1 - fb) (1 at the centre,
+        0 on the edges) that moves the answer by b (centre - mean of corners), so it passes
+        through the centre, which was computed to decide the cut anyway, and stays continuous
+        across the cell's edges. Finest cells have no centre node: bilinear only (the fifth
+        weight is 0).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        face, a, b = self._coordinates(x)  # a, b in finest cells, 0 .. fine
+        side = self.fine + 1
+        ids = np.empty((len(x), 5), dtype=np.int64)
+        weights = np.empty((len(x), 5))
+        todo = np.arange(len(x))
+        for level in range(self.levels + 1):
+            stride = 2 ** (self.levels - level)  # this level's cell, in finest cells
+            last = self.cells * 2**level - 1
+            i = np.clip(np.floor(a[todo] / stride).astype(np.int64), 0, last)
+            j = np.clip(np.floor(b[todo] / stride).astype(np.int64), 0, last)
+            fa, fb = a[todo] / stride - i, b[todo] / stride - j
+            base = face[todo] * side * side + i * stride * side + j * stride
+            corners = np.stack([base, base + stride * side, base + stride,
+                                base + stride * side + stride], axis=1)
+            bilinear = np.stack([(1 - fa) * (1 - fb), fa * (1 - fb), (1 - fa) * fb, fa * fb],
+                                axis=1)
+            if level == self.levels:
+                self._compute(corners)
+                ids[todo] = np.column_stack([corners, base])
+                weights[todo] = np.column_stack([bilinear, np.zeros(len(todo))])
+                break
+            # the cell's centre (a node of the next level) tells how well its corners predict
+            # the inside: cut the cell where they miss it by more than the tolerance
+            centre = base + (stride // 2) * (side + 1)
+            self._compute(np.column_stack([corners, centre]))
+            bubble = 16 * fa * (1 - fa) * fb * (1 - fb)
+            ids[todo] = np.column_stack([corners, centre])
+            weights[todo] = np.column_stack([bilinear - bubble[:, None] / 4, bubble])
+            miss = np.abs(self.values[centre] - self.values[corners].mean(axis=1)).max(axis=1)
+            todo = todo[miss > self.tolerance]
+        return ids, weights
+
+    def _compute(self, ids: np.ndarray) -> None:
+        missing = np.unique(ids[~self.known[ids]])
+        if len(missing):
+            self.values[missing] = np.asarray(self.fn(self.nodes(missing)), dtype=np.float64)
+            self.known[missing] = True
+
+    def nodes(self, ids: np.ndarray) -> np.ndarray:
+        """Unit vectors (m, 3) of nodes `ids` (m,) (numbered on the finest grid)."""
+        side = self.fine + 1
+        face, rest = np.divmod(np.asarray(ids), side * side)
+        i, j = np.divmod(rest, side)
+        axis, sign = face // 2, np.where(face % 2 == 0, 1.0, -1.0)
+        step = (np.pi / 2) / self.fine
+        out = np.empty((len(face), 3))
+        rows = np.arange(len(face))
+        out[rows, axis] = sign
+        out[rows, _U[axis]] = np.tan(-np.pi / 4 + i * step)
+        out[rows, _V[axis]] = np.tan(-np.pi / 4 + j * step)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def _coordinates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cube face (n,) of each point and its angles (n,), (n,) along the face's two axes,
+        in finest cells (0 .. fine)."""
+        rows = np.arange(len(x))
+        axis = np.argmax(np.abs(x), axis=1)
+        major = np.abs(x[rows, axis])
+        face = 2 * axis + (x[rows, axis] < 0)
+        scale = self.fine / (np.pi / 2)
+        a = (np.arctan(x[rows, _U[axis]] / major) + np.pi / 4) * scale
+        b = (np.arctan(x[rows, _V[axis]] / major) + np.pi / 4) * scale
+        return face, a, b
+
+
+# the two in-face axes of a cube face whose normal is axis 0, 1 or 2
+_U = np.array([1, 0, 0])
+_V = np.array([2, 2, 1])
+
+
 class ObserverAgent(CallableAgent):
     """Sees only decoded pixels, judged by the separately trained observer classifier
     (`vae.observer.ObserverClassifier`: images (n, 1, H, W) -> logits (n, 7)).
+
+    Fast by default (`cells` = TABLE_CELLS, on the sphere S^2): for each child it keeps a
+    `SphereTable` of the observer's log probabilities of the full decoder's faces at nodes
+    1.4 degrees apart where the judgement bends (near the borders between emotions), up to 11
+    degrees apart where it is nearly linear, each node decoded and judged once, when a trial
+    first needs it, and interpolates between them. benchmarks/bench_observer.py measures its
+    speed, its agreement with `cells=0`, which decodes and judges every face (as any latent
+    dimension other than 3 does), and how far the faces it judged are from the one shown.
+    Tables outlive `reset`: a node's value depends on the child and the node only, never on
+    earlier answers.
 
     It works on private channels-last copies of the VAE and the observer: their convolutions
     run about twice as fast on one thread in that layout (benchmarks/bench_scale.py), and the
     caller's modules stay as they were.
     """
 
-    def __init__(self, model: torch.nn.Module, observer, identities=None, **luce) -> None:
+    def __init__(self, model: torch.nn.Module, observer, identities=None,
+                 cells: int = TABLE_CELLS, **luce) -> None:
         fast_model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         fast_observer = copy.deepcopy(observer).eval().to(memory_format=torch.channels_last)
         super().__init__("observer", functools.partial(_softmax, fast_observer), "images",
                          fast_model, identities, **luce)
+        self.cells = int(cells) if model.config.latent_dim == 3 else 0
+        self._tables: dict[str, SphereTable] = {}
+
+    def table(self, child: str = "") -> SphereTable:
+        """The child's table of log probabilities (7 columns); "" = the model's default child."""
+        if not child and self.identities is not None:
+            child = self.identities.default  # one table per child, however it is named
+        if child not in self._tables:
+            def judge(nodes: np.ndarray) -> np.ndarray:
+                batches = [nodes[i : i + TABLE_BATCH] for i in range(0, len(nodes), TABLE_BATCH)]
+                probs = np.concatenate([self._probabilities(z, [child] * len(z)) for z in batches])
+                return np.log(np.maximum(probs, MIN_PROB))
+
+            self._tables[child] = SphereTable(judge, 7, self.cells)
+        return self._tables[child]
+
+    def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
+                       identity: str | np.ndarray | None = None) -> np.ndarray:
+        if not self.cells:
+            return super().log_preference(emotion, x, identity)
+        if identity is None or isinstance(identity, str):
+            children = np.full(len(x), identity or "", dtype=object)
+        else:
+            children = np.array([str(c or "") for c in identity], dtype=object)
+        columns = class_columns(emotion, len(x))
+        out = np.empty(len(x))
+        for child in dict.fromkeys(children.tolist()):
+            rows = np.flatnonzero(children == child)
+            logp = self.table(child)(x[rows])
+            # interpolated log probabilities need not sum to one: renormalise
+            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            out[rows] = logp[np.arange(len(rows)), columns[rows]]
+        return out
 
 
 def make_agent(spec, densities=None, model=None, observer=None, identities=None) -> LuceAgent:

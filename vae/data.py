@@ -4,9 +4,13 @@
     python -m vae.data build --source cafe --images DIR --spreadsheet FILE --out data/cafe.h5
     python -m vae.data build --source fer2013 --csv fer2013.csv --out data/fer.h5
     python -m vae.data build --source folder --root DIR --out data/mine.h5
+    python -m vae.data build --source folder --root PHOTOS --align --out data/mine.h5
     python -m vae.data build --source manifest --csv manifest.csv --out data/mine.h5
     python -m vae.data info data/faces.h5
 
+--align (cafe, folder, manifest) finds and frames the face in each photograph (`vae.align`),
+leaves out photos without one, and writes two contact sheets beside the store:
+<out>-kept.png (every face kept) and <out>-rejected.png (every photo left out, and why).
 A store is never overwritten: an existing --out is an error unless --reuse is given, which
 checks the existing store (readable, same source, same size) and uses it as it is.
 The readers (h5py, torch, PIL) are imported after the command line is parsed: --help is instant.
@@ -32,8 +36,9 @@ _NEEDS = {
     "folder": ("root",),
     "manifest": ("csv",),
 }
-_OPTIONAL = {"synthetic": ("seed", "n_identities")}
-_SPECIFIC = ("images", "spreadsheet", "csv", "root", "seed", "n_identities")
+_OPTIONAL = {"synthetic": ("seed", "n_identities"), "cafe": ("align",), "folder": ("align",),
+             "manifest": ("align",)}
+_SPECIFIC = ("images", "spreadsheet", "csv", "root", "seed", "n_identities", "align")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -85,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--n-identities", type=int, help="synthetic: number of generated people (default 160)"
     )
+    build.add_argument(
+        "--align", action="store_true", default=None,
+        help="cafe, folder, manifest: detect, align and crop the face in each photo, leave out "
+             "photos without one, write <out>-kept.png and <out>-rejected.png (default: the "
+             "images are already cropped faces)"
+    )
     build.add_argument("--contact-sheet", type=Path,
                        help="also save a contact sheet PNG here (default: none)")
     build.add_argument(
@@ -117,6 +128,7 @@ def _load(args: argparse.Namespace) -> FaceSet:
     from vae.sources import read_cafe, read_fer2013, read_folder, read_manifest
 
     size = {} if args.size is None else {"size": args.size}
+    align = {"align": True} if args.align else {}
     if args.source == "synthetic":
         from vae.procedural.faces import generate_faces  # only this source needs the generator
 
@@ -126,12 +138,12 @@ def _load(args: argparse.Namespace) -> FaceSet:
             **size,
         )
     if args.source == "cafe":
-        return read_cafe(args.images, args.spreadsheet, **size)
+        return read_cafe(args.images, args.spreadsheet, **size, **align)
     if args.source == "fer2013":
         return read_fer2013(args.csv, **size)
     if args.source == "folder":
-        return read_folder(args.root, **size)
-    return read_manifest(args.csv, **size)
+        return read_folder(args.root, **size, **align)
+    return read_manifest(args.csv, **size, **align)
 
 
 def _reuse(args: argparse.Namespace) -> FaceSet:
@@ -147,6 +159,11 @@ def _reuse(args: argparse.Namespace) -> FaceSet:
         raise ValueError(
             f"--reuse: {args.out} holds {faceset.image_size[0]}x{faceset.image_size[1]} "
             f"images, not {args.size[0]}x{args.size[1]}; delete it or choose another --out"
+        )
+    if bool(args.align) != ("rejected" in faceset.attrs):
+        raise ValueError(
+            f"--reuse: {args.out} was built {'with' if 'rejected' in faceset.attrs else 'without'}"
+            f" --align; delete it or choose another --out"
         )
     if args.seed is not None and faceset.attrs.get("seed") != args.seed:
         raise ValueError(
@@ -191,6 +208,25 @@ def build(args: argparse.Namespace) -> None:
         write_store(faceset, args.out)
         print(f"built {args.out} from {args.source} in {seconds:.1f} s: {_summary(faceset)}")
     print(f"sha256 {store_hash(args.out)}")
+    if args.align:
+        from vae.align_sheets import rejected, save_align_sheets
+
+        kept, rejects = save_align_sheets(faceset, args.out)
+        by_box = int((faceset.ground_truth["align_method"] == "box").sum())
+        print(f"aligned {len(faceset)} faces ({len(faceset) - by_box} by the eyes, {by_box} by "
+              f"the box rule), rejected {len(rejected(faceset))} photos: see {kept} and {rejects}")
+        if by_box:
+            print(f"check the {by_box} faces framed by the box rule (black frames in {kept}): "
+                  f"their eyes were not found; delete any that is not a frontal face and build "
+                  f"again")
+        neutral = faceset.label_names.index("neutral") if "neutral" in faceset.label_names else -1
+        lost = sorted(set(faceset.identities.tolist())
+                      - set(faceset.identities[faceset.labels == neutral].tolist()))
+        if lost:
+            print(f"{len(lost)} children have no neutral face left ({', '.join(lost[:10])}"
+                  f"{', ...' if len(lost) > 10 else ''}): the identity model draws each child "
+                  f"from its neutral face, so training would refuse them; replace their "
+                  f"neutral photo (see {rejects}) or remove the child")
     if args.contact_sheet is not None:
         from vae.contact_sheet import save_contact_sheet  # only imported when asked for
 

@@ -362,7 +362,8 @@ def readability_metrics(
         rated by the emotion `observer`: p(intended) per child and emotion, the minimum, and
         how many children have all seven >= READABLE_P. Plain models have one face per
         emotion (child "-").
-    retention: observer accuracy on reconstructions of the held-out faces / on the originals.
+    retention: observer accuracy on reconstructions of the held-out faces / on the originals,
+        overall and per emotion.
     paths: along the great circle (Gaussian: straight line) between every pair of centroids
         (n_path steps), for the first `n_path_identities` children: share of paths whose
         observer label starts at the first emotion and ends at the second, mean number of
@@ -414,14 +415,25 @@ def readability_metrics(
 
     x = _images(faceset, val_indices)
     labels = np.asarray(faceset.labels)[val_indices]
-    acc_orig = float(np.mean(observer.predict_proba(x).argmax(1) == labels))
+    right_orig = observer.predict_proba(x).argmax(1) == labels
     recon = reconstruct(model, faceset, val_indices)
-    acc_recon = float(np.mean(observer.predict_proba(recon).argmax(1) == labels))
+    right_recon = observer.predict_proba(recon).argmax(1) == labels
+    acc_orig, acc_recon = float(np.mean(right_orig)), float(np.mean(right_recon))
+    per_emotion = {}
+    for c, name in enumerate(names):
+        rows = labels == c
+        if rows.any():
+            orig, rec = float(np.mean(right_orig[rows])), float(np.mean(right_recon[rows]))
+            per_emotion[name] = {"observer_accuracy_originals": orig,
+                                 "observer_accuracy_reconstructions": rec,
+                                 # None: the observer reads none of the originals (JSON-safe)
+                                 "retention": rec / orig if orig > 0 else None}
     out["retention"] = {
         "observer_accuracy_originals": acc_orig,
         "observer_accuracy_reconstructions": acc_recon,
         "retention": acc_recon / acc_orig if acc_orig > 0 else float("nan"),
         "n_images": len(val_indices),
+        "per_emotion": per_emotion,
     }
 
     path_children = list(range(min(n_path_identities, len(children))))

@@ -35,6 +35,12 @@ PREPROCESSING = (
     "Lanczos (antialiased) resize; per-image percentile stretch "
     f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped)"
 )
+ALIGNED_PREPROCESSING = (
+    "aligned (vae.align: face detected, eyes level at fixed places, else the box rule; "
+    "photos without a face rejected, listed in attrs 'rejected'); grayscale (ITU-R 601-2 "
+    "luma); bilinear resampling, antialiased; per-image percentile stretch "
+    f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped)"
+)
 
 
 
@@ -102,12 +108,75 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {kind}") from err
 
 
-def _read_images(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
-    """(n, height, width) uint8 preprocessed images, in the order of `paths`."""
-    images = np.empty((len(paths), *size), dtype=np.uint8)
+@dataclass(frozen=True)
+class Photos:
+    """Photographs read for a store: the faces kept and the photos rejected with the reason.
+
+    images: (m, height, width) uint8, the kept faces in the order of the paths.
+    kept: (n,) bool over the paths read.
+    truth: per kept face, from alignment only: "align_method" (m,) str ("eyes" or "box"),
+        "left_eye" and "right_eye" (m, 2) float64 (x, y) in the photo's pixels.
+    rejected: (path, reason) of every photo in which no face was found (alignment only).
+    """
+
+    images: np.ndarray
+    kept: np.ndarray
+    truth: dict[str, np.ndarray]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def _read_images(paths: Sequence[Path], size: tuple[int, int], align: bool = False) -> Photos:
+    """Read and preprocess `paths` in order; with `align`, detect and frame each face
+    (`vae.align`) and reject the photos without one instead of keeping the whole picture."""
+    if not align:
+        images = np.empty((len(paths), *size), dtype=np.uint8)
+        for i, path in enumerate(paths):
+            images[i] = preprocess(load_image(path), size)
+        return Photos(images, np.ones(len(paths), dtype=bool), {}, ())
+    from vae.align import NoFace, align_face  # scikit-image only when photos are aligned
+
+    faces, found, rejected = [], [], []
+    kept = np.zeros(len(paths), dtype=bool)
     for i, path in enumerate(paths):
-        images[i] = preprocess(load_image(path), size)
-    return images
+        try:
+            face, where = align_face(load_image(path), size)
+        except NoFace as reason:
+            rejected.append((str(path), str(reason)))
+            continue
+        kept[i] = True
+        faces.append(face)
+        found.append(where)
+    truth = {
+        "align_method": np.array([a.method for a in found], dtype=str),
+        "left_eye": np.array([a.left_eye for a in found], dtype=np.float64).reshape(-1, 2),
+        "right_eye": np.array([a.right_eye for a in found], dtype=np.float64).reshape(-1, 2),
+    }
+    images = np.array(faces, dtype=np.uint8).reshape(-1, *size)
+    return Photos(images, kept, truth, tuple(rejected))
+
+
+def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source: str,
+             truth: dict[str, np.ndarray], attrs: dict[str, object], where: Path) -> FaceSet:
+    """A FaceSet of the kept photos: per-photo arrays (n rows) are cut to the kept faces;
+    alignment adds its truth and records the rejects (attrs["rejected"], JSON)."""
+    if not photos.kept.any():
+        raise ValueError(
+            f"no face found in any of the {len(photos.kept)} photos in {where} (e.g. "
+            f"{photos.rejected[0][0]}: {photos.rejected[0][1]})"
+        )
+    keep = photos.kept
+    attrs = dict(attrs)
+    if photos.truth:
+        attrs["preprocessing"] = ALIGNED_PREPROCESSING
+        attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
+    return FaceSet(
+        images=photos.images,
+        labels=np.asarray(labels)[keep],
+        identities=np.asarray(identities)[keep],
+        source=source,
+        ground_truth={**{k: np.asarray(v)[keep] for k, v in truth.items()}, **photos.truth},
+        attrs=attrs,
+    )
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -218,6 +287,7 @@ def read_cafe(
     spreadsheet: str | os.PathLike,
     size: tuple[int, int] = (64, 40),
     columns: CafeColumns = CafeColumns(),
+    align: bool = False,
 ) -> FaceSet:
     """The CAFE set from its numbered images and its stimulus spreadsheet.
 
@@ -225,6 +295,8 @@ def read_cafe(
         does not end in an image suffix (the spreadsheet itself, notes) are ignored.
     spreadsheet: CSV or XLSX export of the stimulus spreadsheet, header in row 1.
     size: (height, width) of the stored images; the study used 64x40.
+    align: find and frame each face (`vae.align`); photos without one are left out and
+        listed in attrs["rejected"]. Otherwise the whole image is centre-cropped.
     Identity = the model id. Ground truth: "mouth_open" (n,) bool, "file" (n,) str.
     Errors name the image file or the spreadsheet row (1-based, header = row 1) for: an image
     with no row, a row with no image, a duplicate number, a label that does not map.
@@ -297,12 +369,12 @@ def read_cafe(
             )
 
     numbers = sorted(files)
-    return FaceSet(
-        images=_read_images([files[k] for k in numbers], size),
+    return _faceset(
+        _read_images([files[k] for k in numbers], size, align),
         labels=_label_indices([rows[k][2] for k in numbers]),
         identities=np.array([rows[k][1] for k in numbers], dtype=str),
         source="cafe",
-        ground_truth={
+        truth={
             "mouth_open": np.array([rows[k][3] for k in numbers], dtype=bool),
             "file": np.array([files[k].name for k in numbers], dtype=str),
         },
@@ -312,6 +384,7 @@ def read_cafe(
             "spreadsheet": str(spreadsheet),
             "identity": "CAFE model id",
         },
+        where=image_dir,
     )
 
 
@@ -392,13 +465,16 @@ def read_fer2013(
 _IDENTITY_PREFIX = re.compile(r"^([^_]+)_.+$")
 
 
-def read_folder(root: str | os.PathLike, size: tuple[int, int] = (64, 64)) -> FaceSet:
+def read_folder(root: str | os.PathLike, size: tuple[int, int] = (64, 64),
+                align: bool = False) -> FaceSet:
     """A labelled face set laid out as one sub-folder per emotion.
 
     root/<emotion>/<file>: <emotion> is any accepted variant ("happy", "Happiness", ...).
     The identity is the file name's prefix before the first "_" (child07_happy.png ->
     "child07"); a name without "_" is its own identity (its stem). Files without an image
     suffix are ignored; a sub-folder whose name is not an emotion is an error.
+    align: find and frame each face (`vae.align`); photos without one are left out and
+        listed in attrs["rejected"]. Otherwise the whole image is centre-cropped.
     Ground truth: "file" (n,) str, the path relative to `root`.
     """
     root, size = Path(root), _check_size(size)
@@ -422,24 +498,28 @@ def read_folder(root: str | os.PathLike, size: tuple[int, int] = (64, 64)) -> Fa
     identities = [
         m.group(1) if (m := _IDENTITY_PREFIX.match(p.stem)) else p.stem for p in paths
     ]
-    return FaceSet(
-        images=_read_images(paths, size),
+    return _faceset(
+        _read_images(paths, size, align),
         labels=_label_indices(emotions),
         identities=np.array(identities, dtype=str),
         source="folder",
-        ground_truth={"file": np.array([p.relative_to(root).as_posix() for p in paths], dtype=str)},
+        truth={"file": np.array([p.relative_to(root).as_posix() for p in paths], dtype=str)},
         attrs={
             "preprocessing": PREPROCESSING,
             "source_path": str(root),
             "identity": "file name prefix before the first '_', else the file stem",
         },
+        where=root,
     )
 
 
-def read_manifest(csv_path: str | os.PathLike, size: tuple[int, int] = (64, 64)) -> FaceSet:
+def read_manifest(csv_path: str | os.PathLike, size: tuple[int, int] = (64, 64),
+                  align: bool = False) -> FaceSet:
     """A labelled face set listed in a CSV with columns path, emotion, identity.
 
     Relative paths are relative to the manifest's folder. Rows keep the manifest's order.
+    align: find and frame each face (`vae.align`); photos without one are left out and
+        listed in attrs["rejected"]. Otherwise the whole image is centre-cropped.
     Ground truth: "file" (n,) str, the path as written in the manifest.
     """
     csv_path, size = Path(csv_path), _check_size(size)
@@ -464,15 +544,16 @@ def read_manifest(csv_path: str | os.PathLike, size: tuple[int, int] = (64, 64))
         identities.append(identity)
     if not paths:
         raise ValueError(f"manifest {csv_path} lists no images")
-    return FaceSet(
-        images=_read_images(paths, size),
+    return _faceset(
+        _read_images(paths, size, align),
         labels=_label_indices(emotions),
         identities=np.array(identities, dtype=str),
         source="manifest",
-        ground_truth={"file": np.array([_cell(p) for p in table[cols["path"]]], dtype=str)},
+        truth={"file": np.array([_cell(p) for p in table[cols["path"]]], dtype=str)},
         attrs={
             "preprocessing": PREPROCESSING,
             "source_path": str(csv_path),
             "identity": "manifest identity column",
         },
+        where=csv_path,
     )

@@ -374,6 +374,8 @@ def train(
         "device": str(device),
         "n_train_images": len(train_idx),
         "n_val_images": len(val_idx),
+        "n_train_children": len(set(np.asarray(faceset.identities)[train_idx].tolist())),
+        "n_val_children": len(set(np.asarray(faceset.identities)[val_idx].tolist())),
     }
     verdict = None
     if final_metrics:

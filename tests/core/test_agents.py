@@ -147,7 +147,7 @@ def test_observer_agent_decodes_each_new_code_once_in_batches():
 
     model.decode = counting_decode
     observer = ObserverClassifier().eval()
-    agent = ObserverAgent(model, observer, exponent=1.0)
+    agent = ObserverAgent(model, observer, cells=0, exponent=1.0)  # exact: no table
     n = 1500  # the same 1500 codes on both sides: 1500 to decode, in DECODE_BATCH batches
     left, right = fibonacci_sphere(n), fibonacci_sphere(n)[::-1]
     c = agent.choose("angry", left, right, np.random.default_rng(0))
@@ -159,7 +159,7 @@ def test_observer_agent_decodes_each_new_code_once_in_batches():
     cached = agent.log_preference("angry", np.concatenate([left[:10], proposals]))
     assert calls == [10]
     # remembering changes nothing but the work: an agent without memory gives the same answer
-    fresh = ObserverAgent(model, observer).log_preference(
+    fresh = ObserverAgent(model, observer, cells=0).log_preference(
         "angry", np.concatenate([left[:10], proposals]))
     np.testing.assert_allclose(cached, fresh, rtol=1e-4)
     agent.reset()

@@ -1,0 +1,125 @@
+"""mcmcp.agents.SphereTable and the fast observer agent: exact at its nodes, close in between,
+fine cells only where the log probabilities bend, each node computed once; the fast
+observer agent agrees with the exact one (every face decoded and judged) on the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from mcmcp.agents import ObserverAgent, SphereTable
+from mcmcp.sphere import fibonacci_sphere, sample_uniform
+from vae.labels import EMOTIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+CENTRES = fibonacci_sphere(7)
+
+
+def emotions_at(sharpness: float):
+    """A made-up observer on codes: log p (n, 7) of 7 categories centred on a lattice; larger
+    sharpness, sharper borders. Counts the nodes it is asked for."""
+    asked = []
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        asked.append(len(x))
+        return log_softmax(sharpness * x @ CENTRES.T, axis=1)
+
+    return fn, asked
+
+
+def test_table_is_exact_at_its_nodes_and_close_in_between():
+    fn, asked = emotions_at(8.0)
+    table = SphereTable(fn, 7)
+    x = sample_uniform(4000, 3, np.random.default_rng(0))
+    got, truth = np.exp(log_softmax(table(x), axis=1)), np.exp(fn(x))
+    assert np.abs(got - truth).max() < 0.01
+    known = np.flatnonzero(table.known)
+    np.testing.assert_allclose(table.values[known], fn(table.nodes(known)), atol=1e-12)
+    ids, weights = table.corners(x)
+    assert table.known[ids].all()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+
+
+def test_each_node_is_computed_once_and_only_where_asked():
+    fn, asked = emotions_at(8.0)
+    table = SphereTable(fn, 7)
+    north = np.array([[0.0, 0.0, 1.0], [0.01, 0.0, 0.99995]])
+    table(north)
+    first = table.n_computed
+    assert first == sum(asked) and first <= 4 * (table.levels + 1)
+    table(north)
+    assert table.n_computed == first and sum(asked) == first
+
+
+def test_cells_are_cut_only_where_log_probabilities_bend():
+    x = sample_uniform(20000, 3, np.random.default_rng(1))
+    counts = {}
+    for sharpness in (0.5, 8.0):
+        table = SphereTable(emotions_at(sharpness)[0], 7)
+        table(x)
+        counts[sharpness] = table.n_computed
+    coarse = 6 * (table.cells + 1) ** 2 + 6 * table.cells**2  # corners and centres checked
+    finest = 6 * (table.fine + 1) ** 2
+    assert counts[0.5] <= coarse  # nearly linear: the coarse cells suffice
+    assert coarse < counts[8.0] < finest
+
+
+def test_points_on_cube_edges_and_corners_are_answered():
+    fn, _ = emotions_at(8.0)
+    table = SphereTable(fn, 7)
+    axes = np.vstack([np.eye(3), -np.eye(3)])
+    corners = np.array([[a, b, c] for a in (1, -1) for b in (1, -1) for c in (1, -1)]) / np.sqrt(3)
+    edges = np.array([[1.0, 1.0, 0.0], [0.0, -1.0, 1.0], [-1.0, 0.0, -1.0]]) / np.sqrt(2)
+    x = np.vstack([axes, corners, edges])
+    np.testing.assert_allclose(np.exp(table(x)), np.exp(fn(x)), atol=1e-9)
+
+
+@pytest.mark.slow
+def test_fast_observer_agent_agrees_with_the_exact_one_on_the_committed_model():
+    from vae.checkpoint import load_checkpoint
+    from vae.observer import load_observer
+
+    model = load_checkpoint(ROOT / "vae/checkpoints/default.pt").model
+    observer = load_observer(ROOT / "vae/checkpoints/observer.pt")
+    fast, exact = ObserverAgent(model, observer), ObserverAgent(model, observer, cells=0)
+    x = sample_uniform(300, 3, np.random.default_rng(2))
+    p_fast = np.exp(np.stack([fast.log_preference(e, x) for e in EMOTIONS], axis=1))
+    p_exact = np.exp(np.stack([exact.log_preference(e, x) for e in EMOTIONS], axis=1))
+    assert np.abs(p_fast - p_exact).max() < 0.02
+    assert np.abs(p_fast.sum(axis=1) - 1).max() < 1e-9
+
+
+def test_each_child_is_judged_from_its_own_table():
+    import torch
+
+    from mcmcp.identities import Identities
+    from vae.model import ModelConfig, build_model
+
+    class Columns(torch.nn.Module):
+        """A made-up observer: the logit of emotion k grows with the brightness of column k."""
+
+        def forward(self, images):
+            return 20 * torch.nn.functional.adaptive_avg_pool2d(images, (1, 7)).flatten(1)
+
+    model = build_model(ModelConfig(image_size=(16, 16), hidden=8, channels=(4, 4)), 0).eval()
+    with torch.no_grad():  # an untrained decoder draws the reference whatever the code: vary it
+        model.decoder.out.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+        dark, light = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.8)
+        light[..., :8] = 0.5
+        codes = {"dark": model.identity_code(dark)[0], "light": model.identity_code(light)[0]}
+    observer = Columns()
+    children = Identities(default="dark", codes=codes)
+    fast = ObserverAgent(model, observer, children)
+    exact = ObserverAgent(model, observer, children, cells=0)
+    x = sample_uniform(200, 3, np.random.default_rng(3))
+    who = np.array(["dark", "light", ""] * 66 + ["light", "dark"])
+    np.testing.assert_allclose(np.exp(fast.log_preference("sad", x, who)),
+                               np.exp(exact.log_preference("sad", x, who)), atol=0.01)
+    assert sorted(fast._tables) == ["dark", "light"]  # "" is the default child, dark
+    # the control: the children look different to the observer, so a mix-up would show
+    light_p = np.exp(exact.log_preference("sad", x, "light"))
+    dark_p = np.exp(exact.log_preference("sad", x, "dark"))
+    assert np.abs(light_p - dark_p).max() > 0.05
