@@ -40,8 +40,8 @@ def cpu_seconds(fn) -> float:
 
 
 def chain_rate(agent, trials: int, seed: int) -> float:
-    from mcmcp.simulate import simulate_chains
-    from mcmcp.sphere import fibonacci_sphere
+    from mcmcp.sampling.sphere import fibonacci_sphere
+    from mcmcp.sim.chains import simulate_chains
 
     trace = []
     seconds = cpu_seconds(lambda: trace.append(simulate_chains(
@@ -80,9 +80,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
 
     from mcmcp.agents import ObserverAgent
-    from mcmcp.densities import class_centroids
     from mcmcp.identities import reference_codes
-    from mcmcp.sphere import sample_uniform
+    from mcmcp.sampling.densities import class_centroids
+    from mcmcp.sampling.sphere import sample_uniform
     from vae.checkpoint import load_checkpoint
     from vae.data import ensure_store
     from vae.observer import load_observer

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import log_softmax
 
 from mcmcp.agents import ObserverAgent, SphereTable
-from mcmcp.sphere import fibonacci_sphere, sample_uniform
+from mcmcp.sampling.sphere import fibonacci_sphere, sample_uniform
 from vae.labels import EMOTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
