@@ -16,7 +16,7 @@ knows where a face came from:
    when no plausible eye pair is found, the box rule places the eyes where they sit in an
    average detected box (`BOX_EYES`), upright, and the face is kept with method "box";
 4. crop, grey, normalise: the frame is resampled (bilinear, antialiased when shrinking) from
-   the grey photo, then stretched like every other source (`vae.sources.preprocess`).
+   the grey photo, then stretched like every other source (`vae.images.preprocess`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 
@@ -406,11 +406,11 @@ def align_face(image, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, Ali
     """One photograph -> (uint8 (height, width) aligned grey face, its Alignment).
 
     image: a PIL image or an array (h, w) grey or (h, w, 3|4) RGB(A).
-    The frame is stretched like every store image (`vae.sources.preprocess`).
+    The frame is stretched like every store image (`vae.images.preprocess`).
     Raises NoFace (a ValueError) with the reason when no usable face is found.
     """
-    from vae.sources import _to_gray_float, preprocess
+    from vae.images import preprocess, to_gray_float
 
-    gray = _to_gray_float(image).astype(np.float64)
+    gray = to_gray_float(image).astype(np.float64)
     alignment = locate_face(gray)
     return preprocess(crop_face(gray, alignment, size), size), alignment

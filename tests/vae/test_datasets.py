@@ -21,16 +21,9 @@ from PIL import Image
 import vae
 from vae.data import main
 from vae.faceset import FaceSet
+from vae.images import load_image, preprocess
 from vae.labels import EMOTIONS, FER2013_CODES
-from vae.sources import (
-    CafeColumns,
-    load_image,
-    preprocess,
-    read_cafe,
-    read_fer2013,
-    read_folder,
-    read_manifest,
-)
+from vae.sources import CafeColumns, read_cafe, read_fer2013, read_folder, read_manifest
 from vae.store import load_splits, read_store, split_by_identity, store_hash, write_store
 
 REPO = Path(__file__).resolve().parents[2]
