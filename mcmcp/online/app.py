@@ -7,7 +7,9 @@ mcmcp.serve` sets the environment).
 
 Nothing from a browser is trusted: request bodies are bounded (413), must be JSON objects with
 exactly the expected fields and types (400), carry the session cookie (401) and name the screen
-the server has on show for that session (409); a rejected request writes nothing.
+the server has on show for that session (409); a rejected request writes nothing. When the
+database cannot keep an answer (`database.Unavailable`) the reply is 503 with a message asking
+the participant to wait; the page retries by itself.
 Starlette + uvicorn: a small, established ASGI stack (no ORM or form machinery we do not need).
 """
 
@@ -28,13 +30,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcmcp.config import load_config
-from mcmcp.online.database import Database
+from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.study import OnlineStudy, Rejected, valid_id
 from mcmcp.store import utc_now
 
 MAX_BODY = 2048  # bytes: the largest request a page sends is well under 1 KiB
 
 MAX_SECONDS = 3600.0  # an rt or gap longer than an hour is not a measurement
+
+UNAVAILABLE = ("The study cannot save answers just now. Please wait: this page tries again by "
+               "itself, and your answers so far are safe.")
 
 ENV_CONFIG, ENV_DB = "MCMCP_SERVE_CONFIG", "MCMCP_SERVE_DB"
 
@@ -140,6 +145,10 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
                 return await fn(request)
             except Rejected as err:
                 return reply({"error": err.message}, err.status)
+            except Unavailable:  # the database logged the cause; nothing was acknowledged
+                response = reply({"error": UNAVAILABLE}, 503)
+                response.headers["Retry-After"] = "5"
+                return response
         return endpoint
 
     def asset(path: str):

@@ -13,13 +13,24 @@ Every step of a participant is one transaction that first moves the session's `s
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
 stale, replayed or concurrent answer (another tab, another server process) changes nothing.
 SQLite runs in WAL mode with synchronous=FULL: a committed answer survives kill -9 and power cuts.
+
+Nothing is acknowledged that is not durable: every call checks, before and after its transaction,
+that a SQLite database is still the file it opened (same device and inode: not deleted, moved or
+replaced) and writable, and connections never create a file; any database error (disk full,
+read-only, PostgreSQL unreachable) becomes `Unavailable`, which the web layer answers with 503.
+Each change between available and unavailable is logged as one line on stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from sqlalchemy import (
@@ -43,10 +54,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mcmcp import schema
+from mcmcp.store import utc_now
 
 LATENT = ("current", "proposal")
 _SQL_TYPES = {"string": Text, "Int64": Integer, "Float64": Double, "boolean": Boolean}
@@ -88,6 +100,17 @@ class _Stale(Exception):
     """The session moved on before this step could be written (rolls the transaction back)."""
 
 
+class Unavailable(Exception):
+    """The database cannot keep a write now (its file is gone, read-only or full, the server
+    unreachable): nothing of the request is acknowledged. The message names the cause."""
+
+
+def _reason(err: DBAPIError) -> str:
+    """The driver's own first line of a database error, without SQLAlchemy's statement dump."""
+    lines = str(err.orig or err).strip().splitlines()
+    return lines[0] if lines else type(err.orig or err).__name__
+
+
 def token_hash(token: str) -> str:
     """What the database keeps of a session token."""
     return hashlib.sha256(token.encode("ascii")).hexdigest()
@@ -125,21 +148,40 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (None for another backend)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
     """A SQLAlchemy engine for `url` (sqlite:///path or postgresql+psycopg://...), with the
     tables created if missing (create=False: a database without them is an error). SQLite's
-    folder is created; its writers wait up to 30 s for each other (several server processes
-    share one file)."""
+    folder and empty file are created here, once: its connections open the file read-write
+    and never create one (a deleted file is an error, not a new empty database); its writers
+    wait up to 30 s for each other (several server processes share one file)."""
     parsed = make_url(url)
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ValueError(f"database URL {shown!r}: give a file, sqlite:///path/to/file.sqlite")
-        path = Path(parsed.database).expanduser()
+        path = sqlite_path(url)
         if not create and not path.is_file():
             raise ValueError(f"no database file {path} (from {shown!r})")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create the database file {path} (from {shown!r}): "
+                             f"{err.strerror}; give a --db path in a folder you can write") from None
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"the database file {path} is not readable and writable by this "
+                             "user; fix its permissions or give another --db")
+        engine = create_engine(URL.create("sqlite", database=f"file:{quote(str(path))}",
+                                          query={"mode": "rw", "uri": "true"}),
+                               connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
@@ -177,20 +219,66 @@ class Database:
     def __init__(self, url: str, create: bool = True):
         self.url = make_url(url).render_as_string(hide_password=True)  # for messages
         self.engine = open_engine(url, create)
+        self.path = sqlite_path(url)
+        self._identity = None if self.path is None else _identity(self.path)
+        self._down: str | None = None  # the reason while unavailable (logged once)
+        self._down_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def _check_file(self) -> None:
+        """Raise Unavailable unless a SQLite database is still the writable file opened."""
+        if self.path is None:
+            return
+        try:
+            same = _identity(self.path) == self._identity
+        except FileNotFoundError:
+            raise Unavailable(f"the database file {self.path} is gone (deleted or moved)") \
+                from None
+        if not same:
+            raise Unavailable(f"{self.path} is not the database file the server opened "
+                              "(replaced)")
+        if not os.access(self.path, os.W_OK):
+            raise Unavailable(f"the database file {self.path} is read-only")
+
+    @contextmanager
+    def _using(self, write: bool = False):
+        """Around every call: the file check before and after (after: the write went to the
+        file that stays), database errors as Unavailable, one log line per change of state
+        (only a write shows the database is back: reads may work on a full disk)."""
+        try:
+            self._check_file()
+            yield
+            self._check_file()
+        except Unavailable as err:
+            self._state(str(err))
+            raise
+        except DBAPIError as err:
+            self._state(_reason(err))
+            raise Unavailable(_reason(err)) from None
+        if write and self._down is not None:
+            self._state(None)
+
+    def _state(self, down: str | None) -> None:
+        with self._down_lock:
+            if (down is None) == (self._down is None):
+                return
+            self._down = down
+        line = (f"database {self.url} unavailable: {down}; answers get 503 until it is back"
+                if down else f"database {self.url} available again")
+        print(f"{utc_now()} {line}", file=sys.stderr, flush=True)
+
     # ------------------------------------------------------------------ sessions
 
     def by_token(self, token: str) -> SessionRecord | None:
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             row = conn.execute(select(sessions).where(
                 sessions.c.token_sha256 == token_hash(token))).first()
         return None if row is None else _record(row)
 
     def by_participant(self, study: str, participant: str, session: int) -> SessionRecord | None:
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             row = conn.execute(select(sessions).where(
                 sessions.c.study == study, sessions.c.participant == participant,
                 sessions.c.session == session)).first()
@@ -203,17 +291,19 @@ class Database:
         values = dict(uid=uid, study=study, participant=participant, session=session,
                       token_sha256=token_hash(token), status="consent", d=d, screen=screen,
                       acked=0, n_rows=0, shown=0, created=now, updated=now, meta=meta)
-        try:
-            with self.engine.begin() as conn:
-                new_id = conn.execute(insert(sessions).values(**values)).inserted_primary_key[0]
-        except IntegrityError:
-            return None
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    new_id = conn.execute(insert(sessions).values(**values)
+                                          ).inserted_primary_key[0]
+            except IntegrityError:
+                return None
         return SessionRecord(id=new_id, **{k: v for k, v in values.items()
                                            if k != "token_sha256"})
 
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [(r.study, r.status, r.meta) for r in conn.execute(
                 select(sessions.c.study, sessions.c.status, sessions.c.meta))]
 
@@ -221,7 +311,7 @@ class Database:
         query = select(sessions).order_by(sessions.c.id)
         if study is not None:
             query = query.where(sessions.c.study == study)
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
     def advance(self, record: SessionRecord, new_screen: str, *, now: str, acked: int,
@@ -237,24 +327,26 @@ class Database:
             values["status"] = status
         if meta is not None:
             values["meta"] = meta
-        try:
-            with self.engine.begin() as conn:
-                moved = conn.execute(update(sessions).where(
-                    sessions.c.id == record.id, sessions.c.screen == record.screen)
-                    .values(**values))
-                if moved.rowcount != 1:
-                    raise _Stale
-                if rows:
-                    conn.execute(insert(trials), [_to_db(record.id, r, record.d) for r in rows])
-        except _Stale:
-            return False
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    moved = conn.execute(update(sessions).where(
+                        sessions.c.id == record.id, sessions.c.screen == record.screen)
+                        .values(**values))
+                    if moved.rowcount != 1:
+                        raise _Stale
+                    if rows:
+                        conn.execute(insert(trials),
+                                     [_to_db(record.id, r, record.d) for r in rows])
+            except _Stale:
+                return False
         return True
 
     # ------------------------------------------------------------------ trials
 
     def rows(self, session_id: int, d: int) -> list[dict]:
         """The session's rows as schema dicts (current_0 ...), in row order."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             result = conn.execute(select(trials).where(trials.c.session_id == session_id)
                                   .order_by(trials.c.row))
             return [_from_db(r._mapping, d) for r in result]
@@ -265,7 +357,7 @@ class Database:
 
     def study_frame(self, study: str, d: int) -> pd.DataFrame:
         """Every row of a study's sessions (all participants), typed like `analysis.load_trials`."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             result = conn.execute(
                 select(trials).join(sessions, sessions.c.id == trials.c.session_id)
                 .where(sessions.c.study == study).order_by(trials.c.session_id, trials.c.row))
@@ -273,9 +365,14 @@ class Database:
 
     def counts(self) -> dict[int, int]:
         """session id -> rows stored (to check the sessions' own counts)."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return dict(conn.execute(select(trials.c.session_id, func.count())
                                      .group_by(trials.c.session_id)).all())
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _to_db(session_id: int, row: dict, d: int) -> dict:
