@@ -99,11 +99,15 @@ def _number(data: dict, name: str, lo: float, hi: float, *, lo_open: bool = Fals
     value = data.get(name)
     if value is None and nullable:
         return None
+    # compared as given: an integer of hundreds of digits has no float (math.isfinite raises)
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi)
+          and (isinstance(value, int) or math.isfinite(value))
+          and (value > lo if lo_open else value >= lo) and value <= hi)
     if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}... " \
+                                                           f"({len(repr(value))} characters)"
         raise Rejected(400, f"{name} must be a number in {'(' if lo_open else '['}{lo}, {hi}]"
-                            f"{' or null' if nullable else ''}, got {value!r}")
+                            f"{' or null' if nullable else ''}, got {shown}")
     return float(value)
 
 

@@ -55,7 +55,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from mcmcp import schema
 from mcmcp.store import utc_now
@@ -148,9 +148,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def parse_url(url: str) -> URL:
+    """`url` parsed; ValueError naming the problem and the forms allowed if it cannot be."""
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a port that is not a number fails only when read)
+    except (ArgumentError, ValueError) as err:
+        raise ValueError(f"the database URL cannot be read ({err}); use sqlite:///path/to/"
+                         "file.sqlite or postgresql+psycopg://user@host:5432/dbname") from None
+    return parsed
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a sqlite:/// URL (None for another backend)."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
     return Path(parsed.database).expanduser().absolute()
@@ -162,7 +173,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
     folder and empty file are created here, once: its connections open the file read-write
     and never create one (a deleted file is an error, not a new empty database); its writers
     wait up to 30 s for each other (several server processes share one file)."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
@@ -188,11 +199,15 @@ def open_engine(url: str, create: bool = True) -> Engine:
     else:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")
-    if create:
-        metadata.create_all(engine)
-        _add_new_columns(engine)
-    elif not inspect(engine).has_table("sessions"):
-        raise ValueError(f"{shown} holds no online sessions (no 'sessions' table)")
+    try:
+        if create:
+            metadata.create_all(engine)
+            _add_new_columns(engine)
+        elif not inspect(engine).has_table("sessions"):
+            raise ValueError(f"{shown} holds no online sessions (no 'sessions' table)")
+    except DBAPIError as err:
+        engine.dispose()
+        raise ValueError(f"cannot open the database {shown}: {_reason(err)}") from None
     return engine
 
 
@@ -217,7 +232,7 @@ class Database:
     """The online store: sessions and their trial rows (see the module docstring)."""
 
     def __init__(self, url: str, create: bool = True):
-        self.url = make_url(url).render_as_string(hide_password=True)  # for messages
+        self.url = parse_url(url).render_as_string(hide_password=True)  # for messages
         self.engine = open_engine(url, create)
         self.path = sqlite_path(url)
         self._identity = None if self.path is None else _identity(self.path)
