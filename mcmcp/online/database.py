@@ -4,8 +4,10 @@ Two tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ev
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
-  of the screen on show, `acked`: message screens passed before the pending trial), counts, and
-  the metadata that becomes its `session.json`.
+  of the screen on show, `acked`: message screens passed before the pending trial), counts,
+  the metadata that becomes its `session.json`, and `resume`: the engine's `resume_point` of
+  its rows, written in the same transaction as the rows, so any server process rebuilds the
+  session without reading them (null in databases made before it: rebuilt from the rows).
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
   never be written twice; the latent coordinates are JSON lists (full float precision).
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     JSON,
@@ -84,6 +87,7 @@ sessions = Table(
     Column("created", String(32), nullable=False),
     Column("updated", String(32), nullable=False),
     Column("meta", JSON, nullable=False),
+    Column("resume", JSON, nullable=True),
     UniqueConstraint("study", "participant", "session"),
 )
 
@@ -212,20 +216,22 @@ def open_engine(url: str, create: bool = True) -> Engine:
 
 
 def _add_new_columns(engine: Engine) -> None:
-    """Give a database made before the trial schema gained a column (e.g. `identity`) that
+    """Give a database made before a table gained a column (e.g. `identity`, `resume`) that
     column, empty in the rows it holds, so a study goes on after an update. Several server
     processes may try at once: a column another one just added is fine."""
-    for column in trials.columns:
-        if column.name in {c["name"] for c in inspect(engine).get_columns("trials")}:
-            continue
-        name = engine.dialect.identifier_preparer.quote(column.name)  # a schema name
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE trials ADD COLUMN {name} "
-                                  f"{column.type.compile(engine.dialect)}"))
-        except DBAPIError:
-            if column.name not in {c["name"] for c in inspect(engine).get_columns("trials")}:
-                raise
+    for table in (sessions, trials):
+        for column in table.columns:
+            if column.name in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                continue
+            name = engine.dialect.identifier_preparer.quote(column.name)  # a schema name
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                                      f"{column.type.compile(engine.dialect)}"))
+            except DBAPIError:
+                if column.name not in {c["name"]
+                                       for c in inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 class Database:
@@ -300,7 +306,7 @@ class Database:
         return None if row is None else _record(row)
 
     def create(self, *, uid: str, study: str, participant: str, session: int, token: str, d: int,
-               screen: str, meta: dict, now: str) -> SessionRecord | None:
+               screen: str, meta: dict, now: str, resume: dict) -> SessionRecord | None:
         """Insert a new session in status 'consent'; None if (study, participant, session)
         already exists (another browser got there first)."""
         values = dict(uid=uid, study=study, participant=participant, session=session,
@@ -309,7 +315,7 @@ class Database:
         with self._using(write=True):
             try:
                 with self.engine.begin() as conn:
-                    new_id = conn.execute(insert(sessions).values(**values)
+                    new_id = conn.execute(insert(sessions).values(**values, resume=resume)
                                           ).inserted_primary_key[0]
             except IntegrityError:
                 return None
@@ -331,13 +337,16 @@ class Database:
 
     def advance(self, record: SessionRecord, new_screen: str, *, now: str, acked: int,
                 rows: list[dict] = (), status: str | None = None,
-                meta: dict | None = None) -> bool:
+                meta: dict | None = None, resume: dict | None = None) -> bool:
         """One step of a participant, in one transaction: move `screen` from `record.screen` to
         `new_screen` (False, and nothing written, if it is no longer `record.screen`), then
-        append `rows` (schema rows, numbered from `record.n_rows`)."""
+        append `rows` (schema rows, numbered from `record.n_rows`); resume: the resume point
+        after them (None: unchanged)."""
         values = dict(screen=new_screen, acked=acked, updated=now,
                       n_rows=record.n_rows + len(rows),
                       shown=record.shown + sum(r["kind"] != "gate" for r in rows))
+        if resume is not None:
+            values["resume"] = resume
         if status is not None:
             values["status"] = status
         if meta is not None:
@@ -357,7 +366,20 @@ class Database:
                 return False
         return True
 
+    def resume(self, session_id: int) -> dict | None:
+        """The session's resume point (None: saved before there were any)."""
+        with self._using(), self.engine.connect() as conn:
+            return conn.execute(select(sessions.c.resume)
+                                .where(sessions.c.id == session_id)).scalar_one()
+
     # ------------------------------------------------------------------ trials
+
+    def codes(self, session_id: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(current, proposal) codes of one saved row (a repeat trial shows them again)."""
+        with self._using(), self.engine.connect() as conn:
+            found = conn.execute(select(trials.c.current, trials.c.proposal).where(
+                trials.c.session_id == session_id, trials.c.row == row)).one()
+        return np.asarray(found.current, dtype=float), np.asarray(found.proposal, dtype=float)
 
     def rows(self, session_id: int, d: int) -> list[dict]:
         """The session's rows as schema dicts (current_0 ...), in row order."""

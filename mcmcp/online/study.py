@@ -4,8 +4,9 @@ The browser display of a session. The lab loop (`session.run_session`) blocks on
 HTTP the browser asks and the server answers, so here each request does one step of the same
 `SessionFlow` (consent, instructions, practice, blocks, breaks, trials, end) on the same ask/tell
 `Engine`, and the state lives in the database (`mcmcp.online.database`), not in the browser or in one
-process: a session's flow is rebuilt from its saved rows whenever this process has not got it
-(a restart, another server process, a reload), which is the engine's exact resume.
+process: a session's flow is rebuilt whenever this process has not got it (a restart, another
+server process, a reload), which is the engine's exact resume, from the session's resume point
+(`engine.resume_point`, saved with every step), so the cost does not grow with its rows.
 
 The web layer (`mcmcp.serve`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from mcmcp.config import ConfigError, config_to_dict
-from mcmcp.engine import Engine, schedule_length
+from mcmcp.engine import Engine, resume_point, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
@@ -95,7 +96,8 @@ class OnlineStudy:
         self.d = loaded.config.latent_dim
         self.renderer = _SharedRenderer(loaded.model, identities=identities)
         self.n_shown = schedule_length(cfg)
-        self._flows: OrderedDict[int, tuple[str, SessionFlow]] = OrderedDict()
+        # session id -> (screen on show, its flow, the resume point of its saved rows)
+        self._flows: OrderedDict[int, tuple[str, SessionFlow, dict]] = OrderedDict()
         self._flows_lock = threading.Lock()
         self._locks = [threading.Lock() for _ in range(64)]  # per session, striped
         spec = cfg.display
@@ -188,7 +190,8 @@ class OnlineStudy:
         }
         record = self.db.create(uid=uid, study=self.cfg.name, participant=participant,
                                 session=SESSION, token=token, d=self.d,
-                                screen=secrets.token_urlsafe(12), meta=meta, now=now)
+                                screen=secrets.token_urlsafe(12), meta=meta, now=now,
+                                resume=resume_point([], self.d))
         if record is None:  # another browser of the same participant won the race
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there.")
@@ -201,7 +204,7 @@ class OnlineStudy:
             record = self._record(token)
             if record.status == "declined":
                 return self._declined(record.screen)
-            flow = self._flow(record)
+            flow, _ = self._flow(record)
             return self._render(record, flow)
 
     def acknowledge(self, token: str, screen: str, consent: bool | None) -> dict:
@@ -275,18 +278,20 @@ class OnlineStudy:
                                     "you are.")
             if record.status in ("declined", "complete"):
                 raise Rejected(409, "This session is over.")
-            flow = self._flow(record)
+            flow, point = self._flow(record)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
             rows, status, meta, acked = step(flow, record)
+            if rows:
+                point = resume_point(rows, record.d, point)
             new_screen = secrets.token_urlsafe(12)
             if not self.db.advance(record, new_screen, now=utc_now(), acked=acked, rows=rows,
-                                   status=status, meta=meta):
+                                   status=status, meta=meta, resume=point if rows else None):
                 raise Rejected(409, "That screen was answered in another window; the page "
                                     "reloads to where you are.")
             record = replace(record, screen=new_screen, acked=acked, status=status,
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
-            self._keep(record.id, new_screen, flow)
+            self._keep(record.id, new_screen, flow, point)
             if status == "declined":
                 return self._declined(new_screen)
             return self._render(record, flow)
@@ -295,28 +300,33 @@ class OnlineStudy:
         return {"screen": {"id": screen, "kind": "declined", "text": DECLINED_TEXT},
                 "images": {}, "next": None, "display": self.display}
 
-    def _flow(self, record: SessionRecord) -> SessionFlow:
-        """The session's flow: from this process's cache, else rebuilt from the saved rows."""
+    def _flow(self, record: SessionRecord) -> tuple[SessionFlow, dict]:
+        """The session's flow and resume point: from this process's cache, else rebuilt from
+        the saved resume point (the rows, in a database made before there were any)."""
         with self._flows_lock:
             cached = self._flows.get(record.id)
             if cached is not None and cached[0] == record.screen:
                 self._flows.move_to_end(record.id)
-                return cached[1]
-        rows = self.db.frame(record.id, record.d) if record.n_rows else None
+                return cached[1], cached[2]
+        point = self.db.resume(record.id)
+        if point is None:
+            point = resume_point(self.db.rows(record.id, record.d), record.d)
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,
-                        self.centroids, "human", rows,
-                        assignment(self.cfg, record.participant, self.identities.default))
+                        self.centroids, "human",
+                        identities=assignment(self.cfg, record.participant,
+                                              self.identities.default),
+                        resume=point, lookup=lambda row: self.db.codes(record.id, row))
         engine.stamp(run=1, date=record.meta.get("date"),
                      frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
                  if record.n_rows == 0 else [])
         flow = SessionFlow(self.cfg, engine, self.renderer, intro, END_TEXT, record.acked)
-        self._keep(record.id, record.screen, flow)
-        return flow
+        self._keep(record.id, record.screen, flow, point)
+        return flow, point
 
-    def _keep(self, session_id: int, screen: str, flow: SessionFlow) -> None:
+    def _keep(self, session_id: int, screen: str, flow: SessionFlow, point: dict) -> None:
         with self._flows_lock:
-            self._flows[session_id] = (screen, flow)
+            self._flows[session_id] = (screen, flow, point)
             self._flows.move_to_end(session_id)
             while len(self._flows) > FLOW_CACHE:
                 self._flows.popitem(last=False)
