@@ -137,7 +137,7 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     cookie = f"mcmcp_{study.cfg.name}"
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
-    monitor_cache: dict = {}
+    monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
     monitor_lock = threading.Lock()
 
     def reply(payload: dict, status: int = 200) -> JSONResponse:
@@ -221,13 +221,15 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
             raise Rejected(401, "wrong or missing experimenter token")
 
         def numbers() -> dict:
-            from mcmcp.online.monitor import summary
+            from mcmcp.online.monitor import Monitor
 
-            with monitor_lock:  # at most one computation every 2 s, however many pages poll
-                if time.monotonic() - monitor_cache.get("time", -math.inf) > 2.0:
-                    monitor_cache.update(time=time.monotonic(), value=summary(
-                        study.db, study.cfg.name, study.d, study.n_shown))
-                return monitor_cache["value"]
+            with monitor_lock:  # at most one update every 2 s, however many pages poll
+                if "monitor" not in monitor:
+                    monitor["monitor"] = Monitor(study.db, study.cfg.name, study.d,
+                                                 study.n_shown)
+                if time.monotonic() - monitor.get("time", -math.inf) > 2.0:
+                    monitor.update(time=time.monotonic(), value=monitor["monitor"].summary())
+                return monitor["value"]
 
         return reply(await run_in_threadpool(numbers))
 

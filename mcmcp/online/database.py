@@ -48,11 +48,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -138,6 +140,19 @@ class SessionRecord:
     created: str
     updated: str
     meta: dict
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one session is (the experimenter page's light view of `sessions`)."""
+
+    id: int
+    participant: str
+    status: str
+    shown: int
+    n_rows: int
+    created: str
+    updated: str
 
 
 def _record(row) -> SessionRecord:
@@ -335,6 +350,13 @@ class Database:
         with self._using(), self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
+    def progress(self, study: str) -> list[Progress]:
+        """Every session of `study`, in the order they started, without their metadata."""
+        columns = [sessions.c[name] for name in Progress.__dataclass_fields__]
+        with self._using(), self.engine.connect() as conn:
+            return [Progress(*r) for r in conn.execute(
+                select(*columns).where(sessions.c.study == study).order_by(sessions.c.id))]
+
     def advance(self, record: SessionRecord, new_screen: str, *, now: str, acked: int,
                 rows: list[dict] = (), status: str | None = None,
                 meta: dict | None = None, resume: dict | None = None) -> bool:
@@ -388,17 +410,23 @@ class Database:
                                   .order_by(trials.c.row))
             return [_from_db(r._mapping, d) for r in result]
 
+    def rows_after(self, first: dict[int, int], d: int) -> dict[int, list[dict]]:
+        """session id -> its rows from row number `first[id]` on (schema dicts, in order),
+        in a few queries for all the sessions."""
+        out: dict[int, list[dict]] = {}
+        items = sorted(first.items())
+        with self._using(), self.engine.connect() as conn:
+            for i in range(0, len(items), 100):  # SQLite parses at most ~1000 nested terms
+                where = or_(*[and_(trials.c.session_id == sid, trials.c.row >= k)
+                              for sid, k in items[i:i + 100]])
+                for r in conn.execute(select(trials).where(where)
+                                      .order_by(trials.c.session_id, trials.c.row)):
+                    out.setdefault(r.session_id, []).append(_from_db(r._mapping, d))
+        return out
+
     def frame(self, session_id: int, d: int) -> pd.DataFrame:
         """The session's rows as a DataFrame typed like `store.read_trials` gives."""
         return rows_frame(self.rows(session_id, d), d)
-
-    def study_frame(self, study: str, d: int) -> pd.DataFrame:
-        """Every row of a study's sessions (all participants), typed like `analysis.load_trials`."""
-        with self._using(), self.engine.connect() as conn:
-            result = conn.execute(
-                select(trials).join(sessions, sessions.c.id == trials.c.session_id)
-                .where(sessions.c.study == study).order_by(trials.c.session_id, trials.c.row))
-            return rows_frame([_from_db(r._mapping, d) for r in result], d)
 
     def counts(self) -> dict[int, int]:
         """session id -> rows stored (to check the sessions' own counts)."""

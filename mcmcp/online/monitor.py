@@ -4,16 +4,29 @@ answered, catch accuracy and each emotion's split R-hat so far.
 It calls `analysis.diagnostics` on purpose, so the live page shows the numbers the report will
 show later; like `mcmcp.demo`, the server is an application on top of `mcmcp` and `analysis`
 (nothing in the engine, the store or the session imports analysis). It only reads.
+
+The page must cost participants nothing, so a `Monitor` keeps each session's numbers between
+calls and reads only the rows added since (one query for all sessions): catch accuracy is
+updated at every call, a participant's own R-hat is recomputed when their session has new rows
+within a time budget per call (the longest-waiting first; the rest keep their last value and
+its age), and the group R-hat only when a session finishes.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
 
 from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
 from analysis.load import chain_states
-from mcmcp.online.database import Database
+from mcmcp.online.database import Database, rows_frame
+
+BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few seconds per page)
+STATUSES = ("consent", "running", "complete", "declined")
 
 
 def _number(value) -> float | str | None:
@@ -26,60 +39,114 @@ def _number(value) -> float | str | None:
     return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-def summary(db: Database, study: str, d: int, n_shown: int) -> dict:
-    """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
+@dataclass
+class _Session:
+    """What the monitor keeps of one session between calls."""
 
-    participants: one entry per session (participant, status, shown, of, catch_n,
-    catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split R-hat
-    over the emotions of that participant's own chains so far, started, updated); counts:
-    sessions by status and trials answered;
-    emotions: split R-hat of all chains of each emotion over the *finished* sessions (R-hat cuts
-    every chain to the shortest, so a participant who has just begun would hide everyone
-    else's draws), with the number of chains and draws per chain and the verdict; rhat_good,
-    rhat_bad: the report's thresholds. Burn-in: the first half of every chain, as in the report.
-    """
-    with warnings.catch_warnings():  # polled every few seconds: the report gives the warnings
-        warnings.simplefilter("ignore")
-        return _summary(db, study, d, n_shown)
+    n_read: int = 0  # rows read so far
+    rows: list[dict] = field(default_factory=list)  # its chain, gate and catch rows
+    catch: dict = field(default_factory=lambda: {"catch_n": 0, "catch_accuracy": None,
+                                                 "catch_flagged": False})
+    rhat: float | str | None = None
+    rhat_rows: int = 0  # n_read when rhat was computed
+    rhat_time: str | None = None
+    states: pd.DataFrame | None = None  # its chain states, once complete
 
 
-def _summary(db: Database, study: str, d: int, n_shown: int) -> dict:
-    records = db.all_sessions(study)
-    trials = db.study_frame(study, d)
-    catch = catch_accuracy(trials).set_index("participant") if len(trials) else None
-    states = chain_states(trials) if (trials["kind"] == "chain").any() else None
-    own = {}
-    if states is not None:
-        for participant, table in convergence(states, by=["participant"]).groupby("participant"):
-            own[participant] = _number(table["rhat_max"].max())
-    participants = []
-    for r in records:
-        row = {"participant": r.participant, "status": r.status, "shown": r.shown,
-               "of": n_shown, "catch_n": 0, "catch_accuracy": None, "catch_flagged": False,
-               "rhat": own.get(r.participant), "started": r.created, "updated": r.updated}
-        if catch is not None and r.participant in catch.index:
-            row["catch_n"] = int(catch.loc[r.participant, "n_catch"])
-            row["catch_accuracy"] = _number(catch.loc[r.participant, "accuracy"])
-            row["catch_flagged"] = bool(catch.loc[r.participant, "flagged"])
-        participants.append(row)
-    done = {r.participant for r in records if r.status == "complete"}
-    emotions = []
-    if done and states is not None:
-        table = convergence(states[states["participant"].isin(done)], by=[])
-        emotions = [{"emotion": e.emotion, "n_chains": int(e.n_chains), "n_draws": int(e.n_draws),
-                     "rhat": _number(e.rhat_max),
-                     "verdict": "too few draws yet" if e.n_chains > 1 and e.n_draws < 4
-                     else e.verdict}
-                    for e in table.itertuples()]
-    by_status = {s: sum(r.status == s for r in records)
-                 for s in ("consent", "running", "complete", "declined")}
-    return {
-        "study": study,
-        "counts": {"in_progress": by_status["consent"] + by_status["running"],
-                   "done": by_status["complete"], "declined": by_status["declined"],
-                   "trials_answered": sum(r.shown for r in records)},
-        "participants": participants,
-        "emotions": emotions,
-        "rhat_good": RHAT_GOOD,
-        "rhat_bad": RHAT_BAD,
-    }
+class Monitor:
+    """The numbers of one study (`summary`), kept up to date incrementally; not thread-safe
+    (the web layer calls it under a lock)."""
+
+    def __init__(self, db: Database, study: str, d: int, n_shown: int):
+        self.db, self.study, self.d, self.n_shown = db, study, d, n_shown
+        self._sessions: dict[int, _Session] = {}
+        self._group: tuple[frozenset, list] = (frozenset(), [])  # finished ids, emotions table
+
+    def summary(self) -> dict:
+        """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
+
+        participants: one entry per session (participant, status, shown, of, catch_n,
+        catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split R-hat
+        over the emotions of that participant's own chains (rhat_time: when it was computed),
+        started, updated); counts: sessions by status and trials answered; emotions: split
+        R-hat of all chains of each emotion over the *finished* sessions (R-hat cuts every
+        chain to the shortest, so a participant who has just begun would hide everyone else's
+        draws), with the number of chains and draws per chain and the verdict; rhat_good,
+        rhat_bad: the report's thresholds. Burn-in: the first half of every chain, as in the
+        report.
+        """
+        with warnings.catch_warnings():  # polled every few seconds: the report gives the warnings
+            warnings.simplefilter("ignore")
+            return self._summary()
+
+    def _summary(self) -> dict:
+        records = self.db.progress(self.study)
+        kept = self._sessions
+        for r in records:
+            kept.setdefault(r.id, _Session())
+        new = self.db.rows_after({r.id: kept[r.id].n_read for r in records
+                                  if r.n_rows > kept[r.id].n_read}, self.d)
+        for sid, rows in new.items():
+            s = kept[sid]
+            s.n_read += len(rows)
+            s.rows += [r for r in rows if r["kind"] in ("chain", "gate", "catch")]
+            if any(r["kind"] == "catch" for r in rows):
+                s.catch = _catch(s.rows)
+        deadline = time.monotonic() + BUDGET_S
+        waiting = sorted((r for r in records if kept[r.id].n_read > kept[r.id].rhat_rows),
+                         key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
+        for r in waiting:
+            if time.monotonic() > deadline and r.status != "complete":
+                break
+            s = kept[r.id]
+            states = _states(s.rows, self.d)
+            s.rhat = None if states is None else _number(
+                convergence(states, by=["participant"])["rhat_max"].max())
+            s.rhat_rows, s.rhat_time = s.n_read, r.updated
+            if r.status == "complete":
+                s.states = states
+        finished = frozenset(r.id for r in records if r.status == "complete"
+                             and kept[r.id].states is not None)
+        if finished != self._group[0]:
+            self._group = (finished, _emotions([kept[i].states for i in sorted(finished)]))
+        by_status = {s: sum(r.status == s for r in records) for s in STATUSES}
+        return {
+            "study": self.study,
+            "counts": {"in_progress": by_status["consent"] + by_status["running"],
+                       "done": by_status["complete"], "declined": by_status["declined"],
+                       "trials_answered": sum(r.shown for r in records)},
+            "participants": [
+                {"participant": r.participant, "status": r.status, "shown": r.shown,
+                 "of": self.n_shown, **kept[r.id].catch, "rhat": kept[r.id].rhat,
+                 "rhat_time": kept[r.id].rhat_time, "started": r.created,
+                 "updated": r.updated}
+                for r in records],
+            "emotions": self._group[1],
+            "rhat_good": RHAT_GOOD,
+            "rhat_bad": RHAT_BAD,
+        }
+
+
+def _catch(rows: list[dict]) -> dict:
+    table = catch_accuracy(pd.DataFrame([r for r in rows if r["kind"] == "catch"]))
+    if not len(table):
+        return {"catch_n": 0, "catch_accuracy": None, "catch_flagged": False}
+    row = table.iloc[0]
+    return {"catch_n": int(row["n_catch"]), "catch_accuracy": _number(row["accuracy"]),
+            "catch_flagged": bool(row["flagged"])}
+
+
+def _states(rows: list[dict], d: int) -> pd.DataFrame | None:
+    moves = [r for r in rows if r["kind"] in ("chain", "gate")]
+    return chain_states(rows_frame(moves, d)) if any(r["kind"] == "chain" for r in moves) \
+        else None
+
+
+def _emotions(states: list[pd.DataFrame]) -> list[dict]:
+    if not states:
+        return []
+    table = convergence(pd.concat(states, ignore_index=True), by=[])
+    return [{"emotion": e.emotion, "n_chains": int(e.n_chains), "n_draws": int(e.n_draws),
+             "rhat": _number(e.rhat_max),
+             "verdict": "too few draws yet" if e.n_chains > 1 and e.n_draws < 4 else e.verdict}
+            for e in table.itertuples()]
