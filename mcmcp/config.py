@@ -336,7 +336,10 @@ def _agent(r: _Reader) -> AgentSpec:
 
 
 def _online(r: _Reader) -> OnlineSpec:
-    r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env"))
+    limits = ("expire_after_minutes", "time_limit_minutes", "starts_per_minute",
+              "max_in_progress")
+    r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env",
+                  *limits))
     code, url = r.data.get("completion_code"), r.data.get("redirect_url")
     if code is not None and not (isinstance(code, str) and 1 <= len(code) <= 64
                                  and all(c.isascii() and (c.isalnum() or c in "-_") for c in code)):
@@ -353,7 +356,23 @@ def _online(r: _Reader) -> OnlineSpec:
         completion_code=code,
         redirect_url=url,
         experimenter_token_env=env,
+        **_online_limits(r),
     )
+
+
+def _online_limits(r: _Reader) -> dict:
+    """The online keys that end sessions (specs.OnlineSpec); null turns one off."""
+    defaults = OnlineSpec()
+
+    def optional(name: str, lo: float, hi: float | None, integer: bool):
+        if r.data.get(name, getattr(defaults, name)) is None:
+            return None
+        return r.number(name, getattr(defaults, name), lo, hi, integer=integer, lo_open=True)
+
+    return {"expire_after_minutes": optional("expire_after_minutes", 0, None, False),
+            "time_limit_minutes": optional("time_limit_minutes", 0, None, False),
+            "starts_per_minute": optional("starts_per_minute", 0, None, True),
+            "max_in_progress": optional("max_in_progress", 0, None, True)}
 
 
 def _gsp(r: _Reader) -> GSPSpec:

@@ -141,12 +141,23 @@ class OnlineSpec:
     anything else (required to serve); completion_code: shown at the end (e.g. Prolific's);
     redirect_url: where the end page sends participants (http or https), e.g. Prolific's
     completion URL; experimenter_token_env: the environment variable holding the experimenter
-    page's token (a token never goes into a YAML that is committed)."""
+    page's token (a token never goes into a YAML that is committed).
+
+    Sessions that end (`mcmcp.online.limits`; null turns one off): expire_after_minutes: a
+    session in progress without a request for this long becomes `abandoned`;
+    time_limit_minutes: a session older than this (from its start) becomes `abandoned`;
+    starts_per_minute: /api/start calls per client address and minute, per server process;
+    max_in_progress: sessions in progress at once (consent or running) before new
+    participants are asked to come back later."""
 
     consent: str | None = None
     completion_code: str | None = None
     redirect_url: str | None = None
     experimenter_token_env: str = "MCMCP_EXPERIMENTER_TOKEN"
+    expire_after_minutes: float | None = 60.0
+    time_limit_minutes: float | None = None
+    starts_per_minute: int | None = 30
+    max_in_progress: int | None = None
 
 
 @dataclass(frozen=True)

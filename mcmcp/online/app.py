@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from mcmcp.config import load_config
 from mcmcp.online.database import Database, Unavailable
+from mcmcp.online.limits import StartLimit
 from mcmcp.online.study import OnlineStudy, Rejected, valid_id
 from mcmcp.store import utc_now
 
@@ -137,6 +138,8 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     cookie = f"mcmcp_{study.cfg.name}"
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
+    per_minute = study.cfg.online.starts_per_minute
+    starts = StartLimit(per_minute) if per_minute is not None else None
     monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
     monitor_lock = threading.Lock()
 
@@ -163,6 +166,10 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         return endpoint
 
     async def start(request: Request) -> Response:
+        if starts is not None and not starts.allow(request.client.host if request.client
+                                                   else ""):
+            raise Rejected(429, "Too many sessions were started from your network in the last "
+                                "minute. Please wait a minute, then reload this page.")
         data = await _json_body(request)
         _fields(data, {"client"}, {"PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant"})
         pid, named = data.get("PROLIFIC_PID"), data.get("participant")

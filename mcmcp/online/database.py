@@ -80,7 +80,8 @@ sessions = Table(
     Column("participant", String(32), nullable=False),
     Column("session", Integer, nullable=False),
     Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),  # consent | running | complete | declined
+    # consent | running | complete | declined | abandoned (mcmcp.online.limits)
+    Column("status", String(16), nullable=False),
     Column("d", Integer, nullable=False),
     Column("screen", String(32), nullable=False),
     Column("acked", Integer, nullable=False, default=0),
@@ -349,6 +350,28 @@ class Database:
             query = query.where(sessions.c.study == study)
         with self._using(), self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
+
+    def abandon_expired(self, study: str, inactive_before: str | None,
+                        started_before: str | None) -> int:
+        """Mark `study`'s sessions in progress last updated before `inactive_before` or
+        created before `started_before` (UTC ISO; None: no such limit) `abandoned`; how many."""
+        ended = [c for c, limit in ((sessions.c.updated, inactive_before),
+                                    (sessions.c.created, started_before)) if limit is not None]
+        if not ended:
+            return 0
+        conditions = [c < limit for c, limit in zip(
+            ended, [x for x in (inactive_before, started_before) if x is not None], strict=True)]
+        with self._using(write=True), self.engine.begin() as conn:
+            return conn.execute(update(sessions).where(
+                sessions.c.study == study, sessions.c.status.in_(("consent", "running")),
+                or_(*conditions)).values(status="abandoned")).rowcount
+
+    def in_progress(self, study: str) -> int:
+        """Sessions of `study` in consent or running."""
+        with self._using(), self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(sessions).where(
+                sessions.c.study == study,
+                sessions.c.status.in_(("consent", "running")))).scalar_one()
 
     def progress(self, study: str) -> list[Progress]:
         """Every session of `study`, in the order they started, without their metadata."""

@@ -26,7 +26,7 @@ from analysis.load import chain_states
 from mcmcp.online.database import Database, rows_frame
 
 BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few seconds per page)
-STATUSES = ("consent", "running", "complete", "declined")
+STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 
 
 def _number(value) -> float | str | None:
@@ -114,6 +114,7 @@ class Monitor:
             "study": self.study,
             "counts": {"in_progress": by_status["consent"] + by_status["running"],
                        "done": by_status["complete"], "declined": by_status["declined"],
+                       "abandoned": by_status["abandoned"],
                        "trials_answered": sum(r.shown for r in records)},
             "participants": [
                 {"participant": r.participant, "status": r.status, "shown": r.shown,

@@ -39,6 +39,7 @@ from mcmcp.engine import Engine, resume_point, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
+from mcmcp.online.limits import IN_PROGRESS, cutoffs, expired
 from mcmcp.render import Renderer
 from mcmcp.session import SessionFlow, instructions
 from mcmcp.specs import ExperimentConfig
@@ -49,6 +50,11 @@ END_TEXT = "Thank you! The study is over."
 DECLINED_TEXT = ("You chose not to take part, so no data were recorded.\n\nThank you for your "
                  "time. If you came from a recruitment site, please return your submission there; "
                  "you can close this page.")
+ENDED_TEXT = ("This session has ended: it was left for too long or reached its time limit. "
+              "Your answers so far are kept. If you came from a recruitment site, please "
+              "return there.")
+FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
+             "again in a few minutes.")
 FLOW_CACHE = 512  # flows kept in memory per server process (others are rebuilt from the rows)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -135,6 +141,7 @@ class OnlineStudy:
         gates, centroids, _, faces_hash, more, identities = session_materials(cfg, loaded, file)
         for line in [*warnings, *more]:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
+        db.abandon_expired(cfg.name, *cutoffs(cfg.online))  # they block no changed design
         check_database(cfg, db, loaded.sha256, file)
         return cls(cfg, db, loaded, gates, centroids, faces_hash, identities)
 
@@ -153,7 +160,7 @@ class OnlineStudy:
             validate_participant_id(participant)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
-        existing = self.db.by_participant(self.cfg.name, participant, SESSION)
+        existing = self._ended(self.db.by_participant(self.cfg.name, participant, SESSION))
         if existing is not None:
             mine = token is not None and valid_id(token) and self.db.by_token(token)
             if mine and mine.id == existing.id:
@@ -163,6 +170,11 @@ class OnlineStudy:
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
+        limit = self.cfg.online.max_in_progress
+        if limit is not None:
+            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+            if self.db.in_progress(self.cfg.name) >= limit:
+                raise Rejected(503, FULL_TEXT)
         try:  # the participant's streams, block order and child (rotated ones need a number)
             children = assignment(self.cfg, participant, self.identities.default)
             engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids,
@@ -262,6 +274,19 @@ class OnlineStudy:
         if record is None:
             raise Rejected(401, "This page has no valid session. Open the study with the link "
                                 "you were given (it starts or resumes your session).")
+        return self._ended(record)
+
+    def _ended(self, record: SessionRecord | None) -> SessionRecord | None:
+        """`record`, unless its session has ended by the limits (Rejected 410); a session in
+        progress that has just expired is marked abandoned first."""
+        if record is None:
+            return None
+        if record.status in IN_PROGRESS and expired(self.cfg.online, record.created,
+                                                    record.updated):
+            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+            record = replace(record, status="abandoned")
+        if record.status == "abandoned":
+            raise Rejected(410, ENDED_TEXT)
         return record
 
     def _lock(self, session_id: int) -> threading.Lock:

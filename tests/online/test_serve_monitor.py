@@ -54,7 +54,7 @@ def test_monitor_reads_only_new_rows_and_agrees_with_analysis(tmp_path):
         expected = own["rhat_max"].max()[pid]
         got = by_id[pid]["rhat"]
         assert float(got) == pytest.approx(expected) if np.isfinite(expected) else got == "inf"
-    assert data["counts"] == {"in_progress": 0, "done": 2, "declined": 0,
+    assert data["counts"] == {"in_progress": 0, "done": 2, "declined": 0, "abandoned": 0,
                               "trials_answered": 2 * study.n_shown}
     for e in data["emotions"]:
         assert e["rhat"] == pytest.approx(group.loc[e["emotion"], "rhat_max"])
