@@ -132,8 +132,9 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
     servers = [Server(config, db_url, folder / f"{tag}-{i}.log", token=TOKEN, root=root)
                for i in range(args.processes)]
     try:
+        servers[0].start()  # today's main races on creating the tables of a new database
         with ThreadPoolExecutor(len(servers)) as pool:
-            list(pool.map(Server.start, servers))
+            list(pool.map(Server.start, servers[1:]))
         results, wall, page_times = asyncio.run(crowd(
             [s.url for s in servers], participants, args.duration, args.think, page))
     finally:

@@ -220,7 +220,13 @@ def open_engine(url: str, create: bool = True) -> Engine:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")
     try:
-        if create:
+        if create and engine.dialect.name == "postgresql":
+            # server processes starting together on a new database: one creates the tables
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
+                metadata.create_all(conn)
+                _add_new_columns(conn)
+        elif create:
             metadata.create_all(engine)
             _add_new_columns(engine)
         elif not inspect(engine).has_table("sessions"):
@@ -231,22 +237,28 @@ def open_engine(url: str, create: bool = True) -> Engine:
     return engine
 
 
-def _add_new_columns(engine: Engine) -> None:
+def _add_new_columns(bind) -> None:
     """Give a database made before a table gained a column (e.g. `identity`, `resume`) that
-    column, empty in the rows it holds, so a study goes on after an update. Several server
-    processes may try at once: a column another one just added is fine."""
+    column, empty in the rows it holds, so a study goes on after an update. bind: an engine
+    (SQLite: several server processes may try at once, a column another one just added is
+    fine) or a connection holding PostgreSQL's lock."""
+    dialect = bind.dialect
     for table in (sessions, trials):
         for column in table.columns:
-            if column.name in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+            if column.name in {c["name"] for c in inspect(bind).get_columns(table.name)}:
                 continue
-            name = engine.dialect.identifier_preparer.quote(column.name)  # a schema name
+            name = dialect.identifier_preparer.quote(column.name)  # a schema name
+            statement = text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                             f"{column.type.compile(dialect)}")
+            if not isinstance(bind, Engine):
+                bind.execute(statement)
+                continue
             try:
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
-                                      f"{column.type.compile(engine.dialect)}"))
+                with bind.begin() as conn:
+                    conn.execute(statement)
             except DBAPIError:
                 if column.name not in {c["name"]
-                                       for c in inspect(engine).get_columns(table.name)}:
+                                       for c in inspect(bind).get_columns(table.name)}:
                     raise
 
 

@@ -120,3 +120,18 @@ def test_postgres_down_acknowledges_nothing(tmp_path, capsys):
         finally:
             pg.resume()
         goes_on(study, client, view, capsys)
+
+
+def test_processes_starting_together_on_a_new_postgres_database(postgres):
+    """Two server processes started at once (a systemd pair) both open a new database: one
+    creates the tables, neither fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mcmcp.online.database import Database
+
+    for _ in range(3):
+        url = postgres.new_database()
+        with ThreadPoolExecutor(4) as pool:
+            for db in pool.map(Database, [url] * 4):
+                assert db.all_sessions() == []
+                db.close()
