@@ -141,6 +141,8 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     try:
         res = await call("POST", "/api/start", {"participant": participant, "client": {
             "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
+        if res.status_code != 200:
+            raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
         await _steps(participant, res.json(), call, out, replay_every, think, pace)
     except Stopped:
         pass
