@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the test suite's server and PostgreSQL helpers
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout; the tests' server helpers
 
 import httpx2  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
