@@ -55,7 +55,7 @@ ENDED_TEXT = ("This session has ended: it was left for too long or reached its t
               "return there.")
 FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
              "again in a few minutes.")
-FLOW_CACHE = 512  # flows kept in memory per server process (others are rebuilt from the rows)
+FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
