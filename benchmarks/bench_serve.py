@@ -109,7 +109,7 @@ def position(progress: str, n_practice: int) -> int:
 def check(db_url: str, results: list[dict], participants: list[str], out: Path,
           n_practice: int) -> tuple[int, int]:
     """(lost, duplicated): accepted answers missing from the data, rows saved more than once."""
-    db = Database(db_url)  # the servers have stopped: today's main's database gains columns
+    db = Database(db_url, create=False)
     records = db.all_sessions()
     counts = db.counts()
     duplicated = sum(abs(counts.get(r.id, 0) - r.n_rows) for r in records)

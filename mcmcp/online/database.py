@@ -156,6 +156,12 @@ class Progress:
     updated: str
 
 
+def _record_columns() -> list:
+    """The columns of a SessionRecord: a database made before `resume` existed reads the same
+    (`mcmcp.export` opens it without adding columns)."""
+    return [sessions.c[name] for name in SessionRecord.__dataclass_fields__]
+
+
 def _record(row) -> SessionRecord:
     return SessionRecord(**{k: row._mapping[k] for k in SessionRecord.__dataclass_fields__})
 
@@ -322,13 +328,13 @@ class Database:
 
     def by_token(self, token: str) -> SessionRecord | None:
         with self._using(), self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(
+            row = conn.execute(select(*_record_columns()).where(
                 sessions.c.token_sha256 == token_hash(token))).first()
         return None if row is None else _record(row)
 
     def by_participant(self, study: str, participant: str, session: int) -> SessionRecord | None:
         with self._using(), self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(
+            row = conn.execute(select(*_record_columns()).where(
                 sessions.c.study == study, sessions.c.participant == participant,
                 sessions.c.session == session)).first()
         return None if row is None else _record(row)
@@ -357,7 +363,7 @@ class Database:
                 select(sessions.c.study, sessions.c.status, sessions.c.meta))]
 
     def all_sessions(self, study: str | None = None) -> list[SessionRecord]:
-        query = select(sessions).order_by(sessions.c.id)
+        query = select(*_record_columns()).order_by(sessions.c.id)
         if study is not None:
             query = query.where(sessions.c.study == study)
         with self._using(), self.engine.connect() as conn:

@@ -77,3 +77,20 @@ def test_any_process_rebuilds_from_the_resume_point(tmp_path, db_url):  # noqa: 
            for f in export(first.db, tmp_path / "two2")}
     pd.testing.assert_frame_equal(new["sub-R2"].drop(columns=NOT_COMPARED),
                                   ref["sub-R2"].drop(columns=NOT_COMPARED))
+
+
+def test_a_database_from_before_resume_points_exports_as_it_is(tmp_path):
+    """`mcmcp.export` opens a database without changing it: one made before resume points
+    (no `resume` column) is read as it is."""
+    from sqlalchemy import text
+
+    from mcmcp.online.database import Database
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    study, client = serve(online_config(tmp_path), url)
+    take_part([client], np.random.default_rng(0), "O1")
+    with study.db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE sessions DROP COLUMN resume"))
+    [folder] = export(Database(url, create=False), tmp_path / "out")
+    assert read_trials(folder / "trials.csv")["row"].tolist() == list(range(
+        study.db.all_sessions()[0].n_rows))
