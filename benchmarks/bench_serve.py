@@ -10,9 +10,10 @@ every request sent to one of the processes at random (a proxy without stickiness
 case for a process that keeps sessions in memory), each looking at a pair --think seconds on
 average before answering, for --duration seconds. Then it checks the database and prints one
 table: answers per second, p50 / p99 / worst time from sending an answer to having the next
-screen (pair included), the experimenter page's p50, and rows lost or duplicated (every
-accepted answer must be saved once). The clients run in this process on the same cores as the
-servers, so the times are an upper bound on server time. Requests only go to 127.0.0.1 and
+screen (pair included), the same for the time the server spent on each answer (its
+Server-Timing header; today's main sends none), the experimenter page's p50, and rows lost or
+duplicated (every accepted answer must be saved once). The clients run in this process on the
+same cores as the servers. Requests only go to 127.0.0.1 and
 stop after --duration.
     python benchmarks/bench_serve.py --baseline /tmp/old-online [--participants 200]
         [--processes 2] [--config experiments/happy.yaml] [--duration 120] [--think 1]
@@ -145,10 +146,13 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
     lost, duplicated = check(db_url, results, participants, folder / f"{tag}-export",
                              load_config(config).trials.practice)
     latency = np.concatenate([r["latency"] for r in results]) * 1e3
+    server = np.concatenate([r["server"] for r in results]) * 1e3
     answers = sum(len(r["answered"]) for r in results)
     return {"code": code, "page": "open" if page else "closed", "answers": answers,
             "answers_per_s": answers / wall, "p50_ms": float(np.percentile(latency, 50)),
             "p99_ms": float(np.percentile(latency, 99)), "max_ms": float(latency.max()),
+            "server_p50_ms": float(np.percentile(server, 50)) if len(server) else None,
+            "server_p99_ms": float(np.percentile(server, 99)) if len(server) else None,
             "page_ms": float(np.median(page_times) * 1e3) if page_times else None,
             "lost": lost, "duplicated": duplicated}
 
@@ -188,14 +192,15 @@ def main() -> None:
     print(f"\n{args.participants} participants, think {args.think:g} s, {args.processes} server "
           f"processes on {args.backend}, requests routed at random, {args.duration:g} s per "
           f"run, config {args.config.name}, clients on the same machine")
-    head = ("code", "page", "answers", "answers/s", "p50 ms", "p99 ms", "max ms", "page ms",
-            "lost", "duplicated")
+    head = ("code", "page", "answers", "answers/s", "p50 ms", "p99 ms", "max ms",
+            "server p50 ms", "server p99 ms", "page ms", "lost", "duplicated")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         cells = (r["code"], r["page"], r["answers"], f"{r['answers_per_s']:.1f}",
                  f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
-                 "-" if r["page_ms"] is None else f"{r['page_ms']:.0f}", r["lost"],
+                 *("-" if r[k] is None else f"{r[k]:.0f}"
+                   for k in ("server_p50_ms", "server_p99_ms", "page_ms")), r["lost"],
                  r["duplicated"])
         print("| " + " | ".join(str(c) for c in cells) + " |")
 

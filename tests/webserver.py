@@ -117,8 +117,10 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     proxy without stickiness); stop: time.monotonic() at which to leave part-way.
 
     Returns answered: [(progress, side)] accepted with 200; latency: seconds from sending an
-    answer to having the next screen; refused_replays; status codes seen."""
-    out = {"answered": [], "latency": [], "refused_replays": 0, "codes": []}
+    answer to having the next screen; server: seconds the server says it spent on each of
+    those answers (its Server-Timing header, where it sends one); refused_replays; status codes
+    seen."""
+    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
@@ -162,6 +164,9 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
             res = await call("POST", "/api/answer", body)
             if res.status_code == 200:
                 out["latency"].append(time.perf_counter() - sent)
+                timing = res.headers.get("server-timing", "")
+                if timing.startswith("app;dur="):
+                    out["server"].append(float(timing.removeprefix("app;dur=")) / 1e3)
                 out["answered"].append((screen["progress"], side))
                 if replay_every and len(out["answered"]) % replay_every == 0:
                     again = await call("POST", "/api/answer", body)

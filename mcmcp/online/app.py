@@ -148,14 +148,17 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
 
     def handler(fn):
         async def endpoint(request: Request) -> Response:
+            began = time.perf_counter()
             try:
-                return await fn(request)
+                response = await fn(request)
             except Rejected as err:
-                return reply({"error": err.message}, err.status)
+                response = reply({"error": err.message}, err.status)
             except Unavailable:  # the database logged the cause; nothing was acknowledged
                 response = reply({"error": UNAVAILABLE}, 503)
                 response.headers["Retry-After"] = "5"
-                return response
+            # the time this process spent on the request (bench_serve reads it)
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - began) * 1e3:.1f}"
+            return response
         return endpoint
 
     def asset(path: str):
