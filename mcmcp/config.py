@@ -22,6 +22,10 @@ from mcmcp.specs import (
     BLOCK_ORDERS,
     DEFAULT_ANNEAL_UNTIL,
     DEFAULT_KAPPA_PROPOSAL,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_PER_HOLD,
+    DEFAULT_PER_PARTICIPANT,
+    DEVICES,
     GATE_KINDS,
     GSP_PROMPT,
     IDENTITY_ASSIGNS,
@@ -215,7 +219,8 @@ def _emotions(file: Path, value: Any) -> tuple[str, ...]:
 
 
 def _chains(r: _Reader) -> ChainSpec:
-    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt", "unguided"))
+    r.check_keys(("per_emotion", "kappa_proposal", "start", "adapt", "unguided",
+                  "across_participants", "lease_seconds"))
     adapt = None
     a = r.sub("adapt", nullable=True)
     if a is not None:
@@ -224,23 +229,51 @@ def _chains(r: _Reader) -> ChainSpec:
             target=a.number("target", 0.4, 0.0, 1.0, lo_open=True, hi_open=True),
             burn_in=a.number("burn_in", 50, 1, None, integer=True),
         )
+    across = r.boolean("across_participants", False)
     return ChainSpec(
         per_emotion=r.number("per_emotion", 4, 1, 100, integer=True),
         kappa_proposal=r.number("kappa_proposal", DEFAULT_KAPPA_PROPOSAL, 0.0, 1e5, lo_open=True),
         start=r.choice("start", "fibonacci", STARTS),
         adapt=adapt,
         unguided=r.number("unguided", 0, 0, 100, integer=True),
+        across_participants=across,
+        lease_seconds=_shared_only(r, "lease_seconds", across, lambda: r.number(
+            "lease_seconds", DEFAULT_LEASE_SECONDS, 1.0, 86_400.0), "chains.across_participants"),
     )
 
 
-def _trials(r: _Reader) -> TrialSpec:
-    r.check_keys(("per_chain", "practice", "catch_rate", "repeat_rate", "break_every"))
+def _shared_only(r: _Reader, name: str, across: bool, read, flag: str):
+    """A key of across-participant designs: read (with its default) when `across`, else it
+    must be absent or null (config_to_dict writes null)."""
+    if across:
+        return read()
+    if r.data.get(name) is not None:
+        raise r.error(name, r.data[name], f"null unless {flag} is true (it is false)")
+    return None
+
+
+def _trials(r: _Reader, across: bool) -> TrialSpec:
+    r.check_keys(("per_chain", "practice", "catch_rate", "repeat_rate", "break_every",
+                  "per_hold", "per_participant"))
+    flag = "chains.across_participants"
+    per_hold = _shared_only(r, "per_hold", across, lambda: r.number(
+        "per_hold", DEFAULT_PER_HOLD, 1, 10_000, integer=True), flag)
+    per_participant = _shared_only(r, "per_participant", across, lambda: r.number(
+        "per_participant", DEFAULT_PER_PARTICIPANT, 1, 100_000, integer=True), flag)
+    if across and per_participant % per_hold:
+        lower = max(per_participant // per_hold, 1) * per_hold
+        raise r.error("per_participant", per_participant,
+                      f"a multiple of trials.per_hold ({per_hold}), e.g. {lower} or "
+                      f"{lower + per_hold}: a participant gives every chain they hold "
+                      "per_hold trials")
     return TrialSpec(
         per_chain=r.number("per_chain", 100, 1, 100_000, integer=True),
         practice=r.number("practice", 3, 0, 100, integer=True),
         catch_rate=r.number("catch_rate", 0.05, 0.0, 0.5),
         repeat_rate=r.number("repeat_rate", 0.0, 0.0, 0.5, hi_open=True),
         break_every=r.number("break_every", 100, 0, None, integer=True),
+        per_hold=per_hold,
+        per_participant=per_participant,
     )
 
 
@@ -336,26 +369,60 @@ def _agent(r: _Reader) -> AgentSpec:
 
 
 def _online(r: _Reader) -> OnlineSpec:
-    limits = ("expire_after_minutes", "time_limit_minutes", "starts_per_minute",
-              "max_in_progress")
     r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env",
-                  *limits))
-    code, url = r.data.get("completion_code"), r.data.get("redirect_url")
-    if code is not None and not (isinstance(code, str) and 1 <= len(code) <= 64
-                                 and all(c.isascii() and (c.isalnum() or c in "-_") for c in code)):
-        raise r.error("completion_code", code, "1-64 letters, digits, '-' or '_' (or null)")
-    if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))
-                                and len(url) <= 2000 and not any(c.isspace() for c in url)):
-        raise r.error("redirect_url", url, "an http:// or https:// URL without spaces (or null)")
-    env = r.text("experimenter_token_env", "MCMCP_EXPERIMENTER_TOKEN")
-    if not env.replace("_", "").isalnum() or env[0].isdigit():
-        raise r.error("experimenter_token_env", env, "an environment variable name (A-Z, 0-9, _)")
+                  "decline_code", "decline_url", "screenout_code", "screenout_url", "min_window",
+                  "devices", "fullscreen", "participant_links", "link_secret_env",
+                  "expire_after_minutes", "time_limit_minutes", "starts_per_minute",
+                  "max_in_progress"))
+
+    def code(name: str) -> str | None:
+        value = r.data.get(name)
+        if value is not None and not (
+                isinstance(value, str) and 1 <= len(value) <= 64
+                and all(c.isascii() and (c.isalnum() or c in "-_") for c in value)):
+            raise r.error(name, value, "1-64 letters, digits, '-' or '_' (or null)")
+        return value
+
+    def url(name: str) -> str | None:
+        value = r.data.get(name)
+        if value is not None and not (
+                isinstance(value, str) and value.startswith(("https://", "http://"))
+                and len(value) <= 2000 and not any(c.isspace() for c in value)):
+            raise r.error(name, value, "an http:// or https:// URL without spaces (or null)")
+        return value
+
+    def env(name: str, default: str) -> str:
+        value = r.text(name, default)
+        if not value.replace("_", "").isalnum() or not value.isascii() or value[0].isdigit():
+            raise r.error(name, value, "an environment variable name (A-Z, 0-9, _)")
+        return value
+
+    window = r.data.get("min_window")
+    if window is not None and not (
+            isinstance(window, list) and len(window) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000
+                    for v in window)):
+        raise r.error("min_window", window, "[width, height] in CSS pixels, each 1-10000 "
+                                            "(or null for any size)")
+    devices = r.data.get("devices", list(DEVICES))
+    if not (isinstance(devices, list) and devices and all(d in DEVICES for d in devices)
+            and len(set(devices)) == len(devices)):
+        raise r.error("devices", devices, f"a list of the devices allowed, from {list(DEVICES)}")
     consent = r.data.get("consent")
     return OnlineSpec(
         consent=None if consent is None else r.text("consent", ""),
-        completion_code=code,
-        redirect_url=url,
-        experimenter_token_env=env,
+        completion_code=code("completion_code"),
+        redirect_url=url("redirect_url"),
+        experimenter_token_env=env("experimenter_token_env", "MCMCP_EXPERIMENTER_TOKEN"),
+        decline_code=code("decline_code"),
+        decline_url=url("decline_url"),
+        screenout_code=code("screenout_code"),
+        screenout_url=url("screenout_url"),
+        min_window=None if window is None else tuple(window),
+        devices=tuple(devices),
+        fullscreen=r.boolean("fullscreen", False),
+        participant_links=r.choice("participant_links", "open", ("open", "signed", "recruitment")),
+        link_secret_env=env("link_secret_env", "MCMCP_LINK_SECRET"),
         **_online_limits(r),
     )
 
@@ -422,7 +489,8 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
     name = r.data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise r.error("name", name, "required: a non-empty name of letters, digits, '-' or '_'")
-    trials = _trials(r.sub("trials"))
+    chains = _chains(r.sub("chains"))
+    trials = _trials(r.sub("trials"), chains.across_participants)
     if trials.catch_rate + trials.repeat_rate > 0.9:
         raise r.error("trials.repeat_rate", trials.repeat_rate,
                       f"catch_rate + repeat_rate <= 0.9 (catch_rate is {trials.catch_rate})")
@@ -431,7 +499,7 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         seed=r.number("seed", 1, 0, 2**63 - 1, integer=True),
         model=_model(r.sub("model"), require_checkpoint),
         emotions=_emotions(file, r.data.get("emotions", ["happy"])),
-        chains=_chains(r.sub("chains")),
+        chains=chains,
         trials=trials,
         gate=_gate(r.sub("gate")),
         display=_display(r.sub("display")),
@@ -454,6 +522,14 @@ def config_from_dict(data: dict, file: str | Path = "<config>", *,
         raise r.error("chains.unguided", c.unguided,
                       f"an integer in [0, {c.per_emotion - 1}]: fewer than chains.per_emotion "
                       f"({c.per_emotion}), so some chains are guided")
+    if c.across_participants and cfg.stimuli.assign in ("participant", "rotated"):
+        raise r.error("stimuli.assign", cfg.stimuli.assign,
+                      "fixed or chain with chains.across_participants (a shared chain shows "
+                      "every participant who moves it the same child)")
+    if c.across_participants and cfg.trials.per_hold > cfg.trials.per_chain:
+        raise r.error("trials.per_hold", cfg.trials.per_hold,
+                      f"at most trials.per_chain ({cfg.trials.per_chain}): a hold is part of "
+                      "one chain")
     d = cfg.model.latent_dim
     if cfg.gate.mean is not None and d is not None and len(cfg.gate.mean) != d:
         raise r.error("gate.mean", list(cfg.gate.mean), f"a list of model.latent_dim = {d} numbers")

@@ -35,6 +35,14 @@ of every block (control chains: never screened, their rows have no gate columns)
 gate's γ depends on how many of the chain's trials have been shown (`Gate.gamma_at`); every gate
 and chain row records the γ in force.
 
+Chain source: the engine asks a chain source which chain a chain trial moves and where that
+chain's state lives (`ChainSource`). The default, `OwnChains`, is the participant's own chains,
+made at the start of the session; `mcmcp.shared.SharedChains` leases chains that pass from
+participant to participant (config `chains.across_participants`), and then a block's chain
+slots are the participant's holds (`Slot.chain`: the hold, which the source maps to the chain
+it leases when the hold's first trial is asked). Steps, gate, rows and schedule rules are the
+same for both.
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
@@ -45,6 +53,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -89,7 +98,8 @@ def block_order(cfg: ExperimentConfig, participant: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Slot:
-    """One shown trial of the schedule: kind practice | chain | catch | repeat."""
+    """One shown trial of the schedule: kind practice | chain | catch | repeat. chain: the
+    chain (own chains) or the hold (shared chains) a chain trial moves; None otherwise."""
 
     kind: str
     block: int
@@ -143,24 +153,34 @@ def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> lis
     participant's `block_order`).
 
     In a block, the chains take turns in a fresh random order each round, never the same chain
-    twice in a row; catch trials go anywhere, repeat trials after at least two chain trials
-    (so the pair they repeat is never the one still on screen). catch_rate and repeat_rate are
-    fractions of the block's shown trials.
+    twice in a row (shared chains: the participant's holds, two at a time); catch trials go
+    anywhere, repeat trials after at least two chain trials (so the pair they repeat is never
+    the one still on screen). catch_rate and repeat_rate are fractions of the block's shown
+    trials.
     """
     t = cfg.trials
     emotions = block_order(cfg, participant)
     slots = [Slot("practice", 0, emotions[0]) for _ in range(t.practice)]
-    n = cfg.chains.per_emotion
+    first = 0  # the block's first chain (own chains) or hold (shared chains)
     for b, emotion in enumerate(emotions):
+        n, per_lane = _lanes(cfg, b)
+        if n == 0:  # shared chains: more emotions than this participant's holds
+            continue
         rng = stream_rng(cfg.seed, participant, session, SCHEDULE_STREAM, b)
         order: list[int] = []
-        for _ in range(t.per_chain):
-            perm = rng.permutation(n)
-            if order and n > 1 and perm[0] == order[-1]:
-                perm[[0, -1]] = perm[[-1, 0]]
-            order.extend(int(c) for c in perm)
-        block = [Slot("chain", b, emotion, b * n + c) for c in order]
-        n_repeat, n_catch = _extra_trials(cfg)
+        # own chains take turns all together; shared chains two holds at a time, so a
+        # participant holds at most two of the study's chains (others can have the rest)
+        group = n if not cfg.chains.across_participants else 2
+        for lo in range(0, n, group):
+            m = min(group, n - lo)
+            for _ in range(per_lane):
+                perm = lo + rng.permutation(m)
+                if order and m > 1 and perm[0] == order[-1]:
+                    perm[[0, -1]] = perm[[-1, 0]]
+                order.extend(int(c) for c in perm)
+        block = [Slot("chain", b, emotion, first + c) for c in order]
+        first += n
+        n_repeat, n_catch = _extra_trials(cfg, n * per_lane)
         for _ in range(n_repeat):
             block.insert(int(rng.integers(2, len(block) + 1)), Slot("repeat", b, emotion))
         for _ in range(n_catch):
@@ -169,11 +189,23 @@ def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> lis
     return slots
 
 
-def _extra_trials(cfg: ExperimentConfig) -> tuple[int, int]:
-    """(repeat, catch) trials per block: catch_rate and repeat_rate are fractions of the
-    block's shown trials."""
+def _lanes(cfg: ExperimentConfig, block: int) -> tuple[int, int]:
+    """(lanes, shown trials per lane) of the participant's block `block` (0-based, in their
+    block order). Own chains: every block runs chains.per_emotion chains of trials.per_chain
+    trials. Shared chains: the participant's trials.per_participant / trials.per_hold holds of
+    trials.per_hold trials are dealt to the blocks in turn (the first blocks get one more when
+    they do not divide evenly; with fewer holds than emotions the last blocks get none)."""
     t = cfg.trials
-    n_chain = t.per_chain * cfg.chains.per_emotion
+    if not cfg.chains.across_participants:
+        return cfg.chains.per_emotion, t.per_chain
+    holds, k = t.per_participant // t.per_hold, len(cfg.emotions)
+    return holds // k + (block < holds % k), t.per_hold
+
+
+def _extra_trials(cfg: ExperimentConfig, n_chain: int) -> tuple[int, int]:
+    """(repeat, catch) trials of a block of `n_chain` chain trials: catch_rate and repeat_rate
+    are fractions of the block's shown trials."""
+    t = cfg.trials
     total = n_chain / (1.0 - t.catch_rate - t.repeat_rate)
     return (round(t.repeat_rate * total) if n_chain >= 2 else 0), round(t.catch_rate * total)
 
@@ -181,8 +213,117 @@ def _extra_trials(cfg: ExperimentConfig) -> tuple[int, int]:
 def schedule_length(cfg: ExperimentConfig) -> int:
     """Shown trials of every participant's session (practice included): the same for all,
     whatever their block order."""
-    per_block = cfg.trials.per_chain * cfg.chains.per_emotion + sum(_extra_trials(cfg))
-    return cfg.trials.practice + len(cfg.emotions) * per_block
+    out = cfg.trials.practice
+    for b in range(len(cfg.emotions)):
+        n, per_lane = _lanes(cfg, b)
+        if n:
+            out += n * per_lane + sum(_extra_trials(cfg, n * per_lane))
+    return out
+
+
+def start_points(cfg: ExperimentConfig, d: int, emotion: str, centroids: dict[str, np.ndarray],
+                 rng: np.random.Generator) -> np.ndarray:
+    """The chains.per_emotion start states (n, d) of one emotion's chains (config
+    `chains.start`): fibonacci is the lattice turned by a uniformly random rotation (so it
+    stays evenly spread but differs between draws), centroids are the other emotions' class
+    centroids in a random order, uniform are independent uniform points."""
+    n = cfg.chains.per_emotion
+    if cfg.chains.start == "fibonacci":
+        rotation = special_ortho_group.rvs(d, random_state=rng)
+        return sphere.fibonacci_sphere(n, d) @ rotation.T
+    if cfg.chains.start == "centroids":
+        others = [centroids[e] for e in sorted(centroids) if e != emotion]
+        if not others:
+            raise ValueError("chains.start = centroids needs other emotions' centroids")
+        others = [others[i] for i in rng.permutation(len(others))]
+        return np.array([others[i % len(others)] for i in range(n)])
+    return sphere.sample_uniform(n, d, rng)
+
+
+class ChainSource(Protocol):
+    """Which chain a chain trial moves, and where chain states live (see the module doc).
+
+    chain(slot): the chain id the chain slot's trial moves (a shared source may lease it now);
+    state / shown: the chain's current `ChainState` and its shown trials so far (an annealed
+    gate's progress); row_fields: columns every row of a step of the chain carries; move: the
+    chain's new state after one step (shown: a trial was shown, not a gate-screened proposal);
+    commit: the rows of one told trial that moved `chain_id` are final (a shared source writes
+    them with the chain's new state), True; False when the source refused them (a shared
+    chain the participant no longer held: the engine records the answer as one `late` row);
+    positions: the current (d,) state of every chain the source holds, by id;
+    resume: a resumed session's saved rows (DataFrame), its schedule so far and the engine's
+    step function `advance(state, proposal, accepted)`, before anything new is asked.
+    """
+
+    def chain(self, slot: Slot) -> int: ...
+
+    def state(self, chain_id: int) -> chain.ChainState: ...
+
+    def shown(self, chain_id: int) -> int: ...
+
+    def row_fields(self, chain_id: int, iteration: int) -> dict: ...
+
+    def move(self, chain_id: int, state: chain.ChainState, shown: bool) -> None: ...
+
+    def commit(self, chain_id: int, rows: list[dict]) -> bool: ...
+
+    def positions(self) -> dict[int, np.ndarray]: ...
+
+    def resume(self, rows: pd.DataFrame, shown: list[Slot], advance) -> None: ...
+
+
+class OwnChains:
+    """The participant-session's own chains (within-participant design): `states` maps chain
+    id (block b's chains b*n .. b*n+n-1) to its `ChainState`; a slot's chain is its own id,
+    and nothing outside the session holds or records them (commit does nothing: the session's
+    store writes the rows)."""
+
+    def __init__(self, states: dict[int, chain.ChainState]) -> None:
+        self.states = states
+        self.n_shown = dict.fromkeys(states, 0)  # shown trials per chain (annealed gates)
+
+    def chain(self, slot: Slot) -> int:
+        return slot.chain
+
+    def state(self, chain_id: int) -> chain.ChainState:
+        return self.states[chain_id]
+
+    def shown(self, chain_id: int) -> int:
+        return self.n_shown[chain_id]
+
+    def row_fields(self, chain_id: int, iteration: int) -> dict:
+        return {}
+
+    def move(self, chain_id: int, state: chain.ChainState, shown: bool) -> None:
+        self.states[chain_id] = state
+        self.n_shown[chain_id] += shown
+
+    def commit(self, chain_id: int, rows: list[dict]) -> bool:
+        return True
+
+    def positions(self) -> dict[int, np.ndarray]:
+        return {c: s.position for c, s in self.states.items()}
+
+    def resume(self, rows: pd.DataFrame, shown: list[Slot], advance) -> None:
+        """Rebuild every chain from the session's saved rows (through their `resume_point`)."""
+        d = sum(1 for c in rows.columns if c.startswith("current_"))
+        self.restore(resume_point(rows.to_dict("records"), d), advance)
+
+    def restore(self, point: dict, advance) -> None:
+        """Every chain from a `resume_point`: each chain's last move gives its state before
+        that step, `advance(state, proposal, accepted)` the state after it (with the session's
+        kappa adaptation), its kappa the proposal kappa; n_shown its shown trials."""
+        for ch, last in point["chains"].items():
+            before = chain.ChainState(
+                position=np.asarray(last["current"], dtype=float),
+                iteration=np.asarray(last["iteration"], dtype=np.int64),
+                n_accepted=np.asarray(last["accepted_before"], dtype=np.int64),
+                kappa=np.asarray(np.nan if last["kappa"] is None else last["kappa"]),  # GSP
+            )
+            self.states[int(ch)] = advance(before, np.asarray(last["proposal"], dtype=float),
+                                           last["accepted"])
+        for ch, count in point["n_shown"].items():
+            self.n_shown[int(ch)] = count
 
 
 def _flag(value) -> bool:
@@ -226,8 +367,9 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
             block = int(r["block"])
             point["n_shown"][ch] = point["n_shown"].get(ch, 0) + 1
             point["history"] = [h for h in point["history"] if h[1] == block]
+            role = r.get("left_role")  # none on a slider trial (GSP has no repeats)
             point["history"].append([int(r["trial"]), block, int(r["row"]), int(r["chain"]),
-                                     int(r["iteration"]), str(r["left_role"])])
+                                     int(r["iteration"]), role if isinstance(role, str) else None])
     return point
 
 
@@ -239,9 +381,12 @@ class Engine:
     chains.start = centroids); agent: "human" or the agent's name (recorded in every row);
     rows_so_far: the session's saved rows (DataFrame from `store.read_rows`) to resume from;
     identities: the participant's children (`mcmcp.identities.assignment`; None: the model's
-    default child, recorded as an empty `identity`); resume, lookup: instead of rows_so_far,
-    the rows' `resume_point` and a function row number -> (current, proposal) codes of that
-    saved chain row (rows were checked against the schedule when they were saved).
+    default child, recorded as an empty `identity`); source: the chain source (None: the
+    participant's own chains, `OwnChains`, started as `_start_states` says; shared chains
+    resume from their source, not from `rows_so_far`); resume, lookup: instead of
+    rows_so_far, the rows' `resume_point` and a function row number -> (current, proposal)
+    codes of that saved chain row (own chains only; rows were checked against the schedule
+    when they were saved).
     Raises ValueError for saved rows that do not fit this config's schedule or its children.
     """
 
@@ -256,6 +401,7 @@ class Engine:
         agent: str = "human",
         rows_so_far: pd.DataFrame | None = None,
         identities: Assignment | None = None,
+        source: ChainSource | None = None,
         resume: dict | None = None,
         lookup: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
     ):
@@ -272,8 +418,10 @@ class Engine:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
         self.n_real = len(self.schedule) - self.n_practice
-        self.states = self._start_states()
-        self.n_shown = dict.fromkeys(self.states, 0)  # shown trials per chain (annealed gates)
+        if source is None and cfg.chains.across_participants:
+            raise ValueError("an across-participant design takes its chains from the study's "
+                             "chain store: give the engine a mcmcp.shared.SharedChains source")
+        self.source = OwnChains(self._start_states()) if source is None else source
         self.n_rows = 0
         self.next_index = 0  # index into schedule of the next trial to ask
         self.pending: list[PendingTrial] = []
@@ -319,24 +467,13 @@ class Engine:
         return out
 
     def _start_states(self) -> dict[int, chain.ChainState]:
-        """Starts per block: fibonacci is the lattice turned by a uniformly random rotation (so
-        it stays evenly spread but differs between participants), centroids are the other
-        emotions' class centroids in a random order, uniform are independent uniform points."""
+        """Own chains' starts, block b's from the participant's START stream b
+        (`start_points`), so they differ between participants."""
         c, n = self.cfg.chains, self.cfg.chains.per_emotion
         states = {}
         for b, emotion in enumerate(self.emotions):
-            rng = self.stream(START_STREAM, b)
-            if c.start == "fibonacci":
-                rotation = special_ortho_group.rvs(self.d, random_state=rng)
-                starts = sphere.fibonacci_sphere(n, self.d) @ rotation.T
-            elif c.start == "centroids":
-                others = [self.centroids[e] for e in sorted(self.centroids) if e != emotion]
-                if not others:
-                    raise ValueError("chains.start = centroids needs other emotions' centroids")
-                others = [others[i] for i in rng.permutation(len(others))]
-                starts = np.array([others[i % len(others)] for i in range(n)])
-            else:
-                starts = sphere.sample_uniform(n, self.d, rng)
+            starts = start_points(self.cfg, self.d, emotion, self.centroids,
+                                  self.stream(START_STREAM, b))
             for i in range(n):
                 states[b * n + i] = chain.init(starts[i], c.kappa_proposal)
         return states
@@ -346,10 +483,11 @@ class Engine:
         cur = [f"current_{i}" for i in range(self.d)]
         prop = [f"proposal_{i}" for i in range(self.d)]
         shown = rows[rows["kind"] != "gate"]
+        own = isinstance(self.source, OwnChains)  # shared chains: the slot is a hold
         for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"], strict=True)):
             slot = self.schedule[i] if i < len(self.schedule) else None
-            if slot is None or slot.kind != kind or (
-                kind == "chain" and int(ch) != slot.chain
+            if slot is None or slot.kind != ("chain" if kind == "late" else kind) or (
+                own and kind == "chain" and int(ch) != slot.chain
             ):
                 raise ValueError(
                     f"saved shown trial {i + 1} ({kind}, chain {ch}) does not match this "
@@ -357,7 +495,10 @@ class Engine:
                 )
         if "identity" in shown:  # files from before children were recorded have no column
             saved = shown["identity"].fillna("").astype(str).to_numpy()
-            planned = [self._children[i] for i in range(len(shown))]
+            planned = [self._children[i] if own or kind != "chain"
+                       else self.identities.chain(int(ch))
+                       for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"],
+                                                          strict=True))]
             wrong = [i for i, (a, b) in enumerate(zip(saved, planned, strict=True))
                      if a != b and shown["kind"].iloc[i] != "repeat"]
             if wrong:
@@ -368,21 +509,17 @@ class Engine:
                     "with the config and checkpoint the session started with")
         latent = rows[cur + prop].to_numpy(dtype=float)
         self._lookup = lambda row: (latent[row, :self.d], latent[row, self.d:])
-        self._restore(resume_point(rows.to_dict("records"), self.d))
+        self.source.resume(rows, self.schedule[:len(shown)], self._advance)
+        self._restore(resume_point(rows.to_dict("records"), self.d), chains=False)
 
-    def _restore(self, point: dict) -> None:
-        """Chains, history and position in the schedule from a `resume_point`."""
-        for ch, last in point["chains"].items():
-            before = chain.ChainState(
-                position=np.asarray(last["current"], dtype=float),
-                iteration=np.asarray(last["iteration"], dtype=np.int64),
-                n_accepted=np.asarray(last["accepted_before"], dtype=np.int64),
-                kappa=np.asarray(np.nan if last["kappa"] is None else last["kappa"]),
-            )
-            self.states[int(ch)] = self._advance(
-                before, np.asarray(last["proposal"], dtype=float), last["accepted"])
-        for ch, count in point["n_shown"].items():
-            self.n_shown[int(ch)] = count
+    def _restore(self, point: dict, chains: bool = True) -> None:
+        """History and position in the schedule from a `resume_point`; chains: the own
+        chains' states too (else the source has resumed them)."""
+        if chains:
+            if not isinstance(self.source, OwnChains):
+                raise ValueError("a resume point holds a session's own chains; shared chains "
+                                 "resume from their source")
+            self.source.restore(point, self._advance)
         self.history = [list(h) for h in point["history"]]
         self.n_rows = point["n_rows"]
         self.next_index = point["shown"]
@@ -427,17 +564,22 @@ class Engine:
         gate_rows: list[dict] = []
         fields: dict = {"kappa_proposal": None, "gate_gamma": None}
         circle = None
+        cid = self.source.chain(slot) if slot.kind == "chain" else None
+        if cid is not None:
+            child = self.identities.chain(cid)  # a shared chain shows everyone its child
         if self.cfg.paradigm == "gsp" and slot.kind in ("chain", "practice"):
-            current = (self.states[slot.chain].position if slot.kind == "chain"
+            state = self.source.state(cid) if slot.kind == "chain" else None
+            current = (state.position if slot.kind == "chain"
                        else sphere.sample_uniform(1, self.d, rng)[0])
             circle = gsp.draw_circle(current[None], self.cfg.gsp.points, rng)
             circle = gsp.Circle(*(f[0] for f in circle))
             proposal = current
             roles = ("current", "current")
-            fields = {"chain": slot.chain, "iteration": int(self.states[slot.chain].iteration)
+            fields = {"chain": cid, "iteration": int(state.iteration),
+                      **self.source.row_fields(cid, int(state.iteration))
                       } if slot.kind == "chain" else {}
         elif slot.kind == "chain":
-            current, proposal, fields, gate_rows = self._chain_pair(slot, rng)
+            current, proposal, fields, gate_rows = self._chain_pair(slot, cid, rng)
             roles = ("current", "proposal")
         elif slot.kind == "catch":
             foils = [e for e in sorted(self.centroids) if e != slot.emotion]
@@ -497,21 +639,23 @@ class Engine:
         n = self.cfg.chains.per_emotion
         return chain_id % n >= n - self.cfg.chains.unguided
 
-    def _gate(self, slot: Slot):
-        """(the gate that screens the slot's chain, or None for a control chain or no gate;
-        the chain's shown trials so far as a fraction of trials.per_chain, for annealing)."""
-        gate = None if self.is_control(slot.chain) else self.gates.get(slot.emotion)
-        return gate, self.n_shown[slot.chain] / self.cfg.trials.per_chain
+    def _gate(self, slot: Slot, cid: int):
+        """(the gate that screens chain `cid` of the slot, or None for a control chain or no
+        gate; the chain's shown trials so far as a fraction of trials.per_chain, for
+        annealing)."""
+        gate = None if self.is_control(cid) else self.gates.get(slot.emotion)
+        return gate, self.source.shown(cid) / self.cfg.trials.per_chain
 
-    def _chain_pair(self, slot: Slot, rng: np.random.Generator):
-        """Propose (and gate) on the slot's chain: (current, proposal, fields, gate_rows)."""
-        gate, progress = self._gate(slot)
-        state = self.states[slot.chain]
+    def _chain_pair(self, slot: Slot, cid: int, rng: np.random.Generator):
+        """Propose (and gate) on chain `cid`: (current, proposal, fields, gate_rows)."""
+        gate, progress = self._gate(slot, cid)
+        state = self.source.state(cid)
         gate_rows = []
         for _ in range(MAX_GATE_STEPS):
             proposal = chain.propose(state, rng)
-            fields = {"chain": slot.chain, "iteration": int(state.iteration),
-                      "kappa_proposal": float(state.kappa)}
+            fields = {"chain": cid, "iteration": int(state.iteration),
+                      "kappa_proposal": float(state.kappa),
+                      **self.source.row_fields(cid, int(state.iteration))}
             if gate is None:
                 return state.position, proposal, fields, gate_rows
             res = gate.screen(state.position[None], proposal[None], rng, progress=progress)
@@ -525,12 +669,12 @@ class Engine:
                 return state.position, proposal, fields, gate_rows
             gate_rows.append(self._row(slot, None, "gate", {
                 **fields, "current": state.position, "proposal": proposal,
-                "accepted": False, "identity": self.identities.chain(slot.chain) or None,
+                "accepted": False, "identity": self.identities.chain(cid) or None,
             }))
             state = self._advance(state, proposal, False)
-            self.states[slot.chain] = state
+            self.source.move(cid, state, shown=False)
         raise RuntimeError(
-            f"the gate screened out {MAX_GATE_STEPS} proposals in a row on chain {slot.chain}; "
+            f"the gate screened out {MAX_GATE_STEPS} proposals in a row on chain {cid}; "
             "lower gate.gamma or raise chains.kappa_proposal"
         )
 
@@ -581,22 +725,38 @@ class Engine:
         else:
             out["chose_proposal"] = chosen == "proposal"
         if slot.kind == "chain":
-            self.n_shown[slot.chain] += 1
+            cid = out["chain"]
             out["accepted"] = chosen == "proposal"
-            state = self.states[slot.chain]
-            self.states[slot.chain] = self._advance(state, trial.fields["proposal"],
-                                                    out["accepted"])
+            state = self.source.state(cid)
+            self.source.move(cid, self._advance(state, trial.fields["proposal"],
+                                                out["accepted"]), shown=True)
         rows = [*trial.gate_rows, self._row(slot, trial.trial, slot.kind, out)]
         self._number(rows, timestamp)
+        if slot.kind == "chain" and not self.source.commit(cid, rows):
+            return self._late(rows, timestamp)
         if slot.kind == "chain":
             row = rows[-1]["row"]
             self.history = [h for h in self.history if h[1] == slot.block]
-            self.history.append([trial.trial, slot.block, row, slot.chain, out["iteration"],
+            self.history.append([trial.trial, slot.block, row, cid, out["iteration"],
                                  trial.left_role])
             self._codes = {h[2]: self._codes[h[2]] for h in self.history[:-1]
                            if h[2] in self._codes}
             self._codes[row] = (trial.fields["current"], trial.fields["proposal"])
         return rows
+
+    def _late(self, rows: list[dict], timestamp: str | None) -> list[dict]:
+        """The one row of a told trial the chain source refused (a shared chain whose lease
+        ended before the answer came): kind `late`, the answer as given, no step of any chain
+        (no gate rows, iteration, chain_step or accepted); `chain` and `lease` say which it
+        was for."""
+        self.n_rows -= len(rows)
+        late = {**rows[-1], "kind": "late", "iteration": None, "chain_step": None,
+                "accepted": None}
+        for key in [k for k in late if k.startswith(("log_gate", "gate_"))]:
+            late[key] = None
+        out = [late]
+        self._number(out, timestamp)
+        return out
 
     def _number(self, rows: list[dict], timestamp: str | None) -> None:
         for r in rows:
@@ -623,9 +783,10 @@ class Engine:
                "device": device, "gsp_points": k, "gsp_shift": int(circle.shift),
                "gsp_start": int(circle.start), "gsp_choice": point}
         if slot.kind == "chain":
-            state = self.states[slot.chain]
+            cid = out["chain"]
+            state = self.source.state(cid)
             moved = True
-            gate, progress = self._gate(slot)
+            gate, progress = self._gate(slot, cid)
             if gate is not None:
                 res = gate.screen(state.position[None], chosen[None], trial.rng,
                                   progress=progress)
@@ -633,13 +794,14 @@ class Engine:
                 out.update(log_gate_current=float(res.log_g_current[0]),
                            log_gate_proposal=float(res.log_g_proposal[0]),
                            gate_gamma=float(res.gamma[0]), gate_prob=float(res.prob[0]))
-            self.n_shown[slot.chain] += 1
             out["accepted"] = moved and point != 0
-            self.states[slot.chain] = chain.step(state, chosen, out["accepted"])
+            self.source.move(cid, chain.step(state, chosen, out["accepted"]), shown=True)
         rows = [self._row(slot, trial.trial, slot.kind, out)]
         self._number(rows, timestamp)
+        if slot.kind == "chain" and not self.source.commit(cid, rows):
+            return self._late(rows, timestamp)
         return rows
 
     def positions(self) -> dict[int, np.ndarray]:
-        """Current state (d,) of every chain, by chain id."""
-        return {c: s.position for c, s in self.states.items()}
+        """Current state (d,) of every chain the session holds, by chain id."""
+        return self.source.positions()

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shown trials per chain (default: the config's trials.per_chain)")
     p.add_argument("--out", type=Path, default=Path("participants_data"), metavar="DIR",
                    help="data folder (default participants_data/)")
+    p.add_argument("--chain-store", metavar="URL",
+                   help="across-participant designs (chains.across_participants): the study's "
+                        "shared chains, sqlite:///FILE or postgresql+psycopg://... shared by the "
+                        "lab computers (default: sqlite file DIR/shared_chains.sqlite of --out)")
     p.add_argument("--screenshot", type=Path, metavar="PNG",
                    help="save the first chain trial's screen to this PNG (default: none)")
     return p

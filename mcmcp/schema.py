@@ -9,6 +9,10 @@ row is, is said by `kind`:
                emotion (``foil_emotion``, in ``proposal_*``); scored in ``correct``.
 - ``repeat``   an earlier chain pair shown again with sides swapped (``repeat_of`` = its ``row``).
 - ``practice`` before the real trials; never analysed.
+- ``late``     a shared chain's trial (across-participant designs) answered after the
+               participant's lease on the chain had ended: shown and answered, but no step of
+               any chain (the chain went on without it); ``chain`` and ``lease`` say which it
+               was for, and the chain store keeps the answer in its audit table.
 
 Every proposal is one ``iteration`` of its chain, shown or not, so a chain's ``chain`` and ``gate``
 rows sorted by ``iteration`` rebuild the exact chain: next state = proposal if accepted else current.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("chain", "gate", "catch", "repeat", "practice")
+KINDS = ("chain", "gate", "catch", "repeat", "practice", "late")
 ROLES = ("current", "proposal", "target", "foil", "")
 RESPONSES = ("left", "right", "")
 
@@ -40,7 +44,7 @@ _BEFORE_LATENT = (
     Column("emotion", "string", "target emotion of the block, one of vae.labels.EMOTIONS"),
     Column("row", "Int64", "0-based index of this row in the session's file (order of events)"),
     Column("trial", "Int64", "1-based count of shown trials in the session; empty for gate rows"),
-    Column("kind", "string", "chain | gate | catch | repeat | practice (see module doc)"),
+    Column("kind", "string", "chain | gate | catch | repeat | practice | late (see module doc)"),
     Column("chain", "Int64", "chain id within the participant-session; empty for catch/practice"),
     Column("iteration", "Int64", "0-based step of the chain this row is (chain and gate rows)"),
 )
@@ -75,7 +79,8 @@ _AFTER_LATENT = (
                            "--resume); session.json `runs` has each run's clock and frame rate"),
     Column("key", "string", "the key pressed (e.g. left, f); empty for a click, an agent's answer "
                             "and gate rows"),
-    Column("device", "string", "what answered: keyboard | mouse | agent; empty for gate rows"),
+    Column("device", "string", "what answered: keyboard | mouse | touch (a touch screen, online) "
+                               "| agent; empty for gate rows"),
     Column("experiment", "string", "the experiment's name (config `name`)"),
     Column("date", "string", "local date and time the session started (ISO 8601 with UTC offset)"),
     Column("frame_rate", "Float64", "refresh rate (Hz) measured at the start of the row's run; "
@@ -102,6 +107,21 @@ _PARADIGM = (
 )
 
 
+# Across-participant chains (issue 22, `mcmcp.shared`), appended last. A shared chain belongs to
+# the study, not to one session: `chain` is its study-wide id (emotion k of the config's
+# emotions: chains k*per_emotion ...), `participant` says who moved it at this step.
+_SHARED = (
+    Column("lease", "string", "shared chains: the lease under which the participant held the "
+                              "chain at this step (one id per hold; every step of a hold has "
+                              "it); empty for a participant's own chains"),
+    Column("chain_step", "Int64", "shared chains: the chain's step number in the study (0-based, "
+                                  "counted over everyone who moved it; = iteration): the rows "
+                                  "of a chain sorted by chain_step are one unbroken line, each "
+                                  "continuing the state the step before left; empty for a "
+                                  "participant's own chains"),
+)
+
+
 def direction_columns(d: int) -> list[str]:
     """Names of the d coordinate columns of a GSP circle's direction."""
     return [f"direction_{i}" for i in range(d)]
@@ -122,7 +142,7 @@ def columns(d: int) -> list[Column]:
     direction = [Column(name, "Float64", f"GSP: the circle's unit tangent direction at the "
                                          f"current state, coordinate {i}")
                  for i, name in enumerate(direction_columns(d))]
-    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT, *_PARADIGM, *direction]
+    return [*_BEFORE_LATENT, *latent, *_AFTER_LATENT, *_PARADIGM, *direction, *_SHARED]
 
 
 def header(d: int) -> list[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from mcmcp.config import ConfigError, load_config
 from mcmcp.online.app import ENV_CONFIG, ENV_DB, create_app
 from mcmcp.online.database import Database, Unavailable
+from mcmcp.online.links import link_secret
 from mcmcp.online.study import OnlineStudy
 from mcmcp.specs import ExperimentConfig
 
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         db_url = args.db or default_db(cfg)
         db = Database(db_url)
-        study = OnlineStudy.open(cfg, db, str(args.config))  # every mistake a worker would meet
+        secret = link_secret(cfg.online, os.environ, str(args.config))  # signed links' key
+        study = OnlineStudy.open(cfg, db, str(args.config), secret)  # as a worker would
         token, kept = experimenter_token(cfg)
     except (ConfigError, ValueError, Unavailable) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 from mcmcp.engine import AGENT_STREAM, Engine, PendingTrial
 from mcmcp.render import Renderer
+from mcmcp.shared import NoChainFree
 from mcmcp.specs import ExperimentConfig, prompt_for
 from mcmcp.store import SessionStore, utc_now
 
@@ -216,9 +217,13 @@ class SessionFlow:
         self._messages.pop(0)
 
     def prepare(self) -> None:
-        """Draw and decode the next pair now, if its chain allows (see `Engine.can_ask`)."""
+        """Draw and decode the next pair now, if its chain allows (see `Engine.can_ask`; a
+        shared chain that is not free yet is asked for again at `tell`)."""
         if self._next is None and self.engine.can_ask():
-            trial = self.engine.ask()
+            try:
+                trial = self.engine.ask()
+            except NoChainFree:
+                return
             self._next = (trial, self.renderer.trial(trial) if trial is not None else None)
 
     def upcoming(self) -> tuple[PendingTrial | None, np.ndarray | None] | None:
@@ -229,12 +234,16 @@ class SessionFlow:
              dropped_frames: int | None, timestamp: str, key: str | None = None,
              device: str | None = None) -> list[dict]:
         """Answer the trial on show; returns the rows to save (its gate rows, then the trial).
-        key: the key pressed (None for a click or an agent); device: keyboard | mouse | agent."""
+        key: the key pressed (None for a click or an agent); device: keyboard | mouse | agent.
+        A shared chain's answer that came after its lease ended is one row of kind `late`."""
         if self._messages or self.pending is None:
             raise RuntimeError("no trial on show to answer")
         rows = self.engine.tell(self.pending, side, rt, onset, gap, dropped_frames, timestamp,
                                 key, device)
         self.prepare()
+        if self._next is None and not self.engine.done and self.engine.can_ask():
+            trial = self.engine.ask()  # a shared chain the source waits for (NoChainFree)
+            self._next = (trial, self.renderer.trial(trial))
         (self.pending, self.images), self._next = self._next or (None, None), None
         self._messages = self._before(self.pending)
         return rows

@@ -4,10 +4,14 @@
     python -m mcmcp.simulate --truth manual --gate none --emotion all   # no model needed
     python -m mcmcp.simulate --config experiments/simulate_demo.yaml --participants 100 --jobs 2
     python -m mcmcp.simulate --truth manual --gate none --paradigm gsp --trials 30   # GSP sliders
+    python -m mcmcp.simulate --config experiments/shared_demo.yaml --truth manual \
+        --participants 200 --kappa-between 30 --dropout 0.2 --late 0.05   # shared chains
 
-The work is done in the simulation wing: `mcmcp.sim.chains` (the vectorised simulator) and
-`mcmcp.sim.study` (participants, studies, designs); this module parses and checks the command
-line and calls them.
+The work is done in the simulation wing: `mcmcp.sim.chains` (the vectorised simulator),
+`mcmcp.sim.study` (participants, studies, designs) and, for across-participant designs
+(`chains.across_participants`), `mcmcp.sim.shared_study` (people who differ take turns on the
+study's shared chains through the engine and the chain store); this module parses and checks
+the command line and calls them.
 """
 
 from __future__ import annotations
@@ -81,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="concentration of the manual categories (default: 30)")
     p.add_argument("--truth-components", type=int, default=1,
                    help="vMF components per emotion fitted to the faces (default: 1)")
+    p.add_argument("--kappa-between", type=float, default=30.0,
+                   help="across-participant designs: how far people's own prototypes scatter "
+                        "around the group's, a vMF concentration (default: 30)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="across-participant designs: share of participants who leave mid-way "
+                        "(default: 0)")
+    p.add_argument("--late", type=float, default=0.0,
+                   help="across-participant designs: share of participants away past their "
+                        "lease once (default: 0)")
+    p.add_argument("--chain-store",
+                   help="across-participant designs: the shared chains' database URL "
+                        "(default: sqlite file OUT/shared_chains.sqlite)")
     p.add_argument("--out", default="participants_data",
                    help="root folder for sub-*/ses-* (default: participants_data)")
     return p
@@ -141,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
         # with it and checks the hash.
         sha = (model.loaded.sha256 if model is not None
                else file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint.is_file() else None)
+        if cfg.chains.across_participants:
+            return _simulate_shared(args, cfg, pids, truth, model, sha, src, t0)
         study = simulate_study(cfg, args.out, pids, truth, model, sha, src, jobs=args.jobs,
                                progress=len(pids) > 1)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
@@ -159,6 +177,39 @@ def main(argv: list[str] | None = None) -> dict:
           f"{study.simulate_seconds:.2f} s of sampling ({summary['chain_trials_per_second']:,.0f} "
           f"chain-trials/s); written to {args.out} in {summary['total_seconds']:.1f} s total"
           + (f" with {args.jobs} processes" if args.jobs > 1 else ""))
+    return summary
+
+
+def _simulate_shared(args, cfg, pids, truth, model, sha, src, t0) -> dict:
+    """An across-participant study (mcmcp.sim.shared_study); its summary."""
+    from pathlib import Path
+
+    from mcmcp.config import ConfigError
+    from mcmcp.sim.shared_study import simulate_shared_study
+    from mcmcp.sim.study import make_design
+
+    for flag, value in (("--dropout", args.dropout), ("--late", args.late)):
+        if not 0.0 <= value <= 1.0:
+            raise SystemExit(f"{flag} must be in [0, 1], got {value}")
+    if not args.kappa_between > 0:
+        raise SystemExit(f"--kappa-between must be > 0, got {args.kappa_between}")
+    if truth is None:
+        raise SystemExit("error: across-participant simulations need a latent agent (people "
+                         "differ by their own categories around the --truth)")
+    try:
+        design = make_design(cfg, Path(args.out), truth, model, sha, src)
+        study = simulate_shared_study(design, truth.densities, pids, args.chain_store,
+                                      args.kappa_between, args.dropout, args.late)
+    except (ValueError, FileExistsError, ConfigError) as err:
+        raise SystemExit(f"error: {err}") from None
+    summary = {"participants": len(pids), "left": len(study.left), "late": study.late,
+               "turned_away": len(study.turned_away), "chain_store": study.store_url,
+               "total_seconds": time.perf_counter() - t0, "out": str(args.out)}
+    print(f"simulated {len(pids)} participant(s) on {cfg.chains.per_emotion} shared chains per "
+          f"emotion x {len(cfg.emotions)} emotion(s): {len(study.left)} left mid-way, "
+          f"{study.late} late answer(s) refused, {len(study.turned_away)} turned away (every "
+          f"chain complete); chains in {study.store_url}, sessions in {args.out} "
+          f"({summary['total_seconds']:.1f} s)")
     return summary
 
 

@@ -45,6 +45,8 @@ MODEL_KINDS = ("identity", "plain")  # vae.model.KINDS, kept here so configs loa
 # GSP: a slider along a great circle (mcmcp.sampling.gsp).
 PARADIGMS = ("mcmcp", "gsp")
 
+DEVICES = ("desktop", "tablet", "phone")  # online.devices (mcmcp.online.screening)
+
 GSP_PROMPT = "Move the slider until the face looks as {emotion} as it can"  # its default prompt
 
 
@@ -67,25 +69,48 @@ class AdaptSpec:
     burn_in: int = 50
 
 
+# Across-participant chains (`chains.across_participants`): a held chain goes back to the study
+# after this long without an answer, so one participant who leaves never stalls a chain.
+DEFAULT_LEASE_SECONDS = 120.0
+# ... and by default each participant gives a chain they hold this many trials, 60 in all
+# (~3 minutes of MCMCP choices per emotion block when split over seven emotions' holds).
+DEFAULT_PER_HOLD = 10
+DEFAULT_PER_PARTICIPANT = 60
+
+
 @dataclass(frozen=True)
 class ChainSpec:
     """unguided: how many of each emotion's chains run without the gate (control chains the
-    report compares with the de-guided estimate of the guided ones); 0 with no gate."""
+    report compares with the de-guided estimate of the guided ones); 0 with no gate.
+
+    across_participants: False, each participant-session runs `per_emotion` chains of its own;
+    True, the study runs `per_emotion` chains per emotion that pass from participant to
+    participant (a participant leases a chain, answers `trials.per_hold` trials of it, hands
+    it back; `mcmcp.shared`), and a lease ends after `lease_seconds` without an answer."""
 
     per_emotion: int = 4
     kappa_proposal: float = DEFAULT_KAPPA_PROPOSAL
     start: str = "fibonacci"
     adapt: AdaptSpec | None = None
     unguided: int = 0
+    across_participants: bool = False
+    lease_seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class TrialSpec:
+    """per_chain: shown trials of each chain (across participants: of each shared chain, summed
+    over everyone who held it). per_hold / per_participant (across participants only, else
+    None): shown trials a participant gives each chain they hold / gives in all (a multiple of
+    per_hold; the holds are spread over the emotion blocks)."""
+
     per_chain: int = 100
     practice: int = 3
     catch_rate: float = 0.05
     repeat_rate: float = 0.0
     break_every: int = 100
+    per_hold: int | None = None
+    per_participant: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,17 @@ class OnlineSpec:
     completion URL; experimenter_token_env: the environment variable holding the experimenter
     page's token (a token never goes into a YAML that is committed).
 
+    The recruitment site's other ends, screening and links (docs/online.md): decline_code /
+    decline_url: shown / gone to when a participant does not consent (Prolific: a no-consent
+    code); screenout_code / screenout_url: the same when the browser screens them out;
+    min_window: (width, height) in CSS pixels the browser window must have (None: any);
+    devices: the kinds of device allowed (desktop, tablet, phone); fullscreen: ask for full
+    screen and record every exit; participant_links: which links open the study (a guessed id
+    must not claim a session): open (any, as given: trying out, lab machines), signed (only lab
+    links `?participant=ID&sig=...`, an HMAC of the id keyed with the secret in the environment
+    variable `link_secret_env`; `python -m mcmcp.links` makes them) or recruitment (only a
+    recruitment site's, with PROLIFIC_PID, STUDY_ID and SESSION_ID).
+
     Sessions that end (`mcmcp.online.limits`; null turns one off): expire_after_minutes: a
     session in progress without a request for this long becomes `abandoned`;
     time_limit_minutes: a session older than this (from its start) becomes `abandoned`;
@@ -154,6 +190,15 @@ class OnlineSpec:
     completion_code: str | None = None
     redirect_url: str | None = None
     experimenter_token_env: str = "MCMCP_EXPERIMENTER_TOKEN"
+    decline_code: str | None = None
+    decline_url: str | None = None
+    screenout_code: str | None = None
+    screenout_url: str | None = None
+    min_window: tuple[int, int] | None = None
+    devices: tuple[str, ...] = DEVICES
+    fullscreen: bool = False
+    participant_links: str = "open"
+    link_secret_env: str = "MCMCP_LINK_SECRET"
     expire_after_minutes: float | None = 60.0
     time_limit_minutes: float | None = None
     starts_per_minute: int | None = 30

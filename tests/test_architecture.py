@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mcmcp", "vae", "analysis")
-COMMANDS = {f"mcmcp.{name}" for name in ("run", "simulate", "serve", "export", "plan", "demo")}
+COMMANDS = {f"mcmcp.{name}" for name in ("run", "simulate", "serve", "export", "plan", "demo",
+                                          "links")}
 WINGS = ("mcmcp.lab", "mcmcp.online", "mcmcp.sim")
 
 

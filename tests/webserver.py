@@ -101,6 +101,11 @@ def side_for(participant: str, progress: str) -> str:
     return "left" if digest[0] % 2 else "right"
 
 
+def slider_for(participant: str, progress: str, k: int) -> int:
+    """The slider position a simulated person confirms on a GSP trial (as `side_for`)."""
+    return hashlib.sha256(f"{participant}|{progress}".encode()).digest()[1] % k
+
+
 class Stopped(Exception):
     """The participant was stopped part-way (`take_part_http(stop=...)`)."""
 
@@ -109,17 +114,18 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
                          replay_every: int = 0, think: float = 0.0,
                          servers: tuple[str, ...] = ("",), stop: float | None = None) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
-    continue, answer `side_for`; a lost connection is retried with the same request (as the page
-    does) until `deadline` (time.monotonic()); a 409 reloads the state. replay_every: resend
-    every n-th answer right after it was accepted (it must be refused with 409). think: mean
-    seconds spent looking at each pair before answering (uniform 0.5-1.5 times it), a person's
-    pace; 0 answers at once. servers: base URLs, one drawn at random for every request (a
-    proxy without stickiness); stop: time.monotonic() at which to leave part-way.
+    continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
+    same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
+    state. replay_every: resend every n-th answer right after it was accepted (it must be
+    refused with 409). think: mean seconds spent looking at each pair before answering (uniform
+    0.5-1.5 times it), a person's pace; 0 answers at once. servers: base URLs, one drawn at
+    random for every request (a proxy without stickiness); stop: time.monotonic() at which to
+    leave part-way.
 
-    Returns answered: [(progress, side)] accepted with 200; latency: seconds from sending an
-    answer to having the next screen; server: seconds the server says it spent on each of
-    those answers (its Server-Timing header, where it sends one); refused_replays; status codes
-    seen."""
+    Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
+    from sending an answer to having the next screen; server: seconds the server says it spent
+    on each of those answers (its Server-Timing header, where it sends one); refused_replays;
+    status codes seen."""
     out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
     pace = random.Random(participant)
 
@@ -160,6 +166,11 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
                     "device": "keyboard"}
+            if "slider" in screen:  # a GSP trial: a slider position and the handle's path
+                side = slider_for(participant, screen["progress"], screen["slider"]["points"])
+                moves = [] if side == screen["slider"]["start"] else [[0.25, side]]
+                body = {**{k: v for k, v in body.items() if k != "side"}, "position": side,
+                        "moves": moves}
             sent = time.perf_counter()
             res = await call("POST", "/api/answer", body)
             if res.status_code == 200:

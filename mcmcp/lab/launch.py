@@ -3,12 +3,15 @@
 `python -m mcmcp.run` parses and checks the command line and calls `run_lab_session`, which opens
 the checked model, faces and children (`mcmcp.materials`), the display (the PsychoPy window of
 `mcmcp.lab.screen`, or a headless agent display), creates or resumes the session's files
-(`mcmcp.store`) and drives the shared session loop (`mcmcp.session.run_session`).
+(`mcmcp.store`) and drives the shared session loop (`mcmcp.session.run_session`). An
+across-participant design (`chains.across_participants`) takes its chains from the shared chain
+store (`--chain-store`; `mcmcp.shared`), so several lab computers, or one over days, share them.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from mcmcp.materials import checkpoint_fitness, fit_materials, need_faces, open_faces, open_model
 
@@ -98,6 +101,36 @@ def _create(root, participant: str, session: int, d: int, metadata: dict):
                       "command again") from None
 
 
+def _shared_source(args, cfg, d: int, participant: str, session: int, centroids, saved):
+    """The chain source of an across-participant design (`mcmcp.shared.SharedChains` over the
+    --chain-store) and, on --resume, the rows of this session the store committed that the
+    crash kept out of its file (the answer commits to the store first)."""
+    from mcmcp.chainstore import ChainStore
+    from mcmcp.shared import SharedChains
+
+    url = args.chain_store or f"sqlite:///{Path(args.out).resolve() / 'shared_chains.sqlite'}"
+    try:
+        chains = ChainStore(url)
+    except ValueError as err:
+        raise Refused(f"--chain-store: {err}") from None
+    # a lab computer waits for a held chain to come back (at most one lease) before giving up
+    source = SharedChains(chains, cfg, d, participant, session, centroids,
+                          patience=cfg.chains.lease_seconds + 5.0)
+    recovered = [] if saved is None else chains.session_rows(cfg.name, participant, session,
+                                                             len(saved))
+    return source, recovered
+
+
+def rows_frame(rows: list[dict], d: int):
+    """Schema rows -> a DataFrame typed like `SessionStore.read_rows`."""
+    import pandas as pd  # here, not at the top: `mcmcp.run --help` imports nothing heavy
+
+    from mcmcp import schema
+
+    frame = pd.DataFrame(rows, columns=schema.header(d), dtype=object)
+    return frame.astype(schema.pandas_dtypes(d))
+
+
 def run_lab_session(args, cfg, participant: str, session: int, store) -> int:
     """Everything after the command is known to be sound: inputs, then files, then the run."""
     import os
@@ -119,10 +152,16 @@ def run_lab_session(args, cfg, participant: str, session: int, store) -> int:
     gates, centroids, agent = fit_materials(cfg, loaded, faces, identities)
     agent_name = agent.name if agent is not None else "human"
     d = loaded.config.latent_dim
+    saved = store.read_rows() if store is not None else None
+    source, recovered = None, []
+    if cfg.chains.across_participants:
+        source, recovered = _shared_source(args, cfg, d, participant, session, centroids, saved)
+        if recovered:
+            saved = rows_frame([*saved.to_dict("records"), *recovered], d)
     try:
         children = assignment(cfg, participant, identities.default)
-        engine = Engine(cfg, d, participant, session, gates, centroids, agent_name,
-                        store.read_rows() if store is not None else None, children)
+        engine = Engine(cfg, d, participant, session, gates, centroids, agent_name, saved,
+                        children, source)
     except ValueError as err:  # saved rows that do not fit the schedule, a rotated order...
         raise Refused(str(err)) from None
 
@@ -156,12 +195,17 @@ def run_lab_session(args, cfg, participant: str, session: int, store) -> int:
                 "window": window,
                 "refresh_rate": display.refresh_rate,
                 "clock_origin": datetime.fromtimestamp(origin, timezone.utc).isoformat(),
+                **({} if source is None else {"chain_store": source.store.url}),
                 "runs": [{"run": 1, **run_info}],
             })
         else:
             latest = {} if args.no_window else {"refresh_rate": display.refresh_rate}
             store.begin_run({"run": len(store.metadata.get("runs", [])) + 1, **run_info},
                             versions=versions(), **latest)
+            if recovered:
+                store.append_many(recovered)
+                log(f"{len(recovered)} row(s) the chain store committed before the crash "
+                    "were added to the session's file")
         engine.stamp(run=store.run, date=store.metadata.get("date"),
                      frame_rate=display.refresh_rate)
         log(f"session {store.folder}: {len(engine.schedule)} shown trials, "

@@ -32,10 +32,15 @@ from starlette.routing import Route
 from mcmcp.config import load_config
 from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.limits import StartLimit
-from mcmcp.online.study import OnlineStudy, Rejected, valid_id
+from mcmcp.online.links import FIELDS, link_secret, parse_link, valid_id
+from mcmcp.online.screening import client_info
+from mcmcp.online.study import OnlineStudy, Rejected
 from mcmcp.store import utc_now
 
 MAX_BODY = 2048  # bytes: the largest request a page sends is well under 1 KiB
+MAX_SLIDER_BODY = 65536  # a slider answer carries the handle's path (slider.MAX_MOVES moves)
+
+PAGE_EVENTS = ("fullscreen_exit", "fullscreen_enter")  # what a page may report (study.event)
 
 MAX_SECONDS = 3600.0  # an rt or gap longer than an hour is not a measurement
 
@@ -63,18 +68,18 @@ SECURITY_HEADERS = {
 }
 
 
-async def _json_body(request: Request) -> dict:
-    """The request's JSON object, read at most MAX_BODY bytes far."""
+async def _json_body(request: Request, limit: int = MAX_BODY) -> dict:
+    """The request's JSON object, read at most `limit` bytes far."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise Rejected(415, "send the body as application/json")
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise Rejected(413, f"request bodies are at most {MAX_BODY} bytes")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise Rejected(413, f"request bodies are at most {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Rejected(413, f"request bodies are at most {MAX_BODY} bytes")
+        if len(body) > limit:
+            raise Rejected(413, f"request bodies are at most {limit} bytes")
 
     def no_constants(name: str):
         raise ValueError(f"{name} is not a number")
@@ -119,23 +124,10 @@ def _id(data: dict, name: str) -> str:
     return value
 
 
-def _client(value: object, user_agent: str) -> dict:
-    """What the page measured about the participant's screen, checked and bounded."""
-    if not isinstance(value, dict) or set(value) - {"viewport", "dpr", "refresh_hz"}:
-        raise Rejected(400, "client must be an object with viewport, dpr and refresh_hz")
-    viewport = value.get("viewport")
-    if not (isinstance(viewport, list) and len(viewport) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000
-            for v in viewport)):
-        raise Rejected(400, "client.viewport must be [width, height] in CSS pixels")
-    return {"viewport": viewport, "dpr": _number(value, "dpr", 0.0, 20.0, lo_open=True),
-            "refresh_hz": _number(value, "refresh_hz", 1.0, 1000.0, nullable=True),
-            "user_agent": user_agent[:300]}
-
-
 def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     """The ASGI app serving `study`. experimenter_token None: the experimenter page is closed."""
     cookie = f"mcmcp_{study.cfg.name}"
+    slider = study.cfg.paradigm == "gsp"
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
     per_minute = study.cfg.online.starts_per_minute
@@ -174,27 +166,19 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
             raise Rejected(429, "Too many sessions were started from your network in the last "
                                 "minute. Please wait a minute, then reload this page.")
         data = await _json_body(request)
-        _fields(data, {"client"}, {"PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant"})
-        pid, named = data.get("PROLIFIC_PID"), data.get("participant")
-        if pid is not None and named is not None and pid != named:
-            raise Rejected(400, "PROLIFIC_PID and participant differ; the link gives one id")
-        participant = pid if pid is not None else named
-        if participant is None:
-            raise Rejected(400, "This link has no participant id. Please open the study with "
-                                "the link you were given.")
-        if not isinstance(participant, str):
-            raise Rejected(400, "the participant id must be text")
-        recruitment = {"study_id": data.get("STUDY_ID"), "session_id": data.get("SESSION_ID")}
-        for name, value in recruitment.items():
-            if value is not None and not valid_id(value):
-                raise Rejected(400, f"{name.upper()} must be 1-64 letters, digits, '-' or '_'")
-        client = _client(data["client"], request.headers.get("user-agent", ""))
-        token, view = await run_in_threadpool(study.start, participant, recruitment, client,
+        _fields(data, {"client"}, set(FIELDS))
+        try:
+            link = parse_link(data)
+            client = client_info(data["client"], request.headers.get("user-agent", ""))
+        except ValueError as err:
+            raise Rejected(400, str(err)) from None
+        token, view = await run_in_threadpool(study.start, link, client,
                                               request.cookies.get(cookie))
         response = reply(view)
-        response.set_cookie(cookie, token, max_age=30 * 86400, httponly=True, samesite="lax",
-                            secure=request.url.scheme == "https",
-                            path=request.scope.get("root_path") or "/")
+        if token is not None:
+            response.set_cookie(cookie, token, max_age=30 * 86400, httponly=True,
+                                samesite="lax", secure=request.url.scheme == "https",
+                                path=request.scope.get("root_path") or "/")
         return response
 
     async def state(request: Request) -> Response:
@@ -211,24 +195,54 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
 
     async def answer(request: Request) -> Response:
         received = utc_now()
-        data = await _json_body(request)
-        _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
-        if data["side"] not in ("left", "right"):
-            raise Rejected(400, "side must be 'left' or 'right'")
-        if data["device"] not in ("keyboard", "mouse"):
-            raise Rejected(400, "device must be 'keyboard' or 'mouse'")
+        if slider:  # position and moves are checked against the trial (mcmcp.online.slider)
+            data = await _json_body(request, MAX_SLIDER_BODY)
+            _fields(data, {"trial", "position", "moves", "rt", "onset", "gap", "device"})
+            choice, moves = data["position"], data["moves"]
+            devices = ("keyboard", "mouse", "touch")
+        else:
+            data = await _json_body(request)
+            _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
+            if data["side"] not in ("left", "right"):
+                raise Rejected(400, "side must be 'left' or 'right'")
+            choice, moves = data["side"], None
+            devices = ("keyboard", "mouse")
+        if data["device"] not in devices:
+            raise Rejected(400, f"device must be one of {list(devices)}")
         rt = _number(data, "rt", 0.0, MAX_SECONDS, lo_open=True)
         onset = _number(data, "onset", 0.0, 1e8)
         gap = _number(data, "gap", 0.0, MAX_SECONDS, nullable=True)
         return reply(await run_in_threadpool(study.answer, request.cookies.get(cookie),
-                                             _id(data, "trial"), data["side"], rt, onset, gap,
-                                             received, data["device"]))
+                                             _id(data, "trial"), choice, rt, onset, gap,
+                                             received, data["device"], moves))
 
-    async def experimenter(request: Request) -> Response:
+    async def event(request: Request) -> Response:
+        data = await _json_body(request)
+        _fields(data, {"kind"})
+        if data["kind"] not in PAGE_EVENTS:
+            raise Rejected(400, f"kind must be one of {list(PAGE_EVENTS)}")
+        return reply(await run_in_threadpool(study.event, request.cookies.get(cookie),
+                                             data["kind"]))
+
+    def authorise(request: Request) -> None:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if experimenter_token is None or not hmac.compare_digest(
                 given.encode("utf-8"), experimenter_token.encode("utf-8")):
             raise Rejected(401, "wrong or missing experimenter token")
+
+    async def manage(request: Request) -> Response:
+        authorise(request)
+        data = await _json_body(request)
+        _fields(data, {"uid", "action"})
+        if data["action"] not in ("release", "reset", "end"):
+            raise Rejected(400, "action must be 'release', 'reset' or 'end'")
+        done = await run_in_threadpool(study.manage, _id(data, "uid"), data["action"])
+        with monitor_lock:
+            monitor.pop("time", None)  # the page shows the change at its next poll
+        return reply(done)
+
+    async def experimenter(request: Request) -> Response:
+        authorise(request)
 
         def numbers() -> dict:
             from mcmcp.online.monitor import Monitor
@@ -249,7 +263,9 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         Route("/api/state", handler(state), methods=["GET"]),
         Route("/api/ack", handler(acknowledge), methods=["POST"]),
         Route("/api/answer", handler(answer), methods=["POST"]),
+        Route("/api/event", handler(event), methods=["POST"]),
         Route("/api/experimenter", handler(experimenter), methods=["GET"]),
+        Route("/api/experimenter/session", handler(manage), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -262,5 +278,6 @@ def app_from_environment() -> Starlette:
     torch.set_num_threads(1)  # a tiny decoder per request: threads would only contend
     path = os.environ[ENV_CONFIG]
     cfg = load_config(path)
-    study = OnlineStudy.open(cfg, Database(os.environ[ENV_DB]), path)
+    study = OnlineStudy.open(cfg, Database(os.environ[ENV_DB]), path,
+                             link_secret(cfg.online, os.environ, path))
     return create_app(study, os.environ.get(cfg.online.experimenter_token_env) or None)

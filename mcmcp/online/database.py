@@ -1,6 +1,6 @@
 """Online sessions in a database: SQLite (the zero-set-up default) or PostgreSQL (several servers).
 
-Two tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
+Three tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
@@ -9,7 +9,8 @@ participant id, token or answer):
   its rows, written in the same transaction as the rows, so any server process rebuilds the
   session without reading them (null in databases made before it: rebuilt from the rows).
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
-  never be written twice; the latent coordinates are JSON lists (full float precision).
+  never be written twice; the latent coordinates (and a GSP circle's direction) are JSON lists
+  (full float precision); a slider trial's handle path is kept beside its row (`moves`).
 
 Every step of a participant is one transaction that first moves the session's `screen` from the
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import sys
 import threading
 from contextlib import contextmanager
@@ -66,9 +68,11 @@ from mcmcp import schema
 from mcmcp.store import utc_now
 
 LATENT = ("current", "proposal")
+VECTORS = (*LATENT, "direction")  # direction_*: a GSP circle's, empty in MCMCP rows
 _SQL_TYPES = {"string": Text, "Int64": Integer, "Float64": Double, "boolean": Boolean}
-# the trial schema's columns that are not latent coordinates, in file order (d does not matter)
-_SCALARS = [c for c in schema.columns(1) if not c.name.startswith(tuple(f"{p}_" for p in LATENT))]
+# the trial schema's columns that are not coordinates, in file order (d does not matter)
+_SCALARS = [c for c in schema.columns(1)
+            if not c.name.startswith(tuple(f"{p}_" for p in VECTORS))]
 
 metadata = MetaData()
 
@@ -80,7 +84,7 @@ sessions = Table(
     Column("participant", String(32), nullable=False),
     Column("session", Integer, nullable=False),
     Column("token_sha256", String(64), nullable=False, unique=True),
-    # consent | running | complete | declined | abandoned (mcmcp.online.limits)
+    # consent | running | complete | declined | ended | reset | abandoned (mcmcp.online.limits)
     Column("status", String(16), nullable=False),
     Column("d", Integer, nullable=False),
     Column("screen", String(32), nullable=False),
@@ -100,6 +104,23 @@ trials = Table(
     *[Column(c.name, _SQL_TYPES[c.dtype], primary_key=c.name == "row", autoincrement=False)
       for c in _SCALARS],
     *[Column(p, JSON, nullable=False) for p in LATENT],
+    Column("direction", JSON(none_as_null=True), nullable=True),
+    # a GSP slider trial's handle path, [[seconds from onset, slider position], ...]
+    # (mcmcp.online.slider); not a trial-schema column: exported as slider_moves.csv
+    Column("moves", JSON(none_as_null=True), nullable=True),
+)
+
+
+# What happened to a session besides its steps (mcmcp.online.study): a participant resuming on
+# another browser, leaving full screen; the experimenter releasing, resetting or ending it.
+# Append-only, exported into session.json `events`.
+event_log = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", Integer, ForeignKey("sessions.id"), nullable=False, index=True),
+    Column("time", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
 )
 
 
@@ -148,7 +169,9 @@ class Progress:
     """How far one session is (the experimenter page's light view of `sessions`)."""
 
     id: int
+    uid: str
     participant: str
+    session: int
     status: str
     shown: int
     n_rows: int
@@ -340,9 +363,11 @@ class Database:
         return None if row is None else _record(row)
 
     def create(self, *, uid: str, study: str, participant: str, session: int, token: str, d: int,
-               screen: str, meta: dict, now: str, resume: dict) -> SessionRecord | None:
+               screen: str, meta: dict, now: str, resume: dict | None = None
+               ) -> SessionRecord | None:
         """Insert a new session in status 'consent'; None if (study, participant, session)
-        already exists (another browser got there first)."""
+        already exists (another browser got there first). resume: its resume point (None:
+        rebuilt from its rows when first needed)."""
         values = dict(uid=uid, study=study, participant=participant, session=session,
                       token_sha256=token_hash(token), status="consent", d=d, screen=screen,
                       acked=0, n_rows=0, shown=0, created=now, updated=now, meta=meta)
@@ -355,6 +380,63 @@ class Database:
                 return None
         return SessionRecord(id=new_id, **{k: v for k, v in values.items()
                                            if k != "token_sha256"})
+
+    def latest(self, study: str, participant: str) -> SessionRecord | None:
+        """The participant's session with the highest number (earlier ones were reset)."""
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(
+                sessions.c.study == study, sessions.c.participant == participant)
+                .order_by(sessions.c.session.desc()).limit(1)).first()
+        return None if row is None else _record(row)
+
+    def by_uid(self, uid: str) -> SessionRecord | None:
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(sessions.c.uid == uid)).first()
+        return None if row is None else _record(row)
+
+    def rebind(self, record: SessionRecord, token: str | None, *, now: str, event: str,
+               detail: dict, status: str | None = None) -> bool:
+        """Give the session a new screen id (a page still open on it gets 409 and reloads), a
+        new token (None: keep it), optionally a new status, and record `event`; all in one
+        transaction, and only if the session is still as `record` saw it (False, nothing
+        written, if it moved on)."""
+        values = dict(screen=secrets.token_urlsafe(12), updated=now)
+        if token is not None:
+            values["token_sha256"] = token_hash(token)
+        if status is not None:
+            values["status"] = status
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    moved = conn.execute(update(sessions).where(
+                        sessions.c.id == record.id, sessions.c.screen == record.screen,
+                        sessions.c.status == record.status).values(**values))
+                    if moved.rowcount != 1:
+                        raise _Stale
+                    conn.execute(insert(event_log).values(session_id=record.id, time=now,
+                                                          kind=event, detail=detail))
+            except _Stale:
+                return False
+        return True
+
+    def add_event(self, session_id: int, kind: str, detail: dict, now: str,
+                  limit: int) -> bool:
+        """Record an event of a session; False (nothing written) if it has `limit` already."""
+        with self._using(write=True), self.engine.begin() as conn:
+            n = conn.execute(select(func.count()).select_from(event_log).where(
+                event_log.c.session_id == session_id)).scalar_one()
+            if n >= limit:
+                return False
+            conn.execute(insert(event_log).values(session_id=session_id, time=now, kind=kind,
+                                               detail=detail))
+        return True
+
+    def events(self, session_id: int) -> list[dict]:
+        """The session's events, oldest first: {time, kind, **detail}."""
+        with self._using(), self.engine.connect() as conn:
+            return [{"time": r.time, "kind": r.kind, **r.detail} for r in conn.execute(
+                select(event_log).where(event_log.c.session_id == session_id)
+                .order_by(event_log.c.id))]
 
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""
@@ -469,6 +551,14 @@ class Database:
         """The session's rows as a DataFrame typed like `store.read_trials` gives."""
         return rows_frame(self.rows(session_id, d), d)
 
+    def moves(self, session_id: int) -> list[tuple[int, list]]:
+        """(row, handle path) of the session's slider trials, in row order."""
+        with self._using(), self.engine.connect() as conn:
+            return [(r.row, r.moves) for r in conn.execute(
+                select(trials.c.row, trials.c.moves).where(
+                    trials.c.session_id == session_id, trials.c.moves.is_not(None))
+                .order_by(trials.c.row))]
+
     def counts(self) -> dict[int, int]:
         """session id -> rows stored (to check the sessions' own counts)."""
         with self._using(), self.engine.connect() as conn:
@@ -484,8 +574,11 @@ def _identity(path: Path) -> tuple[int, int]:
 def _to_db(session_id: int, row: dict, d: int) -> dict:
     out = {c.name: row.get(c.name) for c in _SCALARS}
     out["session_id"] = session_id
+    out["moves"] = row.get("moves")
     for p in LATENT:
         out[p] = [float(row[f"{p}_{i}"]) for i in range(d)]
+    gsp = row.get("direction_0") is not None
+    out["direction"] = [float(row[f"direction_{i}"]) for i in range(d)] if gsp else None
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
 
 
@@ -493,6 +586,8 @@ def _from_db(mapping, d: int) -> dict:
     row = {c.name: mapping[c.name] for c in _SCALARS}
     for p in LATENT:
         row.update(zip(schema.latent_columns(p, d), mapping[p], strict=True))
+    if mapping["direction"] is not None:
+        row.update(zip(schema.direction_columns(d), mapping["direction"], strict=True))
     return row
 
 

@@ -7,11 +7,16 @@ again appends the rows answered since (a folder holds `online.uid` in its sessio
 is only ever continued from the same database session); a folder of another session with the
 same participant id is an error, checked before anything is written. Sessions without a single
 answered trial (not yet consented, declined) are skipped.
+
+A GSP session's handle paths go to `slider_moves.csv` beside `trials.csv` (one line per move:
+the trial's `row` and `trial`, the move's number, seconds from onset, the slider position and the
+circle point it shows), written whole from the database at every export.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mcmcp.online.database import Database, SessionRecord
@@ -54,7 +59,8 @@ def export(db: Database, out: str | Path, study: str | None = None) -> list[Path
     folders = []
     for record, have in _plan(db, out, study):
         rows = db.rows(record.id, record.d)
-        end = {"status": record.status, "rows": record.n_rows, "shown_trials": record.shown}
+        end = {"status": record.status, "rows": record.n_rows, "shown_trials": record.shown,
+               "events": db.events(record.id)}
         if have == 0:
             store = SessionStore.create(out, record.participant, record.session, record.d,
                                         record.meta)
@@ -62,9 +68,30 @@ def export(db: Database, out: str | Path, study: str | None = None) -> list[Path
             store = SessionStore.open(out, record.participant, record.session)
             store.continue_copy()
         try:
+            _write_moves(store.folder, rows, db.moves(record.id))
             store.append_many(rows[have:])
             store.update(**{**record.meta, **end})
         finally:
             store.close()
         folders.append(store.folder)
     return folders
+
+
+MOVES_HEADER = "row,trial,move,t,position,point\n"
+
+
+def _write_moves(folder: Path, rows: list[dict], moves: list[tuple[int, list]]) -> None:
+    """The folder's slider_moves.csv, all of it from the database, replaced in one rename
+    (written before the trial rows are appended, so it never lacks a row's path)."""
+    if not moves:
+        return
+    out = [MOVES_HEADER]
+    for row, path in moves:
+        r = rows[row]
+        k, shift = int(r["gsp_points"]), int(r["gsp_shift"])
+        out += [f"{row},{r['trial']},{i + 1},{t!r},{pos},{(pos + shift) % k}\n"
+                for i, (t, pos) in enumerate(path)]
+    target = folder / "slider_moves.csv"
+    tmp = target.with_suffix(".csv.tmp")
+    tmp.write_text("".join(out))
+    os.replace(tmp, target)

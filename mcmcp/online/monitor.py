@@ -65,7 +65,7 @@ class Monitor:
     def summary(self) -> dict:
         """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
 
-        participants: one entry per session (participant, status, shown, of, catch_n,
+        participants: one entry per session (uid, participant, session, status, shown, of, catch_n,
         catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split R-hat
         over the emotions of that participant's own chains (rhat_time: when it was computed),
         started, updated); counts: sessions by status and trials answered; emotions: split
@@ -117,7 +117,8 @@ class Monitor:
                        "abandoned": by_status["abandoned"],
                        "trials_answered": sum(r.shown for r in records)},
             "participants": [
-                {"participant": r.participant, "status": r.status, "shown": r.shown,
+                {"uid": r.uid, "participant": r.participant, "session": r.session,
+                 "status": r.status, "shown": r.shown,
                  "of": self.n_shown, **kept[r.id].catch, "rhat": kept[r.id].rhat,
                  "rhat_time": kept[r.id].rhat_time, "started": r.created,
                  "updated": r.updated}

@@ -8,13 +8,16 @@ process: a session's flow is rebuilt whenever this process has not got it (a res
 server process, a reload), which is the engine's exact resume, from the session's resume point
 (`engine.resume_point`, saved with every step), so the cost does not grow with its rows.
 
-The web layer (`mcmcp.serve`) parses and bounds requests; this module decides. Every method
+The web layer (`mcmcp.online.app`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
-for the participant) having written nothing. What the browser may say is only: its recruitment
-ids (at the start), which screen it acknowledges or which pending trial it answers (by the id
-the server issued for it), the side and its own timing. Stimuli are the renderer's decoded
-images as PNG data URLs; a trial's view carries the next pair too, so the page can decode it
-while the participant looks at the current one.
+for the participant) having written nothing. What the browser may say is only: its link's ids
+and what it measured about the device (at the start; `mcmcp.online.links`,
+`mcmcp.online.screening`), which screen it acknowledges or which pending trial it answers (by
+the id the server issued for it), the side (a GSP slider: the position and the handle's path,
+`mcmcp.online.slider`), its own timing, and that it left or went back to full screen. Stimuli
+are the renderer's decoded images as PNG data URLs; a trial's view carries the next trial's
+faces too (a pair, or a slider's K), so the page can decode them while the participant looks at
+the current one. The experimenter may release, reset or end a session (`manage`).
 """
 
 from __future__ import annotations
@@ -40,23 +43,41 @@ from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
 from mcmcp.online.limits import IN_PROGRESS, cutoffs, expired
+from mcmcp.online.links import Link, same_submission, signed, valid_id
+from mcmcp.online.screening import screen_out, too_small
+from mcmcp.online.slider import CONFIRM_KEY, slider_answer, slider_view
 from mcmcp.render import Renderer
+from mcmcp.sampling.gsp import slider_to_point
 from mcmcp.session import SessionFlow, instructions
 from mcmcp.specs import ExperimentConfig
-from mcmcp.store import local_now, utc_now, validate_participant_id, versions
+from mcmcp.store import local_now, utc_now, versions
 
-SESSION = 1  # one session per participant and study online
+SESSION = 1  # a participant's first session (after a reset, the next number)
 END_TEXT = "Thank you! The study is over."
-DECLINED_TEXT = ("You chose not to take part, so no data were recorded.\n\nThank you for your "
-                 "time. If you came from a recruitment site, please return your submission there; "
-                 "you can close this page.")
+FINAL_TEXT = {
+    "declined": "You chose not to take part, so no data were recorded.\n\nThank you for your "
+                "time. If you came from a recruitment site, please return your submission "
+                "there; you can close this page.",
+    "ended": "The experimenter has ended this session. Thank you for your time; you can close "
+             "this page.",
+    "reset": "The experimenter has reset this session. Open the study again with your link to "
+             "start afresh.",
+}
+GONE_TEXT = {  # a new browser opening the link of a session that is over
+    "complete": "You have already completed this study. Thank you!",
+    "ended": "The experimenter has ended your session of this study; it cannot go on. Thank "
+             "you for your time.",
+    "declined": "You chose not to take part in this study, so nothing was recorded. If that "
+                "was a mistake, please contact the experimenter.",
+}
+MAX_EVENTS = 1000  # events a page may record per session (full-screen exits, ...)
+OVER = ("declined", "complete", "ended", "reset")  # statuses that take no more steps
 ENDED_TEXT = ("This session has ended: it was left for too long or reached its time limit. "
               "Your answers so far are kept. If you came from a recruitment site, please "
               "return there.")
 FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
              "again in a few minutes.")
 FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class Rejected(Exception):
@@ -65,11 +86,6 @@ class Rejected(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def valid_id(value: object, max_len: int = 64) -> bool:
-    """True for 1..max_len letters, digits, '-' or '_' (tokens, screen ids, recruitment ids)."""
-    return isinstance(value, str) and 1 <= len(value) <= max_len and set(value) <= _ID_CHARS
 
 
 class _SharedRenderer(Renderer):
@@ -90,13 +106,15 @@ class OnlineStudy:
     cfg: the experiment (its `agent` is ignored: online participants are people); db: the
     store; loaded: the checkpoint (`config.open_model`); gates, centroids, faces_hash,
     identities (the children, `mcmcp.identities`; None: the default child): as `mcmcp.run`
-    builds them for a lab session.
+    builds them for a lab session; link_secret: the key of signed lab links
+    (`mcmcp.online.links.link_secret`).
     """
 
     def __init__(self, cfg: ExperimentConfig, db: Database, loaded, gates: dict,
                  centroids: dict | None, faces_hash: str | None,
-                 identities: Identities | None = None):
+                 identities: Identities | None = None, link_secret: str | None = None):
         self.cfg, self.db, self.loaded = cfg, db, loaded
+        self.link_secret = link_secret
         self.gates, self.centroids, self.faces_hash = gates, centroids, faces_hash
         self.identities = identities or Identities(loaded.default_identity)
         self.d = loaded.config.latent_dim
@@ -109,13 +127,15 @@ class OnlineStudy:
         spec = cfg.display
         self.display = {"face_size": spec.face_size, "face_offset": spec.face_offset,
                         "fixation": spec.fixation, "mouse": spec.mouse,
+                        "min_window": cfg.online.min_window, "fullscreen": cfg.online.fullscreen,
                         "keys": {"left": browser_key(spec.keys.left),
                                  "right": browser_key(spec.keys.right)}}
         self._pngs: OrderedDict[str, str] = OrderedDict()
         self._pngs_lock = threading.Lock()
 
     @classmethod
-    def open(cls, cfg: ExperimentConfig, db: Database, file: str = "<config>") -> OnlineStudy:
+    def open(cls, cfg: ExperimentConfig, db: Database, file: str = "<config>",
+             link_secret: str | None = None) -> OnlineStudy:
         """Load the model and the gates for `cfg` and check the database can serve it.
 
         Raises ConfigError when `online.consent` is missing, or when sessions of this study
@@ -127,10 +147,10 @@ class OnlineStudy:
             session_materials,  # the lab's own set-up: both fit the same gates
         )
 
-        if cfg.paradigm != "mcmcp":
-            raise ConfigError(file, "paradigm", cfg.paradigm,
-                              "mcmcp online (the browser shows two faces; GSP sliders run in "
-                              "the lab with `python -m mcmcp.run`)")
+        if cfg.chains.across_participants:
+            raise ConfigError(file, "chains.across_participants", True,
+                              "false online for now (shared chains run in the lab, "
+                              "`python -m mcmcp.run --chain-store`, and in simulations)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "
@@ -143,30 +163,50 @@ class OnlineStudy:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
         db.abandon_expired(cfg.name, *cutoffs(cfg.online))  # they block no changed design
         check_database(cfg, db, loaded.sha256, file)
-        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities)
+        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities, link_secret)
 
     # ------------------------------------------------------------------ participant steps
 
-    def start(self, participant: str, recruitment: dict, client: dict, token: str | None
-              ) -> tuple[str, dict]:
-        """A participant arrives (or comes back): their (token, view).
+    def start(self, link: Link, client: dict, token: str | None) -> tuple[str | None, dict]:
+        """A participant arrives (or comes back): (their token, the view); the token is None
+        when no session was made (screened out, window too small).
 
-        participant: the id from the link (validated here); recruitment: the recruitment
-        service's ids (study_id, session_id); client: what the page measured about the screen;
-        token: the session cookie, if the browser has one. A participant who already has a
-        session gets it back only with its token: a second browser gets 409.
+        link: who the study link says they are (`mcmcp.online.links`); client: what the page
+        measured (`mcmcp.online.screening.client_info`); token: the session cookie, if the
+        browser has one. A participant who already has a session gets it back with its token,
+        or in a new browser when the link proves who they are (the same recruitment submission,
+        a signed lab link) or the experimenter released it; otherwise 409.
         """
-        try:
-            validate_participant_id(participant)
-        except ValueError as err:
-            raise Rejected(400, str(err)) from None
-        existing = self._ended(self.db.by_participant(self.cfg.name, participant, SESSION))
-        if existing is not None:
+        spec = self.cfg.online
+        reason = screen_out(spec, client)
+        if reason is not None:
+            return None, self._final("screened_out", "screened_out", reason)
+        ask = too_small(spec, client)
+        if ask is not None:
+            return None, {"screen": {"id": "resize", "kind": "resize", "text": ask},
+                          "images": {}, "next": None, "display": self.display}
+        if spec.participant_links == "signed" and not signed(link, self.link_secret,
+                                                             self.cfg.name):
+            raise Rejected(403, "This link is not valid for this study. Please open the study "
+                                "with the exact link you were given.")
+        if spec.participant_links == "recruitment" and not link.recruited:
+            raise Rejected(403, "This study is open through its recruitment site only. Please "
+                                "open it from there, with the link the site gives you.")
+        existing = self._ended(self.db.latest(self.cfg.name, link.participant))
+        if existing is not None and existing.status != "reset":
             mine = token is not None and valid_id(token) and self.db.by_token(token)
             if mine and mine.id == existing.id:
                 return token, self.view(token)
-            if existing.status == "complete":
-                raise Rejected(409, "You have already completed this study. Thank you!")
+            how = self._proof(link, existing)
+            if how is not None:
+                new = secrets.token_urlsafe(24)
+                if not self.db.rebind(existing, new, now=utc_now(), event="resumed",
+                                      detail={"by": how, "client": client}):
+                    raise Rejected(409, "Your session moved on in another window just now; "
+                                        "please reload this page.")
+                return new, self.view(new)
+            if existing.status in GONE_TEXT:
+                raise Rejected(409, GONE_TEXT[existing.status])
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
@@ -175,9 +215,11 @@ class OnlineStudy:
             self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
             if self.db.in_progress(self.cfg.name) >= limit:
                 raise Rejected(503, FULL_TEXT)
+        number = SESSION if existing is None else existing.session + 1  # after a reset
+        participant = link.participant
         try:  # the participant's streams, block order and child (rotated ones need a number)
             children = assignment(self.cfg, participant, self.identities.default)
-            engine = Engine(self.cfg, self.d, participant, SESSION, self.gates, self.centroids,
+            engine = Engine(self.cfg, self.d, participant, number, self.gates, self.centroids,
                             identities=children)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
@@ -195,13 +237,17 @@ class OnlineStudy:
             "gate": config_to_dict(self.cfg)["gate"],
             "window": "browser",
             "participant": participant,
-            "session": SESSION,
+            "session": number,
             "d": self.d,
             "start_time": now,
-            "online": {"uid": uid, **recruitment, "client": client},
+            "online": {"uid": uid, "study_id": link.study_id, "session_id": link.session_id,
+                       "link": "recruitment" if link.recruited
+                       else "signed" if signed(link, self.link_secret, self.cfg.name)
+                       else "open",
+                       "client": client},
         }
         record = self.db.create(uid=uid, study=self.cfg.name, participant=participant,
-                                session=SESSION, token=token, d=self.d,
+                                session=number, token=token, d=self.d,
                                 screen=secrets.token_urlsafe(12), meta=meta, now=now,
                                 resume=resume_point([], self.d))
         if record is None:  # another browser of the same participant won the race
@@ -209,13 +255,24 @@ class OnlineStudy:
                                 "another browser or window. Please go on there.")
         return token, self.view(token)
 
+    def _proof(self, link: Link, record: SessionRecord) -> str | None:
+        """How `link` may take `record` over in a new browser (None: it may not)."""
+        if signed(link, self.link_secret, self.cfg.name):
+            return "signed link"
+        if same_submission(link, record.meta["online"]):
+            return "recruitment ids"
+        events = self.db.events(record.id)
+        if events and events[-1]["kind"] == "released":
+            return "released by the experimenter"
+        return None
+
     def view(self, token: str) -> dict:
         """What the participant should see now (after a reload: exactly where they were)."""
         record = self._record(token)
         with self._lock(record.id):
             record = self._record(token)
-            if record.status == "declined":
-                return self._declined(record.screen)
+            if record.status in ("declined", "ended", "reset"):
+                return self._final(record.status, record.screen)
             flow, _ = self._flow(record)
             return self._render(record, flow)
 
@@ -242,30 +299,96 @@ class OnlineStudy:
 
         return self._step(token, screen, step)
 
-    def answer(self, token: str, trial: str, side: str, rt: float, onset: float,
-               gap: float | None, received: str, device: str) -> dict:
-        """The participant chose `side` on the pending trial `trial` (its screen id).
+    def answer(self, token: str, trial: str, side: str | int, rt: float, onset: float,
+               gap: float | None, received: str, device: str,
+               moves: list[list[float]] | None = None) -> dict:
+        """The participant chose `side` on the pending trial `trial` (its screen id); on a GSP
+        slider trial `side` is the slider position (0 = left end) confirmed.
 
         rt: seconds from onset (the page's clock); onset: seconds on the page's clock
         (performance.now, restarts at a reload); gap: seconds from the previous response to this
         onset on the same page without a message between (else None); received: when the server
-        received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse (the
-        key saved is the config's key for the side, so the page never names one).
+        received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse |
+        touch (the key saved is the config's key for the side, or SPACE confirming a slider, so
+        the page never names one); moves: a slider trial's handle path, [seconds from onset,
+        slider position] per move (checked by `mcmcp.online.slider.slider_answer`).
         """
         keys = self.cfg.display.keys
-        key = (keys.left if side == "left" else keys.right) if device == "keyboard" else None
+        slider = self.cfg.paradigm == "gsp"
+        key = None if device != "keyboard" else CONFIRM_KEY if slider else (
+            keys.left if side == "left" else keys.right)
 
         def step(flow: SessionFlow, record: SessionRecord):
             if flow.screen().kind != "trial":
                 raise Rejected(409, "There is no trial on show to answer; "
                                     "the page reloads to where you are.")
-            rows = flow.tell(side, rt, onset, gap, None, received, key, device)
+            pending = flow.screen().trial
+            response, path = side, None
+            if pending.is_slider:
+                try:
+                    response, path = slider_answer(pending.circle, side, rt, moves)
+                except ValueError as err:
+                    raise Rejected(400, str(err)) from None
+            elif moves is not None or not isinstance(side, str):
+                raise Rejected(400, "a two-face trial is answered with side 'left' or 'right' "
+                                    "and no moves")
+            rows = flow.tell(response, rt, onset, gap, None, received, key, device)
+            if path is not None:
+                rows[-1]["moves"] = path
             if flow.screen().kind == "end":
                 meta = {**record.meta, "end_time": received}
                 return rows, "complete", meta, 0
             return rows, "running", None, 0
 
         return self._step(token, trial, step)
+
+    def event(self, token: str, kind: str) -> dict:
+        """The page reports `kind` (it left or went back to full screen): recorded with the
+        screen on show and the trials answered so far, at most MAX_EVENTS per session."""
+        record = self._record(token)
+        if record.status in OVER:
+            raise Rejected(409, "This session is over.")
+        with self._lock(record.id):
+            kind_on_show = self._flow(record)[0].screen().kind if record.status == "running" \
+                else record.status
+        if not self.db.add_event(record.id, kind, {"on_show": kind_on_show,
+                                                   "shown": record.shown},
+                                 utc_now(), MAX_EVENTS):
+            raise Rejected(429, "too many events recorded for this session")
+        return {"recorded": kind}
+
+    # ------------------------------------------------------------------ the experimenter
+
+    def manage(self, uid: str, action: str) -> dict:
+        """The experimenter's `action` on the session `uid`, recorded as an event; answered
+        trials are never deleted. release: no browser holds the session any more, and the next
+        one opening the participant's link takes it over (a lost cookie on an open link);
+        end: the session stops here (status `ended`); reset: it stops (status `reset`) and the
+        participant's link starts a new session, numbered after it."""
+        allowed = {"release": ("consent", "running", "complete"),
+                   "end": ("consent", "running"),
+                   "reset": ("consent", "running", "complete", "declined", "ended")}[action]
+        for _ in range(3):  # the participant may be answering right now: read again and retry
+            record = self.db.by_uid(uid) if valid_id(uid, 32) else None
+            if record is None or record.study != self.cfg.name:
+                raise Rejected(404, f"no session {uid!r} in study {self.cfg.name!r}")
+            if record.status not in allowed:
+                raise Rejected(409, f"{action} works on a session that is "
+                                    f"{' or '.join(allowed)}; this one is {record.status}")
+            status = {"release": None, "end": "ended", "reset": "reset"}[action]
+            token = secrets.token_urlsafe(24) if action == "release" else None
+            with self._lock(record.id):
+                done = self.db.rebind(record, token, now=utc_now(),
+                                      event={"release": "released", "end": "ended",
+                                             "reset": "reset"}[action],
+                                      detail={"by": "experimenter", "status": record.status},
+                                      status=status)
+                with self._flows_lock:
+                    self._flows.pop(record.id, None)
+            if done:
+                return {"uid": uid, "participant": record.participant,
+                        "status": status or record.status}
+        raise Rejected(409, "the session kept changing; try again")
 
     # ------------------------------------------------------------------ machinery
 
@@ -301,11 +424,12 @@ class OnlineStudy:
                 raise Rejected(409, "That screen is no longer on show (it was already answered, "
                                     "or answered in another window); the page reloads to where "
                                     "you are.")
-            if record.status in ("declined", "complete"):
+            if record.status in OVER:
                 raise Rejected(409, "This session is over.")
             flow, point = self._flow(record)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
+            sent = self._sent(flow)
             rows, status, meta, acked = step(flow, record)
             if rows:
                 point = resume_point(rows, record.d, point)
@@ -318,12 +442,23 @@ class OnlineStudy:
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
             self._keep(record.id, new_screen, flow, point)
             if status == "declined":
-                return self._declined(new_screen)
-            return self._render(record, flow)
+                return self._final("declined", new_screen)
+            return self._render(record, flow, sent)
 
-    def _declined(self, screen: str) -> dict:
-        return {"screen": {"id": screen, "kind": "declined", "text": DECLINED_TEXT},
+    def _final(self, kind: str, screen: str, text: str | None = None) -> dict:
+        """The last page of a session that did not run to its end: declined, screened_out
+        (with `text`, the reason), ended or reset by the experimenter; declining and screening
+        out give the recruitment site's code and return link (`online.decline_*`,
+        `online.screenout_*`)."""
+        spec = self.cfg.online
+        view = {"screen": {"id": screen, "kind": kind, "text": text or FINAL_TEXT[kind]},
                 "images": {}, "next": None, "display": self.display}
+        code, url = {"declined": (spec.decline_code, spec.decline_url),
+                     "screened_out": (spec.screenout_code, spec.screenout_url)
+                     }.get(kind, (None, None))
+        if code or url:
+            view["end"] = {"code": code, "redirect": url}
+        return view
 
     def _flow(self, record: SessionRecord) -> tuple[SessionFlow, dict]:
         """The session's flow and resume point: from this process's cache, else rebuilt from
@@ -356,8 +491,22 @@ class OnlineStudy:
             while len(self._flows) > FLOW_CACHE:
                 self._flows.popitem(last=False)
 
-    def _render(self, record: SessionRecord, flow: SessionFlow) -> dict:
-        """The view of the flow's current screen: text or trial, plus the pair to preload."""
+    def _sent(self, flow: SessionFlow) -> set[str]:
+        """The image keys the view of the flow's screen gave the page (the trial on show and
+        the next one, or the next one): after a step the page has them, decoded or decoding."""
+        screen = flow.screen()
+        if screen.kind == "trial":
+            flow.prepare()  # as `_render` did: the same next trial, drawn from its own stream
+            upcoming = flow.upcoming()
+            return {*self._face_keys(screen.trial),
+                    *(self._face_keys(upcoming[0]) if upcoming and upcoming[0] else ())}
+        return set(self._face_keys(flow.pending)) if flow.pending is not None else set()
+
+    def _render(self, record: SessionRecord, flow: SessionFlow,
+                sent: set[str] = frozenset()) -> dict:
+        """The view of the flow's current screen: text or trial, plus the faces to preload;
+        `images` holds the PNGs of the faces named, except those in `sent` (the page has
+        them from the view before; it asks for the whole state if not)."""
         screen = flow.screen()
         images: dict[str, str] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
@@ -365,24 +514,42 @@ class OnlineStudy:
         if screen.kind == "trial":
             flow.prepare()
             view["screen"].update(prompt=screen.prompt, progress=screen.progress,
-                                  images=self._pair(screen.trial, screen.images, images))
+                                  images=self._faces(screen.trial, screen.images, images,
+                                                     sent))
+            if screen.trial.is_slider:
+                view["screen"]["slider"] = slider_view(screen.trial.circle)
             upcoming = flow.upcoming()
             if upcoming is not None and upcoming[0] is not None:
-                view["next"] = self._pair(*upcoming, images)
+                view["next"] = self._faces(*upcoming, images, sent)
         elif screen.kind == "end":
             view["end"] = {"code": self.cfg.online.completion_code,
                            "redirect": self.cfg.online.redirect_url}
         elif flow.pending is not None:
-            view["next"] = self._pair(flow.pending, flow.images, images)
+            view["next"] = self._faces(flow.pending, flow.images, images, sent)
         return view
 
-    def _pair(self, trial, pair: np.ndarray, out: dict[str, str]) -> list[str]:
-        """Image keys [left, right] of a trial (the code and the child); their PNG data URLs
-        go into `out`."""
-        keys = []
-        for code, image in zip((trial.left, trial.right), pair, strict=True):
-            key = hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
-                                 + trial.identity.encode("utf-8")).hexdigest()[:20]
+    @staticmethod
+    def _face_keys(trial) -> list[str]:
+        """Image keys of a trial's faces (the code and the child): [left, right] of a pair, or
+        a slider's K faces in slider order (position 0 at the left end)."""
+        codes = (trial.left, trial.right)
+        if trial.is_slider:  # circle order -> slider order
+            k = len(trial.circle.points)
+            codes = trial.circle.points[slider_to_point(np.arange(k), trial.circle.shift, k)]
+        return [hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
+                               + trial.identity.encode("utf-8")).hexdigest()[:20]
+                for code in codes]
+
+    def _faces(self, trial, faces: np.ndarray, out: dict[str, str],
+               sent: set[str] = frozenset()) -> list[str]:
+        """`_face_keys` of a trial; the PNG data URLs of its faces (`faces`: the renderer's,
+        a pair or the K in circle order) go into `out`, except those already `sent`."""
+        keys = self._face_keys(trial)
+        if trial.is_slider:  # the renderer gives circle order; the page wants slider order
+            faces = faces[slider_to_point(np.arange(len(faces)), trial.circle.shift, len(faces))]
+        for key, image in zip(keys, faces, strict=True):
+            if key in sent:
+                continue
             with self._pngs_lock:
                 url = self._pngs.get(key)
             if url is None:
@@ -392,7 +559,6 @@ class OnlineStudy:
                     while len(self._pngs) > 4096:
                         self._pngs.popitem(last=False)
             out[key] = url
-            keys.append(key)
         return keys
 
 

@@ -50,6 +50,21 @@ def test_defaults_and_overrides(tmp_path, ckpt):
     assert prompt_for(cfg, "sad") == "Which face looks sadder?"
 
 
+def test_across_participant_design_reads_its_keys_and_defaults(ckpt):
+    """`chains: {across_participants: true, per_emotion: 8}`: the study's chains are shared,
+    with the defaults for holds, participants and leases; the resolved config round-trips."""
+    cfg = config_from_dict({**base(ckpt), "chains": {"across_participants": True,
+                                                     "per_emotion": 8},
+                            "trials": {"per_hold": 5, "per_participant": 40}})
+    assert cfg.chains.across_participants and cfg.chains.per_emotion == 8
+    assert (cfg.trials.per_hold, cfg.trials.per_participant) == (5, 40)
+    assert cfg.chains.lease_seconds == 120.0
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    own = config_from_dict(base(ckpt))
+    assert not own.chains.across_participants and own.trials.per_hold is None
+    assert own.chains.lease_seconds is None
+
+
 def test_gsp_asks_about_one_face_unless_told_otherwise(ckpt):
     data = {**base(ckpt), "paradigm": "gsp", "trials": {"catch_rate": 0.0}}
     cfg = config_from_dict(data)
@@ -81,6 +96,19 @@ def test_gsp_asks_about_one_face_unless_told_otherwise(ckpt):
         ({"paradigm": "gsp", "trials": {"catch_rate": 0.0},
           "chains": {"adapt": {"target": 0.4}}}, "chains.adapt", "'target': 0.4",
          "null with paradigm gsp"),
+        ({"trials": {"per_hold": 5}}, "trials.per_hold", "5",
+         "null unless chains.across_participants is true"),
+        ({"chains": {"lease_seconds": 60}}, "chains.lease_seconds", "60",
+         "null unless chains.across_participants is true"),
+        ({"chains": {"across_participants": "yes"}}, "chains.across_participants", "'yes'",
+         "true or false"),
+        ({"chains": {"across_participants": True},
+          "trials": {"per_hold": 7, "per_participant": 60}}, "trials.per_participant", "60",
+         "a multiple of trials.per_hold (7), e.g. 56 or 63"),
+        ({"chains": {"across_participants": True}, "trials": {"per_chain": 5}},
+         "trials.per_hold", "10", "at most trials.per_chain (5)"),
+        ({"chains": {"across_participants": True, "lease_seconds": 0}}, "chains.lease_seconds",
+         "0", "[1.0, 86400.0]"),
     ],
 )
 def test_errors_name_file_key_value_allowed(tmp_path, ckpt, changes, key, value, allowed):

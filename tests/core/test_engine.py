@@ -202,7 +202,7 @@ def test_fibonacci_starts_stay_evenly_spread(ckpt):
                             "gate": {"kind": "none"}})
     lattice = fibonacci_sphere(5, D)
     for p in ("P01", "P02"):
-        starts = np.stack([s.position for s in Engine(cfg, D, p, 1).states.values()])
+        starts = np.stack(list(Engine(cfg, D, p, 1).positions().values()))
         np.testing.assert_allclose(starts @ starts.T, lattice @ lattice.T, atol=1e-12)
         assert not np.allclose(starts, lattice)
 

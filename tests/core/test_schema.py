@@ -61,5 +61,12 @@ def test_gsp_columns_come_after_the_lab_columns():
     gsp = ["paradigm", "gsp_points", "gsp_shift", "gsp_start", "gsp_choice",
            "direction_0", "direction_1", "direction_2"]
     assert names.index("frame_rate") < names.index("paradigm")
-    assert [n for n in names if n in gsp] == gsp and names[-3:] == gsp[-3:]
+    assert [n for n in names if n in gsp] == gsp
+    assert names.index("direction_2") < names.index("lease")
     assert schema.latent_dim(names) == 3
+
+
+def test_shared_chain_columns_come_last():
+    """Across-participant chains (issue 22) appended their columns after everything else, so
+    files of the earlier schemas keep their column order."""
+    assert schema.header(3)[-2:] == ["lease", "chain_step"]

@@ -35,13 +35,6 @@ def online_config(folder: Path, **changes) -> Path:
     return write_config(folder, **{"online": ONLINE, **changes})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'online.sqlite'}"
-    return request.getfixturevalue("postgres").new_database()
-
-
 def serve(config: Path, url: str) -> tuple[OnlineStudy, TestClient]:
     study = OnlineStudy.open(load_config(config), Database(url), str(config))
     return study, TestClient(create_app(study, TOKEN))
@@ -95,13 +88,17 @@ def test_online_session_is_the_lab_session(tmp_path, db_url, capsys):
 
     view = begin(client, participant="P1")
     screens, answers = [], iter(zip(shown["response"], shown["rt"], strict=True))
+    given: set[str] = set()  # the faces of the view before: the next one leaves them out
     while True:
         kind = view["screen"]["kind"]
         screens.append(kind)
+        assert not given & set(view["images"])
+        have = given | set(view["images"])
+        given = {*view["screen"].get("images", ()), *(view["next"] or ())}
+        assert given <= have
         if kind == "end":
             break
         if kind == "trial":
-            assert set(view["screen"]["images"]) <= set(view["images"])
             assert view["screen"]["progress"] and view["screen"]["prompt"].startswith("Which face")
             side, rt = next(answers)
             view = step(client, view, side, float(rt))
@@ -142,10 +139,10 @@ def test_reload_second_browser_and_recruitment_ids(tmp_path):
     again = client.get("/api/state").json()
     assert again["screen"] == view["screen"] and again["next"] == view["next"]
     assert begin(client, **ids)["screen"] == view["screen"]
-    # a second browser (no cookie) of the same participant gets no second session
+    # a second browser (no cookie) with another submission's ids gets no second session
     other = TestClient(client.app)
-    res = other.post("/api/start", json={**ids, "client": {"viewport": [800, 600], "dpr": 2,
-                                                            "refresh_hz": None}})
+    res = other.post("/api/start", json={**ids, "SESSION_ID": "se2", "client": {
+        "viewport": [800, 600], "dpr": 2, "refresh_hz": None}})
     assert res.status_code == 409 and "another browser" in res.json()["error"]
     assert other.get("/api/state").status_code == 401
     for bad in ("../x", "a/b", "Jane Doe", "", "x" * 33, "P1'; DROP TABLE sessions;--", 7):

@@ -19,7 +19,6 @@ from mcmcp.store import read_trials
 from tests.online.test_serve import (
     NOT_COMPARED,
     begin,
-    db_url,  # noqa: F401 (the fixture: SQLite and PostgreSQL)
     online_config,
     serve,
     step,
@@ -44,7 +43,7 @@ def take_part(clients: list[TestClient], rng: np.random.Generator, pid: str, db=
                 conn.execute(update(sessions).values(resume=None))
 
 
-def test_any_process_rebuilds_from_the_resume_point(tmp_path, db_url):  # noqa: F811
+def test_any_process_rebuilds_from_the_resume_point(tmp_path, db_url):
     config = online_config(tmp_path, trials={"per_chain": 6, "practice": 1, "catch_rate": 0.15,
                                              "repeat_rate": 0.15, "break_every": 8})
     ref_study, ref_client = serve(config, f"sqlite:///{tmp_path / 'reference.sqlite'}")

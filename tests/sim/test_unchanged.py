@@ -21,6 +21,10 @@ from mcmcp import simulate
 from vae.store import write_store
 
 WALL_CLOCK = {"timestamp", "date"}  # when the row was written: differs on every run
+# Columns the schema gained after the digests were recorded: they are appended last and empty
+# in these designs (a participant's own chains), so the digest is taken without them and the
+# test asserts they are empty; every earlier column must still be equal byte for byte.
+ADDED_SINCE = {"lease", "chain_step"}  # issue 22: across-participant chains
 
 RUNS = {
     "manual, 7 emotions, lapse, catch trials": (
@@ -40,11 +44,17 @@ RUNS = {
 
 
 def digest(folder: Path) -> str:
-    """sha256 over every trials.csv under `folder` (sorted by path), without WALL_CLOCK columns."""
+    """sha256 over every trials.csv under `folder` (sorted by path), without WALL_CLOCK columns
+    and without the ADDED_SINCE columns, which must be empty."""
     h = hashlib.sha256()
     for path in sorted(folder.rglob("trials.csv")):
         rows = list(csv.reader(io.StringIO(path.read_text())))
-        keep = [i for i, name in enumerate(rows[0]) if name not in WALL_CLOCK]
+        added = [i for i, name in enumerate(rows[0]) if name in ADDED_SINCE]
+        assert len(added) == len(ADDED_SINCE), f"{path}: the schema lost {ADDED_SINCE}"
+        assert all(row[i] == "" for row in rows[1:] for i in added), \
+            f"{path}: a within-participant design wrote {ADDED_SINCE}"
+        keep = [i for i, name in enumerate(rows[0])
+                if name not in WALL_CLOCK and name not in ADDED_SINCE]
         h.update(str(path.relative_to(folder)).encode())
         for row in rows:
             h.update(",".join(row[i] for i in keep).encode() + b"\n")

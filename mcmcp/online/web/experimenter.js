@@ -28,6 +28,29 @@
     return Number.isFinite(x) ? x.toFixed(digits) : (x > 0 ? "∞" : "−∞");
   }
 
+  // what the experimenter may do to a session, by its status (mcmcp.online.study.manage)
+  const ACTIONS = [["release", ["consent", "running", "complete"]], ["end", ["consent", "running"]],
+    ["reset", ["consent", "running", "complete", "declined", "ended"]]];
+  const WHAT = {
+    release: "its link will open it in a new browser (the current browser loses it)",
+    end: "it stops here; the participant cannot go on",
+    reset: "it stops here and the participant's link starts a new session",
+  };
+
+  async function manage(p, action) {
+    if (!window.confirm(`${action} the session of ${p.participant}? ${WHAT[action]}. `
+      + "This is recorded; answered trials are kept.")) return;
+    const token = sessionStorage.getItem("experimenter-token");
+    const res = await fetch("api/experimenter/session", {
+      method: "POST", cache: "no-store",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ uid: p.uid, action }),
+    });
+    const data = await res.json().catch(() => ({}));
+    $("error").textContent = res.status === 200 ? "" : data.error || `error ${res.status}`;
+    poll();
+  }
+
   function render(data) {
     limits = data;
     $("study").textContent = data.study;
@@ -53,7 +76,8 @@
     }));
     $("participants").tBodies[0].replaceChildren(...data.participants.map((p) => {
       const tr = document.createElement("tr");
-      cell(tr, p.participant);
+      tr.dataset.uid = p.uid;
+      cell(tr, p.participant + (p.session > 1 ? ` · ${p.session}` : ""));
       cell(tr, p.status);
       const td = cell(tr, "");
       const bar = document.createElement("span");
@@ -67,6 +91,16 @@
       cell(tr, fixed(p.rhat, 3), rhatClass(p.rhat));
       cell(tr, p.started.slice(0, 19).replace("T", " "));
       cell(tr, p.updated.slice(0, 19).replace("T", " "));
+      const actions = cell(tr, "");
+      for (const [action, statuses] of ACTIONS) {
+        if (!statuses.includes(p.status)) continue;
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = `action ${action}`;
+        button.textContent = action;
+        button.addEventListener("click", () => manage(p, action));
+        actions.append(button);
+      }
       return tr;
     }));
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}; refreshes every ${POLL_MS / 1000} s`;
