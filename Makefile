@@ -14,8 +14,9 @@ SYSPKGS := xvfb xauth xdotool libglu1-mesa libfontconfig1 libasound2 libjack-jac
 # ("xcb-cursor0 or libxcb-cursor0 is needed", exit 134).
 SYSPKGS += libegl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
            libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
-# online studies: the browser the tests drive, and PostgreSQL for throwaway test clusters
-SYSPKGS += chromium postgresql
+# online studies: the browser the tests drive, PostgreSQL for throwaway test clusters, and
+# nginx + openssl for the tested deployment (TLS in front of two server processes)
+SYSPKGS += chromium postgresql nginx-light openssl
 XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
 
 .PHONY: demo test setup sysdeps lint clean

@@ -1,17 +1,22 @@
-"""Load on the online server: many simulated participants answering at once, PostgreSQL vs SQLite.
+"""Load on the online server: many simulated participants at a person's pace, requests spread at
+random over several server processes, with and without the experimenter page open; this code
+side by side with another checkout (today's main) in one run.
 
-Starts `python -m mcmcp.serve` with uvicorn workers on 127.0.0.1 (on a throwaway PostgreSQL
-cluster, then on a SQLite file), lets N simulated participants take the whole study at the
-same time over HTTP (start, consent, messages, every trial; answers fixed by participant and
-trial), then checks the database and prints one table: answers per second, p50 / p99 / worst
-latency from sending an answer to having the next screen (pair included), and rows lost or
-duplicated (every accepted answer must be saved once). Each backend runs twice: participants
-answering at once (think 0: the most answers per second the server gives; latency is then
-mostly queueing) and at about a person's pace (think 1 s: the latency a participant sees).
-The clients run in this process on the same 2 cores as the server, so the figures are a lower
-bound for a server machine. Requests only go to 127.0.0.1; each participant's requests are
-bounded by the study's length and everything by --timeout.
-    python benchmarks/bench_serve.py [--participants 200] [--workers 2] [--config experiments/demo.yaml]
+For each code (this checkout, and --baseline, e.g. `git worktree add /tmp/old-online main`) and
+each state of the experimenter page (closed; open: polled every 3 s as the page does), starts
+--processes `python -m mcmcp.serve` processes on 127.0.0.1 on one database (a throwaway
+PostgreSQL cluster, or a SQLite file), lets N participants take the study at once over HTTP,
+every request sent to one of the processes at random (a proxy without stickiness, the worst
+case for a process that keeps sessions in memory), each looking at a pair --think seconds on
+average before answering, for --duration seconds. Then it checks the database and prints one
+table: answers per second, p50 / p99 / worst time from sending an answer to having the next
+screen (pair included), the same for the time the server spent on each answer (its
+Server-Timing header; today's main sends none), the experimenter page's p50, and rows lost or
+duplicated (every accepted answer must be saved once). The clients run in this process on the
+same cores as the servers. Requests only go to 127.0.0.1 and
+stop after --duration.
+    python benchmarks/bench_serve.py --baseline /tmp/old-online [--participants 200]
+        [--processes 2] [--config experiments/happy.yaml] [--duration 120] [--think 1]
 """
 
 from __future__ import annotations
@@ -21,58 +26,89 @@ import asyncio
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the test suite's server and PostgreSQL helpers
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout; the tests' server helpers
 
 import httpx2  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
-from webserver import Server, progress_labels, take_part_http  # noqa: E402
+from webserver import Server, take_part_http  # noqa: E402
 
 from mcmcp.config import load_config  # noqa: E402
 from mcmcp.online.database import Database  # noqa: E402
 from mcmcp.online.export import export  # noqa: E402
 from mcmcp.store import read_trials  # noqa: E402
 
+TOKEN = "bench-experimenter"
+POLL_S = 3.0  # the experimenter page's refresh (web/experimenter.js)
 
-def config_with_faces(config: Path, folder: Path) -> Path:
-    """The config, with a face store made from the default procedural faces if its own is
-    missing (a fresh clone), written to `folder`."""
+
+def resolved_config(config: Path, folder: Path, online: dict) -> Path:
+    """The config with absolute model paths (every checkout reads the same checkpoint and
+    faces), a face store made from the default procedural faces if its own is missing, and
+    `online` keys added."""
     cfg = load_config(config)
-    if cfg.model.faces.is_file():
-        return config
-    from vae.procedural.faces import generate_faces
-    from vae.store import write_store
-
-    faces = folder / "faces.h5"
-    write_store(generate_faces(), faces)
     data = yaml.safe_load(config.read_text())
-    data["model"]["faces"] = str(faces)
-    data["model"]["checkpoint"] = str(cfg.model.checkpoint)
-    path = folder / config.name
+    faces = cfg.model.faces
+    if not faces.is_file():
+        from vae.procedural.faces import generate_faces
+        from vae.store import write_store
+
+        faces = folder / "faces.h5"
+        write_store(generate_faces(), faces)
+    data["model"] = {**data["model"], "faces": str(faces),
+                     "checkpoint": str(cfg.model.checkpoint)}
+    data["online"] = {**data["online"], **online}
+    path = folder / f"{'-'.join(online) or 'plain'}-{config.name}"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-async def crowd(url: str, participants: list[str], timeout: float, think: float
-                ) -> tuple[list[dict], float]:
-    deadline = time.monotonic() + timeout
+async def crowd(urls: list[str], participants: list[str], duration: float, think: float,
+                page: bool) -> tuple[list[dict], float, list[float]]:
+    stop = time.monotonic() + duration
     limits = httpx2.Limits(max_connections=1)  # one connection per participant, like a tab
-    clients = [httpx2.AsyncClient(base_url=url, limits=limits) for _ in participants]
+    clients = [httpx2.AsyncClient(limits=limits) for _ in participants]
+    page_times: list[float] = []
+
+    async def experimenter():
+        async with httpx2.AsyncClient() as client:
+            while time.monotonic() < stop:
+                sent = time.perf_counter()
+                res = await client.get(urls[len(page_times) % len(urls)] + "/api/experimenter",
+                                       headers={"authorization": f"Bearer {TOKEN}"},
+                                       timeout=120)
+                res.raise_for_status()
+                page_times.append(time.perf_counter() - sent)
+                await asyncio.sleep(POLL_S)
+
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(take_part_http(c, p, deadline, think=think)
-                                     for c, p in zip(clients, participants, strict=True)))
+    watcher = asyncio.create_task(experimenter()) if page else None
+    results = await asyncio.gather(*(
+        take_part_http(c, p, stop + 600, think=think, servers=tuple(urls), stop=stop)
+        for c, p in zip(clients, participants, strict=True)))
     wall = time.perf_counter() - t0
+    if watcher is not None:
+        await watcher
     for c in clients:
         await c.aclose()
-    return results, wall
+    return results, wall, page_times
 
 
-def check(db_url: str, results: list[dict], participants: list[str], out: Path) -> tuple[int, int]:
+def position(progress: str, n_practice: int) -> int:
+    """The index among shown trials of the trial whose progress line was `progress`."""
+    if progress.startswith("practice "):
+        return int(progress.split()[1]) - 1
+    return n_practice + int(progress.split(" / ")[0]) - 1
+
+
+def check(db_url: str, results: list[dict], participants: list[str], out: Path,
+          n_practice: int) -> tuple[int, int]:
     """(lost, duplicated): accepted answers missing from the data, rows saved more than once."""
     db = Database(db_url, create=False)
     records = db.all_sessions()
@@ -81,66 +117,92 @@ def check(db_url: str, results: list[dict], participants: list[str], out: Path) 
     folders = {f.parent.name: f for f in export(db, out)}
     lost = 0
     for pid, result in zip(participants, results, strict=True):
+        if not result["answered"]:
+            continue
         df = read_trials(folders[f"sub-{pid}"] / "trials.csv")
-        shown = df[df["kind"] != "gate"]
-        saved = list(zip(progress_labels(shown), shown["response"], strict=True))
-        duplicated += len(saved) - len(set(saved)) + int(df["row"].duplicated().sum())
-        lost += len(set(result["answered"]) - set(saved))
+        duplicated += int(df["row"].duplicated().sum())
+        shown = df[df["kind"] != "gate"]["response"].tolist()
+        for progress, side in result["answered"]:
+            i = position(progress, n_practice)
+            lost += i >= len(shown) or shown[i] != side
     db.close()
     return lost, duplicated
 
 
-def run(backend: str, db_url: str, config: Path, folder: Path, n: int, workers: int,
-        timeout: float, think: float) -> dict:
-    participants = [f"{backend[:2]}{think:g}-{i:04d}".replace(".", "_") for i in range(n)]
-    with Server(config, db_url, folder / f"{backend}.log", workers=workers) as server:
-        results, wall = asyncio.run(crowd(server.url, participants, timeout, think))
-    lost, duplicated = check(db_url, results, participants,
-                             folder / f"{backend}-{think:g}-export")
+def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, page: bool) -> dict:
+    tag = f"{code}-{'page' if page else 'nopage'}"
+    participants = [f"{tag}-{i:04d}".replace("_", "-") for i in range(args.participants)]
+    servers = [Server(config, db_url, folder / f"{tag}-{i}.log", token=TOKEN, root=root)
+               for i in range(args.processes)]
+    try:
+        servers[0].start()  # today's main races on creating the tables of a new database
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(Server.start, servers[1:]))
+        results, wall, page_times = asyncio.run(crowd(
+            [s.url for s in servers], participants, args.duration, args.think, page))
+    finally:
+        for s in servers:
+            s.stop()
+    lost, duplicated = check(db_url, results, participants, folder / f"{tag}-export",
+                             load_config(config).trials.practice)
     latency = np.concatenate([r["latency"] for r in results]) * 1e3
+    server = np.concatenate([r["server"] for r in results]) * 1e3
     answers = sum(len(r["answered"]) for r in results)
-    return {"backend": backend, "think": think, "answers": answers, "wall_s": wall,
+    return {"code": code, "page": "open" if page else "closed", "answers": answers,
             "answers_per_s": answers / wall, "p50_ms": float(np.percentile(latency, 50)),
             "p99_ms": float(np.percentile(latency, 99)), "max_ms": float(latency.max()),
+            "server_p50_ms": float(np.percentile(server, 50)) if len(server) else None,
+            "server_p99_ms": float(np.percentile(server, 99)) if len(server) else None,
+            "page_ms": float(np.median(page_times) * 1e3) if page_times else None,
             "lost": lost, "duplicated": duplicated}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", type=Path, default=ROOT / "experiments/demo.yaml")
+    p.add_argument("--config", type=Path, default=ROOT / "experiments/happy.yaml")
     p.add_argument("--participants", type=int, default=200)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per run, at most")
-    p.add_argument("--think", type=float, nargs="+", default=[0.0, 1.0],
-                   help="seconds each participant looks at a pair before answering: 0 measures "
-                        "the most answers/s; about 1 s is a person's pace (RT + fixation)")
-    p.add_argument("--backends", nargs="+", default=["postgres", "sqlite"],
-                   choices=["postgres", "sqlite"])
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--duration", type=float, default=120.0, help="seconds per run")
+    p.add_argument("--think", type=float, default=1.0,
+                   help="mean seconds each participant looks at a pair before answering")
+    p.add_argument("--baseline", type=Path,
+                   help="another checkout to measure in the same run, e.g. a worktree of main")
+    p.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
+    p.add_argument("--page", nargs="+", default=["closed", "open"], choices=["closed", "open"])
     args = p.parse_args()
+    codes = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        config = config_with_faces(args.config, folder)
-        for backend in args.backends:
-            for think in args.think:
-                if backend == "postgres":
+        # every participant comes from 127.0.0.1: this code's limit on starts per address is
+        # lifted (today's main has none, nor the key)
+        configs = {"this": resolved_config(args.config, folder, {"starts_per_minute": None}),
+                   "baseline": resolved_config(args.config, folder, {})}
+        for page in args.page:
+            for code, root in codes:
+                config = configs[code]
+                if args.backend == "postgres":
                     with Cluster() as pg:
-                        rows.append(run(backend, pg.new_database(), config, folder,
-                                        args.participants, args.workers, args.timeout, think))
+                        rows.append(run(code, root, pg.new_database(), config, folder, args,
+                                        page == "open"))
                 else:
-                    rows.append(run(backend, f"sqlite:///{folder / f'online-{think:g}.sqlite'}",
-                                    config, folder, args.participants, args.workers,
-                                    args.timeout, think))
-    print(f"\n{args.participants} participants at once, uvicorn with {args.workers} workers, "
-          f"config {args.config.name}, clients on the same machine")
-    head = ("backend", "think s", "answers", "wall s", "answers/s", "p50 ms", "p99 ms",
-            "max ms", "lost", "duplicated")
-    print(" | ".join(f"{h:>10}" for h in head))
+                    url = f"sqlite:///{folder / f'{code}-{page}.sqlite'}"
+                    rows.append(run(code, root, url, config, folder, args, page == "open"))
+                print(rows[-1], flush=True)
+    print(f"\n{args.participants} participants, think {args.think:g} s, {args.processes} server "
+          f"processes on {args.backend}, requests routed at random, {args.duration:g} s per "
+          f"run, config {args.config.name}, clients on the same machine")
+    head = ("code", "page", "answers", "answers/s", "p50 ms", "p99 ms", "max ms",
+            "server p50 ms", "server p99 ms", "page ms", "lost", "duplicated")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for r in rows:
-        cells = (r["backend"], f"{r['think']:g}", r["answers"], f"{r['wall_s']:.1f}",
-                 f"{r['answers_per_s']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                 f"{r['max_ms']:.1f}", r["lost"], r["duplicated"])
-        print(" | ".join(f"{c:>10}" for c in cells))
+        cells = (r["code"], r["page"], r["answers"], f"{r['answers_per_s']:.1f}",
+                 f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
+                 *("-" if r[k] is None else f"{r[k]:.0f}"
+                   for k in ("server_p50_ms", "server_p99_ms", "page_ms")), r["lost"],
+                 r["duplicated"])
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -372,7 +372,9 @@ def _agent(r: _Reader) -> AgentSpec:
 def _online(r: _Reader) -> OnlineSpec:
     r.check_keys(("consent", "completion_code", "redirect_url", "experimenter_token_env",
                   "decline_code", "decline_url", "screenout_code", "screenout_url", "min_window",
-                  "devices", "fullscreen", "participant_links", "link_secret_env"))
+                  "devices", "fullscreen", "participant_links", "link_secret_env",
+                  "expire_after_minutes", "time_limit_minutes", "starts_per_minute",
+                  "max_in_progress"))
 
     def code(name: str) -> str | None:
         value = r.data.get(name)
@@ -422,7 +424,23 @@ def _online(r: _Reader) -> OnlineSpec:
         fullscreen=r.boolean("fullscreen", False),
         participant_links=r.choice("participant_links", "open", ("open", "signed", "recruitment")),
         link_secret_env=env("link_secret_env", "MCMCP_LINK_SECRET"),
+        **_online_limits(r),
     )
+
+
+def _online_limits(r: _Reader) -> dict:
+    """The online keys that end sessions (specs.OnlineSpec); null turns one off."""
+    defaults = OnlineSpec()
+
+    def optional(name: str, lo: float, hi: float | None, integer: bool):
+        if r.data.get(name, getattr(defaults, name)) is None:
+            return None
+        return r.number(name, getattr(defaults, name), lo, hi, integer=integer, lo_open=True)
+
+    return {"expire_after_minutes": optional("expire_after_minutes", 0, None, False),
+            "time_limit_minutes": optional("time_limit_minutes", 0, None, False),
+            "starts_per_minute": optional("starts_per_minute", 0, None, True),
+            "max_in_progress": optional("max_in_progress", 0, None, True)}
 
 
 def _gsp(r: _Reader) -> GSPSpec:

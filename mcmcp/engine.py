@@ -10,7 +10,11 @@ keyed by (seed, participant, session, stream, counter): shown trial t (1-based c
 trials in the session) draws from its own TRIAL stream, block b's schedule and starts from theirs,
 so participants of one config get different starts, schedules, sides, catch positions and
 proposals, and the saved rows alone rebuild the engine exactly (`rows_so_far`): the last row of
-each chain gives its state, its `kappa_proposal` column the proposal kappa.
+each chain gives its state, its `kappa_proposal` column the proposal kappa. `resume_point` folds
+rows into the compact summary the engine actually resumes from (per chain its last move and
+acceptances, the current block's chain trials without their codes), one batch of rows at a time,
+so a server can keep it beside the session and rebuild an engine without reading every row
+(`Engine(resume=..., lookup=...)`: lookup gives the codes of the one earlier trial a repeat shows).
 
 Block order (config `block_order`): the emotions as written, rotated by the number the participant
 id ends in, or shuffled with the participant's own stream; the same participant always gets the
@@ -46,6 +50,8 @@ the response to t only changes t's chain.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -299,28 +305,72 @@ class OwnChains:
         return {c: s.position for c, s in self.states.items()}
 
     def resume(self, rows: pd.DataFrame, shown: list[Slot], advance) -> None:
-        """Rebuild every chain from the session's saved rows: the last row of each chain gives
-        its state before that step, `advance(state, proposal, accepted)` the state after it
-        (with the session's kappa adaptation), its `kappa_proposal` column the proposal
-        kappa; the chain rows count its shown trials."""
+        """Rebuild every chain from the session's saved rows (through their `resume_point`)."""
         d = sum(1 for c in rows.columns if c.startswith("current_"))
-        cur = [f"current_{i}" for i in range(d)]
-        prop = [f"proposal_{i}" for i in range(d)]
-        moves = rows[rows["kind"].isin(["chain", "gate"])].sort_values(["chain", "iteration"])
-        for ch, group in moves.groupby("chain"):
-            last = group.iloc[-1]
-            accepted = group["accepted"].fillna(False).astype(bool).to_numpy()
+        self.restore(resume_point(rows.to_dict("records"), d), advance)
+
+    def restore(self, point: dict, advance) -> None:
+        """Every chain from a `resume_point`: each chain's last move gives its state before
+        that step, `advance(state, proposal, accepted)` the state after it (with the session's
+        kappa adaptation), its kappa the proposal kappa; n_shown its shown trials."""
+        for ch, last in point["chains"].items():
             before = chain.ChainState(
-                position=last[cur].to_numpy(dtype=float),
-                iteration=np.asarray(int(last["iteration"]), dtype=np.int64),
-                n_accepted=np.asarray(int(accepted[:-1].sum()), dtype=np.int64),
-                kappa=np.asarray(np.nan if pd.isna(last["kappa_proposal"])  # GSP: none
-                                 else float(last["kappa_proposal"])),
+                position=np.asarray(last["current"], dtype=float),
+                iteration=np.asarray(last["iteration"], dtype=np.int64),
+                n_accepted=np.asarray(last["accepted_before"], dtype=np.int64),
+                kappa=np.asarray(np.nan if last["kappa"] is None else last["kappa"]),  # GSP
             )
-            self.states[int(ch)] = advance(before, last[prop].to_numpy(dtype=float),
-                                           bool(accepted[-1]))
-        for ch, count in rows[rows["kind"] == "chain"].groupby("chain").size().items():
-            self.n_shown[int(ch)] = int(count)
+            self.states[int(ch)] = advance(before, np.asarray(last["proposal"], dtype=float),
+                                           last["accepted"])
+        for ch, count in point["n_shown"].items():
+            self.n_shown[int(ch)] = count
+
+
+def _flag(value) -> bool:
+    """A saved boolean: missing (NA, None) counts as False, as `fillna(False)` does."""
+    return False if value is None or value is pd.NA or value != value else bool(value)
+
+
+def resume_point(rows, d: int, start: dict | None = None) -> dict:
+    """The compact, JSON-able summary of a session's saved rows that `Engine(resume=...)` goes on
+    from: `start` (the summary of the rows before, None: no rows) extended by `rows` (schema
+    dicts in row order, as `tell` returns them or a DataFrame's records).
+
+    n_rows, shown: rows and shown trials so far; chains: chain id -> its last move row (chain or
+    gate kind: current, proposal, iteration, kappa, accepted) and the acceptances before it;
+    n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
+    left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
+    """
+    point = (json.loads(json.dumps(start)) if start is not None else
+             {"n_rows": 0, "shown": 0, "chains": {}, "n_shown": {}, "history": []})
+    for r in rows:
+        point["n_rows"] += 1
+        kind = r["kind"]
+        if kind == "gate" or kind == "chain":
+            ch = str(int(r["chain"]))
+            last = point["chains"].get(ch)
+            kappa = r.get("kappa_proposal")
+            point["chains"][ch] = {
+                "accepted_before": 0 if last is None
+                else last["accepted_before"] + int(last["accepted"]),
+                "current": [float(r[f"current_{i}"]) for i in range(d)],
+                "proposal": [float(r[f"proposal_{i}"]) for i in range(d)],
+                "iteration": int(r["iteration"]),
+                "kappa": None if kappa is None or kappa is pd.NA or kappa != kappa
+                else float(kappa),
+                "accepted": _flag(r.get("accepted")),
+            }
+        if kind == "gate":
+            continue
+        point["shown"] += 1
+        if kind == "chain":
+            block = int(r["block"])
+            point["n_shown"][ch] = point["n_shown"].get(ch, 0) + 1
+            point["history"] = [h for h in point["history"] if h[1] == block]
+            role = r.get("left_role")  # none on a slider trial (GSP has no repeats)
+            point["history"].append([int(r["trial"]), block, int(r["row"]), int(r["chain"]),
+                                     int(r["iteration"]), role if isinstance(role, str) else None])
+    return point
 
 
 class Engine:
@@ -333,7 +383,10 @@ class Engine:
     identities: the participant's children (`mcmcp.identities.assignment`; None: the model's
     default child, recorded as an empty `identity`); source: the chain source (None: the
     participant's own chains, `OwnChains`, started as `_start_states` says; shared chains
-    resume from their source, not from `rows_so_far`).
+    resume from their source, not from `rows_so_far`); resume, lookup: instead of
+    rows_so_far, the rows' `resume_point` and a function row number -> (current, proposal)
+    codes of that saved chain row (own chains only; rows were checked against the schedule
+    when they were saved).
     Raises ValueError for saved rows that do not fit this config's schedule or its children.
     """
 
@@ -349,6 +402,8 @@ class Engine:
         rows_so_far: pd.DataFrame | None = None,
         identities: Assignment | None = None,
         source: ChainSource | None = None,
+        resume: dict | None = None,
+        lookup: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         self.cfg, self.d, self.participant, self.session = cfg, d, participant, session
         self.gates = gates or {}
@@ -370,9 +425,13 @@ class Engine:
         self.n_rows = 0
         self.next_index = 0  # index into schedule of the next trial to ask
         self.pending: list[PendingTrial] = []
-        self.history: list[dict] = []  # shown chain rows, for repeat trials
+        self.history: list[list] = []  # the block's chain trials (resume_point), for repeats
+        self._lookup = lookup
+        self._codes: dict[int, tuple] = {}  # row -> codes of the block's trials told here
         if rows_so_far is not None and len(rows_so_far):
             self._replay(rows_so_far)
+        elif resume is not None:
+            self._restore(resume)
 
     def stream(self, stream: int, counter: int) -> np.random.Generator:
         """The generator of one of this participant-session's streams (a *_STREAM tag)."""
@@ -448,16 +507,22 @@ class Engine:
                     f"saved shown trial {i + 1} showed child {saved[i] or '(default)'!r} but "
                     f"this config and checkpoint give {planned[i] or '(default)'!r}; resume "
                     "with the config and checkpoint the session started with")
+        latent = rows[cur + prop].to_numpy(dtype=float)
+        self._lookup = lambda row: (latent[row, :self.d], latent[row, self.d:])
         self.source.resume(rows, self.schedule[:len(shown)], self._advance)
-        for _, r in rows[rows["kind"] == "chain"].iterrows():
-            self.history.append({
-                "trial": int(r["trial"]), "block": int(r["block"]), "row": int(r["row"]),
-                "chain": int(r["chain"]), "iteration": int(r["iteration"]),
-                "current": r[cur].to_numpy(dtype=float), "proposal": r[prop].to_numpy(dtype=float),
-                "left_role": r["left_role"],
-            })
-        self.n_rows = len(rows)
-        self.next_index = len(shown)
+        self._restore(resume_point(rows.to_dict("records"), self.d), chains=False)
+
+    def _restore(self, point: dict, chains: bool = True) -> None:
+        """History and position in the schedule from a `resume_point`; chains: the own
+        chains' states too (else the source has resumed them)."""
+        if chains:
+            if not isinstance(self.source, OwnChains):
+                raise ValueError("a resume point holds a session's own chains; shared chains "
+                                 "resume from their source")
+            self.source.restore(point, self._advance)
+        self.history = [list(h) for h in point["history"]]
+        self.n_rows = point["n_rows"]
+        self.next_index = point["shown"]
 
     def _advance(self, state: chain.ChainState, proposal: np.ndarray, accepted: bool):
         """One chain step (plus kappa adaptation during burn-in when configured)."""
@@ -523,14 +588,13 @@ class Engine:
             roles = ("target", "foil")
             fields = {"foil_emotion": foil}
         elif slot.kind == "repeat":
-            earlier = [h for h in self.history if h["block"] == slot.block and h["trial"] <= t - 2]
-            orig = earlier[int(rng.integers(len(earlier)))]
-            current, proposal = orig["current"], orig["proposal"]
-            fields = {"chain": orig["chain"], "iteration": orig["iteration"],
-                      "repeat_of": orig["row"]}
-            child = self.identities.chain(orig["chain"])
+            earlier = [h for h in self.history if h[1] == slot.block and h[0] <= t - 2]
+            _, _, row, ch, iteration, left_role = earlier[int(rng.integers(len(earlier)))]
+            current, proposal = self._codes[row] if row in self._codes else self._lookup(row)
+            fields = {"chain": ch, "iteration": iteration, "repeat_of": row}
+            child = self.identities.chain(ch)
             # sides swapped relative to the original showing
-            first = "proposal" if orig["left_role"] == "current" else "current"
+            first = "proposal" if left_role == "current" else "current"
             roles = (first, "current" if first == "proposal" else "proposal")
         else:  # practice: a random pair of the same kind as a chain trial
             current = sphere.sample_uniform(1, self.d, rng)[0]
@@ -671,12 +735,13 @@ class Engine:
         if slot.kind == "chain" and not self.source.commit(cid, rows):
             return self._late(rows, timestamp)
         if slot.kind == "chain":
-            self.history.append({
-                "trial": trial.trial, "block": slot.block, "row": rows[-1]["row"],
-                "chain": cid, "iteration": out["iteration"],
-                "current": trial.fields["current"], "proposal": trial.fields["proposal"],
-                "left_role": trial.left_role,
-            })
+            row = rows[-1]["row"]
+            self.history = [h for h in self.history if h[1] == slot.block]
+            self.history.append([trial.trial, slot.block, row, cid, out["iteration"],
+                                 trial.left_role])
+            self._codes = {h[2]: self._codes[h[2]] for h in self.history[:-1]
+                           if h[2] in self._codes}
+            self._codes[row] = (trial.fields["current"], trial.fields["proposal"])
         return rows
 
     def _late(self, rows: list[dict], timestamp: str | None) -> list[dict]:

@@ -177,7 +177,14 @@ class OnlineSpec:
     must not claim a session): open (any, as given: trying out, lab machines), signed (only lab
     links `?participant=ID&sig=...`, an HMAC of the id keyed with the secret in the environment
     variable `link_secret_env`; `python -m mcmcp.links` makes them) or recruitment (only a
-    recruitment site's, with PROLIFIC_PID, STUDY_ID and SESSION_ID)."""
+    recruitment site's, with PROLIFIC_PID, STUDY_ID and SESSION_ID).
+
+    Sessions that end (`mcmcp.online.limits`; null turns one off): expire_after_minutes: a
+    session in progress without a request for this long becomes `abandoned`;
+    time_limit_minutes: a session older than this (from its start) becomes `abandoned`;
+    starts_per_minute: /api/start calls per client address and minute, per server process;
+    max_in_progress: sessions in progress at once (consent or running) before new
+    participants are asked to come back later."""
 
     consent: str | None = None
     completion_code: str | None = None
@@ -192,6 +199,10 @@ class OnlineSpec:
     fullscreen: bool = False
     participant_links: str = "open"
     link_secret_env: str = "MCMCP_LINK_SECRET"
+    expire_after_minutes: float | None = 60.0
+    time_limit_minutes: float | None = None
+    starts_per_minute: int | None = 30
+    max_in_progress: int | None = None
 
 
 @dataclass(frozen=True)

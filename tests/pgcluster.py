@@ -46,14 +46,21 @@ class Cluster:
             shutil.chown(self.folder, "postgres", "postgres")
         self._run(_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8")
+        self.resume()
+        return self
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (the data stay: `resume` starts it again)."""
+        self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
         self._run(_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
                   "-o", f"-k {self.folder} -p {self.port} -c listen_addresses='' "
                         "-c max_connections=200", "start")
-        return self
 
     def stop(self) -> None:
         try:
-            self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

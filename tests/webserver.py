@@ -37,10 +37,11 @@ class Server:
     """One `python -m mcmcp.serve` process; `with Server(...) as server: server.url`."""
 
     def __init__(self, config: Path, db_url: str, log: Path, *, port: int | None = None,
-                 workers: int = 1, token: str = "experimenter-secret"):
+                 workers: int = 1, token: str = "experimenter-secret", root: Path = ROOT):
         self.config, self.db_url, self.log_path = config, db_url, log
         self.port = port or free_port()
         self.workers, self.token = workers, token
+        self.root = root  # the checkout whose code runs (benchmarks: today's code beside main)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -49,7 +50,7 @@ class Server:
                self.db_url, "--port", str(self.port), "--workers", str(self.workers)]
         env = {**os.environ, "MCMCP_EXPERIMENTER_TOKEN": self.token}
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+            self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.wait_ready(timeout)
@@ -105,26 +106,38 @@ def slider_for(participant: str, progress: str, k: int) -> int:
     return hashlib.sha256(f"{participant}|{progress}".encode()).digest()[1] % k
 
 
+class Stopped(Exception):
+    """The participant was stopped part-way (`take_part_http(stop=...)`)."""
+
+
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
-                         replay_every: int = 0, think: float = 0.0) -> dict:
+                         replay_every: int = 0, think: float = 0.0,
+                         servers: tuple[str, ...] = ("",), stop: float | None = None) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
     state. replay_every: resend every n-th answer right after it was accepted (it must be
     refused with 409). think: mean seconds spent looking at each pair before answering (uniform
-    0.5-1.5 times it), a person's pace; 0 answers at once.
+    0.5-1.5 times it), a person's pace; 0 answers at once. servers: base URLs, one drawn at
+    random for every request (a proxy without stickiness); stop: time.monotonic() at which to
+    leave part-way.
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
-    from sending an answer to having the next screen; refused_replays; status codes seen."""
-    out = {"answered": [], "latency": [], "refused_replays": 0, "codes": []}
+    from sending an answer to having the next screen; server: seconds the server says it spent
+    on each of those answers (its Server-Timing header, where it sends one); refused_replays;
+    status codes seen."""
+    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
         while True:
+            if stop is not None and time.monotonic() > stop:
+                raise Stopped
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{participant}: the study did not finish in time")
             try:
-                res = await client.request(method, path, json=body, timeout=60)
+                res = await client.request(method, pace.choice(servers) + path, json=body,
+                                           timeout=60)
             except httpx2.TransportError:
                 await asyncio.sleep(0.1)  # the server is down or restarting: same request again
                 continue
@@ -133,9 +146,18 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             out["codes"].append(res.status_code)
             return res
 
-    res = await call("POST", "/api/start", {"participant": participant, "client": {
-        "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
-    view = res.json()
+    try:
+        res = await call("POST", "/api/start", {"participant": participant, "client": {
+            "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
+        if res.status_code != 200:
+            raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
+        await _steps(participant, res.json(), call, out, replay_every, think, pace)
+    except Stopped:
+        pass
+    return out
+
+
+async def _steps(participant, view, call, out, replay_every, think, pace) -> None:
     while view["screen"]["kind"] != "end":
         screen = view["screen"]
         if screen["kind"] == "trial":
@@ -153,6 +175,9 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             res = await call("POST", "/api/answer", body)
             if res.status_code == 200:
                 out["latency"].append(time.perf_counter() - sent)
+                timing = res.headers.get("server-timing", "")
+                if timing.startswith("app;dur="):
+                    out["server"].append(float(timing.removeprefix("app;dur=")) / 1e3)
                 out["answered"].append((screen["progress"], side))
                 if replay_every and len(out["answered"]) % replay_every == 0:
                     again = await call("POST", "/api/answer", body)
@@ -168,7 +193,6 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
         view = res.json()
-    return out
 
 
 def progress_labels(shown) -> list[str]:

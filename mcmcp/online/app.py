@@ -7,7 +7,9 @@ mcmcp.serve` sets the environment).
 
 Nothing from a browser is trusted: request bodies are bounded (413), must be JSON objects with
 exactly the expected fields and types (400), carry the session cookie (401) and name the screen
-the server has on show for that session (409); a rejected request writes nothing.
+the server has on show for that session (409); a rejected request writes nothing. When the
+database cannot keep an answer (`database.Unavailable`) the reply is 503 with a message asking
+the participant to wait; the page retries by itself.
 Starlette + uvicorn: a small, established ASGI stack (no ORM or form machinery we do not need).
 """
 
@@ -28,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcmcp.config import load_config
-from mcmcp.online.database import Database
+from mcmcp.online.database import Database, Unavailable
+from mcmcp.online.limits import StartLimit
 from mcmcp.online.links import FIELDS, link_secret, parse_link, valid_id
 from mcmcp.online.screening import client_info
 from mcmcp.online.study import OnlineStudy, Rejected
@@ -40,6 +43,9 @@ MAX_SLIDER_BODY = 65536  # a slider answer carries the handle's path (slider.MAX
 PAGE_EVENTS = ("fullscreen_exit", "fullscreen_enter")  # what a page may report (study.event)
 
 MAX_SECONDS = 3600.0  # an rt or gap longer than an hour is not a measurement
+
+UNAVAILABLE = ("The study cannot save answers just now. Please wait: this page tries again by "
+               "itself, and your answers so far are safe.")
 
 ENV_CONFIG, ENV_DB = "MCMCP_SERVE_CONFIG", "MCMCP_SERVE_DB"
 
@@ -99,11 +105,15 @@ def _number(data: dict, name: str, lo: float, hi: float, *, lo_open: bool = Fals
     value = data.get(name)
     if value is None and nullable:
         return None
+    # compared as given: an integer of hundreds of digits has no float (math.isfinite raises)
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi)
+          and (isinstance(value, int) or math.isfinite(value))
+          and (value > lo if lo_open else value >= lo) and value <= hi)
     if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}... " \
+                                                           f"({len(repr(value))} characters)"
         raise Rejected(400, f"{name} must be a number in {'(' if lo_open else '['}{lo}, {hi}]"
-                            f"{' or null' if nullable else ''}, got {value!r}")
+                            f"{' or null' if nullable else ''}, got {shown}")
     return float(value)
 
 
@@ -120,7 +130,9 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     slider = study.cfg.paradigm == "gsp"
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
-    monitor_cache: dict = {}
+    per_minute = study.cfg.online.starts_per_minute
+    starts = StartLimit(per_minute) if per_minute is not None else None
+    monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
     monitor_lock = threading.Lock()
 
     def reply(payload: dict, status: int = 200) -> JSONResponse:
@@ -128,10 +140,17 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
 
     def handler(fn):
         async def endpoint(request: Request) -> Response:
+            began = time.perf_counter()
             try:
-                return await fn(request)
+                response = await fn(request)
             except Rejected as err:
-                return reply({"error": err.message}, err.status)
+                response = reply({"error": err.message}, err.status)
+            except Unavailable:  # the database logged the cause; nothing was acknowledged
+                response = reply({"error": UNAVAILABLE}, 503)
+                response.headers["Retry-After"] = "5"
+            # the time this process spent on the request (bench_serve reads it)
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - began) * 1e3:.1f}"
+            return response
         return endpoint
 
     def asset(path: str):
@@ -142,6 +161,10 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         return endpoint
 
     async def start(request: Request) -> Response:
+        if starts is not None and not starts.allow(request.client.host if request.client
+                                                   else ""):
+            raise Rejected(429, "Too many sessions were started from your network in the last "
+                                "minute. Please wait a minute, then reload this page.")
         data = await _json_body(request)
         _fields(data, {"client"}, set(FIELDS))
         try:
@@ -215,21 +238,23 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
             raise Rejected(400, "action must be 'release', 'reset' or 'end'")
         done = await run_in_threadpool(study.manage, _id(data, "uid"), data["action"])
         with monitor_lock:
-            monitor_cache.pop("time", None)  # the page shows the change at its next poll
+            monitor.pop("time", None)  # the page shows the change at its next poll
         return reply(done)
 
     async def experimenter(request: Request) -> Response:
         authorise(request)
 
         def numbers() -> dict:
-            from mcmcp.online.monitor import summary
+            from mcmcp.online.monitor import Monitor
 
-            with monitor_lock:  # at most one computation every 2 s, however many pages poll
-                if time.monotonic() - monitor_cache.get("time", -math.inf) > 2.0:
-                    monitor_cache.update(time=time.monotonic(), value=summary(
-                        study.db, study.cfg.name, study.d, study.n_shown,
-                        study.cfg.analysis.precision))
-                return monitor_cache["value"]
+            with monitor_lock:  # at most one update every 2 s, however many pages poll
+                if "monitor" not in monitor:
+                    monitor["monitor"] = Monitor(study.db, study.cfg.name, study.d,
+                                                 study.n_shown,
+                                                 study.cfg.analysis.precision)
+                if time.monotonic() - monitor.get("time", -math.inf) > 2.0:
+                    monitor.update(time=time.monotonic(), value=monitor["monitor"].summary())
+                return monitor["value"]
 
         return reply(await run_in_threadpool(numbers))
 

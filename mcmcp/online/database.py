@@ -4,8 +4,10 @@ Three tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is 
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
-  of the screen on show, `acked`: message screens passed before the pending trial), counts, and
-  the metadata that becomes its `session.json`.
+  of the screen on show, `acked`: message screens passed before the pending trial), counts,
+  the metadata that becomes its `session.json`, and `resume`: the engine's `resume_point` of
+  its rows, written in the same transaction as the rows, so any server process rebuilds the
+  session without reading them (null in databases made before it: rebuilt from the rows).
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
   never be written twice; the latent coordinates (and a GSP circle's direction) are JSON lists
   (full float precision); a slider trial's handle path is kept beside its row (`moves`).
@@ -14,15 +16,27 @@ Every step of a participant is one transaction that first moves the session's `s
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
 stale, replayed or concurrent answer (another tab, another server process) changes nothing.
 SQLite runs in WAL mode with synchronous=FULL: a committed answer survives kill -9 and power cuts.
+
+Nothing is acknowledged that is not durable: every call checks, before and after its transaction,
+that a SQLite database is still the file it opened (same device and inode: not deleted, moved or
+replaced) and writable, and connections never create a file; any database error (disk full,
+read-only, PostgreSQL unreachable) becomes `Unavailable`, which the web layer answers with 503.
+Each change between available and unavailable is logged as one line on stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     JSON,
@@ -36,19 +50,22 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from mcmcp import schema
+from mcmcp.store import utc_now
 
 LATENT = ("current", "proposal")
 VECTORS = (*LATENT, "direction")  # direction_*: a GSP circle's, empty in MCMCP rows
@@ -67,7 +84,8 @@ sessions = Table(
     Column("participant", String(32), nullable=False),
     Column("session", Integer, nullable=False),
     Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),  # consent | running | complete | declined | ended | reset
+    # consent | running | complete | declined | ended | reset | abandoned (mcmcp.online.limits)
+    Column("status", String(16), nullable=False),
     Column("d", Integer, nullable=False),
     Column("screen", String(32), nullable=False),
     Column("acked", Integer, nullable=False, default=0),
@@ -76,6 +94,7 @@ sessions = Table(
     Column("created", String(32), nullable=False),
     Column("updated", String(32), nullable=False),
     Column("meta", JSON, nullable=False),
+    Column("resume", JSON, nullable=True),
     UniqueConstraint("study", "participant", "session"),
 )
 
@@ -109,6 +128,17 @@ class _Stale(Exception):
     """The session moved on before this step could be written (rolls the transaction back)."""
 
 
+class Unavailable(Exception):
+    """The database cannot keep a write now (its file is gone, read-only or full, the server
+    unreachable): nothing of the request is acknowledged. The message names the cause."""
+
+
+def _reason(err: DBAPIError) -> str:
+    """The driver's own first line of a database error, without SQLAlchemy's statement dump."""
+    lines = str(err.orig or err).strip().splitlines()
+    return lines[0] if lines else type(err.orig or err).__name__
+
+
 def token_hash(token: str) -> str:
     """What the database keeps of a session token."""
     return hashlib.sha256(token.encode("ascii")).hexdigest()
@@ -134,6 +164,27 @@ class SessionRecord:
     meta: dict
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far one session is (the experimenter page's light view of `sessions`)."""
+
+    id: int
+    uid: str
+    participant: str
+    session: int
+    status: str
+    shown: int
+    n_rows: int
+    created: str
+    updated: str
+
+
+def _record_columns() -> list:
+    """The columns of a SessionRecord: a database made before `resume` existed reads the same
+    (`mcmcp.export` opens it without adding columns)."""
+    return [sessions.c[name] for name in SessionRecord.__dataclass_fields__]
+
+
 def _record(row) -> SessionRecord:
     return SessionRecord(**{k: row._mapping[k] for k in SessionRecord.__dataclass_fields__})
 
@@ -146,103 +197,201 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def parse_url(url: str) -> URL:
+    """`url` parsed; ValueError naming the problem and the forms allowed if it cannot be."""
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a port that is not a number fails only when read)
+    except (ArgumentError, ValueError) as err:
+        raise ValueError(f"the database URL cannot be read ({err}); use sqlite:///path/to/"
+                         "file.sqlite or postgresql+psycopg://user@host:5432/dbname") from None
+    return parsed
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (None for another backend)."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
     """A SQLAlchemy engine for `url` (sqlite:///path or postgresql+psycopg://...), with the
     tables created if missing (create=False: a database without them is an error). SQLite's
-    folder is created; its writers wait up to 30 s for each other (several server processes
-    share one file)."""
-    parsed = make_url(url)
+    folder and empty file are created here, once: its connections open the file read-write
+    and never create one (a deleted file is an error, not a new empty database); its writers
+    wait up to 30 s for each other (several server processes share one file)."""
+    parsed = parse_url(url)
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ValueError(f"database URL {shown!r}: give a file, sqlite:///path/to/file.sqlite")
-        path = Path(parsed.database).expanduser()
+        path = sqlite_path(url)
         if not create and not path.is_file():
             raise ValueError(f"no database file {path} (from {shown!r})")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create the database file {path} (from {shown!r}): "
+                             f"{err.strerror}; give a --db path in a folder you can write") from None
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"the database file {path} is not readable and writable by this "
+                             "user; fix its permissions or give another --db")
+        engine = create_engine(URL.create("sqlite", database=f"file:{quote(str(path))}",
+                                          query={"mode": "rw", "uri": "true"}),
+                               connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
     else:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")
-    if create:
-        metadata.create_all(engine)
-        _add_new_columns(engine)
-    elif not inspect(engine).has_table("sessions"):
-        raise ValueError(f"{shown} holds no online sessions (no 'sessions' table)")
+    try:
+        if create and engine.dialect.name == "postgresql":
+            # server processes starting together on a new database: one creates the tables
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
+                metadata.create_all(conn)
+                _add_new_columns(conn)
+        elif create:
+            metadata.create_all(engine)
+            _add_new_columns(engine)
+        elif not inspect(engine).has_table("sessions"):
+            raise ValueError(f"{shown} holds no online sessions (no 'sessions' table)")
+    except DBAPIError as err:
+        engine.dispose()
+        raise ValueError(f"cannot open the database {shown}: {_reason(err)}") from None
     return engine
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """Give a database made before the trial schema gained a column (e.g. `identity`) that
-    column, empty in the rows it holds, so a study goes on after an update. Several server
-    processes may try at once: a column another one just added is fine."""
-    for column in trials.columns:
-        if column.name in {c["name"] for c in inspect(engine).get_columns("trials")}:
-            continue
-        name = engine.dialect.identifier_preparer.quote(column.name)  # a schema name
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE trials ADD COLUMN {name} "
-                                  f"{column.type.compile(engine.dialect)}"))
-        except DBAPIError:
-            if column.name not in {c["name"] for c in inspect(engine).get_columns("trials")}:
-                raise
+def _add_new_columns(bind) -> None:
+    """Give a database made before a table gained a column (e.g. `identity`, `resume`) that
+    column, empty in the rows it holds, so a study goes on after an update. bind: an engine
+    (SQLite: several server processes may try at once, a column another one just added is
+    fine) or a connection holding PostgreSQL's lock."""
+    dialect = bind.dialect
+    for table in (sessions, trials):
+        for column in table.columns:
+            if column.name in {c["name"] for c in inspect(bind).get_columns(table.name)}:
+                continue
+            name = dialect.identifier_preparer.quote(column.name)  # a schema name
+            statement = text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                             f"{column.type.compile(dialect)}")
+            if not isinstance(bind, Engine):
+                bind.execute(statement)
+                continue
+            try:
+                with bind.begin() as conn:
+                    conn.execute(statement)
+            except DBAPIError:
+                if column.name not in {c["name"]
+                                       for c in inspect(bind).get_columns(table.name)}:
+                    raise
 
 
 class Database:
     """The online store: sessions and their trial rows (see the module docstring)."""
 
     def __init__(self, url: str, create: bool = True):
-        self.url = make_url(url).render_as_string(hide_password=True)  # for messages
+        self.url = parse_url(url).render_as_string(hide_password=True)  # for messages
         self.engine = open_engine(url, create)
+        self.path = sqlite_path(url)
+        self._identity = None if self.path is None else _identity(self.path)
+        self._down: str | None = None  # the reason while unavailable (logged once)
+        self._down_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def _check_file(self) -> None:
+        """Raise Unavailable unless a SQLite database is still the writable file opened."""
+        if self.path is None:
+            return
+        try:
+            same = _identity(self.path) == self._identity
+        except FileNotFoundError:
+            raise Unavailable(f"the database file {self.path} is gone (deleted or moved)") \
+                from None
+        if not same:
+            raise Unavailable(f"{self.path} is not the database file the server opened "
+                              "(replaced)")
+        if not os.access(self.path, os.W_OK):
+            raise Unavailable(f"the database file {self.path} is read-only")
+
+    @contextmanager
+    def _using(self, write: bool = False):
+        """Around every call: the file check before and after (after: the write went to the
+        file that stays), database errors as Unavailable, one log line per change of state
+        (only a write shows the database is back: reads may work on a full disk)."""
+        try:
+            self._check_file()
+            yield
+            self._check_file()
+        except Unavailable as err:
+            self._state(str(err))
+            raise
+        except DBAPIError as err:
+            self._state(_reason(err))
+            raise Unavailable(_reason(err)) from None
+        if write and self._down is not None:
+            self._state(None)
+
+    def _state(self, down: str | None) -> None:
+        with self._down_lock:
+            if (down is None) == (self._down is None):
+                return
+            self._down = down
+        line = (f"database {self.url} unavailable: {down}; answers get 503 until it is back"
+                if down else f"database {self.url} available again")
+        print(f"{utc_now()} {line}", file=sys.stderr, flush=True)
+
     # ------------------------------------------------------------------ sessions
 
     def by_token(self, token: str) -> SessionRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(
                 sessions.c.token_sha256 == token_hash(token))).first()
         return None if row is None else _record(row)
 
     def by_participant(self, study: str, participant: str, session: int) -> SessionRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(
                 sessions.c.study == study, sessions.c.participant == participant,
                 sessions.c.session == session)).first()
         return None if row is None else _record(row)
 
     def create(self, *, uid: str, study: str, participant: str, session: int, token: str, d: int,
-               screen: str, meta: dict, now: str) -> SessionRecord | None:
+               screen: str, meta: dict, now: str, resume: dict | None = None
+               ) -> SessionRecord | None:
         """Insert a new session in status 'consent'; None if (study, participant, session)
-        already exists (another browser got there first)."""
+        already exists (another browser got there first). resume: its resume point (None:
+        rebuilt from its rows when first needed)."""
         values = dict(uid=uid, study=study, participant=participant, session=session,
                       token_sha256=token_hash(token), status="consent", d=d, screen=screen,
                       acked=0, n_rows=0, shown=0, created=now, updated=now, meta=meta)
-        try:
-            with self.engine.begin() as conn:
-                new_id = conn.execute(insert(sessions).values(**values)).inserted_primary_key[0]
-        except IntegrityError:
-            return None
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    new_id = conn.execute(insert(sessions).values(**values, resume=resume)
+                                          ).inserted_primary_key[0]
+            except IntegrityError:
+                return None
         return SessionRecord(id=new_id, **{k: v for k, v in values.items()
                                            if k != "token_sha256"})
 
     def latest(self, study: str, participant: str) -> SessionRecord | None:
         """The participant's session with the highest number (earlier ones were reset)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(
                 sessions.c.study == study, sessions.c.participant == participant)
                 .order_by(sessions.c.session.desc()).limit(1)).first()
         return None if row is None else _record(row)
 
     def by_uid(self, uid: str) -> SessionRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(sessions.c.uid == uid)).first()
+        with self._using(), self.engine.connect() as conn:
+            row = conn.execute(select(*_record_columns()).where(sessions.c.uid == uid)).first()
         return None if row is None else _record(row)
 
     def rebind(self, record: SessionRecord, token: str | None, *, now: str, event: str,
@@ -256,23 +405,24 @@ class Database:
             values["token_sha256"] = token_hash(token)
         if status is not None:
             values["status"] = status
-        try:
-            with self.engine.begin() as conn:
-                moved = conn.execute(update(sessions).where(
-                    sessions.c.id == record.id, sessions.c.screen == record.screen,
-                    sessions.c.status == record.status).values(**values))
-                if moved.rowcount != 1:
-                    raise _Stale
-                conn.execute(insert(event_log).values(session_id=record.id, time=now,
-                                                      kind=event, detail=detail))
-        except _Stale:
-            return False
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    moved = conn.execute(update(sessions).where(
+                        sessions.c.id == record.id, sessions.c.screen == record.screen,
+                        sessions.c.status == record.status).values(**values))
+                    if moved.rowcount != 1:
+                        raise _Stale
+                    conn.execute(insert(event_log).values(session_id=record.id, time=now,
+                                                          kind=event, detail=detail))
+            except _Stale:
+                return False
         return True
 
     def add_event(self, session_id: int, kind: str, detail: dict, now: str,
                   limit: int) -> bool:
         """Record an event of a session; False (nothing written) if it has `limit` already."""
-        with self.engine.begin() as conn:
+        with self._using(write=True), self.engine.begin() as conn:
             n = conn.execute(select(func.count()).select_from(event_log).where(
                 event_log.c.session_id == session_id)).scalar_one()
             if n >= limit:
@@ -283,74 +433,127 @@ class Database:
 
     def events(self, session_id: int) -> list[dict]:
         """The session's events, oldest first: {time, kind, **detail}."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [{"time": r.time, "kind": r.kind, **r.detail} for r in conn.execute(
                 select(event_log).where(event_log.c.session_id == session_id)
                 .order_by(event_log.c.id))]
 
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [(r.study, r.status, r.meta) for r in conn.execute(
                 select(sessions.c.study, sessions.c.status, sessions.c.meta))]
 
     def all_sessions(self, study: str | None = None) -> list[SessionRecord]:
-        query = select(sessions).order_by(sessions.c.id)
+        query = select(*_record_columns()).order_by(sessions.c.id)
         if study is not None:
             query = query.where(sessions.c.study == study)
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
+
+    def abandon_expired(self, study: str, inactive_before: str | None,
+                        started_before: str | None) -> int:
+        """Mark `study`'s sessions in progress last updated before `inactive_before` or
+        created before `started_before` (UTC ISO; None: no such limit) `abandoned`; how many."""
+        ended = [c for c, limit in ((sessions.c.updated, inactive_before),
+                                    (sessions.c.created, started_before)) if limit is not None]
+        if not ended:
+            return 0
+        conditions = [c < limit for c, limit in zip(
+            ended, [x for x in (inactive_before, started_before) if x is not None], strict=True)]
+        with self._using(write=True), self.engine.begin() as conn:
+            return conn.execute(update(sessions).where(
+                sessions.c.study == study, sessions.c.status.in_(("consent", "running")),
+                or_(*conditions)).values(status="abandoned")).rowcount
+
+    def in_progress(self, study: str) -> int:
+        """Sessions of `study` in consent or running."""
+        with self._using(), self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(sessions).where(
+                sessions.c.study == study,
+                sessions.c.status.in_(("consent", "running")))).scalar_one()
+
+    def progress(self, study: str) -> list[Progress]:
+        """Every session of `study`, in the order they started, without their metadata."""
+        columns = [sessions.c[name] for name in Progress.__dataclass_fields__]
+        with self._using(), self.engine.connect() as conn:
+            return [Progress(*r) for r in conn.execute(
+                select(*columns).where(sessions.c.study == study).order_by(sessions.c.id))]
 
     def advance(self, record: SessionRecord, new_screen: str, *, now: str, acked: int,
                 rows: list[dict] = (), status: str | None = None,
-                meta: dict | None = None) -> bool:
+                meta: dict | None = None, resume: dict | None = None) -> bool:
         """One step of a participant, in one transaction: move `screen` from `record.screen` to
         `new_screen` (False, and nothing written, if it is no longer `record.screen`), then
-        append `rows` (schema rows, numbered from `record.n_rows`)."""
+        append `rows` (schema rows, numbered from `record.n_rows`); resume: the resume point
+        after them (None: unchanged)."""
         values = dict(screen=new_screen, acked=acked, updated=now,
                       n_rows=record.n_rows + len(rows),
                       shown=record.shown + sum(r["kind"] != "gate" for r in rows))
+        if resume is not None:
+            values["resume"] = resume
         if status is not None:
             values["status"] = status
         if meta is not None:
             values["meta"] = meta
-        try:
-            with self.engine.begin() as conn:
-                moved = conn.execute(update(sessions).where(
-                    sessions.c.id == record.id, sessions.c.screen == record.screen)
-                    .values(**values))
-                if moved.rowcount != 1:
-                    raise _Stale
-                if rows:
-                    conn.execute(insert(trials), [_to_db(record.id, r, record.d) for r in rows])
-        except _Stale:
-            return False
+        with self._using(write=True):
+            try:
+                with self.engine.begin() as conn:
+                    moved = conn.execute(update(sessions).where(
+                        sessions.c.id == record.id, sessions.c.screen == record.screen)
+                        .values(**values))
+                    if moved.rowcount != 1:
+                        raise _Stale
+                    if rows:
+                        conn.execute(insert(trials),
+                                     [_to_db(record.id, r, record.d) for r in rows])
+            except _Stale:
+                return False
         return True
+
+    def resume(self, session_id: int) -> dict | None:
+        """The session's resume point (None: saved before there were any)."""
+        with self._using(), self.engine.connect() as conn:
+            return conn.execute(select(sessions.c.resume)
+                                .where(sessions.c.id == session_id)).scalar_one()
 
     # ------------------------------------------------------------------ trials
 
+    def codes(self, session_id: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(current, proposal) codes of one saved row (a repeat trial shows them again)."""
+        with self._using(), self.engine.connect() as conn:
+            found = conn.execute(select(trials.c.current, trials.c.proposal).where(
+                trials.c.session_id == session_id, trials.c.row == row)).one()
+        return np.asarray(found.current, dtype=float), np.asarray(found.proposal, dtype=float)
+
     def rows(self, session_id: int, d: int) -> list[dict]:
         """The session's rows as schema dicts (current_0 ...), in row order."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             result = conn.execute(select(trials).where(trials.c.session_id == session_id)
                                   .order_by(trials.c.row))
             return [_from_db(r._mapping, d) for r in result]
+
+    def rows_after(self, first: dict[int, int], d: int) -> dict[int, list[dict]]:
+        """session id -> its rows from row number `first[id]` on (schema dicts, in order),
+        in a few queries for all the sessions."""
+        out: dict[int, list[dict]] = {}
+        items = sorted(first.items())
+        with self._using(), self.engine.connect() as conn:
+            for i in range(0, len(items), 100):  # SQLite parses at most ~1000 nested terms
+                where = or_(*[and_(trials.c.session_id == sid, trials.c.row >= k)
+                              for sid, k in items[i:i + 100]])
+                for r in conn.execute(select(trials).where(where)
+                                      .order_by(trials.c.session_id, trials.c.row)):
+                    out.setdefault(r.session_id, []).append(_from_db(r._mapping, d))
+        return out
 
     def frame(self, session_id: int, d: int) -> pd.DataFrame:
         """The session's rows as a DataFrame typed like `store.read_trials` gives."""
         return rows_frame(self.rows(session_id, d), d)
 
-    def study_frame(self, study: str, d: int) -> pd.DataFrame:
-        """Every row of a study's sessions (all participants), typed like `analysis.load_trials`."""
-        with self.engine.connect() as conn:
-            result = conn.execute(
-                select(trials).join(sessions, sessions.c.id == trials.c.session_id)
-                .where(sessions.c.study == study).order_by(trials.c.session_id, trials.c.row))
-            return rows_frame([_from_db(r._mapping, d) for r in result], d)
-
     def moves(self, session_id: int) -> list[tuple[int, list]]:
         """(row, handle path) of the session's slider trials, in row order."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return [(r.row, r.moves) for r in conn.execute(
                 select(trials.c.row, trials.c.moves).where(
                     trials.c.session_id == session_id, trials.c.moves.is_not(None))
@@ -358,9 +561,14 @@ class Database:
 
     def counts(self) -> dict[int, int]:
         """session id -> rows stored (to check the sessions' own counts)."""
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             return dict(conn.execute(select(trials.c.session_id, func.count())
                                      .group_by(trials.c.session_id)).all())
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _to_db(session_id: int, row: dict, d: int) -> dict:

@@ -1,21 +1,37 @@
 """The experimenter page's numbers, from the online database: who is in progress or done, trials
-answered, catch accuracy and each emotion's split R-hat so far.
+answered, catch accuracy, each emotion's split R-hat so far, and the report's prototype verdicts
+of the finished sessions.
 
 It calls `analysis.diagnostics` on purpose, so the live page shows the numbers the report will
 show later; like `mcmcp.demo`, the server is an application on top of `mcmcp` and `analysis`
 (nothing in the engine, the store or the session imports analysis). It only reads.
+
+The page must cost participants nothing, so a `Monitor` keeps each session's numbers between
+calls and reads only the rows added since (one query for all sessions): catch accuracy is
+updated at every call, a participant's own R-hat is recomputed when their session has new rows
+within a time budget per call (the longest-waiting first; the rest keep their last value and
+its age), and the group's R-hat and the verdicts (`analysis.checks.inference_checks`, the
+report's own) only when a session finishes.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
 
 from analysis.checks import inference_checks, trial_facts
 from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
 from analysis.load import chain_states
 from analysis.verdicts import PRECISION_DEG
-from mcmcp.online.database import Database
+from mcmcp.online.database import Database, rows_frame
+
+BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few seconds per page)
+STATUSES = ("consent", "running", "complete", "declined", "abandoned")
+KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
 
 
 def _number(value) -> float | str | None:
@@ -28,97 +44,148 @@ def _number(value) -> float | str | None:
     return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-# The verdicts of the finished sessions, recomputed only when the set of finished sessions
-# changes (a finished session's rows never change): {study: (finished, table)}
-_JUDGED: dict = {}
+@dataclass
+class _Session:
+    """What the monitor keeps of one session between calls."""
+
+    n_read: int = 0  # rows read so far
+    rows: list[dict] = field(default_factory=list)  # its rows of KEPT_KINDS
+    catch: dict = field(default_factory=lambda: {"catch_n": 0, "catch_accuracy": None,
+                                                 "catch_flagged": False})
+    rhat: float | str | None = None
+    rhat_rows: int = 0  # n_read when rhat was computed
+    rhat_time: str | None = None
+    states: pd.DataFrame | None = None  # its chain states, once complete
 
 
-def summary(db: Database, study: str, d: int, n_shown: int,
-            precision: float = PRECISION_DEG) -> dict:
-    """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
+class Monitor:
+    """The numbers of one study (`summary`), kept up to date incrementally; not thread-safe
+    (the web layer calls it under a lock)."""
 
-    participants: one entry per session (participant, status, shown, of, catch_n,
-    catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split R-hat
-    over the emotions of that participant's own chains so far, verdicts: for a finished session
-    the report's verdict per emotion (`analysis.verdicts`, against `precision` degrees) as
-    "emotion: words", started, updated); counts: sessions by status and trials answered;
-    emotions: split R-hat of all chains of each emotion over the *finished* sessions (R-hat cuts
-    every chain to the shortest, so a participant who has just begun would hide everyone
-    else's draws), with the number of chains and draws per chain, the R-hat verdict and the
-    group's prototype verdict (`prototype`); rhat_good, rhat_bad: the report's thresholds,
-    precision. Burn-in: the first half of every chain, as in the report.
-    """
-    with warnings.catch_warnings():  # polled every few seconds: the report gives the warnings
-        warnings.simplefilter("ignore")
-        return _summary(db, study, d, n_shown, precision)
+    def __init__(self, db: Database, study: str, d: int, n_shown: int,
+                 precision: float = PRECISION_DEG):
+        self.db, self.study, self.d, self.n_shown = db, study, d, n_shown
+        self.precision = precision
+        self._sessions: dict[int, _Session] = {}
+        # finished ids -> (emotions table, verdicts table of analysis.checks or None)
+        self._group: tuple[frozenset, list, pd.DataFrame | None] = (frozenset(), [], None)
+
+    def summary(self) -> dict:
+        """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
+
+        participants: one entry per session (uid, participant, session, status, shown, of,
+        catch_n, catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split
+        R-hat over the emotions of that participant's own chains (rhat_time: when it was
+        computed), verdicts: for a finished session the report's verdict per emotion against
+        `precision` degrees, as "emotion: words", started, updated); counts: sessions by status
+        and trials answered; emotions: split R-hat of all chains of each emotion over the
+        *finished* sessions (R-hat cuts every chain to the shortest, so a participant who has
+        just begun would hide everyone else's draws), with the number of chains and draws per
+        chain, the R-hat verdict and the group's prototype verdict (`prototype`); rhat_good,
+        rhat_bad: the report's thresholds; precision. Burn-in: the first half of every chain,
+        as in the report.
+        """
+        with warnings.catch_warnings():  # polled every few seconds: the report gives the warnings
+            warnings.simplefilter("ignore")
+            return self._summary()
+
+    def _summary(self) -> dict:
+        records = self.db.progress(self.study)
+        kept = self._sessions
+        for r in records:
+            kept.setdefault(r.id, _Session())
+        new = self.db.rows_after({r.id: kept[r.id].n_read for r in records
+                                  if r.n_rows > kept[r.id].n_read}, self.d)
+        for sid, rows in new.items():
+            s = kept[sid]
+            s.n_read += len(rows)
+            s.rows += [r for r in rows if r["kind"] in KEPT_KINDS]
+            if any(r["kind"] == "catch" for r in rows):
+                s.catch = _catch(s.rows)
+        deadline = time.monotonic() + BUDGET_S
+        waiting = sorted((r for r in records if kept[r.id].n_read > kept[r.id].rhat_rows),
+                         key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
+        for r in waiting:
+            if time.monotonic() > deadline and r.status != "complete":
+                break
+            s = kept[r.id]
+            states = _states(s.rows, self.d)
+            s.rhat = None if states is None else _number(
+                convergence(states, by=["participant"])["rhat_max"].max())
+            s.rhat_rows, s.rhat_time = s.n_read, r.updated
+            if r.status == "complete":
+                s.states = states
+        finished = frozenset(r.id for r in records if r.status == "complete"
+                             and kept[r.id].states is not None)
+        if finished != self._group[0]:
+            judged = _judged([kept[i] for i in sorted(finished)], self.d, self.precision)
+            self._group = (finished, _emotions([kept[i].states for i in sorted(finished)],
+                                               judged), judged)
+        judged = self._group[2]
+        by_status = {s: sum(r.status == s for r in records) for s in STATUSES}
+        return {
+            "study": self.study,
+            "counts": {"in_progress": by_status["consent"] + by_status["running"],
+                       "done": by_status["complete"], "declined": by_status["declined"],
+                       "abandoned": by_status["abandoned"],
+                       "trials_answered": sum(r.shown for r in records)},
+            "participants": [
+                {"uid": r.uid, "participant": r.participant, "session": r.session,
+                 "status": r.status, "shown": r.shown,
+                 "of": self.n_shown, **kept[r.id].catch, "rhat": kept[r.id].rhat,
+                 "rhat_time": kept[r.id].rhat_time, "started": r.created,
+                 "updated": r.updated,
+                 "verdicts": [] if judged is None or r.id not in finished else [
+                     f"{v.emotion}: {v.headline_words}"
+                     for v in judged[judged["participant"] == r.participant].itertuples()]}
+                for r in records],
+            "emotions": self._group[1],
+            "rhat_good": RHAT_GOOD,
+            "rhat_bad": RHAT_BAD,
+            "precision": self.precision,
+        }
 
 
-def _judged(study: str, trials, states, done: set, precision: float):
-    """The verdicts (`analysis.checks.inference_checks`) of the finished sessions, cached until
-    another one finishes."""
-    key = (frozenset(done), precision)
-    if study not in _JUDGED or _JUDGED[study][0] != key:
-        mine = trials["participant"].isin(done)
-        _JUDGED[study] = (key, inference_checks(states[states["participant"].isin(done)],
-                                                trial_facts(trials[mine]), precision=precision))
-    return _JUDGED[study][1]
+def _catch(rows: list[dict]) -> dict:
+    table = catch_accuracy(pd.DataFrame([r for r in rows if r["kind"] == "catch"]))
+    if not len(table):
+        return {"catch_n": 0, "catch_accuracy": None, "catch_flagged": False}
+    row = table.iloc[0]
+    return {"catch_n": int(row["n_catch"]), "catch_accuracy": _number(row["accuracy"]),
+            "catch_flagged": bool(row["flagged"])}
 
 
-def _summary(db: Database, study: str, d: int, n_shown: int, precision: float) -> dict:
-    records = db.all_sessions(study)
-    trials = db.study_frame(study, d)
-    catch = catch_accuracy(trials).set_index("participant") if len(trials) else None
-    states = chain_states(trials) if (trials["kind"] == "chain").any() else None
-    done = {r.participant for r in records if r.status == "complete"}
-    judged = None
-    if done and states is not None and states["participant"].isin(done).any():
-        judged = _judged(study, trials, states, done, precision)
-    own = {}
-    if states is not None:
-        for participant, table in convergence(states, by=["participant"]).groupby("participant"):
-            own[participant] = _number(table["rhat_max"].max())
-    participants = []
-    for r in records:
-        row = {"uid": r.uid, "participant": r.participant, "session": r.session,
-               "status": r.status, "shown": r.shown,
-               "of": n_shown, "catch_n": 0, "catch_accuracy": None, "catch_flagged": False,
-               "rhat": own.get(r.participant), "started": r.created, "updated": r.updated,
-               "verdicts": [] if judged is None else [
-                   f"{v.emotion}: {v.headline_words}"
-                   for v in judged[judged["participant"] == r.participant].itertuples()]}
-        if catch is not None and r.participant in catch.index:
-            row["catch_n"] = int(catch.loc[r.participant, "n_catch"])
-            row["catch_accuracy"] = _number(catch.loc[r.participant, "accuracy"])
-            row["catch_flagged"] = bool(catch.loc[r.participant, "flagged"])
-        participants.append(row)
-    emotions = []
-    if done and states is not None:
-        table = convergence(states[states["participant"].isin(done)], by=[])
-        emotions = [{"emotion": e.emotion, "n_chains": int(e.n_chains), "n_draws": int(e.n_draws),
-                     "rhat": _number(e.rhat_max),
-                     "verdict": "too few draws yet" if e.n_chains > 1 and e.n_draws < 4
-                     else e.verdict,
-                     "prototype": _group_words(judged, e.emotion)}
-                    for e in table.itertuples()]
-    by_status = {s: sum(r.status == s for r in records)
-                 for s in ("consent", "running", "complete", "declined")}
-    return {
-        "study": study,
-        "counts": {"in_progress": by_status["consent"] + by_status["running"],
-                   "done": by_status["complete"], "declined": by_status["declined"],
-                   "trials_answered": sum(r.shown for r in records)},
-        "participants": participants,
-        "emotions": emotions,
-        "rhat_good": RHAT_GOOD,
-        "rhat_bad": RHAT_BAD,
-        "precision": precision,
-    }
+def _judged(sessions: list[_Session], d: int, precision: float) -> pd.DataFrame | None:
+    """The report's verdicts (`analysis.checks.inference_checks`) of the finished sessions, per
+    participant x emotion and for the group (participant 'all')."""
+    if not sessions:
+        return None
+    trials = rows_frame([r for s in sessions for r in s.rows], d)
+    states = pd.concat([s.states for s in sessions], ignore_index=True)
+    return inference_checks(states, trial_facts(trials), precision=precision)
 
 
-def _group_words(judged, emotion: str) -> str:
+def _group_words(judged: pd.DataFrame | None, emotion: str) -> str:
     """The group's verdict on an emotion's prototype, in words ('' when there is none)."""
     if judged is None:
         return ""
     row = judged[(judged["participant"] == "all") & (judged["emotion"] == emotion)]
     return "" if row.empty or not isinstance(row["headline_words"].iloc[0], str) else str(
         row["headline_words"].iloc[0])
+
+
+def _states(rows: list[dict], d: int) -> pd.DataFrame | None:
+    moves = [r for r in rows if r["kind"] in ("chain", "gate")]
+    return chain_states(rows_frame(moves, d)) if any(r["kind"] == "chain" for r in moves) \
+        else None
+
+
+def _emotions(states: list[pd.DataFrame], judged: pd.DataFrame | None) -> list[dict]:
+    if not states:
+        return []
+    table = convergence(pd.concat(states, ignore_index=True), by=[])
+    return [{"emotion": e.emotion, "n_chains": int(e.n_chains), "n_draws": int(e.n_draws),
+             "rhat": _number(e.rhat_max),
+             "verdict": "too few draws yet" if e.n_chains > 1 and e.n_draws < 4 else e.verdict,
+             "prototype": _group_words(judged, e.emotion)}
+            for e in table.itertuples()]

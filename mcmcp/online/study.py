@@ -4,8 +4,9 @@ The browser display of a session. The lab loop (`session.run_session`) blocks on
 HTTP the browser asks and the server answers, so here each request does one step of the same
 `SessionFlow` (consent, instructions, practice, blocks, breaks, trials, end) on the same ask/tell
 `Engine`, and the state lives in the database (`mcmcp.online.database`), not in the browser or in one
-process: a session's flow is rebuilt from its saved rows whenever this process has not got it
-(a restart, another server process, a reload), which is the engine's exact resume.
+process: a session's flow is rebuilt whenever this process has not got it (a restart, another
+server process, a reload), which is the engine's exact resume, from the session's resume point
+(`engine.resume_point`, saved with every step), so the cost does not grow with its rows.
 
 The web layer (`mcmcp.online.app`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
@@ -37,10 +38,11 @@ import numpy as np
 from PIL import Image
 
 from mcmcp.config import ConfigError, config_to_dict
-from mcmcp.engine import Engine, schedule_length
+from mcmcp.engine import Engine, resume_point, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
+from mcmcp.online.limits import IN_PROGRESS, cutoffs, expired
 from mcmcp.online.links import Link, same_submission, signed, valid_id
 from mcmcp.online.screening import screen_out, too_small
 from mcmcp.online.slider import CONFIRM_KEY, slider_answer, slider_view
@@ -70,7 +72,12 @@ GONE_TEXT = {  # a new browser opening the link of a session that is over
 }
 MAX_EVENTS = 1000  # events a page may record per session (full-screen exits, ...)
 OVER = ("declined", "complete", "ended", "reset")  # statuses that take no more steps
-FLOW_CACHE = 512  # flows kept in memory per server process (others are rebuilt from the rows)
+ENDED_TEXT = ("This session has ended: it was left for too long or reached its time limit. "
+              "Your answers so far are kept. If you came from a recruitment site, please "
+              "return there.")
+FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
+             "again in a few minutes.")
+FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
 
 
 class Rejected(Exception):
@@ -113,7 +120,8 @@ class OnlineStudy:
         self.d = loaded.config.latent_dim
         self.renderer = _SharedRenderer(loaded.model, identities=identities)
         self.n_shown = schedule_length(cfg)
-        self._flows: OrderedDict[int, tuple[str, SessionFlow]] = OrderedDict()
+        # session id -> (screen on show, its flow, the resume point of its saved rows)
+        self._flows: OrderedDict[int, tuple[str, SessionFlow, dict]] = OrderedDict()
         self._flows_lock = threading.Lock()
         self._locks = [threading.Lock() for _ in range(64)]  # per session, striped
         spec = cfg.display
@@ -153,6 +161,7 @@ class OnlineStudy:
         gates, centroids, _, faces_hash, more, identities = session_materials(cfg, loaded, file)
         for line in [*warnings, *more]:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
+        db.abandon_expired(cfg.name, *cutoffs(cfg.online))  # they block no changed design
         check_database(cfg, db, loaded.sha256, file)
         return cls(cfg, db, loaded, gates, centroids, faces_hash, identities, link_secret)
 
@@ -183,7 +192,7 @@ class OnlineStudy:
         if spec.participant_links == "recruitment" and not link.recruited:
             raise Rejected(403, "This study is open through its recruitment site only. Please "
                                 "open it from there, with the link the site gives you.")
-        existing = self.db.latest(self.cfg.name, link.participant)
+        existing = self._ended(self.db.latest(self.cfg.name, link.participant))
         if existing is not None and existing.status != "reset":
             mine = token is not None and valid_id(token) and self.db.by_token(token)
             if mine and mine.id == existing.id:
@@ -201,6 +210,11 @@ class OnlineStudy:
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
+        limit = self.cfg.online.max_in_progress
+        if limit is not None:
+            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+            if self.db.in_progress(self.cfg.name) >= limit:
+                raise Rejected(503, FULL_TEXT)
         number = SESSION if existing is None else existing.session + 1  # after a reset
         participant = link.participant
         try:  # the participant's streams, block order and child (rotated ones need a number)
@@ -234,7 +248,8 @@ class OnlineStudy:
         }
         record = self.db.create(uid=uid, study=self.cfg.name, participant=participant,
                                 session=number, token=token, d=self.d,
-                                screen=secrets.token_urlsafe(12), meta=meta, now=now)
+                                screen=secrets.token_urlsafe(12), meta=meta, now=now,
+                                resume=resume_point([], self.d))
         if record is None:  # another browser of the same participant won the race
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there.")
@@ -258,7 +273,7 @@ class OnlineStudy:
             record = self._record(token)
             if record.status in ("declined", "ended", "reset"):
                 return self._final(record.status, record.screen)
-            flow = self._flow(record)
+            flow, _ = self._flow(record)
             return self._render(record, flow)
 
     def acknowledge(self, token: str, screen: str, consent: bool | None) -> dict:
@@ -334,7 +349,7 @@ class OnlineStudy:
         if record.status in OVER:
             raise Rejected(409, "This session is over.")
         with self._lock(record.id):
-            kind_on_show = self._flow(record).screen().kind if record.status == "running" \
+            kind_on_show = self._flow(record)[0].screen().kind if record.status == "running" \
                 else record.status
         if not self.db.add_event(record.id, kind, {"on_show": kind_on_show,
                                                    "shown": record.shown},
@@ -382,6 +397,19 @@ class OnlineStudy:
         if record is None:
             raise Rejected(401, "This page has no valid session. Open the study with the link "
                                 "you were given (it starts or resumes your session).")
+        return self._ended(record)
+
+    def _ended(self, record: SessionRecord | None) -> SessionRecord | None:
+        """`record`, unless its session has ended by the limits (Rejected 410); a session in
+        progress that has just expired is marked abandoned first."""
+        if record is None:
+            return None
+        if record.status in IN_PROGRESS and expired(self.cfg.online, record.created,
+                                                    record.updated):
+            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+            record = replace(record, status="abandoned")
+        if record.status == "abandoned":
+            raise Rejected(410, ENDED_TEXT)
         return record
 
     def _lock(self, session_id: int) -> threading.Lock:
@@ -398,19 +426,21 @@ class OnlineStudy:
                                     "you are.")
             if record.status in OVER:
                 raise Rejected(409, "This session is over.")
-            flow = self._flow(record)
+            flow, point = self._flow(record)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
             sent = self._sent(flow)
             rows, status, meta, acked = step(flow, record)
+            if rows:
+                point = resume_point(rows, record.d, point)
             new_screen = secrets.token_urlsafe(12)
             if not self.db.advance(record, new_screen, now=utc_now(), acked=acked, rows=rows,
-                                   status=status, meta=meta):
+                                   status=status, meta=meta, resume=point if rows else None):
                 raise Rejected(409, "That screen was answered in another window; the page "
                                     "reloads to where you are.")
             record = replace(record, screen=new_screen, acked=acked, status=status,
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
-            self._keep(record.id, new_screen, flow)
+            self._keep(record.id, new_screen, flow, point)
             if status == "declined":
                 return self._final("declined", new_screen)
             return self._render(record, flow, sent)
@@ -430,28 +460,33 @@ class OnlineStudy:
             view["end"] = {"code": code, "redirect": url}
         return view
 
-    def _flow(self, record: SessionRecord) -> SessionFlow:
-        """The session's flow: from this process's cache, else rebuilt from the saved rows."""
+    def _flow(self, record: SessionRecord) -> tuple[SessionFlow, dict]:
+        """The session's flow and resume point: from this process's cache, else rebuilt from
+        the saved resume point (the rows, in a database made before there were any)."""
         with self._flows_lock:
             cached = self._flows.get(record.id)
             if cached is not None and cached[0] == record.screen:
                 self._flows.move_to_end(record.id)
-                return cached[1]
-        rows = self.db.frame(record.id, record.d) if record.n_rows else None
+                return cached[1], cached[2]
+        point = self.db.resume(record.id)
+        if point is None:
+            point = resume_point(self.db.rows(record.id, record.d), record.d)
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,
-                        self.centroids, "human", rows,
-                        assignment(self.cfg, record.participant, self.identities.default))
+                        self.centroids, "human",
+                        identities=assignment(self.cfg, record.participant,
+                                              self.identities.default),
+                        resume=point, lookup=lambda row: self.db.codes(record.id, row))
         engine.stamp(run=1, date=record.meta.get("date"),
                      frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
                  if record.n_rows == 0 else [])
         flow = SessionFlow(self.cfg, engine, self.renderer, intro, END_TEXT, record.acked)
-        self._keep(record.id, record.screen, flow)
-        return flow
+        self._keep(record.id, record.screen, flow, point)
+        return flow, point
 
-    def _keep(self, session_id: int, screen: str, flow: SessionFlow) -> None:
+    def _keep(self, session_id: int, screen: str, flow: SessionFlow, point: dict) -> None:
         with self._flows_lock:
-            self._flows[session_id] = (screen, flow)
+            self._flows[session_id] = (screen, flow, point)
             self._flows.move_to_end(session_id)
             while len(self._flows) > FLOW_CACHE:
                 self._flows.popitem(last=False)

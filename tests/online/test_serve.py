@@ -258,7 +258,7 @@ def test_experimenter_numbers_match_analysis(tmp_path):
     res = client.get("/api/experimenter", headers={"authorization": f"Bearer {TOKEN}"})
     assert res.status_code == 200
     data = res.json()
-    assert data["counts"] == {"in_progress": 2, "done": 2, "declined": 0,
+    assert data["counts"] == {"in_progress": 2, "done": 2, "declined": 0, "abandoned": 0,
                               "trials_answered": 2 * study.n_shown + 5}
     by_id = {p["participant"]: p for p in data["participants"]}
     assert by_id["E1"]["shown"] == by_id["E1"]["of"] == study.n_shown

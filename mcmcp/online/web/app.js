@@ -59,7 +59,11 @@
         try { data = await res.json(); } catch (err) { data = { error: "unreadable reply" }; }
         return { code: res.status, data };
       }
-      status("Lost the connection to the server; trying again…");
+      let wait = "Lost the connection to the server; trying again…";
+      if (res && res.status === 503) {  // the server is up but cannot save: its message says so
+        try { wait = (await res.json()).error || wait; } catch (err) { /* keep the default */ }
+      }
+      status(wait);
       await sleep(Math.min(500 * 2 ** attempt, 5000));
     }
   }

@@ -55,7 +55,8 @@
     limits = data;
     $("study").textContent = data.study;
     const counts = [["in progress", data.counts.in_progress], ["done", data.counts.done],
-      ["declined", data.counts.declined], ["trials answered", data.counts.trials_answered]];
+      ["declined", data.counts.declined], ["abandoned", data.counts.abandoned],
+      ["trials answered", data.counts.trials_answered]];
     $("counts").replaceChildren(...counts.map(([label, n]) => {
       const card = document.createElement("div");
       card.className = "card";
