@@ -140,17 +140,6 @@ def test_agent_slides_to_its_best_point_and_longer_drags_take_longer():
     assert np.median(answer.rt) > np.median(agent.rt.sample(np.full(4000, 0.5), rng))
 
 
-def test_the_online_server_refuses_gsp_with_a_clear_error():
-    from mcmcp.config import ConfigError, config_from_dict
-    from mcmcp.online.study import OnlineStudy
-
-    cfg = config_from_dict({"name": "g", "paradigm": "gsp", "trials": {"catch_rate": 0.0}},
-                           "gsp.yaml", require_checkpoint=False)
-    with pytest.raises(ConfigError, match="'paradigm'.*mcmcp online.*mcmcp.run") as info:
-        OnlineStudy.open(cfg, None, "gsp.yaml")
-    assert "gsp.yaml" in str(info.value)
-
-
 def test_online_sessions_saved_before_gsp_still_match_their_config(tmp_path):
     """An unfinished online session whose saved config predates `paradigm`/`gsp` is the same
     MCMCP study; one saved with another paradigm is not."""
