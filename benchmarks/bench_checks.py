@@ -25,7 +25,8 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import binomtest, special_ortho_group
+from scipy.stats import special_ortho_group
+from shares import share
 
 from analysis.checks import drift_checks
 from analysis.lapses import lapse_from_catch
@@ -98,11 +99,6 @@ def run(task: Task, shared=None) -> list:
                     lapse.estimate - side.bias if side.flagged else lapse.estimate))
     return out
 
-
-def share(hits) -> str:
-    hits = [bool(h) for h in hits]
-    ci = binomtest(int(np.sum(hits)), len(hits)).proportion_ci(0.95)
-    return f"{np.mean(hits):.3f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def main(argv=None) -> None:

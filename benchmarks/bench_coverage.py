@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import binomtest, special_ortho_group
+from shares import share
 
 from analysis.cones import batch_units, inside, mcse_cone, mean_cone
 from mcmcp.agents import LatentAgent
@@ -90,11 +91,6 @@ def run_cell(cell: Cell, shared=None) -> dict:
             out["error"].append(float(np.degrees(geodesic(cone.mean, M))))
     return out
 
-
-def share(hits: list[bool]) -> str:
-    """'0.95 [0.92, 0.97]': the share and its Clopper-Pearson 95% interval."""
-    ci = binomtest(int(np.sum(hits)), len(hits)).proportion_ci(0.95)
-    return f"{np.mean(hits):.3f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def main(argv=None) -> None:

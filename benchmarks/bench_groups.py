@@ -20,7 +20,8 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import binomtest, special_ortho_group, vonmises_fisher
+from scipy.stats import special_ortho_group, vonmises_fisher
+from shares import share
 
 from analysis.cones import inside, mcse_cone, mean_cone
 from analysis.groups import between_concentration
@@ -70,11 +71,6 @@ def run(chunk: Chunk, shared=None) -> list[tuple[bool, bool, float, float]]:
                         between.kappa, group.cone_deg))
     return out
 
-
-def share(hits) -> str:
-    hits = [bool(h) for h in hits]
-    ci = binomtest(int(np.sum(hits)), len(hits)).proportion_ci(0.95)
-    return f"{np.mean(hits):.3f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def main(argv=None) -> None:

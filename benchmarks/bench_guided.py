@@ -42,7 +42,8 @@ from typing import NamedTuple
 import matplotlib
 import numpy as np
 import yaml
-from scipy.stats import binom, binomtest, special_ortho_group
+from scipy.stats import binom, special_ortho_group
+from shares import share
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -204,10 +205,6 @@ def median_interval(values: np.ndarray) -> tuple[float, float, float]:
     hi = min(int(binom.ppf(0.975, n, 0.5)), n - 1)
     return float(np.median(v)), float(v[max(lo - 1, 0)]), float(v[hi])
 
-
-def share(hits: list[bool]) -> str:
-    ci = binomtest(int(np.sum(hits)), len(hits)).proportion_ci(0.95)
-    return f"{np.mean(hits):.2f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def main(argv=None) -> None:
