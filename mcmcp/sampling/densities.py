@@ -159,12 +159,21 @@ class ClassifierDensity:
 
 
 def encode_faces(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    """Codes (n, d) of uint8 images (n, H, W), encoded in batches without gradients."""
+    """Codes (n, d) of uint8 images (n, H, W), encoded in batches without gradients.
+
+    Encoded on one torch thread: on more threads the convolutions sum in another order, and
+    those last bits of the codes would make a seeded simulation depend on the machine's cores.
+    """
     out = []
-    with torch.no_grad():
-        for start in range(0, len(images), ENCODE_BATCH):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + ENCODE_BATCH]))
-            out.append(model.encode(batch.unsqueeze(1).float() / 255.0).double().numpy())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), ENCODE_BATCH):
+                batch = torch.from_numpy(np.ascontiguousarray(images[start : start + ENCODE_BATCH]))
+                out.append(model.encode(batch.unsqueeze(1).float() / 255.0).double().numpy())
+    finally:
+        torch.set_num_threads(threads)
     return normalize(np.concatenate(out)) if out else np.zeros((0, model.config.latent_dim))
 
 
