@@ -77,7 +77,7 @@ def test_advice_names_failing_emotions_children_and_what_to_add():
     add = next(line for line in advice if line.startswith("add children"))
     assert "posing disgusted, happy, surprised (it trained on 32 children)" in add
     screen = format_verdict({"verdict": verdict}, ModelConfig(), "mine.pt")
-    assert "what failed and what to add:" in screen and "child06 p 0.40" in screen
+    assert "what failed or missed its aim, and what to add:" in screen and "child06 p 0.40" in screen
 
 
 def test_many_failing_emotions_fit_on_one_line():
@@ -102,22 +102,27 @@ def test_checkpoints_judged_before_per_emotion_retention_still_get_advice():
 
 
 def test_every_emotion_judged_by_the_independent_reader():
-    """An emotion the decoder loses fails the verdict even when overall retention is high; an
-    emotion the reader cannot read on the originals is named, not judged; no reader, no pass."""
+    """An emotion the decoder loses misses the aim even when overall retention is high: MISS on
+    the screen and named in the advice, but (an aim, not yet required) the verdict still passes;
+    an emotion the reader cannot read on the originals is named, not judged."""
     m = metrics(8, 8, retention={"surprised": 0.59})
     m["readability"]["retention"]["retention"] = 0.95
     verdict = judge(m, "identity")
     kept = next(c for c in verdict["checks"] if c["name"] == "every emotion kept")
-    assert not kept["passed"] and kept["value"] == 0.59 and not verdict["passed"]
+    assert not kept["passed"] and kept["value"] == 0.59 and not kept["required"]
+    assert verdict["passed"] and verdict["summary"] == "every check passed"
     assert "expression lost in reconstruction (retention < 0.9): surprised 0.59" in \
         verdict["advice"]
+    screen = format_verdict({"verdict": verdict}, ModelConfig(), "m.pt")
+    assert "MISS  every emotion kept" in screen and "(aim >= 0.9)" in screen
+    assert "VERDICT: PASS" in screen
     m = metrics(8, 8, retention={"disgusted": 0.0}, reads={"disgusted": 0.0})
     m["readability"]["retention"]["retention"] = 0.95
     verdict = judge(m, "identity")
     kept = next(c for c in verdict["checks"] if c["name"] == "every emotion kept")
-    assert kept["passed"] and kept["not_judged"] == ["disgusted"] and verdict["passed"]
-    m = metrics(8, 4, reads={"disgusted": 0.1})  # failing (readable children): advice
+    assert kept["passed"] and kept["not_judged"] == ["disgusted"]
     assert any(line.startswith("the expression reader reads too few of the original faces to "
-                               "judge disgusted") for line in judge(m, "identity")["advice"])
+                               "judge disgusted") for line in verdict["advice"])
     del m["readability"]["reader_retention"]
-    assert "every emotion kept not measured" in judge(m, "identity")["summary"]
+    assert "MISS  every emotion kept" in format_verdict(
+        {"verdict": judge(m, "identity")}, ModelConfig(), "m.pt")
