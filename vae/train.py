@@ -50,6 +50,8 @@ class TrainConfig:
         changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
     observer: emotion observer checkpoint for the readability metrics ("" to skip).
     identity_observer: identity observer for the expression-vs-identity metric ("" to skip).
+    reader: judge each emotion's retention with the independent expression reader too
+        (`vae.reader`, its weights fetched by `make setup`; false to skip).
     """
 
     data: str = DEFAULT_DATA
@@ -63,6 +65,7 @@ class TrainConfig:
     expression_weight: float = 0.0
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
+    reader: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -257,6 +260,11 @@ def train(
     check_out(out, resume)
     device = resolve_device(train_config.device)
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    reader = None
+    if final_metrics and train_config.reader:  # missing weights: fail now, not after training
+        from vae.reader import load_reader
+
+        reader = load_reader()
     data_path = Path(train_config.data)
     from vae.data import ensure_store
 
@@ -393,7 +401,7 @@ def train(
                                            observer=observer)
         if observer is not None:
             metrics["readability"] = readability_metrics(
-                model, faceset, train_idx, val_idx, observer, id_observer
+                model, faceset, train_idx, val_idx, observer, id_observer, reader=reader
             )
         verdict = judge(metrics, model_config.kind)
         model.to(device)

@@ -8,6 +8,14 @@ judge never passes. The verdict is stored in the checkpoint (`LoadedModel.verdic
 JSON; sessions warn loudly when it failed. `format_verdict` prints it, PASS/FAIL per line,
 then the advice: which emotions and which children failed, and what to add.
 
+Every emotion's retention is measured by an expression reader independent of the model and of
+our faces (`vae.reader`, trained on photographs): "every emotion kept" takes the lowest
+per-emotion retention among the emotions the reader reads on the originals (at least
+JUDGEABLE of them right). It is an AIM, printed and advised on like a check but not yet
+required for a pass (`AIMS`): no decoder meets it yet (the default model keeps 0.69 of happy),
+and a check every model fails would only teach labs to ignore the verdict. The observer's
+overall retention stays a required check.
+
 Thresholds scale with the set: the readable-children check asks for a SHARE of the held-out
 children rated (READABLE_SHARE), not a count, so a set of 24 children (5 held out) is judged
 as a set of 160 is; below MIN_RATED rated children there are too few to judge at all.
@@ -26,6 +34,10 @@ MIN_RATED = 3
 """Fewer rated held-out children than this cannot show that expressions carry over to new
 children: the readable-children check fails, whatever their share."""
 RETENTION = 0.9
+JUDGEABLE = 0.25
+"""The independent reader judges an emotion's retention only where it reads at least this share
+of the held-out originals right (below it, a ratio of a few faces is noise); the emotions it
+cannot judge are named in the check (`not_judged`) and the advice."""
 
 # (name, metric path in the metrics dict, op, threshold, what it means)
 CHECKS = (
@@ -37,6 +49,9 @@ CHECKS = (
      f"all reach the readable p"),
     ("expression retention", "readability.retention.retention", ">=", RETENTION,
      "observer accuracy on reconstructions / on the original held-out faces"),
+    ("every emotion kept", "readability.reader_retention.per_emotion", ">=", RETENTION,
+     "lowest retention of any emotion, by an expression reader trained on photographs "
+     "(vae.reader), among the emotions it reads on the originals"),
     ("emotions separated", "latent.knn5_accuracy", ">=", 0.8,
      "5-nearest-neighbour emotion accuracy of held-out codes on the sphere"),
     ("classifier head", "latent.classifier_accuracy", ">=", 0.8,
@@ -46,6 +61,10 @@ CHECKS = (
     ("paths keep the child", "readability.paths.frac_identity_is_the_child", ">=", 0.9,
      "faces along those paths that the identity observer matches to the child drawn"),
 )
+
+
+AIMS = frozenset({"every emotion kept"})
+"""Checks reported (MET/MISS) and advised on, but not required for the verdict to pass."""
 
 
 def _get(metrics: dict, dotted: str):
@@ -68,6 +87,14 @@ def _share_readable(metrics: dict) -> float | None:
     return readable / len(rated) if len(rated) >= MIN_RATED else 0.0
 
 
+def _judgeable(metrics: dict) -> tuple[dict[str, float], list[str]]:
+    """({emotion: reader retention} of the emotions the reader can judge, [the others])."""
+    per_emotion = _get(metrics, "readability.reader_retention.per_emotion") or {}
+    judged = {e: r["retention"] for e, r in per_emotion.items()
+              if r["observer_accuracy_originals"] >= JUDGEABLE}
+    return judged, sorted(set(per_emotion) - set(judged))
+
+
 def judge(metrics: dict, kind: str) -> dict:
     """The verdict for a metrics dict of `vae.train` (see the module docstring).
 
@@ -83,22 +110,32 @@ def judge(metrics: dict, kind: str) -> dict:
         if (kind == "identity") != (name in per_child) and name in (*per_child,
                                                                      "readable centroids"):
             continue
-        value = _share_readable(metrics) if name == "readable children" else _get(metrics, path)
+        extra = {}
+        if name == "readable children":
+            value = _share_readable(metrics)
+        elif name == "every emotion kept":
+            judged, extra["not_judged"] = _judgeable(metrics)
+            value = min(judged.values()) if judged else None
+        else:
+            value = _get(metrics, path)
         ok = value is not None and value == value and (
             value >= threshold if op == ">=" else value <= threshold)
         checks.append({"name": name, "metric": path, "value": value, "op": op,
-                       "threshold": threshold, "passed": bool(ok), "what": what})
+                       "threshold": threshold, "passed": bool(ok), "what": what,
+                       "required": name not in AIMS, **extra})
     failed = [f"{c['name']} {'not measured' if c['value'] is None else format(c['value'], '.3g')}"
-              f" (need {c['op']} {c['threshold']:g})" for c in checks if not c["passed"]]
+              f" (need {c['op']} {c['threshold']:g})" for c in checks
+              if not c["passed"] and c["required"]]
     summary = "every check passed" if not failed else "failed: " + "; ".join(failed)
     return {"passed": not failed, "summary": summary, "checks": checks,
             "advice": advise(metrics, checks)}
 
 
 def advise(metrics: dict, checks: list[dict]) -> list[str]:
-    """Lines naming what failed (emotions, children) and what to add; [] when all passed."""
+    """Lines naming what failed or missed its aim (emotions, children), the emotions the reader
+    could not judge, and what to add; [] when there is nothing to say."""
     failed = {c["name"] for c in checks if not c["passed"]}
-    if not failed:
+    if not failed and not _judgeable(metrics)[1]:
         return []
     lines = []
     centroids = _get(metrics, "readability.centroids") or {}
@@ -116,13 +153,19 @@ def advise(metrics: dict, checks: list[dict]) -> list[str]:
         more = f" and {len(where) - 3} more" if len(where) > 3 else ""
         lines.append(f"{emotion} is not readable for {len(where)} of {len(p)} held-out "
                      f"children: {', '.join(where[:3])}{more}")
-    retention = _get(metrics, "readability.retention.per_emotion") or {}
-    lost = {e: r["retention"] for e, r in retention.items()
-            if r["retention"] is not None and r["retention"] < RETENTION}
+    judged, not_judged = _judgeable(metrics)
+    if not judged and not not_judged:  # judged before the independent reader: the observer's
+        retention = _get(metrics, "readability.retention.per_emotion") or {}
+        judged = {e: r["retention"] for e, r in retention.items() if r["retention"] is not None}
+    lost = {e: v for e, v in judged.items() if v < RETENTION}
     if lost:
         lines.append("expression lost in reconstruction (retention < "
                      f"{RETENTION:g}): " + ", ".join(f"{e} {v:.2f}" for e, v in
                                                      sorted(lost.items(), key=lambda kv: kv[1])))
+    if not_judged:
+        lines.append("the expression reader reads too few of the original faces to judge "
+                     f"{', '.join(not_judged)} (under {JUDGEABLE:.0%}): pose them more clearly "
+                     f"(the muscles a photograph shows, not only the outline)")
     rated = centroids.get("identities") or []
     n_train = metrics.get("n_train_children")
     size = f" (it trained on {n_train} children)" if n_train else ""
@@ -130,7 +173,8 @@ def advise(metrics: dict, checks: list[dict]) -> list[str]:
         lines.append(f"only {len(rated)} held-out children were rated, fewer than the "
                      f"{MIN_RATED} needed to judge: add children (at a 0.2 held-out share, at "
                      f"least {5 * MIN_RATED} in all)")
-    if failed & {"readable children", "expression retention", "paths change emotion"}:
+    if failed & {"readable children", "expression retention", "every emotion kept",
+                 "paths change emotion"}:
         emotions = sorted(set(weak) | set(lost))
         which = f" posing {', '.join(emotions)}" if emotions else ""
         lines.append(f"add children{which}{size}: the decoder learns an expression from the "
@@ -160,15 +204,18 @@ def format_verdict(metrics: dict, model_config, out: str | Path) -> str:
     for c in verdict["checks"]:
         value = "not measured" if c["value"] is None else (
             f"{c['value']:.3f}" if isinstance(c["value"], float) else str(c["value"]))
-        lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['name']:<21} {value:>12}  "
-                     f"(need {c['op']} {c['threshold']:g})")
+        required = c.get("required", True)
+        mark = ("PASS" if c["passed"] else "FAIL") if required else (
+            "MET " if c["passed"] else "MISS")
+        lines.append(f"  {mark}  {c['name']:<21} {value:>12}  "
+                     f"({'need' if required else 'aim'} {c['op']} {c['threshold']:g})")
     readability = metrics.get("readability", {}).get("centroids")
     if readability:
         worst = min(readability["p_intended_min_per_emotion"].items(), key=lambda kv: kv[1])
         lines.append(f"        weakest emotion: {worst[0]} (p {worst[1]:.2f} for its worst child)")
     advice = verdict.get("advice", advise(metrics, verdict["checks"]))
     if advice:
-        lines += ["", "what failed and what to add:", *(f"  - {line}" for line in advice)]
+        lines += ["", "what failed or missed its aim, and what to add:", *(f"  - {line}" for line in advice)]
     lines += [
         "",
         "(what each line measures: the \"verdict\" section of the metrics JSON)",

@@ -221,10 +221,11 @@ def _eye_geometry(p: dict, a: dict, w: _Window) -> dict:
 
 
 def _eye_relief(p, a, g, w: _Window, px) -> np.ndarray:
-    """Sockets; AU4's shadow on the upper lid; AU6 bags and crow's feet; AU7 lid tension."""
+    """Sockets; AU4's shadow on the upper lid (deep: the brow's overhang is what photographs
+    of anger show most); AU6 bags and crow's feet; AU7 lid tension."""
     ua, v, ex, ey = w.ua, w.v, g["ex"], g["ey"]
     f = -0.10 * bump(ua - ex, 0.10) * bump(v - ey - 0.03, 0.07)
-    f = f - 0.18 * a["AU4"] * bump(ua - ex + 0.03, 0.09) * bump(v - (ey + g["hu"] + 0.035), 0.03)
+    f = f - 0.40 * a["AU4"] * bump(ua - ex + 0.04, 0.10) * bump(v - (ey + g["hu"] + 0.03), 0.04)
     near = bump(ua - ex, 0.07)
     bag = 0.22 * a["AU6"] + 0.15 * a["AU7"]
     f = f - bag * stroke(np.abs(v - (g["lo"] - 0.035)), 0.012, px) * near
@@ -291,11 +292,12 @@ def _brow_geometry(p: dict, a: dict, w: _Window) -> dict:
 
 
 def _brow_relief(a, g, w: _Window, px) -> np.ndarray:
-    """AU4 knots the glabella with two vertical furrows; AU1 wrinkles the middle of the
-    forehead, AU2 its sides, in lines that follow the brows."""
+    """AU4 knots the glabella with two dark vertical furrows and a shadow where the brows bunch;
+    AU1 wrinkles the middle of the forehead, AU2 its sides, in lines that follow the brows."""
     ua, v = w.ua, w.v
     glab = np.clip((v - g["bv"] + 0.06) / 0.12, 0.0, 1.0)
-    f = -0.35 * a["AU4"] * stroke(np.abs(ua - 0.028), 0.014, px) * (glab * (1 - glab) * 4)
+    f = -0.60 * a["AU4"] * stroke(np.abs(ua - 0.028), 0.016, px) * (glab * (1 - glab) * 4)
+    f = f - 0.30 * a["AU4"] * bump(ua, 0.06) * bump(v - g["bv"] + 0.02, 0.04)
     wrinkle = a["AU1"] * bump(ua, 0.12) + a["AU2"] * bump(ua - 0.25, 0.09)
     for k in range(3):
         f = f - 0.16 * wrinkle * stroke(np.abs(v - g["centre"] - 0.085 - 0.045 * k), 0.012, px)
@@ -400,9 +402,9 @@ def _lower_relief(p, a, g, head, w: _Window, px, light) -> np.ndarray:
     # AU9 wrinkles the nose: bowed lines across the bridge and slanted lines beside it.
     for k in range(2):
         bow = v - (ey + 0.005 - 0.04 * k) + 3.0 * u * u
-        f = f - 0.45 * a["AU9"] * stroke(np.abs(bow), 0.018, px) * bump(u, 0.05)
+        f = f - 0.70 * a["AU9"] * stroke(np.abs(bow), 0.020, px) * bump(u, 0.06)
         slant = v - (ey - 0.025 - 0.03 * k) + 0.9 * (ua - 0.05)
-        f = f - 0.3 * a["AU9"] * stroke(np.abs(slant), 0.014, px) * bump(ua - 0.075, 0.018)
+        f = f - 0.5 * a["AU9"] * stroke(np.abs(slant), 0.016, px) * bump(ua - 0.075, 0.022)
 
     # Nasolabial folds from the nose wing to just outside the mouth corner: soft in a child's
     # neutral face, deep with AU9/AU10 (disgust) and AU12/AU6 (smile).

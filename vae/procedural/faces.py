@@ -24,7 +24,7 @@ from vae.faceset import FaceSet
 from vae.labels import EMOTIONS
 from vae.procedural.drawing import HAIR_STYLES, draw_faces
 
-GENERATOR_VERSION = "faces-2"
+GENERATOR_VERSION = "faces-3"
 
 ACTION_UNITS: tuple[str, ...] = (
     "AU1",  # inner brow raiser
@@ -48,8 +48,8 @@ ACTION_UNITS: tuple[str, ...] = (
 )
 
 EMOTION_AUS: dict[str, dict[str, float]] = {
-    "angry": {"AU4": 1.0, "AU5": 0.8, "AU7": 1.0, "AU17": 0.5, "AU23": 0.8, "AU24": 1.0},
-    "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.6, "AU17": 0.7},
+    "angry": {"AU4": 1.0, "AU5": 0.3, "AU7": 1.0, "AU17": 0.5, "AU23": 0.8, "AU24": 1.0},
+    "disgusted": {"AU4": 0.4, "AU7": 0.6, "AU9": 1.0, "AU10": 1.0, "AU15": 0.6, "AU17": 0.7},
     "fearful": {"AU1": 1.0, "AU2": 0.8, "AU4": 0.8, "AU5": 1.0, "AU20": 1.0, "AU25": 1.0, "AU26": 1.0},
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "neutral": {},
@@ -59,10 +59,12 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
 """EMFACS prototypes, closed-mouth form (fearful and surprised: their only, open form).
 
 AU name -> intensity in [0, 1] (1 = the strongest this generator draws):
-    angry      AU4 1.0 + AU5 0.8 + AU7 1.0 + AU17 0.5 + AU23 0.8 + AU24 1.0
-               brows down and together in a V, glaring lids, lips pressed thin, chin raised
-    disgusted  AU9 1.0 + AU10 1.0 + AU15 0.6 + AU17 0.7
-               nose wrinkled, upper lip raised, corners down, chin up: an arched closed mouth
+    angry      AU4 1.0 + AU5 0.3 + AU7 1.0 + AU17 0.5 + AU23 0.8 + AU24 1.0
+               brows down and together in a V over shadowed lids, lips pressed thin, chin
+               raised (AU5 only 0.3: wide-open eyes read as surprise to a photo-trained reader)
+    disgusted  AU4 0.4 + AU7 0.6 + AU9 1.0 + AU10 1.0 + AU15 0.6 + AU17 0.7
+               nose wrinkled, brows lowered, lids narrowed, upper lip raised, corners down,
+               chin up: an arched closed mouth
     fearful    AU1 1.0 + AU2 0.8 + AU4 0.8 + AU5 1.0 + AU20 1.0 + AU25 1.0 + AU26 1.0
                brows raised, straight and drawn together, white above the iris, lips
                stretched sideways over an open mouth
@@ -77,7 +79,8 @@ AU name -> intensity in [0, 1] (1 = the strongest this generator draws):
 
 EMOTION_AUS_OPEN: dict[str, dict[str, float]] = {
     "angry": {"AU4": 1.0, "AU5": 0.8, "AU7": 1.0, "AU10": 0.8, "AU23": 0.8, "AU25": 1.0, "AU26": 0.3},
-    "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.4, "AU16": 0.7, "AU25": 1.0},
+    "disgusted": {"AU4": 0.4, "AU7": 0.6, "AU9": 1.0, "AU10": 1.0, "AU15": 0.4, "AU16": 1.0,
+                  "AU25": 1.0, "AU26": 0.3},
     "fearful": EMOTION_AUS["fearful"],
     "happy": {"AU6": 1.0, "AU12": 1.0, "AU25": 1.0, "AU26": 0.3},
     "neutral": {"AU25": 0.8},
@@ -85,8 +88,9 @@ EMOTION_AUS_OPEN: dict[str, dict[str, float]] = {
     "surprised": EMOTION_AUS["surprised"],
 }
 """CAFE's open-mouth variants: angry bares clenched teeth (AU10 0.8 + AU25, no pressing),
-disgusted shows both rows of teeth (AU10 + AU16 0.7 + AU25), happy is a toothy smile (AU25 +
-AU26 0.3), neutral and sad part the lips (AU25 0.8); fearful and surprised as above."""
+disgusted shows both rows of teeth (AU10 + AU16 + AU25 + AU26 0.3, with AU4 0.4 and AU7 0.6),
+happy is a toothy smile (AU25 + AU26 0.3), neutral and sad part the lips (AU25 0.8); fearful
+and surprised as above."""
 
 _ALWAYS_OPEN = frozenset({"fearful", "surprised"})  # CAFE has them open-mouthed only
 _MOUTH_OPENING = ("AU25", "AU26", "AU27")

@@ -1,0 +1,65 @@
+"""How a reader trained on photographs (vae.reader) reads our faces and a model's reconstructions.
+
+Store: the reader's agreement with the intended emotion on every face of the store, per emotion
+(how photo-like the procedural expressions are; chance is 1/7). Model: on the held-out
+children's originals and their reconstructions (the checkpoint's own split), per emotion, and
+the retention (reconstructions / originals) the verdict judges.
+
+    python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
+    python benchmarks/bench_reader.py --checkpoint ""     # the store only
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def per_emotion(probs: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
+    right = probs.argmax(1) == labels
+    return {n: float(np.mean(right[labels == c])) for c, n in enumerate(names)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="data/faces.h5", help="face store (default data/faces.h5)")
+    p.add_argument("--checkpoint", default="vae/checkpoints/default.pt",
+                   help="model whose reconstructions to read ('' for none)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from vae.checkpoint import load_checkpoint
+    from vae.metrics import expression_retention, reconstruct
+    from vae.reader import NAME, load_reader
+    from vae.store import read_store, split_by_identity
+
+    reader = load_reader()
+    faces = read_store(args.data)
+    names, labels = list(faces.label_names), np.asarray(faces.labels)
+    start = time.process_time()
+    probs = reader.predict_proba(faces.images[:, None].astype(np.float32) / 255.0)
+    seconds = time.process_time() - start
+    print(f"reader: {NAME}; {len(faces)} faces read in {seconds:.1f} CPU s")
+    store = per_emotion(probs, labels, names)
+    print(f"store, all faces: {np.mean(probs.argmax(1) == labels):.0%} agree  "
+          + "  ".join(f"{n} {v:.0%}" for n, v in store.items()))
+    if not args.checkpoint:
+        return
+    loaded = load_checkpoint(args.checkpoint)
+    tc = loaded.train_config
+    _, val = split_by_identity(faces.identities, tc["val_fraction"], tc["split_seed"])
+    recon = reconstruct(loaded.model, faces, val).numpy()
+    r = expression_retention(probs[val], reader.predict_proba(recon), labels[val], names)
+    print(f"{args.checkpoint}, {len(val)} held-out faces: originals "
+          f"{r['observer_accuracy_originals']:.0%}, reconstructions "
+          f"{r['observer_accuracy_reconstructions']:.0%}, retention {r['retention']:.2f}")
+    for n, e in r["per_emotion"].items():
+        kept = "-" if e["retention"] is None else f"{e['retention']:.2f}"
+        print(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  reconstructions "
+              f"{e['observer_accuracy_reconstructions']:4.0%}  retention {kept}")
+
+
+if __name__ == "__main__":
+    main()
