@@ -112,7 +112,8 @@ class Stopped(Exception):
 
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
                          replay_every: int = 0, think: float = 0.0,
-                         servers: tuple[str, ...] = ("",), stop: float | None = None) -> dict:
+                         servers: tuple[str, ...] = ("",), stop: float | None = None,
+                         keep_faces: int = 0) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
@@ -120,13 +121,17 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     refused with 409). think: mean seconds spent looking at each pair before answering (uniform
     0.5-1.5 times it), a person's pace; 0 answers at once. servers: base URLs, one drawn at
     random for every request (a proxy without stickiness); stop: time.monotonic() at which to
-    leave part-way.
+    leave part-way. keep_faces: as web/app.js, hold the faces of the last views (at most this
+    many), name them in `have`, and ask for the whole state when a view leaves out a face of
+    the trial on show that is not held (0: send no `have`, as pages did before it existed).
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
     from sending an answer to having the next screen; server: seconds the server says it spent
     on each of those answers (its Server-Timing header, where it sends one); refused_replays;
-    status codes seen."""
-    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
+    status codes seen; refetched: views that left out a face not held (keep_faces); faces:
+    faces received (keep_faces)."""
+    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": [],
+           "refetched": 0, "faces": 0}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
@@ -151,21 +156,25 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
-        await _steps(participant, res.json(), call, out, replay_every, think, pace)
+        await _steps(participant, res.json(), call, out, replay_every, think, pace, keep_faces)
     except Stopped:
         pass
     return out
 
 
-async def _steps(participant, view, call, out, replay_every, think, pace) -> None:
+async def _steps(participant, view, call, out, replay_every, think, pace, keep_faces) -> None:
+    held: dict[str, None] = {}  # face keys, oldest first (web/app.js's `decoded`)
     while view["screen"]["kind"] != "end":
+        if keep_faces:
+            view = await _hold(view, held, keep_faces, call, out)
         screen = view["screen"]
+        have = {"have": list(held)} if keep_faces else {}
         if screen["kind"] == "trial":
             side = side_for(participant, screen["progress"])
             if think:
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
-                    "device": "keyboard"}
+                    "device": "keyboard", **have}
             if "slider" in screen:  # a GSP trial: a slider position and the handle's path
                 side = slider_for(participant, screen["progress"], screen["slider"]["points"])
                 moves = [] if side == screen["slider"]["start"] else [[0.25, side]]
@@ -184,7 +193,7 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
                     assert again.status_code == 409, again.text
                     out["refused_replays"] += 1
         else:
-            body = {"screen": screen["id"]}
+            body = {"screen": screen["id"], **have}
             if screen["kind"] == "consent":
                 body["consent"] = True
             res = await call("POST", "/api/ack", body)
@@ -193,6 +202,24 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
         view = res.json()
+
+
+async def _hold(view: dict, held: dict, keep: int, call, out: dict) -> dict:
+    """The page's faces after `view` (web/app.js): a view that leaves out a face of the trial
+    on show that the page does not hold is replaced by the whole state; the faces received
+    and named become the most recent, the oldest beyond `keep` are dropped."""
+    out["faces"] += len(view["images"])
+    if any(k not in held and k not in view["images"] for k in view["screen"].get("images", [])):
+        out["refetched"] += 1
+        view = (await call("GET", "/api/state")).json()
+        out["faces"] += len(view["images"])
+    for key in [*view["images"], *view["screen"].get("images", []), *(view["next"] or [])]:
+        if key in held or key in view["images"]:
+            held.pop(key, None)
+            held[key] = None
+    for key in list(held)[:max(0, len(held) - keep)]:
+        del held[key]
+    return view
 
 
 def progress_labels(shown) -> list[str]:

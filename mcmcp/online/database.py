@@ -244,7 +244,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
                                connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_size=8, max_overflow=16)
     else:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")

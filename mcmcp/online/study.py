@@ -78,6 +78,7 @@ ENDED_TEXT = ("This session has ended: it was left for too long or reached its t
 FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
              "again in a few minutes.")
 FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
+PNG_CACHE = 4096  # faces kept as PNG data URLs per server process (about 3 KB each)
 
 
 class Rejected(Exception):
@@ -98,6 +99,16 @@ class _SharedRenderer(Renderer):
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
         with self._lock:
             return super().images(codes, identities)
+
+
+class _Undecoded:
+    """The renderer an online `SessionFlow` gets: it decodes nothing. `OnlineStudy._faces`
+    decodes only the faces the page has not got (most answers: the one new proposal), so a
+    flow rebuilt in another process costs no decoding."""
+
+    @staticmethod
+    def trial(trial) -> None:
+        return None
 
 
 class OnlineStudy:
@@ -268,16 +279,17 @@ class OnlineStudy:
 
     def view(self, token: str) -> dict:
         """What the participant should see now (after a reload: exactly where they were)."""
-        record = self._record(token)
-        with self._lock(record.id):
+        with self._lock(token):
             record = self._record(token)
             if record.status in ("declined", "ended", "reset"):
                 return self._final(record.status, record.screen)
             flow, _ = self._flow(record)
             return self._render(record, flow)
 
-    def acknowledge(self, token: str, screen: str, consent: bool | None) -> dict:
-        """The participant has read the message screen `screen` (consent: agreed or not)."""
+    def acknowledge(self, token: str, screen: str, consent: bool | None,
+                    have: frozenset[str] = frozenset()) -> dict:
+        """The participant has read the message screen `screen` (consent: agreed or not);
+        have: the image keys the page holds decoded (left out of the view)."""
 
         def step(flow: SessionFlow, record: SessionRecord):
             kind = flow.screen().kind
@@ -297,11 +309,12 @@ class OnlineStudy:
             flow.acknowledge()
             return [], "running", meta, record.acked + 1
 
-        return self._step(token, screen, step)
+        return self._step(token, screen, step, have)
 
     def answer(self, token: str, trial: str, side: str | int, rt: float, onset: float,
                gap: float | None, received: str, device: str,
-               moves: list[list[float]] | None = None) -> dict:
+               moves: list[list[float]] | None = None,
+               have: frozenset[str] = frozenset()) -> dict:
         """The participant chose `side` on the pending trial `trial` (its screen id); on a GSP
         slider trial `side` is the slider position (0 = left end) confirmed.
 
@@ -311,7 +324,9 @@ class OnlineStudy:
         received the answer (UTC ISO), saved as the row's timestamp; device: keyboard | mouse |
         touch (the key saved is the config's key for the side, or SPACE confirming a slider, so
         the page never names one); moves: a slider trial's handle path, [seconds from onset,
-        slider position] per move (checked by `mcmcp.online.slider.slider_answer`).
+        slider position] per move (checked by `mcmcp.online.slider.slider_answer`); have: the
+        image keys the page holds decoded (the view leaves them out: a page that claims a face
+        it has not got asks for the whole state).
         """
         keys = self.cfg.display.keys
         slider = self.cfg.paradigm == "gsp"
@@ -340,7 +355,7 @@ class OnlineStudy:
                 return rows, "complete", meta, 0
             return rows, "running", None, 0
 
-        return self._step(token, trial, step)
+        return self._step(token, trial, step, have)
 
     def event(self, token: str, kind: str) -> dict:
         """The page reports `kind` (it left or went back to full screen): recorded with the
@@ -348,7 +363,7 @@ class OnlineStudy:
         record = self._record(token)
         if record.status in OVER:
             raise Rejected(409, "This session is over.")
-        with self._lock(record.id):
+        with self._lock(token):
             kind_on_show = self._flow(record)[0].screen().kind if record.status == "running" \
                 else record.status
         if not self.db.add_event(record.id, kind, {"on_show": kind_on_show,
@@ -412,13 +427,18 @@ class OnlineStudy:
             raise Rejected(410, ENDED_TEXT)
         return record
 
-    def _lock(self, session_id: int) -> threading.Lock:
-        return self._locks[session_id % len(self._locks)]
+    def _lock(self, key: int | str) -> threading.Lock:
+        """One of the striped locks that keep this process's threads off one session's flow
+        at once: a participant's requests by their token (so the session is read once, under
+        it), the experimenter's by session id. Across processes the database's compare-and-set
+        on the screen decides (`Database.advance`)."""
+        return self._locks[hash(key) % len(self._locks)]
 
-    def _step(self, token: str, screen: str, step: Callable) -> dict:
-        """Run one step on the session's flow and save it in one transaction, or nothing."""
-        record = self._record(token)
-        with self._lock(record.id):
+    def _step(self, token: str, screen: str, step: Callable,
+              have: frozenset[str] = frozenset()) -> dict:
+        """Run one step on the session's flow and save it in one transaction, or nothing;
+        the view leaves out the faces the page has (`have`, and those the last view sent)."""
+        with self._lock(token):
             record = self._record(token)
             if not valid_id(screen) or screen != record.screen:
                 raise Rejected(409, "That screen is no longer on show (it was already answered, "
@@ -429,7 +449,7 @@ class OnlineStudy:
             flow, point = self._flow(record)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
-            sent = self._sent(flow)
+            sent = self._sent(flow) | have
             rows, status, meta, acked = step(flow, record)
             if rows:
                 point = resume_point(rows, record.d, point)
@@ -480,7 +500,7 @@ class OnlineStudy:
                      frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
                  if record.n_rows == 0 else [])
-        flow = SessionFlow(self.cfg, engine, self.renderer, intro, END_TEXT, record.acked)
+        flow = SessionFlow(self.cfg, engine, _Undecoded(), intro, END_TEXT, record.acked)
         self._keep(record.id, record.screen, flow, point)
         return flow, point
 
@@ -506,7 +526,7 @@ class OnlineStudy:
                 sent: set[str] = frozenset()) -> dict:
         """The view of the flow's current screen: text or trial, plus the faces to preload;
         `images` holds the PNGs of the faces named, except those in `sent` (the page has
-        them from the view before; it asks for the whole state if not)."""
+        them from a view before; it asks for the whole state if not)."""
         screen = flow.screen()
         images: dict[str, str] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
@@ -514,51 +534,59 @@ class OnlineStudy:
         if screen.kind == "trial":
             flow.prepare()
             view["screen"].update(prompt=screen.prompt, progress=screen.progress,
-                                  images=self._faces(screen.trial, screen.images, images,
-                                                     sent))
+                                  images=self._faces(screen.trial, images, sent))
             if screen.trial.is_slider:
                 view["screen"]["slider"] = slider_view(screen.trial.circle)
             upcoming = flow.upcoming()
             if upcoming is not None and upcoming[0] is not None:
-                view["next"] = self._faces(*upcoming, images, sent)
+                view["next"] = self._faces(upcoming[0], images, sent)
         elif screen.kind == "end":
             view["end"] = {"code": self.cfg.online.completion_code,
                            "redirect": self.cfg.online.redirect_url}
         elif flow.pending is not None:
-            view["next"] = self._faces(flow.pending, flow.images, images, sent)
+            view["next"] = self._faces(flow.pending, images, sent)
         return view
 
     @staticmethod
-    def _face_keys(trial) -> list[str]:
-        """Image keys of a trial's faces (the code and the child): [left, right] of a pair, or
-        a slider's K faces in slider order (position 0 at the left end)."""
-        codes = (trial.left, trial.right)
-        if trial.is_slider:  # circle order -> slider order
-            k = len(trial.circle.points)
-            codes = trial.circle.points[slider_to_point(np.arange(k), trial.circle.shift, k)]
+    def _face_codes(trial) -> np.ndarray:
+        """The codes of a trial's faces in page order: (2, d) [left, right] of a pair, or a
+        slider's (K, d) circle points in slider order (position 0 at the left end)."""
+        if not trial.is_slider:
+            return np.stack([trial.left, trial.right])
+        k = len(trial.circle.points)
+        return trial.circle.points[slider_to_point(np.arange(k), trial.circle.shift, k)]
+
+    @classmethod
+    def _face_keys(cls, trial) -> list[str]:
+        """Image keys of a trial's faces in page order (`_face_codes`): a hash of the code and
+        the child, so a key names one image for ever."""
         return [hashlib.sha256(np.asarray(code, dtype=np.float64).tobytes()
                                + trial.identity.encode("utf-8")).hexdigest()[:20]
-                for code in codes]
+                for code in cls._face_codes(trial)]
 
-    def _faces(self, trial, faces: np.ndarray, out: dict[str, str],
-               sent: set[str] = frozenset()) -> list[str]:
-        """`_face_keys` of a trial; the PNG data URLs of its faces (`faces`: the renderer's,
-        a pair or the K in circle order) go into `out`, except those already `sent`."""
-        keys = self._face_keys(trial)
-        if trial.is_slider:  # the renderer gives circle order; the page wants slider order
-            faces = faces[slider_to_point(np.arange(len(faces)), trial.circle.shift, len(faces))]
-        for key, image in zip(keys, faces, strict=True):
-            if key in sent:
-                continue
-            with self._pngs_lock:
-                url = self._pngs.get(key)
-            if url is None:
-                url = png_data_url(image)
-                with self._pngs_lock:
-                    self._pngs[key] = url
-                    while len(self._pngs) > 4096:
-                        self._pngs.popitem(last=False)
-            out[key] = url
+    def _faces(self, trial, out: dict[str, str], sent: set[str] = frozenset()) -> list[str]:
+        """`_face_keys` of a trial; the PNG data URLs of its faces go into `out`, except
+        those already `sent`: from this process's cache, else decoded (in one batch)."""
+        keys, codes = self._face_keys(trial), self._face_codes(trial)
+        missing = []
+        with self._pngs_lock:
+            for i, key in enumerate(keys):
+                if key in sent:
+                    continue
+                if key in self._pngs:
+                    self._pngs.move_to_end(key)
+                    out[key] = self._pngs[key]
+                else:
+                    missing.append(i)
+        if not missing:
+            return keys
+        faces = self.renderer.images(codes[missing], [trial.identity] * len(missing))
+        urls = [png_data_url(image) for image in faces]
+        with self._pngs_lock:
+            for i, url in zip(missing, urls, strict=True):
+                out[keys[i]] = self._pngs[keys[i]] = url
+            while len(self._pngs) > PNG_CACHE:
+                self._pngs.popitem(last=False)
         return keys
 
 
