@@ -297,8 +297,12 @@ class Database:
     def __init__(self, url: str, create: bool = True):
         self.url = parse_url(url).render_as_string(hide_password=True)  # for messages
         self.engine = open_engine(url, create)
+        # one-statement reads on a participant's request: no BEGIN and ROLLBACK around them
+        # (a single statement sees one committed state anyway), a round trip instead of three
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.path = sqlite_path(url)
         self._identity = None if self.path is None else _identity(self.path)
+        self._wal: tuple[int, int] | None = None  # the write-ahead log's identity, once seen
         self._down: str | None = None  # the reason while unavailable (logged once)
         self._down_lock = threading.Lock()
 
@@ -319,6 +323,25 @@ class Database:
                               "(replaced)")
         if not os.access(self.path, os.W_OK):
             raise Unavailable(f"the database file {self.path} is read-only")
+        self._check_wal()
+
+    def _check_wal(self) -> None:
+        """Raise Unavailable if the write-ahead log (`<file>-wal`, where committed answers wait
+        for their checkpoint) this process writes to was deleted: its answers would be lost
+        at the next restart. Checked by identity first; only when that changed, by the open
+        files of this process (Linux: a deleted file shows as '... (deleted)'), since SQLite
+        itself removes the log when the last connection to the file closes."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            now = _identity(wal)
+        except FileNotFoundError:
+            now = None
+        if now == self._wal:
+            return
+        if self._wal is not None and f"{wal} (deleted)" in _open_files():
+            raise Unavailable(f"the database's write-ahead log {wal} was deleted; answers "
+                              "saved since the last checkpoint would be lost")
+        self._wal = now
 
     @contextmanager
     def _using(self, write: bool = False):
@@ -350,7 +373,7 @@ class Database:
     # ------------------------------------------------------------------ sessions
 
     def by_token(self, token: str) -> SessionRecord | None:
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(
                 sessions.c.token_sha256 == token_hash(token))).first()
         return None if row is None else _record(row)
@@ -383,14 +406,14 @@ class Database:
 
     def latest(self, study: str, participant: str) -> SessionRecord | None:
         """The participant's session with the highest number (earlier ones were reset)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(
                 sessions.c.study == study, sessions.c.participant == participant)
                 .order_by(sessions.c.session.desc()).limit(1)).first()
         return None if row is None else _record(row)
 
     def by_uid(self, uid: str) -> SessionRecord | None:
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(sessions.c.uid == uid)).first()
         return None if row is None else _record(row)
 
@@ -513,7 +536,7 @@ class Database:
 
     def resume(self, session_id: int) -> dict | None:
         """The session's resume point (None: saved before there were any)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             return conn.execute(select(sessions.c.resume)
                                 .where(sessions.c.id == session_id)).scalar_one()
 
@@ -521,7 +544,7 @@ class Database:
 
     def codes(self, session_id: int, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(current, proposal) codes of one saved row (a repeat trial shows them again)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             found = conn.execute(select(trials.c.current, trials.c.proposal).where(
                 trials.c.session_id == session_id, trials.c.row == row)).one()
         return np.asarray(found.current, dtype=float), np.asarray(found.proposal, dtype=float)
@@ -564,6 +587,21 @@ class Database:
         with self._using(), self.engine.connect() as conn:
             return dict(conn.execute(select(trials.c.session_id, func.count())
                                      .group_by(trials.c.session_id)).all())
+
+
+def _open_files() -> set[str]:
+    """What this process's file descriptors point to (Linux /proc; empty elsewhere)."""
+    found = set()
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile
+    return found
 
 
 def _identity(path: Path) -> tuple[int, int]:
