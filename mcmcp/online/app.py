@@ -32,7 +32,6 @@ from starlette.routing import Route
 
 from mcmcp.config import load_config
 from mcmcp.online.database import Database, Unavailable
-from mcmcp.online.limits import StartLimit
 from mcmcp.online.links import FIELDS, link_secret, parse_link, valid_id
 from mcmcp.online.screening import client_info
 from mcmcp.online.study import OnlineStudy, Rejected
@@ -145,7 +144,6 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
     per_minute = study.cfg.online.starts_per_minute
-    starts = StartLimit(per_minute) if per_minute is not None else None
     monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
     monitor_lock = threading.Lock()
 
@@ -175,8 +173,9 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         return endpoint
 
     async def start(request: Request) -> Response:
-        if starts is not None and not starts.allow(request.client.host if request.client
-                                                   else ""):
+        if per_minute is not None and not await run_in_threadpool(
+                study.db.allow_start, study.cfg.name,
+                request.client.host if request.client else "", per_minute):
             raise Rejected(429, "Too many sessions were started from your network in the last "
                                 "minute. Please wait a minute, then reload this page.")
         data = await _json_body(request)

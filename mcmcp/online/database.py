@@ -1,6 +1,6 @@
 """Online sessions in a database: SQLite (the zero-set-up default) or PostgreSQL (several servers).
 
-Three tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
+Four tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
@@ -11,6 +11,10 @@ participant id, token or answer):
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
   never be written twice; the latent coordinates (and a GSP circle's direction) are JSON lists
   (full float precision); a slider trial's handle path is kept beside its row (`moves`).
+- `events`: what happened to a session besides its steps (resumed elsewhere, full-screen exits,
+  the experimenter's release, reset or end), append-only.
+- `starts`: recent calls to start a session per hashed client address, for the limit on starts
+  per minute that all server processes share.
 
 Every step of a participant is one transaction that first moves the session's `screen` from the
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
@@ -31,6 +35,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +126,18 @@ event_log = Table(
     Column("time", String(32), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("detail", JSON, nullable=False),
+)
+
+
+# Recent calls to start a session per client address (its sha256: no addresses are kept), for
+# the limit on starts per minute shared by all server processes (`Database.allow_start`);
+# rows older than a minute are deleted as new ones come.
+starts = Table(
+    "starts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study", String(64), nullable=False),
+    Column("address_sha256", String(64), nullable=False, index=True),
+    Column("at", Double, nullable=False),  # seconds since the epoch (every process's clock)
 )
 
 
@@ -384,6 +401,26 @@ class Database:
                 sessions.c.study == study, sessions.c.participant == participant,
                 sessions.c.session == session)).first()
         return None if row is None else _record(row)
+
+    def allow_start(self, study: str, address: str, per_minute: int,
+                    now: float | None = None) -> bool:
+        """Count a call to start a session from `address`: False (nothing counted) if it has
+        made `per_minute` in the last 60 s, in any server process on this database. One
+        transaction; PostgreSQL serialises the calls of one address with an advisory lock,
+        SQLite all writers with its lock (the first statement writes)."""
+        now = time.time() if now is None else now
+        key = hashlib.sha256(address.encode("utf-8")).hexdigest()
+        with self._using(write=True), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": int(key[:15], 16)})
+            conn.execute(starts.delete().where(starts.c.at <= now - 60))
+            recent = conn.execute(select(func.count()).select_from(starts).where(
+                starts.c.study == study, starts.c.address_sha256 == key)).scalar_one()
+            if recent >= per_minute:
+                return False
+            conn.execute(insert(starts).values(study=study, address_sha256=key, at=now))
+        return True
 
     def create(self, *, uid: str, study: str, participant: str, session: int, token: str, d: int,
                screen: str, meta: dict, now: str, resume: dict | None = None
