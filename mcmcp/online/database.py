@@ -498,6 +498,25 @@ class Database:
                 select(event_log).where(event_log.c.session_id == session_id)
                 .order_by(event_log.c.id))]
 
+    def event_counts(self, study: str, kind: str) -> dict[int, int]:
+        """How many events of `kind` each session of `study` has (sessions with none left out),
+        in one query."""
+        with self._using(), self.engine.connect() as conn:
+            return dict(conn.execute(
+                select(event_log.c.session_id, func.count())
+                .join(sessions, sessions.c.id == event_log.c.session_id)
+                .where(sessions.c.study == study, event_log.c.kind == kind)
+                .group_by(event_log.c.session_id)).all())
+
+    def clients(self, ids: list[int]) -> dict[int, dict]:
+        """What the page measured about each session's device at its start (the metadata's
+        `online.client`; {} for a session without one)."""
+        if not ids:
+            return {}
+        with self._using(), self.engine.connect() as conn:
+            return {r.id: r.meta.get("online", {}).get("client") or {} for r in conn.execute(
+                select(sessions.c.id, sessions.c.meta).where(sessions.c.id.in_(ids)))}
+
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""
         with self._using(), self.engine.connect() as conn:
