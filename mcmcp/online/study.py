@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mcmcp.config import ConfigError, config_to_dict
@@ -90,15 +91,41 @@ class Rejected(Exception):
 
 
 class _SharedRenderer(Renderer):
-    """The renderer shared by the request threads of one process (its cache is not thread-safe)."""
+    """The renderer shared by the request threads of one process. Faces asked for while a batch
+    is decoding are decoded together in the next batch: under load a process decodes several
+    faces per decoder call, at about half the CPU per face of one at a time (measured with
+    the weights in channels-last order, which batches best; images equal to ~1e-7)."""
 
     def __init__(self, model, cache_size: int = 1024, identities=None):
-        super().__init__(model, cache_size, identities)
-        self._lock = threading.Lock()
+        super().__init__(model.to(memory_format=torch.channels_last), cache_size, identities)
+        self._decoding = threading.Lock()  # held by the thread decoding a batch
+        self._queue_lock = threading.Lock()
+        self._waiting: list[dict] = []  # jobs: codes, identities, then images or error
 
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
-        with self._lock:
-            return super().images(codes, identities)
+        codes = np.asarray(codes, dtype=np.float64)
+        job = {"codes": codes, "identities": [None] * len(codes) if identities is None
+               else list(identities)}
+        with self._queue_lock:
+            self._waiting.append(job)
+        with self._decoding:
+            if "images" not in job and "error" not in job:  # not in the batch just decoded
+                with self._queue_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    images = super().images(np.concatenate([j["codes"] for j in batch]),
+                                            [i for j in batch for i in j["identities"]])
+                except Exception as err:  # every job of the batch gets the error
+                    for j in batch:
+                        j["error"] = err
+                else:
+                    start = 0
+                    for j in batch:
+                        j["images"] = images[start:start + len(j["codes"])]
+                        start += len(j["codes"])
+        if "error" in job:
+            raise job["error"]
+        return job["images"]
 
 
 class _Undecoded:
