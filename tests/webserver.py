@@ -1,5 +1,6 @@
-"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, and simulated participants
-answering it over HTTP, for tests and benchmarks.
+"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, simulated participants answering
+it over HTTP (and kill -9 of it mid-study), and a session walked in-process beside the lab's, for
+tests and benchmarks.
 
 The server runs in its own process group, so `kill9()` takes uvicorn's workers down with it,
 as a crash of the machine's server would. `wait_ready` polls until the page is served (or the
@@ -229,3 +230,81 @@ def progress_labels(shown) -> list[str]:
     n_real = len(shown) - n_practice
     return [f"practice {i + 1} of {n_practice}" if i < n_practice
             else f"{i + 1 - n_practice} / {n_real}" for i in range(len(shown))]
+
+
+def crash_mid_study(server: Server, db, participants: list[str], n_total: int,
+                    replay_every: int) -> tuple[dict[str, dict], int]:
+    """`participants` take the study on `server` over HTTP at once (`take_part_http`, every
+    n-th answer replayed); when a third of the `n_total` answers are in, the server is killed
+    with SIGKILL and started again on the same port. db: the study's `Database`. Returns
+    (each participant's `take_part_http` result, answers in at the kill), having checked that
+    the kill came mid-study, everyone completed and no row was lost or doubled."""
+    kills = []
+
+    def answered() -> int:
+        return sum(r.shown for r in db.all_sessions())
+
+    async def study():
+        deadline = time.monotonic() + 300
+        clients = [httpx2.AsyncClient(base_url=server.url) for _ in participants]
+        async with asyncio.TaskGroup() as group:
+            tasks = {pid: group.create_task(take_part_http(client, pid, deadline,
+                                                           replay_every=replay_every))
+                     for pid, client in zip(participants, clients, strict=True)}
+            while answered() < n_total // 3:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(server.kill9)
+            kills.append(answered())
+            await asyncio.to_thread(server.start)
+        for client in clients:
+            await client.aclose()
+        return {pid: task.result() for pid, task in tasks.items()}
+
+    try:
+        results = asyncio.run(study())
+    finally:
+        server.stop()
+    assert n_total // 3 <= kills[0] < n_total  # the kill came mid-study
+    assert {r.participant: r.status for r in db.all_sessions()} == dict.fromkeys(
+        participants, "complete")
+    assert db.counts() == {r.id: r.n_rows for r in db.all_sessions()}  # none lost or doubled
+    return results, kills[0]
+
+
+def lab_session(config: Path, folder: Path, capsys) -> tuple[list[str], object]:
+    """`python -m mcmcp.run` for participant P1 without a window (the config's agent answers):
+    (the kinds of the message screens it showed, in order; its trials DataFrame)."""
+    from mcmcp.store import read_trials
+    from tests.lab.test_session import run_cli
+
+    assert run_cli("--config", str(config), "--participant", "P1", "--no-window",
+                   "--out", str(folder / "lab")) == 0
+    screens = [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("SCREEN ")]
+    return screens, read_trials(folder / "lab/sub-P1/ses-01/trials.csv")
+
+
+def walk(client, view: dict, answer) -> tuple[list[str], dict]:
+    """A session from `view` to its end screen on an in-process client (Starlette's
+    TestClient): message screens continued (consent given), trials answered by
+    `answer(view) -> the next view`. Every view must send no face the view before named and
+    name only faces it sends or that one named (what the page holds). Returns (the kinds of
+    the screens shown, the end view)."""
+    screens, given = [], set()
+    while True:
+        kind = view["screen"]["kind"]
+        screens.append(kind)
+        assert not given & set(view["images"])
+        have = given | set(view["images"])
+        given = {*view["screen"].get("images", ()), *(view["next"] or ())}
+        assert given <= have
+        if kind == "end":
+            return screens, view
+        if kind == "trial":
+            view = answer(view)
+            continue
+        body = {"screen": view["screen"]["id"], **({"consent": True} if kind == "consent"
+                                                    else {})}
+        res = client.post("/api/ack", json=body)
+        assert res.status_code == 200, res.text
+        view = res.json()

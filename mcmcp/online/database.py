@@ -261,7 +261,9 @@ def open_engine(url: str, create: bool = True) -> Engine:
                                connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_size=8, max_overflow=16)
+        # connections kept open for the request threads (anyio runs up to 40 per process):
+        # one made and dropped per request beyond them costs PostgreSQL a process start
+        engine = create_engine(parsed, pool_size=20, max_overflow=20)
     else:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")
