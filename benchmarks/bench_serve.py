@@ -2,19 +2,22 @@
 random over several server processes, with and without the experimenter page open; this code
 side by side with another checkout (today's main) in one run.
 
-For each code (this checkout, and --baseline, e.g. `git worktree add /tmp/old-online main`) and
-each state of the experimenter page (closed; open: polled every 3 s as the page does), starts
---processes `python -m mcmcp.serve` processes on 127.0.0.1 on one database (a throwaway
+For each code (this checkout, and --baseline, e.g. `git worktree add --detach /tmp/old-online
+main`) and each state of the experimenter page (closed; open: polled every 3 s as the page
+does), starts --processes `python -m mcmcp.serve` processes on 127.0.0.1 on one database (a throwaway
 PostgreSQL cluster, or a SQLite file), lets N participants take the study at once over HTTP,
 every request sent to one of the processes at random (a proxy without stickiness, the worst
 case for a process that keeps sessions in memory), each looking at a pair --think seconds on
-average before answering, for --duration seconds. Then it checks the database and prints one
-table: answers per second, p50 / p99 / worst time from sending an answer to having the next
-screen (pair included), the same for the time the server spent on each answer (its
-Server-Timing header; today's main sends none), the experimenter page's p50, and rows lost or
-duplicated (every accepted answer must be saved once). The clients run in this process on the
-same cores as the servers. Requests only go to 127.0.0.1 and
-stop after --duration.
+average before answering, for --duration seconds; like the page, this code's participants
+hold the faces they were sent and name them in `have` (today's main has no `have`). Then it
+checks the database and prints one table: answers per second, p50 / p99 / worst time from
+sending an answer to having the next screen (pair included), the same for the time the server
+spent on each answer (its Server-Timing header; today's main sends none), the experimenter
+page's p50, rows lost or duplicated (every accepted answer must be saved once), the CPU time per
+answer of the server processes, of PostgreSQL and of the clients, and the machine's load
+average at the end of the run. The clients run in this process, on the same cores as the
+servers, each a light HTTP/1.1 client (`LightClient`) so they take little of them. Requests only
+go to 127.0.0.1 and stop after --duration.
     python benchmarks/bench_serve.py --baseline /tmp/old-online [--participants 200]
         [--processes 2] [--config experiments/happy.yaml] [--duration 120] [--think 1]
 """

@@ -14,10 +14,15 @@ for the participant) having written nothing. What the browser may say is only: i
 and what it measured about the device (at the start; `mcmcp.online.links`,
 `mcmcp.online.screening`), which screen it acknowledges or which pending trial it answers (by
 the id the server issued for it), the side (a GSP slider: the position and the handle's path,
-`mcmcp.online.slider`), its own timing, and that it left or went back to full screen. Stimuli
-are the renderer's decoded images as PNG data URLs; a trial's view carries the next trial's
-faces too (a pair, or a slider's K), so the page can decode them while the participant looks at
-the current one. The experimenter may release, reset or end a session (`manage`).
+`mcmcp.online.slider`), its own timing, that it left or went back to full screen, and which
+faces it holds (`have`). Stimuli are the renderer's decoded images as PNG data URLs, named by
+image keys (a hash of the code and the child); a trial's view names the faces of the trial on
+show and of the next one (a pair, or a slider's K), so the page can decode them while the
+participant looks at the current one, and sends only those the page has not got: not the ones
+the view before sent, nor those its answer names in `have` (the page keeps the 64 latest). In
+MCMCP a chain's current face was shown before, so an answer brings one new face, and only that
+one is decoded, whichever process answers (a page that claimed one it lacks asks for the whole
+state, which sends them all). The experimenter may release, reset or end a session (`manage`).
 """
 
 from __future__ import annotations
