@@ -287,13 +287,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # every participant comes from 127.0.0.1: this code's limit on starts per address is
-        # lifted (today's main has none, nor the key)
-        configs = {"this": resolved_config(args.config, folder, {"starts_per_minute": None}),
-                   "baseline": resolved_config(args.config, folder, {})}
+        # every participant comes from 127.0.0.1: the limit on starts per address is lifted
+        config = resolved_config(args.config, folder, {"starts_per_minute": None})
         for page in args.page:
             for code, root in codes:
-                config = configs[code]
                 if args.backend == "postgres":
                     with Cluster() as pg:
                         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
