@@ -119,13 +119,17 @@ class LightClient:
 
     async def request(self, method: str, url: str, json: dict | None = None,
                       timeout: float = 60.0, headers: dict[str, str] | None = None) -> Reply:
-        try:
-            return await asyncio.wait_for(self._request(method, url, json, headers or {}),
-                                          timeout)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as err:
-            parts = urlsplit(url)
-            self._drop((parts.hostname, parts.port))
-            raise httpx2.TransportError(f"{method} {url}: {err!r}") from None
+        parts = urlsplit(url)
+        where = (parts.hostname, parts.port)
+        for fresh in (where not in self._streams, True):
+            try:
+                return await asyncio.wait_for(self._request(method, url, json, headers or {}),
+                                              timeout)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
+                    ValueError) as err:
+                self._drop(where)
+                if fresh:  # a kept-alive connection the server had closed: once more, anew
+                    raise httpx2.TransportError(f"{method} {url}: {err!r}") from None
 
     async def get(self, url: str, headers: dict[str, str] | None = None,
                   timeout: float = 60.0) -> Reply:
