@@ -50,6 +50,7 @@ the response to t only changes t's chain.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +147,13 @@ class PendingTrial:
     @property
     def kind(self) -> str:
         return self.slot.kind
+
+
+@functools.lru_cache(maxsize=512)
+def _schedule(cfg: ExperimentConfig, participant: str, session: int) -> tuple[Slot, ...]:
+    """`build_schedule`, kept: a server process rebuilds a session's engine at many requests
+    (configs are frozen, so equal configs share it)."""
+    return tuple(build_schedule(cfg, participant, session))
 
 
 def build_schedule(cfg: ExperimentConfig, participant: str, session: int) -> list[Slot]:
@@ -411,7 +419,7 @@ class Engine:
         self.base = {"participant": participant, "session": session, "agent": agent,
                      "experiment": cfg.name, "paradigm": cfg.paradigm}
         self.emotions = block_order(cfg, participant)
-        self.schedule = build_schedule(cfg, participant, session)
+        self.schedule = list(_schedule(cfg, participant, session))
         self.identities = identities or Assignment()
         self._children = self._trial_children()
         if cfg.trials.catch_rate > 0 and len(self.centroids) < 2:

@@ -182,7 +182,8 @@ class OnlineSpec:
     Sessions that end (`mcmcp.online.limits`; null turns one off): expire_after_minutes: a
     session in progress without a request for this long becomes `abandoned`;
     time_limit_minutes: a session older than this (from its start) becomes `abandoned`;
-    starts_per_minute: /api/start calls per client address and minute, per server process;
+    starts_per_minute: /api/start calls per client address and minute, all server processes
+    together;
     max_in_progress: sessions in progress at once (consent or running) before new
     participants are asked to come back later."""
 

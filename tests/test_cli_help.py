@@ -1,5 +1,5 @@
 """--help answers at once (parsed before torch, pandas, PsychoPy or matplotlib are imported) and
-every flag of the lab and scale CLIs says what it does and its default."""
+every flag of the lab, scale and online-link CLIs says what it does and its default."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ print("IMPORTED", *sorted(m for m in {heavy!r} if m in sys.modules))
 """
 CLIS = {"mcmcp.run": ["mcmcp.run"], "vae.data build": ["vae.data", "build"],
         "vae.data info": ["vae.data", "info"], "mcmcp.simulate": ["mcmcp.simulate"],
-        "mcmcp.plan": ["mcmcp.plan"], "analysis.report": ["analysis.report"]}
+        "mcmcp.plan": ["mcmcp.plan"], "analysis.report": ["analysis.report"],
+        "mcmcp.links": ["mcmcp.links"]}
 
 
 @pytest.mark.parametrize("name", list(CLIS))
@@ -39,10 +40,8 @@ def test_help_imports_nothing_heavy(name):
 
 
 def _parser(name: str) -> argparse.ArgumentParser:
-    if name == "mcmcp.run":
-        from mcmcp.run import build_parser
-
-        return build_parser()
+    if name in ("mcmcp.run", "mcmcp.links"):
+        return __import__(name, fromlist=["build_parser"]).build_parser()
     if name.startswith("vae.data"):
         from vae.data import _parser as data_parser
 

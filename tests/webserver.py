@@ -1,5 +1,6 @@
-"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, and simulated participants
-answering it over HTTP, for tests and benchmarks.
+"""`python -m mcmcp.serve` as a real server process on 127.0.0.1, simulated participants answering
+it over HTTP (and kill -9 of it mid-study), and a session walked in-process beside the lab's, for
+tests and benchmarks.
 
 The server runs in its own process group, so `kill9()` takes uvicorn's workers down with it,
 as a crash of the machine's server would. `wait_ready` polls until the page is served (or the
@@ -112,7 +113,8 @@ class Stopped(Exception):
 
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
                          replay_every: int = 0, think: float = 0.0,
-                         servers: tuple[str, ...] = ("",), stop: float | None = None) -> dict:
+                         servers: tuple[str, ...] = ("",), stop: float | None = None,
+                         keep_faces: int = 0) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
@@ -120,13 +122,17 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     refused with 409). think: mean seconds spent looking at each pair before answering (uniform
     0.5-1.5 times it), a person's pace; 0 answers at once. servers: base URLs, one drawn at
     random for every request (a proxy without stickiness); stop: time.monotonic() at which to
-    leave part-way.
+    leave part-way. keep_faces: as web/app.js, hold the faces of the last views (at most this
+    many), name them in `have`, and ask for the whole state when a view leaves out a face of
+    the trial on show that is not held (0: send no `have`, as pages did before it existed).
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
     from sending an answer to having the next screen; server: seconds the server says it spent
     on each of those answers (its Server-Timing header, where it sends one); refused_replays;
-    status codes seen."""
-    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
+    status codes seen; refetched: views that left out a face not held (keep_faces); faces:
+    faces received (keep_faces)."""
+    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": [],
+           "refetched": 0, "faces": 0}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
@@ -151,21 +157,25 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
-        await _steps(participant, res.json(), call, out, replay_every, think, pace)
+        await _steps(participant, res.json(), call, out, replay_every, think, pace, keep_faces)
     except Stopped:
         pass
     return out
 
 
-async def _steps(participant, view, call, out, replay_every, think, pace) -> None:
+async def _steps(participant, view, call, out, replay_every, think, pace, keep_faces) -> None:
+    held: dict[str, None] = {}  # face keys, oldest first (web/app.js's `decoded`)
     while view["screen"]["kind"] != "end":
+        if keep_faces:
+            view = await _hold(view, held, keep_faces, call, out)
         screen = view["screen"]
+        have = {"have": list(held)} if keep_faces else {}
         if screen["kind"] == "trial":
             side = side_for(participant, screen["progress"])
             if think:
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
-                    "device": "keyboard"}
+                    "device": "keyboard", **have}
             if "slider" in screen:  # a GSP trial: a slider position and the handle's path
                 side = slider_for(participant, screen["progress"], screen["slider"]["points"])
                 moves = [] if side == screen["slider"]["start"] else [[0.25, side]]
@@ -184,7 +194,7 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
                     assert again.status_code == 409, again.text
                     out["refused_replays"] += 1
         else:
-            body = {"screen": screen["id"]}
+            body = {"screen": screen["id"], **have}
             if screen["kind"] == "consent":
                 body["consent"] = True
             res = await call("POST", "/api/ack", body)
@@ -195,6 +205,24 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
         view = res.json()
 
 
+async def _hold(view: dict, held: dict, keep: int, call, out: dict) -> dict:
+    """The page's faces after `view` (web/app.js): a view that leaves out a face of the trial
+    on show that the page does not hold is replaced by the whole state; the faces received
+    and named become the most recent, the oldest beyond `keep` are dropped."""
+    out["faces"] += len(view["images"])
+    if any(k not in held and k not in view["images"] for k in view["screen"].get("images", [])):
+        out["refetched"] += 1
+        view = (await call("GET", "/api/state")).json()
+        out["faces"] += len(view["images"])
+    for key in [*view["images"], *view["screen"].get("images", []), *(view["next"] or [])]:
+        if key in held or key in view["images"]:
+            held.pop(key, None)
+            held[key] = None
+    for key in list(held)[:max(0, len(held) - keep)]:
+        del held[key]
+    return view
+
+
 def progress_labels(shown) -> list[str]:
     """The progress line each shown trial (a trials DataFrame without gate rows, in order) had
     on screen: 'practice k of n' or 'k / n'."""
@@ -202,3 +230,81 @@ def progress_labels(shown) -> list[str]:
     n_real = len(shown) - n_practice
     return [f"practice {i + 1} of {n_practice}" if i < n_practice
             else f"{i + 1 - n_practice} / {n_real}" for i in range(len(shown))]
+
+
+def crash_mid_study(server: Server, db, participants: list[str], n_total: int,
+                    replay_every: int) -> tuple[dict[str, dict], int]:
+    """`participants` take the study on `server` over HTTP at once (`take_part_http`, every
+    n-th answer replayed); when a third of the `n_total` answers are in, the server is killed
+    with SIGKILL and started again on the same port. db: the study's `Database`. Returns
+    (each participant's `take_part_http` result, answers in at the kill), having checked that
+    the kill came mid-study, everyone completed and no row was lost or doubled."""
+    kills = []
+
+    def answered() -> int:
+        return sum(r.shown for r in db.all_sessions())
+
+    async def study():
+        deadline = time.monotonic() + 300
+        clients = [httpx2.AsyncClient(base_url=server.url) for _ in participants]
+        async with asyncio.TaskGroup() as group:
+            tasks = {pid: group.create_task(take_part_http(client, pid, deadline,
+                                                           replay_every=replay_every))
+                     for pid, client in zip(participants, clients, strict=True)}
+            while answered() < n_total // 3:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(server.kill9)
+            kills.append(answered())
+            await asyncio.to_thread(server.start)
+        for client in clients:
+            await client.aclose()
+        return {pid: task.result() for pid, task in tasks.items()}
+
+    try:
+        results = asyncio.run(study())
+    finally:
+        server.stop()
+    assert n_total // 3 <= kills[0] < n_total  # the kill came mid-study
+    assert {r.participant: r.status for r in db.all_sessions()} == dict.fromkeys(
+        participants, "complete")
+    assert db.counts() == {r.id: r.n_rows for r in db.all_sessions()}  # none lost or doubled
+    return results, kills[0]
+
+
+def lab_session(config: Path, folder: Path, capsys) -> tuple[list[str], object]:
+    """`python -m mcmcp.run` for participant P1 without a window (the config's agent answers):
+    (the kinds of the message screens it showed, in order; its trials DataFrame)."""
+    from mcmcp.store import read_trials
+    from tests.lab.test_session import run_cli
+
+    assert run_cli("--config", str(config), "--participant", "P1", "--no-window",
+                   "--out", str(folder / "lab")) == 0
+    screens = [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("SCREEN ")]
+    return screens, read_trials(folder / "lab/sub-P1/ses-01/trials.csv")
+
+
+def walk(client, view: dict, answer) -> tuple[list[str], dict]:
+    """A session from `view` to its end screen on an in-process client (Starlette's
+    TestClient): message screens continued (consent given), trials answered by
+    `answer(view) -> the next view`. Every view must send no face the view before named and
+    name only faces it sends or that one named (what the page holds). Returns (the kinds of
+    the screens shown, the end view)."""
+    screens, given = [], set()
+    while True:
+        kind = view["screen"]["kind"]
+        screens.append(kind)
+        assert not given & set(view["images"])
+        have = given | set(view["images"])
+        given = {*view["screen"].get("images", ()), *(view["next"] or ())}
+        assert given <= have
+        if kind == "end":
+            return screens, view
+        if kind == "trial":
+            view = answer(view)
+            continue
+        body = {"screen": view["screen"]["id"], **({"consent": True} if kind == "consent"
+                                                    else {})}
+        res = client.post("/api/ack", json=body)
+        assert res.status_code == 200, res.text
+        view = res.json()

@@ -19,6 +19,7 @@ import hmac
 import json
 import math
 import os
+import re
 import threading
 import time
 from importlib import resources
@@ -31,18 +32,19 @@ from starlette.routing import Route
 
 from mcmcp.config import load_config
 from mcmcp.online.database import Database, Unavailable
-from mcmcp.online.limits import StartLimit
 from mcmcp.online.links import FIELDS, link_secret, parse_link, valid_id
 from mcmcp.online.screening import client_info
 from mcmcp.online.study import OnlineStudy, Rejected
 from mcmcp.store import utc_now
 
-MAX_BODY = 2048  # bytes: the largest request a page sends is well under 1 KiB
+MAX_BODY = 4096  # bytes: the largest request a page sends (its `have` list included) is < 2 KiB
 MAX_SLIDER_BODY = 65536  # a slider answer carries the handle's path (slider.MAX_MOVES moves)
 
 PAGE_EVENTS = ("fullscreen_exit", "fullscreen_enter")  # what a page may report (study.event)
 
 MAX_SECONDS = 3600.0  # an rt or gap longer than an hour is not a measurement
+MAX_HAVE = 64  # image keys a page may say it holds (web/app.js keeps as many decoded)
+IMAGE_KEY = re.compile(r"[0-9a-f]{20}")  # study._face_keys
 
 UNAVAILABLE = ("The study cannot save answers just now. Please wait: this page tries again by "
                "itself, and your answers so far are safe.")
@@ -124,6 +126,17 @@ def _id(data: dict, name: str) -> str:
     return value
 
 
+def _have(data: dict) -> frozenset[str]:
+    """The optional `have`: the image keys the page holds decoded, which the reply leaves out
+    (a page that claims one it lacks only makes itself ask for the whole state)."""
+    have = data.get("have", [])
+    if not (isinstance(have, list) and len(have) <= MAX_HAVE
+            and all(isinstance(k, str) and IMAGE_KEY.fullmatch(k) for k in have)):
+        raise Rejected(400, f"have must be a list of at most {MAX_HAVE} image keys "
+                            "(20 hex digits each)")
+    return frozenset(have)
+
+
 def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     """The ASGI app serving `study`. experimenter_token None: the experimenter page is closed."""
     cookie = f"mcmcp_{study.cfg.name}"
@@ -131,7 +144,6 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
     per_minute = study.cfg.online.starts_per_minute
-    starts = StartLimit(per_minute) if per_minute is not None else None
     monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
     monitor_lock = threading.Lock()
 
@@ -161,8 +173,9 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         return endpoint
 
     async def start(request: Request) -> Response:
-        if starts is not None and not starts.allow(request.client.host if request.client
-                                                   else ""):
+        if per_minute is not None and not await run_in_threadpool(
+                study.db.allow_start, study.cfg.name,
+                request.client.host if request.client else "", per_minute):
             raise Rejected(429, "Too many sessions were started from your network in the last "
                                 "minute. Please wait a minute, then reload this page.")
         data = await _json_body(request)
@@ -186,23 +199,24 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
 
     async def acknowledge(request: Request) -> Response:
         data = await _json_body(request)
-        _fields(data, {"screen"}, {"consent"})
+        _fields(data, {"screen"}, {"consent", "have"})
         consent = data.get("consent")
         if consent is not None and not isinstance(consent, bool):
             raise Rejected(400, "consent must be true or false")
         return reply(await run_in_threadpool(study.acknowledge, request.cookies.get(cookie),
-                                             _id(data, "screen"), consent))
+                                             _id(data, "screen"), consent, _have(data)))
 
     async def answer(request: Request) -> Response:
         received = utc_now()
         if slider:  # position and moves are checked against the trial (mcmcp.online.slider)
             data = await _json_body(request, MAX_SLIDER_BODY)
-            _fields(data, {"trial", "position", "moves", "rt", "onset", "gap", "device"})
+            _fields(data, {"trial", "position", "moves", "rt", "onset", "gap", "device"},
+                    {"have"})
             choice, moves = data["position"], data["moves"]
             devices = ("keyboard", "mouse", "touch")
         else:
             data = await _json_body(request)
-            _fields(data, {"trial", "side", "rt", "onset", "gap", "device"})
+            _fields(data, {"trial", "side", "rt", "onset", "gap", "device"}, {"have"})
             if data["side"] not in ("left", "right"):
                 raise Rejected(400, "side must be 'left' or 'right'")
             choice, moves = data["side"], None
@@ -214,7 +228,7 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         gap = _number(data, "gap", 0.0, MAX_SECONDS, nullable=True)
         return reply(await run_in_threadpool(study.answer, request.cookies.get(cookie),
                                              _id(data, "trial"), choice, rt, onset, gap,
-                                             received, data["device"], moves))
+                                             received, data["device"], moves, _have(data)))
 
     async def event(request: Request) -> Response:
         data = await _json_body(request)

@@ -1,6 +1,6 @@
 """Online sessions in a database: SQLite (the zero-set-up default) or PostgreSQL (several servers).
 
-Three tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
+Four tables, created by `Database` when missing (SQLAlchemy Core, so no SQL is ever built from a
 participant id, token or answer):
 - `sessions`: one participant-session: study, participant, session number, the sha256 of its
   token (the token itself is never stored), where it is in the session flow (`screen`: the id
@@ -11,6 +11,10 @@ participant id, token or answer):
 - `trials`: the rows of `mcmcp.schema`, one per event, keyed by (session_id, row) so a row can
   never be written twice; the latent coordinates (and a GSP circle's direction) are JSON lists
   (full float precision); a slider trial's handle path is kept beside its row (`moves`).
+- `events`: what happened to a session besides its steps (resumed elsewhere, full-screen exits,
+  the experimenter's release, reset or end), append-only.
+- `starts`: recent calls to start a session per hashed client address, for the limit on starts
+  per minute that all server processes share.
 
 Every step of a participant is one transaction that first moves the session's `screen` from the
 id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
@@ -31,6 +35,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +126,18 @@ event_log = Table(
     Column("time", String(32), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("detail", JSON, nullable=False),
+)
+
+
+# Recent calls to start a session per client address (its sha256: no addresses are kept), for
+# the limit on starts per minute shared by all server processes (`Database.allow_start`);
+# rows older than a minute are deleted as new ones come.
+starts = Table(
+    "starts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study", String(64), nullable=False),
+    Column("address_sha256", String(64), nullable=False, index=True),
+    Column("at", Double, nullable=False),  # seconds since the epoch (every process's clock)
 )
 
 
@@ -244,7 +261,9 @@ def open_engine(url: str, create: bool = True) -> Engine:
                                connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        # connections kept open for the request threads (anyio runs up to 40 per process):
+        # one made and dropped per request beyond them costs PostgreSQL a process start
+        engine = create_engine(parsed, pool_size=20, max_overflow=20)
     else:
         raise ValueError(f"database URL {shown!r}: use sqlite:///path/to/file.sqlite or "
                          "postgresql+psycopg://user@host/dbname")
@@ -297,8 +316,12 @@ class Database:
     def __init__(self, url: str, create: bool = True):
         self.url = parse_url(url).render_as_string(hide_password=True)  # for messages
         self.engine = open_engine(url, create)
+        # one-statement reads on a participant's request: no BEGIN and ROLLBACK around them
+        # (a single statement sees one committed state anyway), a round trip instead of three
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.path = sqlite_path(url)
         self._identity = None if self.path is None else _identity(self.path)
+        self._wal: tuple[int, int] | None = None  # the write-ahead log's identity, once seen
         self._down: str | None = None  # the reason while unavailable (logged once)
         self._down_lock = threading.Lock()
 
@@ -319,6 +342,25 @@ class Database:
                               "(replaced)")
         if not os.access(self.path, os.W_OK):
             raise Unavailable(f"the database file {self.path} is read-only")
+        self._check_wal()
+
+    def _check_wal(self) -> None:
+        """Raise Unavailable if the write-ahead log (`<file>-wal`, where committed answers wait
+        for their checkpoint) this process writes to was deleted: its answers would be lost
+        at the next restart. Checked by identity first; only when that changed, by the open
+        files of this process (Linux: a deleted file shows as '... (deleted)'), since SQLite
+        itself removes the log when the last connection to the file closes."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            now = _identity(wal)
+        except FileNotFoundError:
+            now = None
+        if now == self._wal:
+            return
+        if self._wal is not None and f"{wal} (deleted)" in _open_files():
+            raise Unavailable(f"the database's write-ahead log {wal} was deleted; answers "
+                              "saved since the last checkpoint would be lost")
+        self._wal = now
 
     @contextmanager
     def _using(self, write: bool = False):
@@ -350,7 +392,7 @@ class Database:
     # ------------------------------------------------------------------ sessions
 
     def by_token(self, token: str) -> SessionRecord | None:
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(
                 sessions.c.token_sha256 == token_hash(token))).first()
         return None if row is None else _record(row)
@@ -361,6 +403,26 @@ class Database:
                 sessions.c.study == study, sessions.c.participant == participant,
                 sessions.c.session == session)).first()
         return None if row is None else _record(row)
+
+    def allow_start(self, study: str, address: str, per_minute: int,
+                    now: float | None = None) -> bool:
+        """Count a call to start a session from `address`: False (nothing counted) if it has
+        made `per_minute` in the last 60 s, in any server process on this database. One
+        transaction; PostgreSQL serialises the calls of one address with an advisory lock,
+        SQLite all writers with its lock (the first statement writes)."""
+        now = time.time() if now is None else now
+        key = hashlib.sha256(address.encode("utf-8")).hexdigest()
+        with self._using(write=True), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": int(key[:15], 16)})
+            conn.execute(starts.delete().where(starts.c.at <= now - 60))
+            recent = conn.execute(select(func.count()).select_from(starts).where(
+                starts.c.study == study, starts.c.address_sha256 == key)).scalar_one()
+            if recent >= per_minute:
+                return False
+            conn.execute(insert(starts).values(study=study, address_sha256=key, at=now))
+        return True
 
     def create(self, *, uid: str, study: str, participant: str, session: int, token: str, d: int,
                screen: str, meta: dict, now: str, resume: dict | None = None
@@ -383,14 +445,14 @@ class Database:
 
     def latest(self, study: str, participant: str) -> SessionRecord | None:
         """The participant's session with the highest number (earlier ones were reset)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(
                 sessions.c.study == study, sessions.c.participant == participant)
                 .order_by(sessions.c.session.desc()).limit(1)).first()
         return None if row is None else _record(row)
 
     def by_uid(self, uid: str) -> SessionRecord | None:
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             row = conn.execute(select(*_record_columns()).where(sessions.c.uid == uid)).first()
         return None if row is None else _record(row)
 
@@ -437,6 +499,25 @@ class Database:
             return [{"time": r.time, "kind": r.kind, **r.detail} for r in conn.execute(
                 select(event_log).where(event_log.c.session_id == session_id)
                 .order_by(event_log.c.id))]
+
+    def event_counts(self, study: str, kind: str) -> dict[int, int]:
+        """How many events of `kind` each session of `study` has (sessions with none left out),
+        in one query."""
+        with self._using(), self.engine.connect() as conn:
+            return dict(conn.execute(
+                select(event_log.c.session_id, func.count())
+                .join(sessions, sessions.c.id == event_log.c.session_id)
+                .where(sessions.c.study == study, event_log.c.kind == kind)
+                .group_by(event_log.c.session_id)).all())
+
+    def clients(self, ids: list[int]) -> dict[int, dict]:
+        """What the page measured about each session's device at its start (the metadata's
+        `online.client`; {} for a session without one)."""
+        if not ids:
+            return {}
+        with self._using(), self.engine.connect() as conn:
+            return {r.id: r.meta.get("online", {}).get("client") or {} for r in conn.execute(
+                select(sessions.c.id, sessions.c.meta).where(sessions.c.id.in_(ids)))}
 
     def studies(self) -> list[tuple[str, str, dict]]:
         """(study, status, meta) of every session: for checks at server start."""
@@ -513,7 +594,7 @@ class Database:
 
     def resume(self, session_id: int) -> dict | None:
         """The session's resume point (None: saved before there were any)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             return conn.execute(select(sessions.c.resume)
                                 .where(sessions.c.id == session_id)).scalar_one()
 
@@ -521,7 +602,7 @@ class Database:
 
     def codes(self, session_id: int, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(current, proposal) codes of one saved row (a repeat trial shows them again)."""
-        with self._using(), self.engine.connect() as conn:
+        with self._using(), self._reader.connect() as conn:
             found = conn.execute(select(trials.c.current, trials.c.proposal).where(
                 trials.c.session_id == session_id, trials.c.row == row)).one()
         return np.asarray(found.current, dtype=float), np.asarray(found.proposal, dtype=float)
@@ -564,6 +645,21 @@ class Database:
         with self._using(), self.engine.connect() as conn:
             return dict(conn.execute(select(trials.c.session_id, func.count())
                                      .group_by(trials.c.session_id)).all())
+
+
+def _open_files() -> set[str]:
+    """What this process's file descriptors point to (Linux /proc; empty elsewhere)."""
+    found = set()
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile
+    return found
 
 
 def _identity(path: Path) -> tuple[int, int]:

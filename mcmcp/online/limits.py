@@ -5,9 +5,10 @@
   its answered trials stay (and are exported), it takes no more answers, and it no longer
   counts as unfinished (so it does not block serving a changed design). Sessions are checked
   when they are used, and all of a study's at server start and before every new session.
-- `StartLimit`: at most `starts_per_minute` calls to start (or resume) a session per client
-  address and minute, in each server process (behind a proxy the address is the one it
-  forwards; uvicorn trusts X-Forwarded-For from 127.0.0.1).
+- Starts: at most `starts_per_minute` calls to start (or resume) a session per client address
+  in any 60 s, counted in the database, so all server processes share the limit
+  (`Database.allow_start`; behind a proxy the address is the one it forwards: uvicorn trusts
+  X-Forwarded-For from 127.0.0.1).
 - `max_in_progress`: a new participant is asked to come back later while that many sessions
   are in progress (checked before the session is made; several processes may each let one
   more in at the same moment).
@@ -15,9 +16,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from datetime import datetime, timedelta, timezone
 
 from mcmcp.specs import OnlineSpec
@@ -43,27 +41,3 @@ def expired(spec: OnlineSpec, created: str, updated: str) -> bool:
     """True if a session in progress with these timestamps has ended."""
     inactive, started = cutoffs(spec)
     return bool((inactive and updated < inactive) or (started and created < started))
-
-
-class StartLimit:
-    """At most `per_minute` starts per address in any 60 s, in this process (thread-safe)."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-        self._calls = 0
-
-    def allow(self, address: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            self._calls += 1
-            if self._calls % 1000 == 0:  # forget addresses quiet for a minute
-                self._seen = {a: q for a, q in self._seen.items() if q and q[-1] > now - 60}
-            seen = self._seen.setdefault(address, deque())
-            while seen and seen[0] <= now - 60:
-                seen.popleft()
-            if len(seen) >= self.per_minute:
-                return False
-            seen.append(now)
-            return True

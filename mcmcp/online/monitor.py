@@ -1,6 +1,6 @@
-"""The experimenter page's numbers, from the online database: who is in progress or done, trials
-answered, catch accuracy, each emotion's split R-hat so far, and the report's prototype verdicts
-of the finished sessions.
+"""The experimenter page's numbers, from the online database: who is in progress or done, on what
+device and how often they left full screen, trials answered, catch accuracy, each emotion's
+split R-hat so far, and the report's prototype verdicts of the finished sessions.
 
 It calls `analysis.diagnostics` on purpose, so the live page shows the numbers the report will
 show later; like `mcmcp.demo`, the server is an application on top of `mcmcp` and `analysis`
@@ -10,7 +10,8 @@ The page must cost participants nothing, so a `Monitor` keeps each session's num
 calls and reads only the rows added since (one query for all sessions): catch accuracy is
 updated at every call, a participant's own R-hat is recomputed when their session has new rows
 within a time budget per call (the longest-waiting first; the rest keep their last value and
-its age), and the group's R-hat and the verdicts (`analysis.checks.inference_checks`, the
+its age), full-screen exits by one query, the device (from the session's metadata) once per
+session, and the group's R-hat and the verdicts (`analysis.checks.inference_checks`, the
 report's own) only when a session finishes.
 """
 
@@ -32,6 +33,7 @@ from mcmcp.online.database import Database, rows_frame
 BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few seconds per page)
 STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
+DEVICE = ("device", "browser", "screen", "dpr", "refresh_hz")  # of screening.client_info
 
 
 def _number(value) -> float | str | None:
@@ -56,6 +58,7 @@ class _Session:
     rhat_rows: int = 0  # n_read when rhat was computed
     rhat_time: str | None = None
     states: pd.DataFrame | None = None  # its chain states, once complete
+    device: dict | None = None  # what the page measured at the start (read once)
 
 
 class Monitor:
@@ -77,7 +80,9 @@ class Monitor:
         catch_n, catch_accuracy, catch_flagged (below the report's minimum), rhat: the worst split
         R-hat over the emotions of that participant's own chains (rhat_time: when it was
         computed), verdicts: for a finished session the report's verdict per emotion against
-        `precision` degrees, as "emotion: words", started, updated); counts: sessions by status
+        `precision` degrees, as "emotion: words", started, updated, device: the kind of
+        device, browser, screen (px), dpr and refresh estimate (Hz) the page measured at the
+        start, fullscreen_exits: times the participant left full screen); counts: sessions by status
         and trials answered; emotions: split R-hat of all chains of each emotion over the
         *finished* sessions (R-hat cuts every chain to the shortest, so a participant who has
         just begun would hide everyone else's draws), with the number of chains and draws per
@@ -94,6 +99,10 @@ class Monitor:
         kept = self._sessions
         for r in records:
             kept.setdefault(r.id, _Session())
+        for sid, client in self.db.clients([r.id for r in records
+                                            if kept[r.id].device is None]).items():
+            kept[sid].device = {k: client.get(k) for k in DEVICE}
+        exits = self.db.event_counts(self.study, "fullscreen_exit")
         new = self.db.rows_after({r.id: kept[r.id].n_read for r in records
                                   if r.n_rows > kept[r.id].n_read}, self.d)
         for sid, rows in new.items():
@@ -134,7 +143,8 @@ class Monitor:
                  "status": r.status, "shown": r.shown,
                  "of": self.n_shown, **kept[r.id].catch, "rhat": kept[r.id].rhat,
                  "rhat_time": kept[r.id].rhat_time, "started": r.created,
-                 "updated": r.updated,
+                 "updated": r.updated, "device": kept[r.id].device,
+                 "fullscreen_exits": exits.get(r.id, 0),
                  "verdicts": [] if judged is None or r.id not in finished else [
                      f"{v.emotion}: {v.headline_words}"
                      for v in judged[judged["participant"] == r.participant].itertuples()]}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
+from webserver import lab_session, walk
 
 from mcmcp import schema
 from mcmcp.config import ConfigError, load_config
@@ -21,7 +22,7 @@ from mcmcp.online.database import Database, sessions, trials
 from mcmcp.online.export import export
 from mcmcp.online.study import OnlineStudy
 from mcmcp.store import SessionStore, read_trials
-from tests.lab.test_session import run_cli, write_config
+from tests.lab.test_session import write_config
 
 TOKEN = "experimenter-secret"
 ONLINE = {"consent": "Do you agree?", "completion_code": "CODE-123",
@@ -79,32 +80,17 @@ def test_online_session_is_the_lab_session(tmp_path, db_url, capsys):
     """Answered with the sides a lab session got, the server shows the same screens and saves
     the same rows (gate, catch, repeat, practice rows included) as `python -m mcmcp.run`."""
     config = online_config(tmp_path)
-    assert run_cli("--config", str(config), "--participant", "P1", "--no-window",
-                   "--out", str(tmp_path / "lab")) == 0
-    lab_screens = [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
-                   if ln.startswith("SCREEN ")]
-    lab = read_trials(tmp_path / "lab/sub-P1/ses-01/trials.csv")
+    lab_screens, lab = lab_session(config, tmp_path, capsys)
     shown = lab[lab["kind"] != "gate"]
     study, client = serve(config, db_url)
+    answers = iter(zip(shown["response"], shown["rt"], strict=True))
 
-    view = begin(client, participant="P1")
-    screens, answers = [], iter(zip(shown["response"], shown["rt"], strict=True))
-    given: set[str] = set()  # the faces of the view before: the next one leaves them out
-    while True:
-        kind = view["screen"]["kind"]
-        screens.append(kind)
-        assert not given & set(view["images"])
-        have = given | set(view["images"])
-        given = {*view["screen"].get("images", ()), *(view["next"] or ())}
-        assert given <= have
-        if kind == "end":
-            break
-        if kind == "trial":
-            assert view["screen"]["progress"] and view["screen"]["prompt"].startswith("Which face")
-            side, rt = next(answers)
-            view = step(client, view, side, float(rt))
-        else:
-            view = step(client, view)
+    def answer(view: dict) -> dict:
+        assert view["screen"]["progress"] and view["screen"]["prompt"].startswith("Which face")
+        side, rt = next(answers)
+        return step(client, view, side, float(rt))
+
+    screens, view = walk(client, begin(client, participant="P1"), answer)
     assert screens[0] == "consent"
     assert [s for s in screens[1:] if s != "trial"] == lab_screens
     assert screens.count("trial") == len(shown) == study.n_shown

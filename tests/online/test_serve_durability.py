@@ -66,6 +66,15 @@ def test_deleted_sqlite_file_acknowledges_nothing(tmp_path, capsys):
     assert not path.exists()  # never silently replaced by a new, empty database
 
 
+def test_deleted_sqlite_wal_acknowledges_nothing(tmp_path, capsys):
+    """The write-ahead log holds committed answers until SQLite copies them into the file:
+    deleting it mid-study would lose them at the next restart."""
+    path = tmp_path / "online.sqlite"
+    study, client, view = started(tmp_path, f"sqlite:///{path}")
+    Path(f"{path}-wal").unlink()
+    refused(client, view, capsys, "write-ahead log")
+
+
 def test_read_only_sqlite_file_acknowledges_nothing(tmp_path, capsys):
     path = tmp_path / "online.sqlite"
     study, client, view = started(tmp_path, f"sqlite:///{path}")

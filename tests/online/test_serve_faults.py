@@ -4,14 +4,10 @@ data equal those of the same answers given without a crash)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-import httpx2
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
-from webserver import Server, progress_labels, side_for, take_part_http
+from webserver import Server, crash_mid_study, progress_labels, side_for
 
 from mcmcp.online.database import Database
 from mcmcp.online.export import export
@@ -46,35 +42,7 @@ def test_kill9_mid_study_keeps_every_answer_and_everyone_resumes(tmp_path, backe
     n_total = sum(int((df["kind"] != "gate").sum()) for df in expected.values())
     server = Server(config, url, tmp_path / "server.log", workers=2).start()
     db = Database(url)
-    kills = []
-
-    def answered() -> int:
-        return sum(r.shown for r in db.all_sessions())
-
-    async def study():
-        deadline = time.monotonic() + 300
-        clients = [httpx2.AsyncClient(base_url=server.url) for _ in PARTICIPANTS]
-        async with asyncio.TaskGroup() as group:
-            tasks = {pid: group.create_task(take_part_http(client, pid, deadline, replay_every=5))
-                     for pid, client in zip(PARTICIPANTS, clients, strict=True)}
-            # crash when about a third of all answers are in, then start again on the same port
-            while answered() < n_total // 3:
-                await asyncio.sleep(0.05)
-            await asyncio.to_thread(server.kill9)
-            kills.append(answered())
-            await asyncio.to_thread(server.start)
-        for client in clients:
-            await client.aclose()
-        return {pid: task.result() for pid, task in tasks.items()}
-
-    try:
-        results = asyncio.run(study())
-    finally:
-        server.stop()
-    assert n_total // 3 <= kills[0] < n_total  # the kill came mid-study
-    assert {r.participant: r.status for r in db.all_sessions()} == dict.fromkeys(
-        PARTICIPANTS, "complete")
-    assert db.counts() == {r.id: r.n_rows for r in db.all_sessions()}  # no row lost or doubled
+    results, _ = crash_mid_study(server, db, PARTICIPANTS, n_total, replay_every=5)
     got = {f.parent.name: read_trials(f / "trials.csv") for f in export(db, tmp_path / "out")}
     for pid, result in results.items():
         df, ref = got[f"sub-{pid}"], expected[f"sub-{pid}"]

@@ -6,6 +6,7 @@ in the real database, not a clock mocked."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from sqlalchemy import update
@@ -66,13 +67,16 @@ def test_inactive_and_overlong_sessions_are_abandoned(tmp_path):
     assert {r.participant: r.status for r in study.db.all_sessions()}["I2"] == "abandoned"
 
 
-def test_starts_per_address_are_limited(tmp_path):
+def test_starts_per_address_are_limited_across_processes(tmp_path, db_url):
+    """The limit is counted in the database: two server processes share it."""
     config = online_config(tmp_path, online={**ONLINE, "starts_per_minute": 3})
-    study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
-    codes = [TestClient(client.app).post("/api/start", json={
+    (study, client), (_, other) = serve(config, db_url), serve(config, db_url)
+    codes = [TestClient((client, other)[i % 2].app).post("/api/start", json={
         "participant": f"R{i}", "client": CLIENT}).status_code for i in range(5)]
     assert codes == [200, 200, 200, 429, 429]
-    assert [r.participant for r in study.db.all_sessions()] == ["R0", "R1", "R2"]
+    assert sorted(r.participant for r in study.db.all_sessions()) == ["R0", "R1", "R2"]
+    later = time.time() + 61  # a minute on, the address may start again
+    assert study.db.allow_start(study.cfg.name, "testclient", 3, now=later)
 
 
 def test_sessions_in_progress_are_capped(tmp_path):

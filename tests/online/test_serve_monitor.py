@@ -9,7 +9,7 @@ from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from mcmcp.online.monitor import Monitor
-from tests.online.test_serve import begin, finish, online_config, serve, to_trial
+from tests.online.test_serve import TOKEN, begin, finish, online_config, serve, to_trial
 
 
 @pytest.mark.filterwarnings("ignore:emotion .* chains differ in length")
@@ -59,3 +59,20 @@ def test_monitor_reads_only_new_rows_and_agrees_with_analysis(tmp_path):
     for e in data["emotions"]:
         assert e["rhat"] == pytest.approx(group.loc[e["emotion"], "rhat_max"])
         assert e["n_chains"] == 2 * 2
+
+
+def test_page_shows_each_sessions_device_and_full_screen_exits(tmp_path):
+    config = online_config(tmp_path, trials={"per_chain": 2, "practice": 0, "catch_rate": 0.0,
+                                             "repeat_rate": 0.0})
+    study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    to_trial(client, begin(client, participant="D1"))
+    for kind in ("fullscreen_exit", "fullscreen_enter", "fullscreen_exit"):
+        assert client.post("/api/event", json={"kind": kind}).status_code == 200
+    other = TestClient(client.app)
+    begin(other, participant="D2")
+    res = client.get("/api/experimenter", headers={"authorization": f"Bearer {TOKEN}"})
+    by_id = {p["participant"]: p for p in res.json()["participants"]}
+    assert by_id["D1"]["fullscreen_exits"] == 2 and by_id["D2"]["fullscreen_exits"] == 0
+    # as begin() measured it: a 1280 x 800 window, dpr 1, 60 Hz, no screen size given
+    assert by_id["D1"]["device"] == {"device": "desktop", "browser": None, "screen": None,
+                                     "dpr": 1.0, "refresh_hz": 60.0}

@@ -93,3 +93,50 @@ def test_a_database_from_before_resume_points_exports_as_it_is(tmp_path):
     [folder] = export(Database(url, create=False), tmp_path / "out")
     assert read_trials(folder / "trials.csv")["row"].tolist() == list(range(
         study.db.all_sessions()[0].n_rows))
+
+
+def test_views_send_only_the_faces_a_page_has_not_got(tmp_path):
+    """The page names the faces it holds (`have`) and a view sends only the others, so every
+    face of a session is decoded and sent once, whichever process answers (an MCMCP chain's
+    current face was shown before: an answer brings its one new proposal); a bad `have` gets
+    400 and writes nothing."""
+    import asyncio
+
+    from webserver import _hold
+
+    config = online_config(tmp_path, trials={"per_chain": 5, "practice": 1, "catch_rate": 0.15,
+                                             "repeat_rate": 0.15, "break_every": 6})
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}"
+    (first, client_a), (second, client_b) = serve(config, url), serve(config, url)
+    view = begin(client_a, participant="F1")
+    client_b.cookies = client_a.cookies
+    rng, held, out, received = np.random.default_rng(3), {}, {"faces": 0, "refetched": 0}, []
+
+    async def call(method: str, path: str, body: dict | None = None):
+        return [client_a, client_b][int(rng.integers(2))].request(method, path, json=body)
+
+    async def session(view: dict) -> dict:
+        while view["screen"]["kind"] != "end":
+            view = await _hold(view, held, 64, call, out)
+            received.extend(view["images"])
+            screen = view["screen"]
+            body = ({"trial": screen["id"], "side": side_for("F1", screen["progress"]),
+                     "rt": 0.5, "onset": 1.0, "gap": None, "device": "keyboard"}
+                    if screen["kind"] == "trial" else
+                    {"screen": screen["id"], **({"consent": True}
+                                                if screen["kind"] == "consent" else {})})
+            if screen["kind"] == "trial" and len(received) > 6:
+                bad = await call("POST", "/api/answer", {**body, "have": ["not-a-key"]})
+                assert bad.status_code == 400 and "have must be" in bad.text
+            res = await call("POST", "/api/answer" if screen["kind"] == "trial" else "/api/ack",
+                             {**body, "have": list(held)})
+            assert res.status_code == 200, res.text
+            view = res.json()
+        return view
+
+    asyncio.run(session(view))
+    assert out["refetched"] == 0  # never a view naming a face the page had not got
+    assert len(received) == len(set(received))  # no face sent twice
+    assert first.renderer.misses + second.renderer.misses == len(received)  # decoded once
+    record = first.db.all_sessions()[0]
+    assert record.status == "complete" and len(received) < 2 * record.shown

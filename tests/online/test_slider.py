@@ -4,20 +4,15 @@ real server mid-study losing no answer."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-import httpx2
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
-from webserver import Server, progress_labels, slider_for, take_part_http
+from webserver import Server, crash_mid_study, lab_session, progress_labels, slider_for, walk
 
 from mcmcp.online.database import Database
 from mcmcp.online.export import export
 from mcmcp.sampling.gsp import point_to_slider
 from mcmcp.store import read_trials
-from tests.lab.test_session import run_cli
 from tests.online.test_serve import (
     NOT_COMPARED,
     _snapshot,
@@ -56,24 +51,12 @@ def test_online_slider_session_is_the_lab_slider_session(tmp_path, capsys):
     """Confirming the positions of the points a lab agent chose gives the lab's rows (the gate
     included), and every trial's view is one face per slider position plus the handle's start."""
     config = gsp_config(tmp_path)
-    assert run_cli("--config", str(config), "--participant", "P1", "--no-window",
-                   "--out", str(tmp_path / "lab")) == 0
-    lab_screens = [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
-                   if ln.startswith("SCREEN ")]
-    lab = read_trials(tmp_path / "lab/sub-P1/ses-01/trials.csv")
+    lab_screens, lab = lab_session(config, tmp_path, capsys)
     study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
-    view, screens, answers = begin(client, participant="P1"), [], lab.itertuples()
-    given: set[str] = set()  # the faces of the view before: the next one leaves them out
-    while view["screen"]["kind"] != "end":
+    answers = lab.itertuples()
+
+    def answer(view: dict) -> dict:
         screen = view["screen"]
-        screens.append(screen["kind"])
-        assert not given & set(view["images"])
-        have = given | set(view["images"])
-        given = {*screen.get("images", ()), *(view["next"] or ())}
-        assert given <= have  # the faces on show and the next trial's K, preloaded
-        if screen["kind"] != "trial":
-            view = ack(client, view)
-            continue
         assert len(screen["images"]) == K and len(view["next"] or [None] * K) == K
         assert screen["slider"]["points"] == K and 0 <= screen["slider"]["start"] < K
         row = next(answers)
@@ -82,7 +65,10 @@ def test_online_slider_session_is_the_lab_slider_session(tmp_path, capsys):
         moves = [] if position == screen["slider"]["start"] else [[0.25, position]]
         res = slide(client, view, position, moves, rt=float(row.rt))
         assert res.status_code == 200, res.text
-        view = res.json()
+        return res.json()
+
+    screens, _ = walk(client, begin(client, participant="P1"), answer)
+    screens.pop()  # the end screen: the lab prints it too
     assert [s for s in screens[1:] if s != "trial"] + ["end"] == lab_screens
     [folder] = export(study.db, tmp_path / "out")
     online = read_trials(folder / "trials.csv")
@@ -148,31 +134,7 @@ def test_kill9_mid_gsp_study_keeps_every_answer_and_everyone_resumes(tmp_path):
     url = f"sqlite:///{tmp_path / 'online.sqlite'}"
     server = Server(config, url, tmp_path / "server.log").start()
     db = Database(url)
-    kills = []
-
-    async def run():
-        deadline = time.monotonic() + 300
-        clients = [httpx2.AsyncClient(base_url=server.url) for _ in participants]
-        async with asyncio.TaskGroup() as group:
-            tasks = {pid: group.create_task(take_part_http(c, pid, deadline, replay_every=4))
-                     for pid, c in zip(participants, clients, strict=True)}
-            while sum(r.shown for r in db.all_sessions()) < n_total // 3:
-                await asyncio.sleep(0.02)
-            await asyncio.to_thread(server.kill9)
-            kills.append(sum(r.shown for r in db.all_sessions()))
-            await asyncio.to_thread(server.start)
-        for c in clients:
-            await c.aclose()
-        return {pid: task.result() for pid, task in tasks.items()}
-
-    try:
-        results = asyncio.run(run())
-    finally:
-        server.stop()
-    assert n_total // 3 <= kills[0] < n_total  # the kill came mid-study
-    assert {r.participant: r.status for r in db.all_sessions()} == dict.fromkeys(
-        participants, "complete")
-    assert db.counts() == {r.id: r.n_rows for r in db.all_sessions()}  # none lost or doubled
+    results, _ = crash_mid_study(server, db, participants, n_total, replay_every=4)
     got = {f.parent.name: f for f in export(db, tmp_path / "out")}
     for pid, result in results.items():
         df = read_trials(got[f"sub-{pid}"] / "trials.csv")

@@ -16,7 +16,11 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const app = $("app");
-  const decoded = new Map(); // image key -> decoded <img>, kept for the current and next trial
+  // image key -> decoded <img>: the current and next trial's, and the most recent others up to
+  // KEEP. Answers name them (`have`), so the server sends only faces the page has not got (in
+  // MCMCP a chain's current face was shown before: each answer brings one new face)
+  const decoded = new Map();
+  const KEEP = 64; // at most mcmcp/online/app.py's MAX_HAVE
   const decoding = new Map(); // image key -> the promise of its decode, while it runs
   const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant", "sig"];
   // last pages: no Continue; a code and a return link when the study gives them
@@ -89,7 +93,15 @@
   }
 
   function keep(keys) {
-    for (const key of [...decoded.keys()]) if (!keys.includes(key)) decoded.delete(key);
+    // the faces named now become the most recent; the oldest others go beyond KEEP
+    for (const key of keys) {
+      const img = decoded.get(key);
+      if (img) { decoded.delete(key); decoded.set(key, img); }
+    }
+    for (const key of [...decoded.keys()]) {
+      if (decoded.size <= KEEP) break;
+      if (!keys.includes(key)) decoded.delete(key);
+    }
   }
 
   function layout(img) {
@@ -268,7 +280,7 @@
     if (busy || blocked || !view || view.screen.kind === "trial") return;
     if (consent !== false) enterFullscreen();
     busy = true;
-    const body = { screen: view.screen.id };
+    const body = { screen: view.screen.id, have: [...decoded.keys()].slice(-KEEP) };
     if (consent !== undefined) body.consent = consent;
     const res = await api("POST", "api/ack", body);
     busy = false;
@@ -309,10 +321,11 @@
     if (busy || blocked || onset === null || time < onset) return;
     busy = true;
     const rt = (time - onset) / 1000;
+    const have = [...decoded.keys()].slice(-KEEP);
     const body = slider
       ? { trial: view.screen.id, position: slider.position, moves: slider.moves, rt,
-          onset: onset / 1000, gap, device }
-      : { trial: view.screen.id, side, rt, onset: onset / 1000, gap, device };
+          onset: onset / 1000, gap, device, have }
+      : { trial: view.screen.id, side, rt, onset: onset / 1000, gap, device, have };
     onset = null;
     lastResponse = time;
     for (const id of ["prompt", "faces", "control", "progress"]) $(id).style.visibility = "hidden";

@@ -37,6 +37,14 @@
     reset: "it stops here and the participant's link starts a new session",
   };
 
+  function device(d) {
+    // "desktop · Chrome 120 · 1920×1080 ×2 · 60 Hz" from what the page measured at the start
+    if (!d) return "—";
+    return [d.device, d.browser, d.screen ? `${d.screen[0]}×${d.screen[1]}` : null,
+      d.dpr && d.dpr !== 1 ? `×${d.dpr}` : null,
+      d.refresh_hz ? `${Math.round(d.refresh_hz)} Hz` : null].filter((x) => x).join(" · ") || "—";
+  }
+
   async function manage(p, action) {
     if (!window.confirm(`${action} the session of ${p.participant}? ${WHAT[action]}. `
       + "This is recorded; answered trials are kept.")) return;
@@ -90,6 +98,8 @@
       const acc = p.catch_accuracy === null ? "—" : `${Math.round(100 * p.catch_accuracy)}% of ${p.catch_n}`;
       cell(tr, acc, p.catch_accuracy === null ? "" : p.catch_flagged ? "bad" : "good");
       cell(tr, fixed(p.rhat, 3), rhatClass(p.rhat));
+      cell(tr, device(p.device));
+      cell(tr, String(p.fullscreen_exits), p.fullscreen_exits ? "meh" : "");
       cell(tr, p.verdicts.length ? p.verdicts.join("; ") : "—");
       cell(tr, p.started.slice(0, 19).replace("T", " "));
       cell(tr, p.updated.slice(0, 19).replace("T", " "));
