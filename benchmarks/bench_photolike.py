@@ -1,0 +1,141 @@
+"""Does the identity model train on photo-like sets, and how many children does a lab need?
+
+For each set size, the whole own-photo path on faces whose truth is known:
+  1. `python -m vae.photolike`: the default children drawn at photo resolution, each photo with
+     its own size, tilt, place, lighting gradient, exposure, blur, noise and JPEG quality;
+  2. `python -m vae.data build --source folder --align`: detect, align, crop (rejects listed);
+     children whose every neutral photo was rejected are removed, as the build asks a lab to;
+  3. `python -m vae.train`: the default recipe, its verdict.
+It prints one row per size (alignment error against the truth, rejects, the verdict's figures)
+and writes them to <out>/photolike.csv and a figure <out>/photolike.png.
+
+    python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --out reports/bench_photolike
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str]) -> float:
+    """Run `python -m args` in the repo (one torch thread); its wall seconds."""
+    t0 = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, check=True, env=env)
+    return time.perf_counter() - t0
+
+
+def eye_errors(store: Path, truth_csv: Path) -> np.ndarray:
+    """(n,) worse eye's distance from the truth, in true eye distances, per kept face."""
+    from vae.store import read_store
+
+    gt = read_store(store).ground_truth
+    truth = pd.read_csv(truth_csv).set_index("file").loc[[str(f) for f in gt["file"]]]
+    found = np.stack([np.asarray(gt["left_eye"]), np.asarray(gt["right_eye"])], axis=1)
+    true = np.stack([truth[["left_eye_x", "left_eye_y"]].to_numpy(),
+                     truth[["right_eye_x", "right_eye_y"]].to_numpy()], axis=1)
+    spacing = np.linalg.norm(true[:, 1] - true[:, 0], axis=1)
+    return np.linalg.norm(found - true, axis=2).max(axis=1) / spacing
+
+
+def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
+    """Write `store` without the children that have no neutral face left to `out` (what the
+    build asks a lab to do, by removing their photos); the removed children's ids."""
+    from vae.faceset import FaceSet
+    from vae.store import read_store, write_store
+
+    faces = read_store(store)
+    ids = np.asarray(faces.identities).astype(str)
+    neutral = np.asarray(faces.label_names)[faces.labels] == "neutral"
+    gone = sorted(set(ids) - set(ids[neutral]))
+    keep = ~np.isin(ids, gone)
+    write_store(FaceSet(faces.images[keep], faces.labels[keep], faces.identities[keep],
+                        faces.label_names, faces.source,
+                        {k: np.asarray(v)[keep] for k, v in faces.ground_truth.items()},
+                        dict(faces.attrs, removed_children=gone)), out)
+    return gone
+
+
+def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
+    folder, store, usable = out / f"photos{n}", out / f"faces{n}.h5", out / f"usable{n}.h5"
+    model = out / f"model{n}.pt"
+    times = {"photos_s": _run(["vae.photolike", "--out", str(folder), "--n-identities", str(n),
+                               "--seed", str(seed)]),
+             "align_s": _run(["vae.data", "build", "--source", "folder", "--root", str(folder),
+                              "--align", "--out", str(store)])}
+    errors = eye_errors(store, folder / "truth.csv")
+    n_photos = len(pd.read_csv(folder / "truth.csv"))
+    gone = keep_children_with_a_neutral(store, usable)
+    times["train_s"] = _run(["vae.train", "--data", str(usable), "--out", str(model),
+                             "--epochs", str(epochs), "--seed", str(seed), "--no-progress"])
+    metrics = json.loads(model.with_suffix(".json").read_text())
+    checks = {c["name"]: c for c in metrics["verdict"]["checks"]}
+    retention = metrics["readability"]["retention"]["per_emotion"]
+    per_emotion = {e: r["retention"] for e, r in retention.items() if r["retention"] is not None}
+    return {
+        "children": n, "photos": n_photos, "kept": len(errors),
+        "children_removed": len(gone),
+        "eye_error_median": float(np.median(errors)),
+        "eye_error_p90": float(np.quantile(errors, 0.9)),
+        "misframed_share": float(np.mean(errors > 0.25)),
+        "verdict": "passed" if metrics["verdict"]["passed"] else "failed",
+        "failed_checks": "; ".join(k for k, c in checks.items() if not c["passed"]),
+        **{f"{k}": c["value"] for k, c in checks.items()},
+        "worst_emotion_retention": min(per_emotion, key=per_emotion.get),
+        "worst_retention": min(per_emotion.values()),
+        **times,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[24, 48, 96])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="reports/bench_photolike")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes:
+        rows.append(one_size(n, args.epochs, args.seed, out))
+        table = pd.DataFrame(rows)
+        table.to_csv(out / "photolike.csv", index=False)
+        print(table.to_string(index=False), flush=True)
+    _figure(pd.DataFrame(rows), out / "photolike.png")
+    return 0
+
+
+def _figure(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    for column, label in (("readable children", "readable held-out children (share)"),
+                          ("expression retention", "expression retention"),
+                          ("worst_retention", "worst emotion's retention")):
+        if column in table:
+            ax.plot(table["children"], table[column], "o-", label=label)
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("children in the photo set")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Photo-like sets through align + train: the verdict's figures")
+    fig.savefig(path, dpi=130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
