@@ -112,7 +112,9 @@ class Stopped(Exception):
 
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
                          replay_every: int = 0, think: float = 0.0,
-                         servers: tuple[str, ...] = ("",), stop: float | None = None) -> dict:
+                         servers: tuple[str, ...] = ("",), stop: float | None = None,
+                         late: tuple[int, float] | None = None, leave: int | None = None,
+                         counter: list[int] | None = None) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
@@ -120,13 +122,19 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     refused with 409). think: mean seconds spent looking at each pair before answering (uniform
     0.5-1.5 times it), a person's pace; 0 answers at once. servers: base URLs, one drawn at
     random for every request (a proxy without stickiness); stop: time.monotonic() at which to
-    leave part-way.
+    leave part-way; late: (k, seconds): sleep that long before answering the k-th trial
+    answered (past its shared chain's lease); leave: close the page when the leave-th trial is
+    on show (never answered); counter: a one-item list every accepted answer adds one to
+    (shared by a crowd of participants). A `wait` screen (shared chains, none free) is
+    polled as the page does, after the `retry` seconds it names.
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
     from sending an answer to having the next screen; server: seconds the server says it spent
     on each of those answers (its Server-Timing header, where it sends one); refused_replays;
-    status codes seen."""
-    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": []}
+    refused: [(progress, side, message)] of answers refused with 409; waits: wait screens
+    seen; status codes seen."""
+    out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": [],
+           "refused": [], "waits": 0, "counter": counter if counter is not None else [0]}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
@@ -151,19 +159,29 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
-        await _steps(participant, res.json(), call, out, replay_every, think, pace)
+        await _steps(participant, res.json(), call, out, replay_every, think, pace, late,
+                     leave)
     except Stopped:
         pass
     return out
 
 
-async def _steps(participant, view, call, out, replay_every, think, pace) -> None:
+async def _steps(participant, view, call, out, replay_every, think, pace, late,
+                 leave=None) -> None:
     while view["screen"]["kind"] != "end":
         screen = view["screen"]
-        if screen["kind"] == "trial":
+        if screen["kind"] == "wait":
+            out["waits"] += 1
+            await asyncio.sleep(view["retry"])
+            res = await call("GET", "/api/state")
+        elif screen["kind"] == "trial":
+            if leave is not None and len(out["answered"]) + len(out["refused"]) + 1 == leave:
+                return
             side = side_for(participant, screen["progress"])
             if think:
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
+            if late is not None and len(out["answered"]) + len(out["refused"]) + 1 == late[0]:
+                await asyncio.sleep(late[1])
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
                     "device": "keyboard"}
             if "slider" in screen:  # a GSP trial: a slider position and the handle's path
@@ -179,10 +197,13 @@ async def _steps(participant, view, call, out, replay_every, think, pace) -> Non
                 if timing.startswith("app;dur="):
                     out["server"].append(float(timing.removeprefix("app;dur=")) / 1e3)
                 out["answered"].append((screen["progress"], side))
+                out["counter"][0] += 1
                 if replay_every and len(out["answered"]) % replay_every == 0:
                     again = await call("POST", "/api/answer", body)
                     assert again.status_code == 409, again.text
                     out["refused_replays"] += 1
+            elif res.status_code == 409:
+                out["refused"].append((screen["progress"], side, res.json()["error"]))
         else:
             body = {"screen": screen["id"]}
             if screen["kind"] == "consent":
