@@ -284,6 +284,12 @@ class ChainStore:
         for cand in (r for r in candidates if r.chain not in avoid):
             lease_id = uuid.uuid4().hex
             with _joined(self.engine, conn) as tx:
+                # PostgreSQL: a chain another transaction is changing is skipped, never waited
+                # for (a lease inside an answer's transaction would otherwise deadlock with
+                # one inside another's); SQLite has one writer at a time anyway
+                if tx.execute(select(c.chain).where(c.study == study, c.chain == cand.chain)
+                              .with_for_update(skip_locked=True)).first() is None:
+                    continue
                 # n_leases and version pin the row as read: a chain leased, or moved and
                 # released, since then is someone else's now
                 won = tx.execute(update(chains_table).where(
@@ -422,16 +428,16 @@ class ChainStore:
         if it still holds its chain, now expired, the chain is free again (the lease ends as
         expired, at its expiry)."""
         c, lc = chains_table.c, leases_table.c
-        with _joined(self.engine, conn) as tx:
-            tx.execute(update(leases_table).where(lc.lease == lease.id).values(given_up=now))
+        with _joined(self.engine, conn) as tx:  # the chain's row first, as `lease` does
             row = tx.execute(select(c.expires).where(
                 c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
                 c.expires < now)).first()
-            if row is not None and tx.execute(update(chains_table).where(
-                    c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
-                    c.expires < now).values(holder=None, lease=None, expires=None)).rowcount:
-                tx.execute(update(leases_table).where(lc.lease == lease.id, lc.ended.is_(None))
-                           .values(ended=row.expires, end_reason="expired"))
+            freed = row is not None and tx.execute(update(chains_table).where(
+                c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
+                c.expires < now).values(holder=None, lease=None, expires=None)).rowcount
+            tx.execute(update(leases_table).where(lc.lease == lease.id).values(
+                given_up=now, **({"ended": row.expires, "end_reason": "expired"} if freed
+                                 else {})))
 
     def release_sessions(self, study: str, sessions: list[tuple[str, int]], now: float) -> int:
         """Hand back every chain held by the given (participant, session)s (sessions that
@@ -444,12 +450,12 @@ class ChainStore:
                 live = conn.execute(select(lc.lease, lc.chain).where(
                     lc.study == study, lc.participant == participant, lc.session == session,
                     lc.ended.is_(None))).all()
-                for r in live:
-                    conn.execute(update(leases_table).where(lc.lease == r.lease).values(
-                        ended=now, end_reason="expired", given_up=now))
+                for r in live:  # the chain's row first, as `lease` does
                     n += conn.execute(update(chains_table).where(
                         c.study == study, c.chain == r.chain, c.lease == r.lease).values(
                         holder=None, lease=None, expires=None)).rowcount
+                    conn.execute(update(leases_table).where(lc.lease == r.lease).values(
+                        ended=now, end_reason="expired", given_up=now))
         return n
 
     def expire(self, study: str, now: float) -> int:

@@ -17,6 +17,7 @@ Used by tests/online/test_shared_serve.py (a small run) and benchmarks/bench_sha
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +103,10 @@ def run_load(config: Path, db_url: str, folder: Path, n: int, seed: int, *,
         run = asyncio.run(_crowd([s.url for s in servers], people, servers,
                                  cfg.chains.lease_seconds, think, arrival,
                                  int(kill_share * expected), time.monotonic() + timeout))
+    except BaseException:  # what the servers said, before their folder goes
+        for s in servers:
+            print(f"--- {s.log_path}:\n{s.log_path.read_text()[-6000:]}", file=sys.stderr)
+        raise
     finally:
         for s in servers:
             s.stop()

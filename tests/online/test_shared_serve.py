@@ -8,6 +8,8 @@ it with 200)."""
 
 from __future__ import annotations
 
+import time
+
 from sharedload import run_load
 from sqlalchemy import event, update
 from starlette.testclient import TestClient
@@ -15,7 +17,7 @@ from starlette.testclient import TestClient
 from mcmcp.chainstore import chains_table
 from mcmcp.online.database import sessions
 from mcmcp.online.study import LATE_TEXT
-from tests.online.test_serve import ONLINE, begin, online_config, serve, step
+from tests.online.test_serve import ONLINE, TOKEN, begin, online_config, serve, step
 
 SHARED = {"across_participants": True, "per_emotion": 2, "lease_seconds": 60}
 TRIALS = {"per_chain": 40, "per_hold": 2, "per_participant": 4, "practice": 0,
@@ -49,6 +51,18 @@ def store_steps(study) -> set:
             for r in steps[["chain", "chain_step", "lease"]].itertuples()}
 
 
+def experimenter_page(client: TestClient, ready, timeout: float = 30.0) -> dict:
+    """The experimenter page's numbers once `ready(numbers)` (the page refreshes them at most
+    every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = client.get("/api/experimenter",
+                          headers={"authorization": f"Bearer {TOKEN}"}).json()
+        if ready(page) or time.monotonic() > deadline:
+            return page
+        time.sleep(0.2)
+
+
 def test_participants_take_turns_and_wait_for_a_free_chain(tmp_path, db_url):
     """Two chains per emotion, three participants: the third is told to wait (a JSON state,
     not an error; acknowledging it is refused), then gets a chain as soon as one is handed
@@ -63,6 +77,9 @@ def test_participants_take_turns_and_wait_for_a_free_chain(tmp_path, db_url):
     assert clients["C"].get("/api/state").json()["screen"]["kind"] == "wait"  # still none
     refused = clients["C"].post("/api/ack", json={"screen": wait["screen"]["id"]})
     assert refused.status_code == 409
+    page = client.get("/api/experimenter", headers={"authorization": f"Bearer {TOKEN}"}).json()
+    held = {c["chain"]: c["holder"] for c in page["shared"]["chains"]}
+    assert len(held) == 4 and sorted(h for h in held.values() if h) == ["A", "B"]
     rounds = 0
     while any(v["screen"]["kind"] != "end" for v in views.values()):
         for p, c in clients.items():
@@ -79,6 +96,11 @@ def test_participants_take_turns_and_wait_for_a_free_chain(tmp_path, db_url):
     assert set(leases["participant"]) == {"A", "B", "C"}
     assert (leases.groupby("chain")["participant"].nunique() >= 1).all()
     assert store_steps(study) == chain_rows(study)  # the same steps, in the store and the rows
+    page = experimenter_page(client, lambda p: sum(c["shown"] for c in p["shared"]["chains"])
+                             == 12)
+    assert all(c["holder"] is None for c in page["shared"]["chains"])
+    assert {g["emotion"] for g in page["shared"]["groups"]} == {"happy", "sad"}
+    assert all(g["participants"] >= 1 for g in page["shared"]["groups"]), page["shared"]
 
 
 def test_a_late_answer_is_409_kept_aside_and_a_fresh_lease_follows(tmp_path, db_url):
