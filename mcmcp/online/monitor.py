@@ -168,12 +168,12 @@ class Monitor:
         n_late = late.groupby("chain").size() if len(late) else pd.Series(dtype=int)
         rows = []
         for c in chains.itertuples():
-            live = c.holder is not None and c.expires is not None and c.expires >= now
+            held = pd.notna(c.holder)  # a free chain's holder reads as NaN, not None
+            live = held and pd.notna(c.expires) and c.expires >= now
             rows.append({"chain": int(c.chain), "emotion": c.emotion, "shown": int(c.shown),
                          "target": int(c.target), "steps": int(c.version),
                          "holder": c.holder if live else None,
-                         "expired_leases": int(expired.get(c.chain, 0))
-                         + int(c.holder is not None and not live),
+                         "expired_leases": int(expired.get(c.chain, 0)) + int(held and not live),
                          "late": int(n_late.get(c.chain, 0))})
         steps = int(chains["version"].sum()) if len(chains) else 0
         seen, when, groups = self._shared_groups

@@ -80,6 +80,7 @@ def test_participants_take_turns_and_wait_for_a_free_chain(tmp_path, db_url):
     page = client.get("/api/experimenter", headers={"authorization": f"Bearer {TOKEN}"}).json()
     held = {c["chain"]: c["holder"] for c in page["shared"]["chains"]}
     assert len(held) == 4 and sorted(h for h in held.values() if h) == ["A", "B"]
+    assert all(c["expired_leases"] == 0 for c in page["shared"]["chains"])  # none ran out
     rounds = 0
     while any(v["screen"]["kind"] != "end" for v in views.values()):
         for p, c in clients.items():
