@@ -6,8 +6,9 @@ lease and which step of the chain it is (`lease`, `chain_step`, `mcmcp.schema`).
 one chain of the study (participant `STUDY`, session 0), they go through the same
 `analysis.load.chain_states`, `analysis.prototypes.prototypes` and
 `analysis.diagnostics.convergence` as a participant's own chains, with `moved_by` saying whose
-answer made each state. Per-participant checks (catch trials, response times) stay per
-participant, on the rows as loaded. A flagged participant's steps cannot be cut out of a chain
+answer made each state. Per-participant checks stay per participant, on the rows as loaded
+(`person_checks`: catch trials, side bias and the responder test on each person's steps, with
+the verdict layer's own functions). A flagged participant's steps cannot be cut out of a chain
 (every later state grew from them); `influence` shows the prototype with and without the states
 their answers made.
 """
@@ -17,9 +18,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.diagnostics import convergence
+from analysis.diagnostics import catch_accuracy, convergence
 from analysis.load import DEFAULT_BURN_IN, chain_states
 from analysis.prototypes import angle_deg, prototypes, table_vectors
+from analysis.responders import choice_dependence
+from analysis.sides import side_bias
+from mcmcp import schema
+from mcmcp.sampling.sphere import spherical_mean
 
 STUDY = "study"  # the participant label of the study's shared chains
 
@@ -77,3 +82,45 @@ def influence(trials: pd.DataFrame, flagged: list[str],
     out["n_states_flagged"] = out.pop("n_states") - out.pop("n_states_without")
     out["angle_deg"] = angle_deg(table_vectors(every), table_vectors(without))
     return out
+
+
+def person_checks(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per participant of a shared study, on their own answers: catch accuracy
+    (`analysis.diagnostics.catch_accuracy`: n_catch, catch_accuracy, catch_flagged); side bias
+    on their two-face chain and catch trials (`analysis.sides.side_bias`: share_right,
+    side_bias, side, side_flagged); and per emotion the responder test on the steps they moved
+    (`analysis.responders.choice_dependence`, its power at the spherical mean of those steps'
+    current faces): n_steps, random_emotions (emotions where their choices did not depend on
+    the faces, with enough power to tell). flagged and reasons: in words, as a reader sees
+    them; `influence` shows what a flagged person's steps did to the group prototype."""
+    d = schema.latent_dim(list(trials.columns))
+    cur, prop = schema.latent_columns("current", d), schema.latent_columns("proposal", d)
+    catch = catch_accuracy(trials).set_index("participant")
+    rows = []
+    for person, mine in trials.groupby("participant", sort=True):
+        sided = mine[mine["kind"].isin(["chain", "catch"])
+                     & mine["response"].isin(["left", "right"])]
+        side = side_bias(int((sided["response"] == "right").sum()), len(sided))
+        steps = mine[(mine["kind"] == "chain") & mine["chose_proposal"].notna()]
+        random = []
+        for emotion, block in steps.groupby("emotion", sort=True):
+            x, y = block[cur].to_numpy(float), block[prop].to_numpy(float)
+            test = choice_dependence(x, y, block["chose_proposal"].astype(bool).to_numpy(),
+                                     spherical_mean(x))
+            if test.random:
+                random.append(emotion)
+        c = catch.loc[person]
+        why = []
+        if c["flagged"]:
+            why.append(f"catch accuracy {c['accuracy']:.0%} of {int(c['n_catch'])}")
+        if side.flagged:
+            why.append(f"{side.bias:.0%} of answers follow the {side.side} side")
+        if random:
+            why.append(f"choices did not depend on the faces ({', '.join(random)})")
+        rows.append({"participant": person, "n_steps": len(steps),
+                     "n_catch": int(c["n_catch"]), "catch_accuracy": c["accuracy"],
+                     "catch_flagged": bool(c["flagged"]), "share_right": side.share_right,
+                     "side_bias": side.bias, "side": side.side,
+                     "side_flagged": side.flagged, "random_emotions": ", ".join(random),
+                     "flagged": bool(why), "reasons": "; ".join(why)})
+    return pd.DataFrame(rows)

@@ -13,7 +13,9 @@ Tables (created when missing):
 - `shared_leases`: every lease ever granted: chain, participant, the participant's session and
   hold it serves, `seq` (the chain's n-th lease; unique per chain, so a chain's leases are one
   sequence), started, ended and why (released | complete | expired), the version it started
-  from and the steps committed under it.
+  from and the steps committed under it, the chain's state as that lease last left it (`state`:
+  position, n_accepted, kappa, version, shown) and `given_up` (unix seconds: the participant's
+  session let it go without an answer: late, or not needed any more).
 - `shared_steps`: every committed step (schema rows: gate rows and shown trials), keyed by
   (study, chain, chain_step): a step can never be written twice.
 - `shared_late`: answers that arrived when their lease was no longer the chain's (expired,
@@ -24,7 +26,9 @@ held, released, or its lease expired) by compare-and-set on its `n_leases`; `adv
 a participant's answer (its rows and the chain's new state) by compare-and-set on the lease id
 and the version it was drawn from, and only before the lease expires, in the same transaction
 as the rows; anything else raises `LeaseLost` after recording the answer in `shared_late`.
-Every answer that commits extends the lease. Time is the processes' clock (unix seconds, given
+Every answer that commits extends the lease. Each call takes an optional `conn`: a connection
+whose transaction it joins (the online server commits a chain step and the session's rows in one
+transaction when both live in one database). Time is the processes' clock (unix seconds, given
 as `now`): the hosts sharing a store must keep their clocks in step (NTP).
 This module never imports a wing: lab, online and simulation use it alike.
 """
@@ -32,6 +36,7 @@ This module never imports a wing: lab, online and simulation use it alike.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,9 +58,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from mcmcp.sampling.chain import ChainState
@@ -98,6 +104,8 @@ leases_table = Table(
     Column("ended", Double, nullable=True),
     Column("end_reason", String(16), nullable=True),
     Column("steps", Integer, nullable=False),
+    Column("state", JSON, nullable=True),
+    Column("given_up", Double, nullable=True),
     UniqueConstraint("study", "chain", "seq"),
 )
 
@@ -171,6 +179,23 @@ def _plain(value):
     return value
 
 
+def _kept(version: int, shown: int, state: ChainState) -> dict:
+    """What a lease row keeps of its chain as the lease last left it (`ChainStore.holds`)."""
+    return {"position": _plain(np.asarray(state.position, dtype=float)),
+            "n_accepted": int(state.n_accepted), "kappa": _plain(float(state.kappa)),
+            "version": int(version), "shown": int(shown)}
+
+
+@contextmanager
+def _joined(engine, conn: Connection | None):
+    """`conn` when given (the caller's transaction), else a transaction of its own."""
+    if conn is not None:
+        yield conn
+    else:
+        with engine.begin() as own:
+            yield own
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"):
@@ -197,6 +222,23 @@ class ChainStore:
             raise ValueError(f"chain store {parsed.render_as_string(hide_password=True)!r}: use "
                              "sqlite:///path/to/file.sqlite or postgresql+psycopg://user@host/db")
         metadata.create_all(self.engine)
+
+    @classmethod
+    def on(cls, engine: Engine) -> ChainStore:
+        """The chain store in the database of an open SQLAlchemy `engine` (the online server's
+        own database: a chain step and the session's rows commit in one transaction); the
+        tables are created when missing (on PostgreSQL under a lock, as servers start
+        together)."""
+        store = cls.__new__(cls)
+        store.url = engine.url.render_as_string(hide_password=True)
+        store.engine = engine
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(4243)"))
+                metadata.create_all(conn)
+        else:
+            metadata.create_all(engine)
+        return store
 
     def close(self) -> None:
         self.engine.dispose()
@@ -227,7 +269,7 @@ class ChainStore:
 
     def lease(self, study: str, emotion: str, participant: str, now: float, seconds: float,
               avoid: frozenset[int] | set[int] = frozenset(), session: int = 1,
-              hold: int = 0) -> Lease | None:
+              hold: int = 0, conn: Connection | None = None) -> Lease | None:
         """Grant `participant` a free chain of `emotion` for `seconds` from `now`: the least
         advanced one (fewest shown trials, then lowest id) that is not complete, not held
         (never leased, released, or its lease expired before `now`) and not in `avoid`.
@@ -236,15 +278,21 @@ class ChainStore:
         c = chains_table.c
         free = and_(c.study == study, c.emotion == emotion, c.shown < c.target,
                     or_(c.holder.is_(None), c.expires < now))
-        with self.engine.connect() as conn:
-            candidates = conn.execute(select(chains_table).where(free).order_by(
+        with _joined(self.engine, conn) as tx:
+            candidates = tx.execute(select(chains_table).where(free).order_by(
                 c.shown, c.chain).limit(CANDIDATES + len(avoid))).all()
         for cand in (r for r in candidates if r.chain not in avoid):
             lease_id = uuid.uuid4().hex
-            with self.engine.begin() as conn:
+            with _joined(self.engine, conn) as tx:
+                # PostgreSQL: a chain another transaction is changing is skipped, never waited
+                # for (a lease inside an answer's transaction would otherwise deadlock with
+                # one inside another's); SQLite has one writer at a time anyway
+                if tx.execute(select(c.chain).where(c.study == study, c.chain == cand.chain)
+                              .with_for_update(skip_locked=True)).first() is None:
+                    continue
                 # n_leases and version pin the row as read: a chain leased, or moved and
                 # released, since then is someone else's now
-                won = conn.execute(update(chains_table).where(
+                won = tx.execute(update(chains_table).where(
                     free, c.chain == cand.chain, c.n_leases == cand.n_leases,
                     c.version == cand.version).values(
                     holder=participant, lease=lease_id, expires=now + seconds,
@@ -252,19 +300,22 @@ class ChainStore:
                 if won.rowcount != 1:
                     continue  # another process took it first
                 if cand.lease is not None:  # the previous holder's lease ran out
-                    conn.execute(update(leases_table).where(
+                    tx.execute(update(leases_table).where(
                         leases_table.c.lease == cand.lease, leases_table.c.ended.is_(None))
                         .values(ended=cand.expires, end_reason="expired"))
-                conn.execute(insert(leases_table).values(
+                state = _state(cand)
+                tx.execute(insert(leases_table).values(
                     lease=lease_id, study=study, chain=cand.chain, participant=participant,
                     session=session, hold=hold, seq=cand.n_leases + 1, started=now,
-                    version_start=cand.version, ended=None, end_reason=None, steps=0))
+                    version_start=cand.version, ended=None, end_reason=None, steps=0,
+                    state=_kept(cand.version, cand.shown, state), given_up=None))
             return Lease(lease_id, study, cand.chain, cand.emotion, participant, cand.version,
-                         cand.shown, cand.target, _state(cand), now + seconds)
+                         cand.shown, cand.target, state, now + seconds)
         return None
 
     def advance(self, lease: Lease, rows: list[dict], state: ChainState, n_shown: int,
-                now: float, seconds: float, release: bool = False) -> Lease:
+                now: float, seconds: float, release: bool = False,
+                conn: Connection | None = None) -> Lease:
         """Commit one answer: the chain moves from `lease.version` to `state` (its iteration
         is the new version: one step per row of `rows`, which are the schema rows of the step,
         gate rows first, with `chain_step` lease.version, lease.version + 1, ...) and gains
@@ -287,24 +338,25 @@ class ChainStore:
                       expires=None if ends else now + seconds)
         if ends:
             values.update(holder=None, lease=None)
-        with self.engine.begin() as conn:
-            moved = conn.execute(update(chains_table).where(
+        with _joined(self.engine, conn) as tx:
+            moved = tx.execute(update(chains_table).where(
                 c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
                 c.version == lease.version, c.expires >= now).values(**values))
             if moved.rowcount == 1:
-                conn.execute(insert(steps_table), [
+                tx.execute(insert(steps_table), [
                     dict(study=lease.study, chain=lease.chain, chain_step=step, lease=lease.id,
                          participant=lease.participant, committed=now,
                          row={k: _plain(v) for k, v in r.items()})
                     for step, r in zip(steps, rows, strict=True)])
-                conn.execute(update(leases_table).where(leases_table.c.lease == lease.id).values(
+                tx.execute(update(leases_table).where(leases_table.c.lease == lease.id).values(
                     steps=leases_table.c.steps + len(rows),
+                    state=_kept(lease.version + len(rows), shown, state),
                     **({"ended": now, "end_reason": "complete" if shown >= lease.target
                         else "released"} if ends else {})))
         if moved.rowcount != 1:
-            reason = self._why_lost(lease, now)
-            with self.engine.begin() as conn:
-                conn.execute(insert(late_table).values(
+            reason = self._why_lost(lease, now, conn)
+            with _joined(self.engine, conn) as tx:
+                tx.execute(insert(late_table).values(
                     study=lease.study, chain=lease.chain, lease=lease.id,
                     participant=lease.participant, version=lease.version, reason=reason,
                     received=now, rows=[{k: _plain(v) for k, v in r.items()} for r in rows]))
@@ -312,9 +364,9 @@ class ChainStore:
         return replace(lease, version=lease.version + len(rows), shown=shown, state=state,
                        expires=now if ends else now + seconds)
 
-    def _why_lost(self, lease: Lease, now: float) -> str:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(chains_table).where(
+    def _why_lost(self, lease: Lease, now: float, conn: Connection | None = None) -> str:
+        with _joined(self.engine, conn) as tx:
+            row = tx.execute(select(chains_table).where(
                 chains_table.c.study == lease.study, chains_table.c.chain == lease.chain)).one()
         if row.lease != lease.id:
             return "taken" if row.lease is not None or row.version != lease.version \
@@ -334,6 +386,77 @@ class ChainStore:
                 lc.ended.is_(None), c.expires >= now)).all()
         return {r.hold: Lease(r.lease, study, r.chain, r.emotion, participant, r.version,
                               r.shown, r.target, _state(r), r.expires) for r in rows}
+
+    def holds(self, study: str, participant: str, session: int) -> dict[int, Lease]:
+        """The participant-session's latest lease of each hold that was neither handed back
+        (released, complete) nor given up, by hold, with the chain as that lease last left it,
+        even when it has expired or another participant holds the chain now: what an online
+        session rebuilt by any server process goes on with, so that the trial drawn under a
+        lease is drawn again the same, and an answer to it after the lease ran out is late
+        (`advance` raises LeaseLost), never applied to another chain's pair."""
+        lc = leases_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(leases_table, chains_table.c.emotion,
+                                       chains_table.c.target,
+                                       chains_table.c.lease.label("chain_lease"),
+                                       chains_table.c.expires).join(
+                chains_table, and_(chains_table.c.study == lc.study,
+                                   chains_table.c.chain == lc.chain)).where(
+                lc.study == study, lc.participant == participant, lc.session == session)
+                .order_by(lc.started, lc.lease)).all()
+        latest = {}
+        for r in rows:
+            latest[r.hold] = r
+        out = {}
+        for hold, r in latest.items():
+            if r.end_reason in ("released", "complete") or r.given_up is not None:
+                continue
+            kept = r.state
+            state = ChainState(position=np.asarray(kept["position"], dtype=float),
+                               iteration=np.asarray(kept["version"], dtype=np.int64),
+                               n_accepted=np.asarray(kept["n_accepted"], dtype=np.int64),
+                               kappa=np.asarray(np.nan if kept["kappa"] is None
+                                                else kept["kappa"]))
+            expires = r.expires if r.chain_lease == r.lease else -np.inf  # taken: lost
+            out[hold] = Lease(r.lease, study, r.chain, r.emotion, participant, kept["version"],
+                              kept["shown"], r.target, state, expires)
+        return out
+
+    def give_up(self, lease: Lease, now: float, conn: Connection | None = None) -> None:
+        """The participant's session lets `lease` go without answering under it again (its
+        answer was late, or its lease ran out before its trial was shown): marked given up, and
+        if it still holds its chain, now expired, the chain is free again (the lease ends as
+        expired, at its expiry)."""
+        c, lc = chains_table.c, leases_table.c
+        with _joined(self.engine, conn) as tx:  # the chain's row first, as `lease` does
+            row = tx.execute(select(c.expires).where(
+                c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
+                c.expires < now)).first()
+            freed = row is not None and tx.execute(update(chains_table).where(
+                c.study == lease.study, c.chain == lease.chain, c.lease == lease.id,
+                c.expires < now).values(holder=None, lease=None, expires=None)).rowcount
+            tx.execute(update(leases_table).where(lc.lease == lease.id).values(
+                given_up=now, **({"ended": row.expires, "end_reason": "expired"} if freed
+                                 else {})))
+
+    def release_sessions(self, study: str, sessions: list[tuple[str, int]], now: float) -> int:
+        """Hand back every chain held by the given (participant, session)s (sessions that
+        ended without finishing: abandoned online), from its last committed state; how many.
+        Their leases end as expired at `now`, and are given up."""
+        c, lc = chains_table.c, leases_table.c
+        n = 0
+        for participant, session in sessions:
+            with self.engine.begin() as conn:
+                live = conn.execute(select(lc.lease, lc.chain).where(
+                    lc.study == study, lc.participant == participant, lc.session == session,
+                    lc.ended.is_(None))).all()
+                for r in live:  # the chain's row first, as `lease` does
+                    n += conn.execute(update(chains_table).where(
+                        c.study == study, c.chain == r.chain, c.lease == r.lease).values(
+                        holder=None, lease=None, expires=None)).rowcount
+                    conn.execute(update(leases_table).where(lc.lease == r.lease).values(
+                        ended=now, end_reason="expired", given_up=now))
+        return n
 
     def expire(self, study: str, now: float) -> int:
         """End every lease of the study that expired before `now` (the chain goes back to the

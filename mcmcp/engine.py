@@ -521,13 +521,13 @@ class Engine:
         self._restore(resume_point(rows.to_dict("records"), self.d), chains=False)
 
     def _restore(self, point: dict, chains: bool = True) -> None:
-        """History and position in the schedule from a `resume_point`; chains: the own
-        chains' states too (else the source has resumed them)."""
-        if chains:
-            if not isinstance(self.source, OwnChains):
-                raise ValueError("a resume point holds a session's own chains; shared chains "
-                                 "resume from their source")
+        """History and position in the schedule from a `resume_point`; chains: the chains'
+        states too (own chains from the point, shared ones from their source; else the source
+        has resumed them)."""
+        if chains and isinstance(self.source, OwnChains):
             self.source.restore(point, self._advance)
+        elif chains:  # shared chains go on from their source (its store), not from the rows
+            self.source.resume(None, self.schedule[:point["shown"]], self._advance)
         self.history = [list(h) for h in point["history"]]
         self.n_rows = point["n_rows"]
         self.next_index = point["shown"]

@@ -11,6 +11,16 @@ the precision, with as many emotions per participant as fit in --minutes; then s
 recommended design again with new seeds to check it. What is measured and how is in
 `mcmcp.sim.planner`. Writes OUT/plan.csv (every simulated participant x emotion and group) and
 OUT/plan.png (precision against minutes).
+
+    python -m mcmcp.plan --config experiments/shared_demo.yaml --across --minutes 20 --precision 5
+
+--across answers "how many participants of M minutes for a group prototype of each emotion
+within the precision", within against across-participant chains for the same participant
+time: each person gives every emotion its share of the --minutes (at --seconds-per-trial,
+rounded down to whole holds of the config's trials.per_hold); people whose prototypes scatter
+around the group mean (--spread, default 30) with categories of --kappa-person; --seeds
+simulated studies per design and number of people (`mcmcp.sim.across.compare`); a design
+needs the fewest people whose studies are within the precision in --confidence of the seeds.
 """
 
 from __future__ import annotations
@@ -58,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
                         "core)")
     p.add_argument("--out", help="folder for plan.csv and plan.png (default: "
                                  "reports/plan/<config name>)")
+    across = p.add_argument_group("within against across-participant chains (--across)")
+    across.add_argument("--across", action="store_true",
+                        help="compare within- and across-participant designs for participants "
+                             "of --minutes (the config's chains.per_emotion and "
+                             "trials.per_hold are the shared design)")
+    across.add_argument("--seconds-per-trial", type=float, default=2.5,
+                        help="a choice's seconds, to turn --minutes into trials (default 2.5)")
+    across.add_argument("--kappa-person", type=float, default=30.0,
+                        help="concentration of each person's category (default 30)")
+    across.add_argument("--people", type=int, nargs="+", default=[10, 20, 40, 80, 160],
+                        help="numbers of participants to simulate (default 10 20 40 80 160)")
     return p
 
 
@@ -75,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be above 0")
     if args.spread is not None and not args.spread > 0:
         parser.error("--spread must be above 0 (a concentration)")
+    if args.across and args.minutes is None:
+        parser.error("--across needs --minutes: each participant's time")
+    if args.across and (min(args.people) < 1 or not args.seconds_per_trial > 0
+                        or not args.kappa_person > 0):
+        parser.error("--people >= 1, --seconds-per-trial and --kappa-person above 0")
     # Parsed: now the heavy imports (the model's torch among them).
     import pandas as pd
 
@@ -93,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     precision = cfg.analysis.precision if args.precision is None else args.precision
+    if args.across:
+        return _across(args, cfg, design.d, precision)
     own = (cfg.trials.per_chain, cfg.chains.per_emotion)
     trials = sorted({*args.trials, own[0]})
     chains = sorted({*args.chains, own[1]})
@@ -133,6 +161,60 @@ def main(argv: list[str] | None = None) -> int:
     results.to_csv(out / "plan.csv", index=False)
     figure(table, own, precision, args.confidence, args.minutes, out / "plan.png")
     print(f"\nwritten: {out / 'plan.csv'}, {out / 'plan.png'}")
+    return 0
+
+
+def _across(args, cfg, d: int, precision: float) -> int:
+    """--across: the within and across designs for participants of --minutes (see the module
+    docstring); prints the table and the answer."""
+    import numpy as np
+
+    from mcmcp.sim.across import compare
+
+    per_hold = cfg.trials.per_hold or 10
+    shared = cfg.chains.per_emotion
+    emotions = len(cfg.emotions)
+    per_emotion = int(args.minutes * 60 / args.seconds_per_trial / emotions) // per_hold
+    trials = per_emotion * per_hold
+    if trials < per_hold:
+        print(f"error: {args.minutes:g} min at {args.seconds_per_trial:g} s a choice is fewer "
+              f"than one hold of {per_hold} trials for each of {emotions} emotions; give more "
+              "--minutes or fewer emotions", file=sys.stderr)
+        return 1
+    spread = 30.0 if args.spread is None else args.spread
+    print(f"planning {cfg.name} within against across: {emotions} emotion(s), participants of "
+          f"{args.minutes:g} min = {trials} trials per emotion each; people scatter with "
+          f"concentration {spread:g} around the group's prototype, categories kappa "
+          f"{args.kappa_person:g}; target {precision:g}° in {args.confidence:.0%} of "
+          f"{args.seeds} simulated studies per cell", flush=True)
+    rows = compare(trials, shared, per_hold, d, spread, args.kappa_person, sorted(args.people),
+                   args.seeds, precision, args.confidence)
+    people = sorted(args.people)
+    print("\n| design | " + " | ".join(f"{n} people" for n in people)
+          + f" | people for {precision:g}° | participant-minutes |")
+    print("|---|" + "---|" * (len(people) + 2))
+    for r in rows:
+        need = r["people_needed"]
+        cells = " | ".join(f"{np.median(r['errors'][n]):.1f} "
+                           f"({np.mean(np.asarray(r['errors'][n]) <= precision):.0%})"
+                           for n in people)
+        print(f"| {r['label']} | {cells} | {need or f'> {people[-1]}'} | "
+              f"{f'{need * args.minutes:g}' if need else '-'} |")
+    print(f"\ncells: the group prototype's median error in degrees over the studies (share "
+          f"within {precision:g}°)")
+    across = rows[-1]
+    within = [r for r in rows[:-1] if r["people_needed"]]
+    best = min(within, key=lambda r: r["people_needed"]) if within else None
+    answer = (f"{across['people_needed']} participants of {args.minutes:g} min "
+              f"({across['people_needed'] * args.minutes:g} participant-minutes)"
+              if across["people_needed"] else f"more than {people[-1]} participants")
+    print(f"\nacross ({across['label']}): {answer} give a group prototype of each of the "
+          f"{emotions} emotion(s) within {precision:g}° in {args.confidence:.0%} of studies")
+    if best is not None:
+        print(f"best within ({best['label']}): {best['people_needed']} participants "
+              f"({best['people_needed'] * args.minutes:g} participant-minutes)")
+    else:
+        print(f"no within design reaches {precision:g}° with {people[-1]} participants")
     return 0
 
 

@@ -188,12 +188,17 @@ class SessionFlow:
     the next onset need not wait for the decoder; `tell` does it if nobody did.
     acked: message screens before the pending trial (intro included) already acknowledged, for a
     front end that resumes exactly where the participant was (the web server).
+    wait_text: a shared chain that is not free (`NoChainFree`) shows a `wait` screen with this
+    text until `retry` draws the trial (the web server); None: NoChainFree propagates (the lab's
+    source waits for a chain itself).
     """
 
     def __init__(self, cfg: ExperimentConfig, engine: Engine, renderer: Renderer,
-                 intro: list[tuple[str, str]], end_text: str, acked: int = 0):
+                 intro: list[tuple[str, str]], end_text: str, acked: int = 0,
+                 wait_text: str | None = None):
         self.cfg, self.engine, self.renderer, self.end_text = cfg, engine, renderer, end_text
-        self.pending = engine.ask()
+        self.wait_text = wait_text
+        self.pending = self._ask()
         self.images = renderer.trial(self.pending) if self.pending is not None else None
         self._next: tuple[PendingTrial | None, np.ndarray | None] | None = None
         self._messages = [*intro, *self._before(self.pending)][acked:]
@@ -203,12 +208,36 @@ class SessionFlow:
         if self._messages:
             kind, text = self._messages[0]
             return Screen(kind, text)
+        if self.waiting:
+            return Screen("wait", self.wait_text)
         if self.pending is None:
             return Screen("end", self.end_text)
         k, n = self.pending.progress
         progress = f"practice {k} of {n}" if self.pending.kind == "practice" else f"{k} / {n}"
         return Screen("trial", trial=self.pending, images=self.images,
                       prompt=prompt_for(self.cfg, self.pending.emotion), progress=progress)
+
+    @property
+    def waiting(self) -> bool:
+        """No chain is free for the next trial yet (see `wait_text`)."""
+        return self.pending is None and not self.engine.done
+
+    def _ask(self) -> PendingTrial | None:
+        """The engine's next trial; None while no shared chain is free, with a wait_text."""
+        try:
+            return self.engine.ask()
+        except NoChainFree:
+            if self.wait_text is None:
+                raise
+            return None
+
+    def retry(self) -> None:
+        """Ask again for the trial a `wait` screen is waiting for (nothing if none is)."""
+        if self.waiting and self.engine.can_ask():
+            self.pending = self._ask()
+            if self.pending is not None:
+                self.images = self.renderer.trial(self.pending)
+                self._messages += self._before(self.pending)
 
     def acknowledge(self) -> None:
         """The participant has read the message screen on show."""
@@ -242,8 +271,8 @@ class SessionFlow:
                                 key, device)
         self.prepare()
         if self._next is None and not self.engine.done and self.engine.can_ask():
-            trial = self.engine.ask()  # a shared chain the source waits for (NoChainFree)
-            self._next = (trial, self.renderer.trial(trial))
+            trial = self._ask()  # a shared chain the source waits for (NoChainFree)
+            self._next = None if trial is None else (trial, self.renderer.trial(trial))
         (self.pending, self.images), self._next = self._next or (None, None), None
         self._messages = self._before(self.pending)
         return rows

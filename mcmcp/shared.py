@@ -61,13 +61,18 @@ class SharedChains:
     centroid (chains.start centroids); clock: unix seconds (time.time; tests and simulations
     give their own); patience: seconds to keep asking for a free chain before NoChainFree (a
     lab computer waits for a held chain to come back; 0: ask once), sleeping `sleep` between
-    tries. The study's chains are created if missing.
+    tries. The study's chains are created if missing. rebuilt: the session is rebuilt from
+    the store on any request by any server process (online): a resumed hold goes on with its
+    latest lease even when that ran out (`ChainStore.holds`), so the trial drawn under it is
+    drawn again the same and an answer to it is late, never applied to another chain's pair.
+    conn: while set, every store call joins that connection's transaction (the online server
+    commits the chain step with the session's rows).
     """
 
     def __init__(self, store: ChainStore, cfg: ExperimentConfig, d: int, participant: str,
                  session: int, centroids: dict[str, np.ndarray] | None = None,
                  clock: Callable[[], float] = time.time, patience: float = 0.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, rebuilt: bool = False):
         self.store, self.cfg, self.clock = store, cfg, clock
         self.participant, self.session = participant, session
         self.patience, self.sleep = patience, sleep
@@ -79,6 +84,8 @@ class SharedChains:
         self.pending_shown: dict[int, int] = {}  # chain id -> shown trials not yet committed
         self.told: dict[int, int] = {}  # hold -> answers committed (of trials.per_hold)
         self.held: set[int] = set()  # every chain this participant has held
+        self.rebuilt = rebuilt
+        self.conn = None  # a connection whose transaction store calls join, while set
 
     def chain(self, slot: Slot) -> int:
         lease = self.leases.get(slot.chain)
@@ -96,9 +103,9 @@ class SharedChains:
             now, busy = self.clock(), set(self.hold_of)
             mine = {"session": self.session, "hold": hold}
             lease = (self.store.lease(self.study, emotion, self.participant, now, self.seconds,
-                                      self.held | busy, **mine)
+                                      self.held | busy, **mine, conn=self.conn)
                      or self.store.lease(self.study, emotion, self.participant, now,
-                                         self.seconds, busy, **mine))
+                                         self.seconds, busy, **mine, conn=self.conn))
             if lease is not None:
                 return lease
             if now >= give_up:
@@ -111,12 +118,14 @@ class SharedChains:
         server process) has shown `shown` (its schedule so far): its holds' answers count, and
         the holds whose leases still hold their chains go on with them, from the chains' last
         committed states (the store's, not the session's rows). A hold whose lease ran out
-        leases a chain anew for its remaining trials."""
+        leases a chain anew for its remaining trials (`rebuilt`: when its lease was given up)."""
         for slot in shown:
             if slot.kind == "chain":
                 self.told[slot.chain] = self.told.get(slot.chain, 0) + 1
-        for hold, lease in self.store.held(self.study, self.participant, self.session,
-                                           self.clock()).items():
+        leases = (self.store.holds(self.study, self.participant, self.session)
+                  if self.rebuilt else
+                  self.store.held(self.study, self.participant, self.session, self.clock()))
+        for hold, lease in leases.items():
             self._hold(hold, lease)
             self.held.add(lease.chain)
 
@@ -149,17 +158,23 @@ class SharedChains:
         """Commit the answer (its gate rows and trial row) to the store; the hold's last answer,
         or the one that completes the chain, hands the chain back. False when the lease was
         lost (`LeaseLost`: the answer is in the store's audit table, not in the chain); the
-        hold leases a new chain for its next trial."""
+        hold leases a new chain for its next trial. `rebuilt`: the lost lease is given up, and so
+        are the participant's other leases that ran out, whose trials are not on show yet (the
+        rebuilt session leases afresh for them)."""
         hold = self.hold_of[chain_id]
         lease = self.leases[hold]
         self.told[hold] = self.told.get(hold, 0) + 1
         last = self.told[hold] >= self.cfg.trials.per_hold
+        now = self.clock()
         try:
             new = self.store.advance(lease, rows, self.states[chain_id],
-                                     self.pending_shown[chain_id], self.clock(), self.seconds,
-                                     release=last)
+                                     self.pending_shown[chain_id], now, self.seconds,
+                                     release=last, conn=self.conn)
         except LeaseLost:
             self._drop(hold)
+            if self.rebuilt:  # what `holds` gives back to the rebuilt session: none of these
+                for gone in [lease, *(x for x in self.leases.values() if x.expires < now)]:
+                    self.store.give_up(gone, now, self.conn)
             return False
         if last or new.shown >= new.target:
             self._drop(hold)

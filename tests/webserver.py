@@ -114,7 +114,8 @@ class Stopped(Exception):
 async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline: float,
                          replay_every: int = 0, think: float = 0.0,
                          servers: tuple[str, ...] = ("",), stop: float | None = None,
-                         keep_faces: int = 0) -> dict:
+                         keep_faces: int = 0, late: tuple[int, float] | None = None,
+                         leave: int | None = None, counter: list[int] | None = None) -> dict:
     """One participant through a whole session over HTTP, as the page does it: start, agree,
     continue, answer `side_for` (a slider: `slider_for`); a lost connection is retried with the
     same request (as the page does) until `deadline` (time.monotonic()); a 409 reloads the
@@ -124,15 +125,22 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
     random for every request (a proxy without stickiness); stop: time.monotonic() at which to
     leave part-way. keep_faces: as web/app.js, hold the faces of the last views (at most this
     many), name them in `have`, and ask for the whole state when a view leaves out a face of
-    the trial on show that is not held (0: send no `have`, as pages did before it existed).
+    the trial on show that is not held (0: send no `have`, as pages did before it existed);
+    late: (k, seconds): sleep that long before answering the k-th trial answered (past its
+    shared chain's lease); leave: close the page when the leave-th trial is on show (never
+    answered); counter: a one-item list every accepted answer adds one to (shared by a crowd of
+    participants). A `wait` screen (shared chains, none free) is polled as the page does, after
+    the `retry` seconds it names.
 
     Returns answered: [(progress, side or slider position)] accepted with 200; latency: seconds
     from sending an answer to having the next screen; server: seconds the server says it spent
     on each of those answers (its Server-Timing header, where it sends one); refused_replays;
     status codes seen; refetched: views that left out a face not held (keep_faces); faces:
-    faces received (keep_faces)."""
+    faces received (keep_faces); refused: [(progress, side, message)] of answers refused with
+    409; waits: wait screens seen."""
     out = {"answered": [], "latency": [], "server": [], "refused_replays": 0, "codes": [],
-           "refetched": 0, "faces": 0}
+           "refetched": 0, "faces": 0, "refused": [], "waits": 0,
+           "counter": counter if counter is not None else [0]}
     pace = random.Random(participant)
 
     async def call(method: str, path: str, body: dict | None = None):
@@ -157,23 +165,33 @@ async def take_part_http(client: httpx2.AsyncClient, participant: str, deadline:
             "viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0}})
         if res.status_code != 200:
             raise RuntimeError(f"{participant}: {res.status_code} {res.text}")
-        await _steps(participant, res.json(), call, out, replay_every, think, pace, keep_faces)
+        await _steps(participant, res.json(), call, out, replay_every, think, pace, keep_faces,
+                     late, leave)
     except Stopped:
         pass
     return out
 
 
-async def _steps(participant, view, call, out, replay_every, think, pace, keep_faces) -> None:
+async def _steps(participant, view, call, out, replay_every, think, pace, keep_faces,
+                 late=None, leave=None) -> None:
     held: dict[str, None] = {}  # face keys, oldest first (web/app.js's `decoded`)
     while view["screen"]["kind"] != "end":
         if keep_faces:
             view = await _hold(view, held, keep_faces, call, out)
         screen = view["screen"]
         have = {"have": list(held)} if keep_faces else {}
-        if screen["kind"] == "trial":
+        if screen["kind"] == "wait":
+            out["waits"] += 1
+            await asyncio.sleep(view["retry"])
+            res = await call("GET", "/api/state")
+        elif screen["kind"] == "trial":
+            if leave is not None and len(out["answered"]) + len(out["refused"]) + 1 == leave:
+                return
             side = side_for(participant, screen["progress"])
             if think:
                 await asyncio.sleep(think * pace.uniform(0.5, 1.5))
+            if late is not None and len(out["answered"]) + len(out["refused"]) + 1 == late[0]:
+                await asyncio.sleep(late[1])
             body = {"trial": screen["id"], "side": side, "rt": 0.5, "onset": 1.0, "gap": None,
                     "device": "keyboard", **have}
             if "slider" in screen:  # a GSP trial: a slider position and the handle's path
@@ -189,10 +207,13 @@ async def _steps(participant, view, call, out, replay_every, think, pace, keep_f
                 if timing.startswith("app;dur="):
                     out["server"].append(float(timing.removeprefix("app;dur=")) / 1e3)
                 out["answered"].append((screen["progress"], side))
+                out["counter"][0] += 1
                 if replay_every and len(out["answered"]) % replay_every == 0:
                     again = await call("POST", "/api/answer", body)
                     assert again.status_code == 409, again.text
                     out["refused_replays"] += 1
+            elif res.status_code == 409:
+                out["refused"].append((screen["progress"], side, res.json()["error"]))
         else:
             body = {"screen": screen["id"], **have}
             if screen["kind"] == "consent":

@@ -265,7 +265,7 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
                 if "monitor" not in monitor:
                     monitor["monitor"] = Monitor(study.db, study.cfg.name, study.d,
                                                  study.n_shown,
-                                                 study.cfg.analysis.precision)
+                                                 study.cfg.analysis.precision, study.chains)
                 if time.monotonic() - monitor.get("time", -math.inf) > 2.0:
                     monitor.update(time=time.monotonic(), value=monitor["monitor"].summary())
                 return monitor["value"]

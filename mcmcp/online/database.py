@@ -561,13 +561,21 @@ class Database:
             return [Progress(*r) for r in conn.execute(
                 select(*columns).where(sessions.c.study == study).order_by(sessions.c.id))]
 
+    @contextmanager
+    def transaction(self):
+        """A write transaction (a connection) that other writes join (`advance(conn=...)`, the
+        shared chain store's calls): all of it is kept, or none. Errors as in every call."""
+        with self._using(write=True), self.engine.begin() as conn:
+            yield conn
+
     def advance(self, record: SessionRecord, new_screen: str, *, now: str, acked: int,
                 rows: list[dict] = (), status: str | None = None,
-                meta: dict | None = None, resume: dict | None = None) -> bool:
+                meta: dict | None = None, resume: dict | None = None, conn=None) -> bool:
         """One step of a participant, in one transaction: move `screen` from `record.screen` to
         `new_screen` (False, and nothing written, if it is no longer `record.screen`), then
         append `rows` (schema rows, numbered from `record.n_rows`); resume: the resume point
-        after them (None: unchanged)."""
+        after them (None: unchanged). conn: the `transaction` to join (the caller rolls it
+        back on False), else one of its own."""
         values = dict(screen=new_screen, acked=acked, updated=now,
                       n_rows=record.n_rows + len(rows),
                       shown=record.shown + sum(r["kind"] != "gate" for r in rows))
@@ -577,17 +585,22 @@ class Database:
             values["status"] = status
         if meta is not None:
             values["meta"] = meta
+        def write(tx) -> bool:
+            moved = tx.execute(update(sessions).where(
+                sessions.c.id == record.id, sessions.c.screen == record.screen).values(**values))
+            if moved.rowcount != 1:
+                return False
+            if rows:
+                tx.execute(insert(trials), [_to_db(record.id, r, record.d) for r in rows])
+            return True
+
+        if conn is not None:
+            return write(conn)
         with self._using(write=True):
             try:
-                with self.engine.begin() as conn:
-                    moved = conn.execute(update(sessions).where(
-                        sessions.c.id == record.id, sessions.c.screen == record.screen)
-                        .values(**values))
-                    if moved.rowcount != 1:
+                with self.engine.begin() as tx:
+                    if not write(tx):
                         raise _Stale
-                    if rows:
-                        conn.execute(insert(trials),
-                                     [_to_db(record.id, r, record.d) for r in rows])
             except _Stale:
                 return False
         return True

@@ -13,6 +13,12 @@ within a time budget per call (the longest-waiting first; the rest keep their la
 its age), full-screen exits by one query, the device (from the session's metadata) once per
 session, and the group's R-hat and the verdicts (`analysis.checks.inference_checks`, the
 report's own) only when a session finishes.
+
+Shared chains (an across-participant study, `mcmcp.chainstore`): `shared` lists each chain's
+length, its holder now (a lease that has run out is no one's), its expired leases and late
+answers, and per emotion the group prototype's verdict from the chains' steps so far
+(`analysis.shared.group_prototypes`: its 95% cone against the target precision, and R-hat),
+recomputed when the chains have moved, at most every GROUP_EVERY_S.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import pandas as pd
 from analysis.checks import inference_checks, trial_facts
 from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
 from analysis.load import chain_states
+from analysis.shared import group_prototypes
 from analysis.verdicts import PRECISION_DEG
 from mcmcp.online.database import Database, rows_frame
 
@@ -34,6 +41,7 @@ BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few sec
 STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
 DEVICE = ("device", "browser", "screen", "dpr", "refresh_hz")  # of screening.client_info
+GROUP_EVERY_S = 10.0  # shared chains: the group verdicts' recomputation, at most this often
 
 
 def _number(value) -> float | str | None:
@@ -66,9 +74,11 @@ class Monitor:
     (the web layer calls it under a lock)."""
 
     def __init__(self, db: Database, study: str, d: int, n_shown: int,
-                 precision: float = PRECISION_DEG):
+                 precision: float = PRECISION_DEG, chains=None):
         self.db, self.study, self.d, self.n_shown = db, study, d, n_shown
         self.precision = precision
+        self.chains = chains  # the study's ChainStore (shared chains), or None
+        self._shared_groups: tuple[int, float, list] = (-1, -math.inf, [])
         self._sessions: dict[int, _Session] = {}
         # finished ids -> (emotions table, verdicts table of analysis.checks or None)
         self._group: tuple[frozenset, list, pd.DataFrame | None] = (frozenset(), [], None)
@@ -112,8 +122,11 @@ class Monitor:
             if any(r["kind"] == "catch" for r in rows):
                 s.catch = _catch(s.rows)
         deadline = time.monotonic() + BUDGET_S
-        waiting = sorted((r for r in records if kept[r.id].n_read > kept[r.id].rhat_rows),
-                         key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
+        # shared chains: a participant's rows are stretches of the study's chains, judged
+        # as the study's chains (`_shared`), not as chains of their own
+        waiting = [] if self.chains is not None else sorted(
+            (r for r in records if kept[r.id].n_read > kept[r.id].rhat_rows),
+            key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
         for r in waiting:
             if time.monotonic() > deadline and r.status != "complete":
                 break
@@ -153,7 +166,46 @@ class Monitor:
             "rhat_good": RHAT_GOOD,
             "rhat_bad": RHAT_BAD,
             "precision": self.precision,
+            **({"shared": self._shared()} if self.chains is not None else {}),
         }
+
+    def _shared(self) -> dict:
+        """The shared chains now (see the module docstring)."""
+        now = time.time()
+        chains, leases = self.chains.chains(self.study), self.chains.leases(self.study)
+        late = self.chains.late(self.study)
+        expired = leases[leases["end_reason"] == "expired"].groupby("chain").size()
+        n_late = late.groupby("chain").size() if len(late) else pd.Series(dtype=int)
+        rows = []
+        for c in chains.itertuples():
+            held = pd.notna(c.holder)  # a free chain's holder reads as NaN, not None
+            live = held and pd.notna(c.expires) and c.expires >= now
+            rows.append({"chain": int(c.chain), "emotion": c.emotion, "shown": int(c.shown),
+                         "target": int(c.target), "steps": int(c.version),
+                         "holder": c.holder if live else None,
+                         "expired_leases": int(expired.get(c.chain, 0)) + int(held and not live),
+                         "late": int(n_late.get(c.chain, 0))})
+        steps = int(chains["version"].sum()) if len(chains) else 0
+        seen, when, groups = self._shared_groups
+        if steps != seen and (seen <= 0 or time.monotonic() - when > GROUP_EVERY_S):
+            groups = _shared_groups(self.chains.steps(self.study), self.d, self.precision)
+            self._shared_groups = (steps, time.monotonic(), groups)
+        return {"chains": rows, "groups": groups}
+
+
+def _shared_groups(steps: list[dict], d: int, precision: float) -> list[dict]:
+    """Per emotion (and estimate: as sampled, de-guided): the group prototype of the shared
+    chains' steps so far, its 95% cone
+    against `precision` degrees, R-hat and who moved the chains (`group_prototypes`)."""
+    if not any(r["kind"] == "chain" for r in steps):
+        return []
+    table = group_prototypes(rows_frame(steps, d), target_deg=precision)
+    return [{"emotion": g.emotion, "estimate": g.estimate, "cone95_deg": _number(g.cone95_deg),
+             "rhat": _number(g.rhat_max), "rhat_verdict": g.verdict,
+             "participants": int(g.n_participants),
+             "verdict": (f"within {precision:g}°" if g.within_target
+                         else f"not yet within {precision:g}°")}
+            for g in table.itertuples()]
 
 
 def _catch(rows: list[dict]) -> dict:

@@ -23,6 +23,15 @@ the view before sent, nor those its answer names in `have` (the page keeps the 6
 MCMCP a chain's current face was shown before, so an answer brings one new face, and only that
 one is decoded, whichever process answers (a page that claimed one it lacks asks for the whole
 state, which sends them all). The experimenter may release, reset or end a session (`manage`).
+
+Shared chains (config `chains.across_participants`): the session's chains come from the study's
+chain store (`mcmcp.shared.SharedChains` over `mcmcp.chainstore.ChainStore`) in the online
+database itself, so an answer's chain step (compare-and-set on its lease and version) and the
+session's rows commit in one transaction, or neither does. When no chain of the next trial's
+emotion is free, the page shows a `wait` screen and asks again (`view`) until one is. An answer
+whose lease ran out is kept in the store's audit table and as the session's `late` row, never in
+a chain; its reply is 409 (`LATE_TEXT`) and the page reloads the session, which has leased afresh.
+Sessions that end unfinished (abandoned, ended or reset) hand their chains back.
 """
 
 from __future__ import annotations
@@ -34,15 +43,18 @@ import json
 import secrets
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
+from mcmcp.chainstore import ChainStore
 from mcmcp.config import ConfigError, config_to_dict
 from mcmcp.engine import Engine, resume_point, schedule_length
 from mcmcp.identities import Identities, assignment
@@ -55,6 +67,7 @@ from mcmcp.online.slider import CONFIRM_KEY, slider_answer, slider_view
 from mcmcp.render import Renderer
 from mcmcp.sampling.gsp import slider_to_point
 from mcmcp.session import SessionFlow, instructions
+from mcmcp.shared import SharedChains
 from mcmcp.specs import ExperimentConfig
 from mcmcp.store import local_now, utc_now, versions
 
@@ -83,6 +96,11 @@ ENDED_TEXT = ("This session has ended: it was left for too long or reached its t
               "return there.")
 FULL_TEXT = ("The study has as many participants as it can take at the moment. Please try "
              "again in a few minutes.")
+WAIT_TEXT = ("Please wait: the next face is being prepared. This page goes on by itself in a "
+             "few seconds.")
+WAIT_SECONDS = 2.0  # how often a waiting page asks again
+LATE_TEXT = ("Your answer came after the time for that face was up, so the study moved on "
+             "without it (it is kept, but not used). Here is your next face.")
 FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
 PNG_CACHE = 4096  # faces kept as PNG data URLs per server process (about 3 KB each)
 
@@ -175,6 +193,8 @@ class OnlineStudy:
                                  "right": browser_key(spec.keys.right)}}
         self._pngs: OrderedDict[str, str] = OrderedDict()
         self._pngs_lock = threading.Lock()
+        # shared chains: the study's chain store, in the online database itself
+        self.chains = ChainStore.on(db.engine) if cfg.chains.across_participants else None
 
     @classmethod
     def open(cls, cfg: ExperimentConfig, db: Database, file: str = "<config>",
@@ -190,10 +210,6 @@ class OnlineStudy:
             session_materials,  # the lab's own set-up: both fit the same gates
         )
 
-        if cfg.chains.across_participants:
-            raise ConfigError(file, "chains.across_participants", True,
-                              "false online for now (shared chains run in the lab, "
-                              "`python -m mcmcp.run --chain-store`, and in simulations)")
         if cfg.online.consent is None:
             raise ConfigError(file, "online.consent", None,
                               "the consent text participants agree to before the study; an "
@@ -206,7 +222,9 @@ class OnlineStudy:
             print(f"WARNING: {line}", file=sys.stderr, flush=True)
         db.abandon_expired(cfg.name, *cutoffs(cfg.online))  # they block no changed design
         check_database(cfg, db, loaded.sha256, file)
-        return cls(cfg, db, loaded, gates, centroids, faces_hash, identities, link_secret)
+        study = cls(cfg, db, loaded, gates, centroids, faces_hash, identities, link_secret)
+        study._abandon(release=True)  # and hold no chains
+        return study
 
     # ------------------------------------------------------------------ participant steps
 
@@ -254,16 +272,16 @@ class OnlineStudy:
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
         limit = self.cfg.online.max_in_progress
-        if limit is not None:
-            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
-            if self.db.in_progress(self.cfg.name) >= limit:
-                raise Rejected(503, FULL_TEXT)
+        if limit is not None or self.chains is not None:  # shared: free the chains they held
+            self._abandon()
+        if limit is not None and self.db.in_progress(self.cfg.name) >= limit:
+            raise Rejected(503, FULL_TEXT)
         number = SESSION if existing is None else existing.session + 1  # after a reset
         participant = link.participant
         try:  # the participant's streams, block order and child (rotated ones need a number)
             children = assignment(self.cfg, participant, self.identities.default)
             engine = Engine(self.cfg, self.d, participant, number, self.gates, self.centroids,
-                            identities=children)
+                            identities=children, source=self._source(participant, number))
         except ValueError as err:
             raise Rejected(400, str(err)) from None
         token, now, uid = secrets.token_urlsafe(24), utc_now(), uuid.uuid4().hex
@@ -325,7 +343,7 @@ class OnlineStudy:
 
         def step(flow: SessionFlow, record: SessionRecord):
             kind = flow.screen().kind
-            if kind in ("trial", "end"):
+            if kind in ("trial", "end", "wait"):
                 raise Rejected(409, "There is no message on show to continue from; "
                                     "the page reloads to where you are.")
             if (kind == "consent") != (consent is not None):
@@ -432,6 +450,9 @@ class OnlineStudy:
                                       status=status)
                 with self._flows_lock:
                     self._flows.pop(record.id, None)
+            if done and status is not None and self.chains is not None:
+                self.chains.release_sessions(self.cfg.name, [(record.participant,
+                                                              record.session)], time.time())
             if done:
                 return {"uid": uid, "participant": record.participant,
                         "status": status or record.status}
@@ -453,11 +474,29 @@ class OnlineStudy:
             return None
         if record.status in IN_PROGRESS and expired(self.cfg.online, record.created,
                                                     record.updated):
-            self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+            self._abandon()
             record = replace(record, status="abandoned")
         if record.status == "abandoned":
             raise Rejected(410, ENDED_TEXT)
         return record
+
+    def _abandon(self, release: bool = False) -> None:
+        """Mark the study's expired sessions abandoned (`mcmcp.online.limits`); shared chains:
+        the chains the abandoned sessions held go back to the study (release: even when no
+        session has just expired)."""
+        n = self.db.abandon_expired(self.cfg.name, *cutoffs(self.cfg.online))
+        if (n or release) and self.chains:
+            self.chains.release_sessions(self.cfg.name, [
+                (r.participant, r.session) for r in self.db.all_sessions(self.cfg.name)
+                if r.status == "abandoned"], time.time())
+
+    def _source(self, participant: str, session: int) -> SharedChains | None:
+        """The chain source of a participant-session: None (its own chains), or shared chains
+        leased from the study's store (rebuilt on any request, by any process)."""
+        if self.chains is None:
+            return None
+        return SharedChains(self.chains, self.cfg, self.d, participant, session,
+                            self.centroids, rebuilt=True)
 
     def _lock(self, key: int | str) -> threading.Lock:
         """One of the striped locks that keep this process's threads off one session's flow
@@ -482,14 +521,26 @@ class OnlineStudy:
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
             sent = self._sent(flow) | have
-            rows, status, meta, acked = step(flow, record)
-            if rows:
-                point = resume_point(rows, record.d, point)
+            source = flow.engine.source if self.chains is not None else None
             new_screen = secrets.token_urlsafe(12)
-            if not self.db.advance(record, new_screen, now=utc_now(), acked=acked, rows=rows,
-                                   status=status, meta=meta, resume=point if rows else None):
-                raise Rejected(409, "That screen was answered in another window; the page "
-                                    "reloads to where you are.")
+            # shared chains: the chain step joins the session's transaction (one commit)
+            try:
+                with self.db.transaction() if source else nullcontext() as conn:
+                    if source:
+                        source.conn = conn
+                    rows, status, meta, acked = step(flow, record)
+                    if rows:
+                        point = resume_point(rows, record.d, point)
+                    if not self.db.advance(record, new_screen, now=utc_now(), acked=acked,
+                                           rows=rows, status=status, meta=meta,
+                                           resume=point if rows else None, conn=conn):
+                        raise Rejected(409, "That screen was answered in another window; the "
+                                            "page reloads to where you are.")
+            finally:
+                if source:
+                    source.conn = None
+            if any(r["kind"] == "late" for r in rows):  # kept aside; leased afresh on reload
+                raise Rejected(409, LATE_TEXT)
             record = replace(record, screen=new_screen, acked=acked, status=status,
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
             self._keep(record.id, new_screen, flow, point)
@@ -525,6 +576,7 @@ class OnlineStudy:
             point = resume_point(self.db.rows(record.id, record.d), record.d)
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,
                         self.centroids, "human",
+                        source=self._source(record.participant, record.session),
                         identities=assignment(self.cfg, record.participant,
                                               self.identities.default),
                         resume=point, lookup=lambda row: self.db.codes(record.id, row))
@@ -532,11 +584,14 @@ class OnlineStudy:
                      frame_rate=record.meta["online"]["client"].get("refresh_hz"))
         intro = ([("consent", self.cfg.online.consent), ("instructions", instructions(self.cfg))]
                  if record.n_rows == 0 else [])
-        flow = SessionFlow(self.cfg, engine, _Undecoded(), intro, END_TEXT, record.acked)
+        flow = SessionFlow(self.cfg, engine, _Undecoded(), intro, END_TEXT, record.acked,
+                           WAIT_TEXT if self.chains is not None else None)
         self._keep(record.id, record.screen, flow, point)
         return flow, point
 
     def _keep(self, session_id: int, screen: str, flow: SessionFlow, point: dict) -> None:
+        if flow.waiting:  # rebuilt at the next request: the store says what it leased since
+            return
         with self._flows_lock:
             self._flows[session_id] = (screen, flow, point)
             self._flows.move_to_end(session_id)
@@ -559,10 +614,13 @@ class OnlineStudy:
         """The view of the flow's current screen: text or trial, plus the faces to preload;
         `images` holds the PNGs of the faces named, except those in `sent` (the page has
         them from a view before; it asks for the whole state if not)."""
+        flow.retry()  # a wait screen: is a chain free now?
         screen = flow.screen()
         images: dict[str, str] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
                       "images": images, "next": None, "display": self.display}
+        if screen.kind == "wait":
+            view["retry"] = WAIT_SECONDS
         if screen.kind == "trial":
             flow.prepare()
             view["screen"].update(prompt=screen.prompt, progress=screen.progress,

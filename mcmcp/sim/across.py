@@ -75,3 +75,32 @@ def people_needed(errors: dict[int, list[float]], target_deg: float, share: floa
         if all(q in ok for q in errors if q >= p):
             return p
     return None
+
+
+def compare(trials: int, shared: int, per_hold: int, d: int, kappa_between: float,
+            kappa_person: float, people: list[int], seeds: int, target_deg: float,
+            share: float = 0.8, seed: int = 0, within: tuple[int, ...] = (1, 2, 4)
+            ) -> list[dict]:
+    """Within against across for the same participant time: every person gives `trials`
+    trials of an emotion. Designs: within, each person's own c chains of trials / c trials (c
+    in `within`, where it divides); across, `shared` shared chains, holds of `per_hold`. For
+    each design and number of people, `seeds` simulated studies (`group_error`, group mean a
+    fixed point of S^(d-1)). One row per design: design, chains, label, errors (people ->
+    degrees per study), people_needed (`people_needed` at target_deg and share; None: more
+    than the largest number tried)."""
+    mean = np.zeros(d)
+    mean[-1] = 1.0
+    designs = [("within", c) for c in within if trials % c == 0] + [("across", shared)]
+    out = []
+    for design, chains in designs:
+        errors = {n: [group_error(design, n, trials, chains, mean, kappa_between, kappa_person,
+                                  np.random.default_rng([seed, s, n, chains,
+                                                         design == "across"]),
+                                  per_hold=per_hold)
+                      for s in range(seeds)] for n in people}
+        label = (f"within, {chains} own chain(s) x {trials // chains} trials"
+                 if design == "within"
+                 else f"across, {chains} shared chains, holds of {per_hold}")
+        out.append({"design": design, "chains": chains, "label": label, "errors": errors,
+                    "people_needed": people_needed(errors, target_deg, share)})
+    return out

@@ -328,15 +328,10 @@ def test_gsp_sliders_move_shared_chains_too(tmp_path):
 
 def test_shared_designs_refuse_to_run_without_the_chain_store():
     """An across-participant config needs the shared chain source: the engine alone refuses
-    it, and so does the online server (shared chains are not served online yet)."""
-    from mcmcp.config import ConfigError
-    from mcmcp.online.study import OnlineStudy
-
+    it (the lab, the online server and the simulations give it one)."""
     cfg = shared_config()
     with pytest.raises(ValueError, match="SharedChains"):
         Engine(cfg, D, "P1", 1)
-    with pytest.raises(ConfigError, match="'chains.across_participants'.*mcmcp.run"):
-        OnlineStudy.open(cfg, None, "shared.yaml")
 
 
 def test_a_session_resumed_after_a_late_answer_goes_on_where_it_was(tmp_path):

@@ -139,3 +139,27 @@ def test_recommend_fits_the_budget_or_says_what_it_would_take():
     assert short.trials is None and "cannot" in short.words and "8 min" in short.words
     none = planner.recommend(table.assign(meets=False), 7, 30.0, 10, 2.0, 0.9)
     assert none.trials is None and "3.0°" in none.words
+
+
+def test_plan_across_compares_designs_for_the_same_participant_time(capsys):
+    """`--across`: participants of M minutes give each emotion its share of the time; the table
+    and the answer are the simulated studies' (`mcmcp.sim.across.compare`, the same seeds), and
+    the design needing fewer people is named the best within one."""
+    from mcmcp.sim.across import compare
+
+    argv = ["--config", "experiments/shared_demo.yaml", "--truth", "manual", "--across",
+            "--minutes", "20", "--precision", "8", "--seeds", "3", "--people", "5", "20",
+            "--confidence", "0.6"]
+    assert plan.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "participants of 20 min = 60 trials per emotion each" in text  # 480 / 7, by 10s
+    rows = compare(60, 8, 10, 3, 30.0, 30.0, [5, 20], 3, 8.0, 0.6)
+    for r in rows:
+        need = r["people_needed"]
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {r['label']} |"))
+        assert line.endswith(f"| {need or '> 20'} | {f'{need * 20:g}' if need else '-'} |")
+    across = rows[-1]["people_needed"]
+    assert (f"across (across, 8 shared chains, holds of 10): {across} participants of 20 min"
+            in text) if across else "more than 20 participants" in text
+    with pytest.raises(SystemExit):
+        plan.main(argv[:5] + ["--precision", "8"])  # --across without --minutes

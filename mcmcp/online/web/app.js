@@ -141,6 +141,7 @@
       slider = null;
       lastResponse = null; // a gap across a message measures the reader, not the page
       showMessage(screen);
+      if (screen.kind === "wait") waitForChain(next);
       if (next.next) decode(next.next, next.images).catch(() => {});
       return;
     }
@@ -173,6 +174,17 @@
     onset = await frame(); // the frame after the one that painted the pair
     gap = lastResponse === null ? null : (onset - lastResponse) / 1000;
     app.dataset.ready = "true";
+  }
+
+  async function waitForChain(waiting) {
+    // shared chains, none free yet: ask again after the seconds the server names, until the
+    // trial is there (nothing to press meanwhile)
+    $("continue").hidden = true;
+    await sleep(waiting.retry * 1000);
+    if (view !== waiting) return;
+    const res = await api("GET", "api/state");
+    if (view !== waiting) return;
+    if (res.code === 200) await show(res.data); else await recover(res.code, res.data, false);
   }
 
   function showMessage(screen) {
@@ -353,7 +365,7 @@
         event.preventDefault();
         respond(side, time, "keyboard");
       }
-    } else if (event.key === " " && kind !== "consent" && !FINAL.includes(kind)) {
+    } else if (event.key === " " && kind !== "consent" && kind !== "wait" && !FINAL.includes(kind)) {
       event.preventDefault();
       acknowledge();
     }

@@ -115,9 +115,36 @@
       }
       return tr;
     }));
+    renderShared(data.shared);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}; refreshes every ${POLL_MS / 1000} s`;
     $("numbers").hidden = false;
     document.body.dataset.loaded = "true";
+  }
+
+  function renderShared(shared) {
+    // an across-participant study: each chain's length, holder, expired leases; the group verdicts
+    $("shared").hidden = !shared;
+    if (!shared) return;
+    $("groups").tBodies[0].replaceChildren(...shared.groups.map((g) => {
+      const tr = document.createElement("tr");
+      cell(tr, g.emotion);
+      cell(tr, g.estimate);
+      cell(tr, fixed(g.cone95_deg, 1));
+      cell(tr, fixed(g.rhat, 3), rhatClass(g.rhat));
+      cell(tr, `${g.verdict}; ${g.rhat_verdict}`);
+      cell(tr, String(g.participants));
+      return tr;
+    }));
+    $("chains").tBodies[0].replaceChildren(...shared.chains.map((c) => {
+      const tr = document.createElement("tr");
+      cell(tr, String(c.chain));
+      cell(tr, c.emotion);
+      cell(tr, `${c.shown} / ${c.target}`);
+      cell(tr, c.holder === null ? "free" : c.holder);
+      cell(tr, String(c.expired_leases), c.expired_leases ? "meh" : "");
+      cell(tr, String(c.late), c.late ? "meh" : "");
+      return tr;
+    }));
   }
 
   async function poll() {
