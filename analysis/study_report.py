@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis import checks, figures
+from analysis import checks, figures, shared_report
 from analysis import diagnostics as dg
 from analysis import prototypes as pt
 from analysis import verdicts as verdicts_mod
@@ -124,6 +124,8 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
         # better spent before the study's data are loaded
         model = _open_model(sessions, checkpoint, faces)
         trials, states, check_facts = read_study(data, cache)
+        # chains shared across participants: their own section, from every row (coordinates)
+        shared_rows = load_trials(data, cache) if shared_report.is_shared(sessions) else None
         _give_back_memory()
         if states is None:
             _no_trials(page, data, trials, sessions)
@@ -137,7 +139,8 @@ def build_report(data: str | Path, out: str | Path, checkpoint: str | Path | Non
             del trials  # the report goes on with the chains' states only
             _give_back_memory()
             _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in,
-                  n_boot, seed, min_catch_accuracy, study_precision(sessions, precision))
+                  n_boot, seed, min_catch_accuracy, study_precision(sessions, precision),
+                  shared_rows)
     notes = list(dict.fromkeys(str(w.message) for w in caught
                                if not issubclass(w.category, DeprecationWarning)))
     if notes:
@@ -292,7 +295,7 @@ def study_precision(sessions: pd.DataFrame, given: float | None = None) -> float
 
 
 def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn_in, n_boot,
-          seed, min_catch_accuracy, precision) -> None:
+          seed, min_catch_accuracy, precision, shared_rows=None) -> None:
     flags, participants = facts.flags, facts.participants
     flagged = flags.loc[flags["flagged"], "participant"].tolist()
     # Burn-in is cut once: every estimate below gets the kept states (and burn_in 0): after
@@ -326,6 +329,8 @@ def _fill(page, data, facts, sessions, states, d, model, checkpoint, faces, burn
     page.table(_flat(sessions), "sessions",
         {c: c for c in ("participant", "session", "agent_name", "paradigm", "gate_kind",
                         "emotions", "status") if c in sessions})
+    if shared_rows is not None:
+        shared_report.section(page, shared_rows, burn_in, precision, seed)
 
     verdicts = checks.flag_unvisited_modes(
         checks.inference_checks(states, facts.checks, burn_in, seed, leave_out=flagged,

@@ -112,3 +112,26 @@ def test_person_checks_flag_each_persons_own_answers(shared_study):
     # with 4 catch trials one miss is below the report's 80%: that criterion is the report's
     assert not others["side_flagged"].any()
     assert (others["random_emotions"] == "").mean() >= 0.9, others["random_emotions"]
+
+
+def test_report_of_a_shared_study_shows_the_group_people_and_influence(shared_study, tmp_path):
+    """analysis.report on a shared study: the group prototypes from the shared chains, each
+    person's checks, and the influence of the flagged (the same tables as the functions)."""
+    from analysis.study_report import build_report
+
+    data, _ = shared_study
+    index = build_report(data, tmp_path / "report", n_boot=50)
+    page = index.read_text()
+    assert "Chains shared across participants" in page
+    tables = tmp_path / "report" / "tables"
+    groups = pd.read_csv(tables / "shared_group_prototypes.csv")
+    assert list(groups["emotion"]) == ["happy", "sad"] and (groups["n_participants"] > 20).all()
+    people = pd.read_csv(tables / "shared_person_checks.csv")
+    expected = person_checks(load_trials(data))
+    assert list(people["participant"]) == list(expected["participant"])
+    flagged = expected.loc[expected["flagged"], "participant"].tolist()
+    assert flagged, "the seed's lapses flag someone (4 catch trials each)"
+    effect = pd.read_csv(tables / "shared_influence.csv")
+    assert effect["n_states_flagged"].tolist() == \
+        influence(load_trials(data), flagged)["n_states_flagged"].tolist()
+    assert all(name in page for name in flagged)
