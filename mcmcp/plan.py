@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     across.add_argument("--across", action="store_true",
                         help="compare within- and across-participant designs for participants "
                              "of --minutes (the config's chains.per_emotion and "
-                             "trials.per_hold are the shared design)")
+                             "trials.per_hold are the shared design; default: off)")
     across.add_argument("--seconds-per-trial", type=float, default=2.5,
                         help="a choice's seconds, to turn --minutes into trials (default 2.5)")
     across.add_argument("--kappa-person", type=float, default=30.0,
