@@ -265,6 +265,17 @@ class ChainStore:
             except IntegrityError:  # another process created it first
                 pass
 
+    def unfinished(self, study: str, emotion: str | None = None,
+                   conn: Connection | None = None) -> set[int] | None:
+        """The study's chains (of `emotion`; None: of every emotion) that have not reached
+        their target length, held or not; None when the study has no chains yet. An empty set:
+        no chain is left to move, nor will be (chains never shrink)."""
+        c = chains_table.c
+        where = [c.study == study] + ([c.emotion == emotion] if emotion is not None else [])
+        with _joined(self.engine, conn) as tx:
+            rows = tx.execute(select(c.chain, c.shown, c.target).where(*where)).all()
+        return {r.chain for r in rows if r.shown < r.target} if rows else None
+
     # ------------------------------------------------------------------ leases
 
     def lease(self, study: str, emotion: str, participant: str, now: float, seconds: float,

@@ -43,6 +43,12 @@ slots are the participant's holds (`Slot.chain`: the hold, which the source maps
 it leases when the hold's first trial is asked). Steps, gate, rows and schedule rules are the
 same for both.
 
+Study full: when the source says every chain of an emotion is complete (`ChainsComplete`),
+`ask` skips the participant's remaining trials of that emotion (the session ends when nothing is
+left), and a chain trial for which only the participant's own other holds are left is skipped;
+a row's `trial` is its place in the schedule, so a resumed session goes on after the skipped
+trials (completeness never goes back, so the same trials are skipped again).
+
 Prefetch: within a block, consecutive chain trials never use the same chain (when there are at
 least two chains), so while trial t is on screen, trial t+1 can already be drawn (`can_ask`):
 the response to t only changes t's chain.
@@ -248,10 +254,29 @@ def start_points(cfg: ExperimentConfig, d: int, emotion: str, centroids: dict[st
     return sphere.sample_uniform(n, d, rng)
 
 
+class NoChainFree(RuntimeError):
+    """Every chain of the emotion is held by someone else, or the trial after skipped ones
+    uses the chain on screen: ask again later (a lab computer waits; the online study tells
+    the participant to wait)."""
+
+
+class ChainsComplete(RuntimeError):
+    """A chain source has no chain left for a chain trial of `emotion`, nor ever will: whole,
+    every chain of the emotion has reached its target length (shared chains: the study is full
+    for that emotion), and the engine skips the participant's remaining trials of the emotion;
+    else the only ones that have not are the participant's own other holds, and the engine
+    skips this trial."""
+
+    def __init__(self, emotion: str, whole: bool = True):
+        self.emotion, self.whole = emotion, whole
+        super().__init__(f"no chain of {emotion} is left for this trial")
+
+
 class ChainSource(Protocol):
     """Which chain a chain trial moves, and where chain states live (see the module doc).
 
-    chain(slot): the chain id the chain slot's trial moves (a shared source may lease it now);
+    chain(slot): the chain id the chain slot's trial moves (a shared source may lease it now;
+    ChainsComplete when every chain of the slot's emotion is complete);
     state / shown: the chain's current `ChainState` and its shown trials so far (an annealed
     gate's progress); row_fields: columns every row of a step of the chain carries; move: the
     chain's new state after one step (shown: a trial was shown, not a gate-screened proposal);
@@ -344,7 +369,9 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
     from: `start` (the summary of the rows before, None: no rows) extended by `rows` (schema
     dicts in row order, as `tell` returns them or a DataFrame's records).
 
-    n_rows, shown: rows and shown trials so far; chains: chain id -> its last move row (chain or
+    n_rows, shown: rows so far, and the schedule place of the last shown trial (its `trial`:
+    the shown trials so far, plus the trials skipped because their emotion's chains were
+    complete); chains: chain id -> its last move row (chain or
     gate kind: current, proposal, iteration, kappa, accepted) and the acceptances before it;
     n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
     left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
@@ -370,7 +397,7 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
             }
         if kind == "gate":
             continue
-        point["shown"] += 1
+        point["shown"] = int(r["trial"])
         if kind == "chain":
             block = int(r["block"])
             point["n_shown"][ch] = point["n_shown"].get(ch, 0) + 1
@@ -492,8 +519,9 @@ class Engine:
         prop = [f"proposal_{i}" for i in range(self.d)]
         shown = rows[rows["kind"] != "gate"]
         own = isinstance(self.source, OwnChains)  # shared chains: the slot is a hold
+        places = shown["trial"].astype(int).to_numpy() - 1  # skipped trials: see the module
         for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"], strict=True)):
-            slot = self.schedule[i] if i < len(self.schedule) else None
+            slot = self.schedule[places[i]] if places[i] < len(self.schedule) else None
             if slot is None or slot.kind != ("chain" if kind == "late" else kind) or (
                 own and kind == "chain" and int(ch) != slot.chain
             ):
@@ -503,7 +531,7 @@ class Engine:
                 )
         if "identity" in shown:  # files from before children were recorded have no column
             saved = shown["identity"].fillna("").astype(str).to_numpy()
-            planned = [self._children[i] if own or kind != "chain"
+            planned = [self._children[places[i]] if own or kind != "chain"
                        else self.identities.chain(int(ch))
                        for i, (kind, ch) in enumerate(zip(shown["kind"], shown["chain"],
                                                           strict=True))]
@@ -517,7 +545,7 @@ class Engine:
                     "with the config and checkpoint the session started with")
         latent = rows[cur + prop].to_numpy(dtype=float)
         self._lookup = lambda row: (latent[row, :self.d], latent[row, self.d:])
-        self.source.resume(rows, self.schedule[:len(shown)], self._advance)
+        self.source.resume(rows, [self.schedule[i] for i in places], self._advance)
         self._restore(resume_point(rows.to_dict("records"), self.d), chains=False)
 
     def _restore(self, point: dict, chains: bool = True) -> None:
@@ -566,13 +594,23 @@ class Engine:
             raise RuntimeError("the next trial's chain is on screen; tell its response first")
         index = self.next_index
         slot = self.schedule[index]
+        try:
+            cid = self.source.chain(slot) if slot.kind == "chain" else None
+        except ChainsComplete as err:  # skip the trial, or the rest of its emotion
+            self.next_index += 1
+            while err.whole and not self.done and \
+                    self.schedule[self.next_index].emotion == slot.emotion:
+                self.next_index += 1
+            if not self.can_ask():  # the next trial's chain is on screen: after its answer
+                raise NoChainFree("the trial after the skipped ones uses the chain on screen") \
+                    from None
+            return self.ask()
         child = self._children[index]
         t = index + 1
         rng = self.stream(TRIAL_STREAM, t)
         gate_rows: list[dict] = []
         fields: dict = {"kappa_proposal": None, "gate_gamma": None}
         circle = None
-        cid = self.source.chain(slot) if slot.kind == "chain" else None
         if cid is not None:
             child = self.identities.chain(cid)  # a shared chain shows everyone its child
         if self.cfg.paradigm == "gsp" and slot.kind in ("chain", "practice"):

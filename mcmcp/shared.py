@@ -25,18 +25,13 @@ from collections.abc import Callable
 import numpy as np
 
 from mcmcp.chainstore import ChainStore, Lease, LeaseLost
-from mcmcp.engine import START_STREAM, Slot, start_points
+from mcmcp.engine import START_STREAM, ChainsComplete, NoChainFree, Slot, start_points
 from mcmcp.sampling import chain
 from mcmcp.sampling.seeds import stream_rng
 from mcmcp.specs import ExperimentConfig
 
 # The participant key of the study's own random streams (the shared chains' starts).
 STUDY_STREAM_KEY = "shared-chains"
-
-
-class NoChainFree(RuntimeError):
-    """Every chain of the emotion is held by someone else or complete: ask again later (a lab
-    computer waits; the online study tells the participant to wait)."""
 
 
 def shared_starts(cfg: ExperimentConfig, d: int, centroids: dict[str, np.ndarray] | None
@@ -97,7 +92,9 @@ class SharedChains:
 
     def _lease(self, emotion: str, hold: int) -> Lease:
         """A free chain of `emotion` for `hold`, one this participant has not held if there is
-        one; NoChainFree after `patience` seconds without one."""
+        one; ChainsComplete at once when every chain of `emotion` has reached its target, or
+        all that have not are held by this participant's other holds;
+        NoChainFree after `patience` seconds without one."""
         give_up = self.clock() + self.patience
         while True:
             now, busy = self.clock(), set(self.hold_of)
@@ -108,10 +105,18 @@ class SharedChains:
                                          self.seconds, busy, **mine, conn=self.conn))
             if lease is not None:
                 return lease
+            left = self.store.unfinished(self.study, emotion, self.conn)
+            if not left - busy:  # none but those this participant holds: never one for this
+                raise ChainsComplete(emotion, whole=not left)
             if now >= give_up:
                 raise NoChainFree(f"no chain of {emotion} is free in study {self.study!r}: "
                                   "all are held or complete")
             self.sleep(min(1.0, give_up - now))
+
+    def full(self) -> bool:
+        """Every chain of the study has reached its target: a participant arriving now would
+        have no trial to do (turned away with no lease granted)."""
+        return self.store.unfinished(self.study, conn=self.conn) == set()
 
     def resume(self, rows, shown: list[Slot], advance) -> None:
         """A resumed session (a lab session after a crash, an online session rebuilt by another

@@ -156,6 +156,10 @@ def run_lab_session(args, cfg, participant: str, session: int, store) -> int:
     source, recovered = None, []
     if cfg.chains.across_participants:
         source, recovered = _shared_source(args, cfg, d, participant, session, centroids, saved)
+        if store is None and source.full():  # a new session would have nothing to do
+            raise Refused(f"study {cfg.name!r} is full: every chain in {source.store.url} has "
+                          "reached trials.per_chain, so it needs no more participants; no "
+                          "session was started")
         if recovered:
             saved = rows_frame([*saved.to_dict("records"), *recovered], d)
     try:

@@ -81,6 +81,9 @@ FINAL_TEXT = {
              "this page.",
     "reset": "The experimenter has reset this session. Open the study again with your link to "
              "start afresh.",
+    "full": "This study is full: it has all the answers it needs, so there is nothing left "
+            "to do and no data were recorded.\n\nThank you for your interest. If you came from "
+            "a recruitment site, please return your submission there; you can close this page.",
 }
 GONE_TEXT = {  # a new browser opening the link of a session that is over
     "complete": "You have already completed this study. Thank you!",
@@ -271,6 +274,8 @@ class OnlineStudy:
             raise Rejected(409, "This study was already started for your participant id in "
                                 "another browser or window. Please go on there; a second "
                                 "session cannot be started.")
+        if self.chains is not None and self.chains.unfinished(self.cfg.name) == set():
+            return None, self._final("full", "full")  # no session, no lease
         limit = self.cfg.online.max_in_progress
         if limit is not None or self.chains is not None:  # shared: free the chains they held
             self._abandon()
@@ -333,8 +338,24 @@ class OnlineStudy:
             record = self._record(token)
             if record.status in ("declined", "ended", "reset"):
                 return self._final(record.status, record.screen)
-            flow, _ = self._flow(record)
+            flow, point = self._flow(record)
+            flow.retry()  # a wait screen: is a chain free now, or is the study full?
+            if record.status == "running" and flow.screen().kind == "end":
+                record = self._complete(record, flow, point)
             return self._render(record, flow)
+
+    def _complete(self, record: SessionRecord, flow: SessionFlow, point: dict
+                  ) -> SessionRecord:
+        """Shared chains: a waiting session whose remaining trials were all skipped (every
+        chain of their emotions is complete) ends as complete, with no answer to end it."""
+        new_screen, now = secrets.token_urlsafe(12), utc_now()
+        meta = {**record.meta, "end_time": now}
+        if not self.db.advance(record, new_screen, now=now, acked=0, status="complete",
+                               meta=meta):
+            raise Rejected(409, "Your session moved on in another window just now; please "
+                                "reload this page.")
+        self._keep(record.id, new_screen, flow, point)
+        return replace(record, screen=new_screen, acked=0, status="complete", meta=meta)
 
     def acknowledge(self, token: str, screen: str, consent: bool | None,
                     have: frozenset[str] = frozenset()) -> dict:
@@ -529,6 +550,9 @@ class OnlineStudy:
                     if source:
                         source.conn = conn
                     rows, status, meta, acked = step(flow, record)
+                    if status == "running" and flow.screen().kind == "end":  # trials skipped
+                        status, meta = "complete", {**(meta or record.meta),
+                                                    "end_time": utc_now()}
                     if rows:
                         point = resume_point(rows, record.d, point)
                     if not self.db.advance(record, new_screen, now=utc_now(), acked=acked,
@@ -550,13 +574,15 @@ class OnlineStudy:
 
     def _final(self, kind: str, screen: str, text: str | None = None) -> dict:
         """The last page of a session that did not run to its end: declined, screened_out
-        (with `text`, the reason), ended or reset by the experimenter; declining and screening
-        out give the recruitment site's code and return link (`online.decline_*`,
-        `online.screenout_*`)."""
+        (with `text`, the reason), full (shared chains: every chain is complete, so no session
+        is made), ended or reset by the experimenter; declining, screening out and a full study
+        give the recruitment site's code and return link (`online.decline_*` for declined and
+        full, `online.screenout_*`)."""
         spec = self.cfg.online
         view = {"screen": {"id": screen, "kind": kind, "text": text or FINAL_TEXT[kind]},
                 "images": {}, "next": None, "display": self.display}
         code, url = {"declined": (spec.decline_code, spec.decline_url),
+                     "full": (spec.decline_code, spec.decline_url),
                      "screened_out": (spec.screenout_code, spec.screenout_url)
                      }.get(kind, (None, None))
         if code or url:

@@ -107,7 +107,10 @@ def simulate_shared_study(design: Design, truth: dict[str, VMFMixture], particip
                        "prototypes": {e: dens.mode().tolist() for e, dens in mine.items()}}})
         folders.append(session.folder)
         status = "complete"
-        while not engine.done:
+        if source.full():  # no lease: the study needs nobody any more
+            status = "turned away: every chain is complete"
+            turned_away.append(pid)
+        while not engine.done and status == "complete":
             try:
                 trial = engine.ask()
             except NoChainFree:

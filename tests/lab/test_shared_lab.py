@@ -72,3 +72,27 @@ def test_lab_sessions_share_chains_and_resume_after_kill9(tmp_path):
     leases = store.leases("small")
     assert set(leases["participant"]) == {"P001", "P002", "P003"}
     assert (leases.groupby("chain")["participant"].nunique() >= 2).all()  # chains shared
+
+
+def test_lab_sessions_skip_complete_emotions_and_a_full_study_starts_none(tmp_path, capsys):
+    """One chain per emotion, 4 trials long, two holds of 3 per emotion: a chain trial for
+    which no chain is left (its chains complete, or held by the participant's other hold) is
+    skipped, not waited for; P002 completes what P001 left and fills the study; P003 is refused
+    with a one-line message, and no lease or session is made."""
+    cfg = str(write_config(tmp_path, chains={"per_emotion": 1, "across_participants": True},
+                           trials={**SHARED["trials"], "per_chain": 4}))
+    out = tmp_path / "out"
+    for pid in ("P001", "P002"):
+        assert run_cli("--config", cfg, "--participant", pid, "--no-window", "--out",
+                       str(out)) == 0
+    files, db, store = files_and_store(out)
+    assert files == db and store.check("small") == []
+    assert (store.chains("small")["shown"] == 4).all()
+    p2 = read_trials(out / "sub-P002/ses-01/trials.csv")
+    assert (p2["kind"] == "chain").sum() == 2  # one trial left on each chain
+    n_leases = len(store.leases("small"))
+    capsys.readouterr()
+    assert run_cli("--config", cfg, "--participant", "P003", "--no-window", "--out",
+                   str(out)) != 0
+    assert "is full" in capsys.readouterr().err
+    assert len(store.leases("small")) == n_leases and not (out / "sub-P003").exists()

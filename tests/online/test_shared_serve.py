@@ -25,7 +25,7 @@ TRIALS = {"per_chain": 40, "per_hold": 2, "per_participant": 4, "practice": 0,
 
 
 def shared_study(tmp_path, url, **changes):
-    config = online_config(tmp_path, chains=SHARED, trials=TRIALS, **changes)
+    config = online_config(tmp_path, **{"chains": SHARED, "trials": TRIALS, **changes})
     return serve(config, url)
 
 
@@ -181,6 +181,43 @@ def test_an_abandoned_session_hands_its_chains_back(tmp_path, db_url):
     leases = study.chains.leases(name)
     assert (leases.query("participant == 'A'")["end_reason"] == "expired").all()
     assert study.chains.check(name) == []
+
+
+def test_a_full_study_ends_waiting_sessions_and_turns_newcomers_away(tmp_path, db_url):
+    """One chain per emotion, two trials long, for two participants who each want four: as
+    chains complete, the participants' trials of those emotions are skipped, so the one waiting
+    for a chain is not kept waiting for ever but ends with the end page and completion code
+    (complete, not abandoned); a third who arrives when every chain is complete gets the
+    "study is full" page with the recruitment site's code, and is granted no lease."""
+    study, client = shared_study(
+        tmp_path, db_url, chains={**SHARED, "per_emotion": 1},
+        trials={**TRIALS, "per_chain": 2}, gate={"kind": "none"},
+        online={**ONLINE, "decline_code": "NOCONSENT1"})
+    clients = {p: TestClient(client.app) for p in "AB"}
+    views = {p: to_trial(c, begin(c, participant=p)) for p, c in clients.items()}
+    assert sorted(v["screen"]["kind"] for v in views.values()) == ["trial", "wait"]
+    rounds = 0
+    while any(v["screen"]["kind"] != "end" for v in views.values()):
+        for p, c in clients.items():
+            kind = views[p]["screen"]["kind"]
+            if kind == "wait":
+                views[p] = c.get("/api/state").json()
+            elif kind != "end":
+                views[p] = step(c, views[p])
+        rounds += 1
+        assert rounds < 30, {p: v["screen"]["kind"] for p, v in views.items()}
+    assert all(v["end"]["code"] == "CODE-123" for v in views.values())
+    assert {r.status for r in study.db.all_sessions()} == {"complete"}
+    name = study.cfg.name
+    assert (study.chains.chains(name)["shown"] == 2).all()
+    assert study.chains.check(name) == [] and store_steps(study) == chain_rows(study)
+    n_leases = len(study.chains.leases(name))
+    late = TestClient(client.app)
+    full = begin(late, participant="C")
+    assert full["screen"]["kind"] == "full" and "study is full" in full["screen"]["text"]
+    assert full["end"]["code"] == "NOCONSENT1"
+    assert len(study.chains.leases(name)) == n_leases  # no lease for C
+    assert {r.participant for r in study.db.all_sessions()} == {"A", "B"}
 
 
 def test_gsp_slider_trials_share_chains_too(tmp_path):

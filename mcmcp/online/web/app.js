@@ -24,9 +24,11 @@
   const decoding = new Map(); // image key -> the promise of its decode, while it runs
   const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant", "sig"];
   // last pages: no Continue; a code and a return link when the study gives them
-  const FINAL = ["end", "declined", "screened_out", "ended", "reset", "resize", "error"];
+  const FINAL = ["end", "declined", "screened_out", "full", "ended", "reset", "resize",
+    "error"];
   const CODE_LABEL = { end: "Your completion code:", declined: "Your code for the recruitment site:",
-    screened_out: "Your code for the recruitment site:" };
+    screened_out: "Your code for the recruitment site:",
+    full: "Your code for the recruitment site:" };
   let view = null;
   let display = null;
   let onset = null; // performance.now() ms of the pair on show; null when no pair is on show
