@@ -53,13 +53,12 @@ def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
     """Write `store` without the children that have no neutral face left to `out` (what the
     build asks a lab to do, by removing their photos); the removed children's ids."""
     from vae.faceset import FaceSet
+    from vae.identity import children_without_neutral
     from vae.store import read_store, write_store
 
     faces = read_store(store)
-    ids = np.asarray(faces.identities).astype(str)
-    neutral = np.asarray(faces.label_names)[faces.labels] == "neutral"
-    gone = sorted(set(ids) - set(ids[neutral]))
-    keep = ~np.isin(ids, gone)
+    gone = children_without_neutral(faces)
+    keep = ~np.isin(np.asarray(faces.identities).astype(str), gone)
     write_store(FaceSet(faces.images[keep], faces.labels[keep], faces.identities[keep],
                         faces.label_names, faces.source,
                         {k: np.asarray(v)[keep] for k, v in faces.ground_truth.items()},

@@ -219,9 +219,9 @@ def build(args: argparse.Namespace) -> None:
             print(f"check the {by_box} faces framed by the box rule (black frames in {kept}): "
                   f"their eyes were not found; delete any that is not a frontal face and build "
                   f"again")
-        neutral = faceset.label_names.index("neutral") if "neutral" in faceset.label_names else -1
-        lost = sorted(set(faceset.identities.tolist())
-                      - set(faceset.identities[faceset.labels == neutral].tolist()))
+        from vae.identity import children_without_neutral
+
+        lost = children_without_neutral(faceset)
         if lost:
             print(f"{len(lost)} children have no neutral face left ({', '.join(lost[:10])}"
                   f"{', ...' if len(lost) > 10 else ''}): the identity model draws each child "

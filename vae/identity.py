@@ -32,6 +32,13 @@ def _neutral_rows(faceset: FaceSet, identity_id: str) -> np.ndarray:
     return rows
 
 
+def children_without_neutral(faceset: FaceSet) -> list[str]:
+    """The identities (sorted) with no neutral image: an identity model cannot draw them."""
+    ids = np.asarray(faceset.identities).astype(str)
+    names = np.array([canonical_emotion(n) for n in faceset.label_names])
+    return sorted(set(ids) - set(ids[names[faceset.labels] == "neutral"]))
+
+
 def reference_index(faceset: FaceSet, identity_id: str) -> int:
     """Row of the identity's reference face: its first closed-mouth neutral image.
 
