@@ -36,6 +36,22 @@ def to_trial(client: TestClient, view: dict) -> dict:
     return view
 
 
+def take_turns(clients: dict[str, TestClient], views: dict[str, dict], rounds: int) -> None:
+    """Every participant in turn answers their trial or asks again on a wait screen, until
+    all reach the end (`views` updated in place); fails after `rounds` rounds."""
+    for _ in range(rounds):
+        if all(v["screen"]["kind"] == "end" for v in views.values()):
+            return
+        for p, c in clients.items():
+            kind = views[p]["screen"]["kind"]
+            if kind == "wait":
+                views[p] = c.get("/api/state").json()
+            elif kind != "end":
+                views[p] = step(c, views[p])
+    assert all(v["screen"]["kind"] == "end" for v in views.values()), \
+        {p: v["screen"]["kind"] for p, v in views.items()}
+
+
 def chain_rows(study) -> set:
     """(chain, chain_step, lease) of every chain and gate row of every session."""
     out = set()
@@ -81,16 +97,7 @@ def test_participants_take_turns_and_wait_for_a_free_chain(tmp_path, db_url):
     held = {c["chain"]: c["holder"] for c in page["shared"]["chains"]}
     assert len(held) == 4 and sorted(h for h in held.values() if h) == ["A", "B"]
     assert all(c["expired_leases"] == 0 for c in page["shared"]["chains"])  # none ran out
-    rounds = 0
-    while any(v["screen"]["kind"] != "end" for v in views.values()):
-        for p, c in clients.items():
-            kind = views[p]["screen"]["kind"]
-            if kind == "wait":
-                views[p] = c.get("/api/state").json()
-            elif kind != "end":
-                views[p] = step(c, views[p])
-        rounds += 1
-        assert rounds < 50
+    take_turns(clients, views, rounds=49)
     name = study.cfg.name
     assert study.chains.check(name) == []
     leases = study.chains.leases(name)
@@ -196,16 +203,7 @@ def test_a_full_study_ends_waiting_sessions_and_turns_newcomers_away(tmp_path, d
     clients = {p: TestClient(client.app) for p in "AB"}
     views = {p: to_trial(c, begin(c, participant=p)) for p, c in clients.items()}
     assert sorted(v["screen"]["kind"] for v in views.values()) == ["trial", "wait"]
-    rounds = 0
-    while any(v["screen"]["kind"] != "end" for v in views.values()):
-        for p, c in clients.items():
-            kind = views[p]["screen"]["kind"]
-            if kind == "wait":
-                views[p] = c.get("/api/state").json()
-            elif kind != "end":
-                views[p] = step(c, views[p])
-        rounds += 1
-        assert rounds < 30, {p: v["screen"]["kind"] for p, v in views.items()}
+    take_turns(clients, views, rounds=29)
     assert all(v["end"]["code"] == "CODE-123" for v in views.values())
     assert {r.status for r in study.db.all_sessions()} == {"complete"}
     name = study.cfg.name
