@@ -27,8 +27,8 @@ Two kinds of network (`ModelConfig.kind`):
                       share the sphere), kept to reproduce and compare it. Checkpoints without a
                       `kind` load as plain with `upsample: transposed`.
 
-Decoders upsample with a nearest-neighbour or bilinear resize + 3x3 conv (no transposed-conv
-checkerboard); `upsample: transposed` rebuilds the seed study's transposed convs (plain only).
+Decoders upsample with nearest-neighbour resize + 3x3 conv (no transposed-conv checkerboard);
+`upsample: transposed` rebuilds the seed study's transposed convs (plain only).
 
 Loss (per image, averaged over the batch):
     reconstruction  binary cross-entropy summed over pixels, optionally weighted per pixel
@@ -57,7 +57,7 @@ from vae.distributions import HypersphericalUniform, VonMisesFisher
 
 PRIORS = ("vmf", "gaussian")
 KINDS = ("identity", "plain")
-UPSAMPLES = ("nearest", "bilinear", "transposed")
+UPSAMPLES = ("nearest", "transposed")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
 REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
@@ -79,18 +79,10 @@ class ModelConfig:
     channels: (first, second) conv widths of the encoder; the decoder mirrors them.
     class_weight: weight of the classifier's cross-entropy in the loss.
     kind: "identity" (expression on the sphere, identity from a reference face) or "plain".
-    upsample: "nearest" or "bilinear" (resize + conv), or "transposed" (the seed study's
-        decoder, plain only). Bilinear resizing leaves no 2x2 blocks for the next conv to turn
-        into a stripe pattern (nearest did, in the open-mouth faces).
+    upsample: "nearest" (resize + conv) or "transposed" (the seed study's decoder, plain only).
     identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
     pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
         it lets training align the reference face to each target's head pose and light.
-    pose_to_decoder: identity models: the decoder's layers also see the pose change from the
-        reference to the face drawn (true, as every model before issue 23). Training knows that
-        change, decoding does not (it is zero), and an 8x8 thumbnail shows an open mouth: the
-        decoder learned part of each expression from it and drew the rest unsure at decode
-        time. False: only the warp of the reference uses the pose change, so training draws
-        faces the way decoding does and the expression must come from the code.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -106,7 +98,6 @@ class ModelConfig:
     upsample: str = "nearest"
     identity_channels: tuple[int, int] = (8, 16)
     pose_dim: int = 6
-    pose_to_decoder: bool = True
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -139,9 +130,9 @@ class ModelConfig:
             problems.append(f"kind={self.kind!r} (allowed: {', '.join(KINDS)})")
         if self.upsample not in UPSAMPLES:
             problems.append(f"upsample={self.upsample!r} (allowed: {', '.join(UPSAMPLES)})")
-        elif self.kind == "identity" and self.upsample == "transposed":
+        elif self.kind == "identity" and self.upsample != "nearest":
             problems.append("upsample='transposed' needs kind='plain' (the identity decoder "
-                            "upsamples by resize + conv: nearest or bilinear)")
+                            "upsamples with nearest + conv)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -277,15 +268,11 @@ class Decoder(nn.Module):
         c1, c2 = config.channels
         h, w = config.image_size
         self.conditioned = config.kind == "identity"
-        # identity models may also see the pose change from the reference to the target
-        self.pose_input = self.conditioned and config.pose_to_decoder
-        d = config.latent_dim + (config.pose_dim if self.pose_input else 0)
+        # identity models also see the pose change from the reference to the target
+        d = config.latent_dim + (config.pose_dim if self.conditioned else 0)
         self.shape = (c2, h // 4, w // 4)
         self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
         self.transposed = config.upsample == "transposed"
-        self.resize = {"mode": config.upsample}
-        if config.upsample == "bilinear":
-            self.resize["align_corners"] = False
         if self.transposed:
             self.deconv = nn.Sequential(
                 nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
@@ -304,7 +291,7 @@ class Decoder(nn.Module):
         self.widths = (c2, c1, c1)
         if self.conditioned:
             # per-stage scale and shift of every channel from the code (FiLM)
-            self.film = nn.Linear(d, 2 * sum(self.widths))
+            self.film = nn.Linear(d, 2 * sum(self.widths))  # d includes the pose change
             # the output is a change to the reference face (in logits): a new network draws the
             # neutral reference itself, sharp, and learns only what expression changes
             nn.init.zeros_(self.out.weight)
@@ -313,9 +300,9 @@ class Decoder(nn.Module):
     def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
 
-        z: (n, d) the code as the network sees it (radius applied; identity models with
-        `pose_to_decoder`: with the pose change appended); skips: [reference (n, 1, H, W), its
-        1/2 and 1/4 resolution features] (identity models only).
+        z: (n, d) the code as the network sees it (radius applied; identity models: with the
+        pose change appended); skips: [reference (n, 1, H, W), its 1/2 and 1/4 resolution
+        features] (identity models only).
         """
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
@@ -332,7 +319,7 @@ class Decoder(nn.Module):
             (self.stage1, ref, films[2], True),
         ):
             if up:
-                h = F.interpolate(h, scale_factor=2.0, **self.resize)
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = conv(h if skip is None else torch.cat([h, skip], dim=1))
             if film is not None:
                 scale, shift = film[:, :, None, None].chunk(2, dim=1)
@@ -422,10 +409,7 @@ class _FaceVAE(nn.Module):
             reference = F.grid_sample(reference, grid, padding_mode="border",
                                       align_corners=False)
         skips = [reference, *self.identity_encoder(reference)]
-        net_in = self._net_input(z)
-        if self.decoder.pose_input:
-            net_in = torch.cat([net_in, change], dim=1)
-        return self.decoder.logits(net_in, skips)
+        return self.decoder.logits(torch.cat([self._net_input(z), change], dim=1), skips)
 
     def decode(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (n, d) -> images (n, 1, H, W) in [0, 1].
