@@ -10,8 +10,9 @@ The page must cost participants nothing, so a call's work does not grow with the
 since the last one: catch accuracy comes from the catch answers' counts (one query on an index;
 the same numbers as `analysis.diagnostics.catch_accuracy`), full-screen exits from one query,
 the device (from the session's metadata) once per session; a participant's own R-hat is
-recomputed, from the rows added since it last was, only within a CPU budget per call (the
-longest-waiting first; the rest keep their last value and its age); the group's R-hat and the
+recomputed, from the rows added since it last was, within a CPU budget (RHAT_SHARE of a core
+however often the page polls; the finished and the longest-waiting first, the rest keep their
+last value and its age); the group's R-hat and the
 verdicts (`analysis.checks.inference_checks`, the report's own) only when a session finishes.
 
 Shared chains (an across-participant study, `mcmcp.chainstore`): `shared` lists each chain's
@@ -37,7 +38,8 @@ from analysis.shared import group_prototypes
 from analysis.verdicts import PRECISION_DEG
 from mcmcp.online.database import Database, rows_frame
 
-BUDGET_S = 0.05  # CPU seconds of R-hat recomputation per call, at most (a call every 3 s)
+RHAT_SHARE = 0.02  # of one core: the participants' R-hats' CPU time, at most, over time
+RHAT_CREDIT_S = 1.0  # CPU seconds they may take at once (the first call, after a pause)
 STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
 DEVICE = ("device", "browser", "screen", "dpr", "refresh_hz")  # of screening.client_info
@@ -78,6 +80,7 @@ class Monitor:
         self.chains = chains  # the study's ChainStore (shared chains), or None
         self._shared_groups: tuple[int, float, list] = (-1, -math.inf, [])
         self._sessions: dict[int, _Session] = {}
+        self._credit = (time.monotonic(), RHAT_CREDIT_S)  # (when, CPU seconds left for R-hats)
         # finished ids -> (emotions table, each participant's verdicts in words)
         self._group: tuple[frozenset, list, dict[str, list[str]]] = (frozenset(), [], {})
 
@@ -112,16 +115,17 @@ class Monitor:
             kept[sid].device = {k: client.get(k) for k in DEVICE}
         exits = self.db.event_counts(self.study, "fullscreen_exit")
         catches = self.db.catch_counts(self.study)
-        deadline = time.thread_time() + BUDGET_S  # this thread's CPU: a busy machine's
-        # waits for the cores do not count
+        when, credit = self._credit
+        credit = min(RHAT_CREDIT_S, credit + RHAT_SHARE * (time.monotonic() - when))
         # shared chains: a participant's rows are stretches of the study's chains, judged
         # as the study's chains (`_shared`), not as chains of their own
         waiting = [] if self.chains is not None else sorted(
             (r for r in records if r.n_rows > kept[r.id].rhat_rows),
             key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
         for r in waiting:
-            if time.thread_time() > deadline and r.status != "complete":
+            if credit <= 0:
                 break
+            began = time.thread_time()  # this thread's CPU: waits for the cores do not count
             s = kept[r.id]
             rows = self.db.rows_after({r.id: s.n_read}, self.d).get(r.id, [])
             s.n_read += len(rows)
@@ -132,6 +136,8 @@ class Monitor:
             s.rhat_rows, s.rhat_time = s.n_read, r.updated
             if r.status == "complete":
                 s.states = states
+            credit -= time.thread_time() - began
+        self._credit = (time.monotonic(), credit)
         finished = frozenset(r.id for r in records if r.status == "complete"
                              and kept[r.id].states is not None)
         if finished != self._group[0]:

@@ -56,3 +56,30 @@ def test_catch_numbers_from_counts_equal_the_reports(answers):
         assert got["catch_accuracy"] is None
     else:
         assert got["catch_accuracy"] == pytest.approx(report["accuracy"])
+
+
+def test_page_recomputes_r_hats_only_within_its_cpu_budget(tmp_path, monkeypatch):
+    from sqlalchemy import event
+    from starlette.testclient import TestClient
+
+    from mcmcp.online import monitor as monitor_module
+    from tests.online.test_serve import begin, finish, online_config, serve
+
+    config = online_config(tmp_path, trials={"per_chain": 2, "practice": 0, "catch_rate": 0.5,
+                                             "break_every": 0})
+    study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    finish(client, begin(client, participant="B1"), np.random.default_rng(1))
+    monkeypatch.setattr(monitor_module, "RHAT_CREDIT_S", 0.0)  # no CPU for R-hats at all
+    page = monitor_module.Monitor(study.db, study.cfg.name, study.d, study.n_shown)
+    statements = []
+    event.listen(study.db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *args: statements.append(statement))
+    data = page.summary()
+    assert not [s for s in statements if "FROM trials" in s and "count(" not in s]
+    (b1,) = data["participants"]
+    assert b1["rhat_time"] is None and b1["catch_n"] > 0  # counted, not read
+    monkeypatch.setattr(monitor_module, "RHAT_CREDIT_S", 1.0)
+    monkeypatch.setattr(monitor_module, "RHAT_SHARE", 1e6)  # the credit back at once
+    other = TestClient(client.app)
+    finish(other, begin(other, participant="B2"), np.random.default_rng(2))
+    assert all(p["rhat_time"] is not None for p in page.summary()["participants"])
