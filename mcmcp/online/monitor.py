@@ -11,8 +11,8 @@ since the last one: catch accuracy comes from the catch answers' counts (one que
 the same numbers as `analysis.diagnostics.catch_accuracy`), full-screen exits from one query,
 the device (from the session's metadata) once per session; a participant's own R-hat is
 recomputed, from the rows added since it last was, within a CPU budget (RHAT_SHARE of a core
-however often the page polls; the finished and the longest-waiting first, the rest keep their
-last value and its age); the group's R-hat and the
+however often the page polls; the longest-waiting first, the rest keep their last value and its
+age), and once more when it finishes; the group's R-hat and the
 verdicts (`analysis.checks.inference_checks`, the report's own) only when a session finishes.
 
 Shared chains (an across-participant study, `mcmcp.chainstore`): `shared` lists each chain's
@@ -39,7 +39,7 @@ from analysis.verdicts import PRECISION_DEG
 from mcmcp.online.database import Database, rows_frame
 
 RHAT_SHARE = 0.02  # of one core: the participants' R-hats' CPU time, at most, over time
-RHAT_CREDIT_S = 1.0  # CPU seconds they may take at once (the first call, after a pause)
+RHAT_CREDIT_S = 0.2  # CPU seconds they may take at once (the first call, after a pause)
 STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
 DEVICE = ("device", "browser", "screen", "dpr", "refresh_hz")  # of screening.client_info
@@ -123,7 +123,7 @@ class Monitor:
             (r for r in records if r.n_rows > kept[r.id].rhat_rows),
             key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
         for r in waiting:
-            if credit <= 0:
+            if credit <= 0 and r.status != "complete":  # a finished one: once, for the verdicts
                 break
             began = time.thread_time()  # this thread's CPU: waits for the cores do not count
             s = kept[r.id]

@@ -63,12 +63,14 @@ def test_page_recomputes_r_hats_only_within_its_cpu_budget(tmp_path, monkeypatch
     from starlette.testclient import TestClient
 
     from mcmcp.online import monitor as monitor_module
-    from tests.online.test_serve import begin, finish, online_config, serve
+    from tests.online.test_serve import begin, finish, online_config, serve, step, to_trial
 
-    config = online_config(tmp_path, trials={"per_chain": 2, "practice": 0, "catch_rate": 0.5,
+    config = online_config(tmp_path, trials={"per_chain": 4, "practice": 0, "catch_rate": 0.5,
                                              "break_every": 0})
     study, client = serve(config, f"sqlite:///{tmp_path / 'db.sqlite'}")
-    finish(client, begin(client, participant="B1"), np.random.default_rng(1))
+    view = to_trial(client, begin(client, participant="B1"))
+    for _ in range(6):  # in progress: its R-hat waits for the page's CPU credit
+        view = step(client, view)
     monkeypatch.setattr(monitor_module, "RHAT_CREDIT_S", 0.0)  # no CPU for R-hats at all
     page = monitor_module.Monitor(study.db, study.cfg.name, study.d, study.n_shown)
     statements = []
