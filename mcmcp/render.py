@@ -44,7 +44,7 @@ class Renderer:
         if missing:
             identity = None if self.identities is None else self.identities.stack(
                 [children[i] for i in missing])
-            with torch.no_grad():
+            with torch.inference_mode():
                 z = torch.as_tensor(codes[missing], dtype=torch.float32)
                 decoded = self.model.decode(z, identity)[:, 0].numpy()
             for i, image in zip(missing, decoded, strict=True):

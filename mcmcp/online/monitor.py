@@ -6,13 +6,14 @@ It calls `analysis.diagnostics` on purpose, so the live page shows the numbers t
 show later; like `mcmcp.demo`, the server is an application on top of `mcmcp` and `analysis`
 (nothing in the engine, the store or the session imports analysis). It only reads.
 
-The page must cost participants nothing, so a `Monitor` keeps each session's numbers between
-calls and reads only the rows added since (one query for all sessions): catch accuracy is
-updated at every call, a participant's own R-hat is recomputed when their session has new rows
-within a time budget per call (the longest-waiting first; the rest keep their last value and
-its age), full-screen exits by one query, the device (from the session's metadata) once per
-session, and the group's R-hat and the verdicts (`analysis.checks.inference_checks`, the
-report's own) only when a session finishes.
+The page must cost participants nothing, so a call's work does not grow with the answers given
+since the last one: catch accuracy comes from the catch answers' counts (one query on an index;
+the same numbers as `analysis.diagnostics.catch_accuracy`), full-screen exits from one query,
+the device (from the session's metadata) once per session; a participant's own R-hat is
+recomputed, from the rows added since it last was, within a CPU budget (RHAT_SHARE of a core
+however often the page polls; the longest-waiting first, the rest keep their last value and its
+age), and once more when it finishes; the group's R-hat and the
+verdicts (`analysis.checks.inference_checks`, the report's own) only when a session finishes.
 
 Shared chains (an across-participant study, `mcmcp.chainstore`): `shared` lists each chain's
 length, its holder now (a lease that has run out is no one's), its expired leases and late
@@ -31,13 +32,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.checks import inference_checks, trial_facts
-from analysis.diagnostics import RHAT_BAD, RHAT_GOOD, catch_accuracy, convergence
+from analysis.diagnostics import MIN_CATCH_ACCURACY, RHAT_BAD, RHAT_GOOD, convergence
 from analysis.load import chain_states
 from analysis.shared import group_prototypes
 from analysis.verdicts import PRECISION_DEG
 from mcmcp.online.database import Database, rows_frame
 
-BUDGET_S = 0.05  # R-hat recomputation per call, at most (one call every few seconds per page)
+RHAT_SHARE = 0.02  # of one core: the participants' R-hats' CPU time, at most, over time
+RHAT_CREDIT_S = 0.2  # CPU seconds they may take at once (the first call, after a pause)
 STATUSES = ("consent", "running", "complete", "declined", "abandoned")
 KEPT_KINDS = ("chain", "gate", "catch", "repeat")  # what the numbers and the verdicts read
 DEVICE = ("device", "browser", "screen", "dpr", "refresh_hz")  # of screening.client_info
@@ -60,8 +62,6 @@ class _Session:
 
     n_read: int = 0  # rows read so far
     rows: list[dict] = field(default_factory=list)  # its rows of KEPT_KINDS
-    catch: dict = field(default_factory=lambda: {"catch_n": 0, "catch_accuracy": None,
-                                                 "catch_flagged": False})
     rhat: float | str | None = None
     rhat_rows: int = 0  # n_read when rhat was computed
     rhat_time: str | None = None
@@ -80,8 +80,9 @@ class Monitor:
         self.chains = chains  # the study's ChainStore (shared chains), or None
         self._shared_groups: tuple[int, float, list] = (-1, -math.inf, [])
         self._sessions: dict[int, _Session] = {}
-        # finished ids -> (emotions table, verdicts table of analysis.checks or None)
-        self._group: tuple[frozenset, list, pd.DataFrame | None] = (frozenset(), [], None)
+        self._credit = (time.monotonic(), RHAT_CREDIT_S)  # (when, CPU seconds left for R-hats)
+        # finished ids -> (emotions table, each participant's verdicts in words)
+        self._group: tuple[frozenset, list, dict[str, list[str]]] = (frozenset(), [], {})
 
     def summary(self) -> dict:
         """{"participants": [...], "counts": {...}, "emotions": [...]} for the study.
@@ -113,37 +114,40 @@ class Monitor:
                                             if kept[r.id].device is None]).items():
             kept[sid].device = {k: client.get(k) for k in DEVICE}
         exits = self.db.event_counts(self.study, "fullscreen_exit")
-        new = self.db.rows_after({r.id: kept[r.id].n_read for r in records
-                                  if r.n_rows > kept[r.id].n_read}, self.d)
-        for sid, rows in new.items():
-            s = kept[sid]
-            s.n_read += len(rows)
-            s.rows += [r for r in rows if r["kind"] in KEPT_KINDS]
-            if any(r["kind"] == "catch" for r in rows):
-                s.catch = _catch(s.rows)
-        deadline = time.monotonic() + BUDGET_S
+        catches = self.db.catch_counts(self.study)
+        when, credit = self._credit
+        credit = min(RHAT_CREDIT_S, credit + RHAT_SHARE * (time.monotonic() - when))
         # shared chains: a participant's rows are stretches of the study's chains, judged
         # as the study's chains (`_shared`), not as chains of their own
         waiting = [] if self.chains is not None else sorted(
-            (r for r in records if kept[r.id].n_read > kept[r.id].rhat_rows),
+            (r for r in records if r.n_rows > kept[r.id].rhat_rows),
             key=lambda r: (r.status != "complete", kept[r.id].rhat_time or ""))
         for r in waiting:
-            if time.monotonic() > deadline and r.status != "complete":
+            if credit <= 0 and r.status != "complete":  # a finished one: once, for the verdicts
                 break
+            began = time.thread_time()  # this thread's CPU: waits for the cores do not count
             s = kept[r.id]
+            rows = self.db.rows_after({r.id: s.n_read}, self.d).get(r.id, [])
+            s.n_read += len(rows)
+            s.rows += [row for row in rows if row["kind"] in KEPT_KINDS]
             states = _states(s.rows, self.d)
             s.rhat = None if states is None else _number(
                 convergence(states, by=["participant"])["rhat_max"].max())
             s.rhat_rows, s.rhat_time = s.n_read, r.updated
             if r.status == "complete":
                 s.states = states
+            credit -= time.thread_time() - began
+        self._credit = (time.monotonic(), credit)
         finished = frozenset(r.id for r in records if r.status == "complete"
                              and kept[r.id].states is not None)
         if finished != self._group[0]:
             judged = _judged([kept[i] for i in sorted(finished)], self.d, self.precision)
+            words: dict[str, list[str]] = {}
+            for v in ([] if judged is None else judged.itertuples()):
+                words.setdefault(v.participant, []).append(f"{v.emotion}: {v.headline_words}")
             self._group = (finished, _emotions([kept[i].states for i in sorted(finished)],
-                                               judged), judged)
-        judged = self._group[2]
+                                               judged), words)
+        verdicts = self._group[2]
         by_status = {s: sum(r.status == s for r in records) for s in STATUSES}
         return {
             "study": self.study,
@@ -154,13 +158,12 @@ class Monitor:
             "participants": [
                 {"uid": r.uid, "participant": r.participant, "session": r.session,
                  "status": r.status, "shown": r.shown,
-                 "of": self.n_shown, **kept[r.id].catch, "rhat": kept[r.id].rhat,
+                 "of": self.n_shown, **_catch(*catches.get(r.id, (0, 0))),
+                 "rhat": kept[r.id].rhat,
                  "rhat_time": kept[r.id].rhat_time, "started": r.created,
                  "updated": r.updated, "device": kept[r.id].device,
                  "fullscreen_exits": exits.get(r.id, 0),
-                 "verdicts": [] if judged is None or r.id not in finished else [
-                     f"{v.emotion}: {v.headline_words}"
-                     for v in judged[judged["participant"] == r.participant].itertuples()]}
+                 "verdicts": verdicts.get(r.participant, []) if r.id in finished else []}
                 for r in records],
             "emotions": self._group[1],
             "rhat_good": RHAT_GOOD,
@@ -208,13 +211,12 @@ def _shared_groups(steps: list[dict], d: int, precision: float) -> list[dict]:
             for g in table.itertuples()]
 
 
-def _catch(rows: list[dict]) -> dict:
-    table = catch_accuracy(pd.DataFrame([r for r in rows if r["kind"] == "catch"]))
-    if not len(table):
-        return {"catch_n": 0, "catch_accuracy": None, "catch_flagged": False}
-    row = table.iloc[0]
-    return {"catch_n": int(row["n_catch"]), "catch_accuracy": _number(row["accuracy"]),
-            "catch_flagged": bool(row["flagged"])}
+def _catch(n: int, correct: int) -> dict:
+    """Catch accuracy from `n` scored catch answers, `correct` of them right: the numbers of
+    `analysis.diagnostics.catch_accuracy` (flagged below its minimum)."""
+    accuracy = correct / n if n else None
+    return {"catch_n": n, "catch_accuracy": accuracy,
+            "catch_flagged": bool(n and accuracy < MIN_CATCH_ACCURACY)}
 
 
 def _judged(sessions: list[_Session], d: int, precision: float) -> pd.DataFrame | None:
