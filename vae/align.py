@@ -58,6 +58,7 @@ BOX_EYE_DISTANCE = BOX_EYES[1][0] - BOX_EYES[0][0]
 MIN_FACE_PX = 32  # the cascade's smallest face, in pixels of the searched copy
 DETECT_SIDE = 384  # photos are searched shrunk to this shorter side (faces are large in portraits)
 DETECT_ANGLES = (0.0, 20.0, -20.0, 40.0, -40.0)  # degrees the photo is turned for the cascade
+RETRY_NEIGHBOURS = 2  # the retry keeps a face the cascade found twice (first search: 4 times)
 CONFIDENT_RANK = 0.3  # a pair ranked this well ends the search (test photos: true 0.35..0.67, false < 0.25)
 _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
 _IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
@@ -176,18 +177,18 @@ def _cascade():
     return Cascade(lbp_frontal_face_cascade_filename())
 
 
-def face_boxes(gray: np.ndarray) -> list[tuple[float, float, float]]:
+def face_boxes(gray: np.ndarray, neighbours: int = 4) -> list[tuple[float, float, float]]:
     """Face boxes (x, y, side) the cascade finds in a grey image (h, w), largest first.
 
     x, y: the box's top-left pixel; side in pixels. The cascade merges its neighbouring hits
-    itself.
+    itself and keeps a face found at least `neighbours` times (at nearby places and scales).
     """
     biggest = int(min(gray.shape))
     if biggest < MIN_FACE_PX:
         return []
     found = _cascade().detect_multi_scale(
         img=gray, scale_factor=1.15, step_ratio=1, min_size=(MIN_FACE_PX, MIN_FACE_PX),
-        max_size=(biggest, biggest),
+        max_size=(biggest, biggest), min_neighbor_number=neighbours,
     )
     boxes = [(float(d["c"]), float(d["r"]), float(d["width"])) for d in found]
     return sorted(boxes, key=lambda b: -b[2])
@@ -327,9 +328,9 @@ def locate_face(gray: np.ndarray) -> Alignment:
     the equalised face), never by the box rule. When no box shows an eye pair, the largest box
     of the most upright search of the photo as it is is kept by the box rule (method "box").
     """
-    best, fallback = _search(gray, lambda image: image)
+    best, fallback = _search(gray, lambda image: image, 4)
     if best is None or best[0] < CONFIDENT_RANK:
-        retry, _ = _search(gray, equalised)
+        retry, _ = _search(gray, equalised, RETRY_NEIGHBOURS)
         if retry is not None and retry[0] >= CONFIDENT_RANK:
             best = retry
     if best is not None:
@@ -355,8 +356,9 @@ def equalised(gray: np.ndarray) -> np.ndarray:
     return equalize_adapthist((gray - lo) / max(hi - lo, 1e-6), clip_limit=0.02)
 
 
-def _search(gray: np.ndarray, look):
-    """One search of the photo as `look` (image -> image) shows it to the cascade:
+def _search(gray: np.ndarray, look, neighbours: int):
+    """One search of the photo as `look` (image -> image) shows it to the cascade (a face
+    found at least `neighbours` times):
     ((rank, Alignment) of the best eye pair or None, (box, angle, to_copy) of the first box
     without an eye pair or None). Eyes are searched in `gray` itself."""
     small, to_small = _shrunk(gray)
@@ -368,12 +370,12 @@ def _search(gray: np.ndarray, look):
         copy = small if angle == 0.0 else warp(small, turn, small.shape)
         to_copy = np.column_stack([turn[:, :2] @ to_small[:, :2],
                                    turn[:, :2] @ to_small[:, 2] + turn[:, 2]])
-        for box in face_boxes(copy)[:3]:
+        for box in face_boxes(copy, neighbours)[:3]:
             photo_to_patch = _box_patch(box, to_copy)
             found = _eyes_in_patch(gray, photo_to_patch)
             if found is not None:
                 eyes, score = _refine(gray, *found)
-                rank = score - _frame_error(gray, eyes, look)
+                rank = score - _frame_error(gray, eyes, look, neighbours)
                 if best is None or rank > best[0]:
                     best = (rank, Alignment(*map(_point, eyes), "eyes", box, angle))
             elif fallback is None:
@@ -422,7 +424,8 @@ def _eyes_in_patch(gray: np.ndarray, photo_to_patch: np.ndarray
     return _apply(_invert(photo_to_patch), found[0]), found[1]
 
 
-def _frame_error(gray: np.ndarray, eyes: np.ndarray, look=lambda image: image) -> float:
+def _frame_error(gray: np.ndarray, eyes: np.ndarray, look=lambda image: image,
+                 neighbours: int = 4) -> float:
     """How far the cascade's own box disagrees with the face framed by `eyes` (inf: no face).
 
     The face is levelled and scaled so that a real face's box would lie where the box rule
@@ -433,7 +436,8 @@ def _frame_error(gray: np.ndarray, eyes: np.ndarray, look=lambda image: image) -
     n = _patch_side()
     patch = look(warp(gray, similarity(eyes, _box_eyes()), (n, n)))
     found = _cascade().detect_multi_scale(
-        img=patch, scale_factor=1.1, step_ratio=1, min_size=(50, 50), max_size=(n, n))
+        img=patch, scale_factor=1.1, step_ratio=1, min_size=(50, 50), max_size=(n, n),
+        min_neighbor_number=neighbours)
     centre, w = _WORK_SIDE * _MARGIN + _WORK_SIDE / 2.0, _WORK_SIDE
     errors = [
         np.hypot(d["c"] + d["width"] / 2 - centre, d["r"] + d["height"] / 2 - centre) / w
