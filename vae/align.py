@@ -58,7 +58,8 @@ BOX_EYE_DISTANCE = BOX_EYES[1][0] - BOX_EYES[0][0]
 MIN_FACE_PX = 32  # the cascade's smallest face, in pixels of the searched copy
 DETECT_SIDE = 384  # photos are searched shrunk to this shorter side (faces are large in portraits)
 DETECT_ANGLES = (0.0, 20.0, -20.0, 40.0, -40.0)  # degrees the photo is turned for the cascade
-RETRY_NEIGHBOURS = 2  # the retry keeps a face the cascade found twice (first search: 4 times)
+DETECT_NEIGHBOURS = 4  # a face counts when the cascade finds it this often (nearby places, scales)
+RETRY_NEIGHBOURS = 2  # ... on the retry with the equalised photo
 CONFIDENT_RANK = 0.3  # a pair ranked this well ends the search (test photos: true 0.35..0.67, false < 0.25)
 _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
 _IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
@@ -177,7 +178,8 @@ def _cascade():
     return Cascade(lbp_frontal_face_cascade_filename())
 
 
-def face_boxes(gray: np.ndarray, neighbours: int = 4) -> list[tuple[float, float, float]]:
+def face_boxes(gray: np.ndarray, neighbours: int = DETECT_NEIGHBOURS
+               ) -> list[tuple[float, float, float]]:
     """Face boxes (x, y, side) the cascade finds in a grey image (h, w), largest first.
 
     x, y: the box's top-left pixel; side in pixels. The cascade merges its neighbouring hits
@@ -328,7 +330,7 @@ def locate_face(gray: np.ndarray) -> Alignment:
     the equalised face), never by the box rule. When no box shows an eye pair, the largest box
     of the most upright search of the photo as it is is kept by the box rule (method "box").
     """
-    best, fallback = _search(gray, lambda image: image, 4)
+    best, fallback = _search(gray, _as_is, DETECT_NEIGHBOURS)
     if best is None or best[0] < CONFIDENT_RANK:
         retry, _ = _search(gray, equalised, RETRY_NEIGHBOURS)
         if retry is not None and retry[0] >= CONFIDENT_RANK:
@@ -345,6 +347,10 @@ def locate_face(gray: np.ndarray) -> Alignment:
     box, angle, to_copy = fallback
     left, right = box_rule(box, to_copy)
     return Alignment(_point(left), _point(right), "box", box, angle)
+
+
+def _as_is(gray: np.ndarray) -> np.ndarray:
+    return gray
 
 
 def equalised(gray: np.ndarray) -> np.ndarray:
@@ -424,9 +430,9 @@ def _eyes_in_patch(gray: np.ndarray, photo_to_patch: np.ndarray
     return _apply(_invert(photo_to_patch), found[0]), found[1]
 
 
-def _frame_error(gray: np.ndarray, eyes: np.ndarray, look=lambda image: image,
-                 neighbours: int = 4) -> float:
-    """How far the cascade's own box disagrees with the face framed by `eyes` (inf: no face).
+def _frame_error(gray: np.ndarray, eyes: np.ndarray, look, neighbours: int) -> float:
+    """How far the cascade's own box disagrees with the face framed by `eyes` (inf: no face),
+    searched as in `_search` (`look`, `neighbours`).
 
     The face is levelled and scaled so that a real face's box would lie where the box rule
     expects it; the error is the distance of the nearest detected box's centre from there plus
