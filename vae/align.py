@@ -65,6 +65,7 @@ _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
 _IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
 _SURROUND = 2.5  # DoG outer scale, in _IRIS_SIGMA: the whites of the eye, not the cheeks
 _SCLERA_WEIGHT = 0.5  # weight of the whites beside the irises in a pair's score
+_HEIGHT_WEIGHT = 0.3  # how firmly the eyes are held near the box rule's eye line (brows lose)
 _FLANK = 7.0  # where the whites are looked for: this many patch pixels beside the iris
 _MARGIN = 0.5  # the searched patch extends this many box sides beyond the box on every side
 _SYMMETRY_FRAME = (44, 40)
@@ -265,8 +266,9 @@ def find_eyes(patch: np.ndarray) -> tuple[np.ndarray, float] | None:
     Candidate pairs of dark blobs must be 0.25..0.65 box sides apart, tilted at most 30
     degrees, with their midpoint in the middle half of the box; the pair whose framed face is
     most mirror-symmetric wins (plus a little of the blobs' darkness and of the whites beside
-    them, `_flanks`, minus a penalty for an eye distance far from the box rule's), and only if
-    that face is symmetric at all (correlation >= 0.3). Each eye is then placed at sub-pixel
+    them, `_flanks`, minus penalties for an eye distance and an eye line far from the box
+    rule's: squinting eyes show no whites, and the brows above them are as symmetric), and
+    only if that face is symmetric at all (correlation >= 0.3). Each eye is then placed at sub-pixel
     precision by a parabola through the DoG around its minimum.
     """
     dog = _dog(patch)
@@ -284,8 +286,9 @@ def find_eyes(patch: np.ndarray) -> tuple[np.ndarray, float] | None:
             continue
         sym = _symmetry(patch, left, right)
         spacing = (dist / w - BOX_EYE_DISTANCE) / 0.08
+        height = ((left[1] + right[1]) / 2.0 - o - BOX_EYES[0][1] * w) / w / 0.08
         score = (sym + 0.1 * min(blobs[i, 2], blobs[j, 2]) - 0.1 * spacing * spacing
-                 + _SCLERA_WEIGHT * min(flank[i], flank[j]))
+                 - _HEIGHT_WEIGHT * height * height + _SCLERA_WEIGHT * min(flank[i], flank[j]))
         if sym >= 0.3 and score > best_score:
             best, best_score = (left, right), score
     if best is None:
