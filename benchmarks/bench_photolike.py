@@ -6,8 +6,9 @@ For each set size, the whole own-photo path on faces whose truth is known:
   2. `python -m vae.data build --source folder --align`: detect, align, crop (rejects listed);
      children whose every neutral photo was rejected are removed, as the build asks a lab to;
   3. `python -m vae.train`: the default recipe, its verdict.
-It prints one row per size (alignment error against the truth, rejects, the verdict's figures)
-and writes them to <out>/photolike.csv and a figure <out>/photolike.png.
+It prints one row per size (alignment error against the truth, the share kept per third of the
+children by skin tone, the verdict's figures) and writes them to <out>/photolike.csv, the
+skin-tone table to <out>/fairness<n>.csv and a figure <out>/photolike.png.
 
     python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --out reports/bench_photolike
 """
@@ -36,17 +37,36 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def eye_errors(store: Path, truth_csv: Path) -> np.ndarray:
-    """(n,) worse eye's distance from the truth, in true eye distances, per kept face."""
+def eye_errors(store: Path, truth_csv: Path) -> pd.Series:
+    """Worse eye's distance from the truth, in true eye distances, per kept face (by file)."""
     from vae.store import read_store
 
     gt = read_store(store).ground_truth
-    truth = pd.read_csv(truth_csv).set_index("file").loc[[str(f) for f in gt["file"]]]
+    files = [str(f) for f in gt["file"]]
+    truth = pd.read_csv(truth_csv).set_index("file").loc[files]
     found = np.stack([np.asarray(gt["left_eye"]), np.asarray(gt["right_eye"])], axis=1)
     true = np.stack([truth[["left_eye_x", "left_eye_y"]].to_numpy(),
                      truth[["right_eye_x", "right_eye_y"]].to_numpy()], axis=1)
     spacing = np.linalg.norm(true[:, 1] - true[:, 0], axis=1)
-    return np.linalg.norm(found - true, axis=2).max(axis=1) / spacing
+    return pd.Series(np.linalg.norm(found - true, axis=2).max(axis=1) / spacing, index=files)
+
+
+def fairness(errors: pd.Series, truth_csv: Path) -> pd.DataFrame:
+    """Per third of the children by skin tone (darkest first): children, photos, the share
+    kept, the kept faces' eye error (median, 90th percentile) and the share of the photos
+    framed more than a quarter of an eye distance off (of those kept)."""
+    truth = pd.read_csv(truth_csv)
+    tone = truth.groupby("child")["skin_tone"].first()
+    third = pd.qcut(tone.rank(method="first"), 3, labels=["darkest", "middle", "lightest"])
+    truth["third"] = truth["child"].map(third)
+    truth["error"] = truth["file"].map(errors)
+    return truth.groupby("third", observed=True).agg(
+        children=("child", "nunique"), skin_tone=("skin_tone", lambda t: f"{t.min():.2f}-{t.max():.2f}"),
+        photos=("file", "size"), kept=("error", lambda e: e.notna().mean()),
+        eye_error_median=("error", "median"),
+        eye_error_p90=("error", lambda e: e.quantile(0.9)),
+        misframed=("error", lambda e: (e[e.notna()] > 0.25).mean()),
+    )
 
 
 def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
@@ -75,6 +95,9 @@ def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
                               "--align", "--out", str(store)])}
     errors = eye_errors(store, folder / "truth.csv")
     n_photos = len(pd.read_csv(folder / "truth.csv"))
+    by_tone = fairness(errors, folder / "truth.csv")
+    by_tone.to_csv(out / f"fairness{n}.csv")
+    print(by_tone.round(3).to_string(), flush=True)
     gone = keep_children_with_a_neutral(store, usable)
     times["train_s"] = _run(["vae.train", "--data", str(usable), "--out", str(model),
                              "--epochs", str(epochs), "--seed", str(seed), "--no-progress"])
@@ -88,6 +111,7 @@ def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
         "eye_error_median": float(np.median(errors)),
         "eye_error_p90": float(np.quantile(errors, 0.9)),
         "misframed_share": float(np.mean(errors > 0.25)),
+        **{f"kept_{third}": float(row["kept"]) for third, row in by_tone.iterrows()},
         "verdict": "passed" if metrics["verdict"]["passed"] else "failed",
         "failed_checks": "; ".join(k for k, c in checks.items() if not c["passed"]),
         **{f"{k}": c["value"] for k, c in checks.items()},

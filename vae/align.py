@@ -6,17 +6,25 @@ knows where a face came from:
 1. detect: scikit-image's LBP frontal-face cascade (shipped with scikit-image, no download),
    on the photo shrunk to DETECT_SIDE pixels, upright and, unless the upright search already
    gave a confident eye pair, turned by +-20 and +-40 degrees (a cascade only finds faces
-   within about 15 degrees of upright);
-2. eyes: in each of the largest boxes, the pair of dark round blobs (difference of Gaussians
-   at the iris scale, sampled from the full-size photo) whose framed face is most
-   mirror-symmetric, refined twice on the levelled face; the pair whose framing the cascade
-   itself confirms best wins (`locate_face`);
+   within about 15 degrees of upright); when that gives no confident pair, the search is
+   repeated on the photo with its local contrast equalised (`equalised`), whose faces are
+   kept only with a confident eye pair (the cascade misses more faces with dark skin);
+2. eyes: in each of the largest boxes, the pair of irises (dark round blobs against the
+   whites of the eyes: difference of Gaussians at the iris scale with a surround no wider
+   than the eye, and both sides of the blob brighter, so brows, dark on both sides, lose;
+   sampled from the full-size photo) whose framed face is most mirror-symmetric, refined
+   twice on the levelled face; the pair whose framing the cascade itself confirms best wins
+   (`locate_face`). Neither step needs the irises darker than the skin: on dark skin the
+   eyes are brighter than the face around them;
 3. frame: a similarity transform (rotation, scale, shift) puts the eyes level at
    `EYE_ROW` of the frame height, `EYE_DISTANCE` frame heights apart, centred left-right;
    when no plausible eye pair is found, the box rule places the eyes where they sit in an
    average detected box (`BOX_EYES`), upright, and the face is kept with method "box";
 4. crop, grey, normalise: the frame is resampled (bilinear, antialiased when shrinking) from
-   the grey photo, then stretched like every other source (`vae.images.preprocess`).
+   the grey photo, its lighting gradient across the face divided out
+   (`vae.images.even_lighting`), then stretched like every other source
+   (`vae.images.preprocess`); a build also gives each child's photos their common exposure
+   (`vae.images.match_exposure`, in `vae.sources`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 
@@ -50,9 +58,15 @@ BOX_EYE_DISTANCE = BOX_EYES[1][0] - BOX_EYES[0][0]
 MIN_FACE_PX = 32  # the cascade's smallest face, in pixels of the searched copy
 DETECT_SIDE = 384  # photos are searched shrunk to this shorter side (faces are large in portraits)
 DETECT_ANGLES = (0.0, 20.0, -20.0, 40.0, -40.0)  # degrees the photo is turned for the cascade
+DETECT_NEIGHBOURS = 4  # a face counts when the cascade finds it this often (nearby places, scales)
+RETRY_NEIGHBOURS = 2  # ... on the retry with the equalised photo
 CONFIDENT_RANK = 0.3  # a pair ranked this well ends the search (test photos: true 0.35..0.67, false < 0.25)
 _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
-_IRIS_SIGMA = 3.5  # DoG inner scale at _WORK_SIDE (an iris is about 10 px across there)
+_IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
+_SURROUND = 2.5  # DoG outer scale, in _IRIS_SIGMA: the whites of the eye, not the cheeks
+_SCLERA_WEIGHT = 0.5  # weight of the whites beside the irises in a pair's score
+_HEIGHT_WEIGHT = 0.3  # how firmly the eyes are held near the box rule's eye line (brows lose)
+_FLANK = 7.0  # where the whites are looked for: this many patch pixels beside the iris
 _MARGIN = 0.5  # the searched patch extends this many box sides beyond the box on every side
 _SYMMETRY_FRAME = (44, 40)
 _SYMMETRY_EYES = np.array([[11.5, 11.5], [27.5, 11.5]])
@@ -165,18 +179,19 @@ def _cascade():
     return Cascade(lbp_frontal_face_cascade_filename())
 
 
-def face_boxes(gray: np.ndarray) -> list[tuple[float, float, float]]:
+def face_boxes(gray: np.ndarray, neighbours: int = DETECT_NEIGHBOURS
+               ) -> list[tuple[float, float, float]]:
     """Face boxes (x, y, side) the cascade finds in a grey image (h, w), largest first.
 
     x, y: the box's top-left pixel; side in pixels. The cascade merges its neighbouring hits
-    itself.
+    itself and keeps a face found at least `neighbours` times (at nearby places and scales).
     """
     biggest = int(min(gray.shape))
     if biggest < MIN_FACE_PX:
         return []
     found = _cascade().detect_multi_scale(
         img=gray, scale_factor=1.15, step_ratio=1, min_size=(MIN_FACE_PX, MIN_FACE_PX),
-        max_size=(biggest, biggest),
+        max_size=(biggest, biggest), min_neighbor_number=neighbours,
     )
     boxes = [(float(d["c"]), float(d["r"]), float(d["width"])) for d in found]
     return sorted(boxes, key=lambda b: -b[2])
@@ -199,7 +214,8 @@ def _shrunk(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _dog(patch: np.ndarray) -> np.ndarray:
     """Difference of Gaussians at the iris scale, in units of the patch's contrast: negative
     on dark round blobs (irises, pupils, nostrils, mouth corners)."""
-    dog = ndi.gaussian_filter(patch, _IRIS_SIGMA) - ndi.gaussian_filter(patch, 3 * _IRIS_SIGMA)
+    surround = ndi.gaussian_filter(patch, _SURROUND * _IRIS_SIGMA)
+    dog = ndi.gaussian_filter(patch, _IRIS_SIGMA) - surround
     return dog / max(float(patch.std()), 1e-6)
 
 
@@ -213,6 +229,19 @@ def _dark_blobs(dog: np.ndarray, n: int = 8) -> np.ndarray:
     ys, xs = np.nonzero(minima & band)
     order = np.argsort(dog[ys, xs])[:n]
     return np.column_stack([xs[order], ys[order], -dog[ys[order], xs[order]]]).astype(np.float64)
+
+
+def _flanks(patch: np.ndarray, blobs: np.ndarray) -> np.ndarray:
+    """(m,) how much brighter than each blob's centre both its sides are (the whites of an eye
+    beside the iris), in units of the face's contrast: high for an open eye whatever the skin
+    tone, about 0 for a brow (dark on both sides)."""
+    smooth = ndi.gaussian_filter(patch, 1.0)
+    o, w = int(_WORK_SIDE * _MARGIN), int(_WORK_SIDE)
+    scale = max(float(smooth[o : o + w, o : o + w].std()), 1e-6)
+    xs, ys = blobs[:, 0].astype(int), blobs[:, 1].astype(int)
+    d = int(_FLANK)
+    sides = np.minimum(smooth[ys, xs - d], smooth[ys, xs + d])
+    return (sides - smooth[ys, xs]) / scale
 
 
 def _symmetry(patch: np.ndarray, left: np.ndarray, right: np.ndarray) -> float:
@@ -236,14 +265,16 @@ def find_eyes(patch: np.ndarray) -> tuple[np.ndarray, float] | None:
 
     Candidate pairs of dark blobs must be 0.25..0.65 box sides apart, tilted at most 30
     degrees, with their midpoint in the middle half of the box; the pair whose framed face is
-    most mirror-symmetric wins (plus a little of the blobs' darkness, minus a penalty for an
-    eye distance far from the box rule's), and only if that face is symmetric at all
-    (correlation >= 0.3). Each eye is then placed at sub-pixel precision by a parabola through
-    the DoG around its minimum.
+    most mirror-symmetric wins (plus a little of the blobs' darkness and of the whites beside
+    them, `_flanks`, minus penalties for an eye distance and an eye line far from the box
+    rule's: squinting eyes show no whites, and the brows above them are as symmetric), and
+    only if that face is symmetric at all (correlation >= 0.3). Each eye is then placed at sub-pixel
+    precision by a parabola through the DoG around its minimum.
     """
     dog = _dog(patch)
     blobs = _dark_blobs(dog)
     o, w = _WORK_SIDE * _MARGIN, _WORK_SIDE
+    flank = _flanks(patch, blobs)
     best, best_score = None, -np.inf
     for i, j in ((i, j) for i in range(len(blobs)) for j in range(len(blobs))):
         left, right = blobs[i, :2], blobs[j, :2]
@@ -255,7 +286,9 @@ def find_eyes(patch: np.ndarray) -> tuple[np.ndarray, float] | None:
             continue
         sym = _symmetry(patch, left, right)
         spacing = (dist / w - BOX_EYE_DISTANCE) / 0.08
-        score = sym + 0.1 * min(blobs[i, 2], blobs[j, 2]) - 0.1 * spacing * spacing
+        height = ((left[1] + right[1]) / 2.0 - o - BOX_EYES[0][1] * w) / w / 0.08
+        score = (sym + 0.1 * min(blobs[i, 2], blobs[j, 2]) - 0.1 * spacing * spacing
+                 - _HEIGHT_WEIGHT * height * height + _SCLERA_WEIGHT * min(flank[i], flank[j]))
         if sym >= 0.3 and score > best_score:
             best, best_score = (left, right), score
     if best is None:
@@ -291,10 +324,54 @@ def locate_face(gray: np.ndarray) -> Alignment:
     The pair ranked best wins: its `find_eyes` score (mostly the mirror symmetry of the face
     it frames) minus its `_frame_error` (how far the cascade's box for the face it frames is
     from where a real pair would put it). The search stops at the first angle that gives a
-    pair ranked at least CONFIDENT_RANK. When no box shows an eye pair, the largest box of
-    the most upright search that found one is kept by the box rule (method "box").
+    pair ranked at least CONFIDENT_RANK.
+
+    When the photo as it is gives no such pair, the search is repeated on the photo with its
+    local contrast equalised (`equalised`: the cascade misses faces whose features are faint
+    against the skin, most often dark skin in uneven light); a face found only there is kept
+    only with an eye pair ranked at least CONFIDENT_RANK (its frame checked by the cascade on
+    the equalised face), never by the box rule. When no box shows an eye pair, the largest box
+    of the most upright search of the photo as it is is kept by the box rule (method "box").
     """
+    best, fallback = _search(gray, _as_is, DETECT_NEIGHBOURS)
+    if best is None or best[0] < CONFIDENT_RANK:
+        retry, _ = _search(gray, equalised, RETRY_NEIGHBOURS)
+        if retry is not None and retry[0] >= CONFIDENT_RANK:
+            best = retry
+    if best is not None:
+        return best[1]
+    if fallback is None:
+        raise NoFace(
+            f"no face found (scikit-image frontal-face cascade, photo as it is and with its "
+            f"local contrast equalised, turned by {', '.join(f'{a:g}' for a in DETECT_ANGLES)} "
+            f"degrees; faces must be frontal and at least {MIN_FACE_PX / DETECT_SIDE:.0%} of "
+            f"the photo's shorter side)"
+        )
+    box, angle, to_copy = fallback
+    left, right = box_rule(box, to_copy)
+    return Alignment(_point(left), _point(right), "box", box, angle)
+
+
+def _as_is(gray: np.ndarray) -> np.ndarray:
+    return gray
+
+
+def equalised(gray: np.ndarray) -> np.ndarray:
+    """(h, w) float in [0, 1]: `gray` with its local contrast equalised (CLAHE over tiles of
+    an eighth of the image, clip limit 0.02), what the cascade searches on a retry."""
+    from skimage.exposure import equalize_adapthist
+
+    lo, hi = float(gray.min()), float(gray.max())
+    return equalize_adapthist((gray - lo) / max(hi - lo, 1e-6), clip_limit=0.02)
+
+
+def _search(gray: np.ndarray, look, neighbours: int):
+    """One search of the photo as `look` (image -> image) shows it to the cascade (a face
+    found at least `neighbours` times):
+    ((rank, Alignment) of the best eye pair or None, (box, angle, to_copy) of the first box
+    without an eye pair or None). Eyes are searched in `gray` itself."""
     small, to_small = _shrunk(gray)
+    small = look(small)
     centre = np.array([small.shape[1] - 1, small.shape[0] - 1], dtype=np.float64) / 2.0
     best, fallback = None, None
     for angle in DETECT_ANGLES:
@@ -302,29 +379,19 @@ def locate_face(gray: np.ndarray) -> Alignment:
         copy = small if angle == 0.0 else warp(small, turn, small.shape)
         to_copy = np.column_stack([turn[:, :2] @ to_small[:, :2],
                                    turn[:, :2] @ to_small[:, 2] + turn[:, 2]])
-        for box in face_boxes(copy)[:3]:
+        for box in face_boxes(copy, neighbours)[:3]:
             photo_to_patch = _box_patch(box, to_copy)
             found = _eyes_in_patch(gray, photo_to_patch)
             if found is not None:
                 eyes, score = _refine(gray, *found)
-                rank = score - _frame_error(gray, eyes)
+                rank = score - _frame_error(gray, eyes, look, neighbours)
                 if best is None or rank > best[0]:
                     best = (rank, Alignment(*map(_point, eyes), "eyes", box, angle))
             elif fallback is None:
                 fallback = (box, angle, to_copy)
         if best is not None and best[0] >= CONFIDENT_RANK:
             break  # most photos: upright, clear eyes; the turned searches would only cost time
-    if best is not None:
-        return best[1]
-    if fallback is None:
-        raise NoFace(
-            f"no face found (scikit-image frontal-face cascade, photo turned by "
-            f"{', '.join(f'{a:g}' for a in DETECT_ANGLES)} degrees; faces must be frontal and "
-            f"at least {MIN_FACE_PX / DETECT_SIDE:.0%} of the photo's shorter side)"
-        )
-    box, angle, to_copy = fallback
-    left, right = box_rule(box, to_copy)
-    return Alignment(_point(left), _point(right), "box", box, angle)
+    return best, fallback
 
 
 def box_rule(box: tuple[float, float, float], to_copy: np.ndarray | None = None) -> np.ndarray:
@@ -366,8 +433,9 @@ def _eyes_in_patch(gray: np.ndarray, photo_to_patch: np.ndarray
     return _apply(_invert(photo_to_patch), found[0]), found[1]
 
 
-def _frame_error(gray: np.ndarray, eyes: np.ndarray) -> float:
-    """How far the cascade's own box disagrees with the face framed by `eyes` (inf: no face).
+def _frame_error(gray: np.ndarray, eyes: np.ndarray, look, neighbours: int) -> float:
+    """How far the cascade's own box disagrees with the face framed by `eyes` (inf: no face),
+    searched as in `_search` (`look`, `neighbours`).
 
     The face is levelled and scaled so that a real face's box would lie where the box rule
     expects it; the error is the distance of the nearest detected box's centre from there plus
@@ -375,9 +443,10 @@ def _frame_error(gray: np.ndarray, eyes: np.ndarray) -> float:
     the mouth corners or nostrils frames the face shifted or shrunk, and scores high.
     """
     n = _patch_side()
-    patch = warp(gray, similarity(eyes, _box_eyes()), (n, n))
+    patch = look(warp(gray, similarity(eyes, _box_eyes()), (n, n)))
     found = _cascade().detect_multi_scale(
-        img=patch, scale_factor=1.1, step_ratio=1, min_size=(50, 50), max_size=(n, n))
+        img=patch, scale_factor=1.1, step_ratio=1, min_size=(50, 50), max_size=(n, n),
+        min_neighbor_number=neighbours)
     centre, w = _WORK_SIDE * _MARGIN + _WORK_SIDE / 2.0, _WORK_SIDE
     errors = [
         np.hypot(d["c"] + d["width"] / 2 - centre, d["r"] + d["height"] / 2 - centre) / w
@@ -406,11 +475,25 @@ def align_face(image, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, Ali
     """One photograph -> (uint8 (height, width) aligned grey face, its Alignment).
 
     image: a PIL image or an array (h, w) grey or (h, w, 3|4) RGB(A).
-    The frame is stretched like every store image (`vae.images.preprocess`).
+    The frame is lit evenly (`vae.images.even_lighting`: the lighting gradient across the face,
+    `face_region`, divided out) and stretched like every store image (`vae.images.preprocess`).
     Raises NoFace (a ValueError) with the reason when no usable face is found.
     """
-    from vae.images import preprocess, to_gray_float
+    from vae.images import even_lighting, preprocess, to_gray_float
 
     gray = to_gray_float(image).astype(np.float64)
     alignment = locate_face(gray)
-    return preprocess(crop_face(gray, alignment, size), size), alignment
+    frame = even_lighting(crop_face(gray, alignment, size), face_region(size))
+    return preprocess(frame, size), alignment
+
+
+def face_region(size: tuple[int, int]) -> np.ndarray:
+    """(height, width) bool: the face in the frame, an ellipse from the brows to the chin and
+    cheek to cheek (centre 0.6 eye distances below the eye line, half-axes 1.0 and 1.25 eye
+    distances), where `vae.images.even_lighting` measures the light."""
+    eyes = target_eyes(size)
+    spacing = eyes[1, 0] - eyes[0, 0]
+    rows, cols = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float64)
+    u = (cols - eyes[:, 0].mean()) / spacing
+    v = (rows - eyes[0, 1] - 0.6 * spacing) / (1.25 * spacing)
+    return u * u + v * v <= 1.0

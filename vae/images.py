@@ -44,6 +44,51 @@ def preprocess(image: Image.Image | np.ndarray, size: tuple[int, int] = (64, 64)
     return np.round(stretched * 255.0).astype(np.uint8)
 
 
+def even_lighting(gray: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) float64: `gray` (h, w) of positive intensities lit evenly.
+
+    A photograph lit more from one side shows its face brighter on that side, a difference
+    that a decoder must otherwise spend its capacity on. Light multiplies what it falls on, so
+    the gradient is a plane in the logarithm of the intensities: a plane fitted by least
+    squares to log(gray) over `region` ((h, w) bool; None: the whole frame) has its slopes
+    divided out of the whole frame (its mean level is kept, and the per-image stretch of
+    `preprocess` follows). Fitted on the face alone (`vae.align.face_region`), the plane is
+    the light's, not the hair's or background's. Used on aligned photographs
+    (`vae.align.align_face`), never on a data set's ready frames.
+    """
+    gray = np.asarray(gray, dtype=np.float64)
+    region = np.ones(gray.shape, dtype=bool) if region is None else region
+    floor = max(float(np.percentile(gray, 99.0)), 1e-6) * 1e-2  # black pixels carry no light
+    log = np.log(np.maximum(gray, floor))
+    rows, cols = np.mgrid[0 : gray.shape[0], 0 : gray.shape[1]].astype(np.float64)
+    rows, cols = rows - rows[region].mean(), cols - cols[region].mean()
+    design = np.column_stack([np.ones(int(region.sum())), cols[region], rows[region]])
+    (_, slope_x, slope_y), *_ = np.linalg.lstsq(design, log[region], rcond=None)
+    return gray * np.exp(-(slope_x * cols + slope_y * rows))
+
+
+def match_exposure(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n, h, w) uint8: each image given the exposure its group's photos share.
+
+    images: (n, h, w) uint8 stretched faces (`preprocess`); groups: (n,) the child of each.
+    Photographs of one child differ in exposure (a brighter or darker curve of the mid-tones)
+    as much as in expression; a child's skin and hair tone do not. Each image is put through
+    the curve x ** g (x in [0, 1]; black and white stay) that moves its median grey to the
+    geometric mean of its child's medians (g limited to 0.5..2), so every photo of a child has
+    the child's common exposure and children keep their own tones.
+    """
+    x = images.astype(np.float64) / 255.0
+    medians = np.clip(np.median(x.reshape(len(x), -1), axis=1), 1.0 / 255.0, 254.0 / 255.0)
+    out = np.empty_like(images)
+    for group in np.unique(groups):
+        members = np.flatnonzero(np.asarray(groups) == group)
+        target = np.exp(np.log(medians[members]).mean())
+        for i in members:
+            g = float(np.clip(np.log(target) / np.log(medians[i]), 0.5, 2.0))
+            out[i] = np.round(255.0 * x[i] ** g).astype(np.uint8)
+    return out
+
+
 def to_gray_float(image: Image.Image | np.ndarray) -> np.ndarray:
     """(h, w) float32 luma of a PIL image or array."""
     if isinstance(image, Image.Image):

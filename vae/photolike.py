@@ -12,8 +12,9 @@ folder -> `vae.data build --source folder --align` (detect, align, crop) -> `vae
 
 The folder is laid out as a lab's would be (`<emotion>/<child>_<k>.jpg`, k = 1 the closed-mouth
 pose, so each child's first neutral photo is its reference face). `truth.csv` beside the photos
-gives, per file, every drawn difference and where the eyes are in the photo (pixels, (x, y)), so
-the alignment can be checked against them (`benchmarks/bench_photolike.py`).
+gives, per file, the child's skin tone, every drawn difference and where the eyes are in the
+photo (pixels, (x, y)), so the alignment can be checked against them, per skin tone too
+(`benchmarks/bench_photolike.py`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,25 @@ def eyes_in_photo(d: Degradation, eyes: np.ndarray) -> np.ndarray:
     return eyes @ drawing_to_photo(d)[:, :2].T + drawing_to_photo(d)[:, 2]
 
 
+def skin_tones(n_identities: int, seed: int, poses_per_emotion: int = 2) -> np.ndarray:
+    """(n_identities,) each default child's skin tone (grey level of lit skin, 0..1), as
+    `generate_faces(n_identities, poses_per_emotion, seed=seed)` draws it: its random draws
+    replayed in their order (each child, then each of its images' strength, action units
+    and pose), without rendering."""
+    from vae.procedural.faces import _STRENGTH, ACTION_UNITS, EMOTIONS, sample_identity, sample_pose
+
+    rng = np.random.default_rng(seed)
+    tones = np.empty(n_identities)
+    for person in range(n_identities):
+        tones[person] = sample_identity(rng).skin_tone
+        for _ in range(len(EMOTIONS) * poses_per_emotion):
+            rng.uniform(*_STRENGTH)
+            rng.random(len(ACTION_UNITS))
+            rng.uniform(0.9, 1.1, len(ACTION_UNITS))
+            sample_pose(rng)
+    return tones
+
+
 def write_folder(out: Path, n_identities: int, seed: int = 1) -> int:
     """Draw the default set's first `n_identities` children (`generate_faces` with `seed`, two
     poses per emotion) at RENDER pixels and write them as photos `out/<emotion>/<child>_<k>.jpg`
@@ -139,6 +159,8 @@ def write_folder(out: Path, n_identities: int, seed: int = 1) -> int:
         raise FileExistsError(f"{out} is not empty: give a new folder for the photos")
     faces = generate_faces(n_identities=n_identities, poses_per_emotion=2,
                            size=(RENDER, RENDER), seed=seed)
+    tone = dict(zip((f"syn{i + 1:04d}" for i in range(n_identities)),
+                    skin_tones(n_identities, seed), strict=True))
     rng = np.random.default_rng([seed, 23])
     rows, count = [], {}
     for i, image in enumerate(faces.images):
@@ -151,6 +173,7 @@ def write_folder(out: Path, n_identities: int, seed: int = 1) -> int:
         path.write_bytes(photograph(image / 255.0, d, rng))
         eyes = eyes_in_photo(d, target_eyes((RENDER, RENDER)))
         rows.append({"file": f"{emotion}/{path.name}", "child": child, "emotion": emotion,
+                     "skin_tone": tone[child],
                      **{k: v for k, v in asdict(d).items() if k != "centre"},
                      "centre_x": d.centre[0], "centre_y": d.centre[1],
                      "left_eye_x": eyes[0, 0], "left_eye_y": eyes[0, 1],

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from vae.faceset import FaceSet
-from vae.images import STRETCH_PERCENTILES, load_image, preprocess
+from vae.images import STRETCH_PERCENTILES, load_image, match_exposure, preprocess
 from vae.labels import EMOTIONS, FER2013_CODES, canonical_emotion
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -36,8 +36,11 @@ PREPROCESSING = (
 ALIGNED_PREPROCESSING = (
     "aligned (vae.align: face detected, eyes level at fixed places, else the box rule; "
     "photos without a face rejected, listed in attrs 'rejected'); grayscale (ITU-R 601-2 "
-    "luma); bilinear resampling, antialiased; per-image percentile stretch "
-    f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped)"
+    "luma); bilinear resampling, antialiased; lighting gradient divided out (a plane fitted "
+    "to the log intensities); per-image percentile stretch "
+    f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped); "
+    "each child's common exposure (a gamma moving each photo's median grey to the geometric "
+    "mean of the child's medians)"
 )
 
 
@@ -102,11 +105,13 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         )
     keep = photos.kept
     attrs = dict(attrs)
+    images = photos.images
     if photos.truth:
         attrs["preprocessing"] = ALIGNED_PREPROCESSING
         attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
+        images = match_exposure(images, np.asarray(identities)[keep])
     return FaceSet(
-        images=photos.images,
+        images=images,
         labels=np.asarray(labels)[keep],
         identities=np.asarray(identities)[keep],
         source=source,
