@@ -192,12 +192,18 @@ class _Batches:
     def __len__(self) -> int:
         return len(self.x)
 
-    def iterate(self, batch_size: int, order=None):
+    def iterate(self, batch_size: int, order=None, least: int = 1):
+        """Minibatches (x, y, reference) of `batch_size` images in `order`; a last batch of
+        fewer than `least` images joins the one before it (training passes 2: batch
+        normalisation cannot take a batch of one image, e.g. 513 training images in 64s)."""
         import torch
 
         order = torch.arange(len(self.x)) if order is None else order
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+        starts = list(range(0, len(order), batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] < least:
+            starts.pop()
+        for i, j in zip(starts, [*starts[1:], len(order)], strict=True):
+            idx = order[i:j]
             yield self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx]
 
 
@@ -341,7 +347,7 @@ def train(
         model.train()
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
-        for x, y, ref in train_b.iterate(train_config.batch_size, order):
+        for x, y, ref in train_b.iterate(train_config.batch_size, order, least=2):
             losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()

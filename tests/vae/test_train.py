@@ -64,6 +64,20 @@ def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_p
         assert torch.equal(a, c), name
 
 
+def test_a_last_batch_of_one_image_trains(store, tmp_path):
+    """Batch normalisation cannot take one image: a training set of n = 1 (mod batch size)
+    images (a lab's 513 photos in 64s) once crashed the first epoch; the last image now joins
+    the batch before it, and every image is still seen once per epoch."""
+    from vae.store import read_store, split_by_identity
+
+    split = tiny_train(store)
+    train_idx, _ = split_by_identity(read_store(store).identities, split.val_fraction,
+                                     split.split_seed)
+    cfg = tiny_train(store, epochs=1, batch_size=len(train_idx) - 1)
+    _, metrics = train(TINY_MODEL, cfg, tmp_path / "m.pt", progress=False, final_metrics=False)
+    assert np.isfinite(metrics["history"][0]["train_total"])
+
+
 def test_resume_refuses_other_model(store, tmp_path):
     train(TINY_MODEL, tiny_train(store, epochs=1), tmp_path / "a.pt", progress=False,
           final_metrics=False, keep_optimizer=True)
