@@ -28,6 +28,19 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; browsers are never downloaded
 
 
+# How long a browser waits for a state (a screen, a selector, a redirect) before the test fails:
+# on a loaded 2-core machine a screen can take longer than Playwright's default 30 s, and a
+# longer bound costs nothing when the state comes early.
+BROWSER_WAIT_MS = 180_000
+
+
+async def patient_context(browser, **options):
+    """`browser.new_context(**options)` (Playwright) whose pages wait up to BROWSER_WAIT_MS."""
+    context = await browser.new_context(**options)
+    context.set_default_timeout(BROWSER_WAIT_MS)
+    return context
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from playwright.async_api import async_playwright
-from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, side_for
+from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, patient_context, side_for
 
 from mcmcp.online.database import Database
 from mcmcp.online.export import export
@@ -37,7 +37,7 @@ async def take_part(browser, base: str, participant: str, how: str, reload_at=()
     """One participant from the link to the redirect. how: 'keys' or 'clicks'. reload_at:
     (kind, count) pairs: reload when the count-th screen of that kind is on show and check
     the page comes back to exactly that screen. Returns what was chosen and seen."""
-    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    context = await patient_context(browser, viewport={"width": 1200, "height": 800})
     page = await context.new_page()
     errors = []
     page.on("pageerror", lambda err: errors.append(str(err)))
@@ -69,13 +69,13 @@ async def take_part(browser, base: str, participant: str, how: str, reload_at=()
             await page.click("#continue")
         await page.wait_for_function(NEXT, arg=[now["screen"]])
     code = await page.text_content("#code-value")
-    await page.wait_for_url("**/experimenter?from=study", timeout=20_000)
+    await page.wait_for_url("**/experimenter?from=study")
     await context.close()
     return {"chosen": chosen, "code": code, "reloads": reloads, "errors": errors}
 
 
 async def second_browser(browser, base: str, participant: str) -> str:
-    context = await browser.new_context()
+    context = await patient_context(browser)
     page = await context.new_page()
     await page.goto(f"{base}/?participant={participant}")
     await page.wait_for_selector("#app[data-kind='error']")
@@ -85,7 +85,8 @@ async def second_browser(browser, base: str, participant: str) -> str:
 
 
 async def experimenter_page(browser, base: str, token: str, shot) -> list[str]:
-    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    context = await patient_context(browser, viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
     await page.goto(f"{base}/experimenter")
     await page.fill("#token", token)
     await page.click("#open")
@@ -93,7 +94,7 @@ async def experimenter_page(browser, base: str, token: str, shot) -> list[str]:
     await page.screenshot(path=str(shot), full_page=True)
     rows = await page.eval_on_selector_all("#participants tbody tr td:first-child",
                                            "cells => cells.map(c => c.textContent)")
-    await page.close()
+    await context.close()
     return rows
 
 

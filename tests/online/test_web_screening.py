@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from playwright.async_api import async_playwright
-from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port
+from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, patient_context
 
 from mcmcp.online.database import Database
 from tests.online.test_screening import POLICY
@@ -58,7 +58,7 @@ def test_screening_fullscreen_decline_and_release_in_chromium(tmp_path):
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
 
-            phone = await browser.new_context(**p.devices["Pixel 5"])
+            phone = await patient_context(browser, **p.devices["Pixel 5"])
             page = await phone.new_page()
             await page.goto(f"{base}/?participant=PH1")
             await kind_is(page, "screened_out")
@@ -67,7 +67,7 @@ def test_screening_fullscreen_decline_and_release_in_chromium(tmp_path):
             await page.screenshot(path=str(tmp_path / "screened_out.png"))
             await phone.close()
 
-            small = await browser.new_context(viewport={"width": 800, "height": 500})
+            small = await patient_context(browser, viewport={"width": 800, "height": 500})
             page = await small.new_page()
             await page.goto(f"{base}/?participant=S1")
             await kind_is(page, "resize")
@@ -99,7 +99,7 @@ def test_screening_fullscreen_decline_and_release_in_chromium(tmp_path):
             assert await page.get_attribute("#app", "data-screen") == screen  # still unanswered
             await go_on(page)  # the first trial answered; another browser will take over
 
-            declined = await browser.new_context(viewport={"width": 1200, "height": 800})
+            declined = await patient_context(browser, viewport={"width": 1200, "height": 800})
             other = await declined.new_page()
             await other.goto(f"{base}/?participant=D1")
             await kind_is(other, "consent")
@@ -107,15 +107,16 @@ def test_screening_fullscreen_decline_and_release_in_chromium(tmp_path):
             await kind_is(other, "declined")
             assert await other.text_content("#code-value") == "NOCONSENT1"
             await other.screenshot(path=str(tmp_path / "declined.png"))
-            await other.wait_for_url("**/experimenter?from=declined", timeout=20_000)
+            await other.wait_for_url("**/experimenter?from=declined")
             await declined.close()
 
             # the participant lost their cookie: another browser, refused until released
-            second = await browser.new_context(viewport={"width": 1200, "height": 800})
+            second = await patient_context(browser, viewport={"width": 1200, "height": 800})
             again = await second.new_page()
             await again.goto(f"{base}/?participant=S1")
             await kind_is(again, "error")
-            boss = await browser.new_page(viewport={"width": 1300, "height": 700})
+            boss_context = await patient_context(browser, viewport={"width": 1300, "height": 700})
+            boss = await boss_context.new_page()
             boss.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
             await boss.goto(f"{base}/experimenter")
             await boss.fill("#token", token)

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from playwright.async_api import async_playwright
-from webserver import BROWSER_ARGS, CHROMIUM, Server, side_for
+from webserver import BROWSER_ARGS, CHROMIUM, Server, patient_context, side_for
 
 from mcmcp.chainstore import ChainStore
 from tests.online.test_serve import ONLINE, online_config
@@ -67,7 +67,7 @@ def test_two_participants_share_a_chain_in_chromium(tmp_path):
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             pages = {}
             for who in ("A", "B"):
-                context = await browser.new_context(viewport={"width": 1200, "height": 800})
+                context = await patient_context(browser, viewport={"width": 1200, "height": 800})
                 pages[who] = await context.new_page()
                 pages[who].errors = []
                 pages[who].on("pageerror", lambda err, w=who: pages[w].errors.append(str(err)))

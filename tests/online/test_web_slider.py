@@ -11,7 +11,7 @@ import hashlib
 import pandas as pd
 import pytest
 from playwright.async_api import async_playwright
-from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port
+from webserver import BROWSER_ARGS, CHROMIUM, Server, free_port, patient_context
 
 from mcmcp.online.database import Database
 from mcmcp.online.export import export
@@ -92,7 +92,7 @@ async def take_part(browser, base: str, participant: str, how: str, shots=None) 
     """One participant from the link to the redirect. how: keys | drag | touch. Returns the
     positions confirmed (with each trial's keys and start) and what reloads showed."""
     touch = how == "touch"
-    context = await browser.new_context(viewport={"width": 1200, "height": 800},
+    context = await patient_context(browser, viewport={"width": 1200, "height": 800},
                                         has_touch=touch)
     page = await context.new_page()
     cdp = await context.new_cdp_session(page) if touch else None
@@ -141,7 +141,7 @@ async def take_part(browser, base: str, participant: str, how: str, shots=None) 
                 await page.click("#ok")
         await page.wait_for_function(NEXT, arg=[now["screen"]])
     code = await page.text_content("#code-value")
-    await page.wait_for_url("**/experimenter?from=study", timeout=20_000)
+    await page.wait_for_url("**/experimenter?from=study")
     await context.close()
     return {"confirmed": confirmed, "code": code, "reloads": reloads, "errors": errors}
 

@@ -79,7 +79,7 @@ def _shared(participants=2):
 @pytest.mark.slow
 def test_a_dask_sweep_gives_the_serial_results():
     shared = _shared()
-    cells = [planner.Cell(t, c, s) for t in (15, 30) for c in (2, 3) for s in range(2)]
+    cells = [planner.Cell(t, c, s) for t, c in ((15, 2), (30, 3)) for s in range(2)]
     serial = sweeps.run(planner.simulate_cell, cells, shared, workers=0, progress=False)
     on_dask = sweeps.run(planner.simulate_cell, cells, shared, workers=2, progress=False)
     assert pd.DataFrame(sum(on_dask, [])).equals(pd.DataFrame(sum(serial, [])))
