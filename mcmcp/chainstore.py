@@ -163,11 +163,13 @@ class LeaseLost(RuntimeError):
                          f"({reason}); the answer was kept for audit, not added to the chain")
 
 
-def _state(row) -> ChainState:
-    return ChainState(position=np.asarray(row.position, dtype=float),
-                      iteration=np.asarray(row.version, dtype=np.int64),
-                      n_accepted=np.asarray(row.n_accepted, dtype=np.int64),
-                      kappa=np.asarray(np.nan if row.kappa is None else row.kappa))
+def _state(cells) -> ChainState:
+    """A chain's state from its cells: a `shared_chains` row's mapping, or what a lease row
+    keeps of it (`_kept`); the version is the iteration."""
+    return ChainState(position=np.asarray(cells["position"], dtype=float),
+                      iteration=np.asarray(cells["version"], dtype=np.int64),
+                      n_accepted=np.asarray(cells["n_accepted"], dtype=np.int64),
+                      kappa=np.asarray(np.nan if cells["kappa"] is None else cells["kappa"]))
 
 
 def _plain(value):
@@ -314,7 +316,7 @@ class ChainStore:
                     tx.execute(update(leases_table).where(
                         leases_table.c.lease == cand.lease, leases_table.c.ended.is_(None))
                         .values(ended=cand.expires, end_reason="expired"))
-                state = _state(cand)
+                state = _state(cand._mapping)
                 tx.execute(insert(leases_table).values(
                     lease=lease_id, study=study, chain=cand.chain, participant=participant,
                     session=session, hold=hold, seq=cand.n_leases + 1, started=now,
@@ -396,7 +398,7 @@ class ChainStore:
                 c.study == study, lc.participant == participant, lc.session == session,
                 lc.ended.is_(None), c.expires >= now)).all()
         return {r.hold: Lease(r.lease, study, r.chain, r.emotion, participant, r.version,
-                              r.shown, r.target, _state(r), r.expires) for r in rows}
+                              r.shown, r.target, _state(r._mapping), r.expires) for r in rows}
 
     def holds(self, study: str, participant: str, session: int) -> dict[int, Lease]:
         """The participant-session's latest lease of each hold that was neither handed back
@@ -423,14 +425,9 @@ class ChainStore:
             if r.end_reason in ("released", "complete") or r.given_up is not None:
                 continue
             kept = r.state
-            state = ChainState(position=np.asarray(kept["position"], dtype=float),
-                               iteration=np.asarray(kept["version"], dtype=np.int64),
-                               n_accepted=np.asarray(kept["n_accepted"], dtype=np.int64),
-                               kappa=np.asarray(np.nan if kept["kappa"] is None
-                                                else kept["kappa"]))
             expires = r.expires if r.chain_lease == r.lease else -np.inf  # taken: lost
             out[hold] = Lease(r.lease, study, r.chain, r.emotion, participant, kept["version"],
-                              kept["shown"], r.target, state, expires)
+                              kept["shown"], r.target, _state(kept), expires)
         return out
 
     def give_up(self, lease: Lease, now: float, conn: Connection | None = None) -> None:
