@@ -435,7 +435,7 @@ class Database:
         SQLite all writers with its lock (the first statement writes)."""
         now = time.time() if now is None else now
         key = hashlib.sha256(address.encode("utf-8")).hexdigest()
-        with self._using(write=True), self.engine.begin() as conn:
+        with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                              {"k": int(key[:15], 16)})
@@ -507,7 +507,7 @@ class Database:
     def add_event(self, session_id: int, kind: str, detail: dict, now: str,
                   limit: int) -> bool:
         """Record an event of a session; False (nothing written) if it has `limit` already."""
-        with self._using(write=True), self.engine.begin() as conn:
+        with self.transaction() as conn:
             n = conn.execute(select(func.count()).select_from(event_log).where(
                 event_log.c.session_id == session_id)).scalar_one()
             if n >= limit:
@@ -576,7 +576,7 @@ class Database:
             return 0
         conditions = [c < limit for c, limit in zip(
             ended, [x for x in (inactive_before, started_before) if x is not None], strict=True)]
-        with self._using(write=True), self.engine.begin() as conn:
+        with self.transaction() as conn:
             return conn.execute(update(sessions).where(
                 sessions.c.study == study, sessions.c.status.in_(("consent", "running")),
                 or_(*conditions)).values(status="abandoned")).rowcount
@@ -597,8 +597,9 @@ class Database:
 
     @contextmanager
     def transaction(self):
-        """A write transaction (a connection) that other writes join (`advance(conn=...)`, the
-        shared chain store's calls): all of it is kept, or none. Errors as in every call."""
+        """A write transaction (a connection): the writes here run in one, and callers' other
+        writes may join one (`advance(conn=...)`, the shared chain store's calls): all of it is
+        kept, or none. Errors as in every call."""
         with self._using(write=True), self.engine.begin() as conn:
             yield conn
 
