@@ -571,6 +571,7 @@ class OnlineStudy:
             self._keep(record.id, new_screen, flow, point)
             if status == "declined":
                 return self._final("declined", new_screen)
+            flow.retry()  # the step may have left a wait screen: is a chain free by now?
             return self._render(record, flow, sent)
 
     def _final(self, kind: str, screen: str, text: str | None = None) -> dict:
@@ -640,8 +641,8 @@ class OnlineStudy:
                 sent: set[str] = frozenset()) -> dict:
         """The view of the flow's current screen: text or trial, plus the faces to preload;
         `images` holds the PNGs of the faces named, except those in `sent` (the page has
-        them from a view before; it asks for the whole state if not)."""
-        flow.retry()  # a wait screen: is a chain free now?
+        them from a view before; it asks for the whole state if not). Callers retry a wait
+        screen first (`SessionFlow.retry`), once per request."""
         screen = flow.screen()
         images: dict[str, str] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
