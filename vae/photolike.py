@@ -126,21 +126,12 @@ def eyes_in_photo(d: Degradation, eyes: np.ndarray) -> np.ndarray:
 
 def skin_tones(n_identities: int, seed: int, poses_per_emotion: int = 2) -> np.ndarray:
     """(n_identities,) each default child's skin tone (grey level of lit skin, 0..1), as
-    `generate_faces(n_identities, poses_per_emotion, seed=seed)` draws it: its random draws
-    replayed in their order (each child, then each of its images' strength, action units
-    and pose), without rendering."""
-    from vae.procedural.faces import _STRENGTH, ACTION_UNITS, EMOTIONS, sample_identity, sample_pose
+    `generate_faces(n_identities, poses_per_emotion, seed=seed)` draws it (`sample_set`, without
+    rendering)."""
+    from vae.procedural.faces import sample_set
 
-    rng = np.random.default_rng(seed)
-    tones = np.empty(n_identities)
-    for person in range(n_identities):
-        tones[person] = sample_identity(rng).skin_tone
-        for _ in range(len(EMOTIONS) * poses_per_emotion):
-            rng.uniform(*_STRENGTH)
-            rng.random(len(ACTION_UNITS))
-            rng.uniform(0.9, 1.1, len(ACTION_UNITS))
-            sample_pose(rng)
-    return tones
+    people = sample_set(n_identities, poses_per_emotion, seed)[0]
+    return np.array([identity.skin_tone for identity in people[::len(people) // n_identities]])
 
 
 def write_folder(out: Path, n_identities: int, seed: int = 1) -> int:

@@ -269,28 +269,17 @@ def render_face(
     return _render_batch([identity], _au_vector(aus)[None], [pose or Pose()], size)[0]
 
 
-def generate_faces(
-    n_identities: int = 160,
-    poses_per_emotion: int = 2,
-    size: tuple[int, int] = (64, 64),
-    seed: int = 0,
-) -> FaceSet:
-    """The default synthetic face set: every identity poses every emotion poses_per_emotion times.
-
-    Even-numbered poses have the closed-mouth form (`EMOTION_AUS`), odd-numbered ones the
-    open-mouth form (`EMOTION_AUS_OPEN`; fearful and surprised are always open). Each image
-    scales its prototype by a strength drawn from [0.75, 1] (and each AU by a further
-    [0.9, 1.1]), adds weak activity (< 0.06) to the other AUs except those that open the
-    mouth, and draws a `sample_pose`. Returns n = n_identities * 7 * poses_per_emotion images
-    of `size` (height, width), uint8, identities "syn0001"..., ground_truth "au" (n, n_au)
-    float32, "mouth_open" (n,) bool and "pose" (n, 6) float32 (`Pose` fields, angles in
-    degrees). Bit-identical for a given seed on every machine.
-    """
+def sample_set(n_identities: int, poses_per_emotion: int, seed: int
+               ) -> tuple[list[Identity], list[int], list[str], np.ndarray, list[bool], list[Pose]]:
+    """What `generate_faces` draws before rendering, image by image (each child, then each of
+    its images): (identity, label, identity id, AU intensities (n_au,), mouth open, pose) as
+    lists of n = n_identities * 7 * poses_per_emotion (the AUs as one (n, n_au) array). The
+    random draws of a seed live here alone, so a child's drawn traits can be had without
+    rendering (`vae.photolike`)."""
     if n_identities < 1 or poses_per_emotion < 1:
         raise ValueError(
             f"n_identities and poses_per_emotion must be >= 1, got {n_identities} and {poses_per_emotion}"
         )
-    size = _check_size(size)
     rng = np.random.default_rng(seed)
     closed_only = np.isin(ACTION_UNITS, _MOUTH_OPENING)
     people, labels, ids, au_rows, opens, poses = [], [], [], [], [], []
@@ -310,7 +299,28 @@ def generate_faces(
                 ids.append(f"syn{person + 1:04d}")
                 opens.append(is_open)
                 poses.append(sample_pose(rng))
-    au = np.asarray(au_rows, dtype=np.float64)
+    return people, labels, ids, np.asarray(au_rows, dtype=np.float64), opens, poses
+
+
+def generate_faces(
+    n_identities: int = 160,
+    poses_per_emotion: int = 2,
+    size: tuple[int, int] = (64, 64),
+    seed: int = 0,
+) -> FaceSet:
+    """The default synthetic face set: every identity poses every emotion poses_per_emotion times.
+
+    Even-numbered poses have the closed-mouth form (`EMOTION_AUS`), odd-numbered ones the
+    open-mouth form (`EMOTION_AUS_OPEN`; fearful and surprised are always open). Each image
+    scales its prototype by a strength drawn from [0.75, 1] (and each AU by a further
+    [0.9, 1.1]), adds weak activity (< 0.06) to the other AUs except those that open the
+    mouth, and draws a `sample_pose`. Returns n = n_identities * 7 * poses_per_emotion images
+    of `size` (height, width), uint8, identities "syn0001"..., ground_truth "au" (n, n_au)
+    float32, "mouth_open" (n,) bool and "pose" (n, 6) float32 (`Pose` fields, angles in
+    degrees). Bit-identical for a given seed on every machine.
+    """
+    size = _check_size(size)
+    people, labels, ids, au, opens, poses = sample_set(n_identities, poses_per_emotion, seed)
     chunk = 16  # bounds memory at ~chunk * height * width * 8 bytes per temporary
     images = np.concatenate(
         [
