@@ -18,13 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.checks import trial_facts
 from analysis.diagnostics import catch_accuracy, convergence
 from analysis.load import DEFAULT_BURN_IN, chain_states
 from analysis.prototypes import angle_deg, prototypes, table_vectors
-from analysis.responders import choice_dependence
 from analysis.sides import side_bias
-from mcmcp import schema
-from mcmcp.sampling.sphere import spherical_mean
 
 STUDY = "study"  # the participant label of the study's shared chains
 
@@ -91,25 +89,18 @@ def person_checks(trials: pd.DataFrame) -> pd.DataFrame:
     side_bias, side, side_flagged); and per emotion the responder test on the steps they moved
     (`analysis.responders.choice_dependence`, its power at the spherical mean of those steps'
     current faces): n_steps, random_emotions (emotions where their choices did not depend on
-    the faces, with enough power to tell). flagged and reasons: in words, as a reader sees
-    them; `influence` shows what a flagged person's steps did to the group prototype."""
-    d = schema.latent_dim(list(trials.columns))
-    cur, prop = schema.latent_columns("current", d), schema.latent_columns("proposal", d)
+    the faces, with enough power to tell). The counts and tests are the report's own
+    (`analysis.checks.trial_facts`). flagged and reasons: in words, as a reader sees them;
+    `influence` shows what a flagged person's steps did to the group prototype."""
     catch = catch_accuracy(trials).set_index("participant")
+    facts = trial_facts(trials)  # per person x emotion; the side counts are the person's
+    sided = (facts.drop_duplicates("participant").set_index("participant")
+             [["n_right", "n_sided"]].reindex(catch.index, fill_value=0))
     rows = []
-    for person, mine in trials.groupby("participant", sort=True):
-        sided = mine[mine["kind"].isin(["chain", "catch"])
-                     & mine["response"].isin(["left", "right"])]
-        side = side_bias(int((sided["response"] == "right").sum()), len(sided))
-        steps = mine[(mine["kind"] == "chain") & mine["chose_proposal"].notna()]
-        random = []
-        for emotion, block in steps.groupby("emotion", sort=True):
-            x, y = block[cur].to_numpy(float), block[prop].to_numpy(float)
-            test = choice_dependence(x, y, block["chose_proposal"].astype(bool).to_numpy(),
-                                     spherical_mean(x))
-            if test.random:
-                random.append(emotion)
-        c = catch.loc[person]
+    for person, c in catch.iterrows():
+        mine = facts[facts["participant"] == person]
+        side = side_bias(int(sided.at[person, "n_right"]), int(sided.at[person, "n_sided"]))
+        random = mine.loc[mine["responses_random"].astype(bool), "emotion"].tolist()
         why = []
         if c["flagged"]:
             why.append(f"catch accuracy {c['accuracy']:.0%} of {int(c['n_catch'])}")
@@ -117,7 +108,7 @@ def person_checks(trials: pd.DataFrame) -> pd.DataFrame:
             why.append(f"{side.bias:.0%} of answers follow the {side.side} side")
         if random:
             why.append(f"choices did not depend on the faces ({', '.join(random)})")
-        rows.append({"participant": person, "n_steps": len(steps),
+        rows.append({"participant": person, "n_steps": int(mine["n_chain_trials"].sum()),
                      "n_catch": int(c["n_catch"]), "catch_accuracy": c["accuracy"],
                      "catch_flagged": bool(c["flagged"]), "share_right": side.share_right,
                      "side_bias": side.bias, "side": side.side,
