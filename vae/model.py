@@ -117,7 +117,7 @@ class ModelConfig:
     pose_dim: int = 6
     decoder: str = "skip"
     max_shift: float = 4.0
-    correction_weight: float = 0.01
+    correction_weight: float = 0.002
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
