@@ -6,7 +6,8 @@ children's originals and their reconstructions (the checkpoint's own split), per
 the retention (reconstructions / originals) the verdict judges; and the stipple ratio: fine
 texture (mean |second difference| down and across) of the reconstructions over that of the
 originals inside the reader's face box, 1 when a decoder adds no stripes or speckles (the
-committed default: 1.04 for surprised to 1.14 for happy).
+committed default, the warp decoder: 0.88 for surprised to 1.05 for neutral; the skip decoder
+before it: 1.04 to 1.14).
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --checkpoint ""     # the store only

@@ -23,11 +23,18 @@ Two kinds of network (`ModelConfig.kind`):
                       draws the reference face sharply.
                       Without an identity, `decode` draws the checkpoint's default child
                       (`default_reference`, a buffer).
+                      `decoder: warp` instead MOVES the reference: z (with the reference's
+                      features) gives a coarse flow field that carries the reference face and
+                      its features, plus a small priced correction (`Decoder`). Its layers
+                      never see the target's pose code: training moves the drawn face as a
+                      whole (the same affine pose warp) to the target's pose, so the decoder
+                      runs in training exactly as it does when decoding.
   plain               the seed study's network: one code for everything (identity and expression
                       share the sphere), kept to reproduce and compare it. Checkpoints without a
                       `kind` load as plain with `upsample: transposed`.
 
-Decoders upsample with nearest-neighbour resize + 3x3 conv (no transposed-conv checkerboard);
+Decoders upsample with nearest-neighbour (or `upsample: bilinear`) resize + 3x3 conv (no
+transposed-conv checkerboard);
 `upsample: transposed` rebuilds the seed study's transposed convs (plain only).
 
 Loss (per image, averaged over the batch):
@@ -40,6 +47,8 @@ Loss (per image, averaged over the batch):
   + KL(q(z|x) || prior)  for fixed kappa a constant (it does not depend on mu); reported anyway.
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
+  + correction_weight * sum over pixels of |correction| (warp decoders: logits painted over the
+                    moved reference).
 
 This module never reads files; checkpoints live in `vae.checkpoint`.
 """
@@ -57,7 +66,8 @@ from vae.distributions import HypersphericalUniform, VonMisesFisher
 
 PRIORS = ("vmf", "gaussian")
 KINDS = ("identity", "plain")
-UPSAMPLES = ("nearest", "transposed")
+UPSAMPLES = ("nearest", "bilinear", "transposed")
+DECODERS = ("skip", "warp")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
 REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
@@ -79,7 +89,14 @@ class ModelConfig:
     channels: (first, second) conv widths of the encoder; the decoder mirrors them.
     class_weight: weight of the classifier's cross-entropy in the loss.
     kind: "identity" (expression on the sphere, identity from a reference face) or "plain".
-    upsample: "nearest" (resize + conv) or "transposed" (the seed study's decoder, plain only).
+    upsample: "nearest" or "bilinear" (resize + conv) or "transposed" (the seed study's
+        decoder, plain only).
+    decoder: how an identity model draws a face from its reference: "skip" (paints a change
+        over the reference, in logits) or "warp" (moves the reference's features along a
+        coarse flow field, then adds a small penalised correction); see `Decoder`.
+    max_shift: warp only, the largest displacement of the flow field, pixels.
+    correction_weight: warp only, loss weight per pixel of |correction| (logits): the price
+        of painting over the moved reference instead of moving it.
     identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
     pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
         it lets training align the reference face to each target's head pose and light.
@@ -98,6 +115,9 @@ class ModelConfig:
     upsample: str = "nearest"
     identity_channels: tuple[int, int] = (8, 16)
     pose_dim: int = 6
+    decoder: str = "skip"
+    max_shift: float = 4.0
+    correction_weight: float = 0.002
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -130,9 +150,16 @@ class ModelConfig:
             problems.append(f"kind={self.kind!r} (allowed: {', '.join(KINDS)})")
         if self.upsample not in UPSAMPLES:
             problems.append(f"upsample={self.upsample!r} (allowed: {', '.join(UPSAMPLES)})")
-        elif self.kind == "identity" and self.upsample != "nearest":
+        elif self.kind == "identity" and self.upsample == "transposed":
             problems.append("upsample='transposed' needs kind='plain' (the identity decoder "
-                            "upsamples with nearest + conv)")
+                            "upsamples with nearest or bilinear + conv)")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder={self.decoder!r} (allowed: {', '.join(DECODERS)})")
+        elif self.decoder == "warp" and self.kind != "identity":
+            problems.append("decoder='warp' needs kind='identity' (it moves a reference face)")
+        if not self.max_shift > 0 or self.correction_weight < 0:
+            problems.append(f"max_shift={self.max_shift}, correction_weight="
+                            f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -255,11 +282,20 @@ class PoseEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(n, d) codes [+ (n, k) identity codes] -> (n, 1, H, W) pixel logits.
+    """(n, d) codes [+ the reference's skips] -> (n, 1, H, W) pixel logits [, correction].
 
-    A dense layer makes a (c2, H/4, W/4) map from the code; two nearest-neighbour 2x upsamplings
-    with 3x3 convs follow. For identity models each stage also sees the identity's skip map and
-    is FiLM-modulated by the code, and the output is added to the reference face's logits.
+    A dense layer makes a (c2, H/4, W/4) map from the code; two 2x upsamplings (nearest or
+    bilinear resize) with 3x3 convs follow. For identity models each stage also sees the
+    identity's skip map and is FiLM-modulated by the code, and (`decoder`):
+      skip  the output is added to the reference face's logits: a change painted over it.
+      warp  a flow field (2, H/4, W/4) from the first stage, max_shift * tanh pixels, resized
+            bilinearly, moves the reference face and its 1/2-resolution features
+            (`grid_sample`); the later stages see the moved ones, and the output is a
+            correction added to the moved reference's logits. A feature that moves is then
+            carried, not erased and redrawn (no ghost where it was); the loss prices the
+            correction (`correction_weight`), so painting is left to what no move can make
+            (an open mouth's dark). Flow and correction start at zero: a new network draws
+            the reference.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -268,8 +304,9 @@ class Decoder(nn.Module):
         c1, c2 = config.channels
         h, w = config.image_size
         self.conditioned = config.kind == "identity"
-        # identity models also see the pose change from the reference to the target
-        d = config.latent_dim + (config.pose_dim if self.conditioned else 0)
+        self.warps = config.decoder == "warp"
+        # skip decoders of identity models also see the pose change from reference to target
+        d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
         self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
         self.transposed = config.upsample == "transposed"
@@ -282,6 +319,7 @@ class Decoder(nn.Module):
                 nn.ConvTranspose2d(c1, 1, 3, padding=1),
             )
             return
+        self.mode = config.upsample
         a, b = config.identity_channels if self.conditioned else (0, 0)
         ref = 1 if self.conditioned else 0
         self.stage4 = nn.Conv2d(c2 + b, c2, 3, padding=1)  # at 1/4 resolution
@@ -291,43 +329,86 @@ class Decoder(nn.Module):
         self.widths = (c2, c1, c1)
         if self.conditioned:
             # per-stage scale and shift of every channel from the code (FiLM)
-            self.film = nn.Linear(d, 2 * sum(self.widths))  # d includes the pose change
-            # the output is a change to the reference face (in logits): a new network draws the
-            # neutral reference itself, sharp, and learns only what expression changes
+            self.film = nn.Linear(d, 2 * sum(self.widths))
+            # the output is a change to the (moved) reference face, in logits: a new network
+            # draws the neutral reference itself, sharp, and learns only what expression changes
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
+        if self.warps:
+            self.max_shift = config.max_shift
+            self.flow = nn.Conv2d(c2, 2, 3, padding=1)
+            nn.init.zeros_(self.flow.weight)
+            nn.init.zeros_(self.flow.bias)
+
+    def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
+        """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
+        the full image, (x, y) = (right, down), each within +-max_shift."""
+        return self.max_shift * torch.tanh(self.flow(h4))
 
     def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
 
-        z: (n, d) the code as the network sees it (radius applied; identity models: with the
-        pose change appended); skips: [reference (n, 1, H, W), its 1/2 and 1/4 resolution
-        features] (identity models only).
+        z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
+        models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
+        1/4 resolution features] (identity models only).
         """
+        return self.parts(z, skips)[0]
+
+    def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
+        """(logits (n, 1, H, W), correction (n, 1, H, W) or None): `logits`, and for warp
+        decoders the correction painted over the moved reference (what the loss prices)."""
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
-            return self.deconv(h)
+            return self.deconv(h), None
         if self.conditioned:
             ref, half, quarter = skips
             films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
         else:
             ref = half = quarter = None
             films = (None, None, None)
-        for conv, skip, film, up in (
-            (self.stage4, quarter, films[0], False),
-            (self.stage2, half, films[1], True),
-            (self.stage1, ref, films[2], True),
-        ):
-            if up:
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = conv(h if skip is None else torch.cat([h, skip], dim=1))
-            if film is not None:
-                scale, shift = film[:, :, None, None].chunk(2, dim=1)
-                h = h * (1.0 + scale) + shift
-            h = F.relu(h)
-        if self.conditioned:
-            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS)
-        return self.out(h)
+        for conv, film, stage in ((self.stage4, films[0], 4), (self.stage2, films[1], 2),
+                                  (self.stage1, films[2], 1)):
+            if stage < 4:
+                h = F.interpolate(h, scale_factor=2.0, mode=self.mode)
+            skip = {4: quarter, 2: half, 1: ref}[stage]
+            h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
+            if stage == 4 and self.warps:  # the later stages see the moved reference
+                flow = self.flow_field(h)
+                half, ref = warp(half, flow), warp(ref, flow)
+        if not self.conditioned:
+            return self.out(h), None
+        correction = self.out(h)
+        return correction + torch.logit(ref, eps=REFERENCE_EPS), (
+            correction if self.warps else None)
+
+
+def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
+    """Feature maps (n, c, h, w) scaled and shifted per channel by film (n, 2c) (None: as is)."""
+    if film is None:
+        return h
+    scale, shift = film[:, :, None, None].chunk(2, dim=1)
+    return h * (1.0 + scale) + shift
+
+
+def warp(maps: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Maps (n, c, h, w) moved by the flow (n, 2, fh, fw), pixels of a (4 fh, 4 fw) image.
+
+    The flow is resized bilinearly to (h, w) and rescaled to those maps' pixels; each output
+    pixel is read (bilinearly, edges repeated) from where the flow says it came from: output
+    at p = input at p - flow(p), so a positive x moves content right. Zero flow returns the
+    maps unchanged.
+    """
+    n, _, h, w = maps.shape
+    full = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    # pixels of the full image -> normalised [-1, 1] coordinates (2 / full-image size)
+    scale = torch.tensor([2.0 / (4 * flow.shape[3]), 2.0 / (4 * flow.shape[2])],
+                         dtype=flow.dtype, device=flow.device)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, dtype=maps.dtype, device=maps.device)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, dtype=maps.dtype, device=maps.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2): x, y
+    grid = base - full.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 class _FaceVAE(nn.Module):
@@ -423,26 +504,44 @@ class _FaceVAE(nn.Module):
                       pose: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (n, d) [+ identity codes, + target pose codes (n, pose_dim)] -> pixel logits.
 
-        pose: training only, the pose of the face being reconstructed; the reference is then
-        warped from its own pose to it. Without it the face keeps the reference's pose.
+        pose: training only, the pose of the face being reconstructed; the reference (skip
+        decoders) or the drawn face (warp decoders) is then warped from the reference's pose to
+        it. Without it the face keeps the reference's pose.
         """
+        return self._decode(z, identity, pose)[0]
+
+    def _decode(self, z, identity, pose):
+        """(logits, correction or None) as `Decoder.parts`, for `decode_logits`' arguments."""
         identity = self._identity(identity, len(z))
         if identity is None:
-            return self.decoder.logits(self._net_input(z))
+            return self.decoder.parts(self._net_input(z))
         h, w = self.config.image_size
         reference = identity[:, : h * w].reshape(-1, 1, h, w)
         own_pose = identity[:, h * w :]
+        if self.config.decoder == "warp":
+            # the decoder's layers see what they see when decoding (the reference and the code);
+            # in training the drawn face is then moved, as a whole, to the target's pose
+            logits, correction = self.decoder.parts(self._net_input(z),
+                                                    [reference, *self._skips(reference)])
+            if pose is not None:
+                logits = self._pose_warp(logits, pose - own_pose)
+            return logits, correction
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
-            eye = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=z.dtype, device=z.device)
-            theta = (eye + self.warp(change)).view(-1, 2, 3)
-            grid = F.affine_grid(theta, list(reference.shape), align_corners=False)
-            reference = F.grid_sample(reference, grid, padding_mode="border",
-                                      align_corners=False)
+            reference = self._pose_warp(reference, change)
         # a warped reference is the target's own: its features cannot be kept
         skips = [reference, *(self._skips(reference) if pose is None
                               else self.identity_encoder(reference))]
-        return self.decoder.logits(torch.cat([self._net_input(z), change], dim=1), skips)
+        return self.decoder.parts(torch.cat([self._net_input(z), change], dim=1), skips)
+
+    def _pose_warp(self, images: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+        """Images or logits (n, 1, H, W) moved by the affine map of a pose change (n, pose_dim)
+        (the identity map at zero change; edges repeated)."""
+        eye = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=images.dtype,
+                           device=images.device)
+        theta = (eye + self.warp(change)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
     def decode(self, z: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (n, d) -> images (n, 1, H, W) in [0, 1].
@@ -468,8 +567,9 @@ class _FaceVAE(nn.Module):
 
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
         default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
+        Warp decoders add correction_weight * sum |correction| to the total.
         """
-        out, recon_logits = self._forward(x, generator, reference)
+        out, recon_logits, correction = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
         if pixel_weight is not None:
             recon = recon * pixel_weight
@@ -477,6 +577,8 @@ class _FaceVAE(nn.Module):
         kl = out.kl.mean()
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
+        if correction is not None:
+            total = total + self.config.correction_weight * correction.abs().flatten(1).sum(1).mean()
         return Losses(total, recon, kl, ce), out
 
     def forward(
@@ -488,13 +590,15 @@ class _FaceVAE(nn.Module):
         """x (n, 1, H, W) in [0, 1] -> VAEOutput (z sampled from the posterior)."""
         return self._forward(x, generator, reference)[0]
 
-    def _output(self, x, mu, z, kl, reference) -> tuple[VAEOutput, torch.Tensor]:
+    def _output(self, x, mu, z, kl, reference):
+        """(VAEOutput, reconstruction logits, correction or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            recon_logits = self.decode_logits(z, identity, self.pose_encoder(x))
+            recon_logits, correction = self._decode(z, identity, self.pose_encoder(x))
         else:
-            recon_logits = self.decode_logits(z)
-        return VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl), recon_logits
+            recon_logits, correction = self._decode(z, None, None)
+        out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)
+        return out, recon_logits, correction
 
     def _forward(self, x, generator, reference):
         raise NotImplementedError

@@ -42,7 +42,7 @@ RUNS = {
     "the demo design: model, latent agent, annealed vMF gate": (
         ["--config", "experiments/simulate_demo.yaml", "--participants", "1", "--trials", "60",
          "--seed", "3", "--faces", "{faces}"],
-        "d77d188e2e0d2bbd17bb1a6c88beb1a28817d4a0ce0d8f47f85f404807da7ead"),
+        "55e1c9df67538b49e1b434edd2c2e13b5314202276fef8cfdd654e0da588dfb4"),
 }
 
 

@@ -250,7 +250,8 @@ def test_loss_uses_the_reference_and_the_pixel_weights():
 
 @pytest.mark.parametrize(
     "bad, word",
-    [({"kind": "both"}, "identity, plain"), ({"upsample": "bilinear"}, "nearest, transposed"),
+    [({"kind": "both"}, "identity, plain"),
+     ({"upsample": "bicubic"}, "nearest, bilinear, transposed"),
      ({"upsample": "transposed"}, "kind='plain'"), ({"identity_channels": (0, 4)}, "identity_"),
      ({"pose_dim": 0}, "pose_dim")],
 )

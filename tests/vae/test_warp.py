@@ -1,0 +1,100 @@
+"""vae.model's warp decoder (`decoder: warp`): the flow moves pixels the way it says, a new
+network draws the reference, the correction is priced, training runs the decoder as decoding does
+(the target's pose only moves the drawn face), and cached identities decode the same pixels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vae.model import REFERENCE_EPS, ModelConfig, build_model, warp
+
+WARP = {"image_size": (16, 12), "channels": (4, 8), "hidden": 16, "decoder": "warp",
+        "upsample": "bilinear"}
+
+
+def faces(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 1, 16, 12), generator=g), torch.randint(0, 7, (n,), generator=g)
+
+
+def test_a_flow_moves_the_maps_by_its_pixels_and_zero_flow_leaves_them():
+    image = torch.zeros(1, 1, 16, 16)
+    image[..., 6:10, 4:8] = 1.0
+    half = image[..., ::2, ::2]  # the same picture at 1/2 resolution
+    still = torch.zeros(1, 2, 4, 4)
+    torch.testing.assert_close(warp(image, still), image)
+    right_down = still.clone()
+    right_down[:, 0], right_down[:, 1] = 2.0, 4.0  # pixels of the 16x16 image
+    moved = warp(image, right_down)
+    torch.testing.assert_close(moved[..., 10:14, 6:10], torch.ones(1, 1, 4, 4))
+    assert moved.sum() == pytest.approx(16.0) and moved[..., 6:10, 4:6].max() == 0
+    # on maps at half resolution the same flow is half as many of their pixels
+    torch.testing.assert_close(warp(half, right_down)[..., 5:7, 3:5], torch.ones(1, 1, 2, 2))
+
+
+def test_a_new_warp_decoder_draws_the_reference_and_prices_its_correction():
+    model = build_model(ModelConfig(**WARP, class_weight=3.0, correction_weight=0.5), seed=1)
+    x, y = faces()
+    ref = x.clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
+    z = torch.nn.functional.normalize(torch.randn(3, 3), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z, model.identity_code(ref)), ref)
+    g = torch.Generator().manual_seed(0)
+    losses, _ = model.loss(x, y, g, ref)
+    torch.testing.assert_close(losses.total, losses.recon + losses.kl + 3.0 * losses.ce)
+    with torch.no_grad():
+        model.decoder.out.bias.fill_(0.25)  # a correction of 0.25 logits on every pixel
+    priced, _ = model.loss(x, y, torch.Generator().manual_seed(0), ref)
+    torch.testing.assert_close(
+        priced.total, priced.recon + priced.kl + 3.0 * priced.ce + 0.5 * 0.25 * 16 * 12)
+
+
+def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
+    """The skip decoder's layers read the target's pose in training (not when decoding); the
+    warp decoder draws the face from its code and reference alone, and training moves that face
+    as a whole (the affine pose warp) to the target's pose: with no pose change, the
+    reconstruction is the decoded face."""
+    model = build_model(ModelConfig(**WARP), seed=2)
+    with torch.no_grad():  # a flow and a correction that depend on the code
+        for p in (model.decoder.flow.weight, model.decoder.out.weight):
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    model.eval()
+    x, y = faces()
+    ref = faces(seed=9)[0]
+    code = model.identity_code(ref)
+    with torch.no_grad():
+        _, out = model.loss(x, y, torch.Generator().manual_seed(0), ref)
+        drawn = model.decode_logits(out.z, code)
+        torch.testing.assert_close(out.recon, torch.sigmoid(drawn))  # zero pose warp at init
+        model.warp.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
+        _, out = model.loss(x, y, torch.Generator().manual_seed(0), ref)
+        change = model.pose_encoder(x) - code[:, -model.config.pose_dim:]
+        torch.testing.assert_close(out.recon, torch.sigmoid(model._pose_warp(drawn, change)))
+        assert not torch.allclose(out.recon, torch.sigmoid(drawn), atol=1e-3)
+
+
+def test_cached_identities_decode_the_same_pixels_with_the_warp_decoder():
+    model = build_model(ModelConfig(**WARP), seed=4).eval()
+    with torch.no_grad():
+        model.decoder.flow.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(5))
+        refs = faces(n=2, seed=6)[0]
+        model.set_default_identity(refs[0], "c0")
+        z = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
+        codes = model.identity_code(refs[[0, 1, 1, 0]])
+        plain = model.decode(z, codes), model.decode(z)
+        model.cache_identities()
+        for _ in range(2):  # filling the cache, then reading it
+            torch.testing.assert_close(model.decode(z, codes), plain[0], rtol=0, atol=0)
+            torch.testing.assert_close(model.decode(z), plain[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad, word", [
+    ({"decoder": "flow"}, "skip, warp"),
+    ({"decoder": "warp", "kind": "plain"}, "needs kind='identity'"),
+    ({"decoder": "warp", "max_shift": 0.0}, "max_shift"),
+    ({"decoder": "warp", "correction_weight": -1.0}, "weight >= 0"),
+])
+def test_warp_config_validation_names_the_field(bad, word):
+    with pytest.raises(ValueError, match=word):
+        ModelConfig(**bad)
