@@ -245,6 +245,11 @@ _INSERT_IF_MOVED = insert(trials).from_select(
                        sessions.c.screen == bindparam("moved_to"))))
 
 
+# the columns psycopg is given as JSON (`_advance_pipelined`), by name in either table
+_JSON_COLUMNS = frozenset(c.name for c in (*sessions.columns, *trials.columns)
+                          if isinstance(c.type, JSON))
+
+
 @lru_cache(maxsize=64)
 def _sql(statement, dialect) -> str:
     """A statement's SQL for the driver itself (psycopg's %(name)s parameters)."""
@@ -701,11 +706,9 @@ class Database:
         `new_screen` (only that UPDATE sets it), COMMIT, then one wait for all their results;
         True once the COMMIT has returned and the UPDATE moved the screen."""
         dialect = self.engine.dialect
-        json_columns = {c.name for c in (*sessions.columns, *trials.columns)
-                        if isinstance(c.type, JSON)}
 
         def bound(name: str, value):
-            return Json(value) if name in json_columns and value is not None else value
+            return Json(value) if name in _JSON_COLUMNS and value is not None else value
 
         # autocommit: psycopg sends no BEGIN of its own (a round trip); ours is queued
         with self._using(write=True), self._reader.connect() as conn:
