@@ -462,7 +462,16 @@ class Database:
                 with conn.connection.driver_connection.cursor(row_factory=dict_row) as cur:
                     return cur.execute(_sql(statement, self.engine.dialect), params).fetchone()
             except psycopg.Error as err:
-                raise _unavailable(err) from None
+                raise self._driver_error(conn, err) from None
+
+    def _driver_error(self, conn, err: psycopg.Error) -> Unavailable:
+        """An error of a statement psycopg ran itself, as `Unavailable`; a lost connection (the
+        server went down or restarted) is dropped with all the idle ones, as SQLAlchemy does
+        on a disconnect, so the next request connects afresh instead of failing on another."""
+        if conn.connection.driver_connection.broken:
+            conn.invalidate()
+            self.engine.dispose()
+        return _unavailable(err)
 
     def by_token(self, token: str) -> SessionRecord | None:
         row = self._first(_BY_TOKEN, {"token": token_hash(token)})
@@ -728,7 +737,7 @@ class Database:
                         inserted.execute("COMMIT")
                     return moved.rowcount == 1
             except psycopg.Error as err:  # the pool rolls an open transaction back
-                raise _unavailable(err) from None
+                raise self._driver_error(conn, err) from None
 
     def resume(self, session_id: int) -> dict | None:
         """The session's resume point (None: saved before there were any)."""

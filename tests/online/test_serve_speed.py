@@ -147,3 +147,21 @@ def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_
     assert db.advance(moved, "fifth", now="2026-01-01T00:00:04Z", acked=0,
                       rows=[{**row, "row": 1}])  # the connection is usable again
     assert db.counts() == {record.id: 2}
+
+
+def test_reads_by_psycopg_drop_the_connections_a_restart_broke():
+    """The statements psycopg runs itself (the request's read, the save) fail once after
+    PostgreSQL restarts, like SQLAlchemy's own: not once for every idle pooled connection."""
+    from pgcluster import Cluster
+
+    with Cluster() as pg:
+        db = Database(pg.new_database())
+        idle = [db.engine.connect() for _ in range(4)]  # four connections kept in the pool
+        for conn in idle:
+            conn.close()
+        pg.halt()
+        pg.resume()
+        with pytest.raises(Unavailable):
+            db.by_token("t" * 24)
+        assert db.by_token("t" * 24) is None  # connects afresh: no session of that token
+        db.close()
