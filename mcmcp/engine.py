@@ -254,6 +254,24 @@ def start_points(cfg: ExperimentConfig, d: int, emotion: str, centroids: dict[st
     return sphere.sample_uniform(n, d, rng)
 
 
+@functools.lru_cache(maxsize=512)
+def _trial_children(schedule_key: tuple, identities: Assignment) -> tuple[str, ...]:
+    """The child of every slot of the schedule `_schedule(*schedule_key)`: a chain trial its
+    chain's, the j-th catch or practice trial of a block the j-th in turn; repeats are set
+    when asked (their chain's child). Kept like the schedule: a server process rebuilds a
+    session's engine at many requests."""
+    counts: dict[tuple[int, str], int] = {}
+    out = []
+    for slot in _schedule(*schedule_key):
+        if slot.kind == "chain":
+            out.append(identities.chain(slot.chain))
+            continue
+        j = counts.get((slot.block, slot.kind), 0)
+        counts[(slot.block, slot.kind)] = j + 1
+        out.append(identities.extra(j))
+    return tuple(out)
+
+
 class NoChainFree(RuntimeError):
     """Every chain of the emotion is held by someone else, or the trial after skipped ones
     uses the chain on screen: ask again later (a lab computer waits; the online study tells
@@ -311,9 +329,12 @@ class OwnChains:
     and nothing outside the session holds or records them (commit does nothing: the session's
     store writes the rows)."""
 
-    def __init__(self, states: dict[int, chain.ChainState]) -> None:
+    def __init__(self, states: dict[int, chain.ChainState],
+                 ids: list[int] | None = None) -> None:
+        """ids: every chain's id (default: those of `states`; the others' states come from
+        `restore`)."""
         self.states = states
-        self.n_shown = dict.fromkeys(states, 0)  # shown trials per chain (annealed gates)
+        self.n_shown = dict.fromkeys(states if ids is None else ids, 0)  # (annealed gates)
 
     def chain(self, slot: Slot) -> int:
         return slot.chain
@@ -446,9 +467,10 @@ class Engine:
         self.base = {"participant": participant, "session": session, "agent": agent,
                      "experiment": cfg.name, "paradigm": cfg.paradigm}
         self.emotions = block_order(cfg, participant)
-        self.schedule = list(_schedule(cfg, participant, session))
+        self._schedule_key = (cfg, participant, session)
+        self.schedule = list(_schedule(*self._schedule_key))
         self.identities = identities or Assignment()
-        self._children = self._trial_children()
+        self._children = _trial_children(self._schedule_key, self.identities)
         if cfg.trials.catch_rate > 0 and len(self.centroids) < 2:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
@@ -456,7 +478,11 @@ class Engine:
         if source is None and cfg.chains.across_participants:
             raise ValueError("an across-participant design takes its chains from the study's "
                              "chain store: give the engine a mcmcp.shared.SharedChains source")
-        self.source = OwnChains(self._start_states()) if source is None else source
+        # a resume point's chains are restored below: their start points are not drawn
+        known = {int(c) for c in resume["chains"]} if resume is not None and not (
+            rows_so_far is not None and len(rows_so_far)) else set()
+        self.source = OwnChains(self._start_states(known), self._chain_ids()) \
+            if source is None else source
         self.n_rows = 0
         self.next_index = 0  # index into schedule of the next trial to ask
         self.pending: list[PendingTrial] = []
@@ -486,27 +512,19 @@ class Engine:
 
     # ------------------------------------------------------------------ set-up and resume
 
-    def _trial_children(self) -> list[str]:
-        """The child of every slot of the schedule: a chain trial its chain's, the j-th catch
-        or practice trial of a block the j-th in turn; repeats are set when asked (their
-        chain's child)."""
-        counts: dict[tuple[int, str], int] = {}
-        out = []
-        for slot in self.schedule:
-            if slot.kind == "chain":
-                out.append(self.identities.chain(slot.chain))
-                continue
-            j = counts.get((slot.block, slot.kind), 0)
-            counts[(slot.block, slot.kind)] = j + 1
-            out.append(self.identities.extra(j))
-        return out
+    def _chain_ids(self) -> list[int]:
+        """Own chains' ids: block b's are b*n .. b*n+n-1 (n = chains.per_emotion)."""
+        return list(range(len(self.emotions) * self.cfg.chains.per_emotion))
 
-    def _start_states(self) -> dict[int, chain.ChainState]:
+    def _start_states(self, known: set[int] = frozenset()) -> dict[int, chain.ChainState]:
         """Own chains' starts, block b's from the participant's START stream b
-        (`start_points`), so they differ between participants."""
+        (`start_points`), so they differ between participants; a block whose chains are all
+        `known` (restored from a resume point) draws none (each block has its own stream)."""
         c, n = self.cfg.chains, self.cfg.chains.per_emotion
         states = {}
         for b, emotion in enumerate(self.emotions):
+            if all(b * n + i in known for i in range(n)):
+                continue
             starts = start_points(self.cfg, self.d, emotion, self.centroids,
                                   self.stream(START_STREAM, b))
             for i in range(n):

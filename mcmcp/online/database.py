@@ -44,6 +44,9 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Json
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -62,6 +65,7 @@ from sqlalchemy import (
     case,
     create_engine,
     event,
+    exists,
     func,
     insert,
     inspect,
@@ -211,14 +215,45 @@ def _record_columns() -> list:
 
 
 def _record(row) -> SessionRecord:
-    return SessionRecord(**{k: row._mapping[k] for k in SessionRecord.__dataclass_fields__})
+    """A SessionRecord from a row of its columns (a SQLAlchemy row or a column -> value map)."""
+    mapping = getattr(row, "_mapping", row)
+    return SessionRecord(**{k: mapping[k] for k in SessionRecord.__dataclass_fields__})
+
+
+def _unavailable(err: psycopg.Error) -> Unavailable:
+    """A driver's error as `Unavailable`, named by its first line (as `_reason`)."""
+    lines = str(err).strip().splitlines()
+    return Unavailable(lines[0] if lines else type(err).__name__)
 
 
 # The statements of a participant's every request, built once: SQLAlchemy then compiles and
 # keys them once per process, not at every call (about a millisecond of CPU per answer)
 _BY_TOKEN = select(*_record_columns()).where(sessions.c.token_sha256 == bindparam("token"))
 _RESUME = select(sessions.c.resume).where(sessions.c.id == bindparam("id"))
+_BY_TOKEN_RESUME = select(*_record_columns(), case(
+    (sessions.c.screen == bindparam("known"), None), else_=sessions.c.resume).label("resume")
+).where(sessions.c.token_sha256 == bindparam("token"))
 _INSERT_TRIALS = insert(trials)
+
+
+# PostgreSQL: rows inserted only while the session's screen is the one the step's UPDATE has
+# just set (a new random id), so the UPDATE and the INSERT can be sent together, unanswered
+_INSERT_IF_MOVED = insert(trials).from_select(
+    [c.name for c in trials.columns],
+    select(*[bindparam(c.name, type_=c.type) for c in trials.columns]).where(
+        exists().where(sessions.c.id == bindparam("moved_id"),
+                       sessions.c.screen == bindparam("moved_to"))))
+
+
+# the columns psycopg is given as JSON (`_advance_pipelined`), by name in either table
+_JSON_COLUMNS = frozenset(c.name for c in (*sessions.columns, *trials.columns)
+                          if isinstance(c.type, JSON))
+
+
+@lru_cache(maxsize=64)
+def _sql(statement, dialect) -> str:
+    """A statement's SQL for the driver itself (psycopg's %(name)s parameters)."""
+    return str(statement.compile(dialect=dialect))
 
 
 @lru_cache(maxsize=32)
@@ -415,10 +450,40 @@ class Database:
 
     # ------------------------------------------------------------------ sessions
 
-    def by_token(self, token: str) -> SessionRecord | None:
+    def _first(self, statement, params: dict) -> dict | None:
+        """The first row (column name -> value) of a one-statement read, None if none.
+        PostgreSQL: run by psycopg itself, the statement compiled once per process (half the
+        CPU of SQLAlchemy's execution: a participant's every request reads one)."""
         with self._using(), self._reader.connect() as conn:
-            row = conn.execute(_BY_TOKEN, {"token": token_hash(token)}).first()
+            if self.engine.dialect.name != "postgresql":
+                row = conn.execute(statement, params).first()
+                return None if row is None else row._mapping
+            try:
+                with conn.connection.driver_connection.cursor(row_factory=dict_row) as cur:
+                    return cur.execute(_sql(statement, self.engine.dialect), params).fetchone()
+            except psycopg.Error as err:
+                raise self._driver_error(conn, err) from None
+
+    def _driver_error(self, conn, err: psycopg.Error) -> Unavailable:
+        """An error of a statement psycopg ran itself, as `Unavailable`; a lost connection (the
+        server went down or restarted) is dropped with all the idle ones, as SQLAlchemy does
+        on a disconnect, so the next request connects afresh instead of failing on another."""
+        if conn.connection.driver_connection.broken:
+            conn.invalidate()
+            self.engine.dispose()
+        return _unavailable(err)
+
+    def by_token(self, token: str) -> SessionRecord | None:
+        row = self._first(_BY_TOKEN, {"token": token_hash(token)})
         return None if row is None else _record(row)
+
+    def by_token_resume(self, token: str, known: str) -> tuple[SessionRecord | None,
+                                                               dict | None]:
+        """`by_token` and, in the same query, the session's resume point, unless its screen is
+        `known` (the caller has the flow of that screen): then None, as in a database made
+        before resume points."""
+        row = self._first(_BY_TOKEN_RESUME, {"token": token_hash(token), "known": known})
+        return (None, None) if row is None else (_record(row), row["resume"])
 
     def by_participant(self, study: str, participant: str, session: int) -> SessionRecord | None:
         with self._using(), self.engine.connect() as conn:
@@ -632,6 +697,8 @@ class Database:
 
         if conn is not None:
             return write(conn)
+        if self.engine.dialect.name == "postgresql":
+            return self._advance_pipelined(record, new_screen, values, rows)
         with self._using(write=True):
             try:
                 with self.engine.begin() as tx:
@@ -640,6 +707,37 @@ class Database:
             except _Stale:
                 return False
         return True
+
+    def _advance_pipelined(self, record: SessionRecord, new_screen: str, values: dict,
+                           rows: list[dict]) -> bool:
+        """`advance`'s transaction on PostgreSQL in one round trip (psycopg's pipeline mode):
+        BEGIN, the compare-and-set UPDATE, the rows' INSERT guarded by the screen being
+        `new_screen` (only that UPDATE sets it), COMMIT, then one wait for all their results;
+        True once the COMMIT has returned and the UPDATE moved the screen."""
+        dialect = self.engine.dialect
+
+        def bound(name: str, value):
+            return Json(value) if name in _JSON_COLUMNS and value is not None else value
+
+        # autocommit: psycopg sends no BEGIN of its own (a round trip); ours is queued
+        with self._using(write=True), self._reader.connect() as conn:
+            raw = conn.connection.driver_connection
+            try:
+                with raw.cursor() as moved, raw.cursor() as inserted:
+                    with raw.pipeline():  # its end sends Sync and waits for every result
+                        moved.execute("BEGIN")
+                        moved.execute(_sql(_advance_statement(tuple(values)), dialect), {
+                            "id_": record.id, "old_screen": record.screen,
+                            **{f"{c}_": bound(c, v) for c, v in values.items()}})
+                        if rows:
+                            inserted.executemany(_sql(_INSERT_IF_MOVED, dialect), [
+                                {"moved_id": record.id, "moved_to": new_screen,
+                                 **{k: bound(k, v) for k, v in _to_db(record.id, r, record.d)
+                                    .items()}} for r in rows])
+                        inserted.execute("COMMIT")
+                    return moved.rowcount == 1
+            except psycopg.Error as err:  # the pool rolls an open transaction back
+                raise self._driver_error(conn, err) from None
 
     def resume(self, session_id: int) -> dict | None:
         """The session's resume point (None: saved before there were any)."""

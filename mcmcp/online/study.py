@@ -195,6 +195,7 @@ class OnlineStudy:
                         "min_window": cfg.online.min_window, "fullscreen": cfg.online.fullscreen,
                         "keys": {"left": browser_key(spec.keys.left),
                                  "right": browser_key(spec.keys.right)}}
+        self._known: OrderedDict[str, str] = OrderedDict()  # token -> screen of its flow kept
         self._pngs: OrderedDict[str, str] = OrderedDict()
         self._pngs_lock = threading.Lock()
         # shared chains: the study's chain store, in the online database itself
@@ -336,10 +337,11 @@ class OnlineStudy:
     def view(self, token: str) -> dict:
         """What the participant should see now (after a reload: exactly where they were)."""
         with self._lock(token):
-            record = self._record(token)
+            record, point = self._session(token)
             if record.status in ("declined", "ended", "reset"):
                 return self._final(record.status, record.screen)
-            flow, point = self._flow(record)
+            flow, point = self._flow(record, point)
+            self._known_screen(token, record.screen)
             flow.retry()  # a wait screen: is a chain free now, or is the study full?
             if record.status == "running" and flow.screen().kind == "end":
                 record = self._complete(record, flow, point)
@@ -483,7 +485,28 @@ class OnlineStudy:
     # ------------------------------------------------------------------ machinery
 
     def _record(self, token: str | None) -> SessionRecord:
-        record = self.db.by_token(token) if token is not None and valid_id(token) else None
+        return self._valid(self.db.by_token(token) if token is not None and valid_id(token)
+                           else None)
+
+    def _session(self, token: str | None) -> tuple[SessionRecord, dict | None]:
+        """`_record`, and the session's resume point read with it (None when this process
+        keeps the flow of the screen on show, so `_flow` reads nothing more)."""
+        if token is None or not valid_id(token):
+            return self._valid(None), None
+        with self._flows_lock:
+            known = self._known.get(token, "")
+        record, point = self.db.by_token_resume(token, known)
+        return self._valid(record), point
+
+    def _known_screen(self, token: str, screen: str) -> None:
+        """This process keeps the flow of `token`'s session at `screen` (`_session`)."""
+        with self._flows_lock:
+            self._known[token] = screen
+            self._known.move_to_end(token)
+            while len(self._known) > FLOW_CACHE:
+                self._known.popitem(last=False)
+
+    def _valid(self, record: SessionRecord | None) -> SessionRecord:
         if record is None:
             raise Rejected(401, "This page has no valid session. Open the study with the link "
                                 "you were given (it starts or resumes your session).")
@@ -532,14 +555,14 @@ class OnlineStudy:
         """Run one step on the session's flow and save it in one transaction, or nothing;
         the view leaves out the faces the page has (`have`, and those the last view sent)."""
         with self._lock(token):
-            record = self._record(token)
+            record, point = self._session(token)
             if not valid_id(screen) or screen != record.screen:
                 raise Rejected(409, "That screen is no longer on show (it was already answered, "
                                     "or answered in another window); the page reloads to where "
                                     "you are.")
             if record.status in OVER:
                 raise Rejected(409, "This session is over.")
-            flow, point = self._flow(record)
+            flow, point = self._flow(record, point)
             with self._flows_lock:
                 self._flows.pop(record.id, None)  # mutated below: cached again only if saved
             sent = self._sent(flow) | have
@@ -569,6 +592,7 @@ class OnlineStudy:
             record = replace(record, screen=new_screen, acked=acked, status=status,
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
             self._keep(record.id, new_screen, flow, point)
+            self._known_screen(token, new_screen)
             if status == "declined":
                 return self._final("declined", new_screen)
             flow.retry()  # the step may have left a wait screen: is a chain free by now?
@@ -591,15 +615,18 @@ class OnlineStudy:
             view["end"] = {"code": code, "redirect": url}
         return view
 
-    def _flow(self, record: SessionRecord) -> tuple[SessionFlow, dict]:
+    def _flow(self, record: SessionRecord, point: dict | None = None
+              ) -> tuple[SessionFlow, dict]:
         """The session's flow and resume point: from this process's cache, else rebuilt from
-        the saved resume point (the rows, in a database made before there were any)."""
+        the saved resume point (`point`, read with the record, or read here; the rows, in a
+        database made before there were any)."""
         with self._flows_lock:
             cached = self._flows.get(record.id)
             if cached is not None and cached[0] == record.screen:
                 self._flows.move_to_end(record.id)
                 return cached[1], cached[2]
-        point = self.db.resume(record.id)
+        if point is None:
+            point = self.db.resume(record.id)
         if point is None:
             point = resume_point(self.db.rows(record.id, record.d), record.d)
         engine = Engine(self.cfg, self.d, record.participant, record.session, self.gates,

@@ -1,6 +1,8 @@
 """What makes an answer cheap must not change what it shows or counts: a server process keeps
-each child's part of decoding (`cache_identities`) and draws the same faces; the experimenter
-page counts catch answers instead of reading them, with the report's numbers."""
+each child's part of decoding (`cache_identities`) and draws the same faces; an engine rebuilt
+from a resume point draws no start points it would overwrite and goes on exactly; PostgreSQL
+saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
+answers instead of reading them, with the report's numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import pytest
 import torch
 
 from analysis.diagnostics import catch_accuracy
+from mcmcp import engine as engine_module
+from mcmcp.engine import Engine, resume_point
+from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.monitor import _catch
+from tests.core import test_engine
+from tests.core.test_engine import CENTROIDS, D, config, gates, run, strip
 from vae.model import ModelConfig, build_model
 
 
@@ -85,3 +92,76 @@ def test_page_recomputes_r_hats_only_within_its_cpu_budget(tmp_path, monkeypatch
     other = TestClient(client.app)
     finish(other, begin(other, participant="B2"), np.random.default_rng(2))
     assert all(p["rhat_time"] is not None for p in page.summary()["participants"])
+
+
+ckpt = test_engine.ckpt  # the engine tests' checkpoint fixture
+
+
+@pytest.mark.parametrize("stop", [1, 5, 9, 14, 20])  # block 1 partly / wholly moved, block 2
+def test_engine_from_a_resume_point_draws_no_start_it_overwrites(ckpt, stop, monkeypatch):
+    cfg = config(ckpt, per_chain=5)  # two emotions, three chains each, catch and repeat trials
+    full = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=False)
+    first = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=True, stop=stop)
+    point = resume_point(first, D)
+    codes = {r["row"]: tuple(np.array([r[f"{p}_{i}"] for i in range(D)])
+                             for p in ("current", "proposal")) for r in first}
+    drawn = []
+    start_points = engine_module.start_points
+    monkeypatch.setattr(engine_module, "start_points",
+                        lambda cfg, d, emotion, *a: drawn.append(emotion)
+                        or start_points(cfg, d, emotion, *a))
+    resumed = Engine(cfg, D, "P1", 1, gates(), CENTROIDS, resume=point, lookup=codes.get)
+    moved = {int(c) // 3 for c in point["chains"]}  # blocks with a moved chain
+    whole = {b for b in moved if all(str(3 * b + i) in point["chains"] for i in range(3))}
+    assert len(drawn) == 2 - len(whole)  # only blocks with an unmoved chain draw starts
+    assert strip(first + run(resumed, prefetch=True)) == strip(full)
+
+
+def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_path):
+    from sqlalchemy import event
+
+    db = Database(postgres.new_database())
+    record = db.create(uid="u" * 32, study="s", participant="P1", session=1, token="t" * 24,
+                       d=2, screen="first", meta={}, now="2026-01-01T00:00:00Z")
+    row = {"row": 0, "trial": 1, "kind": "chain", "current_0": 1.0, "current_1": 0.0,
+           "proposal_0": 0.0, "proposal_1": 1.0}
+    trace = open(tmp_path / "libpq-trace", "w+")  # libpq's log of every protocol message
+    event.listen(db.engine, "checkout", lambda c, *_: c.pgconn.trace(trace.fileno()))
+    event.listen(db.engine, "checkin", lambda c, *_: c.pgconn.untrace())
+    assert db.advance(record, "second", now="2026-01-01T00:00:01Z", acked=0, rows=[row],
+                      resume={"shown": 1})
+    trace.seek(0)
+    messages = [line.split("\t") for line in trace]  # (a statement's lines go on untabbed)
+    sent = [m[3].strip() for m in messages if len(m) > 3 and m[1] == "F"]
+    # BEGIN, UPDATE, INSERT and COMMIT go out together; one Sync: one wait for the server
+    assert sent.count("Sync") == 1 and sent.count("Execute") == 4
+    # the same screen answered again (another process, a replayed request): nothing written
+    assert not db.advance(record, "third", now="2026-01-01T00:00:02Z", acked=0,
+                          rows=[{**row, "row": 1}])
+    # a save that fails part-way (a row saved before) keeps nothing, not even the new screen
+    moved = db.by_token("t" * 24)
+    with pytest.raises(Unavailable):
+        db.advance(moved, "fourth", now="2026-01-01T00:00:03Z", acked=0, rows=[row])
+    assert db.counts() == {record.id: 1}
+    assert db.by_token("t" * 24).screen == "second" and db.resume(record.id) == {"shown": 1}
+    assert db.advance(moved, "fifth", now="2026-01-01T00:00:04Z", acked=0,
+                      rows=[{**row, "row": 1}])  # the connection is usable again
+    assert db.counts() == {record.id: 2}
+
+
+def test_reads_by_psycopg_drop_the_connections_a_restart_broke():
+    """The statements psycopg runs itself (the request's read, the save) fail once after
+    PostgreSQL restarts, like SQLAlchemy's own: not once for every idle pooled connection."""
+    from pgcluster import Cluster
+
+    with Cluster() as pg:
+        db = Database(pg.new_database())
+        idle = [db.engine.connect() for _ in range(4)]  # four connections kept in the pool
+        for conn in idle:
+            conn.close()
+        pg.halt()
+        pg.resume()
+        with pytest.raises(Unavailable):
+            db.by_token("t" * 24)
+        assert db.by_token("t" * 24) is None  # connects afresh: no session of that token
+        db.close()

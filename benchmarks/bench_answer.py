@@ -1,0 +1,140 @@
+"""CPU time of one online answer, by part: where a server process spends it, without HTTP.
+
+Two `OnlineStudy` objects on one throwaway PostgreSQL database stand for two server processes;
+--participants simulated participants answer in turn, each request sent to either study at
+random (as bench_serve.py's proxy without stickiness does), each page naming the faces it holds
+(`have`, the 64 latest, as web/app.js does). After a warm-up, --answers answers are timed: the
+CPU time of the whole process per answer, and of each part that exists in the code measured
+(reading the session, rebuilding a flow where the other study had it, the engine's set-up and
+draws, decoding, PNGs, the saving transaction, ...; parts nest: a rebuild includes the engine's
+set-up). PostgreSQL's own CPU is not counted (bench_serve.py counts it). --code measures another
+checkout's mcmcp (e.g. a worktree of main) with this script, for a before/after table.
+    python benchmarks/bench_answer.py [--code /tmp/old-online] [--participants 20]
+        [--answers 1000] [--config experiments/happy.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = [  # (module, object, attribute, label): timed wherever the code measured has them
+    ("mcmcp.online.study", "OnlineStudy", "_session", "read the session (+ resume point)"),
+    ("mcmcp.online.study", "OnlineStudy", "_record", "read the session"),
+    ("mcmcp.online.database", "Database", "resume", "read the resume point"),
+    ("mcmcp.online.study", "OnlineStudy", "_flow", "flow: kept, or rebuilt"),
+    ("mcmcp.engine", "Engine", "__init__", "  engine set-up (rebuilds)"),
+    ("mcmcp.online.study", "OnlineStudy", "_sent", "faces the page was sent"),
+    ("mcmcp.session", "SessionFlow", "tell", "the answer's chain step"),
+    ("mcmcp.online.study", None, "resume_point", "the new resume point"),
+    ("mcmcp.online.database", "Database", "advance", "the saving transaction"),
+    ("mcmcp.online.study", "OnlineStudy", "_render", "the view"),
+    ("mcmcp.render", "Renderer", "images", "  decoding"),
+    ("mcmcp.online.study", None, "png_data_url", "  PNGs"),
+    ("mcmcp.engine", "Engine", "ask", "engine draws (all of them)"),
+]
+KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js)
+
+
+def timed(parts: collections.Counter) -> None:
+    """Wrap every part that exists in the imported code so it adds its CPU time to `parts`."""
+    import importlib
+
+    for module, owner, name, label in PARTS:
+        target = importlib.import_module(module)
+        target = getattr(target, owner) if owner else target
+        if not hasattr(target, name):
+            continue
+        fn = getattr(target, name)
+
+        def wrapper(*args, __fn=fn, __label=label, **kwargs):
+            began = time.process_time()
+            try:
+                return __fn(*args, **kwargs)
+            finally:
+                parts[__label] += time.process_time() - began
+
+        setattr(target, name, functools.wraps(fn)(wrapper))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--code", type=Path, default=ROOT, help="the checkout whose mcmcp to measure")
+    p.add_argument("--config", type=Path, default=ROOT / "experiments/happy.yaml")
+    p.add_argument("--participants", type=int, default=20)
+    p.add_argument("--answers", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0, help="who answers and which study serves")
+    args = p.parse_args()
+    sys.path[:0] = [str(args.code.resolve()), str(ROOT / "tests")]
+    import torch
+    from pgcluster import Cluster
+    from webserver import side_for
+
+    from mcmcp.config import load_config
+    from mcmcp.online.database import Database
+    from mcmcp.online.links import Link
+    from mcmcp.online.screening import client_info
+    from mcmcp.online.study import OnlineStudy
+
+    torch.set_num_threads(1)  # as python -m mcmcp.serve
+    cfg = load_config(args.config)
+    rng = random.Random(args.seed)
+    client = client_info({"viewport": [1280, 800], "dpr": 1, "refresh_hz": 60.0},
+                         "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0")  # as the app does
+    with Cluster() as pg:
+        url = pg.new_database()
+        studies = [OnlineStudy.open(cfg, Database(url), str(args.config)) for _ in range(2)]
+
+        def step(person: dict) -> int:
+            """One request of `person` to a study drawn at random; 1 if it answered a trial."""
+            study, screen = rng.choice(studies), person["view"]["screen"]
+            have = frozenset(person["held"])
+            if screen["kind"] == "trial":
+                view = study.answer(person["token"], screen["id"],
+                                    side_for(person["id"], screen["progress"]), 0.5, 1.0, None,
+                                    "2026-01-01T00:00:00Z", "keyboard", None, have)
+            else:
+                view = study.acknowledge(person["token"], screen["id"],
+                                         True if screen["kind"] == "consent" else None, have)
+            held = person["held"]
+            for key in [*view["images"], *view["screen"].get("images", []),
+                        *(view["next"] or [])]:
+                if key in held or key in view["images"]:
+                    held.pop(key, None)
+                    held[key] = None
+            for key in list(held)[:max(0, len(held) - KEEP_FACES)]:
+                del held[key]
+            person["view"] = view
+            return screen["kind"] == "trial"
+
+        people = []
+        for i in range(args.participants):
+            token, view = rng.choice(studies).start(Link(f"B{i:03d}"), client, None)
+            people.append({"id": f"B{i:03d}", "token": token, "view": view, "held": {}})
+        for _ in range(5 * args.participants):  # warm-up: past consent, first faces decoded
+            step(rng.choice(people))
+        parts: collections.Counter = collections.Counter()
+        timed(parts)
+        answers, began = 0, time.process_time()
+        while answers < args.answers:
+            answers += step(rng.choice([q for q in people
+                                        if q["view"]["screen"]["kind"] != "end"]))
+        total = time.process_time() - began
+    print(f"{answers} answers of {args.participants} participants, two studies on one "
+          f"PostgreSQL database, requests at random, code {args.code}, config "
+          f"{args.config.name}; CPU ms per answer (parts nest):")
+    print("| part | ms |\n|---|---|")
+    for _, _, _, label in PARTS:
+        if label in parts:
+            print(f"| {label} | {parts[label] / answers * 1e3:.2f} |")
+    print(f"| whole process | {total / answers * 1e3:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
