@@ -22,9 +22,10 @@ knows where a face came from:
    average detected box (`BOX_EYES`), upright, and the face is kept with method "box";
 4. crop, grey, normalise: the frame is resampled (bilinear, antialiased when shrinking) from
    the grey photo, its lighting gradient across the face divided out
-   (`vae.images.even_lighting`), then stretched like every other source
-   (`vae.images.preprocess`); a build also gives each child's photos their common exposure
-   (`vae.images.match_exposure`, in `vae.sources`).
+   (`vae.images.even_lighting`), then scaled to its white point (`vae.images.scale_to_white`:
+   black stays black, so the skin keeps its tone); a build also gives each child's photos
+   their common exposure and the default faces' spread of greys for the child's tone
+   (`vae.images.match_exposure`, `vae.images.match_tone`, in `vae.sources`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 
@@ -476,15 +477,15 @@ def align_face(image, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, Ali
 
     image: a PIL image or an array (h, w) grey or (h, w, 3|4) RGB(A).
     The frame is lit evenly (`vae.images.even_lighting`: the lighting gradient across the face,
-    `face_region`, divided out) and stretched like every store image (`vae.images.preprocess`).
+    `face_region`, divided out) and scaled to its white point (`vae.images.scale_to_white`).
     Raises NoFace (a ValueError) with the reason when no usable face is found.
     """
-    from vae.images import even_lighting, preprocess, to_gray_float
+    from vae.images import even_lighting, scale_to_white, to_gray_float
 
     gray = to_gray_float(image).astype(np.float64)
     alignment = locate_face(gray)
-    frame = even_lighting(crop_face(gray, alignment, size), face_region(size))
-    return preprocess(frame, size), alignment
+    crop = crop_face(gray, alignment, size)
+    return scale_to_white(even_lighting(crop, face_region(size)), white_of=crop), alignment
 
 
 def face_region(size: tuple[int, int]) -> np.ndarray:

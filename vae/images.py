@@ -7,6 +7,7 @@ it has framed), so every face in a store went through the same grey conversion a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image
 
 # Percentiles of the stretch in `preprocess`: robust to a few specular or clipped pixels.
 STRETCH_PERCENTILES = (1.0, 99.0)
+# Percentiles at which `match_tone` matches a child's grey levels to its reference.
+TONE_PERCENTILES = np.linspace(1.0, 99.0, 99)
 
 
 def preprocess(image: Image.Image | np.ndarray, size: tuple[int, int] = (64, 64)) -> np.ndarray:
@@ -86,6 +89,90 @@ def match_exposure(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
         for i in members:
             g = float(np.clip(np.log(target) / np.log(medians[i]), 0.5, 2.0))
             out[i] = np.round(255.0 * x[i] ** g).astype(np.uint8)
+    return out
+
+
+def scale_to_white(gray: np.ndarray, white_of: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) uint8: `gray` (h, w) of non-negative intensities divided by a white point.
+
+    The white point is the 99th percentile (`STRETCH_PERCENTILES[1]`: the backdrop, or the
+    brightest skin) of `white_of` ((h', w'); None: `gray` itself); it becomes 255 and black
+    stays 0. Unlike the stretch of `preprocess`, which also maps the 1st percentile to 0,
+    this keeps the ratio of the skin to the brightest part of the picture, which is the
+    child's skin tone: a dark-skinned child stays dark. An aligned photograph's frame
+    (`vae.align.align_face`) is scaled by the white point of its frame before
+    `even_lighting`, whose plane, extrapolated to the frame's corners, would otherwise set it.
+    A white point of 0 (no light) gives uniform mid-grey 128.
+    """
+    gray = np.asarray(gray, dtype=np.float64)
+    white = float(np.percentile(gray if white_of is None else white_of, STRETCH_PERCENTILES[1]))
+    if white <= 1e-6:
+        return np.full(gray.shape, 128, dtype=np.uint8)
+    return np.round(np.clip(gray / white, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ToneReference:
+    """How the grey levels of a child's face spread about the child's median, by tone.
+
+    At the percentiles `TONE_PERCENTILES` (p,), the face pixels of a child whose median grey
+    is m lie at m + slope * m + intercept (grey levels of 255): a line per percentile fitted
+    over the children of a reference set (`tone_reference`), so a dark child's spread is that
+    of the reference's dark children, not of the average child.
+    """
+
+    slope: np.ndarray  # (p,)
+    intercept: np.ndarray  # (p,) grey levels
+
+    def quantiles(self, median: float) -> np.ndarray:
+        """(p,) grey levels in [0, 255] of a child with this median grey."""
+        return np.clip(median + self.slope * median + self.intercept, 0.0, 255.0)
+
+
+def _face_quantiles(images: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
+    """((p,) percentiles `TONE_PERCENTILES`, median) of the pixels of `images` (n, h, w)
+    inside `region` (h, w) bool, pooled."""
+    pixels = images[:, region].astype(np.float64)
+    return np.percentile(pixels, TONE_PERCENTILES), float(np.median(pixels))
+
+
+def tone_reference(images: np.ndarray, groups: np.ndarray, region: np.ndarray) -> ToneReference:
+    """The `ToneReference` of a face set: images (n, h, w) uint8, groups (n,) the child of
+    each, region (h, w) bool the face (`vae.align.face_region`). Needs two or more children
+    of different medians (the default faces: `vae.sources.default_tone_reference`)."""
+    groups = np.asarray(groups)
+    fits = [_face_quantiles(images[groups == g], region) for g in np.unique(groups)]
+    quantiles = np.array([q for q, _ in fits])
+    medians = np.array([m for _, m in fits])
+    if np.ptp(medians) == 0:
+        raise ValueError("a tone reference needs children of different skin tones")
+    slope, intercept = np.polyfit(medians, quantiles - medians[:, None], 1)
+    return ToneReference(slope=slope, intercept=intercept)
+
+
+def match_tone(images: np.ndarray, groups: np.ndarray, region: np.ndarray,
+               reference: ToneReference) -> np.ndarray:
+    """(n, h, w) uint8: each child's photos given the reference's grey levels for its tone.
+
+    images: (n, h, w) uint8 faces; groups: (n,) the child of each; region: (h, w) bool, the
+    face. A child's photos, pooled, have a distribution of face greys that the camera and
+    the light shaped (a flat, dark or bright curve). One monotone curve per child maps the
+    pooled face percentiles to the reference's at the child's own median
+    (`ToneReference.quantiles`): the median, the child's tone as the photos show it (no tone
+    label needed), is kept, the spread and curve about it become the reference's. The same
+    curve is applied to every photo of the child (the whole frame, through 0 -> 0 and
+    255 -> 255), so what differs between its photos, the expression, is kept.
+    """
+    groups = np.asarray(groups)
+    out = np.empty_like(images)
+    for group in np.unique(groups):
+        members = groups == group
+        quantiles, median = _face_quantiles(images[members], region)
+        xs = np.concatenate([[0.0], quantiles, [255.0]])
+        ys = np.maximum.accumulate(np.concatenate([[0.0], reference.quantiles(median), [255.0]]))
+        rising = np.concatenate([[True], np.diff(xs) > 0])  # tied percentiles: the first
+        curve = np.interp(np.arange(256), xs[rising], ys[rising])
+        out[members] = np.round(curve).astype(np.uint8)[images[members]]
     return out
 
 
