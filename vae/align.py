@@ -24,8 +24,8 @@ knows where a face came from:
    the grey photo, its lighting gradient across the face divided out
    (`vae.images.even_lighting`), then scaled to its white point (`vae.images.scale_to_white`:
    black stays black, so the skin keeps its tone); a build also gives each child's photos
-   their common exposure and the default faces' spread of greys for the child's tone
-   (`vae.images.match_exposure`, `vae.images.match_tone`, in `vae.sources`).
+   their common grey levels and the default faces' spread of greys for the child's tone
+   (`vae.images.match_within_child`, `vae.images.match_tone`, in `vae.sources`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 

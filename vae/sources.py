@@ -27,8 +27,8 @@ from vae.images import (
     STRETCH_PERCENTILES,
     ToneReference,
     load_image,
-    match_exposure,
     match_tone,
+    match_within_child,
     preprocess,
     tone_reference,
 )
@@ -47,8 +47,8 @@ ALIGNED_PREPROCESSING = (
     "photos without a face rejected, listed in attrs 'rejected'); grayscale (ITU-R 601-2 "
     "luma); bilinear resampling, antialiased; lighting gradient divided out (a plane fitted "
     f"to the log intensities); scaled to its white point (p{STRETCH_PERCENTILES[1]:g} -> 255, "
-    "black kept); each child's common exposure (a gamma moving each photo's median grey to "
-    "the geometric mean of the child's medians); each child's tone curve (one monotone curve "
+    "black kept); each child's common grey levels (each photo's percentiles mapped by a "
+    "monotone curve onto those of the child's photos pooled); each child's tone curve (one monotone curve "
     "per child mapping its pooled face greys to the default faces' spread at the child's own "
     "median)"
 )
@@ -126,7 +126,7 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         size = images.shape[1:]
         from vae.align import face_region
 
-        images = match_tone(match_exposure(images, children), children, face_region(size),
+        images = match_tone(match_within_child(images, children), children, face_region(size),
                             default_tone_reference(size))
     return FaceSet(
         images=images,
