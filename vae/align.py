@@ -62,6 +62,12 @@ DETECT_ANGLES = (0.0, 20.0, -20.0, 40.0, -40.0)  # degrees the photo is turned f
 DETECT_NEIGHBOURS = 4  # a face counts when the cascade finds it this often (nearby places, scales)
 RETRY_NEIGHBOURS = 2  # ... on the retry with the equalised photo
 CONFIDENT_RANK = 0.3  # a pair ranked this well ends the search (test photos: true 0.35..0.67, false < 0.25)
+# A pair is plausible only if its eye line is within MAX_ROLL_OFF degrees of the turn at which
+# the cascade found the face (the cascade finds faces within about 15 degrees of upright) and
+# its eye distance is EYE_SPACING box sides (what `find_eyes` asks of the first pair; refining
+# can drift from it, onto the mouth corners or inner eye corners of a small face)
+MAX_ROLL_OFF = 25.0
+EYE_SPACING = (0.25, 0.65)
 _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
 _IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
 _SURROUND = 2.5  # DoG outer scale, in _IRIS_SIGMA: the whites of the eye, not the cheeks
@@ -385,6 +391,8 @@ def _search(gray: np.ndarray, look, neighbours: int):
             found = _eyes_in_patch(gray, photo_to_patch)
             if found is not None:
                 eyes, score = _refine(gray, *found)
+                found = found if plausible(eyes, box, angle, to_copy) else None
+            if found is not None:
                 rank = score - _frame_error(gray, eyes, look, neighbours)
                 if best is None or rank > best[0]:
                     best = (rank, Alignment(*map(_point, eyes), "eyes", box, angle))
@@ -393,6 +401,20 @@ def _search(gray: np.ndarray, look, neighbours: int):
         if best is not None and best[0] >= CONFIDENT_RANK:
             break  # most photos: upright, clear eyes; the turned searches would only cost time
     return best, fallback
+
+
+def plausible(eyes: np.ndarray, box: tuple[float, float, float], angle: float,
+              to_copy: np.ndarray) -> bool:
+    """Whether an eye pair (2, 2) (x, y) photo pixels fits the box (x, y, side) the cascade
+    found in the copy turned by `angle` degrees (`to_copy`: (2, 3) photo -> copy): its eye line
+    within MAX_ROLL_OFF degrees of `angle`, its eye distance EYE_SPACING box sides. A pair that
+    does not is not a face's eyes (a face turned 45 degrees framed upright, a cup's two
+    highlights, the mouth corners of a small face); the box rule frames the face instead."""
+    (x0, y0), (x1, y1) = eyes
+    roll = float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
+    side = box[2] / np.sqrt(abs(np.linalg.det(to_copy[:, :2])))  # box side in photo pixels
+    spacing = float(np.hypot(x1 - x0, y1 - y0)) / side
+    return abs(roll - angle) <= MAX_ROLL_OFF and EYE_SPACING[0] <= spacing <= EYE_SPACING[1]
 
 
 def box_rule(box: tuple[float, float, float], to_copy: np.ndarray | None = None) -> np.ndarray:
