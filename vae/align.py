@@ -13,7 +13,8 @@ knows where a face came from:
    whites of the eyes: difference of Gaussians at the iris scale with a surround no wider
    than the eye, and both sides of the blob brighter, so brows, dark on both sides, lose;
    sampled from the full-size photo) whose framed face is most mirror-symmetric, refined
-   twice on the levelled face; the pair whose framing the cascade itself confirms best wins
+   twice on the levelled face, and kept only if it fits the box (`plausible`: eye line and
+   eye distance); the pair whose framing the cascade itself confirms best wins
    (`locate_face`). Neither step needs the irises darker than the skin: on dark skin the
    eyes are brighter than the face around them;
 3. frame: a similarity transform (rotation, scale, shift) puts the eyes level at
