@@ -6,9 +6,10 @@ For each set size, the whole own-photo path on faces whose truth is known:
   2. `python -m vae.data build --source folder --align`: detect, align, crop (rejects listed);
      children whose every neutral photo was rejected are removed, as the build asks a lab to;
   3. `python -m vae.train`: the default recipe, its verdict.
-It prints one row per size (alignment error against the truth, the share kept per third of the
-children by skin tone, the verdict's figures) and writes them to <out>/photolike.csv, the
-skin-tone table to <out>/fairness<n>.csv and a figure <out>/photolike.png.
+It prints one row per size (alignment error against the truth, the share kept and the faces'
+median grey per third of the children by skin tone, the verdict's figures) and writes them to
+<out>/photolike.csv, the skin-tone table to <out>/fairness<n>.csv and a figure
+<out>/photolike.png.
 
     python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --out reports/bench_photolike
 """
@@ -69,6 +70,22 @@ def fairness(errors: pd.Series, truth_csv: Path) -> pd.DataFrame:
     )
 
 
+def face_greys(store: Path, truth_csv: Path) -> pd.Series:
+    """Median grey (of 255) of the kept faces inside the face region (`vae.align.face_region`),
+    per third of the children by skin tone (darkest first): dark children must stay dark."""
+    from vae.align import face_region
+    from vae.store import read_store
+
+    faces = read_store(store)
+    truth = pd.read_csv(truth_csv)
+    tone = truth.groupby("child")["skin_tone"].first()
+    third = pd.qcut(tone.rank(method="first"), 3, labels=["darkest", "middle", "lightest"])
+    region = face_region(faces.images.shape[1:])
+    kids = pd.Series(np.asarray(faces.identities).astype(str)).map(third)
+    return pd.Series({name: float(np.median(faces.images[(kids == name).to_numpy()][:, region]))
+                      for name in third.cat.categories}, name="face_grey_median")
+
+
 def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
     """Write `store` without the children that have no neutral face left to `out` (what the
     build asks a lab to do, by removing their photos); the removed children's ids."""
@@ -96,6 +113,7 @@ def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
     errors = eye_errors(store, folder / "truth.csv")
     n_photos = len(pd.read_csv(folder / "truth.csv"))
     by_tone = fairness(errors, folder / "truth.csv")
+    by_tone["face_grey_median"] = face_greys(store, folder / "truth.csv")
     by_tone.to_csv(out / f"fairness{n}.csv")
     print(by_tone.round(3).to_string(), flush=True)
     gone = keep_children_with_a_neutral(store, usable)
@@ -152,7 +170,9 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
                           ("worst_retention", "worst emotion's retention")):
         if column in table:
             ax.plot(table["children"], table[column], "o-", label=label)
-    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":")  # the verdict's retention threshold
+    ax.axhline(0.6, color="grey", lw=0.8, ls="--")  # ... and its share of readable children
+    ax.set_xticks(table["children"])
     ax.set_xlabel("children in the photo set")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)

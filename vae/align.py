@@ -13,7 +13,8 @@ knows where a face came from:
    whites of the eyes: difference of Gaussians at the iris scale with a surround no wider
    than the eye, and both sides of the blob brighter, so brows, dark on both sides, lose;
    sampled from the full-size photo) whose framed face is most mirror-symmetric, refined
-   twice on the levelled face; the pair whose framing the cascade itself confirms best wins
+   twice on the levelled face, and kept only if it fits the box (`plausible`: eye line and
+   eye distance); the pair whose framing the cascade itself confirms best wins
    (`locate_face`). Neither step needs the irises darker than the skin: on dark skin the
    eyes are brighter than the face around them;
 3. frame: a similarity transform (rotation, scale, shift) puts the eyes level at
@@ -22,9 +23,10 @@ knows where a face came from:
    average detected box (`BOX_EYES`), upright, and the face is kept with method "box";
 4. crop, grey, normalise: the frame is resampled (bilinear, antialiased when shrinking) from
    the grey photo, its lighting gradient across the face divided out
-   (`vae.images.even_lighting`), then stretched like every other source
-   (`vae.images.preprocess`); a build also gives each child's photos their common exposure
-   (`vae.images.match_exposure`, in `vae.sources`).
+   (`vae.images.even_lighting`), then scaled to its white point (`vae.images.scale_to_white`:
+   black stays black, so the skin keeps its tone); a build also gives each child's photos
+   their common grey levels and the default faces' spread of greys for the child's tone
+   (`vae.images.match_within_child`, `vae.images.match_tone`, in `vae.sources`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 
@@ -61,6 +63,12 @@ DETECT_ANGLES = (0.0, 20.0, -20.0, 40.0, -40.0)  # degrees the photo is turned f
 DETECT_NEIGHBOURS = 4  # a face counts when the cascade finds it this often (nearby places, scales)
 RETRY_NEIGHBOURS = 2  # ... on the retry with the equalised photo
 CONFIDENT_RANK = 0.3  # a pair ranked this well ends the search (test photos: true 0.35..0.67, false < 0.25)
+# A pair is plausible only if its eye line is within MAX_ROLL_OFF degrees of the turn at which
+# the cascade found the face (the cascade finds faces within about 15 degrees of upright) and
+# its eye distance is EYE_SPACING box sides (what `find_eyes` asks of the first pair; refining
+# can drift from it, onto the mouth corners or inner eye corners of a small face)
+MAX_ROLL_OFF = 25.0
+EYE_SPACING = (0.25, 0.65)
 _WORK_SIDE = 100.0  # eyes are searched in the box resampled to this many pixels
 _IRIS_SIGMA = 2.0  # DoG inner scale at _WORK_SIDE (an iris is about 8 px across there)
 _SURROUND = 2.5  # DoG outer scale, in _IRIS_SIGMA: the whites of the eye, not the cheeks
@@ -384,6 +392,8 @@ def _search(gray: np.ndarray, look, neighbours: int):
             found = _eyes_in_patch(gray, photo_to_patch)
             if found is not None:
                 eyes, score = _refine(gray, *found)
+                found = found if plausible(eyes, box, angle, to_copy) else None
+            if found is not None:
                 rank = score - _frame_error(gray, eyes, look, neighbours)
                 if best is None or rank > best[0]:
                     best = (rank, Alignment(*map(_point, eyes), "eyes", box, angle))
@@ -392,6 +402,20 @@ def _search(gray: np.ndarray, look, neighbours: int):
         if best is not None and best[0] >= CONFIDENT_RANK:
             break  # most photos: upright, clear eyes; the turned searches would only cost time
     return best, fallback
+
+
+def plausible(eyes: np.ndarray, box: tuple[float, float, float], angle: float,
+              to_copy: np.ndarray) -> bool:
+    """Whether an eye pair (2, 2) (x, y) photo pixels fits the box (x, y, side) the cascade
+    found in the copy turned by `angle` degrees (`to_copy`: (2, 3) photo -> copy): its eye line
+    within MAX_ROLL_OFF degrees of `angle`, its eye distance EYE_SPACING box sides. A pair that
+    does not is not a face's eyes (a face turned 45 degrees framed upright, a cup's two
+    highlights, the mouth corners of a small face); the box rule frames the face instead."""
+    (x0, y0), (x1, y1) = eyes
+    roll = float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
+    side = box[2] / np.sqrt(abs(np.linalg.det(to_copy[:, :2])))  # box side in photo pixels
+    spacing = float(np.hypot(x1 - x0, y1 - y0)) / side
+    return abs(roll - angle) <= MAX_ROLL_OFF and EYE_SPACING[0] <= spacing <= EYE_SPACING[1]
 
 
 def box_rule(box: tuple[float, float, float], to_copy: np.ndarray | None = None) -> np.ndarray:
@@ -476,15 +500,15 @@ def align_face(image, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, Ali
 
     image: a PIL image or an array (h, w) grey or (h, w, 3|4) RGB(A).
     The frame is lit evenly (`vae.images.even_lighting`: the lighting gradient across the face,
-    `face_region`, divided out) and stretched like every store image (`vae.images.preprocess`).
+    `face_region`, divided out) and scaled to its white point (`vae.images.scale_to_white`).
     Raises NoFace (a ValueError) with the reason when no usable face is found.
     """
-    from vae.images import even_lighting, preprocess, to_gray_float
+    from vae.images import even_lighting, scale_to_white, to_gray_float
 
     gray = to_gray_float(image).astype(np.float64)
     alignment = locate_face(gray)
-    frame = even_lighting(crop_face(gray, alignment, size), face_region(size))
-    return preprocess(frame, size), alignment
+    crop = crop_face(gray, alignment, size)
+    return scale_to_white(even_lighting(crop, face_region(size)), white_of=crop), alignment
 
 
 def face_region(size: tuple[int, int]) -> np.ndarray:

@@ -7,6 +7,7 @@ it has framed), so every face in a store went through the same grey conversion a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image
 
 # Percentiles of the stretch in `preprocess`: robust to a few specular or clipped pixels.
 STRETCH_PERCENTILES = (1.0, 99.0)
+# Percentiles at which `match_tone` matches a child's grey levels to its reference.
+TONE_PERCENTILES = np.linspace(1.0, 99.0, 99)
 
 
 def preprocess(image: Image.Image | np.ndarray, size: tuple[int, int] = (64, 64)) -> np.ndarray:
@@ -67,25 +70,117 @@ def even_lighting(gray: np.ndarray, region: np.ndarray | None = None) -> np.ndar
     return gray * np.exp(-(slope_x * cols + slope_y * rows))
 
 
-def match_exposure(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """(n, h, w) uint8: each image given the exposure its group's photos share.
+def match_within_child(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n, h, w) uint8: each photo's grey levels made its child's.
 
-    images: (n, h, w) uint8 stretched faces (`preprocess`); groups: (n,) the child of each.
-    Photographs of one child differ in exposure (a brighter or darker curve of the mid-tones)
-    as much as in expression; a child's skin and hair tone do not. Each image is put through
-    the curve x ** g (x in [0, 1]; black and white stay) that moves its median grey to the
-    geometric mean of its child's medians (g limited to 0.5..2), so every photo of a child has
-    the child's common exposure and children keep their own tones.
+    images: (n, h, w) uint8 faces (`scale_to_white`); groups: (n,) the child of each.
+    Photographs of one child differ in exposure, contrast and in how bright the backdrop came
+    out as much as in expression; a child's skin and hair do not. Each photo's grey levels
+    (its percentiles over the whole frame) are mapped by a monotone curve onto those of all
+    the child's photos pooled, so every photo of a child has the child's common grey levels
+    and children keep their own tones. The curve is monotone: features an expression makes
+    darker or brighter stay darker or brighter than the rest of the face. (Frames for the
+    same face photographed ten times differently, framed at their true eyes: per-pixel spread
+    4.1 grey levels of 255 after this step, 14.0 before; `docs/own_faces.md`.)
     """
-    x = images.astype(np.float64) / 255.0
-    medians = np.clip(np.median(x.reshape(len(x), -1), axis=1), 1.0 / 255.0, 254.0 / 255.0)
+    groups = np.asarray(groups)
     out = np.empty_like(images)
     for group in np.unique(groups):
-        members = np.flatnonzero(np.asarray(groups) == group)
-        target = np.exp(np.log(medians[members]).mean())
+        members = np.flatnonzero(groups == group)
+        pooled = np.percentile(images[members].astype(np.float64), TONE_PERCENTILES)
         for i in members:
-            g = float(np.clip(np.log(target) / np.log(medians[i]), 0.5, 2.0))
-            out[i] = np.round(255.0 * x[i] ** g).astype(np.uint8)
+            own = np.percentile(images[i].astype(np.float64), TONE_PERCENTILES)
+            out[i] = _curve(own, pooled)[images[i]]
+    return out
+
+
+def _curve(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(256,) uint8 lookup table of the monotone curve through 0 -> 0, the points
+    source (p,) -> target (p,) grey levels (increasing source; a tie keeps its first point)
+    and 255 -> 255, linear between them."""
+    xs = np.concatenate([[0.0], source, [255.0]])
+    ys = np.maximum.accumulate(np.clip(np.concatenate([[0.0], target, [255.0]]), 0.0, 255.0))
+    rising = np.concatenate([[True], np.diff(xs) > 0])
+    return np.round(np.interp(np.arange(256), xs[rising], ys[rising])).astype(np.uint8)
+
+
+def scale_to_white(gray: np.ndarray, white_of: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) uint8: `gray` (h, w) of non-negative intensities divided by a white point.
+
+    The white point is the 99th percentile (`STRETCH_PERCENTILES[1]`: the backdrop, or the
+    brightest skin) of `white_of` ((h', w'); None: `gray` itself); it becomes 255 and black
+    stays 0. Unlike the stretch of `preprocess`, which also maps the 1st percentile to 0,
+    this keeps the ratio of the skin to the brightest part of the picture, which is the
+    child's skin tone: a dark-skinned child stays dark. An aligned photograph's frame
+    (`vae.align.align_face`) is scaled by the white point of its frame before
+    `even_lighting`, whose plane, extrapolated to the frame's corners, would otherwise set it.
+    A white point of 0 (no light) gives uniform mid-grey 128.
+    """
+    gray = np.asarray(gray, dtype=np.float64)
+    white = float(np.percentile(gray if white_of is None else white_of, STRETCH_PERCENTILES[1]))
+    if white <= 1e-6:
+        return np.full(gray.shape, 128, dtype=np.uint8)
+    return np.round(np.clip(gray / white, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ToneReference:
+    """How the grey levels of a child's face spread about the child's median, by tone.
+
+    At the percentiles `TONE_PERCENTILES` (p,), the face pixels of a child whose median grey
+    is m lie at m + slope * m + intercept (grey levels of 255): a line per percentile fitted
+    over the children of a reference set (`tone_reference`), so a dark child's spread is that
+    of the reference's dark children, not of the average child.
+    """
+
+    slope: np.ndarray  # (p,)
+    intercept: np.ndarray  # (p,) grey levels
+
+    def quantiles(self, median: float) -> np.ndarray:
+        """(p,) grey levels in [0, 255] of a child with this median grey."""
+        return np.clip(median + self.slope * median + self.intercept, 0.0, 255.0)
+
+
+def _face_quantiles(images: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
+    """((p,) percentiles `TONE_PERCENTILES`, median) of the pixels of `images` (n, h, w)
+    inside `region` (h, w) bool, pooled."""
+    pixels = images[:, region].astype(np.float64)
+    return np.percentile(pixels, TONE_PERCENTILES), float(np.median(pixels))
+
+
+def tone_reference(images: np.ndarray, groups: np.ndarray, region: np.ndarray) -> ToneReference:
+    """The `ToneReference` of a face set: images (n, h, w) uint8, groups (n,) the child of
+    each, region (h, w) bool the face (`vae.align.face_region`). Needs two or more children
+    of different medians (the default faces: `vae.sources.default_tone_reference`)."""
+    groups = np.asarray(groups)
+    fits = [_face_quantiles(images[groups == g], region) for g in np.unique(groups)]
+    quantiles = np.array([q for q, _ in fits])
+    medians = np.array([m for _, m in fits])
+    if np.ptp(medians) == 0:
+        raise ValueError("a tone reference needs children of different skin tones")
+    slope, intercept = np.polyfit(medians, quantiles - medians[:, None], 1)
+    return ToneReference(slope=slope, intercept=intercept)
+
+
+def match_tone(images: np.ndarray, groups: np.ndarray, region: np.ndarray,
+               reference: ToneReference) -> np.ndarray:
+    """(n, h, w) uint8: each child's photos given the reference's grey levels for its tone.
+
+    images: (n, h, w) uint8 faces; groups: (n,) the child of each; region: (h, w) bool, the
+    face. A child's photos, pooled, have a distribution of face greys that the camera and
+    the light shaped (a flat, dark or bright curve). One monotone curve per child maps the
+    pooled face percentiles to the reference's at the child's own median
+    (`ToneReference.quantiles`): the median, the child's tone as the photos show it (no tone
+    label needed), is kept, the spread and curve about it become the reference's. The same
+    curve is applied to every photo of the child (the whole frame, through 0 -> 0 and
+    255 -> 255), so what differs between its photos, the expression, is kept.
+    """
+    groups = np.asarray(groups)
+    out = np.empty_like(images)
+    for group in np.unique(groups):
+        members = groups == group
+        quantiles, median = _face_quantiles(images[members], region)
+        out[members] = _curve(quantiles, reference.quantiles(median))[images[members]]
     return out
 
 

@@ -16,13 +16,22 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from vae.faceset import FaceSet
-from vae.images import STRETCH_PERCENTILES, load_image, match_exposure, preprocess
+from vae.images import (
+    STRETCH_PERCENTILES,
+    ToneReference,
+    load_image,
+    match_tone,
+    match_within_child,
+    preprocess,
+    tone_reference,
+)
 from vae.labels import EMOTIONS, FER2013_CODES, canonical_emotion
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -37,11 +46,15 @@ ALIGNED_PREPROCESSING = (
     "aligned (vae.align: face detected, eyes level at fixed places, else the box rule; "
     "photos without a face rejected, listed in attrs 'rejected'); grayscale (ITU-R 601-2 "
     "luma); bilinear resampling, antialiased; lighting gradient divided out (a plane fitted "
-    "to the log intensities); per-image percentile stretch "
-    f"(p{STRETCH_PERCENTILES[0]:g} -> 0, p{STRETCH_PERCENTILES[1]:g} -> 255, clipped); "
-    "each child's common exposure (a gamma moving each photo's median grey to the geometric "
-    "mean of the child's medians)"
+    f"to the log intensities); scaled to its white point (p{STRETCH_PERCENTILES[1]:g} -> 255, "
+    "black kept); each child's common grey levels (each photo's percentiles mapped by a "
+    "monotone curve onto those of the child's photos pooled); each child's tone curve (one monotone curve "
+    "per child mapping its pooled face greys to the default faces' spread at the child's own "
+    "median)"
 )
+# Children of the default faces (`vae.procedural`, seed 0) whose spread of face greys, by tone,
+# aligned photographs are given (`default_tone_reference`)
+TONE_REFERENCE_CHILDREN = 32
 
 
 # ----------------------------------------------------------------------------- images
@@ -109,7 +122,12 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
     if photos.truth:
         attrs["preprocessing"] = ALIGNED_PREPROCESSING
         attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
-        images = match_exposure(images, np.asarray(identities)[keep])
+        children = np.asarray(identities)[keep]
+        size = images.shape[1:]
+        from vae.align import face_region
+
+        images = match_tone(match_within_child(images, children), children, face_region(size),
+                            default_tone_reference(size))
     return FaceSet(
         images=images,
         labels=np.asarray(labels)[keep],
@@ -118,6 +136,18 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         ground_truth={**{k: np.asarray(v)[keep] for k, v in truth.items()}, **photos.truth},
         attrs=attrs,
     )
+
+
+@lru_cache(maxsize=4)
+def default_tone_reference(size: tuple[int, int]) -> ToneReference:
+    """The spread of face greys by tone (`vae.images.ToneReference`) of the default faces:
+    `TONE_REFERENCE_CHILDREN` children drawn at `size` (height, width), seed 0, measured in
+    the face region of the aligned frame (`vae.align.face_region`). About a second."""
+    from vae.align import face_region
+    from vae.procedural.faces import generate_faces
+
+    faces = generate_faces(TONE_REFERENCE_CHILDREN, poses_per_emotion=2, size=size, seed=0)
+    return tone_reference(faces.images, faces.identities, face_region(size))
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

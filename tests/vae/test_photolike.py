@@ -115,3 +115,41 @@ def test_too_few_children_is_a_clear_error(tmp_path, capsys):
         photolike.main(["--out", str(tmp_path / "p"), "--n-identities", "1"])
     assert stop.value.code == 2 and "at least 2" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+
+def test_aligned_photos_keep_the_grey_levels_and_tone_of_the_clean_faces(tmp_path):
+    """Photos of a dark and a light child through `read_folder(align=True)`: each frame's
+    face greys (their percentiles) near the clean frame's of the same face, and the dark child
+    nearly as much darker than the light one as in the clean frames (here: 18 grey levels off
+    on average, the dark child's face 0.85 as dark against the light one's as drawn). With the
+    per-image percentile stretch before issue 23's white point and tone curve: 42 grey levels
+    off, 0.54 (the dark face's contrast with the light one exaggerated)."""
+    import dataclasses
+
+    from vae.procedural.faces import EMOTION_AUS, render_face, sample_identity
+    from vae.sources import read_folder
+
+    rng = np.random.default_rng(2)
+    region = align.face_region((64, 64))
+    clean = {}
+    for child, tone in (("dark", 0.40), ("light", 0.80)):
+        identity = dataclasses.replace(sample_identity(rng), skin_tone=tone)
+        for emotion in ("neutral", "angry", "happy", "sad", "surprised"):
+            drawing = render_face(identity, EMOTION_AUS[emotion], (photolike.RENDER,) * 2)
+            path = tmp_path / emotion / f"{child}_1.jpg"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(photolike.photograph(drawing, photolike.sample_degradation(rng), rng))
+            clean[path.relative_to(tmp_path).as_posix()] = 255.0 * render_face(
+                identity, EMOTION_AUS[emotion], (64, 64))[region]
+    faces = read_folder(tmp_path, align=True)
+    assert len(faces.images) >= 8  # the cascade may miss a dark child's open mouth
+    percentiles = np.linspace(5, 95, 19)
+    off, medians = [], {"dark": [], "light": []}
+    for image, file in zip(faces.images, faces.ground_truth["file"], strict=True):
+        got, want = image[region].astype(np.float64), clean[str(file)]
+        off.append(np.abs(np.percentile(got, percentiles) - np.percentile(want, percentiles)).mean())
+        medians[str(file).split("/")[1].split("_")[0]].append((np.median(got), np.median(want)))
+    dark, light = np.mean(medians["dark"], axis=0), np.mean(medians["light"], axis=0)
+    ratio = (dark[0] / light[0]) / (dark[1] / light[1])  # 1: the tones' contrast as drawn
+    assert np.mean(off) < 28 and 0.7 < ratio < 1.3, (np.round(off, 1), ratio)
