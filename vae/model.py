@@ -345,18 +345,15 @@ class Decoder(nn.Module):
         the full image, (x, y) = (right, down), each within +-max_shift."""
         return self.max_shift * torch.tanh(self.flow(h4))
 
-    def logits(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Pre-sigmoid pixel values (n, 1, H, W); the loss uses these for a stable BCE.
+    def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
+        """(logits (n, 1, H, W), correction (n, 1, H, W) or None): the pre-sigmoid pixel values
+        (the loss uses these for a stable BCE) and, for warp decoders, the correction painted
+        over the moved reference (what the loss prices).
 
         z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
         1/4 resolution features] (identity models only).
         """
-        return self.parts(z, skips)[0]
-
-    def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
-        """(logits (n, 1, H, W), correction (n, 1, H, W) or None): `logits`, and for warp
-        decoders the correction painted over the moved reference (what the loss prices)."""
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
             return self.deconv(h), None
