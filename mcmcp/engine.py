@@ -478,9 +478,10 @@ class Engine:
         if source is None and cfg.chains.across_participants:
             raise ValueError("an across-participant design takes its chains from the study's "
                              "chain store: give the engine a mcmcp.shared.SharedChains source")
+        replay = rows_so_far is not None and len(rows_so_far) > 0
         # a resume point's chains are restored below: their start points are not drawn
-        known = {int(c) for c in resume["chains"]} if resume is not None and not (
-            rows_so_far is not None and len(rows_so_far)) else set()
+        known = {int(c) for c in resume["chains"]} if resume is not None and not replay \
+            else set()
         self.source = OwnChains(self._start_states(known), self._chain_ids()) \
             if source is None else source
         self.n_rows = 0
@@ -489,7 +490,7 @@ class Engine:
         self.history: list[list] = []  # the block's chain trials (resume_point), for repeats
         self._lookup = lookup
         self._codes: dict[int, tuple] = {}  # row -> codes of the block's trials told here
-        if rows_so_far is not None and len(rows_so_far):
+        if replay:
             self._replay(rows_so_far)
         elif resume is not None:
             self._restore(resume)
