@@ -195,7 +195,7 @@ class OnlineStudy:
                         "min_window": cfg.online.min_window, "fullscreen": cfg.online.fullscreen,
                         "keys": {"left": browser_key(spec.keys.left),
                                  "right": browser_key(spec.keys.right)}}
-        self._known: OrderedDict[str, str] = OrderedDict()  # token -> screen of its flow kept
+        self._ids: OrderedDict[str, int] = OrderedDict()  # token -> its session's id (`_session`)
         self._pngs: OrderedDict[str, str] = OrderedDict()
         self._pngs_lock = threading.Lock()
         # shared chains: the study's chain store, in the online database itself
@@ -341,7 +341,6 @@ class OnlineStudy:
             if record.status in ("declined", "ended", "reset"):
                 return self._final(record.status, record.screen)
             flow, point = self._flow(record, point)
-            self._known_screen(token, record.screen)
             flow.retry()  # a wait screen: is a chain free now, or is the study full?
             if record.status == "running" and flow.screen().kind == "end":
                 record = self._complete(record, flow, point)
@@ -490,21 +489,20 @@ class OnlineStudy:
 
     def _session(self, token: str | None) -> tuple[SessionRecord, dict | None]:
         """`_record`, and the session's resume point read with it (None when this process
-        keeps the flow of the screen on show, so `_flow` reads nothing more)."""
+        keeps the session's flow of the screen on show, `_flows`, so `_flow` reads nothing
+        more)."""
         if token is None or not valid_id(token):
             return self._valid(None), None
         with self._flows_lock:
-            known = self._known.get(token, "")
-        record, point = self.db.by_token_resume(token, known)
+            kept = self._flows.get(self._ids.get(token))
+        record, point = self.db.by_token_resume(token, "" if kept is None else kept[0])
+        if record is not None:
+            with self._flows_lock:
+                self._ids[token] = record.id
+                self._ids.move_to_end(token)
+                while len(self._ids) > FLOW_CACHE:
+                    self._ids.popitem(last=False)
         return self._valid(record), point
-
-    def _known_screen(self, token: str, screen: str) -> None:
-        """This process keeps the flow of `token`'s session at `screen` (`_session`)."""
-        with self._flows_lock:
-            self._known[token] = screen
-            self._known.move_to_end(token)
-            while len(self._known) > FLOW_CACHE:
-                self._known.popitem(last=False)
 
     def _valid(self, record: SessionRecord | None) -> SessionRecord:
         if record is None:
@@ -592,7 +590,6 @@ class OnlineStudy:
             record = replace(record, screen=new_screen, acked=acked, status=status,
                              n_rows=record.n_rows + len(rows), meta=meta or record.meta)
             self._keep(record.id, new_screen, flow, point)
-            self._known_screen(token, new_screen)
             if status == "declined":
                 return self._final("declined", new_screen)
             flow.retry()  # the step may have left a wait screen: is a chain free by now?
