@@ -74,7 +74,7 @@ def main() -> None:
     sys.path[:0] = [str(args.code.resolve()), str(ROOT / "tests")]
     import torch
     from pgcluster import Cluster
-    from webserver import side_for
+    from webserver import hold_faces, side_for
 
     from mcmcp.config import load_config
     from mcmcp.online.database import Database
@@ -102,14 +102,7 @@ def main() -> None:
             else:
                 view = study.acknowledge(person["token"], screen["id"],
                                          True if screen["kind"] == "consent" else None, have)
-            held = person["held"]
-            for key in [*view["images"], *view["screen"].get("images", []),
-                        *(view["next"] or [])]:
-                if key in held or key in view["images"]:
-                    held.pop(key, None)
-                    held[key] = None
-            for key in list(held)[:max(0, len(held) - KEEP_FACES)]:
-                del held[key]
+            hold_faces(view, person["held"], KEEP_FACES)
             person["view"] = view
             return screen["kind"] == "trial"
 

@@ -248,13 +248,20 @@ async def _hold(view: dict, held: dict, keep: int, call, out: dict) -> dict:
         out["refetched"] += 1
         view = (await call("GET", "/api/state")).json()
         out["faces"] += len(view["images"])
+    hold_faces(view, held, keep)
+    return view
+
+
+def hold_faces(view: dict, held: dict, keep: int) -> None:
+    """The faces a page holds after `view` (web/app.js's `decoded`, oldest first): those
+    received and those named that it holds become the most recent; the oldest beyond `keep`
+    are dropped."""
     for key in [*view["images"], *view["screen"].get("images", []), *(view["next"] or [])]:
         if key in held or key in view["images"]:
             held.pop(key, None)
             held[key] = None
     for key in list(held)[:max(0, len(held) - keep)]:
         del held[key]
-    return view
 
 
 def progress_labels(shown) -> list[str]:
