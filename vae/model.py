@@ -48,7 +48,7 @@ Loss (per image, averaged over the batch):
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
   + correction_weight * sum over pixels of |correction| (warp decoders: logits painted over the
-                    moved reference).
+                    moved reference; with edge_price, more on the moved reference's edges).
 
 This module never reads files; checkpoints live in `vae.checkpoint`.
 """
@@ -308,7 +308,8 @@ class Decoder(nn.Module):
             carried, not erased and redrawn (no ghost where it was); the loss prices the
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
-            the reference.
+            the reference. With fine_shift, a second flow (2, H/2, W/2) from the second stage
+            is added to the coarse one and the reference is moved again by their sum.
     `upsample: transposed` is the seed study's decoder.
     """
 
