@@ -48,7 +48,7 @@ Loss (per image, averaged over the batch):
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
   + correction_weight * sum over pixels of |correction| (warp decoders: logits painted over the
-                    moved reference).
+                    moved reference; with edge_price, more on the moved reference's edges).
 
 This module never reads files; checkpoints live in `vae.checkpoint`.
 """
@@ -97,6 +97,12 @@ class ModelConfig:
     max_shift: warp only, the largest displacement of the flow field, pixels.
     correction_weight: warp only, loss weight per pixel of |correction| (logits): the price
         of painting over the moved reference instead of moving it.
+    fine_shift: warp only, the largest displacement (pixels) of a second, finer flow level at
+        1/2 resolution added to the coarse one before the reference is moved (0: none).
+    edge_price: warp only, how much more a pixel of correction costs where the moved
+        reference has edges (brows, lids, lip line): the price per pixel is correction_weight
+        x (1 + edge_price x edge / mean edge), so the decoder moves an edge instead of erasing
+        and repainting it (0: the same price everywhere).
     identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
     pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
         it lets training align the reference face to each target's head pose and light.
@@ -118,6 +124,8 @@ class ModelConfig:
     decoder: str = "skip"
     max_shift: float = 4.0
     correction_weight: float = 0.002
+    fine_shift: float = 0.0
+    edge_price: float = 0.0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -160,6 +168,11 @@ class ModelConfig:
         if not self.max_shift > 0 or self.correction_weight < 0:
             problems.append(f"max_shift={self.max_shift}, correction_weight="
                             f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
+        if self.fine_shift < 0 or self.edge_price < 0:
+            problems.append(f"fine_shift={self.fine_shift}, edge_price={self.edge_price} "
+                            "(need both >= 0; 0 turns them off)")
+        elif (self.fine_shift or self.edge_price) and self.decoder != "warp":
+            problems.append("fine_shift and edge_price need decoder='warp'")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -295,7 +308,8 @@ class Decoder(nn.Module):
             carried, not erased and redrawn (no ghost where it was); the loss prices the
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
-            the reference.
+            the reference. With fine_shift, a second flow (2, H/2, W/2) from the second stage
+            is added to the coarse one and the reference is moved again by their sum.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -339,6 +353,13 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
+            self.edge_price = config.edge_price
+        self.fine = None
+        if self.warps and config.fine_shift:
+            self.fine_shift = config.fine_shift
+            self.fine = nn.Conv2d(c1, 2, 3, padding=1)
+            nn.init.zeros_(self.fine.weight)
+            nn.init.zeros_(self.fine.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -346,9 +367,9 @@ class Decoder(nn.Module):
         return self.max_shift * torch.tanh(self.flow(h4))
 
     def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
-        """(logits (n, 1, H, W), correction (n, 1, H, W) or None): the pre-sigmoid pixel values
-        (the loss uses these for a stable BCE) and, for warp decoders, the correction painted
-        over the moved reference (what the loss prices).
+        """(logits (n, 1, H, W), charge (n, 1, H, W) or None): the pre-sigmoid pixel values
+        (the loss uses these for a stable BCE) and, for warp decoders, what the correction
+        painted over the moved reference costs per pixel (`_charge`; the loss prices its sum).
 
         z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
@@ -370,13 +391,30 @@ class Decoder(nn.Module):
             skip = {4: quarter, 2: half, 1: ref}[stage]
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
-                flow = self.flow_field(h)
+                flow, still = self.flow_field(h), ref
                 half, ref = warp(half, flow), warp(ref, flow)
+            if stage == 2 and self.fine is not None:  # a finer flow added to the coarse one
+                fine = self.fine_shift * torch.tanh(self.fine(h))
+                flow = F.interpolate(flow, size=fine.shape[2:], mode="bilinear",
+                                     align_corners=False) + fine
+                ref = warp(still, flow, cell=2)
         if not self.conditioned:
             return self.out(h), None
         correction = self.out(h)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), (
-            correction if self.warps else None)
+            self._charge(correction, ref) if self.warps else None)
+
+    def _charge(self, correction: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """What each pixel of the correction (n, 1, H, W) costs, in units of correction_weight:
+        |correction|, times 1 + edge_price x (the moved reference's edge strength over its mean)
+        (the edges are not trained through: the price must not push the flow off them)."""
+        if not self.edge_price:
+            return correction.abs()
+        m = moved.detach()
+        edge = (F.pad((m[..., :, 1:] - m[..., :, :-1]).abs(), (0, 1))
+                + F.pad((m[..., 1:, :] - m[..., :-1, :]).abs(), (0, 0, 0, 1)))
+        edge = edge / edge.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        return correction.abs() * (1.0 + self.edge_price * edge)
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
@@ -387,8 +425,8 @@ def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
     return h * (1.0 + scale) + shift
 
 
-def warp(maps: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Maps (n, c, h, w) moved by the flow (n, 2, fh, fw), pixels of a (4 fh, 4 fw) image.
+def warp(maps: torch.Tensor, flow: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """Maps (n, c, h, w) moved by the flow (n, 2, fh, fw), pixels of a (cell fh, cell fw) image.
 
     The flow is resized bilinearly to (h, w) and rescaled to those maps' pixels; each output
     pixel is read (bilinearly, edges repeated) from where the flow says it came from: output
@@ -398,7 +436,7 @@ def warp(maps: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     n, _, h, w = maps.shape
     full = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
     # pixels of the full image -> normalised [-1, 1] coordinates (2 / full-image size)
-    scale = torch.tensor([2.0 / (4 * flow.shape[3]), 2.0 / (4 * flow.shape[2])],
+    scale = torch.tensor([2.0 / (cell * flow.shape[3]), 2.0 / (cell * flow.shape[2])],
                          dtype=flow.dtype, device=flow.device)
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, dtype=maps.dtype, device=maps.device)
     xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, dtype=maps.dtype, device=maps.device)
@@ -508,7 +546,7 @@ class _FaceVAE(nn.Module):
         return self._decode(z, identity, pose)[0]
 
     def _decode(self, z, identity, pose):
-        """(logits, correction or None) as `Decoder.parts`, for `decode_logits`' arguments."""
+        """(logits, charge or None) as `Decoder.parts`, for `decode_logits`' arguments."""
         identity = self._identity(identity, len(z))
         if identity is None:
             return self.decoder.parts(self._net_input(z))
@@ -564,7 +602,8 @@ class _FaceVAE(nn.Module):
 
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
         default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
-        Warp decoders add correction_weight * sum |correction| to the total.
+        Warp decoders add correction_weight * the summed charge of their correction (|correction|,
+        more on the reference's edges with edge_price) to the total.
         """
         out, recon_logits, correction = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
@@ -575,7 +614,7 @@ class _FaceVAE(nn.Module):
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
         if correction is not None:
-            total = total + self.config.correction_weight * correction.abs().flatten(1).sum(1).mean()
+            total = total + self.config.correction_weight * correction.flatten(1).sum(1).mean()
         return Losses(total, recon, kl, ce), out
 
     def forward(

@@ -31,6 +31,10 @@ def test_a_flow_moves_the_maps_by_its_pixels_and_zero_flow_leaves_them():
     assert moved.sum() == pytest.approx(16.0) and moved[..., 6:10, 4:6].max() == 0
     # on maps at half resolution the same flow is half as many of their pixels
     torch.testing.assert_close(warp(half, right_down)[..., 5:7, 3:5], torch.ones(1, 1, 2, 2))
+    # a finer flow (cells of 2 pixels) still counts pixels of the full image
+    fine = torch.zeros(1, 2, 8, 8)
+    fine[:, 0], fine[:, 1] = 2.0, 4.0
+    torch.testing.assert_close(warp(image, fine, cell=2), moved)
 
 
 def test_a_new_warp_decoder_draws_the_reference_and_prices_its_correction():
@@ -48,6 +52,50 @@ def test_a_new_warp_decoder_draws_the_reference_and_prices_its_correction():
     priced, _ = model.loss(x, y, torch.Generator().manual_seed(0), ref)
     torch.testing.assert_close(
         priced.total, priced.recon + priced.kl + 3.0 * priced.ce + 0.5 * 0.25 * 16 * 12)
+
+
+def test_the_fine_flow_starts_still_and_then_moves_the_reference_on_top_of_the_coarse_one():
+    """fine_shift adds a 1/2-resolution flow: new, it changes nothing (the coarse-only decoder's
+    pixels); a fine flow of 1 pixel right moves the drawn reference 1 pixel right."""
+    coarse = build_model(ModelConfig(**WARP), seed=5).eval()
+    model = build_model(ModelConfig(**WARP, fine_shift=2.0), seed=5).eval()
+    ref = torch.zeros(1, 1, 16, 12)
+    ref[..., 4:12, 3:5] = 1.0  # a bright bar, columns 3-4
+    ref = ref.clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
+    z = torch.nn.functional.normalize(torch.randn(1, 3), dim=1)
+    with torch.no_grad():
+        code = model.identity_code(ref)
+        torch.testing.assert_close(model.decode(z, code), coarse.decode(z, code))
+        torch.testing.assert_close(model.decode(z, code), ref)
+        model.decoder.fine.bias.copy_(torch.tensor([0.5, 0.0]))  # 2 tanh(0.5) = 0.92 px right
+        moved = model.decode(z, code)
+    assert moved[0, 0, 8, 5] > 0.8 and moved[0, 0, 8, 3] < 0.2  # the bar now covers 4-5
+
+
+def test_the_edge_price_charges_a_correction_more_on_the_references_edges():
+    """edge_price 0: a pixel of correction costs |correction| anywhere; edge_price 2: on the
+    moved reference's edge it costs 1 + 2 x edge / mean edge, on flat skin 1; the total
+    loss adds correction_weight x the summed charge."""
+    ref = torch.full((1, 1, 16, 12), 0.5)
+    ref[..., :, 6:] = 0.9  # one vertical edge, between columns 5 and 6
+    flat, edge = torch.zeros(2, 1, 16, 12), torch.zeros(2, 1, 16, 12)
+    flat[..., 8, 2], edge[..., 8, 5] = 0.25, 0.25  # one pixel of correction each
+    plain = build_model(ModelConfig(**WARP), seed=1).decoder
+    priced = build_model(ModelConfig(**WARP, edge_price=2.0), seed=1).decoder
+    for correction in (flat, edge):
+        assert plain._charge(correction, ref).sum() == pytest.approx(2 * 0.25)
+    assert priced._charge(flat, ref).sum() == pytest.approx(2 * 0.25)
+    # the edge is 1 of the 12 columns: edge / mean edge = 12 there
+    assert priced._charge(edge, ref).sum() == pytest.approx(2 * 0.25 * (1 + 2 * 12))
+    x, y = faces()
+    model = build_model(ModelConfig(**WARP, class_weight=0.0, correction_weight=0.5,
+                                    edge_price=2.0), seed=1)
+    with torch.no_grad():
+        model.decoder.out.bias.fill_(0.25)
+    losses, _ = model.loss(x, y, torch.Generator().manual_seed(0), ref.expand(3, -1, -1, -1))
+    # edge / mean edge averages 1 over the image: the charge is (1 + 2) x |correction|
+    torch.testing.assert_close(losses.total - losses.recon - losses.kl,
+                               torch.tensor(0.5 * 0.25 * 16 * 12 * 3.0))
 
 
 def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
@@ -94,6 +142,8 @@ def test_cached_identities_decode_the_same_pixels_with_the_warp_decoder():
     ({"decoder": "warp", "kind": "plain"}, "needs kind='identity'"),
     ({"decoder": "warp", "max_shift": 0.0}, "max_shift"),
     ({"decoder": "warp", "correction_weight": -1.0}, "weight >= 0"),
+    ({"decoder": "warp", "fine_shift": -1.0}, "fine_shift"),
+    ({"decoder": "skip", "edge_price": 1.0}, "need decoder='warp'"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
