@@ -51,7 +51,6 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mcmcp.chainstore import ChainStore
@@ -117,42 +116,17 @@ class Rejected(Exception):
 
 
 class _SharedRenderer(Renderer):
-    """The renderer shared by the request threads of one process. Faces asked for while a batch
-    is decoding are decoded together in the next batch: under load a process decodes several
-    faces per decoder call, at about half the CPU per face of one at a time (measured with
-    the weights in channels-last order, which batches best; images equal to ~1e-7)."""
+    """The renderer shared by the request threads of one process: one thread decodes at a
+    time, each face alone with the model's `FrozenDecoder` (a batch of faces would cost as much
+    per face)."""
 
     def __init__(self, model, cache_size: int = 1024, identities=None):
-        model.cache_identities()  # a child's part of decoding, once per process
-        super().__init__(model.to(memory_format=torch.channels_last), cache_size, identities)
-        self._decoding = threading.Lock()  # held by the thread decoding a batch
-        self._queue_lock = threading.Lock()
-        self._waiting: list[dict] = []  # jobs: codes, identities, then images or error
+        super().__init__(model, cache_size, identities, frozen=True)
+        self._decoding = threading.Lock()
 
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
-        codes = np.asarray(codes, dtype=np.float64)
-        job = {"codes": codes, "identities": [None] * len(codes) if identities is None
-               else list(identities)}
-        with self._queue_lock:
-            self._waiting.append(job)
         with self._decoding:
-            if "images" not in job and "error" not in job:  # not in the batch just decoded
-                with self._queue_lock:
-                    batch, self._waiting = self._waiting, []
-                try:
-                    images = super().images(np.concatenate([j["codes"] for j in batch]),
-                                            [i for j in batch for i in j["identities"]])
-                except Exception as err:  # every job of the batch gets the error
-                    for j in batch:
-                        j["error"] = err
-                else:
-                    start = 0
-                    for j in batch:
-                        j["images"] = images[start:start + len(j["codes"])]
-                        start += len(j["codes"])
-        if "error" in job:
-            raise job["error"]
-        return job["images"]
+            return super().images(codes, identities)
 
 
 class _Undecoded:

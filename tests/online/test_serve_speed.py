@@ -1,10 +1,14 @@
 """What makes an answer cheap must not change what it shows or counts: a server process keeps
-each child's part of decoding (`cache_identities`) and draws the same faces; an engine rebuilt
+each child's part of decoding (`cache_identities`) and draws the same faces; its frozen decoder
+(`mcmcp.render.FrozenDecoder`) sends the same PNG pixels as the full decoder; an engine rebuilt
 from a resume point draws no start points it would overwrite and goes on exactly; PostgreSQL
 saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
 answers instead of reading them, with the report's numbers."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,9 +20,13 @@ from mcmcp import engine as engine_module
 from mcmcp.engine import Engine, resume_point
 from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.monitor import _catch
+from mcmcp.render import FrozenDecoder
 from tests.core import test_engine
 from tests.core.test_engine import CENTROIDS, D, config, gates, run, strip
+from vae.checkpoint import load_checkpoint
 from vae.model import ModelConfig, build_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cached_identities_decode_the_same_faces():
@@ -47,6 +55,46 @@ def test_cached_identities_decode_the_same_faces():
         other = model.decode(z)
     with torch.no_grad():  # the cache is never used with gradients (training)
         assert torch.allclose(other, model.decode(z, model.identity_code(refs[2:3])), atol=1e-6)
+
+
+def test_frozen_decoder_sends_the_full_decoders_pixels():
+    """500 random faces of the committed model, 250 of its default child and 250 of another: the
+    8-bit pixels a page gets (png_data_url's rounding) equal the full decoder's, but for a few
+    float roundings that land the other side of a half (measured: none to a handful of the
+    2 million pixels, each by 1/255)."""
+    model = load_checkpoint(ROOT / "vae/checkpoints/default.pt").model.eval()
+    z = torch.nn.functional.normalize(torch.randn(250, 3, generator=torch.Generator()
+                                                  .manual_seed(1)), dim=1)
+    with torch.no_grad():  # another child: the default's face mirrored
+        child = model.identity_code(model.default_reference.flip(-1))
+    frozen = FrozenDecoder(model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a server process (mcmcp.serve): a face at a time is slow on more
+    try:
+        with torch.inference_mode():
+            for identity in (None, child.expand(250, -1)):
+                full = model.decode(z, identity)
+                fast = frozen(z, identity)
+                pixels = [np.rint(x.numpy().astype(np.float64) * 255) for x in (full, fast)]
+                differ = np.abs(pixels[0] - pixels[1])
+                assert differ.max() <= 1 and (differ > 0).sum() <= 50, (differ > 0).sum()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(frozen._children) == 2  # traced once per child
+    assert all(isinstance(m, torch.jit.ScriptModule) for m in frozen._children.values())
+
+
+def test_frozen_decoder_keeps_the_models_decode_where_a_trace_cannot_follow_it():
+    class Branching(torch.nn.Module):  # its steps depend on the code's values
+        config = SimpleNamespace(latent_dim=3)
+
+        def decode(self, z, identity=None):
+            return (z if z.sum() > 0 else -z)[:, :1, None, None].expand(-1, -1, 2, 2)
+
+    frozen = FrozenDecoder(Branching())
+    z = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert torch.equal(frozen(z), torch.ones(2, 1, 2, 2))  # each face decoded as the model does
+    assert not isinstance(frozen._children[None], torch.jit.ScriptModule)
 
 
 @pytest.mark.parametrize("answers", [[], [None], [True, True, True, True, False],
