@@ -6,7 +6,8 @@ HTTP the browser asks and the server answers, so here each request does one step
 `Engine`, and the state lives in the database (`mcmcp.online.database`), not in the browser or in one
 process: a session's flow is rebuilt whenever this process has not got it (a restart, another
 server process, a reload), which is the engine's exact resume, from the session's resume point
-(`engine.resume_point`, saved with every step), so the cost does not grow with its rows.
+(`engine.resume_point`, saved with every step, with the trials drawn and not yet answered), so
+the cost does not grow with its rows and the trials on show and next are not drawn again.
 
 The web layer (`mcmcp.online.app`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
@@ -549,8 +550,12 @@ class OnlineStudy:
                     if status == "running" and flow.screen().kind == "end":  # trials skipped
                         status, meta = "complete", {**(meta or record.meta),
                                                     "end_time": utc_now()}
-                    if rows:
-                        point = resume_point(rows, record.d, point)
+                    if rows:  # with the trials drawn and not answered (own chains), so a
+                        # process that rebuilds the flow does not draw them again
+                        if not source:
+                            flow.prepare()  # as `_render` would: the same next trial
+                        point = {**resume_point(rows, record.d, point),
+                                 "pending": flow.engine.pending_state()}
                     if not self.db.advance(record, new_screen, now=utc_now(), acked=acked,
                                            rows=rows, status=status, meta=meta,
                                            resume=point if rows else None, conn=conn):

@@ -7,6 +7,7 @@ answers instead of reading them, with the report's numbers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -163,6 +164,50 @@ def test_engine_from_a_resume_point_draws_no_start_it_overwrites(ckpt, stop, mon
     whole = {b for b in moved if all(str(3 * b + i) in point["chains"] for i in range(3))}
     assert len(drawn) == 2 - len(whole)  # only blocks with an unmoved chain draw starts
     assert strip(first + run(resumed, prefetch=True)) == strip(full)
+
+
+def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(ckpt,
+                                                                              monkeypatch):
+    """As a server process that rebuilds the session at every answer: the resume point saved
+    with the answer carries the trials on show and next (`pending_state`), so each trial is
+    drawn once in the whole session, and the rows are those of one uninterrupted engine."""
+    cfg = config(ckpt, per_chain=5)  # gate, catch and repeat trials, a break, two blocks
+    full = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=True)
+    drawn = []
+    stream = Engine.stream
+    monkeypatch.setattr(Engine, "stream", lambda self, tag, counter: drawn.append(
+        (tag, counter)) or stream(self, tag, counter))
+    engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS)
+    rows, point, codes = [], resume_point([], D), {}
+    while (trial := engine.ask()) is not None:  # the trial on show (stored after the first)
+        if engine.can_ask():
+            engine.ask()  # the next one, drawn before the answer is saved (study._step)
+        told = engine.tell(trial, test_engine.respond(trial), 0.5)
+        rows += told
+        codes.update({r["row"]: tuple(np.array([r[f"{p}_{i}"] for i in range(D)])
+                                      for p in ("current", "proposal")) for r in told})
+        point = json.loads(json.dumps({**resume_point(told, D, point),
+                                       "pending": engine.pending_state()}))
+        assert len(point["pending"]) == len(engine.pending)
+        engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS, resume=point, lookup=codes.get)
+    assert strip(rows) == strip(full)
+    trials = [counter for tag, counter in drawn if tag == engine_module.TRIAL_STREAM]
+    assert sorted(trials) == list(range(1, len(engine.schedule) + 1))  # each drawn once
+
+
+def test_a_stored_trial_whose_chain_moved_on_is_drawn_again(ckpt):
+    cfg = config(ckpt, per_chain=5)
+    engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS)
+    rows = run(engine, prefetch=False, stop=4)  # practice, then chain trials
+    trial = engine.pending[0]
+    assert trial.kind == "chain"
+    stale = json.loads(json.dumps(engine.pending_state()))
+    stale[0]["fields"]["iteration"] -= 1  # drawn when its chain was a step behind
+    rebuilt = Engine(cfg, D, "P1", 1, gates(), CENTROIDS,
+                     resume={**resume_point(rows, D), "pending": stale})
+    again = rebuilt.ask()
+    assert again.trial == trial.trial and np.array_equal(again.right, trial.right)
+    assert again.fields["iteration"] == trial.fields["iteration"]  # drawn, not the stored one
 
 
 def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_path):
