@@ -400,8 +400,11 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
     gate kind: current, proposal, iteration, kappa, accepted) and the acceptances before it;
     n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
     left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
+    The trials a point may carry besides (`pending`, of `Engine.pending_state`) are not rows:
+    the point returned has none.
     """
-    point = (json.loads(json.dumps(start)) if start is not None else
+    point = (json.loads(json.dumps({k: v for k, v in start.items() if k != "pending"}))
+             if start is not None else
              {"n_rows": 0, "shown": 0, "chains": {}, "n_shown": {}, "history": []})
     for r in rows:
         point["n_rows"] += 1
