@@ -52,6 +52,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mcmcp.chainstore import ChainStore
@@ -124,6 +125,13 @@ class _SharedRenderer(Renderer):
     def __init__(self, model, cache_size: int = 1024, identities=None):
         super().__init__(model, cache_size, identities, frozen=True)
         self._decoding = threading.Lock()
+        # every child's decoder traced now (a few tenths of a second each), not at its first
+        # face, which would hold up the faces of every participant on this process
+        for child in list(identities.codes) if identities is not None and identities.codes \
+                else [""]:
+            with torch.inference_mode():
+                self._decode(torch.zeros(1, model.config.latent_dim),
+                             None if identities is None else identities.stack([child]))
 
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
         with self._decoding:
