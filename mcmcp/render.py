@@ -29,8 +29,8 @@ class FrozenDecoder:
     """`model.decode(z, identity)` for serving: each face decoded alone by a TorchScript trace of
     the model's own decode for its child, frozen (weights, the child's reference face and
     everything computed from them alone become constants and are folded), in channels-last
-    order. A 64 x 64 face costs two thirds to four fifths of the eager decoder's CPU time; a batch of
-    faces costs as much per face as one face, so faces go one at a time.
+    order. A 64 x 64 face costs two thirds to four fifths of the eager decoder's CPU time; a
+    batch of faces costs as much per face as one face, so faces go one at a time.
 
     model: a trained VAE from vae.checkpoint (copied: the caller's is not changed; its weights
     must not change afterwards). Each child's decoder is traced at its first face and checked on
