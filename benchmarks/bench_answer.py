@@ -9,8 +9,11 @@ CPU time of the whole process per answer, and of each part that exists in the co
 draws, decoding, PNGs, the saving transaction, ...; parts nest: a rebuild includes the engine's
 set-up). PostgreSQL's own CPU is not counted (bench_serve.py counts it). --code measures another
 checkout's mcmcp (e.g. a worktree of main) with this script, for a before/after table.
+--page-every K: the experimenter page open, its numbers (`Monitor.summary`) computed once every
+K answers (the page polls every 3 s: at 200 participants answering about 190 times a second,
+K = 570), their CPU per answer a part of its own.
     python benchmarks/bench_answer.py [--code /tmp/old-online] [--participants 20]
-        [--answers 1000] [--config experiments/happy.yaml]
+        [--answers 1000] [--config experiments/happy.yaml] [--page-every 570]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ PARTS = [  # (module, object, attribute, label): timed wherever the code measure
     ("mcmcp.render", "Renderer", "images", "  decoding"),
     ("mcmcp.online.study", None, "png_data_url", "  PNGs"),
     ("mcmcp.engine", "Engine", "ask", "engine draws (all of them)"),
+    ("mcmcp.online.monitor", "Monitor", "summary", "the experimenter page (--page-every)"),
 ]
 KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js)
 
@@ -70,6 +74,8 @@ def main() -> None:
     p.add_argument("--participants", type=int, default=20)
     p.add_argument("--answers", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="who answers and which study serves")
+    p.add_argument("--page-every", type=int, default=0,
+                   help="answers between two calls of the experimenter page (0: page closed)")
     args = p.parse_args()
     sys.path[:0] = [str(args.code.resolve()), str(ROOT / "tests")]
     import torch
@@ -79,6 +85,7 @@ def main() -> None:
     from mcmcp.config import load_config
     from mcmcp.online.database import Database
     from mcmcp.online.links import Link
+    from mcmcp.online.monitor import Monitor
     from mcmcp.online.screening import client_info
     from mcmcp.online.study import OnlineStudy
 
@@ -112,12 +119,19 @@ def main() -> None:
             people.append({"id": f"B{i:03d}", "token": token, "view": view, "held": {}})
         for _ in range(5 * args.participants):  # warm-up: past consent, first faces decoded
             step(rng.choice(people))
+        page = Monitor(studies[0].db, cfg.name, studies[0].d, studies[0].n_shown) \
+            if args.page_every else None
+        if page:
+            page.summary()  # as the page's first call, before the answers timed
         parts: collections.Counter = collections.Counter()
         timed(parts)
         answers, began = 0, time.process_time()
         while answers < args.answers:
-            answers += step(rng.choice([q for q in people
+            answered = step(rng.choice([q for q in people
                                         if q["view"]["screen"]["kind"] != "end"]))
+            answers += answered
+            if answered and page and answers % args.page_every == 0:
+                page.summary()
         total = time.process_time() - began
     print(f"{answers} answers of {args.participants} participants, two studies on one "
           f"PostgreSQL database, requests at random, code {args.code}, config "

@@ -72,10 +72,11 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def resolved_config(config: Path, folder: Path, online: dict) -> Path:
-    """The config with absolute model paths (every checkout reads the same checkpoint and
-    faces), a face store made from the default procedural faces if its own is missing, and
-    `online` keys added."""
+def resolved_config(config: Path, folder: Path, online: dict, root: Path = ROOT) -> Path:
+    """The config with absolute model paths (every checkout reads the same faces, and the
+    checkpoint at the config's path in its own checkout `root`: an older checkout may not read
+    today's model), a face store made from the default procedural faces if its own is missing,
+    and `online` keys added."""
     cfg = load_config(config)
     data = yaml.safe_load(config.read_text())
     faces = cfg.model.faces
@@ -85,10 +86,12 @@ def resolved_config(config: Path, folder: Path, online: dict) -> Path:
 
         faces = folder / "faces.h5"
         write_store(generate_faces(), faces)
+    checkpoint = Path(data["model"]["checkpoint"])
     data["model"] = {**data["model"], "faces": str(faces),
-                     "checkpoint": str(cfg.model.checkpoint)}
+                     "checkpoint": str(checkpoint if checkpoint.is_absolute()
+                                       else root / checkpoint)}
     data["online"] = {**data["online"], **online}
-    path = folder / f"{'-'.join(online) or 'plain'}-{config.name}"
+    path = folder / f"{root.name}-{'-'.join(online) or 'plain'}-{config.name}"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -292,17 +295,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # every participant comes from 127.0.0.1: the limit on starts per address is lifted
-        config = resolved_config(args.config, folder, {"starts_per_minute": None})
+        configs = {code: resolved_config(args.config, folder, {"starts_per_minute": None}, root)
+                   for code, root in codes}
         for page in args.page:
             for code, root in codes:
                 if args.backend == "postgres":
                     with Cluster() as pg:
                         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
-                        rows.append(run(code, root, pg.new_database(), config, folder, args,
+                        rows.append(run(code, root, pg.new_database(), configs[code], folder, args,
                                         page == "open", postmaster))
                 else:
                     url = f"sqlite:///{folder / f'{code}-{page}.sqlite'}"
-                    rows.append(run(code, root, url, config, folder, args, page == "open",
+                    rows.append(run(code, root, url, configs[code], folder, args, page == "open",
                                     None))
                 print(rows[-1], flush=True)
     print(f"\n{args.participants} participants, think {args.think:g} s, {args.processes} server "

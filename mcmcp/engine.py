@@ -15,6 +15,10 @@ rows into the compact summary the engine actually resumes from (per chain its la
 acceptances, the current block's chain trials without their codes), one batch of rows at a time,
 so a server can keep it beside the session and rebuild an engine without reading every row
 (`Engine(resume=..., lookup=...)`: lookup gives the codes of the one earlier trial a repeat shows).
+A resume point may also carry the trials asked and not yet told (`Engine.pending_state`, its
+`pending`): a rebuilt engine's `ask` gives them back instead of drawing them again (the same
+trials: each is drawn from its own stream, and its chain's gate steps are replayed from its gate
+rows).
 
 Block order (config `block_order`): the emotions as written, rotated by the number the participant
 id ends in, or shuffled with the participant's own stream; the same participant always gets the
@@ -396,8 +400,11 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
     gate kind: current, proposal, iteration, kappa, accepted) and the acceptances before it;
     n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
     left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
+    The trials a point may carry besides (`pending`, of `Engine.pending_state`) are not rows:
+    the point returned has none.
     """
-    point = (json.loads(json.dumps(start)) if start is not None else
+    point = (json.loads(json.dumps({k: v for k, v in start.items() if k != "pending"}))
+             if start is not None else
              {"n_rows": 0, "shown": 0, "chains": {}, "n_shown": {}, "history": []})
     for r in rows:
         point["n_rows"] += 1
@@ -490,6 +497,9 @@ class Engine:
         self.history: list[list] = []  # the block's chain trials (resume_point), for repeats
         self._lookup = lookup
         self._codes: dict[int, tuple] = {}  # row -> codes of the block's trials told here
+        # a resume point's trials asked and not told, by trial number (own chains' pairs)
+        self._stored = {p["trial"]: p for p in resume.get("pending", [])} \
+            if resume is not None and not replay and source is None else {}
         if replay:
             self._replay(rows_so_far)
         elif resume is not None:
@@ -613,6 +623,9 @@ class Engine:
             raise RuntimeError("the next trial's chain is on screen; tell its response first")
         index = self.next_index
         slot = self.schedule[index]
+        stored = self._stored.pop(index + 1, None)
+        if stored is not None and self._take(stored, slot):
+            return self.pending[-1]
         try:
             cid = self.source.chain(slot) if slot.kind == "chain" else None
         except ChainsComplete as err:  # skip the trial, or the rest of its emotion
@@ -698,6 +711,51 @@ class Engine:
         self.next_index += 1
         self.pending.append(pending)
         return pending
+
+    def pending_state(self) -> list[dict]:
+        """The trials asked and not yet told (`pending`), JSON-able, for a resume point's
+        `pending`. Own chains' pairs only: [] when the chains are shared or a trial is a
+        slider (its stream's state is part of it)."""
+        if not isinstance(self.source, OwnChains) or any(p.is_slider for p in self.pending):
+            return []
+        return [{"trial": p.trial, "left": p.left.tolist(), "right": p.right.tolist(),
+                 "left_role": p.left_role, "right_role": p.right_role,
+                 "fields": {k: v.tolist() if isinstance(v, np.ndarray) else v
+                            for k, v in p.fields.items()},
+                 "gate_rows": [dict(r) for r in p.gate_rows], "starts": p.starts,
+                 "break_before": p.break_before, "progress": list(p.progress),
+                 "identity": p.identity} for p in self.pending]
+
+    def _take(self, stored: dict, slot: Slot) -> bool:
+        """Ask the resume point's trial `stored` (of `pending_state`) of the next slot instead
+        of drawing it: its chain takes the gate steps its gate rows record. False, changing
+        nothing and forgetting every stored trial, when the chain is not where the trial was
+        drawn (then the trial is drawn)."""
+        fields = {k: np.asarray(v, dtype=float) if k in ("current", "proposal") else v
+                  for k, v in stored["fields"].items()}
+        steps = []
+        if slot.kind == "chain":
+            state = self.source.state(slot.chain)
+            for row in stored["gate_rows"]:
+                proposal = np.array([row[f"proposal_{i}"] for i in range(self.d)])
+                state = self._advance(state, proposal, False)
+                steps.append(state)
+            if not (np.array_equal(state.position, fields["current"])
+                    and int(state.iteration) == fields["iteration"]
+                    and float(state.kappa) == fields["kappa_proposal"]):
+                self._stored.clear()
+                return False
+        for state in steps:
+            self.source.move(slot.chain, state, shown=False)
+        self.pending.append(PendingTrial(
+            trial=stored["trial"], slot=slot, left=np.asarray(stored["left"], dtype=float),
+            right=np.asarray(stored["right"], dtype=float), left_role=stored["left_role"],
+            right_role=stored["right_role"], fields=fields,
+            gate_rows=[dict(r) for r in stored["gate_rows"]], starts=stored["starts"],
+            break_before=stored["break_before"], progress=tuple(stored["progress"]),
+            identity=stored["identity"]))
+        self.next_index += 1
+        return True
 
     def is_control(self, chain_id: int) -> bool:
         """True for an unguided control chain (the last `chains.unguided` of its block)."""

@@ -144,8 +144,11 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
     assets = {path: (resources.files("mcmcp.online").joinpath("web", name).read_bytes(), media)
               for path, (name, media) in ASSETS.items()}
     per_minute = study.cfg.online.starts_per_minute
-    monitor: dict = {}  # the Monitor, made at the first call (it imports analysis)
+    monitor: dict = {}  # the Monitor, made at the first call
     monitor_lock = threading.Lock()
+    if experimenter_token is not None:  # the page's numbers import analysis (about 1 s of CPU):
+        # now, not at the page's first call, which would hold up every participant on this process
+        from mcmcp.online.monitor import Monitor
 
     def reply(payload: dict, status: int = 200) -> JSONResponse:
         return JSONResponse(payload, status_code=status, headers=SECURITY_HEADERS)
@@ -259,8 +262,6 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         authorise(request)
 
         def numbers() -> dict:
-            from mcmcp.online.monitor import Monitor
-
             with monitor_lock:  # at most one update every 2 s, however many pages poll
                 if "monitor" not in monitor:
                     monitor["monitor"] = Monitor(study.db, study.cfg.name, study.d,

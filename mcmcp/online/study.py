@@ -6,7 +6,8 @@ HTTP the browser asks and the server answers, so here each request does one step
 `Engine`, and the state lives in the database (`mcmcp.online.database`), not in the browser or in one
 process: a session's flow is rebuilt whenever this process has not got it (a restart, another
 server process, a reload), which is the engine's exact resume, from the session's resume point
-(`engine.resume_point`, saved with every step), so the cost does not grow with its rows.
+(`engine.resume_point`, saved with every step, with the trials drawn and not yet answered), so
+the cost does not grow with its rows and the trials on show and next are not drawn again.
 
 The web layer (`mcmcp.online.app`) parses and bounds requests; this module decides. Every method
 returns a view (the JSON the page renders) or raises `Rejected` (an HTTP status and a message
@@ -117,42 +118,24 @@ class Rejected(Exception):
 
 
 class _SharedRenderer(Renderer):
-    """The renderer shared by the request threads of one process. Faces asked for while a batch
-    is decoding are decoded together in the next batch: under load a process decodes several
-    faces per decoder call, at about half the CPU per face of one at a time (measured with
-    the weights in channels-last order, which batches best; images equal to ~1e-7)."""
+    """The renderer shared by the request threads of one process: one thread decodes at a
+    time, each face alone with the model's `FrozenDecoder` (a batch of faces would cost as much
+    per face)."""
 
     def __init__(self, model, cache_size: int = 1024, identities=None):
-        model.cache_identities()  # a child's part of decoding, once per process
-        super().__init__(model.to(memory_format=torch.channels_last), cache_size, identities)
-        self._decoding = threading.Lock()  # held by the thread decoding a batch
-        self._queue_lock = threading.Lock()
-        self._waiting: list[dict] = []  # jobs: codes, identities, then images or error
+        super().__init__(model, cache_size, identities, frozen=True)
+        self._decoding = threading.Lock()
+        # every child's decoder traced now (a few tenths of a second each), not at its first
+        # face, which would hold up the faces of every participant on this process
+        for child in list(identities.codes) if identities is not None and identities.codes \
+                else [""]:
+            with torch.inference_mode():
+                self._decode(torch.zeros(1, model.config.latent_dim),
+                             None if identities is None else identities.stack([child]))
 
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
-        codes = np.asarray(codes, dtype=np.float64)
-        job = {"codes": codes, "identities": [None] * len(codes) if identities is None
-               else list(identities)}
-        with self._queue_lock:
-            self._waiting.append(job)
         with self._decoding:
-            if "images" not in job and "error" not in job:  # not in the batch just decoded
-                with self._queue_lock:
-                    batch, self._waiting = self._waiting, []
-                try:
-                    images = super().images(np.concatenate([j["codes"] for j in batch]),
-                                            [i for j in batch for i in j["identities"]])
-                except Exception as err:  # every job of the batch gets the error
-                    for j in batch:
-                        j["error"] = err
-                else:
-                    start = 0
-                    for j in batch:
-                        j["images"] = images[start:start + len(j["codes"])]
-                        start += len(j["codes"])
-        if "error" in job:
-            raise job["error"]
-        return job["images"]
+            return super().images(codes, identities)
 
 
 class _Undecoded:
@@ -575,8 +558,12 @@ class OnlineStudy:
                     if status == "running" and flow.screen().kind == "end":  # trials skipped
                         status, meta = "complete", {**(meta or record.meta),
                                                     "end_time": utc_now()}
-                    if rows:
-                        point = resume_point(rows, record.d, point)
+                    if rows:  # with the trials drawn and not answered (own chains), so a
+                        # process that rebuilds the flow does not draw them again
+                        if not source:
+                            flow.prepare()  # as `_render` would: the same next trial
+                        point = {**resume_point(rows, record.d, point),
+                                 "pending": flow.engine.pending_state()}
                     if not self.db.advance(record, new_screen, now=utc_now(), acked=acked,
                                            rows=rows, status=status, meta=meta,
                                            resume=point if rows else None, conn=conn):

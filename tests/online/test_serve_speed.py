@@ -1,10 +1,15 @@
 """What makes an answer cheap must not change what it shows or counts: a server process keeps
-each child's part of decoding (`cache_identities`) and draws the same faces; an engine rebuilt
+each child's part of decoding (`cache_identities`) and draws the same faces; its frozen decoder
+(`mcmcp.render.FrozenDecoder`) sends the same PNG pixels as the full decoder; an engine rebuilt
 from a resume point draws no start points it would overwrite and goes on exactly; PostgreSQL
 saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
 answers instead of reading them, with the report's numbers."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,9 +21,13 @@ from mcmcp import engine as engine_module
 from mcmcp.engine import Engine, resume_point
 from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.monitor import _catch
+from mcmcp.render import FrozenDecoder
 from tests.core import test_engine
 from tests.core.test_engine import CENTROIDS, D, config, gates, run, strip
+from vae.checkpoint import load_checkpoint
 from vae.model import ModelConfig, build_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cached_identities_decode_the_same_faces():
@@ -47,6 +56,46 @@ def test_cached_identities_decode_the_same_faces():
         other = model.decode(z)
     with torch.no_grad():  # the cache is never used with gradients (training)
         assert torch.allclose(other, model.decode(z, model.identity_code(refs[2:3])), atol=1e-6)
+
+
+def test_frozen_decoder_sends_the_full_decoders_pixels():
+    """500 random faces of the committed model, 250 of its default child and 250 of another: the
+    8-bit pixels a page gets (png_data_url's rounding) equal the full decoder's, but for a few
+    float roundings that land the other side of a half (measured: none to a handful of the
+    2 million pixels, each by 1/255)."""
+    model = load_checkpoint(ROOT / "vae/checkpoints/default.pt").model.eval()
+    z = torch.nn.functional.normalize(torch.randn(250, 3, generator=torch.Generator()
+                                                  .manual_seed(1)), dim=1)
+    with torch.no_grad():  # another child: the default's face mirrored
+        child = model.identity_code(model.default_reference.flip(-1))
+    frozen = FrozenDecoder(model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a server process (mcmcp.serve): a face at a time is slow on more
+    try:
+        with torch.inference_mode():
+            for identity in (None, child.expand(250, -1)):
+                full = model.decode(z, identity)
+                fast = frozen(z, identity)
+                pixels = [np.rint(x.numpy().astype(np.float64) * 255) for x in (full, fast)]
+                differ = np.abs(pixels[0] - pixels[1])
+                assert differ.max() <= 1 and (differ > 0).sum() <= 50, (differ > 0).sum()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(frozen._children) == 2  # traced once per child
+    assert all(isinstance(m, torch.jit.ScriptModule) for m in frozen._children.values())
+
+
+def test_frozen_decoder_keeps_the_models_decode_where_a_trace_cannot_follow_it():
+    class Branching(torch.nn.Module):  # its steps depend on the code's values
+        config = SimpleNamespace(latent_dim=3)
+
+        def decode(self, z, identity=None):
+            return (z if z.sum() > 0 else -z)[:, :1, None, None].expand(-1, -1, 2, 2)
+
+    frozen = FrozenDecoder(Branching())
+    z = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert torch.equal(frozen(z), torch.ones(2, 1, 2, 2))  # each face decoded as the model does
+    assert not isinstance(frozen._children[None], torch.jit.ScriptModule)
 
 
 @pytest.mark.parametrize("answers", [[], [None], [True, True, True, True, False],
@@ -115,6 +164,50 @@ def test_engine_from_a_resume_point_draws_no_start_it_overwrites(ckpt, stop, mon
     whole = {b for b in moved if all(str(3 * b + i) in point["chains"] for i in range(3))}
     assert len(drawn) == 2 - len(whole)  # only blocks with an unmoved chain draw starts
     assert strip(first + run(resumed, prefetch=True)) == strip(full)
+
+
+def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(ckpt,
+                                                                              monkeypatch):
+    """As a server process that rebuilds the session at every answer: the resume point saved
+    with the answer carries the trials on show and next (`pending_state`), so each trial is
+    drawn once in the whole session, and the rows are those of one uninterrupted engine."""
+    cfg = config(ckpt, per_chain=5)  # gate, catch and repeat trials, a break, two blocks
+    full = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=True)
+    drawn = []
+    stream = Engine.stream
+    monkeypatch.setattr(Engine, "stream", lambda self, tag, counter: drawn.append(
+        (tag, counter)) or stream(self, tag, counter))
+    engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS)
+    rows, point, codes = [], resume_point([], D), {}
+    while (trial := engine.ask()) is not None:  # the trial on show (stored after the first)
+        if engine.can_ask():
+            engine.ask()  # the next one, drawn before the answer is saved (study._step)
+        told = engine.tell(trial, test_engine.respond(trial), 0.5)
+        rows += told
+        codes.update({r["row"]: tuple(np.array([r[f"{p}_{i}"] for i in range(D)])
+                                      for p in ("current", "proposal")) for r in told})
+        point = json.loads(json.dumps({**resume_point(told, D, point),
+                                       "pending": engine.pending_state()}))
+        assert len(point["pending"]) == len(engine.pending)
+        engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS, resume=point, lookup=codes.get)
+    assert strip(rows) == strip(full)
+    trials = [counter for tag, counter in drawn if tag == engine_module.TRIAL_STREAM]
+    assert sorted(trials) == list(range(1, len(engine.schedule) + 1))  # each drawn once
+
+
+def test_a_stored_trial_whose_chain_moved_on_is_drawn_again(ckpt):
+    cfg = config(ckpt, per_chain=5)
+    engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS)
+    rows = run(engine, prefetch=False, stop=4)  # practice, then chain trials
+    trial = engine.pending[0]
+    assert trial.kind == "chain"
+    stale = json.loads(json.dumps(engine.pending_state()))
+    stale[0]["fields"]["iteration"] -= 1  # drawn when its chain was a step behind
+    rebuilt = Engine(cfg, D, "P1", 1, gates(), CENTROIDS,
+                     resume={**resume_point(rows, D), "pending": stale})
+    again = rebuilt.ask()
+    assert again.trial == trial.trial and np.array_equal(again.right, trial.right)
+    assert again.fields["iteration"] == trial.fields["iteration"]  # drawn, not the stored one
 
 
 def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_path):
