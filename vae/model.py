@@ -469,7 +469,6 @@ class _FaceVAE(nn.Module):
             # the child drawn when decode() gets no identity; set by training
             # (`set_default_identity`), saved in the state dict
             self.register_buffer("default_reference", torch.zeros(1, 1, *config.image_size))
-        self._identity_cache: dict | None = None  # `cache_identities`: off while training
 
     def _net_input(self, z: torch.Tensor) -> torch.Tensor:
         """The code as the decoder and classifier see it."""
@@ -488,32 +487,6 @@ class _FaceVAE(nn.Module):
         """Make `reference` (H, W) or (1, 1, H, W) in [0, 1] the face decode() draws by default."""
         self.default_reference.copy_(reference.reshape(self.default_reference.shape))
         self.default_identity = str(identity_id)
-        if self._identity_cache is not None:
-            self._identity_cache.clear()
-
-    def cache_identities(self) -> None:
-        """From now on keep what decoding computes from a child alone (the default child's
-        identity code, each reference face's skip features), so decoding a face runs only the
-        decoder proper. For serving a trained model: its weights must not change afterwards.
-        The pixels are the full computation's (a child's features do not depend on the batch or
-        the code; checked by tests/online/test_serve_speed.py)."""
-        self._identity_cache = {}
-
-    def _skips(self, reference: torch.Tensor) -> list[torch.Tensor]:
-        """The identity encoder's features of reference faces (n, 1, H, W): the decoder's skip
-        inputs besides the faces; with `cache_identities`, each distinct face's computed once."""
-        cache = self._identity_cache
-        if cache is None or torch.is_grad_enabled():
-            return self.identity_encoder(reference)
-        keys = [row.cpu().numpy().tobytes() for row in reference]
-        missing = list(dict.fromkeys(k for k in keys if k not in cache))
-        if missing:
-            rows = reference[[keys.index(k) for k in missing]]
-            for k, *features in zip(missing, *self.identity_encoder(rows), strict=True):
-                cache[k] = features
-            while len(cache) > 256:  # a study's children: a few dozen at most
-                cache.pop(next(iter(cache)))
-        return [torch.stack([cache[k][i] for k in keys]) for i in range(len(cache[keys[0]]))]
 
     def _identity(self, identity: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """Identity codes (n, k) for n codes: checked, broadcast, or the default child's."""
@@ -522,11 +495,7 @@ class _FaceVAE(nn.Module):
                 raise ValueError("this model is plain: it takes no identity (got one)")
             return None
         if identity is None:
-            cache, key = self._identity_cache, ("default", self.default_identity)
-            if cache is None or torch.is_grad_enabled() or key not in cache:
-                identity = self.identity_code(self.default_reference)
-            if cache is not None and not torch.is_grad_enabled():
-                identity = cache.setdefault(key, identity)
+            identity = self.identity_code(self.default_reference)
         if identity.ndim == 1:
             identity = identity[None]
         k = self.config.identity_code_size
@@ -557,16 +526,14 @@ class _FaceVAE(nn.Module):
             # the decoder's layers see what they see when decoding (the reference and the code);
             # in training the drawn face is then moved, as a whole, to the target's pose
             logits, correction = self.decoder.parts(self._net_input(z),
-                                                    [reference, *self._skips(reference)])
+                                                    [reference, *self.identity_encoder(reference)])
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
             return logits, correction
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
             reference = self._pose_warp(reference, change)
-        # a warped reference is the target's own: its features cannot be kept
-        skips = [reference, *(self._skips(reference) if pose is None
-                              else self.identity_encoder(reference))]
+        skips = [reference, *self.identity_encoder(reference)]
         return self.decoder.parts(torch.cat([self._net_input(z), change], dim=1), skips)
 
     def _pose_warp(self, images: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
