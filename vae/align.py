@@ -26,7 +26,8 @@ knows where a face came from:
    (`vae.images.even_lighting`), then scaled to its white point (`vae.images.scale_to_white`:
    black stays black, so the skin keeps its tone); a build also gives each child's photos
    their common grey levels and the default faces' spread of greys for the child's tone
-   (`vae.images.match_within_child`, `vae.images.match_tone`, in `vae.sources`).
+   (`vae.images.match_within_child`, `vae.images.match_tone`, in `vae.sources`) and, outside
+   the face, the mean of the child's frames (`vae.images.child_surround`).
 A photo without a face (or with a face too small to show the eyes) is rejected with its reason
 (`NoFace`), never silently dropped.
 
@@ -78,16 +79,6 @@ _FLANK = 7.0  # where the whites are looked for: this many patch pixels beside t
 _MARGIN = 0.5  # the searched patch extends this many box sides beyond the box on every side
 _SYMMETRY_FRAME = (44, 40)
 _SYMMETRY_EYES = np.array([[11.5, 11.5], [27.5, 11.5]])
-# Registration of a child's frames onto its mean frame (`register_within_child`): the largest
-# correction (frame pixels, degrees, scale factor), the frame's border left out of the fit
-# (pixels), the robust loss's scale (grey levels of 255: larger differences, the expression's,
-# count less) and the rounds of fitting to a mean taken again
-REGISTER_SHIFT = 3.0
-REGISTER_TURN = 6.0
-REGISTER_SCALE = 1.1
-REGISTER_BORDER = 4
-REGISTER_SCALE_GREYS = 10.0
-REGISTER_ROUNDS = 2
 
 
 class NoFace(ValueError):
@@ -513,120 +504,31 @@ def align_face(image, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, Ali
     """One photograph -> (uint8 (height, width) aligned grey face, its Alignment).
 
     image: a PIL image or an array (h, w) grey or (h, w, 3|4) RGB(A).
+    The frame is lit evenly (`vae.images.even_lighting`: the lighting gradient across the face,
+    `face_region`, divided out) and scaled to its white point (`vae.images.scale_to_white`).
     Raises NoFace (a ValueError) with the reason when no usable face is found.
     """
-    from vae.images import to_gray_float
+    from vae.images import even_lighting, scale_to_white, to_gray_float
 
     gray = to_gray_float(image).astype(np.float64)
     alignment = locate_face(gray)
-    return frame_face(gray, alignment, size), alignment
-
-
-def frame_face(gray: np.ndarray, alignment: Alignment, size: tuple[int, int]) -> np.ndarray:
-    """(height, width) uint8 frame of the face in `gray` (h, w) float at `alignment`'s eyes,
-    lit evenly (`vae.images.even_lighting`: the lighting gradient across the face,
-    `face_region`, divided out) and scaled to its white point (`vae.images.scale_to_white`)."""
-    from vae.images import even_lighting, scale_to_white
-
     crop = crop_face(gray, alignment, size)
-    return scale_to_white(even_lighting(crop, face_region(size)), white_of=crop)
-
-
-def register_within_child(frames: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """(n, 2, 3) small similarity maps (frame pixels -> registered frame pixels, (x, y)) that
-    bring each of a child's frames onto the child's mean frame.
-
-    frames: (n, h, w) uint8 aligned faces with their child's common grey levels
-    (`vae.images.match_within_child`); groups: (n,) the child of each. Eyes found in a photo
-    are off by up to a pixel or two of the frame, and differently in each photo of a child; the
-    decoder draws a child's expressions from its reference photo, so each photo's framing
-    error reads as a change of expression. Each frame is fitted to its child's mean frame by a
-    shift (at most REGISTER_SHIFT pixels), turn (REGISTER_TURN degrees) and scale
-    (REGISTER_SCALE) about the frame's centre, least squares with a robust loss (the
-    expression, which differs from the mean, counts little), over the frame less a border; the
-    mean is then taken again of the registered frames and the fit repeated from the start
-    (REGISTER_ROUNDS). A child with one frame is left as it is (identity maps).
-    """
-    from scipy.optimize import least_squares
-
-    frames = np.asarray(frames, dtype=np.float64)
-    groups = np.asarray(groups)
-    n, height, width = frames.shape
-    maps = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n, 1, 1))
-    b = REGISTER_BORDER
-    rows, cols = np.mgrid[b : height - b, b : width - b].astype(np.float64)
-    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-    u, v = cols.ravel() - centre[0], rows.ravel() - centre[1]
-    limits = np.array([REGISTER_SHIFT, REGISTER_SHIFT, np.radians(REGISTER_TURN),
-                       np.log(REGISTER_SCALE)])
-
-    def sampled(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where a registered pixel samples the frame ((2, m) rows, cols), and the (m, 2)
-        derivatives of (x, y) by the turn and the log scale; p: (dx, dy, turn, log scale) of
-        the map registered -> frame."""
-        s, c, t = np.exp(p[3]), np.cos(p[2]), np.sin(p[2])
-        x = s * (c * u - t * v) + centre[0] + p[0]
-        y = s * (t * u + c * v) + centre[1] + p[1]
-        turn = np.column_stack([-(y - centre[1] - p[1]), x - centre[0] - p[0]])
-        scale = np.column_stack([x - centre[0] - p[0], y - centre[1] - p[1]])
-        return np.array([y, x]), np.stack([turn, scale], axis=2)
-
-    def as_map(p: np.ndarray) -> np.ndarray:
-        """(2, 3) frame -> registered map, the inverse of `sampled`'s."""
-        s, c, t = np.exp(p[3]), np.cos(p[2]), np.sin(p[2])
-        linear = s * np.array([[c, -t], [t, c]])
-        return _invert(np.column_stack([linear, centre - linear @ centre + p[:2]]))
-
-    for group in np.unique(groups):
-        members = np.flatnonzero(groups == group)
-        if len(members) < 2:
-            continue
-        fits = np.zeros((len(members), 4))
-        for _ in range(REGISTER_ROUNDS):
-            registered = [ndi.map_coordinates(frames[i], sampled(fits[j])[0], order=1,
-                                              mode="nearest") for j, i in enumerate(members)]
-            mean = np.mean(registered, axis=0)
-            for j, i in enumerate(members):
-                frame = frames[i]
-                dy, dx = np.gradient(frame)
-
-                def residual(p, frame=frame, mean=mean):
-                    return ndi.map_coordinates(frame, sampled(p)[0], order=1,
-                                               mode="nearest") - mean
-
-                def jacobian(p, dx=dx, dy=dy):
-                    where, d = sampled(p)
-                    g = np.column_stack([ndi.map_coordinates(dx, where, order=1, mode="nearest"),
-                                         ndi.map_coordinates(dy, where, order=1, mode="nearest")])
-                    return np.column_stack([g, np.einsum("mk,mkq->mq", g, d)])
-
-                fits[j] = least_squares(residual, np.zeros(4), jac=jacobian,
-                                        bounds=(-limits, limits), loss="soft_l1",
-                                        f_scale=REGISTER_SCALE_GREYS).x
-        maps[members] = [as_map(p) for p in fits]
-    return maps
-
-
-def registered_alignment(alignment: Alignment, frame_map: np.ndarray,
-                         size: tuple[int, int]) -> Alignment:
-    """`alignment` with the eyes moved so that its frame (`crop_face`) is the frame of
-    `size` mapped by `frame_map` (2, 3) (`register_within_child`): the eyes in the photo that
-    the registered frame puts at `target_eyes`."""
-    to_frame = similarity(np.array([alignment.left_eye, alignment.right_eye]), target_eyes(size))
-    photo_to_registered = np.column_stack([frame_map[:, :2] @ to_frame[:, :2],
-                                           frame_map[:, :2] @ to_frame[:, 2] + frame_map[:, 2]])
-    left, right = _apply(_invert(photo_to_registered), target_eyes(size))
-    return Alignment(_point(left), _point(right), alignment.method, alignment.box,
-                     alignment.angle)
+    return scale_to_white(even_lighting(crop, face_region(size)), white_of=crop), alignment
 
 
 def face_region(size: tuple[int, int]) -> np.ndarray:
     """(height, width) bool: the face in the frame, an ellipse from the brows to the chin and
     cheek to cheek (centre 0.6 eye distances below the eye line, half-axes 1.0 and 1.25 eye
     distances), where `vae.images.even_lighting` measures the light."""
+    return face_radius(size) <= 1.0
+
+
+def face_radius(size: tuple[int, int]) -> np.ndarray:
+    """(height, width) float: each pixel's distance from the face's centre in units of the
+    `face_region` ellipse (1 on its edge; `vae.images.child_surround`)."""
     eyes = target_eyes(size)
     spacing = eyes[1, 0] - eyes[0, 0]
     rows, cols = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float64)
     u = (cols - eyes[:, 0].mean()) / spacing
     v = (rows - eyes[0, 1] - 0.6 * spacing) / (1.25 * spacing)
-    return u * u + v * v <= 1.0
+    return np.sqrt(u * u + v * v)

@@ -25,7 +25,9 @@ import pandas as pd
 from vae.faceset import FaceSet
 from vae.images import (
     STRETCH_PERCENTILES,
+    SURROUND_RADII,
     ToneReference,
+    child_surround,
     load_image,
     match_tone,
     match_within_child,
@@ -50,7 +52,8 @@ ALIGNED_PREPROCESSING = (
     "black kept); each child's common grey levels (each photo's percentiles mapped by a "
     "monotone curve onto those of the child's photos pooled); each child's tone curve (one monotone curve "
     "per child mapping its pooled face greys to the default faces' spread at the child's own "
-    "median)"
+    f"median); outside the face (blended from {SURROUND_RADII[0]:g} to {SURROUND_RADII[1]:g} "
+    "face-ellipse radii), the mean of the child's frames"
 )
 # Children of the default faces (`vae.procedural`, seed 0) whose spread of face greys, by tone,
 # aligned photographs are given (`default_tone_reference`)
@@ -77,12 +80,9 @@ class Photos:
     rejected: tuple[tuple[str, str], ...]
 
 
-def _read_images(paths: Sequence[Path], size: tuple[int, int], align: bool = False,
-                 children: Sequence[str] | None = None) -> Photos:
+def _read_images(paths: Sequence[Path], size: tuple[int, int], align: bool = False) -> Photos:
     """Read and preprocess `paths` in order; with `align`, detect and frame each face
-    (`vae.align`) and reject the photos without one instead of keeping the whole picture,
-    then register each child's frames onto each other (`_register`; children: (n,) the child
-    of each path)."""
+    (`vae.align`) and reject the photos without one instead of keeping the whole picture."""
     if not align:
         images = np.empty((len(paths), *size), dtype=np.uint8)
         for i, path in enumerate(paths):
@@ -101,46 +101,13 @@ def _read_images(paths: Sequence[Path], size: tuple[int, int], align: bool = Fal
         kept[i] = True
         faces.append(face)
         found.append(where)
-    images = np.array(faces, dtype=np.uint8).reshape(-1, *size)
-    shift = np.zeros(len(found))
-    if children is not None and len(found):
-        kept_paths = [p for p, k in zip(paths, kept, strict=True) if k]
-        images, found, shift = _register(images, found, kept_paths,
-                                         np.asarray(children)[kept], size)
     truth = {
         "align_method": np.array([a.method for a in found], dtype=str),
         "left_eye": np.array([a.left_eye for a in found], dtype=np.float64).reshape(-1, 2),
         "right_eye": np.array([a.right_eye for a in found], dtype=np.float64).reshape(-1, 2),
-        "registration_shift": shift,
     }
+    images = np.array(faces, dtype=np.uint8).reshape(-1, *size)
     return Photos(images, kept, truth, tuple(rejected))
-
-
-def _register(images: np.ndarray, found: list, paths: Sequence[Path], children: np.ndarray,
-              size: tuple[int, int]) -> tuple[np.ndarray, list, np.ndarray]:
-    """Each child's aligned frames registered onto each other (`vae.align.register_within_child`)
-    and framed again from their photos at the eyes that registration puts in place (one
-    resampling, not two). Returns the frames, their Alignments and (m,) how far each frame's
-    eyes moved (frame pixels, the mean of the two eyes)."""
-    from vae.align import (
-        frame_face,
-        register_within_child,
-        registered_alignment,
-        target_eyes,
-    )
-    from vae.images import to_gray_float
-
-    maps = register_within_child(match_within_child(images, children), children)
-    eyes = target_eyes(size)
-    out, moved, shift = images.copy(), list(found), np.zeros(len(found))
-    for i, frame_map in enumerate(maps):
-        shift[i] = float(np.linalg.norm(eyes @ frame_map[:, :2].T + frame_map[:, 2] - eyes,
-                                        axis=1).mean())
-        if shift[i] > 0:
-            moved[i] = registered_alignment(found[i], frame_map, size)
-            gray = to_gray_float(load_image(paths[i])).astype(np.float64)
-            out[i] = frame_face(gray, moved[i], size)
-    return out, moved, shift
 
 
 def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source: str,
@@ -160,10 +127,12 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
         children = np.asarray(identities)[keep]
         size = images.shape[1:]
-        from vae.align import face_region
+        from vae.align import face_radius, face_region
 
-        images = match_tone(match_within_child(images, children), children, face_region(size),
-                            default_tone_reference(size))
+        images = child_surround(
+            match_tone(match_within_child(images, children), children, face_region(size),
+                       default_tone_reference(size)),
+            children, face_radius(size))
     return FaceSet(
         images=images,
         labels=np.asarray(labels)[keep],
@@ -377,8 +346,7 @@ def read_cafe(
 
     numbers = sorted(files)
     return _faceset(
-        _read_images([files[k] for k in numbers], size, align,
-                     [rows[k][1] for k in numbers]),
+        _read_images([files[k] for k in numbers], size, align),
         labels=_label_indices([rows[k][2] for k in numbers]),
         identities=np.array([rows[k][1] for k in numbers], dtype=str),
         source="cafe",
@@ -507,7 +475,7 @@ def read_folder(root: str | os.PathLike, size: tuple[int, int] = (64, 64),
         m.group(1) if (m := _IDENTITY_PREFIX.match(p.stem)) else p.stem for p in paths
     ]
     return _faceset(
-        _read_images(paths, size, align, identities),
+        _read_images(paths, size, align),
         labels=_label_indices(emotions),
         identities=np.array(identities, dtype=str),
         source="folder",
@@ -553,7 +521,7 @@ def read_manifest(csv_path: str | os.PathLike, size: tuple[int, int] = (64, 64),
     if not paths:
         raise ValueError(f"manifest {csv_path} lists no images")
     return _faceset(
-        _read_images(paths, size, align, identities),
+        _read_images(paths, size, align),
         labels=_label_indices(emotions),
         identities=np.array(identities, dtype=str),
         source="manifest",
