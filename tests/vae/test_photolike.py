@@ -161,4 +161,3 @@ def test_aligned_photos_keep_the_grey_levels_and_tone_of_the_clean_faces(tmp_pat
         own = faces.images[np.char.find(faces.ground_truth["file"].astype(str), child) >= 0]
         assert np.abs(own - own.mean(axis=0))[:, surround].max() <= 1
         assert np.abs(own - own.mean(axis=0))[:, region].mean() > 3
-
