@@ -6,12 +6,14 @@ For each set size, the whole own-photo path on faces whose truth is known:
   2. `python -m vae.data build --source folder --align`: detect, align, crop (rejects listed);
      children whose every neutral photo was rejected are removed, as the build asks a lab to;
   3. `python -m vae.train`: the default recipe, its verdict.
-It prints one row per size (alignment error against the truth, the share kept and the faces'
-median grey per third of the children by skin tone, the verdict's figures) and writes them to
+It prints one row per size and training seed (alignment error against the truth, the share
+kept and the faces' median grey per third of the children by skin tone, the verdict's
+figures, the observer per emotion and the verdict's advice) and writes them to
 <out>/photolike.csv, the skin-tone table to <out>/fairness<n>.csv and a figure
 <out>/photolike.png.
 
-    python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --out reports/bench_photolike
+    python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --train-seeds 1 2 \
+        --config experiments/vae_photos.yaml --out reports/bench_photolike
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
     return gone
 
 
-def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
+def align_size(n: int, seed: int, out: Path) -> tuple[dict, Path]:
+    """Photos of `n` children (seed), aligned; the alignment's figures and the usable store."""
     folder, store, usable = out / f"photos{n}", out / f"faces{n}.h5", out / f"usable{n}.h5"
-    model = out / f"model{n}.pt"
     times = {"photos_s": _run(["vae.photolike", "--out", str(folder), "--n-identities", str(n),
                                "--seed", str(seed)]),
              "align_s": _run(["vae.data", "build", "--source", "folder", "--root", str(folder),
@@ -117,12 +119,6 @@ def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
     by_tone.to_csv(out / f"fairness{n}.csv")
     print(by_tone.round(3).to_string(), flush=True)
     gone = keep_children_with_a_neutral(store, usable)
-    times["train_s"] = _run(["vae.train", "--data", str(usable), "--out", str(model),
-                             "--epochs", str(epochs), "--seed", str(seed), "--no-progress"])
-    metrics = json.loads(model.with_suffix(".json").read_text())
-    checks = {c["name"]: c for c in metrics["verdict"]["checks"]}
-    retention = metrics["readability"]["retention"]["per_emotion"]
-    per_emotion = {e: r["retention"] for e, r in retention.items() if r["retention"] is not None}
     return {
         "children": n, "photos": n_photos, "kept": len(errors),
         "children_removed": len(gone),
@@ -130,50 +126,88 @@ def one_size(n: int, epochs: int, seed: int, out: Path) -> dict:
         "eye_error_p90": float(np.quantile(errors, 0.9)),
         "misframed_share": float(np.mean(errors > 0.25)),
         **{f"kept_{third}": float(row["kept"]) for third, row in by_tone.iterrows()},
+        **times,
+    }, usable
+
+
+def verdict_figures(model: Path) -> dict:
+    """The verdict's figures of a trained checkpoint (its metrics JSON beside it): each check's
+    value, the worst emotion's retention, the observer per emotion on the held-out children
+    (originals -> reconstructions, %) and the verdict's advice."""
+    metrics = json.loads(model.with_suffix(".json").read_text())
+    checks = {c["name"]: c for c in metrics["verdict"]["checks"]}
+    retention = metrics["readability"]["retention"]["per_emotion"]
+    per_emotion = {e: r["retention"] for e, r in retention.items() if r["retention"] is not None}
+    return {
         "verdict": "passed" if metrics["verdict"]["passed"] else "failed",
         "failed_checks": "; ".join(k for k, c in checks.items() if not c["passed"]),
         **{f"{k}": c["value"] for k, c in checks.items()},
         "worst_emotion_retention": min(per_emotion, key=per_emotion.get),
         "worst_retention": min(per_emotion.values()),
-        **times,
+        "observer_per_emotion": ", ".join(
+            f"{e} {100 * r['observer_accuracy_originals']:.0f}->"
+            f"{100 * r['observer_accuracy_reconstructions']:.0f}"
+            for e, r in retention.items() if r["observer_accuracy_originals"] is not None),
+        "advice": " | ".join(metrics["verdict"]["advice"]),
     }
+
+
+def train_size(n: int, usable: Path, epochs: int, seed: int, config: str | None,
+               out: Path) -> dict:
+    """Train on the usable store of `n` children with `seed` (and `config`); its
+    `verdict_figures`."""
+    model = out / f"model{n}_s{seed}.pt"
+    extra = ["--config", config] if config else []
+    train_s = _run(["vae.train", "--data", str(usable), "--out", str(model), "--epochs",
+                    str(epochs), "--seed", str(seed), "--no-progress", *extra])
+    return {"seed": seed, **verdict_figures(model), "train_s": train_s}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[24, 48, 96])
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the photos' seed (vae.photolike)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2],
+                   help="one training per seed and size (default: 1 2)")
+    p.add_argument("--config", help="training YAML (default: vae.train's)")
     p.add_argument("--out", default="reports/bench_photolike")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
-        rows.append(one_size(n, args.epochs, args.seed, out))
-        table = pd.DataFrame(rows)
-        table.to_csv(out / "photolike.csv", index=False)
-        print(table.to_string(index=False), flush=True)
+        aligned, usable = align_size(n, args.seed, out)
+        for seed in args.train_seeds:
+            rows.append({**aligned, **train_size(n, usable, args.epochs, seed, args.config, out)})
+            table = pd.DataFrame(rows)
+            table.to_csv(out / "photolike.csv", index=False)
+            print(table.to_string(index=False), flush=True)
     _figure(pd.DataFrame(rows), out / "photolike.png")
     return 0
 
 
 def _figure(table: pd.DataFrame, path: Path) -> None:
+    """The verdict's figures against the number of children: every training a dot, the
+    mean over the seeds a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
-    for column, label in (("readable children", "readable held-out children (share)"),
-                          ("expression retention", "expression retention"),
-                          ("worst_retention", "worst emotion's retention")):
+    for (column, label), colour in zip(
+            (("readable children", "readable held-out children (share)"),
+             ("expression retention", "expression retention"),
+             ("worst_retention", "worst emotion's retention")), ("C0", "C1", "C2"), strict=True):
         if column in table:
-            ax.plot(table["children"], table[column], "o-", label=label)
+            mean = table.groupby("children")[column].mean()
+            ax.plot(mean.index, mean.to_numpy(), "-", color=colour, label=f"{label}, mean")
+            ax.plot(table["children"], table[column], "o", color=colour, ms=4, alpha=0.7)
     ax.axhline(0.9, color="grey", lw=0.8, ls=":")  # the verdict's retention threshold
     ax.axhline(0.6, color="grey", lw=0.8, ls="--")  # ... and its share of readable children
-    ax.set_xticks(table["children"])
-    ax.set_xlabel("children in the photo set")
+    ax.set_xticks(sorted(table["children"].unique()))
+    ax.set_xlabel("children in the photo set (dots: one training each)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     ax.set_title("Photo-like sets through align + train: the verdict's figures")

@@ -17,6 +17,9 @@ from PIL import Image
 STRETCH_PERCENTILES = (1.0, 99.0)
 # Percentiles at which `match_tone` matches a child's grey levels to its reference.
 TONE_PERCENTILES = np.linspace(1.0, 99.0, 99)
+# `child_surround`: a photo's own pixels within the first face-ellipse radius, the child's
+# mean frame beyond the second
+SURROUND_RADII = (1.15, 1.5)
 
 
 def preprocess(image: Image.Image | np.ndarray, size: tuple[int, int] = (64, 64)) -> np.ndarray:
@@ -215,3 +218,27 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except Exception as err:
         kind = "empty file" if path.stat().st_size == 0 else f"{type(err).__name__}: {err}"
         raise ValueError(f"cannot read image {path}: {kind}") from err
+
+
+def child_surround(images: np.ndarray, groups: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """(n, h, w) uint8: outside the face, each photo given its child's mean frame.
+
+    images: (n, h, w) uint8 aligned faces; groups: (n,) the child of each; radius: (h, w)
+    each pixel's distance from the face's centre in face-ellipse units
+    (`vae.align.face_radius`). Aligned photographs of one child differ outside the face (the
+    backdrop, the light on the hair, what the light step extrapolates to the frame's corners)
+    more than clean frames do, and none of it is expression: the model codes whatever differs
+    between a child's photos, on a sphere with room for little more than the expression. Each
+    frame is kept as it is inside SURROUND_RADII[0] (the face, brows and chin with a margin),
+    replaced by the mean of the child's frames beyond SURROUND_RADII[1] (hair, ears,
+    backdrop), blended linearly between.
+    """
+    groups = np.asarray(groups)
+    inner, outer = SURROUND_RADII
+    own = np.clip((outer - radius) / (outer - inner), 0.0, 1.0)
+    out = np.empty_like(images)
+    for group in np.unique(groups):
+        members = groups == group
+        mean = images[members].astype(np.float64).mean(axis=0)
+        out[members] = np.round(own * images[members] + (1.0 - own) * mean).astype(np.uint8)
+    return out

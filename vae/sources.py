@@ -25,7 +25,9 @@ import pandas as pd
 from vae.faceset import FaceSet
 from vae.images import (
     STRETCH_PERCENTILES,
+    SURROUND_RADII,
     ToneReference,
+    child_surround,
     load_image,
     match_tone,
     match_within_child,
@@ -50,7 +52,8 @@ ALIGNED_PREPROCESSING = (
     "black kept); each child's common grey levels (each photo's percentiles mapped by a "
     "monotone curve onto those of the child's photos pooled); each child's tone curve (one monotone curve "
     "per child mapping its pooled face greys to the default faces' spread at the child's own "
-    "median)"
+    f"median); outside the face (blended from {SURROUND_RADII[0]:g} to {SURROUND_RADII[1]:g} "
+    "face-ellipse radii), the mean of the child's frames"
 )
 # Children of the default faces (`vae.procedural`, seed 0) whose spread of face greys, by tone,
 # aligned photographs are given (`default_tone_reference`)
@@ -124,10 +127,12 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
         children = np.asarray(identities)[keep]
         size = images.shape[1:]
-        from vae.align import face_region
+        from vae.align import face_radius, face_region
 
-        images = match_tone(match_within_child(images, children), children, face_region(size),
-                            default_tone_reference(size))
+        images = child_surround(
+            match_tone(match_within_child(images, children), children, face_region(size),
+                       default_tone_reference(size)),
+            children, face_radius(size))
     return FaceSet(
         images=images,
         labels=np.asarray(labels)[keep],

@@ -151,14 +151,15 @@ def test_lfw_non_faces_are_rejected_with_a_reason_and_faces_kept():
     assert kept >= 27
 
 
-@pytest.mark.parametrize("index", [10, 13, 57, 62, 69, 91, 92])
+@pytest.mark.parametrize("index", [7, 10, 13, 21, 33, 39, 57, 62, 69, 91, 92, 98])
 def test_a_wrong_eye_pair_falls_back_to_the_box_rule(index):
     """LFW faces (upright, eyes 30 to 45 pixels apart at this size) that the eye search framed
     turned by 25 to 48 degrees or with 'eyes' 17 or 78 to 86 pixels apart before the pair had
-    to fit the cascade's box (`align.plausible`); two more (LFW 7 and 21) are still framed
-    zoomed in: the cascade's own box there is too small."""
+    to fit the cascade's box (`align.plausible`); and five (7, 21, 33, 39, 98) framed zoomed
+    in (eyes 9 to 27 pixels apart, the cascade's box in a turned copy too small) or turned by
+    40 degrees until a pair had to be confirmed by the cascade in its own frame."""
     found = align.locate_face(lfw([index])[0])
-    assert abs(found.roll) <= 25 and 25 <= found.eye_distance <= 55, (found.roll,
+    assert abs(found.roll) <= 25 and 30 <= found.eye_distance <= 55, (found.roll,
                                                                       found.eye_distance)
 
 
