@@ -162,10 +162,12 @@ class Unavailable(Exception):
     unreachable): nothing of the request is acknowledged. The message names the cause."""
 
 
-def _reason(err: DBAPIError) -> str:
-    """The driver's own first line of a database error, without SQLAlchemy's statement dump."""
-    lines = str(err.orig or err).strip().splitlines()
-    return lines[0] if lines else type(err.orig or err).__name__
+def _reason(err: DBAPIError | psycopg.Error) -> str:
+    """The driver's own first line of a database error (SQLAlchemy's, or one of a statement
+    psycopg ran itself), without SQLAlchemy's statement dump."""
+    err = getattr(err, "orig", None) or err
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def token_hash(token: str) -> str:
@@ -218,12 +220,6 @@ def _record(row) -> SessionRecord:
     """A SessionRecord from a row of its columns (a SQLAlchemy row or a column -> value map)."""
     mapping = getattr(row, "_mapping", row)
     return SessionRecord(**{k: mapping[k] for k in SessionRecord.__dataclass_fields__})
-
-
-def _unavailable(err: psycopg.Error) -> Unavailable:
-    """A driver's error as `Unavailable`, named by its first line (as `_reason`)."""
-    lines = str(err).strip().splitlines()
-    return Unavailable(lines[0] if lines else type(err).__name__)
 
 
 # The statements of a participant's every request, built once: SQLAlchemy then compiles and
@@ -471,7 +467,7 @@ class Database:
         if conn.connection.driver_connection.broken:
             conn.invalidate()
             self.engine.dispose()
-        return _unavailable(err)
+        return Unavailable(_reason(err))
 
     def by_token(self, token: str) -> SessionRecord | None:
         row = self._first(_BY_TOKEN, {"token": token_hash(token)})
