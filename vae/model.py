@@ -525,11 +525,11 @@ class _FaceVAE(nn.Module):
         if self.config.decoder == "warp":
             # the decoder's layers see what they see when decoding (the reference and the code);
             # in training the drawn face is then moved, as a whole, to the target's pose
-            logits, correction = self.decoder.parts(self._net_input(z),
-                                                    [reference, *self.identity_encoder(reference)])
+            logits, charge = self.decoder.parts(self._net_input(z),
+                                                [reference, *self.identity_encoder(reference)])
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
-            return logits, correction
+            return logits, charge
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
             reference = self._pose_warp(reference, change)
@@ -572,7 +572,7 @@ class _FaceVAE(nn.Module):
         Warp decoders add correction_weight * the summed charge of their correction (|correction|,
         more on the reference's edges with edge_price) to the total.
         """
-        out, recon_logits, correction = self._forward(x, generator, reference)
+        out, recon_logits, charge = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
         if pixel_weight is not None:
             recon = recon * pixel_weight
@@ -580,8 +580,8 @@ class _FaceVAE(nn.Module):
         kl = out.kl.mean()
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
-        if correction is not None:
-            total = total + self.config.correction_weight * correction.flatten(1).sum(1).mean()
+        if charge is not None:
+            total = total + self.config.correction_weight * charge.flatten(1).sum(1).mean()
         return Losses(total, recon, kl, ce), out
 
     def forward(
@@ -594,14 +594,14 @@ class _FaceVAE(nn.Module):
         return self._forward(x, generator, reference)[0]
 
     def _output(self, x, mu, z, kl, reference):
-        """(VAEOutput, reconstruction logits, correction or None) for `loss`."""
+        """(VAEOutput, reconstruction logits, the correction's charge or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            recon_logits, correction = self._decode(z, identity, self.pose_encoder(x))
+            recon_logits, charge = self._decode(z, identity, self.pose_encoder(x))
         else:
-            recon_logits, correction = self._decode(z, None, None)
+            recon_logits, charge = self._decode(z, None, None)
         out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)
-        return out, recon_logits, correction
+        return out, recon_logits, charge
 
     def _forward(self, x, generator, reference):
         raise NotImplementedError
