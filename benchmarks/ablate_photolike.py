@@ -27,33 +27,28 @@ figures per store and seed to <out>/ablation.csv.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_photolike import verdict_figures
+from bench_photolike import run_module, verdict_figures
 
-ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("clean", "grey", "misframed", "photometric", "photo", "surround")
 
 
 def grey_steps(frames: np.ndarray, children: np.ndarray) -> np.ndarray:
     """(n, h, w) uint8: float frames (n, h, w) through the aligned path's grey steps (per frame
-    `even_lighting` + `scale_to_white` as `vae.align.align_face`, per child `match_within_child`
-    + `match_tone` as `vae.sources`)."""
+    `even_lighting` + `scale_to_white` as `vae.align.align_face`, per child
+    `vae.sources.child_grey_levels`)."""
     from vae.align import face_region
-    from vae.images import even_lighting, match_tone, match_within_child, scale_to_white
-    from vae.sources import default_tone_reference
+    from vae.images import even_lighting, scale_to_white
+    from vae.sources import child_grey_levels
 
-    size = frames.shape[1:]
-    region = face_region(size)
+    region = face_region(frames.shape[1:])
     lit = np.stack([scale_to_white(even_lighting(f, region), white_of=f) for f in frames])
-    return match_tone(match_within_child(lit, children), children, region,
-                      default_tone_reference(size))
+    return child_grey_levels(lit, children)
 
 
 def variant_images(photos: Path, store: Path, seed: int) -> tuple[dict[str, np.ndarray], object]:
@@ -122,13 +117,12 @@ def write_variants(photos: Path, store: Path, seed: int, out: Path) -> dict[str,
 
 
 def train(store: Path, model: Path, epochs: int, seed: int, config: str | None) -> dict:
-    """Train `store` (one torch thread) unless `model` exists; the verdict's figures."""
+    """Train `store` (one torch thread, `bench_photolike.run_module`) unless `model` exists;
+    the verdict's figures."""
     if not model.exists():
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         extra = ["--config", config] if config else []
-        subprocess.run([sys.executable, "-m", "vae.train", "--data", str(store), "--out",
-                        str(model), "--epochs", str(epochs), "--seed", str(seed),
-                        "--no-progress", *extra], cwd=ROOT, check=True, env=env)
+        run_module(["vae.train", "--data", str(store), "--out", str(model), "--epochs",
+                    str(epochs), "--seed", str(seed), "--no-progress", *extra])
     return verdict_figures(model)
 
 

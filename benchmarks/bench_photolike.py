@@ -32,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str]) -> float:
+def run_module(args: list[str]) -> float:
     """Run `python -m args` in the repo (one torch thread); its wall seconds."""
     t0 = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -108,10 +108,10 @@ def keep_children_with_a_neutral(store: Path, out: Path) -> list[str]:
 def align_size(n: int, seed: int, out: Path) -> tuple[dict, Path]:
     """Photos of `n` children (seed), aligned; the alignment's figures and the usable store."""
     folder, store, usable = out / f"photos{n}", out / f"faces{n}.h5", out / f"usable{n}.h5"
-    times = {"photos_s": _run(["vae.photolike", "--out", str(folder), "--n-identities", str(n),
-                               "--seed", str(seed)]),
-             "align_s": _run(["vae.data", "build", "--source", "folder", "--root", str(folder),
-                              "--align", "--out", str(store)])}
+    times = {"photos_s": run_module(["vae.photolike", "--out", str(folder), "--n-identities",
+                                     str(n), "--seed", str(seed)]),
+             "align_s": run_module(["vae.data", "build", "--source", "folder", "--root",
+                                    str(folder), "--align", "--out", str(store)])}
     errors = eye_errors(store, folder / "truth.csv")
     n_photos = len(pd.read_csv(folder / "truth.csv"))
     by_tone = fairness(errors, folder / "truth.csv")
@@ -158,8 +158,8 @@ def train_size(n: int, usable: Path, epochs: int, seed: int, config: str | None,
     `verdict_figures`."""
     model = out / f"model{n}_s{seed}.pt"
     extra = ["--config", config] if config else []
-    train_s = _run(["vae.train", "--data", str(usable), "--out", str(model), "--epochs",
-                    str(epochs), "--seed", str(seed), "--no-progress", *extra])
+    train_s = run_module(["vae.train", "--data", str(usable), "--out", str(model), "--epochs",
+                          str(epochs), "--seed", str(seed), "--no-progress", *extra])
     return {"seed": seed, **verdict_figures(model), "train_s": train_s}
 
 

@@ -126,13 +126,10 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         attrs["preprocessing"] = ALIGNED_PREPROCESSING
         attrs["rejected"] = [{"file": f, "reason": r} for f, r in photos.rejected]
         children = np.asarray(identities)[keep]
-        size = images.shape[1:]
-        from vae.align import face_radius, face_region
+        from vae.align import face_radius
 
-        images = child_surround(
-            match_tone(match_within_child(images, children), children, face_region(size),
-                       default_tone_reference(size)),
-            children, face_radius(size))
+        images = child_surround(child_grey_levels(images, children), children,
+                                face_radius(images.shape[1:]))
     return FaceSet(
         images=images,
         labels=np.asarray(labels)[keep],
@@ -141,6 +138,17 @@ def _faceset(photos: Photos, labels: np.ndarray, identities: np.ndarray, source:
         ground_truth={**{k: np.asarray(v)[keep] for k, v in truth.items()}, **photos.truth},
         attrs=attrs,
     )
+
+
+def child_grey_levels(images: np.ndarray, children: np.ndarray) -> np.ndarray:
+    """(n, h, w) uint8: aligned frames (n, h, w) given, child by child (`children`, (n,)), the
+    child's common grey levels (`match_within_child`) and then the default faces' spread of
+    greys for the child's tone (`match_tone`), both measured in the face region."""
+    from vae.align import face_region
+
+    size = images.shape[1:]
+    return match_tone(match_within_child(images, children), children, face_region(size),
+                      default_tone_reference(size))
 
 
 @lru_cache(maxsize=4)
