@@ -1,7 +1,7 @@
 """What makes an answer cheap must not change what it shows or counts: a server process's frozen
 decoder (`mcmcp.render.FrozenDecoder`, each child's part of decoding folded in) sends the same PNG
-pixels as the full decoder; an engine rebuilt
-from a resume point draws no start points it would overwrite and goes on exactly; PostgreSQL
+pixels as the full decoder; an engine rebuilt from a resume point draws no start points it would
+overwrite and goes on exactly; PostgreSQL
 saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
 answers instead of reading them, with the report's numbers."""
 
