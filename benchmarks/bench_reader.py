@@ -7,7 +7,9 @@ the retention (reconstructions / originals) the verdict judges; and the stipple 
 texture (mean |second difference| down and across) of the reconstructions over that of the
 originals inside the reader's face box, 1 when a decoder adds no stripes or speckles (the
 committed default, the warp decoder: 0.88 for surprised to 1.05 for neutral; the skip decoder
-before it: 1.04 to 1.14).
+before it: 1.04 to 1.14); and the pale patches: how much brighter (grey levels, 0-255) the
+reconstructions are than the originals on the forehead between fringe and brows and on the
+cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush).
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --checkpoint ""     # the store only
@@ -37,6 +39,21 @@ def stipple_ratio(recon: np.ndarray, originals: np.ndarray, box) -> float:
         return np.abs(np.diff(x, 2, axis=1)).mean() + np.abs(np.diff(x, 2, axis=2)).mean()
 
     return float(texture(recon) / texture(originals))
+
+
+PALE = {"forehead": ((0.22, 0.34), ((0.25, 0.75),)),
+        "cheeks": ((0.53, 0.66), ((0.19, 0.34), (0.66, 0.81)))}
+"""Regions of the frame (rows, column ranges), fractions of its height and width."""
+
+
+def pale(recon: np.ndarray, originals: np.ndarray, region: str) -> float:
+    """Mean of reconstruction minus original, images (n, 1, H, W) in [0, 1], over a `PALE`
+    region, in grey levels (0-255): positive when the reconstructions are paler there."""
+    (top, bottom), spans = PALE[region]
+    h, w = recon.shape[2:]
+    rows = slice(round(top * h), round(bottom * h))
+    cols = np.concatenate([np.arange(round(a * w), round(b * w)) for a, b in spans])
+    return float(255.0 * (recon - originals)[:, 0, rows][..., cols].mean())
 
 
 def main(argv=None) -> None:
@@ -78,7 +95,9 @@ def main(argv=None) -> None:
         mine = labels[val] == c
         print(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  reconstructions "
               f"{e['observer_accuracy_reconstructions']:4.0%}  retention {kept}  stipple "
-              f"{stipple_ratio(recon[mine], originals[mine], box):.2f}")
+              f"{stipple_ratio(recon[mine], originals[mine], box):.2f}  paler: forehead "
+              f"{pale(recon[mine], originals[mine], 'forehead'):+.1f} cheeks "
+              f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}")
 
 
 if __name__ == "__main__":

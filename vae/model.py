@@ -55,6 +55,7 @@ This module never reads files; checkpoints live in `vae.checkpoint`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -106,6 +107,17 @@ class ModelConfig:
     identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
     pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
         it lets training align the reference face to each target's head pose and light.
+    pose_rows: the share of the frame's rows, from the top, that the pose thumbnail reads
+        (1: the whole frame; 0.5: hair, forehead and eyes, not the cheeks and mouth, whose
+        expression would otherwise leak into the pose warp).
+    pose_warp: identity models, move the reference (skip) or the drawn face (warp) to each
+        training target's pose; false: the face keeps the reference's pose in training too.
+    mouth_price: warp only, the correction's price inside the mouth region (`mouth_region`)
+        relative to elsewhere (1: the same price; 0.25: a quarter, so the dark of teeth, an
+        open mouth and lip lines is painted where no move can make it).
+    correction_cell: warp only, the correction is painted on cells of this many pixels and
+        resized bilinearly (1: per pixel; 2: at half resolution, smooth, no single-pixel
+        speckle).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -126,6 +138,10 @@ class ModelConfig:
     correction_weight: float = 0.002
     fine_shift: float = 0.0
     edge_price: float = 0.0
+    pose_rows: float = 1.0
+    pose_warp: bool = True
+    mouth_price: float = 1.0
+    correction_cell: int = 1
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -173,6 +189,13 @@ class ModelConfig:
                             "(need both >= 0; 0 turns them off)")
         elif (self.fine_shift or self.edge_price) and self.decoder != "warp":
             problems.append("fine_shift and edge_price need decoder='warp'")
+        if not 0 < self.pose_rows <= 1:
+            problems.append(f"pose_rows={self.pose_rows} (need 0 < share <= 1)")
+        if self.mouth_price < 0 or self.correction_cell not in (1, 2):
+            problems.append(f"mouth_price={self.mouth_price}, correction_cell="
+                            f"{self.correction_cell} (need price >= 0, cell 1 or 2)")
+        elif (self.mouth_price != 1 or self.correction_cell != 1) and self.decoder != "warp":
+            problems.append("mouth_price and correction_cell need decoder='warp'")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -282,16 +305,18 @@ class PoseEncoder(nn.Module):
 
     An 8x8 thumbnail shows where the head is, its tilt and size and where the light comes
     from, but hardly the brows or the mouth, so the pose code has little room for expression
-    (which must go through the sphere).
+    (which must go through the sphere). With `pose_rows` < 1 the thumbnail is of the top rows
+    only (the cheeks and mouth left out).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.rows = max(1, round(config.pose_rows * config.image_size[0]))
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
                                  nn.Linear(32, config.pose_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(F.adaptive_avg_pool2d(x, (8, 8)))
+        return self.net(F.adaptive_avg_pool2d(x[..., : self.rows, :], (8, 8)))
 
 
 class Decoder(nn.Module):
@@ -354,6 +379,10 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
             self.edge_price = config.edge_price
+            self.correction_cell = config.correction_cell
+            # the correction's price per pixel, 1 outside the mouth (not saved: it is the frame's)
+            self.register_buffer("price", 1.0 + (config.mouth_price - 1.0) * mouth_region(
+                config.image_size), persistent=False)
         self.fine = None
         if self.warps and config.fine_shift:
             self.fine_shift = config.fine_shift
@@ -400,21 +429,48 @@ class Decoder(nn.Module):
                 ref = warp(still, flow, cell=2)
         if not self.conditioned:
             return self.out(h), None
-        correction = self.out(h)
-        return correction + torch.logit(ref, eps=REFERENCE_EPS), (
-            self._charge(correction, ref) if self.warps else None)
+        if not self.warps:
+            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None
+        correction = on_cells(self.out(h), self.correction_cell)
+        return correction + torch.logit(ref, eps=REFERENCE_EPS), self._charge(correction, ref)
 
     def _charge(self, correction: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
         """What each pixel of the correction (n, 1, H, W) costs, in units of correction_weight:
-        |correction|, times 1 + edge_price x (the moved reference's edge strength over its mean)
-        (the edges are not trained through: the price must not push the flow off them)."""
+        |correction| x the mouth region's price (`mouth_price`), times 1 + edge_price x (the
+        moved reference's edge strength over its mean) (the edges are not trained through: the
+        price must not push the flow off them)."""
         if not self.edge_price:
-            return correction.abs()
+            return correction.abs() * self.price
         m = moved.detach()
         edge = (F.pad((m[..., :, 1:] - m[..., :, :-1]).abs(), (0, 1))
                 + F.pad((m[..., 1:, :] - m[..., :-1, :]).abs(), (0, 0, 0, 1)))
         edge = edge / edge.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        return correction.abs() * (1.0 + self.edge_price * edge)
+        return correction.abs() * self.price * (1.0 + self.edge_price * edge)
+
+
+MOUTH = (0.69, 0.5, 0.09, 0.17)
+"""The mouth region of the frame (procedural faces; `vae.align` frames photos alike): centre
+row and column, half height and half width, as fractions of the frame's height and width."""
+
+
+def mouth_region(image_size: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, H, W) soft mask of the frame's mouth region (`MOUTH`): 1 at its centre, 0.5 on
+    the ellipse of its half height and width, towards 0 outside (a Gaussian, no learning)."""
+    h, w = image_size
+    row, col, half_h, half_w = MOUTH
+    y = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    x = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+    r2 = ((y[:, None] - row) / half_h) ** 2 + ((x[None, :] - col) / half_w) ** 2
+    return torch.exp(-math.log(2.0) * r2)[None, None]
+
+
+def on_cells(maps: torch.Tensor, cell: int) -> torch.Tensor:
+    """Maps (n, c, h, w) averaged over cells of cell x cell pixels, then resized bilinearly back
+    to (h, w): no detail finer than a cell (cell 1: the maps as they are)."""
+    if cell == 1:
+        return maps
+    return F.interpolate(F.avg_pool2d(maps, cell), size=maps.shape[2:], mode="bilinear",
+                         align_corners=False)
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
@@ -597,7 +653,8 @@ class _FaceVAE(nn.Module):
         """(VAEOutput, reconstruction logits, the correction's charge or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            recon_logits, charge = self._decode(z, identity, self.pose_encoder(x))
+            pose = self.pose_encoder(x) if self.config.pose_warp else None
+            recon_logits, charge = self._decode(z, identity, pose)
         else:
             recon_logits, charge = self._decode(z, None, None)
         out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)

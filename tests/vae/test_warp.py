@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vae.model import REFERENCE_EPS, ModelConfig, build_model, warp
+from vae.model import MOUTH, REFERENCE_EPS, ModelConfig, build_model, mouth_region, on_cells, warp
 
 WARP = {"image_size": (16, 12), "channels": (4, 8), "hidden": 16, "decoder": "warp",
         "upsample": "bilinear"}
@@ -129,7 +129,70 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "warp", "correction_weight": -1.0}, "weight >= 0"),
     ({"decoder": "warp", "fine_shift": -1.0}, "fine_shift"),
     ({"decoder": "skip", "edge_price": 1.0}, "need decoder='warp'"),
+    ({"pose_rows": 0.0}, "pose_rows"),
+    ({"decoder": "warp", "correction_cell": 3}, "cell 1 or 2"),
+    ({"decoder": "warp", "mouth_price": -1.0}, "price >= 0"),
+    ({"decoder": "skip", "mouth_price": 0.5}, "need decoder='warp'"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
         ModelConfig(**bad)
+
+
+def test_the_pose_code_of_the_upper_face_ignores_the_mouth_and_pose_warp_off_keeps_the_face():
+    """pose_rows 0.5: the pose thumbnail reads the top half of the frame, so a mouth drawn in
+    the bottom half leaves the pose code as it was (the whole frame's code changes); pose_warp
+    false: training reconstructs the decoded face itself, whatever the pose warp's weights."""
+    x, y = faces()
+    mouth = x.clone()
+    mouth[..., 11:13, 3:9] = 0.0
+    upper = build_model(ModelConfig(**WARP, pose_rows=0.5), seed=2)
+    whole = build_model(ModelConfig(**WARP), seed=2)
+    torch.testing.assert_close(upper.pose_encoder(mouth), upper.pose_encoder(x))
+    assert not torch.allclose(whole.pose_encoder(mouth), whole.pose_encoder(x))
+    assert not torch.allclose(upper.pose_encoder(x.flip(2)), upper.pose_encoder(x))
+    still = build_model(ModelConfig(**WARP, pose_warp=False), seed=2).eval()
+    ref = faces(seed=9)[0]
+    with torch.no_grad():
+        still.warp.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
+        still.decoder.flow.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+        _, out = still.loss(x, y, torch.Generator().manual_seed(0), ref)
+        torch.testing.assert_close(out.recon, still.decode(out.z, still.identity_code(ref)))
+
+
+def test_the_mouth_price_charges_less_inside_the_mouth_region():
+    """mouth_region is 1 at the frame's mouth, 1/2 on its ellipse, near 0 at the brows; with
+    mouth_price 0.25 a pixel of correction there costs a quarter, at the brows the full price."""
+    size = (64, 64)
+    region = mouth_region(size)[0, 0]
+    row, col = (round(v * 64 - 0.5) for v in MOUTH[:2])
+    reach = round(MOUTH[3] * 64)  # the ellipse's half width, pixels
+    assert region.max() == region[row, col] == pytest.approx(1.0, abs=0.01)
+    assert region[row, col + reach] == pytest.approx(0.5, abs=0.05)
+    assert region[row, col - reach] == pytest.approx(0.5, abs=0.05)
+    assert region[20, 32] < 1e-3
+    config = {**WARP, "image_size": size}
+    priced = build_model(ModelConfig(**config, mouth_price=0.25), seed=1).decoder
+    plain = build_model(ModelConfig(**config), seed=1).decoder
+    ref = torch.full((1, 1, *size), 0.5)
+    mouth, brow = torch.zeros(1, 1, *size), torch.zeros(1, 1, *size)
+    mouth[..., row, col], brow[..., 20, 32] = 1.0, 1.0
+    assert priced._charge(mouth, ref).sum() == pytest.approx(0.25, abs=0.01)
+    assert priced._charge(brow, ref).sum() == pytest.approx(1.0, abs=1e-3)
+    assert plain._charge(mouth, ref).sum() == plain._charge(brow, ref).sum() == 1.0
+
+
+def test_a_correction_on_cells_has_no_single_pixel_detail():
+    """on_cells(., 2) turns a one-pixel checkerboard into nothing, keeps a flat correction
+    and a 2-pixel-wide bar's mass; a new decoder with correction_cell 2 still draws the
+    reference."""
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0
+    torch.testing.assert_close(on_cells(checker[None, None], 2), torch.zeros(1, 1, 8, 8))
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    torch.testing.assert_close(on_cells(flat, 2), flat)
+    torch.testing.assert_close(on_cells(checker[None, None], 1), checker[None, None])
+    model = build_model(ModelConfig(**WARP, correction_cell=2), seed=1)
+    ref = faces()[0].clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
+    z = torch.nn.functional.normalize(torch.randn(3, 3), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z, model.identity_code(ref)), ref)
