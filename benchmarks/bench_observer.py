@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     print("\n## The faces the fast agent judged, against the face a participant sees")
     table = fast.table()
     x = sample_uniform(1000, 3, rng)
-    ids, weights = table.corners(x)  # (1000, 5) the nodes each point's answer came from
+    ids, weights = table.corners(x)  # (1000, 9) the nodes each point's answer came from
     nodes = table.nodes(ids.ravel()).reshape(*ids.shape, 3)
     angle = np.degrees(np.arccos(np.clip(np.einsum("nd,nkd->nk", x, nodes), -1, 1)))
     angle[weights == 0] = 0.0  # a finest cell's unused fifth node

@@ -34,11 +34,13 @@ from vae.labels import canonical_emotion, emotion_index
 AGENT_KINDS = ("latent", "classifier", "observer")
 DECODE_BATCH = 1024
 # The observer agent's table (`SphereTable`): 8 cells per cube-face edge (11 degrees), cut in
-# 4 up to 3 times (to 1.4 degrees) where the corners miss the cell centre's log probabilities
-# by more than 0.05 (benchmarks/bench_observer.py: 0.1 is a third faster to build, half as exact)
+# 4 up to 3 times (to 1.4 degrees, nodes 0.7 apart) where the corners miss the cell's centre or
+# an edge midpoint by more than 0.1 in log probability (benchmarks/bench_observer.py: at 10,000
+# random points within 0.011 and 0.017 of the exact agent for two children; 0.2 builds a third
+# fewer nodes and misses by up to 0.034)
 TABLE_CELLS = 8
 TABLE_LEVELS = 3
-TABLE_TOLERANCE = 0.05
+TABLE_TOLERANCE = 0.1
 TABLE_BATCH = 64  # nodes decoded and judged at once (faster per face than larger batches)
 CACHE_SIZE = 65536  # codes whose probabilities a CallableAgent remembers (~10 MB)
 MIN_PROB = 1e-12  # floor on category probabilities so log p stays finite
@@ -336,14 +338,18 @@ class SphereTable:
     and judging every face.
 
     The cube map is equi-angular: each of the 6 faces of the cube around the sphere is cut
-    into `cells` x `cells` cells of equal angle (90 / cells degrees). A cell whose 4 corners
-    predict the value at its centre (their mean) worse than `tolerance` (in any column, in log
+    into `cells` x `cells` cells of equal angle (90 / cells degrees). Each cell has 9 nodes,
+    its corners, edge midpoints and centre, and a point is answered by biquadratic
+    interpolation of the 9 nodes of its smallest cell. A cell whose 4 corners predict its
+    centre or an edge midpoint (bilinearly) worse than `tolerance` (in any column, in log
     probability) is cut into 4, at most `levels` times: fine cells only where the values bend
-    (near the borders between emotions), coarse ones where they are nearly linear. A point is
-    answered by bilinear interpolation of the corners in its smallest cell. Nodes are computed
-    in one batch per level and call, only those not computed before, so the cost of a table
-    grows with the part of the sphere visited and then stops. Across the edge between a cut
-    cell and an uncut one the answer may jump, by about the tolerance.
+    (near the borders between emotions), coarse ones where they are nearly linear. The
+    bilinear miss is the cut test because it overstates what the biquadratic answer misses.
+    The edge midpoints are part of the test because a value that bends along a diagonal can
+    pass through the centre at the corners' mean. Nodes are computed in one batch per level and
+    call, only those not computed before, so the cost of a table grows with the part of the
+    sphere visited and then stops. Across the edge between a cut cell and an uncut one the
+    answer may jump, by about the tolerance.
 
     fn: nodes (m, 3) unit vectors -> log probabilities (m, width); it must be deterministic,
     since each node is computed once. Log probabilities, not probabilities, are interpolated:
@@ -354,7 +360,8 @@ class SphereTable:
                  cells: int = TABLE_CELLS, levels: int = TABLE_LEVELS,
                  tolerance: float = TABLE_TOLERANCE) -> None:
         self.fn, self.cells, self.levels, self.tolerance = fn, int(cells), int(levels), tolerance
-        self.fine = self.cells * 2**self.levels  # cells per cube-face edge at the finest level
+        # node spacing per cube-face edge: half the finest cell (its midpoints and centre)
+        self.fine = self.cells * 2 ** (self.levels + 1)
         n_nodes = 6 * (self.fine + 1) ** 2
         self.values = np.zeros((n_nodes, width))
         self.known = np.zeros(n_nodes, dtype=bool)
@@ -370,46 +377,33 @@ class SphereTable:
         return np.einsum("nk,nkw->nw", weights, self.values[ids])
 
     def corners(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Node ids (n, 5) each unit vector x (n, 3) is interpolated from and their weights
-        (n, 5); nodes not known yet are computed.
-
-        The nodes are the 4 corners of the point's smallest cell and its centre. Bilinear
-        weights on the corners, plus a bubble b = 16 fa (1 - fa) fb (1 - fb) (1 at the centre,
-        0 on the edges) that moves the answer by b (centre - mean of corners), so it passes
-        through the centre, which was computed to decide the cut anyway, and stays continuous
-        across the cell's edges. Finest cells have no centre node: bilinear only (the fifth
-        weight is 0).
-        """
+        """Node ids (n, 9) each unit vector x (n, 3) is interpolated from and their
+        biquadratic weights (n, 9): the 3 x 3 nodes of the point's smallest cell, row by row
+        along the face's first axis; nodes not known yet are computed."""
         x = np.asarray(x, dtype=np.float64)
-        face, a, b = self._coordinates(x)  # a, b in finest cells, 0 .. fine
+        face, a, b = self._coordinates(x)  # a, b in node steps, 0 .. fine
         side = self.fine + 1
-        ids = np.empty((len(x), 5), dtype=np.int64)
-        weights = np.empty((len(x), 5))
+        ids = np.empty((len(x), 9), dtype=np.int64)
+        weights = np.empty((len(x), 9))
         todo = np.arange(len(x))
         for level in range(self.levels + 1):
-            stride = 2 ** (self.levels - level)  # this level's cell, in finest cells
+            stride = 2 ** (self.levels + 1 - level)  # this level's cell, in node steps
+            half = stride // 2
             last = self.cells * 2**level - 1
             i = np.clip(np.floor(a[todo] / stride).astype(np.int64), 0, last)
             j = np.clip(np.floor(b[todo] / stride).astype(np.int64), 0, last)
-            fa, fb = a[todo] / stride - i, b[todo] / stride - j
             base = face[todo] * side * side + i * stride * side + j * stride
-            corners = np.stack([base, base + stride * side, base + stride,
-                                base + stride * side + stride], axis=1)
-            bilinear = np.stack([(1 - fa) * (1 - fb), fa * (1 - fb), (1 - fa) * fb, fa * fb],
-                                axis=1)
+            nine = base[:, None] + (_STEPS[:, 0] * side + _STEPS[:, 1])[None, :] * half
+            self._compute(nine)
+            ids[todo] = nine
+            weights[todo] = (_quadratic(a[todo] / stride - i)[:, _STEPS[:, 0]]
+                             * _quadratic(b[todo] / stride - j)[:, _STEPS[:, 1]])
             if level == self.levels:
-                self._compute(corners)
-                ids[todo] = np.column_stack([corners, base])
-                weights[todo] = np.column_stack([bilinear, np.zeros(len(todo))])
                 break
-            # the cell's centre (a node of the next level) tells how well its corners predict
-            # the inside: cut the cell where they miss it by more than the tolerance
-            centre = base + (stride // 2) * (side + 1)
-            self._compute(np.column_stack([corners, centre]))
-            bubble = 16 * fa * (1 - fa) * fb * (1 - fb)
-            ids[todo] = np.column_stack([corners, centre])
-            weights[todo] = np.column_stack([bilinear - bubble[:, None] / 4, bubble])
-            miss = np.abs(self.values[centre] - self.values[corners].mean(axis=1)).max(axis=1)
+            at = self.values[nine]  # (n, 9, width)
+            bilinear = (at[:, _FROM[:, 0]] + at[:, _FROM[:, 1]] + at[:, _FROM[:, 2]]
+                        + at[:, _FROM[:, 3]]) / 4
+            miss = np.abs(at[:, _INNER] - bilinear).max(axis=(1, 2))
             todo = todo[miss > self.tolerance]
         return ids, weights
 
@@ -446,6 +440,19 @@ class SphereTable:
         return face, a, b
 
 
+# a cell's 9 nodes (row by row along the face's first axis), in half-cells from its first
+# corner; the 5 that are not corners; and for each of those the 4 corners whose mean is the
+# bilinear prediction there (an edge midpoint's 2 corners, each counted twice)
+_STEPS = np.array([(p, q) for p in range(3) for q in range(3)])
+_INNER = np.array([1, 3, 4, 5, 7])
+_FROM = np.array([[0, 2, 0, 2], [0, 6, 0, 6], [0, 2, 6, 8], [2, 8, 2, 8], [6, 8, 6, 8]])
+
+
+def _quadratic(t: np.ndarray) -> np.ndarray:
+    """The 3 quadratic Lagrange weights (n, 3) of nodes at 0, 1/2 and 1 at positions t (n,)."""
+    return np.stack([2 * (t - 0.5) * (t - 1), -4 * t * (t - 1), 2 * t * (t - 0.5)], axis=1)
+
+
 # the two in-face axes of a cube face whose normal is axis 0, 1 or 2
 _U = np.array([1, 0, 0])
 _V = np.array([2, 2, 1])
@@ -457,7 +464,7 @@ class ObserverAgent(CallableAgent):
 
     Fast by default (`cells` = TABLE_CELLS, on the sphere S^2): for each child it keeps a
     `SphereTable` of the observer's log probabilities of the full decoder's faces at nodes
-    1.4 degrees apart where the judgement bends (near the borders between emotions), up to 11
+    0.7 degrees apart where the judgement bends (near the borders between emotions), up to 5.6
     degrees apart where it is nearly linear, each node decoded and judged once, when a trial
     first needs it, and interpolates between them. benchmarks/bench_observer.py measures its
     speed, its agreement with `cells=0`, which decodes and judges every face (as any latent
