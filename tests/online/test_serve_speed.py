@@ -7,6 +7,8 @@ answers instead of reading them, with the report's numbers."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,12 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from analysis.diagnostics import catch_accuracy
 from mcmcp import engine as engine_module
 from mcmcp.engine import Engine, resume_point
 from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.monitor import _catch
+from mcmcp.online.study import png_data_url
 from mcmcp.render import FrozenDecoder
 from tests.core import test_engine
 from tests.core.test_engine import CENTROIDS, D, config, gates, run, strip
@@ -54,6 +58,25 @@ def test_frozen_decoder_sends_the_full_decoders_pixels():
         torch.set_num_threads(threads)
     assert len(frozen._children) == 2  # traced once per child
     assert all(isinstance(m, torch.jit.ScriptModule) for m in frozen._children.values())
+
+
+def test_png_data_urls_decode_to_the_rounded_pixels():
+    """The server's own PNG writer, read back by another decoder (PIL): every pixel is the
+    image's value x 255 rounded and clipped, faces and odd shapes alike, with values at and
+    beyond the ends and halfway between two levels."""
+    rng = np.random.default_rng(3)
+    model = load_checkpoint(ROOT / "vae/checkpoints/default.pt").model.eval()
+    with torch.no_grad():
+        faces = model.decode(torch.nn.functional.normalize(
+            torch.randn(4, 3, generator=torch.Generator().manual_seed(2)), dim=1))[:, 0].numpy()
+    odd = [rng.random((7, 5)), np.array([[0.0, 1.0, -0.2, 1.3, 0.5 / 255, 254.5 / 255]]),
+           (np.arange(256 * 3) % 256 / 255.0).reshape(3, 256), rng.random((1, 1))]
+    for image in [*faces, *odd]:
+        url = png_data_url(image)
+        assert url.startswith("data:image/png;base64,")
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        want = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255)
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
 
 
 def test_frozen_decoder_keeps_the_models_decode_where_a_trace_cannot_follow_it():
@@ -137,12 +160,17 @@ def test_engine_from_a_resume_point_draws_no_start_it_overwrites(ckpt, stop, mon
     assert strip(first + run(resumed, prefetch=True)) == strip(full)
 
 
+@pytest.mark.parametrize("repeat_rate", [0.15, 0.0])
 def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(ckpt,
-                                                                              monkeypatch):
+                                                                              monkeypatch,
+                                                                              repeat_rate):
     """As a server process that rebuilds the session at every answer: the resume point saved
     with the answer carries the trials on show and next (`pending_state`), so each trial is
-    drawn once in the whole session, and the rows are those of one uninterrupted engine."""
-    cfg = config(ckpt, per_chain=5)  # gate, catch and repeat trials, a break, two blocks
+    drawn once in the whole session, and the rows are those of one uninterrupted engine. Without
+    repeat trials the point keeps no history (it would grow by a trial at every answer), and
+    the point it is made from is never changed."""
+    # gate and catch trials, a break, two blocks; repeat trials or none
+    cfg = config(ckpt, per_chain=5, repeat_rate=repeat_rate)
     full = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=True)
     drawn = []
     stream = Engine.stream
@@ -157,9 +185,13 @@ def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(
         rows += told
         codes.update({r["row"]: tuple(np.array([r[f"{p}_{i}"] for i in range(D)])
                                       for p in ("current", "proposal")) for r in told})
-        point = json.loads(json.dumps({**resume_point(told, D, point),
+        start, before = point, json.dumps(point)
+        point = json.loads(json.dumps({**resume_point(told, D, start, engine.repeats),
                                        "pending": engine.pending_state()}))
+        assert json.dumps(start) == before  # the point it was made from is as it was
         assert len(point["pending"]) == len(engine.pending)
+        assert engine.repeats == (repeat_rate > 0)
+        assert engine.repeats or point["history"] == []
         engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS, resume=point, lookup=codes.get)
     assert strip(rows) == strip(full)
     trials = [counter for tag, counter in drawn if tag == engine_module.TRIAL_STREAM]
