@@ -125,6 +125,7 @@ def main() -> None:
             page.summary()  # as the page's first call, before the answers timed
         parts: collections.Counter = collections.Counter()
         timed(parts)
+        decoded = sum(s.renderer.misses for s in studies)
         answers, began = 0, time.process_time()
         while answers < args.answers:
             answered = step(rng.choice([q for q in people
@@ -133,6 +134,7 @@ def main() -> None:
             if answered and page and answers % args.page_every == 0:
                 page.summary()
         total = time.process_time() - began
+        decoded = sum(s.renderer.misses for s in studies) - decoded
     print(f"{answers} answers of {args.participants} participants, two studies on one "
           f"PostgreSQL database, requests at random, code {args.code}, config "
           f"{args.config.name}; CPU ms per answer (parts nest):")
@@ -141,6 +143,7 @@ def main() -> None:
         if label in parts:
             print(f"| {label} | {parts[label] / answers * 1e3:.2f} |")
     print(f"| whole process | {total / answers * 1e3:.2f} |")
+    print(f"faces decoded per answer: {decoded / answers:.2f}")
 
 
 if __name__ == "__main__":
