@@ -400,7 +400,7 @@ def resume_point(rows, d: int, start: dict | None = None, history: bool = True) 
     n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
     left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
     The trials a point may carry besides (`pending`, of `Engine.pending_state`) are not rows:
-    the point returned has none. history=False (a schedule without repeat trials,
+    the point returned has none. history=False (a design without repeat trials,
     `Engine.repeats`): the history, which only a repeat trial reads, is left as it is instead
     of growing by a trial at every answer (a server saves and reads the point at each one).
     """
@@ -488,7 +488,8 @@ class Engine:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
         self.n_real = len(self.schedule) - self.n_practice
-        self.repeats = any(s.kind == "repeat" for s in self.schedule)  # `history` read?
+        # whether a repeat trial may read `history` (a rate too low for one in a block: kept)
+        self.repeats = cfg.trials.repeat_rate > 0
         if source is None and cfg.chains.across_participants:
             raise ValueError("an across-participant design takes its chains from the study's "
                              "chain store: give the engine a mcmcp.shared.SharedChains source")
