@@ -1,9 +1,10 @@
 """What makes an answer cheap must not change what it shows or counts: a server process's frozen
 decoder (`mcmcp.render.FrozenDecoder`, each child's part of decoding folded in) sends the same PNG
-pixels as the full decoder; an engine rebuilt from a resume point draws no start points it would
-overwrite and goes on exactly; PostgreSQL
-saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
-answers instead of reading them, with the report's numbers."""
+pixels as the full decoder, and the server's own PNG writer the same pixels as the image; an
+engine rebuilt from a resume point draws no start points it would overwrite and goes on exactly,
+with no history kept where no repeat trial reads it; PostgreSQL saves an answer in one statement,
+still compare-and-set, every value as given; the experimenter page counts catch answers instead
+of reading them, with the report's numbers."""
 
 from __future__ import annotations
 
@@ -213,14 +214,15 @@ def test_a_stored_trial_whose_chain_moved_on_is_drawn_again(ckpt):
     assert again.fields["iteration"] == trial.fields["iteration"]  # drawn, not the stored one
 
 
-def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_path):
+def test_postgres_saves_an_answer_in_one_statement_and_only_once(postgres, tmp_path):
     from sqlalchemy import event
 
     db = Database(postgres.new_database())
     record = db.create(uid="u" * 32, study="s", participant="P1", session=1, token="t" * 24,
                        d=2, screen="first", meta={}, now="2026-01-01T00:00:00Z")
     row = {"row": 0, "trial": 1, "kind": "chain", "current_0": 1.0, "current_1": 0.0,
-           "proposal_0": 0.0, "proposal_1": 1.0}
+           "proposal_0": 0.0, "proposal_1": 1.0, "rt": 0.1 + 0.2, "accepted": True,
+           "gate_prob": float("nan"), "log_gate_current": -float("inf"), "response": 'l"é\\'}
     trace = open(tmp_path / "libpq-trace", "w+")  # libpq's log of every protocol message
     event.listen(db.engine, "checkout", lambda c, *_: c.pgconn.trace(trace.fileno()))
     event.listen(db.engine, "checkin", lambda c, *_: c.pgconn.untrace())
@@ -229,8 +231,12 @@ def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_
     trace.seek(0)
     messages = [line.split("\t") for line in trace]  # (a statement's lines go on untabbed)
     sent = [m[3].strip() for m in messages if len(m) > 3 and m[1] == "F"]
-    # BEGIN, UPDATE, INSERT and COMMIT go out together; one Sync: one wait for the server
-    assert sent.count("Sync") == 1 and sent.count("Execute") == 4
+    # the UPDATE and the INSERT are one statement (its own transaction): one Sync, one wait
+    assert sent.count("Sync") == 1 and sent.count("Execute") == 1
+    (saved,) = db.rows(record.id, 2)  # every value as it was given, NaN and infinity too
+    assert {k: saved[k] for k in row if k != "gate_prob"} == {
+        k: v for k, v in row.items() if k != "gate_prob"}
+    assert saved["gate_prob"] != saved["gate_prob"] and saved["chain"] is None
     # the same screen answered again (another process, a replayed request): nothing written
     assert not db.advance(record, "third", now="2026-01-01T00:00:02Z", acked=0,
                           rows=[{**row, "row": 1}])
