@@ -170,6 +170,9 @@ class OnlineStudy:
         self.d = loaded.config.latent_dim
         self.renderer = _SharedRenderer(loaded.model, identities=identities)
         self.n_shown = schedule_length(cfg)
+        # what every session's meta records of the packages: those this process runs, read
+        # once (reading the installed packages' metadata cost half of a session's start)
+        self.versions = versions()
         # session id -> (screen on show, its flow, the resume point of its saved rows)
         self._flows: OrderedDict[int, tuple[str, SessionFlow, dict]] = OrderedDict()
         self._flows_lock = threading.Lock()
@@ -281,7 +284,7 @@ class OnlineStudy:
             "config": config_to_dict(self.cfg),
             "checkpoint_sha256": self.loaded.sha256,
             "faces_sha256": self.faces_hash,
-            "versions": versions(),
+            "versions": dict(self.versions),
             "seeds": engine.seeds(),
             "block_order": list(engine.emotions),
             "identity": {**children.record(), **self.identities.record()},

@@ -138,6 +138,25 @@ def test_page_recomputes_r_hats_only_within_its_cpu_budget(tmp_path, monkeypatch
     assert all(p["rhat_time"] is not None for p in page.summary()["participants"])
 
 
+def test_a_session_starts_without_reading_the_packages_metadata(tmp_path, monkeypatch):
+    """A session records the versions of the packages its process runs, read once when the
+    process opens the study, not at every start (half a start's CPU)."""
+    from importlib import metadata
+
+    from mcmcp.store import versions
+    from tests.online.test_serve import begin, online_config, serve
+
+    study, client = serve(online_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
+    read = []
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: read.append(name) or version(name))
+    for participant in ("B1", "B2"):
+        begin(client, participant=participant)
+    assert read == []
+    monkeypatch.undo()
+    assert [r.meta["versions"] for r in study.db.all_sessions()] == [versions()] * 2
+
+
 ckpt = test_engine.ckpt  # the engine tests' checkpoint fixture
 
 
