@@ -7,8 +7,10 @@ random (as bench_serve.py's proxy without stickiness does), each page naming the
 CPU time of the whole process per answer, and of each part that exists in the code measured
 (reading the session, rebuilding a flow where the other study had it, the engine's set-up and
 draws, decoding, PNGs, the saving transaction, ...; parts nest: a rebuild includes the engine's
-set-up). PostgreSQL's own CPU is not counted (bench_serve.py counts it). --code measures another
-checkout's mcmcp (e.g. a worktree of main) with this script, for a before/after table.
+set-up), and the faces decoded per answer (the renderers' misses: one new face an answer, but
+for a session's first pairs). PostgreSQL's own CPU is not counted (bench_serve.py counts it).
+--code measures another checkout's mcmcp (e.g. a worktree of main) with this script, for a
+before/after table.
 --page-every K: the experimenter page open, its numbers (`Monitor.summary`) computed once every
 K answers (the page polls every 3 s: at 200 participants answering about 190 times a second,
 K = 570), their CPU per answer a part of its own.
