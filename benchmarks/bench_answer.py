@@ -7,8 +7,10 @@ random (as bench_serve.py's proxy without stickiness does), each page naming the
 CPU time of the whole process per answer, and of each part that exists in the code measured
 (reading the session, rebuilding a flow where the other study had it, the engine's set-up and
 draws, decoding, PNGs, the saving transaction, ...; parts nest: a rebuild includes the engine's
-set-up). PostgreSQL's own CPU is not counted (bench_serve.py counts it). --code measures another
-checkout's mcmcp (e.g. a worktree of main) with this script, for a before/after table.
+set-up), and the faces decoded per answer (the renderers' misses: one new face an answer, but
+for a session's first pairs). PostgreSQL's own CPU is not counted (bench_serve.py counts it).
+--code measures another checkout's mcmcp (e.g. a worktree of main) with this script, for a
+before/after table.
 --page-every K: the experimenter page open, its numbers (`Monitor.summary`) computed once every
 K answers (the page polls every 3 s: at 200 participants answering about 190 times a second,
 K = 570), their CPU per answer a part of its own.
@@ -125,6 +127,7 @@ def main() -> None:
             page.summary()  # as the page's first call, before the answers timed
         parts: collections.Counter = collections.Counter()
         timed(parts)
+        decoded = sum(s.renderer.misses for s in studies)
         answers, began = 0, time.process_time()
         while answers < args.answers:
             answered = step(rng.choice([q for q in people
@@ -133,6 +136,7 @@ def main() -> None:
             if answered and page and answers % args.page_every == 0:
                 page.summary()
         total = time.process_time() - began
+        decoded = sum(s.renderer.misses for s in studies) - decoded
     print(f"{answers} answers of {args.participants} participants, two studies on one "
           f"PostgreSQL database, requests at random, code {args.code}, config "
           f"{args.config.name}; CPU ms per answer (parts nest):")
@@ -141,6 +145,7 @@ def main() -> None:
         if label in parts:
             print(f"| {label} | {parts[label] / answers * 1e3:.2f} |")
     print(f"| whole process | {total / answers * 1e3:.2f} |")
+    print(f"faces decoded per answer: {decoded / answers:.2f}")
 
 
 if __name__ == "__main__":

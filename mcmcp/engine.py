@@ -61,7 +61,6 @@ the response to t only changes t's chain.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -389,7 +388,7 @@ def _flag(value) -> bool:
     return False if value is None or value is pd.NA or value != value else bool(value)
 
 
-def resume_point(rows, d: int, start: dict | None = None) -> dict:
+def resume_point(rows, d: int, start: dict | None = None, history: bool = True) -> dict:
     """The compact, JSON-able summary of a session's saved rows that `Engine(resume=...)` goes on
     from: `start` (the summary of the rows before, None: no rows) extended by `rows` (schema
     dicts in row order, as `tell` returns them or a DataFrame's records).
@@ -401,9 +400,14 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
     n_shown: chain trials shown per chain; history: [trial, block, row, chain, iteration,
     left_role] of the chain trials of the latest block (the only ones a repeat trial can show).
     The trials a point may carry besides (`pending`, of `Engine.pending_state`) are not rows:
-    the point returned has none.
+    the point returned has none. history=False (a design without repeat trials,
+    `Engine.repeats`): the history, which only a repeat trial reads, is left as it is instead
+    of growing by a trial at every answer (a server saves and reads the point at each one).
     """
-    point = (json.loads(json.dumps({k: v for k, v in start.items() if k != "pending"}))
+    # `start` is not changed: the containers the loop changes are copied (their items are
+    # replaced, never changed in place), not the whole point
+    point = ({k: dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+              for k, v in start.items() if k != "pending"}
              if start is not None else
              {"n_rows": 0, "shown": 0, "chains": {}, "n_shown": {}, "history": []})
     for r in rows:
@@ -429,6 +433,8 @@ def resume_point(rows, d: int, start: dict | None = None) -> dict:
         if kind == "chain":
             block = int(r["block"])
             point["n_shown"][ch] = point["n_shown"].get(ch, 0) + 1
+            if not history:
+                continue
             point["history"] = [h for h in point["history"] if h[1] == block]
             role = r.get("left_role")  # none on a slider trial (GSP has no repeats)
             point["history"].append([int(r["trial"]), block, int(r["row"]), int(r["chain"]),
@@ -482,6 +488,8 @@ class Engine:
             raise ValueError("catch trials need class centroids of at least two emotions")
         self.n_practice = cfg.trials.practice
         self.n_real = len(self.schedule) - self.n_practice
+        # whether a repeat trial may read `history` (a rate too low for one in a block: kept)
+        self.repeats = cfg.trials.repeat_rate > 0
         if source is None and cfg.chains.across_participants:
             raise ValueError("an across-participant design takes its chains from the study's "
                              "chain store: give the engine a mcmcp.shared.SharedChains source")

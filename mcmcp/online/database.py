@@ -16,9 +16,10 @@ participant id, token or answer):
 - `starts`: recent calls to start a session per hashed client address, for the limit on starts
   per minute that all server processes share.
 
-Every step of a participant is one transaction that first moves the session's `screen` from the
-id the participant answered to a new one (compare-and-set) and only then writes the rows, so a
-stale, replayed or concurrent answer (another tab, another server process) changes nothing.
+Every step of a participant is one transaction (on PostgreSQL one statement) that first moves the
+session's `screen` from the id the participant answered to a new one (compare-and-set) and only
+then writes the rows, so a stale, replayed or concurrent answer (another tab, another server
+process) changes nothing.
 SQLite runs in WAL mode with synchronous=FULL: a committed answer survives kill -9 and power cuts.
 
 Nothing is acknowledged that is not durable: every call checks, before and after its transaction,
@@ -31,6 +32,8 @@ Each change between available and unavailable is logged as one line on stderr.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import secrets
 import sys
@@ -65,7 +68,6 @@ from sqlalchemy import (
     case,
     create_engine,
     event,
-    exists,
     func,
     insert,
     inspect,
@@ -232,16 +234,7 @@ _BY_TOKEN_RESUME = select(*_record_columns(), case(
 _INSERT_TRIALS = insert(trials)
 
 
-# PostgreSQL: rows inserted only while the session's screen is the one the step's UPDATE has
-# just set (a new random id), so the UPDATE and the INSERT can be sent together, unanswered
-_INSERT_IF_MOVED = insert(trials).from_select(
-    [c.name for c in trials.columns],
-    select(*[bindparam(c.name, type_=c.type) for c in trials.columns]).where(
-        exists().where(sessions.c.id == bindparam("moved_id"),
-                       sessions.c.screen == bindparam("moved_to"))))
-
-
-# the columns psycopg is given as JSON (`_advance_pipelined`), by name in either table
+# the columns psycopg is given as JSON (`_advance_one_statement`), by name in either table
 _JSON_COLUMNS = frozenset(c.name for c in (*sessions.columns, *trials.columns)
                           if isinstance(c.type, JSON))
 
@@ -259,6 +252,23 @@ def _advance_statement(columns: tuple[str, ...]):
     return update(sessions).where(
         sessions.c.id == bindparam("id_"), sessions.c.screen == bindparam("old_screen")
     ).values({c: bindparam(f"{c}_", type_=sessions.c[c].type) for c in columns})
+
+
+@lru_cache(maxsize=32)
+def _save_sql(columns: tuple[str, ...], with_rows: bool, dialect) -> str:
+    """PostgreSQL: an advance as one statement, built once per set of columns it writes (no
+    value is ever part of it): the compare-and-set UPDATE of `_advance_statement` and, with
+    rows, an INSERT of the rows (a JSON array of `_to_db` objects, `%(trial_rows)s`, each
+    column from its key) that runs only if the UPDATE moved the screen; the count of sessions
+    moved (1 or 0). One statement is one transaction: all of it is committed before its result
+    comes back, or none of it is kept."""
+    moved = f"{_sql(_advance_statement(columns), dialect)} RETURNING sessions.id"
+    if not with_rows:
+        return f"WITH moved AS ({moved}) SELECT count(*) FROM moved"
+    names = ", ".join(f'"{c.name}"' for c in trials.columns)
+    return (f"WITH moved AS ({moved}), saved AS (INSERT INTO trials ({names}) SELECT {names} "
+            "FROM json_populate_recordset(NULL::trials, %(trial_rows)s::json) "
+            "WHERE EXISTS (SELECT FROM moved)) SELECT count(*) FROM moved")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -694,7 +704,7 @@ class Database:
         if conn is not None:
             return write(conn)
         if self.engine.dialect.name == "postgresql":
-            return self._advance_pipelined(record, new_screen, values, rows)
+            return self._advance_one_statement(record, values, rows)
         with self._using(write=True):
             try:
                 with self.engine.begin() as tx:
@@ -704,35 +714,23 @@ class Database:
                 return False
         return True
 
-    def _advance_pipelined(self, record: SessionRecord, new_screen: str, values: dict,
-                           rows: list[dict]) -> bool:
-        """`advance`'s transaction on PostgreSQL in one round trip (psycopg's pipeline mode):
-        BEGIN, the compare-and-set UPDATE, the rows' INSERT guarded by the screen being
-        `new_screen` (only that UPDATE sets it), COMMIT, then one wait for all their results;
-        True once the COMMIT has returned and the UPDATE moved the screen."""
-        dialect = self.engine.dialect
-
-        def bound(name: str, value):
-            return Json(value) if name in _JSON_COLUMNS and value is not None else value
-
-        # autocommit: psycopg sends no BEGIN of its own (a round trip); ours is queued
-        with self._using(write=True), self._reader.connect() as conn:
-            raw = conn.connection.driver_connection
+    def _advance_one_statement(self, record: SessionRecord, values: dict,
+                               rows: list[dict]) -> bool:
+        """`advance`'s transaction on PostgreSQL as one statement (`_save_sql`), run by psycopg
+        itself: one round trip, and PostgreSQL parses one statement instead of a BEGIN, an
+        UPDATE, an INSERT per row and a COMMIT. True once it has returned (committed) having
+        moved the screen."""
+        params = {"id_": record.id, "old_screen": record.screen,
+                  **{f"{c}_": Json(v) if c in _JSON_COLUMNS and v is not None else v
+                     for c, v in values.items()}}
+        if rows:
+            params["trial_rows"] = _rows_json([_to_db(record.id, r, record.d) for r in rows])
+        statement = _save_sql(tuple(values), bool(rows), self.engine.dialect)
+        with self._using(write=True), self._reader.connect() as conn:  # autocommit
             try:
-                with raw.cursor() as moved, raw.cursor() as inserted:
-                    with raw.pipeline():  # its end sends Sync and waits for every result
-                        moved.execute("BEGIN")
-                        moved.execute(_sql(_advance_statement(tuple(values)), dialect), {
-                            "id_": record.id, "old_screen": record.screen,
-                            **{f"{c}_": bound(c, v) for c, v in values.items()}})
-                        if rows:
-                            inserted.executemany(_sql(_INSERT_IF_MOVED, dialect), [
-                                {"moved_id": record.id, "moved_to": new_screen,
-                                 **{k: bound(k, v) for k, v in _to_db(record.id, r, record.d)
-                                    .items()}} for r in rows])
-                        inserted.execute("COMMIT")
-                    return moved.rowcount == 1
-            except psycopg.Error as err:  # the pool rolls an open transaction back
+                with conn.connection.driver_connection.cursor() as cur:
+                    return cur.execute(statement, params).fetchone()[0] == 1
+            except psycopg.Error as err:  # nothing of the statement is kept
                 raise self._driver_error(conn, err) from None
 
     def resume(self, session_id: int) -> dict | None:
@@ -818,6 +816,19 @@ def _to_db(session_id: int, row: dict, d: int) -> dict:
     gsp = row.get("direction_0") is not None
     out["direction"] = [float(row[f"direction_{i}"]) for i in range(d)] if gsp else None
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
+
+
+def _rows_json(rows: list[dict]) -> str:
+    """`_to_db` rows as one JSON array for `_save_sql`. JSON has no NaN or infinity: such a
+    value of a scalar column goes as PostgreSQL's spelling of it, a string its float column
+    reads back as the same value."""
+    try:
+        return json.dumps(rows, allow_nan=False)
+    except ValueError:
+        spelled = {math.inf: "Infinity", -math.inf: "-Infinity"}
+        return json.dumps([{k: (spelled.get(v, "NaN") if isinstance(v, float)
+                                and not math.isfinite(v) else v) for k, v in r.items()}
+                           for r in rows], allow_nan=False)
 
 
 def _from_db(mapping, d: int) -> dict:

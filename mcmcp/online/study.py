@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import secrets
+import struct
 import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -53,7 +54,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mcmcp.chainstore import ChainStore
 from mcmcp.config import ConfigError, config_to_dict
@@ -107,6 +107,8 @@ LATE_TEXT = ("Your answer came after the time for that face was up, so the study
              "without it (it is kept, but not used). Here is your next face.")
 FLOW_CACHE = 512  # flows kept in memory per server process (others: from their resume point)
 PNG_CACHE = 4096  # faces kept as PNG data URLs per server process (about 3 KB each)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_UP = 2  # the filter type byte of a row stored as its difference to the row above
 
 
 class Rejected(Exception):
@@ -168,6 +170,9 @@ class OnlineStudy:
         self.d = loaded.config.latent_dim
         self.renderer = _SharedRenderer(loaded.model, identities=identities)
         self.n_shown = schedule_length(cfg)
+        # what every session's meta records of the packages: those this process runs, read
+        # once (reading the installed packages' metadata cost half of a session's start)
+        self.versions = versions()
         # session id -> (screen on show, its flow, the resume point of its saved rows)
         self._flows: OrderedDict[int, tuple[str, SessionFlow, dict]] = OrderedDict()
         self._flows_lock = threading.Lock()
@@ -279,7 +284,7 @@ class OnlineStudy:
             "config": config_to_dict(self.cfg),
             "checkpoint_sha256": self.loaded.sha256,
             "faces_sha256": self.faces_hash,
-            "versions": versions(),
+            "versions": dict(self.versions),
             "seeds": engine.seeds(),
             "block_order": list(engine.emotions),
             "identity": {**children.record(), **self.identities.record()},
@@ -562,7 +567,8 @@ class OnlineStudy:
                         # process that rebuilds the flow does not draw them again
                         if not source:
                             flow.prepare()  # as `_render` would: the same next trial
-                        point = {**resume_point(rows, record.d, point),
+                        point = {**resume_point(rows, record.d, point,
+                                                history=flow.engine.repeats),
                                  "pending": flow.engine.pending_state()}
                     if not self.db.advance(record, new_screen, now=utc_now(), acked=acked,
                                            rows=rows, status=status, meta=meta,
@@ -762,9 +768,27 @@ def _resolved(config: dict) -> dict:
 
 
 def png_data_url(image: np.ndarray) -> str:
-    """A (H, W) float image in [0, 1] as an 8-bit grayscale PNG data URL."""
-    buf = io.BytesIO()
-    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255)
-    # zlib's fastest level: the same pixels in 2/3 of the CPU time, 8% more bytes (2.6 KB)
-    Image.fromarray(pixels.astype(np.uint8)).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    """A (H, W) float image in [0, 1] as an 8-bit grayscale PNG data URL.
+
+    Written here rather than by PIL, whose machinery around the compression cost half the
+    time of a 64 x 64 face: every row is stored as its difference to the row above (PNG's Up
+    filter, mod 256) and compressed by zlib's run-length strategy: a face of the default model
+    takes 0.12 ms instead of PIL's 0.23 at its fastest level, in as many bytes (2.26 KB against
+    2.28). PNG is lossless: a browser gets the same pixels (tests/online/test_serve_speed.py)."""
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    h, w = pixels.shape
+    rows = np.empty((h, w + 1), dtype=np.uint8)
+    rows[:, 0] = PNG_UP
+    rows[0, 1:] = pixels[0]
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # uint8: mod 256, as PNG's Up
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    png = b"".join((PNG_SIGNATURE,
+                    _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)),
+                    _png_chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()),
+                    _png_chunk(b"IEND", b"")))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -1,12 +1,15 @@
 """What makes an answer cheap must not change what it shows or counts: a server process's frozen
 decoder (`mcmcp.render.FrozenDecoder`, each child's part of decoding folded in) sends the same PNG
-pixels as the full decoder; an engine rebuilt from a resume point draws no start points it would
-overwrite and goes on exactly; PostgreSQL
-saves an answer in one round trip, still compare-and-set; the experimenter page counts catch
-answers instead of reading them, with the report's numbers."""
+pixels as the full decoder, and the server's own PNG writer the same pixels as the image; an
+engine rebuilt from a resume point draws no start points it would overwrite and goes on exactly,
+with no history kept where no repeat trial reads it; PostgreSQL saves an answer in one statement,
+still compare-and-set, every value as given; the experimenter page counts catch answers instead
+of reading them, with the report's numbers."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,12 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from analysis.diagnostics import catch_accuracy
 from mcmcp import engine as engine_module
 from mcmcp.engine import Engine, resume_point
 from mcmcp.online.database import Database, Unavailable
 from mcmcp.online.monitor import _catch
+from mcmcp.online.study import png_data_url
 from mcmcp.render import FrozenDecoder
 from tests.core import test_engine
 from tests.core.test_engine import CENTROIDS, D, config, gates, run, strip
@@ -54,6 +59,25 @@ def test_frozen_decoder_sends_the_full_decoders_pixels():
         torch.set_num_threads(threads)
     assert len(frozen._children) == 2  # traced once per child
     assert all(isinstance(m, torch.jit.ScriptModule) for m in frozen._children.values())
+
+
+def test_png_data_urls_decode_to_the_rounded_pixels():
+    """The server's own PNG writer, read back by another decoder (PIL): every pixel is the
+    image's value x 255 rounded and clipped, faces and odd shapes alike, with values at and
+    beyond the ends and halfway between two levels."""
+    rng = np.random.default_rng(3)
+    model = load_checkpoint(ROOT / "vae/checkpoints/default.pt").model.eval()
+    with torch.no_grad():
+        faces = model.decode(torch.nn.functional.normalize(
+            torch.randn(4, 3, generator=torch.Generator().manual_seed(2)), dim=1))[:, 0].numpy()
+    odd = [rng.random((7, 5)), np.array([[0.0, 1.0, -0.2, 1.3, 0.5 / 255, 254.5 / 255]]),
+           (np.arange(256 * 3) % 256 / 255.0).reshape(3, 256), rng.random((1, 1))]
+    for image in [*faces, *odd]:
+        url = png_data_url(image)
+        assert url.startswith("data:image/png;base64,")
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        want = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255)
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
 
 
 def test_frozen_decoder_keeps_the_models_decode_where_a_trace_cannot_follow_it():
@@ -114,6 +138,25 @@ def test_page_recomputes_r_hats_only_within_its_cpu_budget(tmp_path, monkeypatch
     assert all(p["rhat_time"] is not None for p in page.summary()["participants"])
 
 
+def test_a_session_starts_without_reading_the_packages_metadata(tmp_path, monkeypatch):
+    """A session records the versions of the packages its process runs, read once when the
+    process opens the study, not at every start (half a start's CPU)."""
+    from importlib import metadata
+
+    from mcmcp.store import versions
+    from tests.online.test_serve import begin, online_config, serve
+
+    study, client = serve(online_config(tmp_path), f"sqlite:///{tmp_path / 'db.sqlite'}")
+    read = []
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: read.append(name) or version(name))
+    for participant in ("B1", "B2"):
+        begin(client, participant=participant)
+    assert read == []
+    monkeypatch.undo()
+    assert [r.meta["versions"] for r in study.db.all_sessions()] == [versions()] * 2
+
+
 ckpt = test_engine.ckpt  # the engine tests' checkpoint fixture
 
 
@@ -137,12 +180,17 @@ def test_engine_from_a_resume_point_draws_no_start_it_overwrites(ckpt, stop, mon
     assert strip(first + run(resumed, prefetch=True)) == strip(full)
 
 
+@pytest.mark.parametrize("repeat_rate", [0.15, 0.0])
 def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(ckpt,
-                                                                              monkeypatch):
+                                                                              monkeypatch,
+                                                                              repeat_rate):
     """As a server process that rebuilds the session at every answer: the resume point saved
     with the answer carries the trials on show and next (`pending_state`), so each trial is
-    drawn once in the whole session, and the rows are those of one uninterrupted engine."""
-    cfg = config(ckpt, per_chain=5)  # gate, catch and repeat trials, a break, two blocks
+    drawn once in the whole session, and the rows are those of one uninterrupted engine. Without
+    repeat trials the point keeps no history (it would grow by a trial at every answer), and
+    the point it is made from is never changed."""
+    # gate and catch trials, a break, two blocks; repeat trials or none
+    cfg = config(ckpt, per_chain=5, repeat_rate=repeat_rate)
     full = run(Engine(cfg, D, "P1", 1, gates(), CENTROIDS), prefetch=True)
     drawn = []
     stream = Engine.stream
@@ -157,9 +205,13 @@ def test_engine_rebuilt_at_every_answer_asks_its_pending_trials_without_drawing(
         rows += told
         codes.update({r["row"]: tuple(np.array([r[f"{p}_{i}"] for i in range(D)])
                                       for p in ("current", "proposal")) for r in told})
-        point = json.loads(json.dumps({**resume_point(told, D, point),
+        start, before = point, json.dumps(point)
+        point = json.loads(json.dumps({**resume_point(told, D, start, engine.repeats),
                                        "pending": engine.pending_state()}))
+        assert json.dumps(start) == before  # the point it was made from is as it was
         assert len(point["pending"]) == len(engine.pending)
+        assert engine.repeats == (repeat_rate > 0)
+        assert engine.repeats or point["history"] == []
         engine = Engine(cfg, D, "P1", 1, gates(), CENTROIDS, resume=point, lookup=codes.get)
     assert strip(rows) == strip(full)
     trials = [counter for tag, counter in drawn if tag == engine_module.TRIAL_STREAM]
@@ -181,14 +233,15 @@ def test_a_stored_trial_whose_chain_moved_on_is_drawn_again(ckpt):
     assert again.fields["iteration"] == trial.fields["iteration"]  # drawn, not the stored one
 
 
-def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_path):
+def test_postgres_saves_an_answer_in_one_statement_and_only_once(postgres, tmp_path):
     from sqlalchemy import event
 
     db = Database(postgres.new_database())
     record = db.create(uid="u" * 32, study="s", participant="P1", session=1, token="t" * 24,
                        d=2, screen="first", meta={}, now="2026-01-01T00:00:00Z")
     row = {"row": 0, "trial": 1, "kind": "chain", "current_0": 1.0, "current_1": 0.0,
-           "proposal_0": 0.0, "proposal_1": 1.0}
+           "proposal_0": 0.0, "proposal_1": 1.0, "rt": 0.1 + 0.2, "accepted": True,
+           "gate_prob": float("nan"), "log_gate_current": -float("inf"), "response": 'l"é\\'}
     trace = open(tmp_path / "libpq-trace", "w+")  # libpq's log of every protocol message
     event.listen(db.engine, "checkout", lambda c, *_: c.pgconn.trace(trace.fileno()))
     event.listen(db.engine, "checkin", lambda c, *_: c.pgconn.untrace())
@@ -197,8 +250,12 @@ def test_postgres_saves_an_answer_in_one_round_trip_and_only_once(postgres, tmp_
     trace.seek(0)
     messages = [line.split("\t") for line in trace]  # (a statement's lines go on untabbed)
     sent = [m[3].strip() for m in messages if len(m) > 3 and m[1] == "F"]
-    # BEGIN, UPDATE, INSERT and COMMIT go out together; one Sync: one wait for the server
-    assert sent.count("Sync") == 1 and sent.count("Execute") == 4
+    # the UPDATE and the INSERT are one statement (its own transaction): one Sync, one wait
+    assert sent.count("Sync") == 1 and sent.count("Execute") == 1
+    (saved,) = db.rows(record.id, 2)  # every value as it was given, NaN and infinity too
+    assert {k: saved[k] for k in row if k != "gate_prob"} == {
+        k: v for k, v in row.items() if k != "gate_prob"}
+    assert saved["gate_prob"] != saved["gate_prob"] and saved["chain"] is None
     # the same screen answered again (another process, a replayed request): nothing written
     assert not db.advance(record, "third", now="2026-01-01T00:00:02Z", acked=0,
                           rows=[{**row, "row": 1}])
