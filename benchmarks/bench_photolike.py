@@ -10,10 +10,13 @@ It prints one row per size and training seed (alignment error against the truth,
 kept and the faces' median grey per third of the children by skin tone, the verdict's
 figures, the observer per emotion and the verdict's advice) and writes them to
 <out>/photolike.csv, the skin-tone table to <out>/fairness<n>.csv and a figure
-<out>/photolike.png.
+<out>/photolike.png. `--figure` draws that figure from the tables of earlier runs instead (a
+size's trainings are often run apart: a second seed, a larger set) without running anything.
 
     python benchmarks/bench_photolike.py --sizes 24 48 96 --epochs 30 --train-seeds 1 2 \
         --config experiments/vae_photos.yaml --out reports/bench_photolike
+    python benchmarks/bench_photolike.py --figure reports/bench_photolike/photolike.csv \
+        reports/bench160/photolike.csv --out reports/sizes
 """
 
 from __future__ import annotations
@@ -172,9 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="one training per seed and size (default: 1 2)")
     p.add_argument("--config", help="training YAML (default: vae.train's)")
     p.add_argument("--out", default="reports/bench_photolike")
+    p.add_argument("--figure", nargs="+", metavar="CSV",
+                   help="only draw <out>/photolike.png from these runs' photolike.csv tables")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.figure:
+        missing = [f for f in args.figure if not Path(f).is_file()]
+        if missing:
+            p.error(f"--figure: no such table {missing[0]}; give the photolike.csv of a run")
+        _figure(pd.concat([pd.read_csv(f) for f in args.figure], ignore_index=True),
+                out / "photolike.png")
+        return 0
     rows = []
     for n in args.sizes:
         aligned, usable = align_size(n, args.seed, out)
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _figure(table: pd.DataFrame, path: Path) -> None:
     """The verdict's figures against the number of children: every training a dot, the
-    mean over the seeds a line."""
+    mean over the seeds a line; under each size, how many trainings its mean is of."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,7 +218,9 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
             ax.plot(table["children"], table[column], "o", color=colour, ms=4, alpha=0.7)
     ax.axhline(0.9, color="grey", lw=0.8, ls=":")  # the verdict's retention threshold
     ax.axhline(0.6, color="grey", lw=0.8, ls="--")  # ... and its share of readable children
-    ax.set_xticks(sorted(table["children"].unique()))
+    trainings = table.groupby("children").size()
+    ax.set_xticks(trainings.index, [f"{n}\n{k} training{'s' * (k > 1)}"
+                                    for n, k in trainings.items()])
     ax.set_xlabel("children in the photo set (dots: one training each)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
