@@ -33,10 +33,10 @@ class FrozenDecoder:
     batch of faces costs as much per face as one face, so faces go one at a time.
 
     model: a trained VAE from vae.checkpoint (copied: the caller's is not changed; its weights
-    must not change afterwards). Each child's decoder is traced at its first face and checked on
-    CHECK_CODES random codes against the model's own decode; a trace that disagrees (a decode
-    whose steps depend on the code's values, which a trace cannot follow) is not used: that
-    child's faces come from the model's decode.
+    must not change afterwards). Each child's decoder is traced at its first face (or by
+    `prepare`) and checked on CHECK_CODES random codes against the model's own decode; a trace
+    that disagrees (a decode whose steps depend on the code's values, which a trace cannot
+    follow) is not used: that child's faces come from the model's decode.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -51,6 +51,12 @@ class FrozenDecoder:
             child = None if identity is None else identity[i:i + 1]
             out.append(self._decoder(child)(z[i:i + 1]))
         return torch.cat(out)
+
+    def prepare(self, identity: torch.Tensor | None = None) -> None:
+        """Trace the decoders of these children now, not at their first faces: identity codes
+        (n, k) (None: the default child)."""
+        for i in range(1 if identity is None else len(identity)):
+            self._decoder(None if identity is None else identity[i:i + 1])
 
     def _decoder(self, child: torch.Tensor | None) -> torch.nn.Module:
         """The frozen decoder of one child ((1, k) identity code, None: the default)."""

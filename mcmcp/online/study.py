@@ -53,7 +53,6 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from mcmcp.chainstore import ChainStore
 from mcmcp.config import ConfigError, config_to_dict
@@ -129,11 +128,8 @@ class _SharedRenderer(Renderer):
         self._decoding = threading.Lock()
         # every child's decoder traced now (a few tenths of a second each), not at its first
         # face, which would hold up the faces of every participant on this process
-        for child in list(identities.codes) if identities is not None and identities.codes \
-                else [""]:
-            with torch.inference_mode():
-                self._decode(torch.zeros(1, model.config.latent_dim),
-                             None if identities is None else identities.stack([child]))
+        self._decode.prepare(identities.stack(list(identities.codes))
+                             if identities is not None and identities.codes else None)
 
     def images(self, codes: np.ndarray, identities=None) -> np.ndarray:
         with self._decoding:
