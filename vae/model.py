@@ -656,13 +656,11 @@ class _FaceVAE(nn.Module):
         generator: torch.Generator | None = None,
         reference: torch.Tensor | None = None,
         pixel_weight: torch.Tensor | None = None,
-        price: float = 1.0,
     ) -> tuple[Losses, VAEOutput]:
         """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput).
 
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
-        default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1);
-        price: the correction's price relative to correction_weight (training's warm-up).
+        default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
         Warp decoders add correction_weight * the summed charge of their correction (|correction|,
         more on the reference's edges with edge_price) to the total, and coarse_weight * the
         summed squared difference of the blurred moved reference and the blurred target.
@@ -676,8 +674,7 @@ class _FaceVAE(nn.Module):
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
         if charge is not None:
-            total = total + (price * self.config.correction_weight
-                             * charge.flatten(1).sum(1).mean())
+            total = total + self.config.correction_weight * charge.flatten(1).sum(1).mean()
         if self.config.coarse_weight:
             coarse = (blur(moved, COARSE_SIGMA) - blur(x, COARSE_SIGMA)).square()
             total = total + self.config.coarse_weight * coarse.flatten(1).sum(1).mean()

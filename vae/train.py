@@ -35,8 +35,6 @@ DEFAULT_DATA = "data/faces.h5"
 DEFAULT_OBSERVER = "vae/checkpoints/observer.pt"
 DEFAULT_IDENTITY_OBSERVER = "vae/checkpoints/identity_observer.pt"
 LR_SCHEDULES = ("constant", "cosine")
-WARMUP_PRICE = 10.0
-"""How much more a warp decoder's correction costs during `correction_warmup`."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,6 @@ class TrainConfig:
     identity_observer: identity observer for the expression-vs-identity metric ("" to skip).
     reader: judge each emotion's retention with the independent expression reader too
         (`vae.reader`, its weights fetched by `make setup`; false to skip).
-    correction_warmup: warp decoders, the first this many epochs price the correction
-        `WARMUP_PRICE` times higher, so the flow learns to move features before the
-        correction learns to paint them (0: no warm-up).
     """
 
     data: str = DEFAULT_DATA
@@ -77,7 +72,6 @@ class TrainConfig:
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
     reader: bool = True
-    correction_warmup: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,8 +88,6 @@ class TrainConfig:
                             f"{', '.join(LR_SCHEDULES)})")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device={self.device!r} (allowed: auto, cpu, cuda)")
-        if self.correction_warmup < 0:
-            problems.append(f"correction_warmup={self.correction_warmup} (need >= 0 epochs)")
         if not self.expression_weight >= 0:
             problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
         if problems:
@@ -369,13 +361,12 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(train_config, epoch)
         shuffle_gen, sample_gen = _epoch_generators(train_config.seed, epoch, device)
-        price = WARMUP_PRICE if epoch < train_config.correction_warmup else 1.0
         order = torch.randperm(len(train_b), generator=shuffle_gen)
         model.train()
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
         for x, y, ref in train_b.iterate(train_config.batch_size, order, least=2):
-            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight, price)
+            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()

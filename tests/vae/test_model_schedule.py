@@ -22,8 +22,3 @@ def test_cosine_falls_from_lr_to_near_zero_and_constant_keeps_it():
 def test_an_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="lr_schedule='step' .allowed: constant, cosine"):
         TrainConfig(lr_schedule="step")
-
-
-def test_a_negative_correction_warmup_is_named():
-    with pytest.raises(ValueError, match="correction_warmup=-1 .need >= 0 epochs"):
-        TrainConfig(correction_warmup=-1)
