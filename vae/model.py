@@ -75,10 +75,10 @@ UPSAMPLES = ("nearest", "bilinear", "transposed")
 DECODERS = ("skip", "warp")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
 REFERENCE_EPS = 1e-3
-COARSE_SIGMA = 2.0
-"""Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
 """Values of the fields a checkpoint written before they existed was trained with."""
+COARSE_SIGMA = 2.0
+"""Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
 
 
 @dataclass(frozen=True)
@@ -606,7 +606,8 @@ class _FaceVAE(nn.Module):
 
     def _decode(self, z, identity, pose):
         """(logits, charge or None, moved or None) as `Decoder.parts`, for `decode_logits`'
-        arguments (with a target pose, the moved reference is moved to it too)."""
+        arguments (with a target pose and a coarse term, the moved reference is moved to it
+        too)."""
         identity = self._identity(identity, len(z))
         if identity is None:
             return self.decoder.parts(self._net_input(z))
@@ -620,7 +621,8 @@ class _FaceVAE(nn.Module):
                 self._net_input(z), [reference, *self.identity_encoder(reference)])
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
-                moved = self._pose_warp(moved, pose - own_pose)
+                if self.config.coarse_weight:
+                    moved = self._pose_warp(moved, pose - own_pose)
             return logits, charge, moved
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
