@@ -9,7 +9,11 @@ originals inside the reader's face box, 1 when a decoder adds no stripes or spec
 committed default, the warp decoder: 0.88 for surprised to 1.05 for neutral; the skip decoder
 before it: 1.04 to 1.14); and the pale patches: how much brighter (grey levels, 0-255) the
 reconstructions are than the originals on the forehead between fringe and brows and on the
-cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush).
+cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush); and, for warp
+decoders, the brow lift: how far up (pixels) the flow moves the reference's brows at most
+(`BROW_BAND`; raised brows in the procedural faces sit 3-5 px above the reference's).
+A brow the flow does not carry is painted by the correction: a pale band where the old one is
+erased, two arcs where move and paint disagree.
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --checkpoint ""     # the store only
@@ -56,6 +60,34 @@ def pale(recon: np.ndarray, originals: np.ndarray, region: str) -> float:
     return float(255.0 * (recon - originals)[:, 0, rows][..., cols].mean())
 
 
+BROW_BAND = ((0.3, 0.46), (0.2, 0.8))
+"""Rows and columns of the frame holding both brows (neutral and raised), fractions."""
+
+
+def _band(h: int, w: int) -> tuple[slice, slice]:
+    (top, bottom), (left, right) = BROW_BAND
+    return slice(round(top * h), round(bottom * h)), slice(round(left * w), round(right * w))
+
+
+@torch.no_grad()
+def brow_lift(model, faces, rows) -> float:
+    """Mean over the faces `rows` of the largest upward displacement (pixels) of the warp
+    decoder's flow field, resized to the frame as `vae.model.warp` resizes it, in `BROW_BAND`."""
+    from vae.metrics import reconstruct
+
+    flows = []
+    hook = model.decoder.flow.register_forward_hook(lambda _m, _i, out: flows.append(out))
+    try:
+        reconstruct(model, faces, rows)
+    finally:
+        hook.remove()
+    h, w = faces.image_size
+    up = -model.decoder.max_shift * torch.tanh(torch.cat(flows))[:, 1:2]  # y is down
+    up = torch.nn.functional.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)
+    band_rows, band_cols = _band(h, w)
+    return float(up[:, 0, band_rows, band_cols].amax(dim=(1, 2)).mean())
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="data/faces.h5", help="face store (default data/faces.h5)")
@@ -90,6 +122,7 @@ def main(argv=None) -> None:
           f"{r['observer_accuracy_reconstructions']:.0%}, retention {r['retention']:.2f}")
     box = face_box(faces.image_size)
     originals = faces.images[val][:, None].astype(np.float32) / 255.0
+    warps = getattr(loaded.model.config, "decoder", "") == "warp"
     for c, (n, e) in enumerate(r["per_emotion"].items()):
         kept = "-" if e["retention"] is None else f"{e['retention']:.2f}"
         mine = labels[val] == c
@@ -97,7 +130,9 @@ def main(argv=None) -> None:
               f"{e['observer_accuracy_reconstructions']:4.0%}  retention {kept}  stipple "
               f"{stipple_ratio(recon[mine], originals[mine], box):.2f}  paler: forehead "
               f"{pale(recon[mine], originals[mine], 'forehead'):+.1f} cheeks "
-              f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}")
+              f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}"
+              + (f"  brow lift {brow_lift(loaded.model, faces, val[mine]):.1f} px" if warps
+                 else ""))
 
 
 if __name__ == "__main__":

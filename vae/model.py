@@ -49,6 +49,10 @@ Loss (per image, averaged over the batch):
                     one emotion together on the sphere).
   + correction_weight * sum over pixels of |correction| (warp decoders: logits painted over the
                     moved reference; with edge_price, more on the moved reference's edges).
+  + coarse_weight * sum over pixels of (blurred moved reference - blurred target)^2 (warp
+                    decoders; grey levels in [0, 1], Gaussian blur of `COARSE_SIGMA` px): the flow
+                    alone judged on coarse images, so a feature several pixels from where the
+                    target has it still pulls the flow towards it (see `blur`).
 
 This module never reads files; checkpoints live in `vae.checkpoint`.
 """
@@ -73,6 +77,8 @@ LEGACY = {"kind": "plain", "upsample": "transposed"}
 REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
 """Values of the fields a checkpoint written before they existed was trained with."""
+COARSE_SIGMA = 2.0
+"""Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,12 @@ class ModelConfig:
     correction_cell: warp only, the correction is painted on cells of this many pixels and
         resized bilinearly (1: per pixel; 2: at half resolution, smooth, no single-pixel
         speckle).
+    coarse_weight: warp only, weight of the coarse flow term: the sum over pixels of the squared
+        difference (grey levels in [0, 1]) between the moved reference WITHOUT its correction
+        and the target, both blurred (`COARSE_SIGMA`). Bilinear sampling gives the flow a
+        gradient only from features within about a pixel of where it reads, so a brow whose
+        target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
+        difference reaches that far (0: no such term).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -142,6 +154,7 @@ class ModelConfig:
     pose_warp: bool = True
     mouth_price: float = 1.0
     correction_cell: int = 1
+    coarse_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -196,6 +209,10 @@ class ModelConfig:
                             f"{self.correction_cell} (need price >= 0, cell 1 or 2)")
         elif (self.mouth_price != 1 or self.correction_cell != 1) and self.decoder != "warp":
             problems.append("mouth_price and correction_cell need decoder='warp'")
+        if self.coarse_weight < 0:
+            problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
+        elif self.coarse_weight and self.decoder != "warp":
+            problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -334,7 +351,8 @@ class Decoder(nn.Module):
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
             the reference. With fine_shift, a second flow (2, H/2, W/2) from the second stage
-            is added to the coarse one and the reference is moved again by their sum.
+            is added to the coarse one and the reference is moved again by their sum. The moved
+            reference is also returned: coarse_weight judges it, blurred, against the target.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -396,9 +414,10 @@ class Decoder(nn.Module):
         return self.max_shift * torch.tanh(self.flow(h4))
 
     def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
-        """(logits (n, 1, H, W), charge (n, 1, H, W) or None): the pre-sigmoid pixel values
-        (the loss uses these for a stable BCE) and, for warp decoders, what the correction
-        painted over the moved reference costs per pixel (`_charge`; the loss prices its sum).
+        """(logits (n, 1, H, W), charge (n, 1, H, W) or None, moved (n, 1, H, W) or None): the
+        pre-sigmoid pixel values (the loss uses these for a stable BCE) and, for warp decoders,
+        what the correction painted over the moved reference costs per pixel (`_charge`; the
+        loss prices its sum) and the moved reference itself, in [0, 1] (the coarse flow term).
 
         z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
@@ -406,7 +425,7 @@ class Decoder(nn.Module):
         """
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
-            return self.deconv(h), None
+            return self.deconv(h), None, None
         if self.conditioned:
             ref, half, quarter = skips
             films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
@@ -428,11 +447,12 @@ class Decoder(nn.Module):
                                      align_corners=False) + fine
                 ref = warp(still, flow, cell=2)
         if not self.conditioned:
-            return self.out(h), None
+            return self.out(h), None, None
         if not self.warps:
-            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None
+            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = on_cells(self.out(h), self.correction_cell)
-        return correction + torch.logit(ref, eps=REFERENCE_EPS), self._charge(correction, ref)
+        return (correction + torch.logit(ref, eps=REFERENCE_EPS), self._charge(correction, ref),
+                ref)
 
     def _charge(self, correction: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
         """What each pixel of the correction (n, 1, H, W) costs, in units of correction_weight:
@@ -479,6 +499,20 @@ def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
         return h
     scale, shift = film[:, :, None, None].chunk(2, dim=1)
     return h * (1.0 + scale) + shift
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Images (n, c, H, W) convolved with a Gaussian of standard deviation sigma pixels (taps
+    to 3 sigma, edges repeated), each channel on its own."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1)  # (c, 1, taps)
+    c = images.shape[1]
+    rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"),
+                    kernel[:, :, None, :], groups=c)
+    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="replicate"),
+                    kernel[:, :, :, None], groups=c)
 
 
 def warp(maps: torch.Tensor, flow: torch.Tensor, cell: int = 4) -> torch.Tensor:
@@ -571,7 +605,9 @@ class _FaceVAE(nn.Module):
         return self._decode(z, identity, pose)[0]
 
     def _decode(self, z, identity, pose):
-        """(logits, charge or None) as `Decoder.parts`, for `decode_logits`' arguments."""
+        """(logits, charge or None, moved or None) as `Decoder.parts`, for `decode_logits`'
+        arguments (with a target pose and a coarse term, the moved reference is moved to it
+        too)."""
         identity = self._identity(identity, len(z))
         if identity is None:
             return self.decoder.parts(self._net_input(z))
@@ -581,11 +617,13 @@ class _FaceVAE(nn.Module):
         if self.config.decoder == "warp":
             # the decoder's layers see what they see when decoding (the reference and the code);
             # in training the drawn face is then moved, as a whole, to the target's pose
-            logits, charge = self.decoder.parts(self._net_input(z),
-                                                [reference, *self.identity_encoder(reference)])
+            logits, charge, moved = self.decoder.parts(
+                self._net_input(z), [reference, *self.identity_encoder(reference)])
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
-            return logits, charge
+                if self.config.coarse_weight:
+                    moved = self._pose_warp(moved, pose - own_pose)
+            return logits, charge, moved
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
             reference = self._pose_warp(reference, change)
@@ -626,9 +664,10 @@ class _FaceVAE(nn.Module):
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
         default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
         Warp decoders add correction_weight * the summed charge of their correction (|correction|,
-        more on the reference's edges with edge_price) to the total.
+        more on the reference's edges with edge_price) to the total, and coarse_weight * the
+        summed squared difference of the blurred moved reference and the blurred target.
         """
-        out, recon_logits, charge = self._forward(x, generator, reference)
+        out, recon_logits, charge, moved = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
         if pixel_weight is not None:
             recon = recon * pixel_weight
@@ -638,6 +677,9 @@ class _FaceVAE(nn.Module):
         total = recon + kl + self.config.class_weight * ce
         if charge is not None:
             total = total + self.config.correction_weight * charge.flatten(1).sum(1).mean()
+        if self.config.coarse_weight:
+            coarse = (blur(moved, COARSE_SIGMA) - blur(x, COARSE_SIGMA)).square()
+            total = total + self.config.coarse_weight * coarse.flatten(1).sum(1).mean()
         return Losses(total, recon, kl, ce), out
 
     def forward(
@@ -650,15 +692,16 @@ class _FaceVAE(nn.Module):
         return self._forward(x, generator, reference)[0]
 
     def _output(self, x, mu, z, kl, reference):
-        """(VAEOutput, reconstruction logits, the correction's charge or None) for `loss`."""
+        """(VAEOutput, reconstruction logits, the correction's charge or None, the moved
+        reference or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
             pose = self.pose_encoder(x) if self.config.pose_warp else None
-            recon_logits, charge = self._decode(z, identity, pose)
+            recon_logits, charge, moved = self._decode(z, identity, pose)
         else:
-            recon_logits, charge = self._decode(z, None, None)
+            recon_logits, charge, moved = self._decode(z, None, None)
         out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)
-        return out, recon_logits, charge
+        return out, recon_logits, charge, moved
 
     def _forward(self, x, generator, reference):
         raise NotImplementedError

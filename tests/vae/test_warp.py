@@ -4,6 +4,8 @@ network draws the reference, the correction is priced, training runs the decoder
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -133,6 +135,8 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "warp", "correction_cell": 3}, "cell 1 or 2"),
     ({"decoder": "warp", "mouth_price": -1.0}, "price >= 0"),
     ({"decoder": "skip", "mouth_price": 0.5}, "need decoder='warp'"),
+    ({"decoder": "warp", "coarse_weight": -1.0}, "coarse_weight=-1.0"),
+    ({"decoder": "skip", "coarse_weight": 1.0}, "coarse_weight needs decoder='warp'"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
@@ -196,3 +200,35 @@ def test_a_correction_on_cells_has_no_single_pixel_detail():
     z = torch.nn.functional.normalize(torch.randn(3, 3), dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model.decode(z, model.identity_code(ref)), ref)
+
+
+def test_the_coarse_term_pulls_the_flow_towards_a_brow_4_px_higher_where_bilinear_cannot():
+    """A dark brow 2 px thick in the reference, 4 px higher in the target, the flow half a pixel
+    down (between pixels): the reconstruction gives the flow no gradient at all (bilinear
+    sampling sees about a pixel), while coarse_weight's blurred difference of the moved
+    reference and the target (the blur checked against scipy's Gaussian filter) moves it up."""
+    from scipy.ndimage import gaussian_filter
+
+    from vae.model import COARSE_SIGMA, blur
+
+    skin = torch.full((2, 1, 16, 12), 0.8)
+    ref, target = skin.clone(), skin.clone()
+    ref[..., 9:11, :] = 0.2
+    target[..., 5:7, :] = 0.2
+    torch.testing.assert_close(
+        blur(target, COARSE_SIGMA),
+        torch.from_numpy(gaussian_filter(target.numpy(), (0, 0, COARSE_SIGMA, COARSE_SIGMA),
+                                         mode="nearest", truncate=3.0)))
+
+    def flow_pull(coarse_weight):
+        """d loss / d (the flow's downward shift, one bias for the whole frame)."""
+        model = build_model(ModelConfig(**WARP, coarse_weight=coarse_weight), seed=2)
+        with torch.no_grad():
+            model.decoder.flow.bias[1] = math.atanh(0.5 / model.decoder.max_shift)
+        losses, _ = model.loss(target, torch.tensor([0, 0]), torch.Generator().manual_seed(0),
+                               ref)
+        losses.total.backward()
+        return model.decoder.flow.bias.grad[1].item()
+
+    assert flow_pull(0.0) == pytest.approx(0.0, abs=1e-3)
+    assert flow_pull(10.0) > 10.0  # descent moves the flow up, towards the target's brow
