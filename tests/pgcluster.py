@@ -1,8 +1,11 @@
 """A throwaway PostgreSQL cluster for tests and benchmarks (Debian's `postgresql` package).
 
-initdb + pg_ctl on a temporary folder, listening only on a Unix socket in that folder (no TCP
-port at all), trust authentication, stopped and deleted at the end. As root (CI) the server
-runs as the `postgres` user, which the package creates; PostgreSQL refuses to run as root.
+initdb on a temporary folder, then the server (`postgres`) as a child of this process,
+listening only on a Unix socket in that folder (no TCP port at all), trust authentication,
+stopped and deleted at the end. As root (CI) the server runs as the `postgres` user, which the
+package creates; PostgreSQL refuses to run as root. The server is not left behind when this
+process is killed before it stops it: it gets SIGQUIT (PostgreSQL's immediate shutdown) when
+this process ends (`orphans.popen`), where `pg_ctl start` would have detached it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
+
+from orphans import popen
 
 
 def _binary(name: str) -> str:
@@ -35,6 +42,7 @@ class Cluster:
         self.data = self.folder / "data"
         self.port = 5432  # only names the socket file; nothing listens on TCP
         self._as_postgres = os.geteuid() == 0
+        self._server: subprocess.Popen | None = None
 
     def _run(self, *cmd: str) -> None:
         if self._as_postgres:
@@ -52,11 +60,24 @@ class Cluster:
     def halt(self) -> None:
         """Stop the server at once, as a crash would (the data stay: `resume` starts it again)."""
         self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._server.wait(timeout=60)
 
-    def resume(self) -> None:
-        self._run(_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
-                  "-o", f"-k {self.folder} -p {self.port} -c listen_addresses='' "
-                        "-c max_connections=200", "start")
+    def resume(self, timeout: float = 120.0) -> None:
+        """Start the server on the cluster's data and wait until it accepts connections."""
+        with open(self.folder / "log", "a") as log:
+            owner = {"user": "postgres", "group": "postgres", "extra_groups": []} \
+                if self._as_postgres else {}
+            self._server = popen(
+                [_binary("postgres"), "-D", str(self.data), "-k", str(self.folder),
+                 "-p", str(self.port), "-c", "listen_addresses=", "-c", "max_connections=200"],
+                death_signal=signal.SIGQUIT, stdout=log, stderr=subprocess.STDOUT, **owner)
+        deadline = time.monotonic() + timeout
+        while subprocess.run([_binary("pg_isready"), "-q", "-h", str(self.folder), "-p",
+                              str(self.port)], timeout=30).returncode != 0:
+            if self._server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not start:\n"
+                                   + (self.folder / "log").read_text())
+            time.sleep(0.05)
 
     def stop(self) -> None:
         try:

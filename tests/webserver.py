@@ -3,8 +3,10 @@ it over HTTP (and kill -9 of it mid-study), and a session walked in-process besi
 tests and benchmarks.
 
 The server runs in its own process group, so `kill9()` takes uvicorn's workers down with it,
-as a crash of the machine's server would. `wait_ready` polls until the page is served (or the
-process has died, then its output is in the error): no guessed sleeps.
+as a crash of the machine's server would, and it ends when the process that started it ends
+(`orphans.popen`), even when that is killed before its fixtures stop it. `wait_ready` polls
+until the page is served (or the process has died, then its output is in the error): no
+guessed sleeps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx2
+from orphans import popen
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -64,8 +67,8 @@ class Server:
                self.db_url, "--port", str(self.port), "--workers", str(self.workers)]
         env = {**os.environ, "MCMCP_EXPERIMENTER_TOKEN": self.token}
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = popen(cmd, cwd=self.root, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.wait_ready(timeout)
         except BaseException:

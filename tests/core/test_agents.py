@@ -9,7 +9,7 @@ from scipy.special import expit
 from scipy.stats import vonmises_fisher
 
 from mcmcp.agents import (
-    DECODE_BATCH,
+    BATCH,
     CallableAgent,
     ClassifierAgent,
     LatentAgent,
@@ -148,11 +148,11 @@ def test_observer_agent_decodes_each_new_code_once_in_batches():
     model.decode = counting_decode
     observer = ObserverClassifier().eval()
     agent = ObserverAgent(model, observer, cells=0, exponent=1.0)  # exact: no table
-    n = 1500  # the same 1500 codes on both sides: 1500 to decode, in DECODE_BATCH batches
+    n = 1500  # the same 1500 codes on both sides: 1500 to decode, in batches of BATCH
     left, right = fibonacci_sphere(n), fibonacci_sphere(n)[::-1]
     c = agent.choose("angry", left, right, np.random.default_rng(0))
     assert c.chose_right.shape == (n,) and agent.name == "observer"
-    assert calls == [DECODE_BATCH, n - DECODE_BATCH]
+    assert calls == [BATCH] * (n // BATCH) + [n % BATCH]
     # the next trial: the chains' current faces were scored already, only proposals are new
     calls.clear()
     proposals = sample_uniform(10, 3, np.random.default_rng(1))

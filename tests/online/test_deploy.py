@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from orphans import popen
 from playwright.async_api import async_playwright
 from webserver import BROWSER_ARGS, CHROMIUM, ROOT, Server, free_port
 
@@ -84,7 +85,7 @@ class Nginx:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         args = [nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf")]
         subprocess.run([*args, "-t"], check=True, capture_output=True)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while True:
             assert self.proc.poll() is None, self.proc.stderr.read()
