@@ -74,9 +74,9 @@ KINDS = ("identity", "plain")
 UPSAMPLES = ("nearest", "bilinear", "transposed")
 DECODERS = ("skip", "warp")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
+"""Values of the fields a checkpoint written before they existed was trained with."""
 REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
-"""Values of the fields a checkpoint written before they existed was trained with."""
 COARSE_SIGMA = 2.0
 """Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
 
