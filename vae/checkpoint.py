@@ -7,8 +7,11 @@ Keys: format, version, model_config, train_config, data_hash, metrics, state_dic
 identity model draws when given none), and for resuming training optionally epoch and optimizer.
 
 Format 1 (before identity models) still loads: its model_config lacks `kind` and `upsample`,
-which are then the seed study's values (`vae.model.LEGACY`). A checkpoint is finished when its
-`epoch` reached train_config["epochs"] (per-epoch checkpoints of a running training are not).
+which are then the seed study's values (`vae.model.LEGACY`). A checkpoint that recorded one of
+the model options since taken out (`RETIRED`) at the value that turned it off loads as before;
+at any other value it is refused, naming the commit whose code reads it. A checkpoint is
+finished when its `epoch` reached train_config["epochs"] (per-epoch checkpoints of a running
+training are not).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from vae.model import LEGACY, GaussianVAE, ModelConfig, SphereVAE, build_model
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
+RETIRED = {"fine_shift": 0.0, "edge_price": 0.0, "pose_rows": 1.0, "pose_warp": True,
+           "mouth_price": 1.0, "correction_cell": 1}
+"""Model options that lost their trials (docs/faces.md) and were taken out, with the value
+that turned each off; the last code that has them is RETIRED_AT's."""
+RETIRED_AT = "e6bf494"
 
 
 @dataclass
@@ -134,7 +142,13 @@ def load_checkpoint(
         )
     try:
         legacy = LEGACY if payload["format"] == 1 else {}
-        config = ModelConfig(**{**legacy, **payload["model_config"]})
+        fields = dict(payload["model_config"])
+        used = {k: fields.pop(k) for k in list(fields) if k in RETIRED}
+        kept = [f"{k}={v!r}" for k, v in used.items() if v != RETIRED[k]]
+        if kept:
+            raise ValueError(f"it was trained with {', '.join(kept)}, an option since taken out "
+                             f"of vae.model (docs/faces.md); use the code of commit {RETIRED_AT}")
+        config = ModelConfig(**{**legacy, **fields})
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} has an unusable model_config: {err}") from err
     if expect_latent_dim is not None and config.latent_dim != expect_latent_dim:

@@ -48,7 +48,7 @@ Loss (per image, averaged over the batch):
   + class_weight * cross-entropy of the classifier head's LOGITS on z (the label pulls faces of
                     one emotion together on the sphere).
   + correction_weight * sum over pixels of |correction| (warp decoders: logits painted over the
-                    moved reference; with edge_price, more on the moved reference's edges).
+                    moved reference).
   + coarse_weight * sum over pixels of (blurred moved reference - blurred target)^2 (warp
                     decoders; grey levels in [0, 1], Gaussian blur of `COARSE_SIGMA` px): the flow
                     alone judged on coarse images, so a feature several pixels from where the
@@ -104,26 +104,9 @@ class ModelConfig:
     max_shift: warp only, the largest displacement of the flow field, pixels.
     correction_weight: warp only, loss weight per pixel of |correction| (logits): the price
         of painting over the moved reference instead of moving it.
-    fine_shift: warp only, the largest displacement (pixels) of a second, finer flow level at
-        1/2 resolution added to the coarse one before the reference is moved (0: none).
-    edge_price: warp only, how much more a pixel of correction costs where the moved
-        reference has edges (brows, lids, lip line): the price per pixel is correction_weight
-        x (1 + edge_price x edge / mean edge), so the decoder moves an edge instead of erasing
-        and repainting it (0: the same price everywhere).
     identity_channels: conv widths of the reference face's features at 1/2 and 1/4 resolution.
     pose_dim: size of the pose code read from an 8x8 thumbnail of a face (identity models):
         it lets training align the reference face to each target's head pose and light.
-    pose_rows: the share of the frame's rows, from the top, that the pose thumbnail reads
-        (1: the whole frame; 0.5: hair, forehead and eyes, not the cheeks and mouth, whose
-        expression would otherwise leak into the pose warp).
-    pose_warp: identity models, move the reference (skip) or the drawn face (warp) to each
-        training target's pose; false: the face keeps the reference's pose in training too.
-    mouth_price: warp only, the correction's price inside the mouth region (`mouth_region`)
-        relative to elsewhere (1: the same price; 0.25: a quarter, so the dark of teeth, an
-        open mouth and lip lines is painted where no move can make it).
-    correction_cell: warp only, the correction is painted on cells of this many pixels and
-        resized bilinearly (1: per pixel; 2: at half resolution, smooth, no single-pixel
-        speckle).
     coarse_weight: warp only, weight of the coarse flow term: the sum over pixels of the squared
         difference (grey levels in [0, 1]) between the moved reference WITHOUT its correction
         and the target, both blurred (`COARSE_SIGMA`). Bilinear sampling gives the flow a
@@ -148,12 +131,6 @@ class ModelConfig:
     decoder: str = "skip"
     max_shift: float = 4.0
     correction_weight: float = 0.002
-    fine_shift: float = 0.0
-    edge_price: float = 0.0
-    pose_rows: float = 1.0
-    pose_warp: bool = True
-    mouth_price: float = 1.0
-    correction_cell: int = 1
     coarse_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -197,18 +174,6 @@ class ModelConfig:
         if not self.max_shift > 0 or self.correction_weight < 0:
             problems.append(f"max_shift={self.max_shift}, correction_weight="
                             f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
-        if self.fine_shift < 0 or self.edge_price < 0:
-            problems.append(f"fine_shift={self.fine_shift}, edge_price={self.edge_price} "
-                            "(need both >= 0; 0 turns them off)")
-        elif (self.fine_shift or self.edge_price) and self.decoder != "warp":
-            problems.append("fine_shift and edge_price need decoder='warp'")
-        if not 0 < self.pose_rows <= 1:
-            problems.append(f"pose_rows={self.pose_rows} (need 0 < share <= 1)")
-        if self.mouth_price < 0 or self.correction_cell not in (1, 2):
-            problems.append(f"mouth_price={self.mouth_price}, correction_cell="
-                            f"{self.correction_cell} (need price >= 0, cell 1 or 2)")
-        elif (self.mouth_price != 1 or self.correction_cell != 1) and self.decoder != "warp":
-            problems.append("mouth_price and correction_cell need decoder='warp'")
         if self.coarse_weight < 0:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
@@ -322,18 +287,16 @@ class PoseEncoder(nn.Module):
 
     An 8x8 thumbnail shows where the head is, its tilt and size and where the light comes
     from, but hardly the brows or the mouth, so the pose code has little room for expression
-    (which must go through the sphere). With `pose_rows` < 1 the thumbnail is of the top rows
-    only (the cheeks and mouth left out).
+    (which must go through the sphere).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.rows = max(1, round(config.pose_rows * config.image_size[0]))
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
                                  nn.Linear(32, config.pose_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(F.adaptive_avg_pool2d(x[..., : self.rows, :], (8, 8)))
+        return self.net(F.adaptive_avg_pool2d(x, (8, 8)))
 
 
 class Decoder(nn.Module):
@@ -350,9 +313,8 @@ class Decoder(nn.Module):
             carried, not erased and redrawn (no ghost where it was); the loss prices the
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
-            the reference. With fine_shift, a second flow (2, H/2, W/2) from the second stage
-            is added to the coarse one and the reference is moved again by their sum. The moved
-            reference is also returned: coarse_weight judges it, blurred, against the target.
+            the reference. The moved reference is also returned: coarse_weight judges it,
+            blurred, against the target.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -396,17 +358,6 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
-            self.edge_price = config.edge_price
-            self.correction_cell = config.correction_cell
-            # the correction's price per pixel, 1 outside the mouth (not saved: it is the frame's)
-            self.register_buffer("price", 1.0 + (config.mouth_price - 1.0) * mouth_region(
-                config.image_size), persistent=False)
-        self.fine = None
-        if self.warps and config.fine_shift:
-            self.fine_shift = config.fine_shift
-            self.fine = nn.Conv2d(c1, 2, 3, padding=1)
-            nn.init.zeros_(self.fine.weight)
-            nn.init.zeros_(self.fine.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -416,8 +367,8 @@ class Decoder(nn.Module):
     def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
         """(logits (n, 1, H, W), charge (n, 1, H, W) or None, moved (n, 1, H, W) or None): the
         pre-sigmoid pixel values (the loss uses these for a stable BCE) and, for warp decoders,
-        what the correction painted over the moved reference costs per pixel (`_charge`; the
-        loss prices its sum) and the moved reference itself, in [0, 1] (the coarse flow term).
+        |correction| per pixel (logits painted over the moved reference; the loss prices its
+        sum) and the moved reference itself, in [0, 1] (the coarse flow term).
 
         z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
@@ -439,58 +390,14 @@ class Decoder(nn.Module):
             skip = {4: quarter, 2: half, 1: ref}[stage]
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
-                flow, still = self.flow_field(h), ref
+                flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
-            if stage == 2 and self.fine is not None:  # a finer flow added to the coarse one
-                fine = self.fine_shift * torch.tanh(self.fine(h))
-                flow = F.interpolate(flow, size=fine.shape[2:], mode="bilinear",
-                                     align_corners=False) + fine
-                ref = warp(still, flow, cell=2)
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
-        correction = on_cells(self.out(h), self.correction_cell)
-        return (correction + torch.logit(ref, eps=REFERENCE_EPS), self._charge(correction, ref),
-                ref)
-
-    def _charge(self, correction: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
-        """What each pixel of the correction (n, 1, H, W) costs, in units of correction_weight:
-        |correction| x the mouth region's price (`mouth_price`), times 1 + edge_price x (the
-        moved reference's edge strength over its mean) (the edges are not trained through: the
-        price must not push the flow off them)."""
-        if not self.edge_price:
-            return correction.abs() * self.price
-        m = moved.detach()
-        edge = (F.pad((m[..., :, 1:] - m[..., :, :-1]).abs(), (0, 1))
-                + F.pad((m[..., 1:, :] - m[..., :-1, :]).abs(), (0, 0, 0, 1)))
-        edge = edge / edge.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        return correction.abs() * self.price * (1.0 + self.edge_price * edge)
-
-
-MOUTH = (0.69, 0.5, 0.09, 0.17)
-"""The mouth region of the frame (procedural faces; `vae.align` frames photos alike): centre
-row and column, half height and half width, as fractions of the frame's height and width."""
-
-
-def mouth_region(image_size: tuple[int, int]) -> torch.Tensor:
-    """(1, 1, H, W) soft mask of the frame's mouth region (`MOUTH`): 1 at its centre, 0.5 on
-    the ellipse of its half height and width, towards 0 outside (a Gaussian, no learning)."""
-    h, w = image_size
-    row, col, half_h, half_w = MOUTH
-    y = (torch.arange(h, dtype=torch.float32) + 0.5) / h
-    x = (torch.arange(w, dtype=torch.float32) + 0.5) / w
-    r2 = ((y[:, None] - row) / half_h) ** 2 + ((x[None, :] - col) / half_w) ** 2
-    return torch.exp(-math.log(2.0) * r2)[None, None]
-
-
-def on_cells(maps: torch.Tensor, cell: int) -> torch.Tensor:
-    """Maps (n, c, h, w) averaged over cells of cell x cell pixels, then resized bilinearly back
-    to (h, w): no detail finer than a cell (cell 1: the maps as they are)."""
-    if cell == 1:
-        return maps
-    return F.interpolate(F.avg_pool2d(maps, cell), size=maps.shape[2:], mode="bilinear",
-                         align_corners=False)
+        correction = self.out(h)
+        return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
@@ -663,9 +570,9 @@ class _FaceVAE(nn.Module):
 
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
         default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
-        Warp decoders add correction_weight * the summed charge of their correction (|correction|,
-        more on the reference's edges with edge_price) to the total, and coarse_weight * the
-        summed squared difference of the blurred moved reference and the blurred target.
+        Warp decoders add correction_weight * the summed |correction| to the total, and
+        coarse_weight * the summed squared difference of the blurred moved reference and the
+        blurred target.
         """
         out, recon_logits, charge, moved = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
@@ -696,7 +603,7 @@ class _FaceVAE(nn.Module):
         reference or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            pose = self.pose_encoder(x) if self.config.pose_warp else None
+            pose = self.pose_encoder(x)
             recon_logits, charge, moved = self._decode(z, identity, pose)
         else:
             recon_logits, charge, moved = self._decode(z, None, None)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 import typing
@@ -34,7 +33,6 @@ DEFAULT_CONFIG = "experiments/vae_default.yaml"
 DEFAULT_DATA = "data/faces.h5"
 DEFAULT_OBSERVER = "vae/checkpoints/observer.pt"
 DEFAULT_IDENTITY_OBSERVER = "vae/checkpoints/identity_observer.pt"
-LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,6 @@ class TrainConfig:
         poses at the model's image size, seed 0) when the file does not exist.
     epochs: total epochs (a resumed run continues up to this number).
     batch_size, lr: Adam minibatch size and learning rate.
-    lr_schedule: "constant" (lr throughout) or "cosine" (epoch e of E runs at
-        lr x (1 + cos(pi e / E)) / 2: full lr first, small steps at the end, which settle fine
-        detail such as a smile's lip line; a resumed run follows the same curve).
     seed: network initialisation, shuffling and posterior sampling.
     val_fraction, split_seed: identity-level validation split (`vae.store.split_by_identity`).
     device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -63,7 +58,6 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
-    lr_schedule: str = "constant"
     seed: int = 0
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -83,22 +77,12 @@ class TrainConfig:
             problems.append(f"lr={self.lr} (need > 0)")
         if not 0 < self.val_fraction < 1:
             problems.append(f"val_fraction={self.val_fraction} (need 0 < v < 1)")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule={self.lr_schedule!r} (allowed: "
-                            f"{', '.join(LR_SCHEDULES)})")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device={self.device!r} (allowed: auto, cpu, cuda)")
         if not self.expression_weight >= 0:
             problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
-
-
-def epoch_lr(config: TrainConfig, epoch: int) -> float:
-    """The learning rate of epoch `epoch` (0-based) under `config.lr_schedule`."""
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
-    return config.lr
 
 
 def _check_value(source: str, key: str, value, hint) -> object:
@@ -340,6 +324,8 @@ def train(
                              "(finished checkpoints keep none; train a new one with --out)")
         model.load_state_dict(loaded.model.state_dict())
         optimizer.load_state_dict(loaded.optimizer_state)
+        for group in optimizer.param_groups:  # the config's rate, not the one saved with it
+            group["lr"] = train_config.lr
         start_epoch, history = loaded.epoch, list(loaded.metrics.get("history", []))
         if start_epoch >= train_config.epochs:
             raise ValueError(
@@ -358,8 +344,6 @@ def train(
         initial=start_epoch, total=train_config.epochs,
     )
     for epoch in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(train_config, epoch)
         shuffle_gen, sample_gen = _epoch_generators(train_config.seed, epoch, device)
         order = torch.randperm(len(train_b), generator=shuffle_gen)
         model.train()

@@ -286,6 +286,26 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
+
+def test_a_checkpoint_with_a_retired_option_loads_only_where_it_was_off(tmp_path):
+    """Options taken out of vae.model (vae.checkpoint.RETIRED): recorded at the value that
+    turned them off, the checkpoint loads as before; at another value it is refused, naming the
+    option and the commit whose code reads it."""
+    model = build_model(TINY_MODEL, seed=2).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, TINY_MODEL, {"epochs": 1}, "abc", {})
+    payload = torch.load(path, weights_only=True)
+    for fields, loads in (({"pose_warp": True, "mouth_price": 1.0}, True),
+                          ({"pose_warp": False}, False), ({"fine_shift": 2.0}, False)):
+        older = tmp_path / "older.pt"
+        torch.save({**payload, "model_config": {**payload["model_config"], **fields}}, older)
+        if loads:
+            assert load_checkpoint(older).config == TINY_MODEL
+        else:
+            (name, value), = fields.items()
+            with pytest.raises(ValueError, match=rf"older\.pt.*{name}={value}.*taken out.*e6bf494"):
+                load_checkpoint(older)
+
+
 # ---------------------------------------------------------------- pure metrics
 
 
