@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     ids, weights = table.corners(x)  # (1000, 9) the nodes each point's answer came from
     nodes = table.nodes(ids.ravel()).reshape(*ids.shape, 3)
     angle = np.degrees(np.arccos(np.clip(np.einsum("nd,nkd->nk", x, nodes), -1, 1)))
-    angle[weights == 0] = 0.0  # a finest cell's unused fifth node
+    angle[weights == 0] = 0.0  # a node whose weight is 0 (the point on its row or column) is not used
     far = nodes[np.arange(len(x)), angle.argmax(axis=1)]
     with torch.inference_mode():
         seen = model.decode(torch.as_tensor(x, dtype=torch.float32))

@@ -69,23 +69,33 @@ def _band(h: int, w: int) -> tuple[slice, slice]:
     return slice(round(top * h), round(bottom * h)), slice(round(left * w), round(right * w))
 
 
-@torch.no_grad()
-def brow_lift(model, faces, rows) -> float:
-    """Mean over the faces `rows` of the largest upward displacement (pixels) of the warp
-    decoder's flow field, resized to the frame as `vae.model.warp` resizes it, in `BROW_BAND`."""
+def reconstruct_with_flows(model, faces, rows) -> tuple[np.ndarray, torch.Tensor | None]:
+    """`vae.metrics.reconstruct` of the faces `rows`, (n, 1, H, W), and for warp decoders the
+    pre-tanh output of their flow head for each face in the same order (n, 2, H/4, W/4), read
+    from that one reconstruction (None for other decoders)."""
     from vae.metrics import reconstruct
 
+    if getattr(model.config, "decoder", "") != "warp":
+        return reconstruct(model, faces, rows).numpy(), None
     flows = []
     hook = model.decoder.flow.register_forward_hook(lambda _m, _i, out: flows.append(out))
     try:
-        reconstruct(model, faces, rows)
+        recon = reconstruct(model, faces, rows).numpy()
     finally:
         hook.remove()
-    h, w = faces.image_size
-    up = -model.decoder.max_shift * torch.tanh(torch.cat(flows))[:, 1:2]  # y is down
+    return recon, torch.cat(flows)
+
+
+@torch.no_grad()
+def brow_lift(model, flows: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
+    """Per face, the largest upward displacement (pixels) of the warp decoder's flow field in
+    `BROW_BAND`, resized to the frame as `vae.model.warp` resizes it; flows: the flow head's
+    pre-tanh output (n, 2, H/4, W/4) (`reconstruct_with_flows`)."""
+    h, w = image_size
+    up = -model.decoder.max_shift * torch.tanh(flows)[:, 1:2]  # y is down
     up = torch.nn.functional.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)
     band_rows, band_cols = _band(h, w)
-    return float(up[:, 0, band_rows, band_cols].amax(dim=(1, 2)).mean())
+    return up[:, 0, band_rows, band_cols].amax(dim=(1, 2)).numpy()
 
 
 def main(argv=None) -> None:
@@ -96,7 +106,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from vae.checkpoint import load_checkpoint
-    from vae.metrics import expression_retention, reconstruct
+    from vae.metrics import expression_retention
     from vae.reader import NAME, face_box, load_reader
     from vae.store import read_store, split_by_identity
 
@@ -115,14 +125,14 @@ def main(argv=None) -> None:
     loaded = load_checkpoint(args.checkpoint)
     tc = loaded.train_config
     _, val = split_by_identity(faces.identities, tc["val_fraction"], tc["split_seed"])
-    recon = reconstruct(loaded.model, faces, val).numpy()
+    recon, flows = reconstruct_with_flows(loaded.model, faces, val)
+    lift = None if flows is None else brow_lift(loaded.model, flows, faces.image_size)
     r = expression_retention(probs[val], reader.predict_proba(recon), labels[val], names)
     print(f"{args.checkpoint}, {len(val)} held-out faces: originals "
           f"{r['observer_accuracy_originals']:.0%}, reconstructions "
           f"{r['observer_accuracy_reconstructions']:.0%}, retention {r['retention']:.2f}")
     box = face_box(faces.image_size)
     originals = faces.images[val][:, None].astype(np.float32) / 255.0
-    warps = getattr(loaded.model.config, "decoder", "") == "warp"
     for c, (n, e) in enumerate(r["per_emotion"].items()):
         kept = "-" if e["retention"] is None else f"{e['retention']:.2f}"
         mine = labels[val] == c
@@ -131,8 +141,7 @@ def main(argv=None) -> None:
               f"{stipple_ratio(recon[mine], originals[mine], box):.2f}  paler: forehead "
               f"{pale(recon[mine], originals[mine], 'forehead'):+.1f} cheeks "
               f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}"
-              + (f"  brow lift {brow_lift(loaded.model, faces, val[mine]):.1f} px" if warps
-                 else ""))
+              + ("" if lift is None else f"  brow lift {lift[mine].mean():.1f} px"))
 
 
 if __name__ == "__main__":

@@ -603,8 +603,7 @@ class _FaceVAE(nn.Module):
         reference or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            pose = self.pose_encoder(x)
-            recon_logits, charge, moved = self._decode(z, identity, pose)
+            recon_logits, charge, moved = self._decode(z, identity, self.pose_encoder(x))
         else:
             recon_logits, charge, moved = self._decode(z, None, None)
         out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)
