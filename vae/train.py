@@ -46,6 +46,9 @@ class TrainConfig:
     seed: network initialisation, shuffling and posterior sampling.
     val_fraction, split_seed: identity-level validation split (`vae.store.split_by_identity`).
     device: "auto" (CUDA when available), "cpu" or "cuda".
+    threads: torch's CPU threads while training. A CPU sum splits across threads, so the
+        thread count moves a result's last bits and, over 30 epochs, the model: a seed
+        reproduces a model only at the same count (1 trained the committed ones).
     expression_weight: strength of the per-pixel reconstruction weights where expression
         changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
     observer: emotion observer checkpoint for the readability metrics ("" to skip).
@@ -62,6 +65,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     device: str = "auto"
+    threads: int = 1
     expression_weight: float = 0.0
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
@@ -79,6 +83,8 @@ class TrainConfig:
             problems.append(f"val_fraction={self.val_fraction} (need 0 < v < 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device={self.device!r} (allowed: auto, cpu, cuda)")
+        if self.threads < 1:
+            problems.append(f"threads={self.threads} (need >= 1)")
         if not self.expression_weight >= 0:
             problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
         if problems:
@@ -237,7 +243,20 @@ def check_out(out: Path, resume: Path | None) -> None:
         out.parent.mkdir(parents=True)
 
 
-def train(
+def train(model_config, train_config: TrainConfig, out: str | Path, **options):
+    """Train (or resume) a VAE into the NEW file `out` on `train_config.threads` CPU threads
+    (the caller's count is restored after); see `_train` for the options and what it returns."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(train_config.threads)
+    try:
+        return _train(model_config, train_config, out, **options)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
     model_config,
     train_config: TrainConfig,
     out: str | Path,
@@ -471,6 +490,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: {d.expression_weight})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help=f"where to train (default: {d.device})")
+    p.add_argument("--threads", type=int,
+                   help=f"torch CPU threads (YAML default: {d.threads}; the count moves the "
+                        "trained model's bits, so a seed reproduces a model only at its count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     return p
 
@@ -490,7 +512,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_flags = {"kind": args.kind, "kappa": args.kappa, "prior": args.prior,
                    "latent_dim": args.latent_dim, "radius": args.radius}
     train_flags = {"epochs": args.epochs, "data": args.data, "seed": args.seed,
-                   "device": args.device, "expression_weight": args.expression_weight}
+                   "device": args.device, "threads": args.threads,
+                   "expression_weight": args.expression_weight}
     model_config = dataclasses.replace(
         model_config, **{k: v for k, v in model_flags.items() if v is not None}
     )

@@ -468,6 +468,28 @@ def test_committed_models_match_a_fresh_build_of_the_default_store(committed, de
     assert load_observer(IDENTITY_OBSERVER).data_hash == fresh
 
 
+@pytest.mark.slow
+def test_the_default_recipe_retraces_the_committed_default_on_any_machine(committed,
+                                                                          default_faces,
+                                                                          tmp_path):
+    """`python -m vae.train --config experiments/vae_default.yaml` reproduces the committed
+    model: its first epoch's losses equal the committed run's to the last bit, on the YAML's
+    one thread whatever the machine's cores (on two threads a CPU sum splits otherwise and the
+    losses differ in the 5th digit), and the caller's thread count is back afterwards."""
+    import dataclasses
+
+    model_config, train_config = load_config(ROOT / "experiments/vae_default.yaml")
+    assert model_config == committed.config and train_config.threads == 1
+    store = write_store(default_faces, tmp_path / "faces.h5")
+    before = torch.get_num_threads()
+    cfg = dataclasses.replace(train_config, data=str(store), epochs=1)
+    _, metrics = train(model_config, cfg, tmp_path / "one.pt", progress=False,
+                       final_metrics=False)
+    assert metrics["torch_threads"] == 1 and torch.get_num_threads() == before
+    saved = json.loads((ROOT / "vae/checkpoints/default.json").read_text())
+    assert metrics["history"][0] == saved["history"][0]
+
+
 def test_old_format_checkpoints_load_as_the_plain_seed_study_model(tmp_path):
     config = ModelConfig(**{**TINY_MODEL.to_dict(), "kind": "plain", "upsample": "transposed"})
     model = build_model(config, seed=4).eval()
