@@ -71,9 +71,8 @@ def _band(h: int, w: int) -> tuple[slice, slice]:
 
 def reconstruct_with_flows(model, faces, rows) -> tuple[np.ndarray, torch.Tensor | None]:
     """`vae.metrics.reconstruct` of the faces `rows`, (n, 1, H, W), and for warp decoders the
-    pre-tanh output of their flow head for each face in the same order (n, 2, H/4, W/4), or
-    (n, 2, H/2, W/2) for `flow_head: half`, read from that one reconstruction (None for other
-    decoders)."""
+    pre-tanh output of their flow head for each face in the same order (n, 2, H/4, W/4), read
+    from that one reconstruction (None for other decoders)."""
     from vae.metrics import reconstruct
 
     if getattr(model.config, "decoder", "") != "warp":
@@ -91,7 +90,7 @@ def reconstruct_with_flows(model, faces, rows) -> tuple[np.ndarray, torch.Tensor
 def brow_lift(model, flows: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
     """Per face, the largest upward displacement (pixels) of the warp decoder's flow field in
     `BROW_BAND`, resized to the frame as `vae.model.warp` resizes it; flows: the flow head's
-    pre-tanh output (n, 2, H/4, W/4) or (n, 2, H/2, W/2) (`reconstruct_with_flows`)."""
+    pre-tanh output (n, 2, H/4, W/4) (`reconstruct_with_flows`)."""
     h, w = image_size
     up = -model.decoder.max_shift * torch.tanh(flows)[:, 1:2]  # y is down
     up = torch.nn.functional.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)
