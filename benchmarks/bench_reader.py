@@ -13,7 +13,10 @@ cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush); 
 decoders, the brow lift: how far up (pixels) the flow moves the reference's brows at most
 (`BROW_BAND`; raised brows in the procedural faces sit 3-5 px above the reference's).
 A brow the flow does not carry is painted by the correction: a pale band where the old one is
-erased, two arcs where move and paint disagree.
+erased, two arcs where move and paint disagree. Last, the same by skin tone: the held-out
+children in thirds by their reference face's grey on the cheeks, each third's agreement on
+originals and reconstructions over the emotions the reader judges, and happy's (features drawn
+dark on dark skin have the least contrast to keep).
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --checkpoint ""     # the store only
@@ -98,6 +101,37 @@ def brow_lift(model, flows: torch.Tensor, image_size: tuple[int, int]) -> np.nda
     return up[:, 0, band_rows, band_cols].amax(dim=(1, 2)).numpy()
 
 
+def cheek_grey(faces, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) mean grey (0-255) of each row's reference face (its child's neutral,
+    `vae.identity.reference_indices`) over the `PALE` cheeks: the child's skin tone."""
+    from vae.identity import reference_indices
+
+    (top, bottom), spans = PALE["cheeks"]
+    h, w = faces.image_size
+    cols = np.concatenate([np.arange(round(a * w), round(b * w)) for a, b in spans])
+    refs = faces.images[reference_indices(faces)[rows]].astype(np.float64)
+    return refs[:, round(top * h):round(bottom * h)][..., cols].mean(axis=(1, 2))
+
+
+def by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
+            judged: list[int], happy: int, grey: np.ndarray, children: np.ndarray) -> list[str]:
+    """One line per third of the children (darkest first) by `grey`: the share of the judged
+    emotions' faces the reader reads as intended, originals -> reconstructions, and happy's."""
+    ids = np.unique(children)
+    tone = np.array([grey[children == c].mean() for c in ids])
+    lines = []
+    for name, third in zip(("darkest", "middle", "lightest"),
+                           np.array_split(ids[np.argsort(tone)], 3), strict=True):
+        mine = np.isin(children, third)
+        seen = mine & np.isin(labels, judged)
+        glad = mine & (labels == happy)
+        lo, hi = tone[np.isin(ids, third)].min(), tone[np.isin(ids, third)].max()
+        lines.append(f"  {name:8s} {len(third):2d} children (grey {lo:3.0f}-{hi:3.0f}): judged "
+                     f"emotions {right_orig[seen].mean():4.0%} -> {right_recon[seen].mean():4.0%}"
+                     f", happy {right_orig[glad].mean():4.0%} -> {right_recon[glad].mean():4.0%}")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="data/faces.h5", help="face store (default data/faces.h5)")
@@ -142,6 +176,13 @@ def main(argv=None) -> None:
               f"{pale(recon[mine], originals[mine], 'forehead'):+.1f} cheeks "
               f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}"
               + ("" if lift is None else f"  brow lift {lift[mine].mean():.1f} px"))
+    judged = [c for c, e in enumerate(r["per_emotion"].values()) if e["retention"] is not None]
+    print("by skin tone (the reference's grey on the cheeks), share read as intended:")
+    read_orig = probs[val].argmax(1) == labels[val]
+    read_recon = reader.predict_proba(recon).argmax(1) == labels[val]
+    for line in by_tone(read_orig, read_recon, labels[val], judged, names.index("happy"),
+                        cheek_grey(faces, val), np.asarray(faces.identities)[val].astype(str)):
+        print(line)
 
 
 if __name__ == "__main__":
