@@ -113,12 +113,6 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
-    second_flow: warp only, a second flow field (the first plus a change from its own head,
-        each within +-max_shift) moves a second copy of the reference, and the drawn face is
-        the darker of the two copies at each pixel, plus the correction. One flow cannot split
-        the neutral mouth's single lip line into a smile's two lips (it moves the line, it
-        cannot copy it); a second copy can lay the other lip, and can only darken, so it
-        paints no pale patch (false: one flow).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -138,7 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    second_flow: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -185,9 +178,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.second_flow and self.decoder != "warp":
-            problems.append("second_flow=true needs decoder='warp' (it moves a second copy of "
-                            "the reference)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -324,9 +314,7 @@ class Decoder(nn.Module):
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
             the reference. The moved reference is also returned: coarse_weight judges it,
-            blurred, against the target. With `second_flow` a second flow (the first plus
-            its own change, zero at first) moves a second copy of the reference, and the
-            moved reference is the darker of the two copies per pixel.
+            blurred, against the target.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -370,12 +358,6 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
-            # zero: the second copy starts where the first is, so the two draw one face
-            self.second_flow = None
-            if config.second_flow:
-                self.second_flow = nn.Conv2d(c2, 2, 3, padding=1)
-                nn.init.zeros_(self.second_flow.weight)
-                nn.init.zeros_(self.second_flow.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -409,11 +391,7 @@ class Decoder(nn.Module):
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
-                moved = warp(ref, flow)
-                if self.second_flow is not None:  # the darker of two moved copies
-                    second = flow + self.max_shift * torch.tanh(self.second_flow(h))
-                    moved = torch.minimum(moved, warp(ref, second))
-                half, ref = warp(half, flow), moved
+                half, ref = warp(half, flow), warp(ref, flow)
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
