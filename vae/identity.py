@@ -9,8 +9,6 @@ identity path (`reference_indices`).
 `expression_pixel_weights` finds, from the data alone (so it works for CAFE as for the
 procedural faces), the pixels whose value changes with the emotion within a child: the loss can
 weight them up so that the small features carrying expression (brows, eyes, mouth) are kept.
-`emotion_pixel_weights` splits that map by emotion: each emotion's own pixels (a smile's corners
-and raised cheeks, which the pooled map leaves below 1 because open mouths and brows dominate it).
 
 Pure numpy on `FaceSet`s: no files, no torch.
 """
@@ -123,47 +121,3 @@ def expression_pixel_weights(faceset: FaceSet, indices=None, strength: float = 1
     # below 1e-12 (pixel values in [0, 1]) the variance is rounding noise: nothing changes
     weights = 1.0 + strength * (variance / scale if scale > 1e-12 else np.zeros_like(variance))
     return (weights / weights.mean()).astype(np.float32)
-
-
-def emotion_pixel_weights(faceset: FaceSet, indices=None, strength: float = 1.0) -> np.ndarray:
-    """(n_classes, H, W) float32 reconstruction weights, one map per emotion, each of mean 1.
-
-    Emotion c's map is 1 + strength * (how far c's mean face lies from the child's mean over
-    all emotions, squared, less what c's own scatter explains: (m_c - m)^2 - var_c / n_c,
-    clipped at 0, averaged over identities), scaled by the same number as
-    `expression_pixel_weights` (the pooled map's mean, of which these are the per-emotion
-    parts), then renormalised to mean 1. So each image is weighted where ITS emotion changes
-    the face. An emotion no identity shows gets all ones. indices: the images to use
-    (training set); strength 0 gives all ones.
-    """
-    indices = np.arange(len(faceset)) if indices is None else np.asarray(indices)
-    images = faceset.images[indices].astype(np.float64) / 255.0
-    ids = np.asarray(faceset.identities).astype(str)[indices]
-    labels = np.asarray(faceset.labels)[indices]
-    n_classes = len(faceset.label_names)
-    parts = np.zeros((n_classes, *images.shape[1:]))
-    counts = np.zeros(n_classes)
-    pooled, n_pooled = np.zeros(images.shape[1:]), 0
-    for identity_id in np.unique(ids):
-        mine = ids == identity_id
-        present = np.unique(labels[mine])
-        if len(present) < 2:
-            continue
-        groups = {c: images[mine & (labels == c)] for c in present}
-        means = {c: g.mean(0) for c, g in groups.items()}
-        grand = np.mean(list(means.values()), axis=0)
-        noise = {c: g.var(0, ddof=1) / len(g) if len(g) > 1 else np.zeros(g.shape[1:])
-                 for c, g in groups.items()}
-        for c in present:
-            parts[c] += np.clip((means[c] - grand) ** 2 - noise[c], 0.0, None)
-            counts[c] += 1
-        stacked = np.stack(list(means.values()))
-        pooled += np.clip(stacked.var(0, ddof=1) - np.mean(list(noise.values()), axis=0),
-                          0.0, None)
-        n_pooled += 1
-    scale = (pooled / max(n_pooled, 1)).mean()
-    weights = np.ones((n_classes, *images.shape[1:]))
-    if scale > 1e-12:  # below it (pixel values in [0, 1]) the variance is rounding noise
-        seen = counts > 0
-        weights[seen] += strength * parts[seen] / counts[seen, None, None] / scale
-    return (weights / weights.mean(axis=(1, 2), keepdims=True)).astype(np.float32)

@@ -569,8 +569,7 @@ class _FaceVAE(nn.Module):
         """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput).
 
         reference: (n, 1, H, W) each image's reference face (identity models; None = the
-        default child); pixel_weight: (H, W) reconstruction weights with mean 1, or one map per
-        image (n, 1, H, W) (None = 1).
+        default child); pixel_weight: (H, W) reconstruction weights with mean 1 (None = 1).
         Warp decoders add correction_weight * the summed |correction| to the total, and
         coarse_weight * the summed squared difference of the blurred moved reference and the
         blurred target.

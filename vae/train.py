@@ -48,10 +48,6 @@ class TrainConfig:
     device: "auto" (CUDA when available), "cpu" or "cuda".
     expression_weight: strength of the per-pixel reconstruction weights where expression
         changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
-    per_emotion_weights: weight each image by its own emotion's map
-        (`vae.identity.emotion_pixel_weights`, needs expression_weight > 0) instead of the one
-        map pooled over emotions, whose open mouths and brows leave a smile's corners and
-        raised cheeks below weight 1 (false: the pooled map).
     observer: emotion observer checkpoint for the readability metrics ("" to skip).
     identity_observer: identity observer for the expression-vs-identity metric ("" to skip).
     reader: judge each emotion's retention with the independent expression reader too
@@ -67,7 +63,6 @@ class TrainConfig:
     split_seed: int = 0
     device: str = "auto"
     expression_weight: float = 0.0
-    per_emotion_weights: bool = False
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
     reader: bool = True
@@ -86,9 +81,6 @@ class TrainConfig:
             problems.append(f"device={self.device!r} (allowed: auto, cpu, cuda)")
         if not self.expression_weight >= 0:
             problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
-        elif self.per_emotion_weights and not self.expression_weight > 0:
-            problems.append("per_emotion_weights=true needs expression_weight > 0 (it splits "
-                            "the expression weights by emotion; with 0 there are none)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -215,17 +207,8 @@ class _Batches:
             yield self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx]
 
 
-def _image_weights(pixel_weight, labels):
-    """The reconstruction weights of a batch: the (H, W) map itself, one map per image from a
-    (n_classes, H, W) table by label (n, 1, H, W), or None."""
-    if pixel_weight is None or pixel_weight.ndim == 2:
-        return pixel_weight
-    return pixel_weight[labels][:, None]
-
-
 def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict:
-    """Mean losses over `batches` (posterior samples from a fixed seed); pixel_weight as
-    `_image_weights` takes it."""
+    """Mean losses over `batches` (posterior samples from a fixed seed)."""
     import torch
 
     model.eval()
@@ -233,7 +216,7 @@ def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict
     sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
     with torch.no_grad():
         for x, y, ref in batches.iterate(256):
-            losses, _ = model.loss(x, y, generator, ref, _image_weights(pixel_weight, y))
+            losses, _ = model.loss(x, y, generator, ref, pixel_weight)
             for key in sums:
                 sums[key] += getattr(losses, key).item() * len(x)
             n += len(x)
@@ -311,11 +294,9 @@ def train(
         ref_rows = np.arange(len(faceset))
     pixel_weight = None
     if train_config.expression_weight > 0:
-        from vae.identity import emotion_pixel_weights, expression_pixel_weights
+        from vae.identity import expression_pixel_weights
 
-        weigh = emotion_pixel_weights if train_config.per_emotion_weights else \
-            expression_pixel_weights
-        weights = weigh(faceset, train_idx, train_config.expression_weight)
+        weights = expression_pixel_weights(faceset, train_idx, train_config.expression_weight)
         pixel_weight = torch.from_numpy(weights).to(device)
 
     model = build_model(model_config, seed=train_config.seed).to(device)
@@ -369,7 +350,7 @@ def train(
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
         for x, y, ref in train_b.iterate(train_config.batch_size, order, least=2):
-            losses, _ = model.loss(x, y, sample_gen, ref, _image_weights(pixel_weight, y))
+            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from vae.faceset import FaceSet
 from vae.identity import (
-    emotion_pixel_weights,
     expression_pixel_weights,
     reference_face,
     reference_index,
@@ -299,32 +298,6 @@ def test_expression_pixel_weights_mark_where_expression_changes_a_face(small_fac
     # a set where nothing changes with the emotion gets no extra weight anywhere
     same = FaceSet(np.repeat(faces.images[:1], len(faces), 0), faces.labels, faces.identities)
     np.testing.assert_allclose(expression_pixel_weights(same, strength=4.0), 1.0)
-
-
-
-def test_emotion_pixel_weights_weigh_each_image_where_its_own_emotion_changes_the_face():
-    """A pixel only one emotion changes gets extra weight in that emotion's map and none in
-    the others'; the pooled map would give it a seventh of that share."""
-    rng = np.random.default_rng(0)
-    n_ids, size = 6, (8, 8)
-    labels = np.tile(np.repeat(np.arange(7), 2), n_ids)
-    identities = np.repeat([f"c{i}" for i in range(n_ids)], 14)
-    images = np.full((len(labels), *size), 128, dtype=np.uint8)
-    images += rng.integers(0, 3, images.shape, dtype=np.uint8)  # a little scatter everywhere
-    images[labels == 3, 6, 2] = 20                              # "happy" darkens one pixel
-    images[labels == 5, 1, 4] = 240                             # "sad" brightens another
-    faces = FaceSet(images, labels, identities)
-    w = emotion_pixel_weights(faces, strength=4.0)
-    assert w.shape == (7, *size)
-    np.testing.assert_allclose(w.mean(axis=(1, 2)), 1.0, rtol=1e-5)
-    assert w[3, 6, 2] > 10 * w[3, 1, 4] and w[5, 1, 4] > 10 * w[5, 6, 2]
-    others = [c for c in range(7) if c not in (3, 5)]
-    # the grand mean moves a little with one emotion, so the others' weight there stays small
-    assert w[3, 6, 2] > 4 * w[others, 6, 2].max()
-    np.testing.assert_allclose(emotion_pixel_weights(faces, strength=0.0), 1.0)
-    # each emotion's map is the share of the pooled map that emotion contributes
-    pooled = expression_pixel_weights(faces, strength=4.0)
-    assert pooled[6, 2] < w[3, 6, 2]
 
 
 def test_the_reference_is_warped_to_the_pose_of_the_face_being_reconstructed():

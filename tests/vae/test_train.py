@@ -64,18 +64,6 @@ def test_training_is_deterministic_and_resume_matches_uninterrupted(store, tmp_p
         assert torch.equal(a, c), name
 
 
-def test_per_emotion_weights_train_and_need_expression_weights(store, tmp_path):
-    with pytest.raises(ValueError, match="per_emotion_weights=true needs expression_weight > 0"):
-        tiny_train(store, per_emotion_weights=True)
-    cfg = tiny_train(store, epochs=1, expression_weight=2.0, per_emotion_weights=True)
-    pooled = tiny_train(store, epochs=1, expression_weight=2.0)
-    a, m = train(TINY_MODEL, cfg, tmp_path / "a.pt", progress=False, final_metrics=False)
-    b, _ = train(TINY_MODEL, pooled, tmp_path / "b.pt", progress=False, final_metrics=False)
-    assert np.isfinite(m["history"][0]["train_total"])
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
-                                                     b.state_dict().values(), strict=True))
-
-
 def test_a_last_batch_of_one_image_trains(store, tmp_path):
     """Batch normalisation cannot take one image: a training set of n = 1 (mod batch size)
     images (a lab's 513 photos in 64s) once crashed the first epoch; the last image now joins
