@@ -113,10 +113,6 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
-    correction_layers: warp only, extra 3x3 conv + ReLU layers at full resolution before the
-        correction's output conv (each c1 -> c1 channels, and each also sees the moved
-        reference): the correction reaches 1 px further per layer and can draw a thin line at a
-        distance from the moved one (a smile's upper lip above the flow's lower lip; 0: none).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -136,7 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    correction_layers: int = 0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -183,10 +178,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.correction_layers < 0:
-            problems.append(f"correction_layers={self.correction_layers} (need >= 0; 0: none)")
-        elif self.correction_layers and self.decoder != "warp":
-            problems.append("correction_layers needs decoder='warp' (it deepens the correction)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -367,8 +358,6 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
-            self.deeper = nn.ModuleList(nn.Conv2d(c1 + 1, c1, 3, padding=1)
-                                        for _ in range(config.correction_layers))
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -407,8 +396,6 @@ class Decoder(nn.Module):
             return self.out(h), None, None
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
-        for conv in self.deeper:  # correction_layers: a longer reach at full resolution
-            h = F.relu(conv(torch.cat([h, ref], dim=1)))
         correction = self.out(h)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
