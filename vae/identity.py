@@ -88,38 +88,19 @@ def reference_indices(faceset: FaceSet) -> np.ndarray:
     return out
 
 
-def contrast_weights(faceset: FaceSet, ref_rows: np.ndarray, indices: np.ndarray,
-                     power: float) -> np.ndarray:
-    """(n,) float32 reconstruction weight of every image of the set: its child's
-    (mean energy / energy) ** power, scaled to mean 1 over the images `indices` (training set).
+def expression_pixel_weights(faceset: FaceSet, indices=None, strength: float = 1.0) -> np.ndarray:
+    """(H, W) float32 reconstruction weights, mean 1: 1 + strength * (expression variance).
 
-    A child's energy is the squared difference (pixels in [0, 1]) between its images among
-    `indices` and their reference faces (`ref_rows`, `reference_indices`), averaged over the
-    pixels with the expression variance as weights (`expression_variance`: brows, eyes and
-    mouth, not the head outline that moves with pose) and over the images: how many grey levels
-    its expressions change. The same smile drawn dark on dark skin changes fewer, so with power
-    1 each child's expressions weigh in the loss about as much as any other's. Children with no
-    image in `indices` (held out) get the mean energy's weight, 1 before scaling.
+    The expression variance of a pixel is how much its value changes between a child's
+    emotions beyond what pose and light already change it: per identity, the variance of the
+    per-emotion mean images minus the part of it that within-emotion scatter explains (the
+    one-way ANOVA estimate var(means) - mean(within variance / n per emotion), clipped at 0),
+    averaged over identities. So head outlines that move with pose get little extra weight;
+    brows, eyes and mouth get more (the square root, tried too, also raised the outlines). The
+    map is scaled to mean 1 before `strength` is applied and the weights are renormalised to
+    mean 1 so the loss keeps its scale. indices: the images to use (training set); strength 0
+    gives all ones.
     """
-    images = faceset.images.astype(np.float64) / 255.0
-    ids = np.asarray(faceset.identities).astype(str)
-    indices = np.asarray(indices)
-    where = expression_variance(faceset, indices)
-    where = where / max(where.sum(), 1e-12)
-    change = (((images - images[np.asarray(ref_rows)]) ** 2) * where).sum(axis=(1, 2))
-    energy = {c: change[indices[ids[indices] == c]].mean() for c in np.unique(ids[indices])}
-    mean = float(np.mean(list(energy.values())))
-    weights = np.array([(mean / max(energy.get(c, mean), 1e-12)) ** power for c in ids])
-    return (weights / weights[indices].mean()).astype(np.float32)
-
-
-def expression_variance(faceset: FaceSet, indices=None) -> np.ndarray:
-    """(H, W) float64 expression variance (pixels in [0, 1]) of the images `indices` (all when
-    None): how much a pixel's value changes between a child's emotions beyond what pose and
-    light already change it. Per identity, the variance of the per-emotion mean images minus
-    the part of it that within-emotion scatter explains (the one-way ANOVA estimate var(means)
-    - mean(within variance / n per emotion), clipped at 0), averaged over identities: head
-    outlines that move with pose get little, brows, eyes and mouth more."""
     indices = np.arange(len(faceset)) if indices is None else np.asarray(indices)
     images = faceset.images[indices].astype(np.float64) / 255.0
     ids = np.asarray(faceset.identities).astype(str)[indices]
@@ -135,17 +116,8 @@ def expression_variance(faceset: FaceSet, indices=None) -> np.ndarray:
                          for g in groups], axis=0)
         total += np.clip(means.var(0, ddof=1) - noise, 0.0, None)
         count += 1
-    return total / max(count, 1)
-
-
-def expression_pixel_weights(faceset: FaceSet, indices=None, strength: float = 1.0) -> np.ndarray:
-    """(H, W) float32 reconstruction weights, mean 1: 1 + strength * (expression variance,
-    `expression_variance`, scaled to mean 1), renormalised to mean 1 so the loss keeps its
-    scale (the square root of the variance, tried too, also raised the head outlines).
-    indices: the images to use (training set); strength 0 gives all ones.
-    """
-    variance = expression_variance(faceset, indices)
+    variance = total / max(count, 1)
     scale = variance.mean()
-    # below 1e-12 (pixels in [0, 1]) the variance is rounding noise: nothing changes
+    # below 1e-12 (pixel values in [0, 1]) the variance is rounding noise: nothing changes
     weights = 1.0 + strength * (variance / scale if scale > 1e-12 else np.zeros_like(variance))
     return (weights / weights.mean()).astype(np.float32)

@@ -51,10 +51,6 @@ class TrainConfig:
         reproduces a model only at the same count (1 trained the committed ones).
     expression_weight: strength of the per-pixel reconstruction weights where expression
         changes a child's face (`vae.identity.expression_pixel_weights`; 0 = plain BCE).
-    contrast_balance: weigh each child's images by (mean expression energy / the child's)^this,
-        mean 1 over the training images (`vae.identity.contrast_weights`; 0 = every image 1):
-        a smile drawn dark on dark skin changes fewer grey levels, so it counts for less in the
-        reconstruction loss than the same smile on light skin.
     observer: emotion observer checkpoint for the readability metrics ("" to skip).
     identity_observer: identity observer for the expression-vs-identity metric ("" to skip).
     reader: judge each emotion's retention with the independent expression reader too
@@ -71,7 +67,6 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 1
     expression_weight: float = 0.0
-    contrast_balance: float = 0.0
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
     reader: bool = True
@@ -92,8 +87,6 @@ class TrainConfig:
             problems.append(f"threads={self.threads} (need >= 1)")
         if not self.expression_weight >= 0:
             problems.append(f"expression_weight={self.expression_weight} (need >= 0)")
-        if not self.contrast_balance >= 0:
-            problems.append(f"contrast_balance={self.contrast_balance} (need >= 0; 0 = off)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -190,20 +183,17 @@ def _epoch_generators(seed: int, epoch: int, device):
 class _Batches:
     """Images, labels and reference faces of some rows of a face set, on one device.
 
-    Iterating gives (x (b, 1, H, W), labels (b,), reference (b, 1, H, W) or None, weight
-    (b, 1, 1, 1) or None) batches in the order of `order` (all rows when None); references
-    only for identity models, weights (per image, of its reconstruction loss) when given.
+    Iterating gives (x (b, 1, H, W), labels (b,), reference (b, 1, H, W) or None) batches in
+    the order of `order` (all rows when None); references only for identity models.
     """
 
-    def __init__(self, images, labels, ref_rows, rows, device, with_reference: bool,
-                 weights=None):
+    def __init__(self, images, labels, ref_rows, rows, device, with_reference: bool):
         import torch
 
         rows = torch.as_tensor(rows)
         self.x = images[rows].to(device)
         self.y = labels[rows].to(device)
         self.ref = images[torch.as_tensor(ref_rows)[rows]].to(device) if with_reference else None
-        self.w = None if weights is None else weights[rows].view(-1, 1, 1, 1).to(device)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -220,16 +210,7 @@ class _Batches:
             starts.pop()
         for i, j in zip(starts, [*starts[1:], len(order)], strict=True):
             idx = order[i:j]
-            yield (self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx],
-                   None if self.w is None else self.w[idx])
-
-
-def _times(pixel_weight, image_weight):
-    """The loss's reconstruction weights: (H, W) per pixel times (b, 1, 1, 1) per image, either
-    None (= 1)."""
-    if image_weight is None:
-        return pixel_weight
-    return image_weight if pixel_weight is None else image_weight * pixel_weight
+            yield self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx]
 
 
 def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict:
@@ -240,8 +221,8 @@ def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict
     generator = torch.Generator(device=device).manual_seed(seed)
     sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
     with torch.no_grad():
-        for x, y, ref, w in batches.iterate(256):
-            losses, _ = model.loss(x, y, generator, ref, _times(pixel_weight, w))
+        for x, y, ref in batches.iterate(256):
+            losses, _ = model.loss(x, y, generator, ref, pixel_weight)
             for key in sums:
                 sums[key] += getattr(losses, key).item() * len(x)
             n += len(x)
@@ -372,14 +353,8 @@ def _train(
 
     images = torch.from_numpy(faceset.images).float().div_(255.0)[:, None]
     labels = torch.from_numpy(np.asarray(faceset.labels, dtype=np.int64))
-    weights = None
-    if train_config.contrast_balance > 0:
-        from vae.identity import contrast_weights
-
-        weights = torch.from_numpy(contrast_weights(faceset, ref_rows, train_idx,
-                                                    train_config.contrast_balance))
-    train_b = _Batches(images, labels, ref_rows, train_idx, device, identity_model, weights)
-    val_b = _Batches(images, labels, ref_rows, val_idx, device, identity_model, weights)
+    train_b = _Batches(images, labels, ref_rows, train_idx, device, identity_model)
+    val_b = _Batches(images, labels, ref_rows, val_idx, device, identity_model)
     train_seconds = 0.0
     n_images = 0
     saved_config = dataclasses.asdict(train_config)
@@ -393,8 +368,8 @@ def _train(
         model.train()
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
-        for x, y, ref, w in train_b.iterate(train_config.batch_size, order, least=2):
-            losses, _ = model.loss(x, y, sample_gen, ref, _times(pixel_weight, w))
+        for x, y, ref in train_b.iterate(train_config.batch_size, order, least=2):
+            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()

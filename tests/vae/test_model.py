@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from vae.faceset import FaceSet
 from vae.identity import (
-    contrast_weights,
     expression_pixel_weights,
     reference_face,
     reference_index,
@@ -299,29 +298,6 @@ def test_expression_pixel_weights_mark_where_expression_changes_a_face(small_fac
     # a set where nothing changes with the emotion gets no extra weight anywhere
     same = FaceSet(np.repeat(faces.images[:1], len(faces), 0), faces.labels, faces.identities)
     np.testing.assert_allclose(expression_pixel_weights(same, strength=4.0), 1.0)
-
-
-def test_contrast_weights_weigh_a_faint_child_as_much_as_a_clear_one(small_faces):
-    """A child whose faces are another's at half the contrast changes a quarter of the squared
-    grey levels with each expression: power 1 weighs its images 4x, power 0.5 2x, 0 alike."""
-    faces = small_faces
-    first = faces.identities == faces.identities[0]
-    clear = faces.images[first]
-    faint = (128 + (clear.astype(np.int16) - 128) // 2).astype(np.uint8)
-    n = len(clear)
-    pair = FaceSet(np.concatenate([clear, faint]), np.tile(faces.labels[first], 2),
-                   np.repeat(["clear", "faint"], n))
-    rows = reference_indices(pair)
-    every = np.arange(2 * n)
-    w = contrast_weights(pair, rows, every, 1.0)
-    assert w.mean() == pytest.approx(1.0, abs=1e-6)
-    assert w[n] / w[0] == pytest.approx(4.0, rel=0.05)
-    half = contrast_weights(pair, rows, every, 0.5)
-    assert half[n] / half[0] == pytest.approx(2.0, rel=0.05)
-    np.testing.assert_allclose(contrast_weights(pair, rows, every, 0.0), 1.0)
-    # trained on the clear child alone, the held-out faint one gets the mean (its own) weight
-    alone = contrast_weights(pair, rows, np.arange(n), 1.0)
-    np.testing.assert_allclose(alone, 1.0, rtol=1e-6)
 
 
 def test_the_reference_is_warped_to_the_pose_of_the_face_being_reconstructed():
