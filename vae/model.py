@@ -73,7 +73,6 @@ PRIORS = ("vmf", "gaussian")
 KINDS = ("identity", "plain")
 UPSAMPLES = ("nearest", "bilinear", "transposed")
 DECODERS = ("skip", "warp")
-FLOW_HEADS = ("quarter", "half", "half_film")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
 """Values of the fields a checkpoint written before they existed was trained with."""
 REFERENCE_EPS = 1e-3
@@ -114,11 +113,6 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
-    flow_head: warp only, where the flow field is made: "quarter" (one 3x3 conv on the
-        decoder's first-stage features, a (2, H/4, W/4) field) or "half" (two 3x3 convs at 1/2
-        resolution on those features resized up beside the reference's own 1/2-resolution
-        features, a (2, H/2, W/2) field): the head then sees where the child's brows are, at
-        twice the resolution, over a 10x10 px window of the frame.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -138,7 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    flow_head: str = "quarter"
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -185,11 +178,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.flow_head not in FLOW_HEADS:
-            problems.append(f"flow_head={self.flow_head!r} (allowed: {', '.join(FLOW_HEADS)})")
-        elif self.flow_head != "quarter" and self.decoder != "warp":
-            problems.append(f"flow_head={self.flow_head!r} needs decoder='warp' (only it has a "
-                            "flow)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -318,10 +306,8 @@ class Decoder(nn.Module):
     bilinear resize) with 3x3 convs follow. For identity models each stage also sees the
     identity's skip map and is FiLM-modulated by the code, and (`decoder`):
       skip  the output is added to the reference face's logits: a change painted over it.
-      warp  a flow field (2, H/4, W/4) from the first stage (`flow_head: half`: (2, H/2, W/2),
-            from the first stage's features resized up and the reference's 1/2-resolution
-            features), max_shift * tanh pixels, resized bilinearly, moves the reference face
-            and its 1/2-resolution features
+      warp  a flow field (2, H/4, W/4) from the first stage, max_shift * tanh pixels, resized
+            bilinearly, moves the reference face and its 1/2-resolution features
             (`grid_sample`); the later stages see the moved ones, and the output is a
             correction added to the moved reference's logits. A feature that moves is then
             carried, not erased and redrawn (no ghost where it was); the loss prices the
@@ -369,25 +355,14 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.out.bias)
         if self.warps:
             self.max_shift = config.max_shift
-            self.flow_cell = 4 if config.flow_head == "quarter" else 2  # frame pixels per flow cell
-            if config.flow_head != "quarter":
-                self.flow = FlowHead(c2 + a, c1, d, film=config.flow_head == "half_film")
-                last = self.flow.out
-            else:
-                self.flow = last = nn.Conv2d(c2, 2, 3, padding=1)
-            # a new network does not move the reference
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            self.flow = nn.Conv2d(c2, 2, 3, padding=1)
+            nn.init.zeros_(self.flow.weight)
+            nn.init.zeros_(self.flow.bias)
 
-    def flow_field(self, h4: torch.Tensor, half: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """First-stage features (n, c2, H/4, W/4) and the reference's features (n, a, H/2,
-        W/2) -> displacements (n, 2, H/cell, W/cell) (cell = `flow_cell`: 4, or 2 for
-        `flow_head: half`), pixels of the full image, (x, y) = (right, down), each within
-        +-max_shift."""
-        if self.flow_cell == 4:
-            return self.max_shift * torch.tanh(self.flow(h4))
-        up = F.interpolate(h4, size=half.shape[2:], mode="bilinear", align_corners=False)
-        return self.max_shift * torch.tanh(self.flow(torch.cat([up, half], dim=1), z))
+    def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
+        """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
+        the full image, (x, y) = (right, down), each within +-max_shift."""
+        return self.max_shift * torch.tanh(self.flow(h4))
 
     def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
         """(logits (n, 1, H, W), charge (n, 1, H, W) or None, moved (n, 1, H, W) or None): the
@@ -415,30 +390,14 @@ class Decoder(nn.Module):
             skip = {4: quarter, 2: half, 1: ref}[stage]
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
-                flow = self.flow_field(h, half, z)
-                half, ref = warp(half, flow, self.flow_cell), warp(ref, flow, self.flow_cell)
+                flow = self.flow_field(h)
+                half, ref = warp(half, flow), warp(ref, flow)
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
-
-
-class FlowHead(nn.Module):
-    """(n, c_in, H/2, W/2) features [+ the code (n, d)] -> pre-tanh flow (n, 2, H/2, W/2): a 3x3
-    conv, ReLU, a 3x3 conv (zero at the start); with `film` the hidden layer is scaled and
-    shifted per channel by the code (FiLM), so the head is told which expression it moves."""
-
-    def __init__(self, c_in: int, hidden: int, d: int, film: bool):
-        super().__init__()
-        self.hidden = nn.Conv2d(c_in, hidden, 3, padding=1)
-        self.out = nn.Conv2d(hidden, 2, 3, padding=1)
-        self.film = nn.Linear(d, 2 * hidden) if film else None
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        film = None if self.film is None else self.film(z)
-        return self.out(F.relu(_film(self.hidden(x), film)))
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
