@@ -53,13 +53,17 @@ PALE = {"forehead": ((0.22, 0.34), ((0.25, 0.75),)),
 """Regions of the frame (rows, column ranges), fractions of its height and width."""
 
 
+def _pixels(region: str, h: int, w: int) -> tuple[slice, np.ndarray]:
+    """The rows (a slice) and columns (indices) of a `PALE` region of an (h, w) frame."""
+    (top, bottom), spans = PALE[region]
+    cols = np.concatenate([np.arange(round(a * w), round(b * w)) for a, b in spans])
+    return slice(round(top * h), round(bottom * h)), cols
+
+
 def pale(recon: np.ndarray, originals: np.ndarray, region: str) -> float:
     """Mean of reconstruction minus original, images (n, 1, H, W) in [0, 1], over a `PALE`
     region, in grey levels (0-255): positive when the reconstructions are paler there."""
-    (top, bottom), spans = PALE[region]
-    h, w = recon.shape[2:]
-    rows = slice(round(top * h), round(bottom * h))
-    cols = np.concatenate([np.arange(round(a * w), round(b * w)) for a, b in spans])
+    rows, cols = _pixels(region, *recon.shape[2:])
     return float(255.0 * (recon - originals)[:, 0, rows][..., cols].mean())
 
 
@@ -106,11 +110,9 @@ def cheek_grey(faces, rows: np.ndarray) -> np.ndarray:
     `vae.identity.reference_indices`) over the `PALE` cheeks: the child's skin tone."""
     from vae.identity import reference_indices
 
-    (top, bottom), spans = PALE["cheeks"]
-    h, w = faces.image_size
-    cols = np.concatenate([np.arange(round(a * w), round(b * w)) for a, b in spans])
+    cheek_rows, cheek_cols = _pixels("cheeks", *faces.image_size)
     refs = faces.images[reference_indices(faces)[rows]].astype(np.float64)
-    return refs[:, round(top * h):round(bottom * h)][..., cols].mean(axis=(1, 2))
+    return refs[:, cheek_rows][..., cheek_cols].mean(axis=(1, 2))
 
 
 def by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
@@ -125,7 +127,8 @@ def by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
         mine = np.isin(children, third)
         seen = mine & np.isin(labels, judged)
         glad = mine & (labels == happy)
-        lo, hi = tone[np.isin(ids, third)].min(), tone[np.isin(ids, third)].max()
+        shades = tone[np.isin(ids, third)]
+        lo, hi = shades.min(), shades.max()
         lines.append(f"  {name:8s} {len(third):2d} children (grey {lo:3.0f}-{hi:3.0f}): judged "
                      f"emotions {right_orig[seen].mean():4.0%} -> {right_recon[seen].mean():4.0%}"
                      f", happy {right_orig[glad].mean():4.0%} -> {right_recon[glad].mean():4.0%}")
@@ -161,7 +164,8 @@ def main(argv=None) -> None:
     _, val = split_by_identity(faces.identities, tc["val_fraction"], tc["split_seed"])
     recon, flows = reconstruct_with_flows(loaded.model, faces, val)
     lift = None if flows is None else brow_lift(loaded.model, flows, faces.image_size)
-    r = expression_retention(probs[val], reader.predict_proba(recon), labels[val], names)
+    recon_probs = reader.predict_proba(recon)
+    r = expression_retention(probs[val], recon_probs, labels[val], names)
     print(f"{args.checkpoint}, {len(val)} held-out faces: originals "
           f"{r['observer_accuracy_originals']:.0%}, reconstructions "
           f"{r['observer_accuracy_reconstructions']:.0%}, retention {r['retention']:.2f}")
@@ -179,7 +183,7 @@ def main(argv=None) -> None:
     judged = [c for c, e in enumerate(r["per_emotion"].values()) if e["retention"] is not None]
     print("by skin tone (the reference's grey on the cheeks), share read as intended:")
     read_orig = probs[val].argmax(1) == labels[val]
-    read_recon = reader.predict_proba(recon).argmax(1) == labels[val]
+    read_recon = recon_probs.argmax(1) == labels[val]
     for line in by_tone(read_orig, read_recon, labels[val], judged, names.index("happy"),
                         cheek_grey(faces, val), np.asarray(faces.identities)[val].astype(str)):
         print(line)

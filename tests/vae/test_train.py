@@ -286,7 +286,6 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
-
 def test_a_checkpoint_with_a_retired_option_loads_only_where_it_was_off(tmp_path):
     """Options taken out of vae.model (vae.checkpoint.RETIRED): recorded at the value that
     turned them off, the checkpoint loads as before; at another value it is refused, naming the
