@@ -23,7 +23,14 @@ function tensor(t) {
 }
 
 async function fetchJSON(url) {
-  const res = await fetch(url, { credentials: "same-origin", cache: "default" });
+  // retried while the server cannot be reached or fails (a restart), as the page's own
+  // requests are; a refusal (4xx) is final
+  let res = null;
+  for (let attempt = 0; ; attempt++) {
+    try { res = await fetch(url, { credentials: "same-origin" }); } catch (err) { res = null; }
+    if (res && res.status < 500) break;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000)));
+  }
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   const bundle = await res.json();
   if (bundle.format !== FORMAT) throw new Error(`${url}: bundle format ${bundle.format}`);
@@ -32,17 +39,20 @@ async function fetchJSON(url) {
   return { ...bundle, tensors };
 }
 
+function cached(map, key, url) {
+  // one fetch per bundle; a refused one is forgotten, so the next face asks again
+  if (!map.has(key)) {
+    map.set(key, fetchJSON(url).catch((err) => { map.delete(key); throw err; }));
+  }
+  return map.get(key);
+}
+
 function model(base) {
-  if (!models.has(base)) models.set(base, fetchJSON(`${base}decoder`));
-  return models.get(base);
+  return cached(models, base, `${base}decoder`);
 }
 
 function child(base, id) {
-  const key = `${base}\n${id}`;
-  if (!children.has(key)) {
-    children.set(key, fetchJSON(`${base}decoder?child=${encodeURIComponent(id)}`));
-  }
-  return children.get(key);
+  return cached(children, `${base}\n${id}`, `${base}decoder?child=${encodeURIComponent(id)}`);
 }
 
 function linear(x, W, b) {
