@@ -8,11 +8,12 @@ does), starts --processes `python -m mcmcp.serve` processes on 127.0.0.1 on one 
 PostgreSQL cluster, or a SQLite file), lets N participants take the study at once over HTTP,
 every request sent to one of the processes at random (a proxy without stickiness, the worst
 case for a process that keeps sessions in memory), each looking at a pair --think seconds on
-average before answering, for --duration seconds; like the page, this code's participants
-hold the faces they were sent and name them in `have` (today's main has no `have`). Then it
+average before answering, for --duration seconds; like the page, participants hold the faces
+they were sent and name them in `have` (--baseline-without-have: not the baseline's, a
+checkout from before `have`, a34595d and older). Then it
 checks the database and prints one table: answers per second, p50 / p99 / worst time from
 sending an answer to having the next screen (pair included), the same for the time the server
-spent on each answer (its Server-Timing header; today's main sends none), the experimenter
+spent on each answer (its Server-Timing header; a34595d and older send none), the experimenter
 page's p50, rows lost or duplicated (every accepted answer must be saved once), the CPU time per
 answer of the server processes, of PostgreSQL and of the clients, and the machine's load
 average at the end of the run. The clients run in this process, on the same cores as the
@@ -58,7 +59,7 @@ from mcmcp.store import read_trials  # noqa: E402
 
 TOKEN = "bench-experimenter"
 POLL_S = 3.0  # the experimenter page's refresh (web/experimenter.js)
-KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js; today's main has none)
+KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -251,7 +252,7 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
     servers = [Server(config, db_url, folder / f"{tag}-{i}.log", token=TOKEN, root=root)
                for i in range(args.processes)]
     try:
-        servers[0].start()  # today's main races on creating the tables of a new database
+        servers[0].start()  # older checkouts race on creating the tables of a new database
         with ThreadPoolExecutor(len(servers)) as pool:
             list(pool.map(Server.start, servers[1:]))
         pids = [s.proc.pid for s in servers]
@@ -259,7 +260,7 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
                 time.process_time())
         results, wall, page_times = asyncio.run(crowd(
             [s.url for s in servers], participants, args.duration, args.think, page,
-            KEEP_FACES if code.startswith("this") else 0))
+            0 if code == "baseline" and args.baseline_without_have else KEEP_FACES))
         cpu = (sum(cpu_seconds(p) for p in pids) - sum(cpu0[0]),
                (cpu_seconds(db_pid) - cpu0[1]) if db_pid else 0.0, time.process_time() - cpu0[2])
         load = os.getloadavg()[0]
@@ -304,6 +305,8 @@ def main() -> None:
                    help="mean seconds each participant looks at a pair before answering")
     p.add_argument("--baseline", type=Path,
                    help="another checkout to measure in the same run, e.g. a worktree of main")
+    p.add_argument("--baseline-without-have", action="store_true",
+                   help="the baseline's participants name no faces they hold (before `have`)")
     p.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
     p.add_argument("--page", nargs="+", default=["closed", "open"], choices=["closed", "open"])
     p.add_argument("--faces", nargs="+", choices=["server", "browser"],

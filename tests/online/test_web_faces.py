@@ -23,6 +23,8 @@ from mcmcp.online.faces import child_bundle, decoder_bundle
 from mcmcp.online.study import OnlineStudy
 from tests.online.test_serve import ONLINE, online_config
 from tests.online.test_web_browser import NEXT, READY
+from tests.online.test_web_slider import gsp_config
+from tests.online.test_web_slider import take_part as take_part_gsp
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.model import ModelConfig, build_model
 from vae.procedural.faces import generate_faces
@@ -151,11 +153,11 @@ def study_config(tmp_path, port: int):
                 "redirect_url": f"http://127.0.0.1:{port}/experimenter?from=study"})
 
 
-async def walk(base: str) -> tuple[dict, dict, list, list]:
+async def walk(base: str, shot) -> tuple[dict, dict, list, list]:
     """One participant from the link to the end, by keys: the faces every view sent (key ->
     what), the faces on screen at each trial (key -> pixels), the replies of the decoder's
     routes to this session's page for a child not in the study and a made-up one, and page
-    errors."""
+    errors. The first trial's page is saved to `shot` (PNG)."""
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         context = await patient_context(browser, viewport={"width": 1200, "height": 800})
@@ -176,6 +178,8 @@ async def walk(base: str) -> tuple[dict, dict, list, list]:
             if kind == "consent":
                 await page.click("#agree")
             elif kind == "trial":
+                if not shown:
+                    await page.screenshot(path=str(shot))
                 for face in await page.evaluate(ON_SCREEN):
                     shown[face["key"]] = face["pixels"]
                 await page.keyboard.press("ArrowLeft")
@@ -200,7 +204,7 @@ def test_a_study_whose_browser_draws_the_faces_shows_the_models_faces(tmp_path):
                 port=port) as server:
         # the decoder's bundles go to a session's page only
         assert httpx2.get(f"{server.url}/api/decoder").status_code == 401
-        sent, shown, statuses, errors = asyncio.run(walk(server.url))
+        sent, shown, statuses, errors = asyncio.run(walk(server.url, tmp_path / "pair.png"))
     assert errors == []
     assert statuses == [404, 404]  # a child of the store the study does not show; none at all
     # no view carried a PNG: every face went as its child and code
@@ -220,3 +224,31 @@ def test_a_study_whose_browser_draws_the_faces_shows_the_models_faces(tmp_path):
     assert differ.max() <= 1 and (differ > 0).mean() <= 5e-4, (differ.max(), (differ > 0).sum())
     sessions = Database(f"sqlite:///{tmp_path / 'online.sqlite'}").all_sessions("browser_faces")
     assert [s.status for s in sessions] == ["complete"]  # saved as any study's answers
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_gsp_study_whose_browser_draws_the_slider_faces(tmp_path):
+    """The slider's K faces drawn by the page (a server with `faces: browser` has no renderer:
+    a face the page could not draw would never be shown): a participant by keys from consent
+    to the code, the reload mid-trial back on the same trial and faces, every handle position
+    showing its own face (`take_part` checks it)."""
+    port = free_port()
+    faces = write_store(generate_faces(3, 1), tmp_path / "kids.h5")
+    config = gsp_config(tmp_path, port, faces="browser",
+                        model={"checkpoint": str(DEFAULT), "faces": str(faces)})
+
+    async def study(base: str):
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            result = await take_part_gsp(browser, base, "K1", "keys",
+                                         shots=tmp_path / "slider.png")
+            await browser.close()
+            return result
+
+    with Server(config, f"sqlite:///{tmp_path / 'online.sqlite'}", tmp_path / "server.log",
+                port=port) as server:
+        result = asyncio.run(study(server.url))
+    assert result["errors"] == [] and result["code"] == "CODE-123"
+    [(before, after)] = result["reloads"]
+    assert after == before and len(result["confirmed"]) == 7
