@@ -24,8 +24,8 @@ the page can decode them while the participant looks at the current one, and sen
 those the page has not got: not the ones the view before sent, nor those its answer names in
 `have` (the page keeps the 64 latest). In MCMCP a chain's current face was shown before, so an
 answer brings one new face, and only that one is decoded, whichever process answers (a page
-that claimed one it lacks asks for the whole
-state, which sends them all). The experimenter may release, reset or end a session (`manage`).
+that claimed one it lacks asks for the whole state, which sends them all). The experimenter
+may release, reset or end a session (`manage`).
 
 Shared chains (config `chains.across_participants`): the session's chains come from the study's
 chain store (`mcmcp.shared.SharedChains` over `mcmcp.chainstore.ChainStore`) in the online
@@ -681,9 +681,9 @@ class OnlineStudy:
     def _render(self, record: SessionRecord, flow: SessionFlow,
                 sent: set[str] = frozenset()) -> dict:
         """The view of the flow's current screen: text or trial, plus the faces to preload;
-        `images` holds the PNGs (or codes, `_faces`) of the faces named, except those in `sent` (the page has
-        them from a view before; it asks for the whole state if not). Callers retry a wait
-        screen first (`SessionFlow.retry`), once per request."""
+        `images` holds the PNGs (or children and codes, `_faces`) of the faces named, except
+        those in `sent` (the page has them from a view before; it asks for the whole state if
+        not). Callers retry a wait screen first (`SessionFlow.retry`), once per request."""
         screen = flow.screen()
         images: dict[str, str | dict] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
