@@ -69,6 +69,11 @@ def timed(parts: collections.Counter) -> None:
         setattr(target, name, functools.wraps(fn)(wrapper))
 
 
+def faces_decoded(studies) -> int:
+    """Faces the studies' renderers decoded so far (none where the page draws them)."""
+    return sum(s.renderer.misses for s in studies if s.renderer is not None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--code", type=Path, default=ROOT, help="the checkout whose mcmcp to measure")
@@ -127,7 +132,7 @@ def main() -> None:
             page.summary()  # as the page's first call, before the answers timed
         parts: collections.Counter = collections.Counter()
         timed(parts)
-        decoded = sum(s.renderer.misses for s in studies)
+        decoded = faces_decoded(studies)
         answers, began = 0, time.process_time()
         while answers < args.answers:
             answered = step(rng.choice([q for q in people
@@ -136,7 +141,7 @@ def main() -> None:
             if answered and page and answers % args.page_every == 0:
                 page.summary()
         total = time.process_time() - began
-        decoded = sum(s.renderer.misses for s in studies) - decoded
+        decoded = faces_decoded(studies) - decoded
     print(f"{answers} answers of {args.participants} participants, two studies on one "
           f"PostgreSQL database, requests at random, code {args.code}, config "
           f"{args.config.name}; CPU ms per answer (parts nest):")

@@ -8,18 +8,25 @@ does), starts --processes `python -m mcmcp.serve` processes on 127.0.0.1 on one 
 PostgreSQL cluster, or a SQLite file), lets N participants take the study at once over HTTP,
 every request sent to one of the processes at random (a proxy without stickiness, the worst
 case for a process that keeps sessions in memory), each looking at a pair --think seconds on
-average before answering, for --duration seconds; like the page, this code's participants
-hold the faces they were sent and name them in `have` (today's main has no `have`). Then it
+average before answering, for --duration seconds; like the page, participants hold the faces
+they were sent and name them in `have` (--baseline-without-have: not the baseline's, a
+checkout from before `have`, a34595d and older). Then it
 checks the database and prints one table: answers per second, p50 / p99 / worst time from
 sending an answer to having the next screen (pair included), the same for the time the server
-spent on each answer (its Server-Timing header; today's main sends none), the experimenter
+spent on each answer (its Server-Timing header; a34595d and older send none), the experimenter
 page's p50, rows lost or duplicated (every accepted answer must be saved once), the CPU time per
 answer of the server processes, of PostgreSQL and of the clients, and the machine's load
 average at the end of the run. The clients run in this process, on the same cores as the
 servers, each a light HTTP/1.1 client (`LightClient`) so they take little of them. Requests only
 go to 127.0.0.1 and stop after --duration.
+--faces: who draws this checkout's faces (`online.faces`), one run each (default: as the config
+says): server (PNGs in the views) or browser (each face's child and code; a participant's page
+decodes it on their own device, so these clients, which stand for the pages' requests, decode
+nothing). The baseline runs its own copy of the config (the same path in its checkout, when
+the config is in this one and there).
     python benchmarks/bench_serve.py --baseline /tmp/old-online [--participants 200]
         [--processes 2] [--config experiments/happy.yaml] [--duration 120] [--think 1]
+        [--faces server browser]
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from mcmcp.store import read_trials  # noqa: E402
 
 TOKEN = "bench-experimenter"
 POLL_S = 3.0  # the experimenter page's refresh (web/experimenter.js)
-KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js; today's main has none)
+KEEP_FACES = 64  # faces a page holds and names in `have` (web/app.js)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,11 +79,13 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def resolved_config(config: Path, folder: Path, online: dict, root: Path = ROOT) -> Path:
+def resolved_config(config: Path, folder: Path, online: dict, root: Path = ROOT,
+                    tag: str = "") -> Path:
     """The config with absolute model paths (every checkout reads the same faces, and the
     checkpoint at the config's path in its own checkout `root`: an older checkout may not read
     today's model), a face store made from the default procedural faces if its own is missing,
-    and `online` keys added."""
+    and `online` keys added. tag: in the written file's name (configs that differ only in a
+    key's value)."""
     cfg = load_config(config)
     data = yaml.safe_load(config.read_text())
     faces = cfg.model.faces
@@ -91,7 +100,7 @@ def resolved_config(config: Path, folder: Path, online: dict, root: Path = ROOT)
                      "checkpoint": str(checkpoint if checkpoint.is_absolute()
                                        else root / checkpoint)}
     data["online"] = {**data["online"], **online}
-    path = folder / f"{root.name}-{'-'.join(online) or 'plain'}-{config.name}"
+    path = folder / f"{root.name}-{'-'.join(online) or 'plain'}{tag}-{config.name}"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -238,12 +247,12 @@ def check(db_url: str, results: list[dict], participants: list[str], out: Path,
 
 def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, page: bool,
         db_pid: int | None) -> dict:
-    tag = f"{code}-{'page' if page else 'nopage'}"
+    tag = f"{code.replace('/', '-')}-{'page' if page else 'nopage'}"
     participants = [f"{tag}-{i:04d}".replace("_", "-") for i in range(args.participants)]
     servers = [Server(config, db_url, folder / f"{tag}-{i}.log", token=TOKEN, root=root)
                for i in range(args.processes)]
     try:
-        servers[0].start()  # today's main races on creating the tables of a new database
+        servers[0].start()  # older checkouts race on creating the tables of a new database
         with ThreadPoolExecutor(len(servers)) as pool:
             list(pool.map(Server.start, servers[1:]))
         pids = [s.proc.pid for s in servers]
@@ -251,7 +260,7 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
                 time.process_time())
         results, wall, page_times = asyncio.run(crowd(
             [s.url for s in servers], participants, args.duration, args.think, page,
-            KEEP_FACES if code == "this" else 0))
+            0 if code == "baseline" and args.baseline_without_have else KEEP_FACES))
         cpu = (sum(cpu_seconds(p) for p in pids) - sum(cpu0[0]),
                (cpu_seconds(db_pid) - cpu0[1]) if db_pid else 0.0, time.process_time() - cpu0[2])
         load = os.getloadavg()[0]
@@ -277,6 +286,15 @@ def run(code: str, root: Path, db_url: str, config: Path, folder: Path, args, pa
             "lost": lost, "duplicated": duplicated}
 
 
+def own_copy(config: Path, root: Path) -> Path:
+    """The checkout `root`'s copy of `config` (a file of this checkout), if it has one."""
+    config = config.resolve()
+    if not config.is_relative_to(ROOT):
+        return config
+    theirs = root / config.relative_to(ROOT)
+    return theirs if theirs.is_file() else config
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, default=ROOT / "experiments/happy.yaml")
@@ -287,18 +305,27 @@ def main() -> None:
                    help="mean seconds each participant looks at a pair before answering")
     p.add_argument("--baseline", type=Path,
                    help="another checkout to measure in the same run, e.g. a worktree of main")
+    p.add_argument("--baseline-without-have", action="store_true",
+                   help="the baseline's participants name no faces they hold (before `have`)")
     p.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
     p.add_argument("--page", nargs="+", default=["closed", "open"], choices=["closed", "open"])
+    p.add_argument("--faces", nargs="+", choices=["server", "browser"],
+                   help="who draws this checkout's faces (online.faces), one run each")
     args = p.parse_args()
-    codes = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    # every participant comes from 127.0.0.1: the limit on starts per address is lifted
+    codes = [(f"this/{faces}" if faces else "this", ROOT,
+              {"starts_per_minute": None, **({"faces": faces} if faces else {})})
+             for faces in args.faces or [None]]
+    if args.baseline:
+        codes.append(("baseline", args.baseline.resolve(), {"starts_per_minute": None}))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # every participant comes from 127.0.0.1: the limit on starts per address is lifted
-        configs = {code: resolved_config(args.config, folder, {"starts_per_minute": None}, root)
-                   for code, root in codes}
+        configs = {code: resolved_config(own_copy(args.config, root), folder, online, root,
+                                         code.replace("/", "-"))
+                   for code, root, online in codes}
         for page in args.page:
-            for code, root in codes:
+            for code, root, _ in codes:
                 if args.backend == "postgres":
                     with Cluster() as pg:
                         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])

@@ -374,7 +374,7 @@ def _online(r: _Reader) -> OnlineSpec:
                   "decline_code", "decline_url", "screenout_code", "screenout_url", "min_window",
                   "devices", "fullscreen", "participant_links", "link_secret_env",
                   "expire_after_minutes", "time_limit_minutes", "starts_per_minute",
-                  "max_in_progress"))
+                  "max_in_progress", "faces"))
 
     def code(name: str) -> str | None:
         value = r.data.get(name)
@@ -424,6 +424,7 @@ def _online(r: _Reader) -> OnlineSpec:
         fullscreen=r.boolean("fullscreen", False),
         participant_links=r.choice("participant_links", "open", ("open", "signed", "recruitment")),
         link_secret_env=env("link_secret_env", "MCMCP_LINK_SECRET"),
+        faces=r.choice("faces", "server", ("server", "browser")),
         **_online_limits(r),
     )
 

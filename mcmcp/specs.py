@@ -185,7 +185,10 @@ class OnlineSpec:
     starts_per_minute: /api/start calls per client address and minute, all server processes
     together;
     max_in_progress: sessions in progress at once (consent or running) before new
-    participants are asked to come back later."""
+    participants are asked to come back later.
+
+    faces: who decodes the faces: server (PNGs in every view) or browser (the page's decoder
+    draws them from the model's weights; the server decodes nothing: `mcmcp.online.faces`)."""
 
     consent: str | None = None
     completion_code: str | None = None
@@ -204,6 +207,7 @@ class OnlineSpec:
     time_limit_minutes: float | None = None
     starts_per_minute: int | None = 30
     max_in_progress: int | None = None
+    faces: str = "server"
 
 
 @dataclass(frozen=True)

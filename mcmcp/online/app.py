@@ -55,6 +55,7 @@ ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/experimenter": ("experimenter.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/decoder.js": ("decoder.js", "text/javascript; charset=utf-8"),
     "/static/experimenter.js": ("experimenter.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
@@ -241,6 +242,12 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         return reply(await run_in_threadpool(study.event, request.cookies.get(cookie),
                                              data["kind"]))
 
+    async def decoder(request: Request) -> Response:
+        child = request.query_params.get("child")
+        if child is not None and len(child) > 200:
+            raise Rejected(400, "child must be a child's id")
+        return reply(await run_in_threadpool(study.decoder, request.cookies.get(cookie), child))
+
     def authorise(request: Request) -> None:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if experimenter_token is None or not hmac.compare_digest(
@@ -280,6 +287,7 @@ def create_app(study: OnlineStudy, experimenter_token: str | None) -> Starlette:
         Route("/api/ack", handler(acknowledge), methods=["POST"]),
         Route("/api/answer", handler(answer), methods=["POST"]),
         Route("/api/event", handler(event), methods=["POST"]),
+        Route("/api/decoder", handler(decoder), methods=["GET"]),
         Route("/api/experimenter", handler(experimenter), methods=["GET"]),
         Route("/api/experimenter/session", handler(manage), methods=["POST"]),
     ]

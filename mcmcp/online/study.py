@@ -16,14 +16,16 @@ and what it measured about the device (at the start; `mcmcp.online.links`,
 `mcmcp.online.screening`), which screen it acknowledges or which pending trial it answers (by
 the id the server issued for it), the side (a GSP slider: the position and the handle's path,
 `mcmcp.online.slider`), its own timing, that it left or went back to full screen, and which
-faces it holds (`have`). Stimuli are the renderer's decoded images as PNG data URLs, named by
-image keys (a hash of the code and the child); a trial's view names the faces of the trial on
-show and of the next one (a pair, or a slider's K), so the page can decode them while the
-participant looks at the current one, and sends only those the page has not got: not the ones
-the view before sent, nor those its answer names in `have` (the page keeps the 64 latest). In
-MCMCP a chain's current face was shown before, so an answer brings one new face, and only that
-one is decoded, whichever process answers (a page that claimed one it lacks asks for the whole
-state, which sends them all). The experimenter may release, reset or end a session (`manage`).
+faces it holds (`have`). Stimuli are the renderer's decoded images as PNG data URLs (with
+`online.faces: browser`, each face's child and code, which the page decodes itself:
+`mcmcp.online.faces`), named by image keys (a hash of the code and the child); a trial's
+view names the faces of the trial on show and of the next one (a pair, or a slider's K), so
+the page can decode them while the participant looks at the current one, and sends only
+those the page has not got: not the ones the view before sent, nor those its answer names in
+`have` (the page keeps the 64 latest). In MCMCP a chain's current face was shown before, so an
+answer brings one new face, and only that one is decoded, whichever process answers (a page
+that claimed one it lacks asks for the whole state, which sends them all). The experimenter
+may release, reset or end a session (`manage`).
 
 Shared chains (config `chains.across_participants`): the session's chains come from the study's
 chain store (`mcmcp.shared.SharedChains` over `mcmcp.chainstore.ChainStore`) in the online
@@ -60,6 +62,7 @@ from mcmcp.engine import Engine, resume_point, schedule_length
 from mcmcp.identities import Identities, assignment
 from mcmcp.materials import open_model
 from mcmcp.online.database import Database, SessionRecord
+from mcmcp.online.faces import browser_decodable, child_bundle, decoder_bundle
 from mcmcp.online.limits import IN_PROGRESS, cutoffs, expired
 from mcmcp.online.links import Link, same_submission, signed, valid_id
 from mcmcp.online.screening import screen_out, too_small
@@ -164,7 +167,12 @@ class OnlineStudy:
         self.gates, self.centroids, self.faces_hash = gates, centroids, faces_hash
         self.identities = identities or Identities(loaded.default_identity)
         self.d = loaded.config.latent_dim
-        self.renderer = _SharedRenderer(loaded.model, identities=identities)
+        # the server decodes the faces, or the page does (then it fetches `decoder`'s bundles)
+        self.browser_faces = cfg.online.faces == "browser"
+        self.renderer = (None if self.browser_faces else
+                         _SharedRenderer(loaded.model, identities=identities))
+        self._bundles: dict[str | None, dict] = {}  # None: the decoder's; a child id: its own
+        self._bundles_lock = threading.Lock()
         self.n_shown = schedule_length(cfg)
         # what every session's meta records of the packages: those this process runs, read
         # once (reading the installed packages' metadata cost half of a session's start)
@@ -205,6 +213,10 @@ class OnlineStudy:
                               "online study needs one (see experiments/demo.yaml)")
         cfg = replace(cfg, agent=None)
         loaded = open_model(cfg, file)
+        why = browser_decodable(loaded.model) if cfg.online.faces == "browser" else None
+        if why is not None:
+            raise ConfigError(file, "online.faces", "browser",
+                              f"'server' for {cfg.model.checkpoint}: {why}")
         warnings = checkpoint_fitness(loaded, file)
         gates, centroids, _, faces_hash, more, identities = session_materials(cfg, loaded, file)
         for line in [*warnings, *more]:
@@ -467,6 +479,22 @@ class OnlineStudy:
 
     # ------------------------------------------------------------------ machinery
 
+    def decoder(self, token: str | None, child: str | None) -> dict:
+        """What the page's face decoder reads (`mcmcp.online.faces`): the decoder's bundle
+        (child None) or one child's of this study ("" = the default child); for the page of a
+        session of this study only. 404 when this study's server draws the faces."""
+        if not self.browser_faces:
+            raise Rejected(404, "this study's server draws the faces")
+        self._record(token)
+        if child is not None and child and child not in self.identities.codes:
+            raise Rejected(404, "no such child in this study")
+        with self._bundles_lock:
+            if child not in self._bundles:
+                model = self.loaded.model
+                self._bundles[child] = (decoder_bundle(model) if child is None else child_bundle(
+                    model, self.identities.stack([child])))
+            return self._bundles[child]
+
     def _record(self, token: str | None) -> SessionRecord:
         return self._valid(self.db.by_token(token) if token is not None and valid_id(token)
                            else None)
@@ -653,11 +681,11 @@ class OnlineStudy:
     def _render(self, record: SessionRecord, flow: SessionFlow,
                 sent: set[str] = frozenset()) -> dict:
         """The view of the flow's current screen: text or trial, plus the faces to preload;
-        `images` holds the PNGs of the faces named, except those in `sent` (the page has
-        them from a view before; it asks for the whole state if not). Callers retry a wait
-        screen first (`SessionFlow.retry`), once per request."""
+        `images` holds the PNGs (or children and codes, `_faces`) of the faces named, except
+        those in `sent` (the page has them from a view before; it asks for the whole state if
+        not). Callers retry a wait screen first (`SessionFlow.retry`), once per request."""
         screen = flow.screen()
-        images: dict[str, str] = {}
+        images: dict[str, str | dict] = {}
         view: dict = {"screen": {"id": record.screen, "kind": screen.kind, "text": screen.text},
                       "images": images, "next": None, "display": self.display}
         if screen.kind == "wait":
@@ -695,10 +723,17 @@ class OnlineStudy:
                                + trial.identity.encode("utf-8")).hexdigest()[:20]
                 for code in cls._face_codes(trial)]
 
-    def _faces(self, trial, out: dict[str, str], sent: set[str] = frozenset()) -> list[str]:
+    def _faces(self, trial, out: dict[str, str | dict], sent: set[str] = frozenset()
+               ) -> list[str]:
         """`_face_keys` of a trial; the PNG data URLs of its faces go into `out`, except
-        those already `sent`: from this process's cache, else decoded (in one batch)."""
+        those already `sent`: from this process's cache, else decoded (in one batch). With
+        faces drawn by the browser, each face's child and code go instead."""
         keys, codes = self._face_keys(trial), self._face_codes(trial)
+        if self.browser_faces:
+            for key, code in zip(keys, codes, strict=True):
+                if key not in sent:
+                    out[key] = {"child": trial.identity, "code": [float(v) for v in code]}
+            return keys
         missing = []
         with self._pngs_lock:
             for i, key in enumerate(keys):

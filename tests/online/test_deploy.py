@@ -107,8 +107,8 @@ def test_nginx_tls_two_processes_postgres_in_chromium(tmp_path, postgres):
         pytest.fail("nginx is missing: apt-get install nginx-light (the Makefile's setup does)")
     https, http = free_port(), free_port()
     base = f"https://127.0.0.1:{https}"
-    config = online_config(tmp_path, gate={"kind": "none"}, online={
-        **ONLINE, "redirect_url": f"{base}/experimenter?from=study"})
+    config = online_config(tmp_path, gate={"kind": "none"}, online={  # the page draws the faces
+        **ONLINE, "redirect_url": f"{base}/experimenter?from=study", "faces": "browser"})
     url = postgres.new_database()
     cert, key, pin = certificate(tmp_path)
     servers = [Server(config, url, tmp_path / f"server{i}.log") for i in range(2)]
@@ -141,6 +141,8 @@ def test_nginx_tls_two_processes_postgres_in_chromium(tmp_path, postgres):
     served = (tmp_path / "access.log").read_text()
     for server in servers:  # no stickiness: both processes answered the participant
         assert re.search(rf"127\.0\.0\.1:{server.port} 200 POST /api/answer", served), served
+    # the page's decoder read the model and the child through nginx, over https
+    assert re.search(r" 200 GET /api/decoder ", served) and "200 GET /api/decoder?child=" in served
 
 
 def test_systemd_unit_runs_a_command_serve_accepts():

@@ -33,13 +33,14 @@ JIGGLE = """(start) => {
 }"""
 
 
-def gsp_config(tmp_path, port: int, **changes):
+def gsp_config(tmp_path, port: int, faces: str = "server", **changes):
     return online_config(
         tmp_path, name="gsp_small", paradigm="gsp", emotions=["happy"], gsp={"points": K},
         chains={"per_emotion": 2, "adapt": None}, gate={"kind": "none"},
         trials={"per_chain": 3, "practice": 1, "catch_rate": 0.0, "repeat_rate": 0.0,
                 "break_every": 0},
-        online={**ONLINE, "redirect_url": f"http://127.0.0.1:{port}/experimenter?from=study"},
+        online={**ONLINE, "redirect_url": f"http://127.0.0.1:{port}/experimenter?from=study",
+                "faces": faces},
         **changes)
 
 

@@ -2,6 +2,10 @@
 // screen it answers, the side chosen and the page's own timing. It decides nothing about
 // trials: order, pairs, sides, breaks and the end all come from the server (mcmcp/online.py).
 //
+// Faces come as PNGs, or (`online.faces: browser`) as each face's child and code, which the
+// page's decoder (decoder.js, a Web Worker: the model's decoder written out) turns into the
+// same pixels; either way a face is an <img> before it is used.
+//
 // Timing: a trial's pair is decoded before it is shown (the server sends the next pair with the
 // current one, so usually it is decoded already); the pair goes on screen inside a
 // requestAnimationFrame callback and the onset is the timestamp of the next frame's callback,
@@ -22,6 +26,9 @@
   const decoded = new Map();
   const KEEP = 64; // at most mcmcp/online/app.py's MAX_HAVE
   const decoding = new Map(); // image key -> the promise of its decode, while it runs
+  let worker = null; // the face decoder (decoder.js), started at the first face sent as a code
+  const drawing = new Map(); // message id -> [resolve, reject] of a face the worker draws
+  let messages = 0;
   const KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant", "sig"];
   // last pages: no Continue; a code and a return link when the study gives them
   const FINAL = ["end", "declined", "screened_out", "full", "ended", "reset", "resize",
@@ -74,6 +81,43 @@
     }
   }
 
+  function startWorker() {
+    worker = new Worker("static/decoder.js");
+    worker.onmessage = (event) => {
+      const { id, error } = event.data;
+      const [resolve, reject] = drawing.get(id);
+      drawing.delete(id);
+      if (error) reject(new Error(error)); else resolve(event.data);
+    };
+    worker.onerror = (event) => {
+      for (const [, reject] of drawing.values()) reject(new Error(event.message || "decoder"));
+      drawing.clear();
+      worker = null;
+    };
+  }
+
+  async function draw(face) {
+    // a face sent as {child, code}: its pixels from the decoder, as a PNG data URL
+    if (!worker) startWorker();
+    const id = ++messages;
+    const base = new URL("api/", document.baseURI).href;
+    const { width, height, pixels } = await new Promise((resolve, reject) => {
+      drawing.set(id, [resolve, reject]);
+      worker.postMessage({ id, base, child: face.child, code: face.code });
+    });
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    const context = canvas.getContext("2d");
+    const image = context.createImageData(width, height);
+    for (let i = 0; i < pixels.length; i++) {
+      image.data.fill(pixels[i], 4 * i, 4 * i + 3);
+      image.data[4 * i + 3] = 255;
+    }
+    context.putImageData(image, 0, 0);
+    return canvas.toDataURL("image/png");
+  }
+
   function decode(keys, images) {
     // a face the server sent before (views leave out what the page was given) is decoded
     // already or on its way; one neither here nor sent rejects, and the page asks for all
@@ -85,8 +129,9 @@
         img.alt = "";
         img.draggable = false;
         img.dataset.key = key;
-        img.src = images[key];
-        decoding.set(key, img.decode().then(
+        const source = images[key];
+        const src = typeof source === "string" ? Promise.resolve(source) : draw(source);
+        decoding.set(key, src.then((url) => { img.src = url; return img.decode(); }).then(
           () => { decoded.set(key, img); decoding.delete(key); },
           (err) => { decoding.delete(key); throw err; }));
       }
