@@ -77,11 +77,6 @@ LEGACY = {"kind": "plain", "upsample": "transposed"}
 """Values of the fields a checkpoint written before they existed was trained with."""
 REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
-REFERENCE_INPUTS = ("raw", "contrast")
-CONTRAST_SIGMA = 3.0
-"""Standard deviation (pixels) of the neighbourhood of `local_contrast`."""
-CONTRAST_FLOOR = 0.02
-"""Grey level (in [0, 1]) below which a neighbourhood's contrast is not stretched further."""
 COARSE_SIGMA = 2.0
 """Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
 
@@ -118,9 +113,6 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
-    reference_input: identity only, what the reference's feature encoder sees: raw (its
-        pixels) or contrast (its pixels and their `local_contrast`, so the mouth and brows of
-        a dark-skinned child give features as strong as a light-skinned child's).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -140,7 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    reference_input: str = "raw"
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -187,9 +178,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.reference_input not in REFERENCE_INPUTS:
-            problems.append(f"reference_input={self.reference_input!r} (allowed: "
-                            f"{', '.join(REFERENCE_INPUTS)})")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -286,14 +274,10 @@ class IdentityEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         a, b = config.identity_channels
-        self.contrast = config.reference_input == "contrast"
-        self.down2 = nn.Sequential(nn.Conv2d(2 if self.contrast else 1, a, 3, padding=1),
-                                   nn.ReLU(), nn.MaxPool2d(2))
+        self.down2 = nn.Sequential(nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         self.down4 = nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
     def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
-        if self.contrast:
-            reference = torch.cat([reference, local_contrast(reference)], dim=1)
         half = self.down2(reference)
         return [half, self.down4(half)]
 
@@ -436,16 +420,6 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
                     kernel[:, :, None, :], groups=c)
     return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="replicate"),
                     kernel[:, :, :, None], groups=c)
-
-
-def local_contrast(images: torch.Tensor) -> torch.Tensor:
-    """Images (n, 1, H, W) in [0, 1] -> each pixel's difference from its neighbourhood's mean
-    over the neighbourhood's standard deviation (both Gaussian-weighted, `CONTRAST_SIGMA`;
-    deviations below `CONTRAST_FLOOR` are not stretched): a feature's shape with its contrast
-    divided out, so a dark lip line on dark skin reads as a light one does."""
-    centred = images - blur(images, CONTRAST_SIGMA)
-    spread = torch.sqrt(blur(centred * centred, CONTRAST_SIGMA) + CONTRAST_FLOOR ** 2)
-    return centred / spread
 
 
 def warp(maps: torch.Tensor, flow: torch.Tensor, cell: int = 4) -> torch.Tensor:
