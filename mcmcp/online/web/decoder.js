@@ -68,7 +68,8 @@ function linear(x, W, b) {
 }
 
 function conv3x3(x, cin, h, w, W, b) {
-  // maps (cin, h, w) -> (cout, h, w): 3x3 convolution, zero padding 1, plus bias
+  // maps (cin, h, w) -> (cout, h, w): 3x3 convolution, zero padding 1, plus bias; a kernel
+  // row's three taps go over an input row in one pass
   const cout = W.shape[0];
   const out = new Float32Array(cout * h * w);
   const acc = new Float64Array(h * w);
@@ -77,20 +78,21 @@ function conv3x3(x, cin, h, w, W, b) {
     for (let c = 0; c < cin; c++) {
       const plane = c * h * w;
       for (let ky = 0; ky < 3; ky++) {
-        for (let kx = 0; kx < 3; kx++) {
-          const k = W.data[((o * cin + c) * 3 + ky) * 3 + kx];
-          if (k === 0) continue;
-          const dy = ky - 1;
-          const dx = kx - 1;
-          const y0 = Math.max(0, -dy);
-          const y1 = Math.min(h, h - dy);
-          const x0 = Math.max(0, -dx);
-          const x1 = Math.min(w, w - dx);
-          for (let y = y0; y < y1; y++) {
-            const row = y * w;
-            const src = plane + (y + dy) * w + dx;
-            for (let xx = x0; xx < x1; xx++) acc[row + xx] += k * x[src + xx];
+        const k = ((o * cin + c) * 3 + ky) * 3;
+        const k0 = W.data[k];
+        const k1 = W.data[k + 1];
+        const k2 = W.data[k + 2];
+        const dy = ky - 1;
+        const y0 = Math.max(0, -dy);
+        const y1 = Math.min(h, h - dy);
+        for (let y = y0; y < y1; y++) {
+          const row = y * w;
+          const src = plane + (y + dy) * w;
+          acc[row] += k1 * x[src] + k2 * x[src + 1];
+          for (let i = 1; i < w - 1; i++) {
+            acc[row + i] += k0 * x[src + i - 1] + k1 * x[src + i] + k2 * x[src + i + 1];
           }
+          acc[row + w - 1] += k0 * x[src + w - 2] + k1 * x[src + w - 1];
         }
       }
     }
