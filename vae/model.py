@@ -518,14 +518,11 @@ class _FaceVAE(nn.Module):
         identity = self._identity(identity, len(z))
         if identity is None:
             return self.decoder.parts(self._net_input(z))
-        h, w = self.config.image_size
-        reference = identity[:, : h * w].reshape(-1, 1, h, w)
-        own_pose = identity[:, h * w :]
+        reference, own_pose = self._reference(identity)
         if self.config.decoder == "warp":
             # the decoder's layers see what they see when decoding (the reference and the code);
             # in training the drawn face is then moved, as a whole, to the target's pose
-            logits, charge, moved = self.decoder.parts(
-                self._net_input(z), [reference, *self.identity_encoder(reference)])
+            logits, charge, moved = self.decoder.parts(self._net_input(z), self._skips(reference))
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
                 if self.config.coarse_weight:
@@ -534,8 +531,29 @@ class _FaceVAE(nn.Module):
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
             reference = self._pose_warp(reference, change)
-        skips = [reference, *self.identity_encoder(reference)]
-        return self.decoder.parts(torch.cat([self._net_input(z), change], dim=1), skips)
+        return self.decoder.parts(torch.cat([self._net_input(z), change], dim=1),
+                                  self._skips(reference))
+
+    def reference_maps(self, identity: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """One child's maps as the decoder reads them when it draws its faces (no target pose):
+        [the reference face (1, 1, H, W) in [0, 1], its features at 1/2 and 1/4 resolution
+        (1, a, H/2, W/2) and (1, b, H/4, W/4)]. identity: the child's (k,) or (1, k) code, None:
+        the default child. Identity models only."""
+        if self.config.kind != "identity":
+            raise ValueError("reference_maps needs a model of kind 'identity'; this one is plain")
+        reference, _ = self._reference(self._identity(identity, 1))
+        return self._skips(reference)
+
+    def _reference(self, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity codes (n, k) -> (reference faces (n, 1, H, W), their pose codes
+        (n, pose_dim))."""
+        h, w = self.config.image_size
+        return identity[:, : h * w].reshape(-1, 1, h, w), identity[:, h * w :]
+
+    def _skips(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's skip inputs for reference faces (n, 1, H, W): [the references, their
+        1/2 and 1/4 resolution features]."""
+        return [reference, *self.identity_encoder(reference)]
 
     def _pose_warp(self, images: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         """Images or logits (n, 1, H, W) moved by the affine map of a pose change (n, pose_dim)

@@ -67,16 +67,13 @@ def decoder_bundle(model) -> dict:
 
 def child_bundle(model, identity: torch.Tensor | None) -> dict:
     """One child's inputs to the decoder: the reference face (1, H, W) in [0, 1] and its
-    features at 1/2 and 1/4 resolution (a, H/2, W/2), (b, H/4, W/4), as the model computes
-    them for `decode(z, identity)`; identity: the child's (k,) or (1, k) code, None: the
+    features at 1/2 and 1/4 resolution (a, H/2, W/2), (b, H/4, W/4) (`reference_maps`, what
+    `decode(z, identity)` reads of the child); identity: the child's (k,) or (1, k) code, None: the
     model's default child. Plain models have no child: empty tensors."""
     if model.config.kind != "identity":
         return {"format": FORMAT, "tensors": {}}
-    h, w = model.config.image_size
     with torch.no_grad():
-        code = model._identity(identity, 1)
-        reference = code[:, : h * w].reshape(1, 1, h, w)
-        half, quarter = model.identity_encoder(reference)
+        reference, half, quarter = model.reference_maps(identity)
     return {"format": FORMAT, "tensors": {"reference": _tensor(reference[0]),
                                           "half": _tensor(half[0]),
                                           "quarter": _tensor(quarter[0])}}
