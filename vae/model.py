@@ -113,10 +113,6 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
-    code_layer: width of two ReLU layers the decoder passes the code through before its first
-        layer and its FiLM (0: none; FiLM is then linear in the code).
-    code_frequencies: K > 0 appends sin and cos of the code times pi 2^k (k < K) to what the
-        decoder reads (Fourier features: finer changes over the sphere; 0: none).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -136,8 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    code_layer: int = 0
-    code_frequencies: int = 0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -332,13 +326,6 @@ class Decoder(nn.Module):
         self.warps = config.decoder == "warp"
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
-        self.frequencies = config.code_frequencies
-        d = d * (1 + 2 * self.frequencies)
-        self.code = None
-        if config.code_layer:
-            self.code = nn.Sequential(nn.Linear(d, config.code_layer), nn.ReLU(),
-                                      nn.Linear(config.code_layer, config.code_layer), nn.ReLU())
-            d = config.code_layer
         self.shape = (c2, h // 4, w // 4)
         self.dense = nn.Sequential(nn.Linear(d, c2 * (h // 4) * (w // 4)), nn.ReLU())
         self.transposed = config.upsample == "transposed"
@@ -387,11 +374,6 @@ class Decoder(nn.Module):
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
         1/4 resolution features] (identity models only).
         """
-        if self.frequencies:
-            z = torch.cat([z] + [f(z * (math.pi * 2 ** k)) for k in range(self.frequencies)
-                                 for f in (torch.sin, torch.cos)], dim=1)
-        if self.code is not None:
-            z = self.code(z)
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
             return self.deconv(h), None, None
