@@ -1,0 +1,37 @@
+"""benchmarks/bench_reader.py's standard error of a retention, against the binomial closed form."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_reader", ROOT / "benchmarks/bench_reader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retention_se_matches_the_binomial_closed_form():
+    """Every original read, each reconstruction read with probability q, independently:
+    retention = the share of reconstructions read, whose standard error over n faces is
+    sqrt(q (1 - q) / n); resampling the children gives it to within the bootstrap's noise,
+    and a child's faces resampled together (all read or none) give a larger one."""
+    rng = np.random.default_rng(0)
+    children = np.repeat([f"c{i:02d}" for i in range(40)], 10)  # 40 children x 10 faces
+    labels = np.zeros(len(children), dtype=int)
+    read_orig = np.ones(len(children), dtype=bool)
+    q = 0.7
+    read_recon = rng.random(len(children)) < q
+    se = _bench().retention_se(read_orig, read_recon, labels, 0, children, draws=4000)
+    closed = np.sqrt(q * (1 - q) / len(children))
+    assert abs(se - closed) < 0.15 * closed
+    # whole children read or not: 40 clusters, not 400 faces
+    whole = np.repeat(rng.random(40) < q, 10)
+    se_whole = _bench().retention_se(read_orig, whole, labels, 0, children, draws=4000)
+    assert abs(se_whole - np.sqrt(q * (1 - q) / 40)) < 0.15 * np.sqrt(q * (1 - q) / 40)
