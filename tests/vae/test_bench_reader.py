@@ -28,10 +28,11 @@ def test_retention_se_matches_the_binomial_closed_form():
     read_orig = np.ones(len(children), dtype=bool)
     q = 0.7
     read_recon = rng.random(len(children)) < q
-    se = _bench().retention_se(read_orig, read_recon, labels, 0, children, draws=4000)
+    bench = _bench()
+    se = bench.retention_se(read_orig, read_recon, labels, 0, children, draws=4000)
     closed = np.sqrt(q * (1 - q) / len(children))
     assert abs(se - closed) < 0.15 * closed
     # whole children read or not: 40 clusters, not 400 faces
     whole = np.repeat(rng.random(40) < q, 10)
-    se_whole = _bench().retention_se(read_orig, whole, labels, 0, children, draws=4000)
+    se_whole = bench.retention_se(read_orig, whole, labels, 0, children, draws=4000)
     assert abs(se_whole - np.sqrt(q * (1 - q) / 40)) < 0.15 * np.sqrt(q * (1 - q) / 40)
