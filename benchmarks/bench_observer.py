@@ -8,7 +8,9 @@ CPU seconds (less sensitive than wall time to a shared machine).
 Speed: one call on 256 new faces, and chain-trials per second of 256 chains (proposal kappa 5,
 as experiments/happy.yaml), a short run (20 trials per chain) and a study-length one (300),
 each with a new agent (the table is built during the run: "cold"), then the fast agent once more
-with its table from the run before ("warm").
+with its table from the run before ("warm"), and a new fast agent whose table starts from the
+nodes the cold run kept on disk (`mcmcp.table_cache`, as a later simulate or plan run or
+another worker of the same one does; reading the file is counted).
 
 Agreement, fast against exact: the observer's 7 probabilities at 10,000 uniform random points
 and at the emotions' centroids (spherical means of the encoded training faces), for the
@@ -24,6 +26,7 @@ difference between the faces at the point and at that node, in grey levels of 25
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,15 +109,20 @@ def main(argv=None) -> None:
     one_cold = cpu_seconds(lambda: ObserverAgent(model, observer).log_preference("happy", new))
     print(f"| one call, 256 new faces | exact {one_exact * 1000:.0f} ms | fast, new table "
           f"{one_cold * 1000:.0f} ms |")
-    print("| chain-trials/s, 256 chains | exact | fast, cold | fast, warm | table nodes |")
-    print("|---|---|---|---|---|")
+    print("| chain-trials/s, 256 chains | exact | fast, cold | fast, warm | fast, table from "
+          "disk | table nodes |")
+    print("|---|---|---|---|---|---|")
     for trials in args.trials:
         rate_exact = chain_rate(ObserverAgent(model, observer, cells=0), trials, args.seed)
-        agent = ObserverAgent(model, observer)
-        cold = chain_rate(agent, trials, args.seed)
-        warm = chain_rate(agent, trials, args.seed + 1)
+        with tempfile.TemporaryDirectory() as cache:
+            agent = ObserverAgent(model, observer, cache=cache)
+            cold = chain_rate(agent, trials, args.seed)
+            agent.save_tables()
+            warm = chain_rate(agent, trials, args.seed + 1)
+            later = chain_rate(ObserverAgent(model, observer, cache=cache), trials,
+                               args.seed + 1)
         print(f"| {trials} trials per chain | {rate_exact:,.0f} | {cold:,.0f} | {warm:,.0f} | "
-              f"{agent.table().n_computed:,} |", flush=True)
+              f"{later:,.0f} | {agent.table().n_computed:,} |", flush=True)
 
     print("\n## Agreement of the fast agent with the exact one")
     print("| points | child | max abs diff of the 7 probabilities | 99.9th pct | 99th pct | "

@@ -22,13 +22,16 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 from scipy.special import expit
 
+from mcmcp import table_cache
 from mcmcp.sampling.densities import VMFMixture
+from mcmcp.specs import ROOT
 from vae.labels import canonical_emotion, emotion_index
 
 AGENT_KINDS = ("latent", "classifier", "observer")
@@ -44,6 +47,9 @@ TABLE_TOLERANCE = 0.1
 # cache: at 64x64 on one thread, a face costs 2.4 ms to decode and 0.84 ms to judge in batches
 # of 32, against 3.5 and 1.2 ms in batches of 256 (16: no faster than 32)
 BATCH = 32
+# where the commands (simulate, plan) keep observer tables between runs (`mcmcp.table_cache`),
+# beside the default face store; delete it to start over
+TABLE_CACHE = ROOT / "data/cache/observer-tables"
 CACHE_SIZE = 65536  # codes whose probabilities a CallableAgent remembers (~10 MB)
 MIN_PROB = 1e-12  # floor on category probabilities so log p stays finite
 
@@ -152,6 +158,9 @@ class LuceAgent:
 
     def reset(self) -> None:
         """Forget anything remembered between trials (nothing, unless a subclass caches)."""
+
+    def save_tables(self) -> None:
+        """Keep what later runs can reuse on disk (nothing, unless a subclass keeps tables)."""
 
     def prob_right(self, emotion: str | np.ndarray, left: np.ndarray,
                    right: np.ndarray, identity: str | np.ndarray | None = None) -> np.ndarray:
@@ -464,7 +473,9 @@ class ObserverAgent(CallableAgent):
     speed, its agreement with `cells=0`, which decodes and judges every face (as any latent
     dimension other than 3 does), and how far the faces it judged are from the one shown.
     Tables outlive `reset`: a node's value depends on the child and the node only, never on
-    earlier answers.
+    earlier answers. With a `cache` folder they also outlive the process (`mcmcp.table_cache`):
+    a child's table starts from the nodes earlier runs kept there, and `save_tables` adds this
+    run's (the commands keep them in `TABLE_CACHE`).
 
     It works on private channels-last copies of the VAE and the observer: their convolutions
     run about twice as fast on one thread in that layout (benchmarks/bench_scale.py), and the
@@ -472,7 +483,9 @@ class ObserverAgent(CallableAgent):
     """
 
     def __init__(self, model: torch.nn.Module, observer, identities=None,
-                 cells: int = TABLE_CELLS, **luce) -> None:
+                 cells: int = TABLE_CELLS, cache: str | Path | None = None, **luce) -> None:
+        self.cache = None if cache is None else Path(cache)
+        self._weights = None if cache is None else table_cache.weights_sha256((model, observer))
         fast_model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         fast_observer = copy.deepcopy(observer).eval().to(memory_format=torch.channels_last)
         super().__init__("observer", functools.partial(_softmax, fast_observer), "images",
@@ -489,8 +502,26 @@ class ObserverAgent(CallableAgent):
                 probs = self._probabilities(nodes, [child] * len(nodes))
                 return np.log(np.maximum(probs, MIN_PROB))
 
-            self._tables[child] = SphereTable(judge, 7, self.cells)
+            self._tables[child] = table = SphereTable(judge, 7, self.cells)
+            if self.cache is not None:
+                table_cache.read_into(table, self._table_file(child))
         return self._tables[child]
+
+    def save_tables(self) -> None:
+        """Add the nodes this agent computed to its `cache` folder, and take in those other
+        runs added since (nothing without a cache)."""
+        if self.cache is None:
+            return
+        for child, table in self._tables.items():
+            table_cache.write(table, self._table_file(child), self._about(child))
+
+    def _about(self, child: str) -> dict:
+        codes = None if self.identities is None else self.identities.stack([child])
+        code = None if codes is None else codes[0]
+        return table_cache.describe(self._weights, child, code, self._tables[child])
+
+    def _table_file(self, child: str) -> Path:
+        return table_cache.table_file(self.cache, self._about(child))
 
     def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
                        identity: str | np.ndarray | None = None) -> np.ndarray:
@@ -511,12 +542,14 @@ class ObserverAgent(CallableAgent):
         return out
 
 
-def make_agent(spec, densities=None, model=None, observer=None, identities=None) -> LuceAgent:
+def make_agent(spec, densities=None, model=None, observer=None, identities=None,
+               table_cache=None) -> LuceAgent:
     """An agent from a config `AgentSpec` (kind, exponent, lapse, side_bias).
 
     latent needs `densities` (emotion -> VMFMixture); classifier a torch VAE `model`;
     observer the VAE `model` and an `observer` with predict_proba, and draws each face as the
-    trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child).
+    trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child),
+    keeping its tables in the folder `table_cache` (None: in memory only).
     """
     luce = {"exponent": spec.exponent, "lapse": spec.lapse, "side_bias": spec.side_bias}
     if spec.kind == "latent":
@@ -532,5 +565,5 @@ def make_agent(spec, densities=None, model=None, observer=None, identities=None)
             raise ValueError(
                 "agent kind 'observer' needs the VAE checkpoint and vae/checkpoints/observer.pt"
             )
-        return ObserverAgent(model, observer, identities, **luce)
+        return ObserverAgent(model, observer, identities, cache=table_cache, **luce)
     raise ValueError(f"agent.kind must be one of {', '.join(AGENT_KINDS)}, got {spec.kind!r}")
