@@ -33,6 +33,7 @@ from mcmcp import table_cache
 from mcmcp.sampling.densities import VMFMixture
 from mcmcp.specs import ROOT
 from vae.labels import canonical_emotion, emotion_index
+from vae.memory import keep_freed_memory
 
 AGENT_KINDS = ("latent", "classifier", "observer")
 # The observer agent's table (`SphereTable`): 8 cells per cube-face edge (11 degrees), cut in
@@ -289,6 +290,8 @@ class CallableAgent(LuceAgent):
         """Category probabilities (n, 7) of codes x (n, d) shown as `children` (n ids),
         computed (no cache), BATCH codes at a time (images: decoded, each as its child, then
         judged)."""
+        if self.takes == "images":
+            keep_freed_memory()  # a batch's feature maps are not faulted in again each time
         return np.concatenate([self._judged(x[i : i + BATCH], children[i : i + BATCH])
                                for i in range(0, len(x), BATCH)])
 
