@@ -546,13 +546,14 @@ class ObserverAgent(CallableAgent):
 
 
 def make_agent(spec, densities=None, model=None, observer=None, identities=None,
-               table_cache=None) -> LuceAgent:
+               table_cache=None, cells: int = TABLE_CELLS) -> LuceAgent:
     """An agent from a config `AgentSpec` (kind, exponent, lapse, side_bias).
 
     latent needs `densities` (emotion -> VMFMixture); classifier a torch VAE `model`;
     observer the VAE `model` and an `observer` with predict_proba, and draws each face as the
     trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child),
-    keeping its tables in the folder `table_cache` (None: in memory only).
+    answering from tables of `cells` cells per cube-face edge (0: decoding every face) kept in
+    the folder `table_cache` (None: in memory only).
     """
     luce = {"exponent": spec.exponent, "lapse": spec.lapse, "side_bias": spec.side_bias}
     if spec.kind == "latent":
@@ -568,5 +569,5 @@ def make_agent(spec, densities=None, model=None, observer=None, identities=None,
             raise ValueError(
                 "agent kind 'observer' needs the VAE checkpoint and vae/checkpoints/observer.pt"
             )
-        return ObserverAgent(model, observer, identities, cache=table_cache, **luce)
+        return ObserverAgent(model, observer, identities, cells, table_cache, **luce)
     raise ValueError(f"agent.kind must be one of {', '.join(AGENT_KINDS)}, got {spec.kind!r}")
