@@ -143,10 +143,13 @@ def main(argv=None) -> None:
                   f"{np.quantile(worst, 0.99):.4f} | {np.abs(p_fast - p_exact).mean():.5f} | "
                   f"{choice:.4f} | ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    print("\n## The faces the fast agent judged, against the face a participant sees")
+    from vae.labels import emotion_index
+
+    print("\n## The faces the fast agent judged (for happy), against the face a participant sees")
     table = fast.table()
     x = sample_uniform(1000, 3, rng)
-    ids, weights = table.corners(x)  # (1000, 9) the nodes each point's answer came from
+    # (1000, 9) the nodes each point's answer came from, in the cells cut for happy
+    ids, weights = table.corners(x, np.full(len(x), emotion_index("happy")))
     nodes = table.nodes(ids.ravel()).reshape(*ids.shape, 3)
     angle = np.degrees(np.arccos(np.clip(np.einsum("nd,nkd->nk", x, nodes), -1, 1)))
     angle[weights == 0] = 0.0  # a node whose weight is 0 (the point on its row or column) is not used

@@ -52,12 +52,13 @@ def weights_sha256(modules: Iterable[torch.nn.Module]) -> str:
 def describe(weights: str, child: str, code: torch.Tensor | None, table) -> dict:
     """What a table file is of (its name is the sha256 of this): the weights' sha256
     (`weights_sha256`), the child's id and identity code (k,) (None: the model's default child
-    of a plain model), the table's grid and torch's build."""
+    of a plain model), the table's grid (not its tolerance: a node's value does not depend on
+    which cells were cut) and torch's build."""
     code_sha = None if code is None else hashlib.sha256(
         code.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
     return {"format": FORMAT, "weights_sha256": weights, "child": child,
             "identity_code_sha256": code_sha, "cells": table.cells, "levels": table.levels,
-            "tolerance": table.tolerance, "width": table.values.shape[1],
+            "width": table.values.shape[1],
             "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
