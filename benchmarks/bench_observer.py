@@ -8,7 +8,9 @@ CPU seconds (less sensitive than wall time to a shared machine).
 Speed: one call on 256 new faces, and chain-trials per second of 256 chains (proposal kappa 5,
 as experiments/happy.yaml), a short run (20 trials per chain) and a study-length one (300),
 each with a new agent (the table is built during the run: "cold"), then the fast agent once more
-with its table from the run before ("warm").
+with its table from the run before ("warm"), and a new fast agent whose table starts from the
+nodes the cold run kept on disk (`mcmcp.table_cache`, as a later simulate or plan run or
+another worker of the same one does; reading the file is counted).
 
 Agreement, fast against exact: the observer's 7 probabilities at 10,000 uniform random points
 and at the emotions' centroids (spherical means of the encoded training faces), for the
@@ -24,6 +26,7 @@ difference between the faces at the point and at that node, in grey levels of 25
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,15 +109,20 @@ def main(argv=None) -> None:
     one_cold = cpu_seconds(lambda: ObserverAgent(model, observer).log_preference("happy", new))
     print(f"| one call, 256 new faces | exact {one_exact * 1000:.0f} ms | fast, new table "
           f"{one_cold * 1000:.0f} ms |")
-    print("| chain-trials/s, 256 chains | exact | fast, cold | fast, warm | table nodes |")
-    print("|---|---|---|---|---|")
+    print("| chain-trials/s, 256 chains | exact | fast, cold | fast, warm | fast, table from "
+          "disk | table nodes |")
+    print("|---|---|---|---|---|---|")
     for trials in args.trials:
         rate_exact = chain_rate(ObserverAgent(model, observer, cells=0), trials, args.seed)
-        agent = ObserverAgent(model, observer)
-        cold = chain_rate(agent, trials, args.seed)
-        warm = chain_rate(agent, trials, args.seed + 1)
+        with tempfile.TemporaryDirectory() as cache:
+            agent = ObserverAgent(model, observer, cache=cache)
+            cold = chain_rate(agent, trials, args.seed)
+            agent.save_tables()
+            warm = chain_rate(agent, trials, args.seed + 1)
+            later = chain_rate(ObserverAgent(model, observer, cache=cache), trials,
+                               args.seed + 1)
         print(f"| {trials} trials per chain | {rate_exact:,.0f} | {cold:,.0f} | {warm:,.0f} | "
-              f"{agent.table().n_computed:,} |", flush=True)
+              f"{later:,.0f} | {agent.table().n_computed:,} |", flush=True)
 
     print("\n## Agreement of the fast agent with the exact one")
     print("| points | child | max abs diff of the 7 probabilities | 99.9th pct | 99th pct | "
@@ -135,10 +143,13 @@ def main(argv=None) -> None:
                   f"{np.quantile(worst, 0.99):.4f} | {np.abs(p_fast - p_exact).mean():.5f} | "
                   f"{choice:.4f} | ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    print("\n## The faces the fast agent judged, against the face a participant sees")
+    from vae.labels import emotion_index
+
+    print("\n## The faces the fast agent judged (for happy), against the face a participant sees")
     table = fast.table()
     x = sample_uniform(1000, 3, rng)
-    ids, weights = table.corners(x)  # (1000, 9) the nodes each point's answer came from
+    # (1000, 9) the nodes each point's answer came from, in the cells cut for happy
+    ids, weights = table.corners(x, np.full(len(x), emotion_index("happy")))
     nodes = table.nodes(ids.ravel()).reshape(*ids.shape, 3)
     angle = np.degrees(np.arccos(np.clip(np.einsum("nd,nkd->nk", x, nodes), -1, 1)))
     angle[weights == 0] = 0.0  # a node whose weight is 0 (the point on its row or column) is not used

@@ -22,28 +22,37 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 from scipy.special import expit
 
+from mcmcp import table_cache
 from mcmcp.sampling.densities import VMFMixture
+from mcmcp.specs import ROOT
 from vae.labels import canonical_emotion, emotion_index
+from vae.memory import keep_freed_memory
 
 AGENT_KINDS = ("latent", "classifier", "observer")
 # The observer agent's table (`SphereTable`): 8 cells per cube-face edge (11 degrees), cut in
-# 4 up to 3 times (to 1.4 degrees, nodes 0.7 apart) where the corners miss the cell's centre or
-# an edge midpoint by more than 0.1 in log probability (benchmarks/bench_observer.py: at 10,000
-# random points within 0.011 and 0.017 of the exact agent for two children; 0.2 builds a third
-# fewer nodes and misses by up to 0.034)
+# 4 up to 3 times (to 1.4 degrees, nodes 0.7 apart) where the corners miss the asked emotion's
+# probability at the cell's centre or an edge midpoint by more than 0.003, or its log
+# probability by more than 0.2 (the choice between two faces far from the emotion rests on
+# it). A 300-trial happy run of 256 chains needs about 21,000 nodes where cutting on every
+# emotion's log probability at 0.1 needed 51,000; the settings tried are in docs/faces.md
 TABLE_CELLS = 8
 TABLE_LEVELS = 3
-TABLE_TOLERANCE = 0.1
+TABLE_TOLERANCE = 0.003
+TABLE_LOG_TOLERANCE = 0.2
 # Faces decoded and judged at once. Small batches keep a batch's feature maps in the core's
 # cache: at 64x64 on one thread, a face costs 2.4 ms to decode and 0.84 ms to judge in batches
 # of 32, against 3.5 and 1.2 ms in batches of 256 (16: no faster than 32)
 BATCH = 32
+# where the commands (simulate, plan) keep observer tables between runs (`mcmcp.table_cache`),
+# beside the default face store; delete it to start over
+TABLE_CACHE = ROOT / "data/cache/observer-tables"
 CACHE_SIZE = 65536  # codes whose probabilities a CallableAgent remembers (~10 MB)
 MIN_PROB = 1e-12  # floor on category probabilities so log p stays finite
 
@@ -152,6 +161,9 @@ class LuceAgent:
 
     def reset(self) -> None:
         """Forget anything remembered between trials (nothing, unless a subclass caches)."""
+
+    def save_tables(self) -> None:
+        """Keep what later runs can reuse on disk (nothing, unless a subclass keeps tables)."""
 
     def prob_right(self, emotion: str | np.ndarray, left: np.ndarray,
                    right: np.ndarray, identity: str | np.ndarray | None = None) -> np.ndarray:
@@ -280,6 +292,8 @@ class CallableAgent(LuceAgent):
         """Category probabilities (n, 7) of codes x (n, d) shown as `children` (n ids),
         computed (no cache), BATCH codes at a time (images: decoded, each as its child, then
         judged)."""
+        if self.takes == "images":
+            keep_freed_memory()  # a batch's feature maps are not faulted in again each time
         return np.concatenate([self._judged(x[i : i + BATCH], children[i : i + BATCH])
                                for i in range(0, len(x), BATCH)])
 
@@ -327,33 +341,39 @@ def _softmax(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 class SphereTable:
-    """Log probabilities on the sphere S^2, computed at the nodes of an adaptive cube map when
-    first needed and interpolated in between: the observer agent's cheap stand-in for decoding
-    and judging every face.
+    """Category probabilities on the sphere S^2, computed at the nodes of an adaptive cube map
+    when first needed and interpolated in between: the observer agent's cheap stand-in for
+    decoding and judging every face.
 
     The cube map is equi-angular: each of the 6 faces of the cube around the sphere is cut
     into `cells` x `cells` cells of equal angle (90 / cells degrees). Each cell has 9 nodes,
     its corners, edge midpoints and centre, and a point is answered by biquadratic
-    interpolation of the 9 nodes of its smallest cell. A cell whose 4 corners predict its
-    centre or an edge midpoint (bilinearly) worse than `tolerance` (in any column, in log
-    probability) is cut into 4, at most `levels` times: fine cells only where the values bend
-    (near the borders between emotions), coarse ones where they are nearly linear. The
-    bilinear miss is the cut test because it overstates what the biquadratic answer misses.
-    The edge midpoints are part of the test because a value that bends along a diagonal can
-    pass through the centre at the corners' mean. Nodes are computed in one batch per level and
-    call, only those not computed before, so the cost of a table grows with the part of the
-    sphere visited and then stops. Across the edge between a cut cell and an uncut one the
-    answer may jump, by about the tolerance.
+    interpolation of the 9 nodes' log probabilities of its smallest cell, renormalised over
+    the `width` categories. Cells are cut for the category asked about: a cell whose 4
+    corners predict that category's probability at its centre or an edge midpoint
+    (bilinearly, renormalised) worse than `tolerance`, or its log probability worse than
+    `log_tolerance`, is cut into 4, at most `levels` times: fine cells only where that
+    category bends (near its borders with other categories), coarse ones where it is nearly
+    linear. The bilinear miss is the cut test because
+    it overstates what the biquadratic answer misses; the edge midpoints are part of it because
+    a value that bends along a diagonal can pass through the centre at the corners' mean. All
+    categories share the nodes (a node's face is judged once, for all of them). Nodes are
+    computed in one batch per level and call, only those not computed before, so the cost of a
+    table grows with the part of the sphere visited and then stops. Across the edge between a
+    cut cell and an uncut one the answer may jump, by about the tolerance.
 
     fn: nodes (m, 3) unit vectors -> log probabilities (m, width); it must be deterministic,
-    since each node is computed once. Log probabilities, not probabilities, are interpolated:
-    they change far more evenly over the sphere.
+    since each node is computed once. Log probabilities, not probabilities, are interpolated
+    and renormalised: that is interpolating the logits, which change far more evenly over the
+    sphere than a probability does across a border.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], width: int,
                  cells: int = TABLE_CELLS, levels: int = TABLE_LEVELS,
-                 tolerance: float = TABLE_TOLERANCE) -> None:
-        self.fn, self.cells, self.levels, self.tolerance = fn, int(cells), int(levels), tolerance
+                 tolerance: float = TABLE_TOLERANCE,
+                 log_tolerance: float = TABLE_LOG_TOLERANCE) -> None:
+        self.fn, self.cells, self.levels = fn, int(cells), int(levels)
+        self.tolerance, self.log_tolerance = tolerance, log_tolerance
         # node spacing per cube-face edge: half the finest cell (its midpoints and centre)
         self.fine = self.cells * 2 ** (self.levels + 1)
         n_nodes = 6 * (self.fine + 1) ** 2
@@ -365,16 +385,19 @@ class SphereTable:
         """How many nodes have been computed so far."""
         return int(self.known.sum())
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Interpolated log probabilities (n, width) at unit vectors x (n, 3)."""
-        ids, weights = self.corners(x)
-        return np.einsum("nk,nkw->nw", weights, self.values[ids])
+    def __call__(self, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Interpolated log probabilities (n, width), renormalised, at unit vectors x (n, 3),
+        each row from the cells cut for its category `columns` (n,)."""
+        ids, weights = self.corners(x, columns)
+        return _log_normalise(np.einsum("nk,nkw->nw", weights, self.values[ids]))
 
-    def corners(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def corners(self, x: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Node ids (n, 9) each unit vector x (n, 3) is interpolated from and their
-        biquadratic weights (n, 9): the 3 x 3 nodes of the point's smallest cell, row by row
-        along the face's first axis; nodes not known yet are computed."""
+        biquadratic weights (n, 9): the 3 x 3 nodes of the point's smallest cell as cut for its
+        category `columns` (n,), row by row along the face's first axis; nodes not known yet
+        are computed."""
         x = np.asarray(x, dtype=np.float64)
+        columns = np.broadcast_to(np.asarray(columns, dtype=np.int64), (len(x),))
         face, a, b = self._coordinates(x)  # a, b in node steps, 0 .. fine
         side = self.fine + 1
         ids = np.empty((len(x), 9), dtype=np.int64)
@@ -395,10 +418,14 @@ class SphereTable:
             if level == self.levels:
                 break
             at = self.values[nine]  # (n, 9, width)
-            bilinear = (at[:, _FROM[:, 0]] + at[:, _FROM[:, 1]] + at[:, _FROM[:, 2]]
-                        + at[:, _FROM[:, 3]]) / 4
-            miss = np.abs(at[:, _INNER] - bilinear).max(axis=(1, 2))
-            todo = todo[miss > self.tolerance]
+            bilinear = _log_normalise((at[:, _FROM[:, 0]] + at[:, _FROM[:, 1]]
+                                       + at[:, _FROM[:, 2]] + at[:, _FROM[:, 3]]) / 4)
+            rows, column = np.arange(len(todo))[:, None], columns[todo][:, None]
+            inner = np.arange(len(_INNER))[None, :]
+            guess, truth = bilinear[rows, inner, column], at[:, _INNER][rows, inner, column]
+            cut = ((np.abs(np.exp(guess) - np.exp(truth)).max(axis=1) > self.tolerance)
+                   | (np.abs(guess - truth).max(axis=1) > self.log_tolerance))
+            todo = todo[cut]
         return ids, weights
 
     def _compute(self, ids: np.ndarray) -> None:
@@ -442,6 +469,12 @@ _INNER = np.array([1, 3, 4, 5, 7])
 _FROM = np.array([[0, 2, 0, 2], [0, 6, 0, 6], [0, 2, 6, 8], [2, 8, 2, 8], [6, 8, 6, 8]])
 
 
+def _log_normalise(logp: np.ndarray) -> np.ndarray:
+    """Log probabilities (..., width) shifted so that their probabilities sum to one."""
+    top = logp.max(axis=-1, keepdims=True)
+    return logp - top - np.log(np.exp(logp - top).sum(axis=-1, keepdims=True))
+
+
 def _quadratic(t: np.ndarray) -> np.ndarray:
     """The 3 quadratic Lagrange weights (n, 3) of nodes at 0, 1/2 and 1 at positions t (n,)."""
     return np.stack([2 * (t - 0.5) * (t - 1), -4 * t * (t - 1), 2 * t * (t - 0.5)], axis=1)
@@ -458,13 +491,16 @@ class ObserverAgent(CallableAgent):
 
     Fast by default (`cells` = TABLE_CELLS, on the sphere S^2): for each child it keeps a
     `SphereTable` of the observer's log probabilities of the full decoder's faces at nodes
-    0.7 degrees apart where the judgement bends (near the borders between emotions), up to 5.6
-    degrees apart where it is nearly linear, each node decoded and judged once, when a trial
-    first needs it, and interpolates between them. benchmarks/bench_observer.py measures its
-    speed, its agreement with `cells=0`, which decodes and judges every face (as any latent
-    dimension other than 3 does), and how far the faces it judged are from the one shown.
+    0.7 degrees apart where the asked emotion's probability bends (near its borders with the
+    others), up to 5.6 degrees apart where it is nearly linear or near 0, each node decoded and
+    judged once, when a trial first needs it, and interpolates between them.
+    benchmarks/bench_observer.py measures its speed, its agreement with `cells=0`, which
+    decodes and judges every face (as any latent dimension other than 3 does), and how far the
+    faces it judged are from the one shown.
     Tables outlive `reset`: a node's value depends on the child and the node only, never on
-    earlier answers.
+    earlier answers. With a `cache` folder they also outlive the process (`mcmcp.table_cache`):
+    a child's table starts from the nodes earlier runs kept there, and `save_tables` adds this
+    run's (the commands keep them in `TABLE_CACHE`).
 
     It works on private channels-last copies of the VAE and the observer: their convolutions
     run about twice as fast on one thread in that layout (benchmarks/bench_scale.py), and the
@@ -472,7 +508,9 @@ class ObserverAgent(CallableAgent):
     """
 
     def __init__(self, model: torch.nn.Module, observer, identities=None,
-                 cells: int = TABLE_CELLS, **luce) -> None:
+                 cells: int = TABLE_CELLS, cache: str | Path | None = None, **luce) -> None:
+        self.cache = None if cache is None else Path(cache)
+        self._weights = None if cache is None else table_cache.weights_sha256((model, observer))
         fast_model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         fast_observer = copy.deepcopy(observer).eval().to(memory_format=torch.channels_last)
         super().__init__("observer", functools.partial(_softmax, fast_observer), "images",
@@ -489,8 +527,26 @@ class ObserverAgent(CallableAgent):
                 probs = self._probabilities(nodes, [child] * len(nodes))
                 return np.log(np.maximum(probs, MIN_PROB))
 
-            self._tables[child] = SphereTable(judge, 7, self.cells)
+            self._tables[child] = table = SphereTable(judge, 7, self.cells)
+            if self.cache is not None:
+                table_cache.read_into(table, self._table_file(child))
         return self._tables[child]
+
+    def save_tables(self) -> None:
+        """Add the nodes this agent computed to its `cache` folder, and take in those other
+        runs added since (nothing without a cache)."""
+        if self.cache is None:
+            return
+        for child, table in self._tables.items():
+            table_cache.write(table, self._table_file(child), self._about(child))
+
+    def _about(self, child: str) -> dict:
+        codes = None if self.identities is None else self.identities.stack([child])
+        code = None if codes is None else codes[0]
+        return table_cache.describe(self._weights, child, code, self._tables[child])
+
+    def _table_file(self, child: str) -> Path:
+        return table_cache.table_file(self.cache, self._about(child))
 
     def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
                        identity: str | np.ndarray | None = None) -> np.ndarray:
@@ -504,19 +560,20 @@ class ObserverAgent(CallableAgent):
         out = np.empty(len(x))
         for child in dict.fromkeys(children.tolist()):
             rows = np.flatnonzero(children == child)
-            logp = self.table(child)(x[rows])
-            # interpolated log probabilities need not sum to one: renormalise
-            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            logp = self.table(child)(x[rows], columns[rows])
             out[rows] = logp[np.arange(len(rows)), columns[rows]]
         return out
 
 
-def make_agent(spec, densities=None, model=None, observer=None, identities=None) -> LuceAgent:
+def make_agent(spec, densities=None, model=None, observer=None, identities=None,
+               table_cache=None, cells: int = TABLE_CELLS) -> LuceAgent:
     """An agent from a config `AgentSpec` (kind, exponent, lapse, side_bias).
 
     latent needs `densities` (emotion -> VMFMixture); classifier a torch VAE `model`;
     observer the VAE `model` and an `observer` with predict_proba, and draws each face as the
-    trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child).
+    trial's child from `identities` (`mcmcp.identities.Identities`; None: the default child),
+    answering from tables of `cells` cells per cube-face edge (0: decoding every face) kept in
+    the folder `table_cache` (None: in memory only).
     """
     luce = {"exponent": spec.exponent, "lapse": spec.lapse, "side_bias": spec.side_bias}
     if spec.kind == "latent":
@@ -532,5 +589,5 @@ def make_agent(spec, densities=None, model=None, observer=None, identities=None)
             raise ValueError(
                 "agent kind 'observer' needs the VAE checkpoint and vae/checkpoints/observer.pt"
             )
-        return ObserverAgent(model, observer, identities, **luce)
+        return ObserverAgent(model, observer, identities, cells, table_cache, **luce)
     raise ValueError(f"agent.kind must be one of {', '.join(AGENT_KINDS)}, got {spec.kind!r}")

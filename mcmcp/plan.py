@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from analysis.checks import judge_states
+    from mcmcp.agents import TABLE_CACHE
     from mcmcp.config import load_config
     from mcmcp.sim import sweeps
     from mcmcp.sim.study import ground_truth, make_design, open_model_parts
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, require_checkpoint=False)
         model = open_model_parts(cfg, args.config, args.truth)
         truth = ground_truth(args.truth, cfg, model)
-        design = make_design(cfg, Path("."), truth, model, None, args.config)
+        design = make_design(cfg, Path("."), truth, model, None, args.config, TABLE_CACHE)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

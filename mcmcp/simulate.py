@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     # Parsed: now the heavy imports (the model's torch among them).
+    from mcmcp.agents import TABLE_CACHE
     from mcmcp.config import config_from_dict, load_config
     from vae.files import file_sha256
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.chains.across_participants:
             return _simulate_shared(args, cfg, pids, truth, model, sha, src, t0)
         study = simulate_study(cfg, args.out, pids, truth, model, sha, src, jobs=args.jobs,
-                               progress=len(pids) > 1)
+                               progress=len(pids) > 1, table_cache=TABLE_CACHE)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         # ConfigError is a ValueError; so are an unreadable face store or observer checkpoint
         raise SystemExit(f"error: {err}") from None

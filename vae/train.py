@@ -248,6 +248,9 @@ def train(model_config, train_config: TrainConfig, out: str | Path, **options):
     (the caller's count is restored after); see `_train` for the options and what it returns."""
     import torch
 
+    from vae.memory import keep_freed_memory
+
+    keep_freed_memory()  # every batch's maps and gradients stay in the heap (vae/memory.py)
     before = torch.get_num_threads()
     torch.set_num_threads(train_config.threads)
     try:

@@ -173,6 +173,7 @@ def simulate_cell(cell: Cell, shared: Shared) -> list[dict]:
                 "rhat": np.nan if person else rhat,
                 "minutes": float(minutes[b, ids.index(row.participant)]) if person
                 else float(np.median(minutes[b]))})
+    design.agent.save_tables()  # the other workers' next cells start from this one's nodes
     return rows
 
 

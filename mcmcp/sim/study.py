@@ -177,6 +177,7 @@ def simulate_participant(design: Design, participant: str) -> Done:
                                 {**design.metadata, "seeds": seeds, **identity})
     store.append_columns(columns, n_rows)
     store.finish(n_rows=n_rows)
+    agent.save_tables()  # the next participant, in any process or run, starts from them
     return Done(store.folder, n_rows, int(trace.active.sum()), seconds)
 
 
@@ -218,6 +219,7 @@ def simulate_study(
     source: str | Path = "<config>",
     jobs: int = 1,
     progress: bool = False,
+    table_cache: Path | None = None,
 ) -> Study:
     """Simulate `participants` (ids) through the design of `cfg` and write each one's session
     under `root` with `SessionStore`, exactly as a lab session is written.
@@ -228,7 +230,8 @@ def simulate_study(
     classifier gates and, without a truth, by catch trials and centroid starts.
     checkpoint_sha256: the model the codes belong to, recorded in session.json (None: none).
     jobs: worker processes (1 = this process); a participant's data do not depend on it.
-    progress: show a progress bar on stderr.
+    progress: show a progress bar on stderr. table_cache: where an observer agent keeps its
+    tables between participants and runs (`mcmcp.table_cache`; None: in memory only).
     Raises ConfigError (naming `source`) for a design that cannot be simulated, FileExistsError
     if a session folder exists (nothing is written then).
     """
@@ -240,7 +243,7 @@ def simulate_study(
         raise FileExistsError(f"refusing to overwrite existing session folders: "
                               f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
                               "choose another --out")
-    design = make_design(cfg, Path(root), truth, model, checkpoint_sha256, source)
+    design = make_design(cfg, Path(root), truth, model, checkpoint_sha256, source, table_cache)
     done = []
     from tqdm import tqdm
 
@@ -266,9 +269,11 @@ def simulate_study(
 
 
 def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | None,
-                checkpoint_sha256: str | None, source: str | Path) -> Design:
+                checkpoint_sha256: str | None, source: str | Path,
+                table_cache: Path | None = None) -> Design:
     """The agent, gates, centroids and shared session metadata of a study (see simulate_study).
-    The faces were encoded once (ModelParts.codes), for the truth, centroids and gates."""
+    The faces were encoded once (ModelParts.codes), for the truth, centroids and gates; an
+    observer agent keeps its tables in the folder `table_cache` (None: in memory only)."""
     from mcmcp.agents import make_agent
     from mcmcp.config import config_to_dict
     from mcmcp.sampling.densities import fit_densities
@@ -284,7 +289,7 @@ def make_design(cfg, root: Path, truth: GroundTruth | None, model: ModelParts | 
     identities = None if model is None else model.identities
     agent = make_agent(agent_spec, None if truth is None else truth.densities,
                        None if loaded is None else loaded.model,
-                       None if model is None else model.observer, identities)
+                       None if model is None else model.observer, identities, table_cache)
     if truth is not None and truth.kind != "data":
         # Categories not made from faces: a clear exemplar of one is its own mode.
         centroids = {e: dens.mode() for e, dens in truth.densities.items()}

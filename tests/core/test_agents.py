@@ -253,3 +253,23 @@ def test_trained_agents_prefer_their_emotions_centroid(default_faces):
             target = np.tile(cents[e], (len(foils), 1))
             correct.append(agent.choose(e, foils, target, rng).chose_right)
         assert np.mean(correct) > 0.7, agent.name
+
+
+def test_a_sessions_observer_agent_decodes_every_face_and_a_simulations_keeps_tables():
+    """A session asks one pair at a time, where a table would build up to 36 nodes for one new
+    face; simulations ask for hundreds of faces at once and keep tables."""
+    from mcmcp.agents import TABLE_CELLS, make_agent
+    from mcmcp.config import config_from_dict
+    from mcmcp.materials import fit_materials
+    from vae.checkpoint import load_checkpoint
+    from vae.observer import load_observer
+
+    cfg = config_from_dict({"name": "pilot", "emotions": ["happy"], "gate": {"kind": "none"},
+                            "trials": {"catch_rate": 0}, "agent": {"kind": "observer"}},
+                           "<test>")
+    loaded = load_checkpoint(ROOT / "vae/checkpoints/default.pt")
+    _, _, agent = fit_materials(cfg, loaded, None)
+    assert agent.name == "observer" and agent.cells == 0
+    observer = load_observer(ROOT / "vae/checkpoints/observer.pt")
+    simulated = make_agent(cfg.agent, model=loaded.model, observer=observer)
+    assert simulated.cells == TABLE_CELLS > 0
