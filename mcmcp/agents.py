@@ -354,9 +354,9 @@ class SphereTable:
     (bilinearly, renormalised) worse than `tolerance`, or its log probability worse than
     `log_tolerance`, is cut into 4, at most `levels` times: fine cells only where that
     category bends (near its borders with other categories), coarse ones where it is nearly
-    linear. The bilinear miss is the cut test because
-    it overstates what the biquadratic answer misses; the edge midpoints are part of it because
-    a value that bends along a diagonal can pass through the centre at the corners' mean. All
+    linear. The bilinear miss is the cut test because it overstates what the biquadratic
+    answer misses; the edge midpoints are part of it because a value that bends along a
+    diagonal can pass through the centre at the corners' mean. All
     categories share the nodes (a node's face is judged once, for all of them). Nodes are
     computed in one batch per level and call, only those not computed before, so the cost of a
     table grows with the part of the sphere visited and then stops. Across the edge between a
@@ -492,8 +492,8 @@ class ObserverAgent(CallableAgent):
     Fast by default (`cells` = TABLE_CELLS, on the sphere S^2): for each child it keeps a
     `SphereTable` of the observer's log probabilities of the full decoder's faces at nodes
     0.7 degrees apart where the asked emotion's probability bends (near its borders with the
-    others), up to 5.6 degrees apart where it is nearly linear or near 0, each node decoded and
-    judged once, when a trial first needs it, and interpolates between them.
+    others), up to 5.6 degrees apart where it is nearly linear, each node decoded and judged
+    once, when a trial first needs it, and interpolates between them.
     benchmarks/bench_observer.py measures its speed, its agreement with `cells=0`, which
     decodes and judges every face (as any latent dimension other than 3 does), and how far the
     faces it judged are from the one shown.
