@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
-from scipy.special import expit
+from scipy.special import expit, log_softmax
 
 from mcmcp import table_cache
 from mcmcp.sampling.densities import VMFMixture
@@ -389,7 +389,7 @@ class SphereTable:
         """Interpolated log probabilities (n, width), renormalised, at unit vectors x (n, 3),
         each row from the cells cut for its category `columns` (n,)."""
         ids, weights = self.corners(x, columns)
-        return _log_normalise(np.einsum("nk,nkw->nw", weights, self.values[ids]))
+        return log_softmax(np.einsum("nk,nkw->nw", weights, self.values[ids]), axis=-1)
 
     def corners(self, x: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Node ids (n, 9) each unit vector x (n, 3) is interpolated from and their
@@ -418,8 +418,8 @@ class SphereTable:
             if level == self.levels:
                 break
             at = self.values[nine]  # (n, 9, width)
-            bilinear = _log_normalise((at[:, _FROM[:, 0]] + at[:, _FROM[:, 1]]
-                                       + at[:, _FROM[:, 2]] + at[:, _FROM[:, 3]]) / 4)
+            bilinear = log_softmax((at[:, _FROM[:, 0]] + at[:, _FROM[:, 1]]
+                                    + at[:, _FROM[:, 2]] + at[:, _FROM[:, 3]]) / 4, axis=-1)
             rows, column = np.arange(len(todo))[:, None], columns[todo][:, None]
             inner = np.arange(len(_INNER))[None, :]
             guess, truth = bilinear[rows, inner, column], at[:, _INNER][rows, inner, column]
@@ -467,12 +467,6 @@ class SphereTable:
 _STEPS = np.array([(p, q) for p in range(3) for q in range(3)])
 _INNER = np.array([1, 3, 4, 5, 7])
 _FROM = np.array([[0, 2, 0, 2], [0, 6, 0, 6], [0, 2, 6, 8], [2, 8, 2, 8], [6, 8, 6, 8]])
-
-
-def _log_normalise(logp: np.ndarray) -> np.ndarray:
-    """Log probabilities (..., width) shifted so that their probabilities sum to one."""
-    top = logp.max(axis=-1, keepdims=True)
-    return logp - top - np.log(np.exp(logp - top).sum(axis=-1, keepdims=True))
 
 
 def _quadratic(t: np.ndarray) -> np.ndarray:
