@@ -523,7 +523,8 @@ class ObserverAgent(CallableAgent):
 
             self._tables[child] = table = SphereTable(judge, 7, self.cells)
             if self.cache is not None:
-                table_cache.read_into(table, self._table_file(child))
+                table_cache.read_into(table, table_cache.table_file(self.cache,
+                                                                    self._about(child)))
         return self._tables[child]
 
     def save_tables(self) -> None:
@@ -532,15 +533,13 @@ class ObserverAgent(CallableAgent):
         if self.cache is None:
             return
         for child, table in self._tables.items():
-            table_cache.write(table, self._table_file(child), self._about(child))
+            about = self._about(child)
+            table_cache.write(table, table_cache.table_file(self.cache, about), about)
 
     def _about(self, child: str) -> dict:
         codes = None if self.identities is None else self.identities.stack([child])
         code = None if codes is None else codes[0]
         return table_cache.describe(self._weights, child, code, self._tables[child])
-
-    def _table_file(self, child: str) -> Path:
-        return table_cache.table_file(self.cache, self._about(child))
 
     def log_preference(self, emotion: str | np.ndarray, x: np.ndarray,
                        identity: str | np.ndarray | None = None) -> np.ndarray:

@@ -72,9 +72,15 @@ def read_into(table, path: Path, warn: bool = True) -> int:
     """Take the nodes kept in `path` into `table` (only those it has not computed) and return
     how many it took; 0, with a warning naming the file (unless not `warn`), if the file cannot
     be trusted (see the module doc). A missing file is not an error."""
-    path = Path(path)
+    kept = _trusted(table, Path(path), warn)
+    return 0 if kept is None else _take(table, *kept)
+
+
+def _trusted(table, path: Path, warn: bool):
+    """The node ids (m,) kept in `path` if the file can be trusted for `table`, with their
+    values (m, width); None if it is missing or cannot be trusted (warned about if `warn`)."""
     if not path.is_file():
-        return 0
+        return None
     try:
         ids, values = _read(path)
         if values.shape[1:] != table.values.shape[1:] or (
@@ -89,11 +95,16 @@ def read_into(table, path: Path, warn: bool = True) -> int:
                 raise ValueError(f"its nodes are not this model's: recomputed, they move by "
                                  f"{worst:.2g} in probability")
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        if not warn:
-            return 0
-        warnings.warn(f"observer table {path} not used ({err}); the table is built anew "
-                      "(delete the file to silence this)", stacklevel=2)
-        return 0
+        if warn:
+            warnings.warn(f"observer table {path} not used ({err}); the table is built anew "
+                          "(delete the file to silence this)", stacklevel=3)
+        return None
+    return ids, values
+
+
+def _take(table, ids: np.ndarray, values: np.ndarray) -> int:
+    """Put the kept nodes `ids` (m,) with `values` (m, width) that `table` has not computed
+    into it; how many."""
     new = ~table.known[ids]
     table.values[ids[new]] = values[new]
     table.known[ids[new]] = True
@@ -104,13 +115,17 @@ def write(table, path: Path, about: dict) -> int:
     """Join the nodes `table` has computed with those kept in `path` (written by anyone since
     it was read) and write the union atomically; return how many nodes the file now holds.
     The table also takes in the file's nodes it lacked; a file that cannot be trusted is
-    replaced."""
+    replaced, and one that already holds every node the table has is left as it is."""
     from vae.files import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(path.name + ".lock")):
-        read_into(table, path, warn=False)
+        kept = _trusted(table, path, warn=False)
+        if kept is not None:
+            _take(table, *kept)
+            if len(kept[0]) == table.n_computed:  # nothing new: no rewrite, no fsync
+                return len(kept[0])
         ids = np.flatnonzero(table.known)
         buffer = io.BytesIO()
         np.savez(buffer, ids=ids, values=table.values[ids],

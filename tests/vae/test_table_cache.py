@@ -50,6 +50,9 @@ def test_a_later_agent_starts_from_the_nodes_an_earlier_one_kept(parts, tmp_path
     np.testing.assert_array_equal(table.values, first.table().values)
     np.testing.assert_array_equal(later.log_preference("happy", x), answers)
     assert table.n_computed == first.table().n_computed  # nothing computed again
+    inode = files(tmp_path)[0].stat().st_ino
+    later.save_tables()  # nothing new: the file is left as it is (an atomic write makes a new one)
+    assert files(tmp_path)[0].stat().st_ino == inode
     # the control: without the folder a new agent starts empty
     assert ObserverAgent(*parts).table().n_computed == 0
 
