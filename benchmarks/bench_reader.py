@@ -18,7 +18,10 @@ A brow the flow does not carry is painted by the correction: a pale band where t
 erased, two arcs where move and paint disagree. Last, the same by skin tone: the held-out
 children in thirds by their reference face's grey on the cheeks, each third's agreement on
 originals and reconstructions over the emotions the reader judges, and happy's (features drawn
-dark on dark skin have the least contrast to keep).
+dark on dark skin have the least contrast to keep). And how sharp a face must be for the
+reader: its agreement on the held-out originals blurred by a Gaussian of 0.5 to 1.5 px
+(`BLURS`), per emotion and for the darkest third's happy; a decoder whose reconstructions read
+like originals blurred by sigma has lost what that blur loses.
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --checkpoint ""     # the store only
@@ -117,24 +120,43 @@ def cheek_grey(faces, rows: np.ndarray) -> np.ndarray:
     return refs[:, cheek_rows][..., cheek_cols].mean(axis=(1, 2))
 
 
+def thirds(children: np.ndarray, grey: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The children (ids of the faces' `children` (n,)) in thirds by their faces' mean `grey`
+    (n,), darkest first: [(ids, their greys)] * 3."""
+    ids = np.unique(children)
+    tone = np.array([grey[children == c].mean() for c in ids])
+    order = np.argsort(tone)
+    return list(zip(np.array_split(ids[order], 3), np.array_split(tone[order], 3), strict=True))
+
+
 def by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
             judged: list[int], happy: int, grey: np.ndarray, children: np.ndarray) -> list[str]:
     """One line per third of the children (darkest first) by `grey`: the share of the judged
     emotions' faces the reader reads as intended, originals -> reconstructions, and happy's."""
-    ids = np.unique(children)
-    tone = np.array([grey[children == c].mean() for c in ids])
     lines = []
-    for name, third in zip(("darkest", "middle", "lightest"),
-                           np.array_split(ids[np.argsort(tone)], 3), strict=True):
+    for name, (third, shades) in zip(("darkest", "middle", "lightest"), thirds(children, grey),
+                                     strict=True):
         mine = np.isin(children, third)
         seen = mine & np.isin(labels, judged)
         glad = mine & (labels == happy)
-        shades = tone[np.isin(ids, third)]
         lo, hi = shades.min(), shades.max()
         lines.append(f"  {name:8s} {len(third):2d} children (grey {lo:3.0f}-{hi:3.0f}): judged "
                      f"emotions {right_orig[seen].mean():4.0%} -> {right_recon[seen].mean():4.0%}"
                      f", happy {right_orig[glad].mean():4.0%} -> {right_recon[glad].mean():4.0%}")
     return lines
+
+
+BLURS = (0.5, 0.75, 1.0, 1.5)
+"""Standard deviations (pixels of the frame) of the Gaussian blurs `blurred_agreement` tries."""
+
+
+def blurred_agreement(reader, originals: np.ndarray, labels: np.ndarray, sigma: float) -> np.ndarray:
+    """(n,) bool: the reader reads each original (n, 1, H, W) in [0, 1], blurred by a Gaussian
+    of sigma pixels (`vae.model.blur`), as its label (n,)."""
+    from vae.model import blur
+
+    soft = blur(torch.from_numpy(originals), sigma).numpy()
+    return reader.predict_proba(soft).argmax(1) == labels
 
 
 def retention_se(read_orig: np.ndarray, read_recon: np.ndarray, labels: np.ndarray, c: int,
@@ -204,9 +226,18 @@ def main(argv=None) -> None:
               + ("" if lift is None else f"  brow lift {lift[mine].mean():.1f} px"))
     judged = [c for c, e in enumerate(r["per_emotion"].values()) if e["retention"] is not None]
     print("by skin tone (the reference's grey on the cheeks), share read as intended:")
+    grey = cheek_grey(faces, val)
     for line in by_tone(read_orig, read_recon, labels[val], judged, names.index("happy"),
-                        cheek_grey(faces, val), children):
+                        grey, children):
         print(line)
+    print("the held-out originals blurred (Gaussian, sigma px), share read as intended:")
+    darkest = np.isin(children, thirds(children, grey)[0][0])
+    happy = labels[val] == names.index("happy")
+    for sigma in BLURS:
+        right = blurred_agreement(reader, originals, labels[val], sigma)
+        print(f"  sigma {sigma:4.2f}: " + "  ".join(
+            f"{n} {right[labels[val] == c].mean():4.0%}" for c, n in enumerate(names))
+            + f"  darkest third's happy {right[happy & darkest].mean():4.0%}")
 
 
 if __name__ == "__main__":

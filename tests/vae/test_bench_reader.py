@@ -36,3 +36,16 @@ def test_retention_se_matches_the_binomial_closed_form():
     whole = np.repeat(rng.random(40) < q, 10)
     se_whole = bench.retention_se(read_orig, whole, labels, 0, children, draws=4000)
     assert abs(se_whole - np.sqrt(q * (1 - q) / 40)) < 0.15 * np.sqrt(q * (1 - q) / 40)
+
+
+def test_thirds_put_the_darkest_children_first():
+    """Nine children of three faces each, greys shuffled: the thirds are the children in order of
+    their mean grey, darkest first, with those means."""
+    rng = np.random.default_rng(1)
+    means = rng.permutation(np.arange(9) * 10.0 + 50)
+    children = np.repeat([f"c{i}" for i in range(9)], 3)
+    grey = np.repeat(means, 3) + np.tile([-1.0, 0.0, 1.0], 9)
+    parts = _bench().thirds(children, grey)
+    order = [f"c{i}" for i in np.argsort(means)]
+    assert [list(ids) for ids, _ in parts] == [order[:3], order[3:6], order[6:]]
+    assert np.allclose(np.concatenate([shade for _, shade in parts]), np.sort(means))
