@@ -132,9 +132,6 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
-    mouth_weight: float = 0.0
-    edge_weight: float = 0.0
-    full_layers: int = 0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -181,8 +178,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.mouth_weight < 0:
-            problems.append(f"mouth_weight={self.mouth_weight} (need >= 0; 0 turns it off)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -349,8 +344,6 @@ class Decoder(nn.Module):
         self.stage4 = nn.Conv2d(c2 + b, c2, 3, padding=1)  # at 1/4 resolution
         self.stage2 = nn.Conv2d(c2 + a, c1, 3, padding=1)
         self.stage1 = nn.Conv2d(c1 + ref, c1, 3, padding=1)
-        self.full = nn.ModuleList(nn.Conv2d(c1 + ref, c1, 3, padding=1)
-                                  for _ in range(config.full_layers))
         self.out = nn.Conv2d(c1, 1, 3, padding=1)
         self.widths = (c2, c1, c1)
         if self.conditioned:
@@ -399,19 +392,12 @@ class Decoder(nn.Module):
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
-        for conv in self.full:
-            h = F.relu(conv(h if ref is None else torch.cat([h, ref], dim=1)))
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
-
-
-def _grad(images: torch.Tensor, dim: int) -> torch.Tensor:
-    """Differences of neighbouring pixels of images (n, 1, H, W) along dim (2 down, 3 across)."""
-    return images.diff(dim=dim)
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
@@ -480,10 +466,6 @@ class _FaceVAE(nn.Module):
             # the child drawn when decode() gets no identity; set by training
             # (`set_default_identity`), saved in the state dict
             self.register_buffer("default_reference", torch.zeros(1, 1, *config.image_size))
-        if config.mouth_weight:
-            self.mouth_head = nn.Sequential(
-                nn.Linear(config.latent_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
-            )
 
     def _net_input(self, z: torch.Tensor) -> torch.Tensor:
         """The code as the decoder and classifier see it."""
@@ -601,7 +583,6 @@ class _FaceVAE(nn.Module):
         generator: torch.Generator | None = None,
         reference: torch.Tensor | None = None,
         pixel_weight: torch.Tensor | None = None,
-        mouth_open: torch.Tensor | None = None,
     ) -> tuple[Losses, VAEOutput]:
         """x (n, 1, H, W) in [0, 1], labels (n,) int64 -> (Losses, VAEOutput).
 
@@ -619,15 +600,6 @@ class _FaceVAE(nn.Module):
         kl = out.kl.mean()
         ce = F.cross_entropy(out.logits, labels)
         total = recon + kl + self.config.class_weight * ce
-        if self.config.edge_weight:
-            drawn = torch.sigmoid(recon_logits)
-            edges = sum((_grad(drawn, k).abs() - _grad(x, k).abs()).abs().flatten(1).sum(1)
-                        for k in (2, 3))
-            total = total + self.config.edge_weight * edges.mean()
-        if self.config.mouth_weight and mouth_open is not None:
-            mouth = self.mouth_head(self._net_input(out.z))[:, 0]
-            total = total + self.config.mouth_weight * F.binary_cross_entropy_with_logits(
-                mouth, mouth_open.to(mouth.dtype))
         if charge is not None:
             total = total + self.config.correction_weight * charge.flatten(1).sum(1).mean()
         if self.config.coarse_weight:

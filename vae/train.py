@@ -70,8 +70,6 @@ class TrainConfig:
     observer: str = DEFAULT_OBSERVER
     identity_observer: str = DEFAULT_IDENTITY_OBSERVER
     reader: bool = True
-    adversarial_weight: float = 0.0
-    adversarial_region: str = "face"
 
     def __post_init__(self) -> None:
         problems = []
@@ -189,14 +187,12 @@ class _Batches:
     the order of `order` (all rows when None); references only for identity models.
     """
 
-    def __init__(self, images, labels, ref_rows, rows, device, with_reference: bool,
-                 mouth_open=None):
+    def __init__(self, images, labels, ref_rows, rows, device, with_reference: bool):
         import torch
 
         rows = torch.as_tensor(rows)
         self.x = images[rows].to(device)
         self.y = labels[rows].to(device)
-        self.mouth = None if mouth_open is None else mouth_open[rows].to(device)
         self.ref = images[torch.as_tensor(ref_rows)[rows]].to(device) if with_reference else None
 
     def __len__(self) -> int:
@@ -214,19 +210,7 @@ class _Batches:
             starts.pop()
         for i, j in zip(starts, [*starts[1:], len(order)], strict=True):
             idx = order[i:j]
-            yield (self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx],
-                   None if self.mouth is None else self.mouth[idx])
-
-
-def _critic():
-    """A patch critic of (face, reference) pairs (n, 2, H, W) -> logits (n, 1, H/4, W/4)."""
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(2, 16, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.Conv2d(32, 1, 3, padding=1),
-    )
+            yield self.x[idx], self.y[idx], None if self.ref is None else self.ref[idx]
 
 
 def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict:
@@ -237,8 +221,8 @@ def _evaluate(model, batches: _Batches, seed: int, device, pixel_weight) -> dict
     generator = torch.Generator(device=device).manual_seed(seed)
     sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
     with torch.no_grad():
-        for x, y, ref, mouth in batches.iterate(256):
-            losses, _ = model.loss(x, y, generator, ref, pixel_weight, mouth)
+        for x, y, ref in batches.iterate(256):
+            losses, _ = model.loss(x, y, generator, ref, pixel_weight)
             for key in sums:
                 sums[key] += getattr(losses, key).item() * len(x)
             n += len(x)
@@ -339,12 +323,6 @@ def _train(
 
     model = build_model(model_config, seed=train_config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
-    critic = critic_opt = None
-    if train_config.adversarial_weight:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(train_config.seed + 7)
-            critic = _critic().to(device)
-        critic_opt = torch.optim.Adam(critic.parameters(), lr=train_config.lr, betas=(0.5, 0.999))
     start_epoch, history = 0, []
     if resume is not None:
         loaded = load_checkpoint(resume)
@@ -378,11 +356,8 @@ def _train(
 
     images = torch.from_numpy(faceset.images).float().div_(255.0)[:, None]
     labels = torch.from_numpy(np.asarray(faceset.labels, dtype=np.int64))
-    mouth_open = None
-    if model_config.mouth_weight:
-        mouth_open = torch.from_numpy(np.asarray(faceset.ground_truth["mouth_open"], dtype=bool))
-    train_b = _Batches(images, labels, ref_rows, train_idx, device, identity_model, mouth_open)
-    val_b = _Batches(images, labels, ref_rows, val_idx, device, identity_model, mouth_open)
+    train_b = _Batches(images, labels, ref_rows, train_idx, device, identity_model)
+    val_b = _Batches(images, labels, ref_rows, val_idx, device, identity_model)
     train_seconds = 0.0
     n_images = 0
     saved_config = dataclasses.asdict(train_config)
@@ -396,28 +371,11 @@ def _train(
         model.train()
         sums, n = {"total": 0.0, "recon": 0.0, "kl": 0.0, "ce": 0.0}, 0
         started = time.perf_counter()
-        for x, y, ref, mouth in train_b.iterate(train_config.batch_size, order, least=2):
-            losses, output = model.loss(x, y, sample_gen, ref, pixel_weight, mouth)
-            total = losses.total
-            if critic is not None:  # "mouth": rows 5/8-7/8, columns 5/16-11/16 of the frame
-                h, w = x.shape[-2:]
-                box = (slice(None), slice(None), slice(None), slice(None))
-                if train_config.adversarial_region == "mouth":
-                    box = box[:2] + (slice(h * 5 // 8, h * 7 // 8), slice(w * 5 // 16, w * 11 // 16))
-                pair = torch.cat([output.recon, ref], dim=1)[box]
-                total = total + train_config.adversarial_weight * torch.nn.functional.softplus(
-                    -critic(pair)).flatten(1).sum(1).mean()
+        for x, y, ref in train_b.iterate(train_config.batch_size, order, least=2):
+            losses, _ = model.loss(x, y, sample_gen, ref, pixel_weight)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            losses.total.backward()
             optimizer.step()
-            if critic is not None:
-                real = critic(torch.cat([x, ref], dim=1)[box])
-                fake = critic(pair.detach())
-                softplus = torch.nn.functional.softplus
-                critic_loss = (softplus(-real) + softplus(fake)).mean()
-                critic_opt.zero_grad(set_to_none=True)
-                critic_loss.backward()
-                critic_opt.step()
             for key in sums:
                 sums[key] += getattr(losses, key).item() * len(x)
             n += len(x)
