@@ -73,7 +73,6 @@ PRIORS = ("vmf", "gaussian")
 KINDS = ("identity", "plain")
 UPSAMPLES = ("nearest", "bilinear", "transposed")
 DECODERS = ("skip", "warp")
-RECONSTRUCTIONS = ("bce", "l1")
 LEGACY = {"kind": "plain", "upsample": "transposed"}
 """Values of the fields a checkpoint written before they existed was trained with."""
 REFERENCE_EPS = 1e-3
@@ -118,10 +117,6 @@ class ModelConfig:
         mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
         what no move of the reference can make (an open smile's lip ring and teeth) is then
         drawn sharp, not upsampled from a 1/4-resolution map (0: none).
-    reconstruction: the pixel loss: "bce" (binary cross-entropy, nats: its best picture is each
-        pixel's mean over what the code leaves open, so an open and a closed smile, or a lid a
-        third of a pixel up or down, are averaged into a soft one) or "l1" (|grey difference|,
-        grey levels in [0, 1]: its best is the median, one of the pictures rather than their blend).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -142,7 +137,6 @@ class ModelConfig:
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
     templates: int = 0
-    reconstruction: str = "bce"
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -189,9 +183,6 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
-        if self.reconstruction not in RECONSTRUCTIONS:
-            problems.append(f"reconstruction={self.reconstruction!r} (allowed: "
-                            f"{', '.join(RECONSTRUCTIONS)})")
         if self.templates < 0:
             problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
         elif self.templates and self.decoder != "warp":
@@ -626,10 +617,7 @@ class _FaceVAE(nn.Module):
         blurred target.
         """
         out, recon_logits, charge, moved = self._forward(x, generator, reference)
-        if self.config.reconstruction == "l1":
-            recon = (torch.sigmoid(recon_logits) - x).abs()
-        else:
-            recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
+        recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
         if pixel_weight is not None:
             recon = recon * pixel_weight
         recon = recon.flatten(1).sum(1).mean()
