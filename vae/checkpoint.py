@@ -28,11 +28,12 @@ from vae.model import LEGACY, GaussianVAE, ModelConfig, SphereVAE, build_model
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
-RETIRED = {"fine_shift": 0.0, "edge_price": 0.0, "pose_rows": 1.0, "pose_warp": True,
-           "mouth_price": 1.0, "correction_cell": 1}
-"""Model options that lost their trials (docs/faces.md) and were taken out, with the value
-that turned each off; the last code that has them is RETIRED_AT's."""
-RETIRED_AT = "e6bf494"
+RETIRED = {"fine_shift": (0.0, "e6bf494"), "edge_price": (0.0, "e6bf494"),
+           "pose_rows": (1.0, "e6bf494"), "pose_warp": (True, "e6bf494"),
+           "mouth_price": (1.0, "e6bf494"), "correction_cell": (1, "e6bf494"),
+           "reconstruction": ("bce", "0fb9789")}
+"""Model options that lost their trials (docs/faces.md) and were taken out: (the value that
+turned each off, a commit whose code still has it)."""
 
 
 @dataclass
@@ -144,10 +145,12 @@ def load_checkpoint(
         legacy = LEGACY if payload["format"] == 1 else {}
         fields = dict(payload["model_config"])
         used = {k: fields.pop(k) for k in list(fields) if k in RETIRED}
-        kept = [f"{k}={v!r}" for k, v in used.items() if v != RETIRED[k]]
+        kept = [(k, v) for k, v in used.items() if v != RETIRED[k][0]]
         if kept:
-            raise ValueError(f"it was trained with {', '.join(kept)}, an option since taken out "
-                             f"of vae.model (docs/faces.md); use the code of commit {RETIRED_AT}")
+            raise ValueError(
+                f"it was trained with {', '.join(f'{k}={v!r}' for k, v in kept)}, an option "
+                "since taken out of vae.model (docs/faces.md); use the code of commit "
+                f"{', '.join(sorted({RETIRED[k][1] for k, _ in kept}))}")
         config = ModelConfig(**{**legacy, **fields})
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} has an unusable model_config: {err}") from err

@@ -113,6 +113,10 @@ class ModelConfig:
         gradient only from features within about a pixel of where it reads, so a brow whose
         target lies 3-5 px higher is painted by the correction instead of moved; blurred, the
         difference reaches that far (0: no such term).
+    templates: warp only, the number of full-resolution pictures (logits, learnt) the code
+        mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
+        what no move of the reference can make (an open smile's lip ring and teeth) is then
+        drawn sharp, not upsampled from a 1/4-resolution map (0: none).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -132,6 +136,7 @@ class ModelConfig:
     max_shift: float = 4.0
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
+    templates: int = 0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -178,6 +183,10 @@ class ModelConfig:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
             problems.append("coarse_weight needs decoder='warp' (it judges the moved reference)")
+        if self.templates < 0:
+            problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
+        elif self.templates and self.decoder != "warp":
+            problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -314,7 +323,10 @@ class Decoder(nn.Module):
             correction (`correction_weight`), so painting is left to what no move can make
             (an open mouth's dark). Flow and correction start at zero: a new network draws
             the reference. The moved reference is also returned: coarse_weight judges it,
-            blurred, against the target.
+            blurred, against the target. With `templates` k > 0 the correction also holds
+            k learnt full-size pictures mixed by the code (a linear layer), moved by the same
+            flow and scaled per pixel by 1 + a 3x3 conv of the last features: a sharp lip ring
+            is then a picture placed on the child, not a map upsampled twice.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -358,6 +370,15 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
+        self.templated = config.templates > 0
+        if self.templated:
+            # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
+            # pixel by 1 + gain(features); pictures and gain start at zero
+            self.templates = nn.Parameter(torch.zeros(config.templates, h, w))
+            self.mix = nn.Linear(d, config.templates)
+            self.gain = nn.Conv2d(c1, 1, 3, padding=1)
+            nn.init.zeros_(self.gain.weight)
+            nn.init.zeros_(self.gain.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -397,6 +418,9 @@ class Decoder(nn.Module):
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
+        if self.templated:
+            picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
+            correction = correction + (1.0 + self.gain(h)) * warp(picture, flow)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 

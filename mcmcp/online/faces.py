@@ -38,8 +38,9 @@ def browser_decodable(model) -> str | None:
 
 def decoder_bundle(model) -> dict:
     """The decoder of `model` (a VAE from vae.checkpoint) as the page's decoder reads it: its
-    layout and weights. The dense and FiLM layers keep only the code's columns: a skip
-    decoder's pose-change columns multiply zeros when faces are drawn (no target pose)."""
+    layout and weights (with `templates`, the pictures (k, H, W) and the mix and gain layers
+    too). The dense and FiLM layers keep only the code's columns: a skip decoder's pose-change
+    columns multiply zeros when faces are drawn (no target pose)."""
     config, decoder = model.config, model.decoder
     d = config.latent_dim
     radius = float(model._net_input(torch.ones(1, d, dtype=torch.float32))[0, 0])
@@ -51,17 +52,22 @@ def decoder_bundle(model) -> dict:
         layers["film"] = decoder.film
     if kind == "warp":
         layers["flow"] = decoder.flow
+    if getattr(decoder, "templated", False):
+        layers["mix"], layers["gain"] = decoder.mix, decoder.gain
     tensors = {}
     for name, layer in layers.items():
         weight = layer.weight.detach()
-        if name in ("dense", "film"):
+        if name in ("dense", "film", "mix"):
             weight = weight[:, :d]
         tensors[f"{name}.weight"] = _tensor(weight)
         tensors[f"{name}.bias"] = _tensor(layer.bias.detach())
+    if getattr(decoder, "templated", False):
+        tensors["templates"] = _tensor(decoder.templates.detach())
     return {"format": FORMAT, "kind": kind, "latent_dim": d, "radius": radius,
             "image_size": list(config.image_size), "shape": list(decoder.shape),
             "upsample": config.upsample, "widths": list(getattr(decoder, "widths", [])),
-            "max_shift": float(getattr(decoder, "max_shift", 0.0)), "eps": REFERENCE_EPS,
+            "max_shift": float(getattr(decoder, "max_shift", 0.0)),
+            "templates": config.templates, "eps": REFERENCE_EPS,
             "tensors": tensors}
 
 

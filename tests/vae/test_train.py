@@ -293,15 +293,19 @@ def test_a_checkpoint_with_a_retired_option_loads_only_where_it_was_off(tmp_path
     model = build_model(TINY_MODEL, seed=2).eval()
     path = save_checkpoint(tmp_path / "m.pt", model, TINY_MODEL, {"epochs": 1}, "abc", {})
     payload = torch.load(path, weights_only=True)
-    for fields, loads in (({"pose_warp": True, "mouth_price": 1.0}, True),
-                          ({"pose_warp": False}, False), ({"fine_shift": 2.0}, False)):
+    for fields, loads, commit in (({"pose_warp": True, "mouth_price": 1.0}, True, None),
+                                  ({"reconstruction": "bce"}, True, None),
+                                  ({"pose_warp": False}, False, "e6bf494"),
+                                  ({"fine_shift": 2.0}, False, "e6bf494"),
+                                  ({"reconstruction": "l1"}, False, "0fb9789")):
         older = tmp_path / "older.pt"
         torch.save({**payload, "model_config": {**payload["model_config"], **fields}}, older)
         if loads:
             assert load_checkpoint(older).config == TINY_MODEL
         else:
             (name, value), = fields.items()
-            with pytest.raises(ValueError, match=rf"older\.pt.*{name}={value}.*taken out.*e6bf494"):
+            with pytest.raises(ValueError,
+                               match=rf"older\.pt.*{name}={value!r}.*taken out.*{commit}"):
                 load_checkpoint(older)
 
 

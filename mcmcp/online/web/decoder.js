@@ -230,10 +230,11 @@ function decode(m, kid, code) {
   let cin = input.length / (h4 * w4);
   h = conv3x3(input, cin, h4, w4, t["stage4.weight"], t["stage4.bias"]);
   if (films) filmRelu(h, c2, h4 * w4, films, 0); else relu(h);
+  let flow = null;
   if (m.kind === "warp") {
     const raw = conv3x3(h, c2, h4, w4, t["flow.weight"], t["flow.bias"]);
     const shift = F(m.max_shift);
-    const flow = raw.map((v) => F(shift * F(Math.tanh(v))));
+    flow = raw.map((v) => F(shift * F(Math.tanh(v))));
     half = warp(half, k.half.shape[0], H / 2, W / 2, flow, h4, w4, 4);
     ref = warp(ref, 1, H, W, flow, h4, w4, 4);
   }
@@ -251,6 +252,7 @@ function decode(m, kid, code) {
   h = conv3x3(input, cin, H, W, t["stage1.weight"], t["stage1.bias"]);
   if (films) filmRelu(h, c1, H * W, films, 2 * (wa + wb)); else relu(h);
   const out = conv3x3(h, c1, H, W, t["out.weight"], t["out.bias"]);
+  if (m.templates) addTemplates(out, m, z, h, c1, flow);
   const pixels = new Uint8Array(H * W);
   for (let i = 0; i < H * W; i++) {
     const v = ref ? F(out[i] + logit(ref[i], m.eps)) : out[i];
@@ -258,6 +260,25 @@ function decode(m, kid, code) {
     pixels[i] = Math.min(255, Math.max(0, roundHalfEven(p * 255)));
   }
   return { width: W, height: H, pixels };
+}
+
+function addTemplates(out, m, z, h, c1, flow) {
+  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W),
+  // moved by the flow, times 1 + the gain conv of the last features, added to out (H W)
+  const t = m.tensors;
+  const [H, W] = m.image_size;
+  const [, h4, w4] = m.shape;
+  const mix = linear(z, t["mix.weight"], t["mix.bias"]);
+  const pictures = t.templates.data;
+  const picture = new Float32Array(H * W);
+  for (let i = 0; i < H * W; i++) {
+    let s = 0;
+    for (let k = 0; k < mix.length; k++) s += mix[k] * pictures[k * H * W + i];
+    picture[i] = F(s);
+  }
+  const moved = warp(picture, 1, H, W, flow, h4, w4, 4);
+  const gain = conv3x3(h, c1, H, W, t["gain.weight"], t["gain.bias"]);
+  for (let i = 0; i < H * W; i++) out[i] = F(out[i] + F(F(1 + gain[i]) * moved[i]));
 }
 
 function roundHalfEven(v) {
