@@ -117,9 +117,6 @@ class ModelConfig:
         mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
         what no move of the reference can make (an open smile's lip ring and teeth) is then
         drawn sharp, not upsampled from a 1/4-resolution map (0: none).
-    templates_by_child: the templates are mixed from the code and the child (its reference's
-        1/4-resolution features averaged over the frame), not the code alone: each child gets
-        its own mix, so a chin line or a lip need not be the mean child's.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -140,7 +137,6 @@ class ModelConfig:
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
     templates: int = 0
-    templates_by_child: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -191,8 +187,6 @@ class ModelConfig:
             problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
         elif self.templates and self.decoder != "warp":
             problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
-        if self.templates_by_child and not self.templates:
-            problems.append("templates_by_child needs templates > 0 (it mixes them)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -330,8 +324,7 @@ class Decoder(nn.Module):
             (an open mouth's dark). Flow and correction start at zero: a new network draws
             the reference. The moved reference is also returned: coarse_weight judges it,
             blurred, against the target. With `templates` k > 0 the correction also holds
-            k learnt full-size pictures mixed by the code (a linear layer; `templates_by_child`:
-            of the code and the reference's pooled 1/4 features), moved by the same
+            k learnt full-size pictures mixed by the code (a linear layer), moved by the same
             flow and scaled per pixel by 1 + a 3x3 conv of the last features: a sharp lip ring
             is then a picture placed on the child, not a map upsampled twice.
     `upsample: transposed` is the seed study's decoder.
@@ -379,11 +372,10 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.flow.bias)
         self.templated = config.templates > 0
         if self.templated:
-            # (k, H, W) pictures in logits, mixed by the code (and the child), moved by the
-            # flow, scaled per pixel by 1 + gain(features); pictures and gain start at zero
+            # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
+            # pixel by 1 + gain(features); pictures and gain start at zero
             self.templates = nn.Parameter(torch.zeros(config.templates, h, w))
-            self.by_child = config.templates_by_child
-            self.mix = nn.Linear(d + (b if self.by_child else 0), config.templates)
+            self.mix = nn.Linear(d, config.templates)
             self.gain = nn.Conv2d(c1, 1, 3, padding=1)
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
@@ -427,8 +419,7 @@ class Decoder(nn.Module):
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         if self.templated:
-            mixed = torch.cat([z, quarter.mean((2, 3))], 1) if self.by_child else z
-            picture = torch.einsum("nk,khw->nhw", self.mix(mixed), self.templates)[:, None]
+            picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
             correction = correction + (1.0 + self.gain(h)) * warp(picture, flow)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 

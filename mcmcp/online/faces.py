@@ -57,7 +57,7 @@ def decoder_bundle(model) -> dict:
     tensors = {}
     for name, layer in layers.items():
         weight = layer.weight.detach()
-        if name in ("dense", "film"):
+        if name in ("dense", "film", "mix"):
             weight = weight[:, :d]
         tensors[f"{name}.weight"] = _tensor(weight)
         tensors[f"{name}.bias"] = _tensor(layer.bias.detach())
@@ -67,8 +67,7 @@ def decoder_bundle(model) -> dict:
             "image_size": list(config.image_size), "shape": list(decoder.shape),
             "upsample": config.upsample, "widths": list(getattr(decoder, "widths", [])),
             "max_shift": float(getattr(decoder, "max_shift", 0.0)),
-            "templates": config.templates, "templates_by_child": config.templates_by_child,
-            "eps": REFERENCE_EPS,
+            "templates": config.templates, "eps": REFERENCE_EPS,
             "tensors": tensors}
 
 

@@ -83,26 +83,6 @@ def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_g
     torch.testing.assert_close(charge, expected.abs(), atol=1e-5, rtol=0)
 
 
-def test_templates_by_child_give_two_children_their_own_mix():
-    """Mixed by the code alone, two children with the same code get the same picture (before
-    the flow and gain, which start at zero and one); mixed by the code and the child, they do
-    not."""
-    x, _ = faces(2)
-    pictures = []
-    for by_child in (False, True):
-        model = build_model(ModelConfig(**WARP, templates=2, templates_by_child=by_child), seed=1)
-        decoder = model.decoder
-        with torch.no_grad():
-            decoder.templates.normal_(generator=torch.Generator().manual_seed(6))
-            decoder.mix.weight.normal_(generator=torch.Generator().manual_seed(7))
-            code = model.identity_code(x.clamp(REFERENCE_EPS, 1 - REFERENCE_EPS))
-            z = torch.tensor([[0.0, 0.0, 1.0]]).expand(2, 3)
-            logits, _, moved = model._decode(z, code, None)
-        pictures.append(logits - torch.logit(moved, eps=REFERENCE_EPS))
-    torch.testing.assert_close(pictures[0][0], pictures[0][1])
-    assert (pictures[1][0] - pictures[1][1]).abs().max() > 0.01
-
-
 def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
     """The skip decoder's layers read the target's pose in training (not when decoding); the
     warp decoder draws the face from its code and reference alone, and training moves that face
@@ -136,7 +116,6 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "skip", "coarse_weight": 1.0}, "coarse_weight needs decoder='warp'"),
     ({"decoder": "warp", "templates": -1}, "templates=-1"),
     ({"decoder": "skip", "templates": 4}, "templates needs decoder='warp'"),
-    ({"decoder": "warp", "templates_by_child": True}, "templates_by_child needs templates"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):

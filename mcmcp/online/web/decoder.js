@@ -252,7 +252,7 @@ function decode(m, kid, code) {
   h = conv3x3(input, cin, H, W, t["stage1.weight"], t["stage1.bias"]);
   if (films) filmRelu(h, c1, H * W, films, 2 * (wa + wb)); else relu(h);
   const out = conv3x3(h, c1, H, W, t["out.weight"], t["out.bias"]);
-  if (m.templates) addTemplates(out, m, z, kid, h, c1, flow);
+  if (m.templates) addTemplates(out, m, z, h, c1, flow);
   const pixels = new Uint8Array(H * W);
   for (let i = 0; i < H * W; i++) {
     const v = ref ? F(out[i] + logit(ref[i], m.eps)) : out[i];
@@ -262,26 +262,13 @@ function decode(m, kid, code) {
   return { width: W, height: H, pixels };
 }
 
-function addTemplates(out, m, z, kid, h, c1, flow) {
-  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W)
-  // (templates_by_child: of the code and the child's 1/4 features averaged over the frame),
+function addTemplates(out, m, z, h, c1, flow) {
+  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W),
   // moved by the flow, times 1 + the gain conv of the last features, added to out (H W)
   const t = m.tensors;
   const [H, W] = m.image_size;
   const [, h4, w4] = m.shape;
-  let input = z;
-  if (m.templates_by_child) {
-    const quarter = kid.tensors.quarter;
-    const [b, qh, qw] = quarter.shape;
-    const pooled = new Float32Array(b);
-    for (let c = 0; c < b; c++) {
-      let s = 0;
-      for (let i = c * qh * qw; i < (c + 1) * qh * qw; i++) s += quarter.data[i];
-      pooled[c] = F(s / (qh * qw));
-    }
-    input = cat(z, pooled);
-  }
-  const mix = linear(input, t["mix.weight"], t["mix.bias"]);
+  const mix = linear(z, t["mix.weight"], t["mix.bias"]);
   const pictures = t.templates.data;
   const picture = new Float32Array(H * W);
   for (let i = 0; i < H * W; i++) {
