@@ -117,9 +117,6 @@ class ModelConfig:
         mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
         what no move of the reference can make (an open smile's lip ring and teeth) is then
         drawn sharp, not upsampled from a 1/4-resolution map (0: none).
-    templates_fine: the templates are placed by the flow plus a change of at most max_shift / 2
-        pixels made at 1/2 resolution from the second stage's features, not by the 1/4-resolution
-        flow alone (the reference is still moved by that flow).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -140,7 +137,6 @@ class ModelConfig:
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
     templates: int = 0
-    templates_fine: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -191,8 +187,6 @@ class ModelConfig:
             problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
         elif self.templates and self.decoder != "warp":
             problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
-        if self.templates_fine and not self.templates:
-            problems.append("templates_fine needs templates > 0 (it places them)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -385,12 +379,6 @@ class Decoder(nn.Module):
             self.gain = nn.Conv2d(c1, 1, 3, padding=1)
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
-            # a finer flow for the pictures only: a change at 1/2 resolution from stage 2
-            self.fine = config.templates_fine
-            if self.fine:
-                self.template_flow = nn.Conv2d(c1, 2, 3, padding=1)
-                nn.init.zeros_(self.template_flow.weight)
-                nn.init.zeros_(self.template_flow.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -425,9 +413,6 @@ class Decoder(nn.Module):
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
-            if stage == 2 and self.warps and self.templated and self.fine:
-                placed = (F.interpolate(flow, scale_factor=2.0, mode="bilinear")
-                          + self.max_shift / 2 * torch.tanh(self.template_flow(h)))
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
@@ -435,8 +420,7 @@ class Decoder(nn.Module):
         correction = self.out(h)
         if self.templated:
             picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
-            moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
-            correction = correction + (1.0 + self.gain(h)) * moved
+            correction = correction + (1.0 + self.gain(h)) * warp(picture, flow)
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 
