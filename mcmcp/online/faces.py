@@ -57,7 +57,7 @@ def decoder_bundle(model) -> dict:
     tensors = {}
     for name, layer in layers.items():
         weight = layer.weight.detach()
-        if name in ("dense", "film", "mix"):
+        if name in ("dense", "film"):
             weight = weight[:, :d]
         tensors[f"{name}.weight"] = _tensor(weight)
         tensors[f"{name}.bias"] = _tensor(layer.bias.detach())
