@@ -336,6 +336,7 @@ class Decoder(nn.Module):
         h, w = config.image_size
         self.conditioned = config.kind == "identity"
         self.warps = config.decoder == "warp"
+        self.templated = config.templates > 0
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
@@ -370,7 +371,6 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
-        self.templated = config.templates > 0
         if self.templated:
             # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
             # pixel by 1 + gain(features); pictures and gain start at zero

@@ -52,7 +52,7 @@ def decoder_bundle(model) -> dict:
         layers["film"] = decoder.film
     if kind == "warp":
         layers["flow"] = decoder.flow
-    if getattr(decoder, "templated", False):
+    if decoder.templated:
         layers["mix"], layers["gain"] = decoder.mix, decoder.gain
     tensors = {}
     for name, layer in layers.items():
@@ -61,7 +61,7 @@ def decoder_bundle(model) -> dict:
             weight = weight[:, :d]
         tensors[f"{name}.weight"] = _tensor(weight)
         tensors[f"{name}.bias"] = _tensor(layer.bias.detach())
-    if getattr(decoder, "templated", False):
+    if decoder.templated:
         tensors["templates"] = _tensor(decoder.templates.detach())
     return {"format": FORMAT, "kind": kind, "latent_dim": d, "radius": radius,
             "image_size": list(config.image_size), "shape": list(decoder.shape),
