@@ -117,6 +117,9 @@ class ModelConfig:
         mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
         what no move of the reference can make (an open smile's lip ring and teeth) is then
         drawn sharp, not upsampled from a 1/4-resolution map (0: none).
+    templates_fine: the templates are placed by the flow plus a change of at most max_shift / 2
+        pixels made at 1/2 resolution from the second stage's features, not by the 1/4-resolution
+        flow alone (the reference is still moved by that flow).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -137,6 +140,7 @@ class ModelConfig:
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
     templates: int = 0
+    templates_fine: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -187,6 +191,8 @@ class ModelConfig:
             problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
         elif self.templates and self.decoder != "warp":
             problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
+        if self.templates_fine and not self.templates:
+            problems.append("templates_fine needs templates > 0 (it places them)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -326,7 +332,9 @@ class Decoder(nn.Module):
             blurred, against the target. With `templates` k > 0 the correction also holds
             k learnt full-size pictures mixed by the code (a linear layer), moved by the same
             flow and scaled per pixel by 1 + a 3x3 conv of the last features: a sharp lip ring
-            is then a picture placed on the child, not a map upsampled twice.
+            is then a picture placed on the child, not a map upsampled twice. With
+            `templates_fine` the pictures are placed by that flow plus max_shift / 2 * tanh of
+            a 3x3 conv of the second stage's features (a change at 1/2 resolution).
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -337,6 +345,7 @@ class Decoder(nn.Module):
         self.conditioned = config.kind == "identity"
         self.warps = config.decoder == "warp"
         self.templated = config.templates > 0
+        self.fine = config.templates_fine
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
@@ -379,6 +388,11 @@ class Decoder(nn.Module):
             self.gain = nn.Conv2d(c1, 1, 3, padding=1)
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
+            if self.fine:  # the pictures' own finer flow: a change at 1/2 resolution
+
+                self.template_flow = nn.Conv2d(c1, 2, 3, padding=1)
+                nn.init.zeros_(self.template_flow.weight)
+                nn.init.zeros_(self.template_flow.bias)
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -413,6 +427,9 @@ class Decoder(nn.Module):
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
+            if stage == 2 and self.fine:  # templates_fine needs templates, templates warp
+                placed = (F.interpolate(flow, scale_factor=2.0, mode="bilinear")
+                          + self.max_shift / 2 * torch.tanh(self.template_flow(h)))
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
@@ -420,7 +437,8 @@ class Decoder(nn.Module):
         correction = self.out(h)
         if self.templated:
             picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
-            correction = correction + (1.0 + self.gain(h)) * warp(picture, flow)
+            moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
+            correction = correction + (1.0 + self.gain(h)) * moved
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 

@@ -39,8 +39,9 @@ def browser_decodable(model) -> str | None:
 def decoder_bundle(model) -> dict:
     """The decoder of `model` (a VAE from vae.checkpoint) as the page's decoder reads it: its
     layout and weights (with `templates`, the pictures (k, H, W) and the mix and gain layers
-    too). The dense and FiLM layers keep only the code's columns: a skip decoder's pose-change
-    columns multiply zeros when faces are drawn (no target pose)."""
+    too; with `templates_fine`, their flow's conv). The dense and FiLM layers keep only the
+    code's columns: a skip decoder's pose-change columns multiply zeros when faces are drawn
+    (no target pose)."""
     config, decoder = model.config, model.decoder
     d = config.latent_dim
     radius = float(model._net_input(torch.ones(1, d, dtype=torch.float32))[0, 0])
@@ -54,6 +55,8 @@ def decoder_bundle(model) -> dict:
         layers["flow"] = decoder.flow
     if decoder.templated:
         layers["mix"], layers["gain"] = decoder.mix, decoder.gain
+    if decoder.fine:
+        layers["template_flow"] = decoder.template_flow
     tensors = {}
     for name, layer in layers.items():
         weight = layer.weight.detach()
@@ -67,7 +70,8 @@ def decoder_bundle(model) -> dict:
             "image_size": list(config.image_size), "shape": list(decoder.shape),
             "upsample": config.upsample, "widths": list(getattr(decoder, "widths", [])),
             "max_shift": float(getattr(decoder, "max_shift", 0.0)),
-            "templates": config.templates, "eps": REFERENCE_EPS,
+            "templates": config.templates, "templates_fine": config.templates_fine,
+            "eps": REFERENCE_EPS,
             "tensors": tensors}
 
 

@@ -57,11 +57,13 @@ def test_a_new_warp_decoder_draws_the_reference_and_prices_its_correction():
         priced.total, priced.recon + priced.kl + 3.0 * priced.ce + 0.5 * 0.25 * 16 * 12)
 
 
-def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_gained():
+@pytest.mark.parametrize("fine_px", [None, 0.0, 1.0, -1.0])
+def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_gained(fine_px):
     """A new templated decoder draws the reference; a picture (one bright pixel) chosen by the
-    code lands where the flow moves it, scaled by 1 + the gain, as part of the priced
-    correction."""
-    model = build_model(ModelConfig(**WARP, templates=2), seed=1)
+    code lands where the flow moves it (2 px right), plus, with templates_fine, its finer
+    flow's change (fine_px, down), scaled by 1 + the gain, as part of the priced correction."""
+    fine = fine_px is not None
+    model = build_model(ModelConfig(**WARP, templates=2, templates_fine=fine), seed=1)
     x, _ = faces()
     ref = x.clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
     code = model.identity_code(ref)
@@ -75,10 +77,13 @@ def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_g
         decoder.mix.bias.copy_(torch.tensor([0.0, 1.5]))  # every code takes 1.5 x picture 1
         decoder.gain.bias.fill_(1.0)  # gain 2 everywhere
         decoder.flow.bias.copy_(torch.tensor([math.atanh(2.0 / decoder.max_shift), 0.0]))
+        if fine:
+            decoder.template_flow.bias.copy_(
+                torch.tensor([0.0, math.atanh(fine_px / (decoder.max_shift / 2))]))
         logits, charge, moved = model._decode(z, code, None)
     change = logits - torch.logit(moved, eps=REFERENCE_EPS)  # the correction
     expected = torch.zeros_like(change)
-    expected[..., 4, 5] = 1.5 * 2.0 * 2.0  # moved 2 px right
+    expected[..., 4 + int(fine_px or 0), 5] = 1.5 * 2.0 * 2.0  # moved 2 px right, fine_px down
     torch.testing.assert_close(change, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(charge, expected.abs(), atol=1e-5, rtol=0)
 
@@ -116,6 +121,7 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "skip", "coarse_weight": 1.0}, "coarse_weight needs decoder='warp'"),
     ({"decoder": "warp", "templates": -1}, "templates=-1"),
     ({"decoder": "skip", "templates": 4}, "templates needs decoder='warp'"),
+    ({"decoder": "warp", "templates_fine": True}, "templates_fine needs templates > 0"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
