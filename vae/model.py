@@ -79,6 +79,10 @@ REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
 COARSE_SIGMA = 2.0
 """Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
+TEMPLATE_MIXES = ("linear", "vmf")
+TEMPLATE_KAPPA = 8.0
+"""Starting concentration of `templates_mix: vmf` bumps: a weight of exp(-2.9) = 0.06 at 50
+degrees, about the spacing of 16 points on S^2."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,11 @@ class ModelConfig:
     templates_fine: the templates are placed by the flow plus a change of at most max_shift / 2
         pixels made at 1/2 resolution from the second stage's features, not by the 1/4-resolution
         flow alone (the reference is still moved by that flow).
+    templates_mix: how the code weighs the templates: "linear" (a linear layer of the code, so
+        a picture drawn on one side of the sphere is drawn negated on the other) or "vmf" (each
+        template has its own point mu_k on the sphere and concentration kappa_k, both learnt,
+        and weight exp(kappa_k (u . mu_k - 1)) for the code's direction u: a smile drawn near
+        happy's codes only).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -141,6 +150,7 @@ class ModelConfig:
     coarse_weight: float = 0.0
     templates: int = 0
     templates_fine: bool = False
+    templates_mix: str = "linear"
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -193,6 +203,11 @@ class ModelConfig:
             problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
         if self.templates_fine and not self.templates:
             problems.append("templates_fine needs templates > 0 (it places them)")
+        if self.templates_mix not in TEMPLATE_MIXES:
+            problems.append(f"templates_mix={self.templates_mix!r} (allowed: "
+                            f"{', '.join(TEMPLATE_MIXES)})")
+        elif self.templates_mix != "linear" and not self.templates:
+            problems.append("templates_mix needs templates > 0 (it weighs them)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -384,7 +399,13 @@ class Decoder(nn.Module):
             # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
             # pixel by 1 + gain(features); pictures and gain start at zero
             self.templates = nn.Parameter(torch.zeros(config.templates, h, w))
-            self.mix = nn.Linear(d, config.templates)
+            self.local = config.templates_mix == "vmf"
+            if self.local:  # bumps on the sphere: seeded centres, kappa TEMPLATE_KAPPA
+                self.centres = nn.Parameter(F.normalize(torch.randn(config.templates, d), dim=1))
+                self.log_kappa = nn.Parameter(torch.full((config.templates,),
+                                                         math.log(TEMPLATE_KAPPA)))
+            else:
+                self.mix = nn.Linear(d, config.templates)
             self.gain = nn.Conv2d(c1, 1, 3, padding=1)
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
@@ -393,6 +414,13 @@ class Decoder(nn.Module):
                 self.template_flow = nn.Conv2d(c1, 2, 3, padding=1)
                 nn.init.zeros_(self.template_flow.weight)
                 nn.init.zeros_(self.template_flow.bias)
+
+    def template_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """The code z (n, d) -> each template's weight (n, k) (`templates_mix`)."""
+        if not self.local:
+            return self.mix(z)
+        cosine = F.normalize(z, dim=1) @ F.normalize(self.centres, dim=1).T
+        return torch.exp(self.log_kappa.exp() * (cosine - 1.0))
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -436,7 +464,8 @@ class Decoder(nn.Module):
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         if self.templated:
-            picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
+            picture = torch.einsum("nk,khw->nhw", self.template_weights(z),
+                                   self.templates)[:, None]
             moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
             correction = correction + (1.0 + self.gain(h)) * moved
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref

@@ -88,6 +88,30 @@ def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_g
     torch.testing.assert_close(charge, expected.abs(), atol=1e-5, rtol=0)
 
 
+def test_vmf_mixed_templates_are_drawn_near_their_centre_only():
+    """templates_mix vmf: a picture (one bright pixel) with its centre at the code (1, 0, 0)
+    is drawn at its full weight there and at exp(kappa (cos t - 1)) at angle t from it (the
+    closed form; 1.5e-5 of it at 90 degrees with kappa 11), the linear mix's negated picture
+    never."""
+    model = build_model(ModelConfig(**WARP, templates=2, templates_mix="vmf"), seed=1)
+    x, _ = faces()
+    code = model.identity_code(x[:1].clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)).expand(4, -1)
+    angles = torch.tensor([0.0, 30.0, 90.0, 180.0])
+    t = torch.deg2rad(angles)
+    z = torch.stack([torch.cos(t), torch.sin(t), torch.zeros(4)], dim=1)
+    kappa = 11.0
+    with torch.no_grad():
+        decoder = model.decoder
+        decoder.templates[0, 4, 3] = 3.0
+        decoder.centres.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))  # any length
+        decoder.log_kappa.fill_(math.log(kappa))
+        logits, _, moved = model._decode(z, code, None)
+    change = (logits - torch.logit(moved, eps=REFERENCE_EPS))[:, 0, 4, 3]
+    expected = 3.0 * torch.exp(kappa * (torch.cos(t) - 1))
+    torch.testing.assert_close(change, expected, atol=1e-5, rtol=1e-4)
+    assert change[2] < 1e-4 and change[3] >= 0
+
+
 def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
     """The skip decoder's layers read the target's pose in training (not when decoding); the
     warp decoder draws the face from its code and reference alone, and training moves that face
@@ -122,6 +146,8 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "warp", "templates": -1}, "templates=-1"),
     ({"decoder": "skip", "templates": 4}, "templates needs decoder='warp'"),
     ({"decoder": "warp", "templates_fine": True}, "templates_fine needs templates > 0"),
+    ({"decoder": "warp", "templates": 2, "templates_mix": "mlp"}, "allowed: linear, vmf"),
+    ({"decoder": "warp", "templates_mix": "vmf"}, "templates_mix needs templates > 0"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):

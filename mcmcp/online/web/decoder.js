@@ -276,14 +276,40 @@ function finePlacement(m, h, c1, flow) {
   return up.map((v, i) => F(v + F(reach * F(Math.tanh(raw[i])))));
 }
 
+function unit(x) {
+  // x / |x| (torch's F.normalize, eps 1e-12), as float32
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  const norm = Math.max(F(Math.sqrt(s)), 1e-12);
+  return Float32Array.from(x, (v) => F(v / norm));
+}
+
+function bumps(z, centres, logKappa) {
+  // templates_mix vmf (Decoder.template_weights): template k's weight exp(kappa_k (u . mu_k
+  // - 1)) for the code's direction u and the k-th centre's mu_k, centres (k, d)
+  const [k, d] = centres.shape;
+  const u = unit(z);
+  const out = new Float32Array(k);
+  for (let j = 0; j < k; j++) {
+    const mu = unit(centres.data.subarray(j * d, (j + 1) * d));
+    let cosine = 0;
+    for (let i = 0; i < d; i++) cosine += u[i] * mu[i];
+    const kappa = F(Math.exp(logKappa.data[j]));
+    out[j] = F(Math.exp(F(kappa * F(F(cosine) - 1))));
+  }
+  return out;
+}
+
 function addTemplates(out, m, z, h, c1, flow, placed) {
-  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W),
+  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W)
+  // (a linear layer, or with templates_mix vmf the bumps),
   // moved by the flow (or, with templates_fine, by the finer placement), times 1 + the gain
   // conv of the last features, added to out (H W)
   const t = m.tensors;
   const [H, W] = m.image_size;
   const [, h4, w4] = m.shape;
-  const mix = linear(z, t["mix.weight"], t["mix.bias"]);
+  const mix = m.templates_mix === "vmf" ? bumps(z, t.centres, t.log_kappa)
+    : linear(z, t["mix.weight"], t["mix.bias"]);
   const pictures = t.templates.data;
   const picture = new Float32Array(H * W);
   for (let i = 0; i < H * W; i++) {
