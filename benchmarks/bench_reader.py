@@ -5,10 +5,10 @@ Store: the reader's agreement with the intended emotion on every face of the sto
 children's originals and their reconstructions (the checkpoint's own split), per emotion, and
 the retention (reconstructions / originals) the verdict judges, with its standard error over
 held-out children (resampled: about 0.06 for happy, so two models' figures 0.1 apart are not
-told apart by one run); and the stipple ratio: fine
-texture (mean |second difference| down and across) of the reconstructions over that of the
-originals inside the reader's face box, 1 when a decoder adds no stripes or speckles (the
-committed default, the warp decoder: 0.88 for surprised to 1.05 for neutral; the skip decoder
+told apart by one run); and the stipple ratio: fine texture (mean |second difference| down and
+across) of the reconstructions over that of the originals inside the reader's face box, 1 when
+a decoder adds no stripes or speckles (the committed default, the templated warp decoder: 0.97
+for disgusted to 1.01; the warp decoder before the templates: 0.88 to 1.05; the skip decoder
 before it: 1.04 to 1.14); and the pale patches: how much brighter (grey levels, 0-255) the
 reconstructions are than the originals on the forehead between fringe and brows and on the
 cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush); and, for warp
