@@ -79,6 +79,10 @@ REFERENCE_EPS = 1e-3
 """Reference pixels are clipped to [eps, 1 - eps] before their logit (at most +-6.9)."""
 COARSE_SIGMA = 2.0
 """Standard deviation (pixels) of the Gaussian blur under the coarse flow term (`blur`)."""
+TEMPLATE_MIXES = ("linear", "vmf")
+TEMPLATE_KAPPA = 8.0
+"""Starting concentration of `templates_mix: vmf` bumps: a weight of exp(-2.9) = 0.06 at 50
+degrees, about the spacing of 16 points on S^2."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,14 @@ class ModelConfig:
         mixes and the flow moves onto each child, scaled per pixel by the decoder's features:
         what no move of the reference can make (an open smile's lip ring and teeth) is then
         drawn sharp, not upsampled from a 1/4-resolution map (0: none).
+    templates_fine: the templates are placed by the flow plus a change of at most max_shift / 2
+        pixels made at 1/2 resolution from the second stage's features, not by the 1/4-resolution
+        flow alone (the reference is still moved by that flow).
+    templates_mix: how the code weighs the templates: "linear" (a linear layer of the code, so
+        a picture drawn on one side of the sphere is drawn negated on the other) or "vmf" (each
+        template has its own point mu_k on the sphere and concentration kappa_k, both learnt,
+        and weight exp(kappa_k (u . mu_k - 1)) for the code's direction u: a smile drawn near
+        happy's codes only).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -137,6 +149,8 @@ class ModelConfig:
     correction_weight: float = 0.002
     coarse_weight: float = 0.0
     templates: int = 0
+    templates_fine: bool = False
+    templates_mix: str = "linear"
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -187,6 +201,13 @@ class ModelConfig:
             problems.append(f"templates={self.templates} (need >= 0; 0 turns them off)")
         elif self.templates and self.decoder != "warp":
             problems.append("templates needs decoder='warp' (the flow moves them onto the child)")
+        if self.templates_fine and not self.templates:
+            problems.append("templates_fine needs templates > 0 (it places them)")
+        if self.templates_mix not in TEMPLATE_MIXES:
+            problems.append(f"templates_mix={self.templates_mix!r} (allowed: "
+                            f"{', '.join(TEMPLATE_MIXES)})")
+        elif self.templates_mix != "linear" and not self.templates:
+            problems.append("templates_mix needs templates > 0 (it weighs them)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -326,7 +347,9 @@ class Decoder(nn.Module):
             blurred, against the target. With `templates` k > 0 the correction also holds
             k learnt full-size pictures mixed by the code (a linear layer), moved by the same
             flow and scaled per pixel by 1 + a 3x3 conv of the last features: a sharp lip ring
-            is then a picture placed on the child, not a map upsampled twice.
+            is then a picture placed on the child, not a map upsampled twice. With
+            `templates_fine` the pictures are placed by that flow plus max_shift / 2 * tanh of
+            a 3x3 conv of the second stage's features (a change at 1/2 resolution).
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -337,6 +360,7 @@ class Decoder(nn.Module):
         self.conditioned = config.kind == "identity"
         self.warps = config.decoder == "warp"
         self.templated = config.templates > 0
+        self.fine = config.templates_fine
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
@@ -375,10 +399,28 @@ class Decoder(nn.Module):
             # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
             # pixel by 1 + gain(features); pictures and gain start at zero
             self.templates = nn.Parameter(torch.zeros(config.templates, h, w))
-            self.mix = nn.Linear(d, config.templates)
+            self.local = config.templates_mix == "vmf"
+            if self.local:  # bumps on the sphere: seeded centres, kappa TEMPLATE_KAPPA
+                self.centres = nn.Parameter(F.normalize(torch.randn(config.templates, d), dim=1))
+                self.log_kappa = nn.Parameter(torch.full((config.templates,),
+                                                         math.log(TEMPLATE_KAPPA)))
+            else:
+                self.mix = nn.Linear(d, config.templates)
             self.gain = nn.Conv2d(c1, 1, 3, padding=1)
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
+            if self.fine:  # the pictures' own finer flow: a change at 1/2 resolution
+
+                self.template_flow = nn.Conv2d(c1, 2, 3, padding=1)
+                nn.init.zeros_(self.template_flow.weight)
+                nn.init.zeros_(self.template_flow.bias)
+
+    def template_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """The code z (n, d) -> each template's weight (n, k) (`templates_mix`)."""
+        if not self.local:
+            return self.mix(z)
+        cosine = F.normalize(z, dim=1) @ F.normalize(self.centres, dim=1).T
+        return torch.exp(self.log_kappa.exp() * (cosine - 1.0))
 
     def flow_field(self, h4: torch.Tensor) -> torch.Tensor:
         """First-stage features (n, c2, H/4, W/4) -> displacements (n, 2, H/4, W/4), pixels of
@@ -413,14 +455,19 @@ class Decoder(nn.Module):
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
+            if stage == 2 and self.fine:  # templates_fine needs templates, templates warp
+                placed = (F.interpolate(flow, scale_factor=2.0, mode="bilinear")
+                          + self.max_shift / 2 * torch.tanh(self.template_flow(h)))
         if not self.conditioned:
             return self.out(h), None, None
         if not self.warps:
             return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         if self.templated:
-            picture = torch.einsum("nk,khw->nhw", self.mix(z), self.templates)[:, None]
-            correction = correction + (1.0 + self.gain(h)) * warp(picture, flow)
+            picture = torch.einsum("nk,khw->nhw", self.template_weights(z),
+                                   self.templates)[:, None]
+            moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
+            correction = correction + (1.0 + self.gain(h)) * moved
         return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 

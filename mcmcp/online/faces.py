@@ -38,9 +38,11 @@ def browser_decodable(model) -> str | None:
 
 def decoder_bundle(model) -> dict:
     """The decoder of `model` (a VAE from vae.checkpoint) as the page's decoder reads it: its
-    layout and weights (with `templates`, the pictures (k, H, W) and the mix and gain layers
-    too). The dense and FiLM layers keep only the code's columns: a skip decoder's pose-change
-    columns multiply zeros when faces are drawn (no target pose)."""
+    layout and weights (with `templates`, the pictures (k, H, W), the gain layer and the mix
+    layer or, with `templates_mix: vmf`, the bumps' centres (k, d) and log kappas (k,); with
+    `templates_fine`, their flow's conv). The dense and FiLM layers keep only the
+    code's columns: a skip decoder's pose-change columns multiply zeros when faces are drawn
+    (no target pose)."""
     config, decoder = model.config, model.decoder
     d = config.latent_dim
     radius = float(model._net_input(torch.ones(1, d, dtype=torch.float32))[0, 0])
@@ -53,7 +55,11 @@ def decoder_bundle(model) -> dict:
     if kind == "warp":
         layers["flow"] = decoder.flow
     if decoder.templated:
-        layers["mix"], layers["gain"] = decoder.mix, decoder.gain
+        layers["gain"] = decoder.gain
+        if not decoder.local:
+            layers["mix"] = decoder.mix
+    if decoder.fine:
+        layers["template_flow"] = decoder.template_flow
     tensors = {}
     for name, layer in layers.items():
         weight = layer.weight.detach()
@@ -63,11 +69,16 @@ def decoder_bundle(model) -> dict:
         tensors[f"{name}.bias"] = _tensor(layer.bias.detach())
     if decoder.templated:
         tensors["templates"] = _tensor(decoder.templates.detach())
+        if decoder.local:
+            tensors["centres"] = _tensor(decoder.centres.detach())
+            tensors["log_kappa"] = _tensor(decoder.log_kappa.detach())
     return {"format": FORMAT, "kind": kind, "latent_dim": d, "radius": radius,
             "image_size": list(config.image_size), "shape": list(decoder.shape),
             "upsample": config.upsample, "widths": list(getattr(decoder, "widths", [])),
             "max_shift": float(getattr(decoder, "max_shift", 0.0)),
-            "templates": config.templates, "eps": REFERENCE_EPS,
+            "templates": config.templates, "templates_fine": config.templates_fine,
+            "templates_mix": config.templates_mix,
+            "eps": REFERENCE_EPS,
             "tensors": tensors}
 
 

@@ -106,9 +106,10 @@ async def browser_pixels(cases) -> list[np.ndarray]:
 def test_the_browsers_decoder_draws_the_models_pixels_for_every_decoder_it_runs():
     """200 random faces of the committed model (its default child and a mirrored one) and 100
     of random-weight decoders of each other kind (identity skip with nearest resizes and
-    radius 2, plain, warp with nearest resizes, warp with templates): every 8-bit pixel
-    equals the model's own but for float rounding on the other side of a half (at most 1 grey
-    level, at most 1 pixel in 2,000)."""
+    radius 2, plain, warp with nearest resizes, warp with templates, placed by the flow or by
+    the finer flow, mixed linearly or by bumps on the sphere): every 8-bit pixel equals the
+    model's own but for float rounding on the other side of a half (at most 1 grey level, at
+    most 1 pixel in 2,000)."""
     committed = load_checkpoint(DEFAULT).model.eval()
     with torch.no_grad():
         mirrored = committed.identity_code(committed.default_reference.flip(-1))
@@ -116,7 +117,11 @@ def test_the_browsers_decoder_draws_the_models_pixels_for_every_decoder_it_runs(
     for changes in ({"decoder": "skip", "upsample": "nearest", "radius": 2.0},
                     {"kind": "plain", "upsample": "bilinear"},
                     {"decoder": "warp", "upsample": "nearest", "max_shift": 3.0},
-                    {"decoder": "warp", "upsample": "bilinear", "templates": 3}):
+                    {"decoder": "warp", "upsample": "bilinear", "templates": 3},
+                    {"decoder": "warp", "upsample": "bilinear", "templates": 3,
+                     "templates_fine": True},
+                    {"decoder": "warp", "upsample": "bilinear", "templates": 3,
+                     "templates_fine": True, "templates_mix": "vmf"}):
         model, identity = random_model(**changes)
         cases.append((model, identity, codes(100, 2)))
     for (model, identity, z), got in zip(cases, asyncio.run(browser_pixels(cases)), strict=True):

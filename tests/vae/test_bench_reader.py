@@ -49,3 +49,25 @@ def test_thirds_put_the_darkest_children_first():
     order = [f"c{i}" for i in np.argsort(means)]
     assert [list(ids) for ids, _ in parts] == [order[:3], order[3:6], order[6:]]
     assert np.allclose(np.concatenate([shade for _, shade in parts]), np.sort(means))
+
+
+def test_fresh_children_are_not_the_default_stores_people():
+    """`--fresh` draws its children with FRESH_SEED, not the seed the default store is built
+    with: the same ids name other faces (each child's first neutral face differs from its
+    namesake's by more than 10 grey levels per pixel on average)."""
+    import inspect
+
+    from vae.procedural.faces import generate_faces
+
+    bench = _bench()
+    store_seed = inspect.signature(generate_faces).parameters["seed"].default
+    assert bench.FRESH_SEED != store_seed
+    store = generate_faces(3, size=(32, 32), seed=store_seed)
+    fresh = generate_faces(3, size=(32, 32), seed=bench.FRESH_SEED)
+    assert list(store.identities) == list(fresh.identities)
+    neutral = store.label_names.index("neutral")
+    for child in np.unique(store.identities):
+        first = [np.flatnonzero((np.asarray(s.identities) == child)
+                                & (np.asarray(s.labels) == neutral))[0] for s in (store, fresh)]
+        a, b = store.images[first[0]].astype(float), fresh.images[first[1]].astype(float)
+        assert np.abs(a - b).mean() > 10

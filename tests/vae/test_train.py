@@ -298,8 +298,7 @@ def test_a_checkpoint_with_a_retired_option_loads_only_where_it_was_off(tmp_path
                                   ({"pose_warp": False}, False, "e6bf494"),
                                   ({"fine_shift": 2.0}, False, "e6bf494"),
                                   ({"reconstruction": "l1"}, False, "0fb9789"),
-                                  ({"templates_by_child": True}, False, "be9d1b3"),
-                                  ({"templates_fine": True}, False, "6060d59")):
+                                  ({"templates_by_child": True}, False, "be9d1b3")):
         older = tmp_path / "older.pt"
         torch.save({**payload, "model_config": {**payload["model_config"], **fields}}, older)
         if loads:

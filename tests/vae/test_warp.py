@@ -57,11 +57,13 @@ def test_a_new_warp_decoder_draws_the_reference_and_prices_its_correction():
         priced.total, priced.recon + priced.kl + 3.0 * priced.ce + 0.5 * 0.25 * 16 * 12)
 
 
-def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_gained():
+@pytest.mark.parametrize("fine_px", [None, 0.0, 1.0, -1.0])
+def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_gained(fine_px):
     """A new templated decoder draws the reference; a picture (one bright pixel) chosen by the
-    code lands where the flow moves it, scaled by 1 + the gain, as part of the priced
-    correction."""
-    model = build_model(ModelConfig(**WARP, templates=2), seed=1)
+    code lands where the flow moves it (2 px right), plus, with templates_fine, its finer
+    flow's change (fine_px, down), scaled by 1 + the gain, as part of the priced correction."""
+    fine = fine_px is not None
+    model = build_model(ModelConfig(**WARP, templates=2, templates_fine=fine), seed=1)
     x, _ = faces()
     ref = x.clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
     code = model.identity_code(ref)
@@ -75,12 +77,39 @@ def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_g
         decoder.mix.bias.copy_(torch.tensor([0.0, 1.5]))  # every code takes 1.5 x picture 1
         decoder.gain.bias.fill_(1.0)  # gain 2 everywhere
         decoder.flow.bias.copy_(torch.tensor([math.atanh(2.0 / decoder.max_shift), 0.0]))
+        if fine:
+            decoder.template_flow.bias.copy_(
+                torch.tensor([0.0, math.atanh(fine_px / (decoder.max_shift / 2))]))
         logits, charge, moved = model._decode(z, code, None)
     change = logits - torch.logit(moved, eps=REFERENCE_EPS)  # the correction
     expected = torch.zeros_like(change)
-    expected[..., 4, 5] = 1.5 * 2.0 * 2.0  # moved 2 px right
+    expected[..., 4 + int(fine_px or 0), 5] = 1.5 * 2.0 * 2.0  # moved 2 px right, fine_px down
     torch.testing.assert_close(change, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(charge, expected.abs(), atol=1e-5, rtol=0)
+
+
+def test_vmf_mixed_templates_are_drawn_near_their_centre_only():
+    """templates_mix vmf: a picture (one bright pixel) with its centre at the code (1, 0, 0)
+    is drawn at its full weight there and at exp(kappa (cos t - 1)) at angle t from it (the
+    closed form; 1.5e-5 of it at 90 degrees with kappa 11), the linear mix's negated picture
+    never."""
+    model = build_model(ModelConfig(**WARP, templates=2, templates_mix="vmf"), seed=1)
+    x, _ = faces()
+    code = model.identity_code(x[:1].clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)).expand(4, -1)
+    angles = torch.tensor([0.0, 30.0, 90.0, 180.0])
+    t = torch.deg2rad(angles)
+    z = torch.stack([torch.cos(t), torch.sin(t), torch.zeros(4)], dim=1)
+    kappa = 11.0
+    with torch.no_grad():
+        decoder = model.decoder
+        decoder.templates[0, 4, 3] = 3.0
+        decoder.centres.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))  # any length
+        decoder.log_kappa.fill_(math.log(kappa))
+        logits, _, moved = model._decode(z, code, None)
+    change = (logits - torch.logit(moved, eps=REFERENCE_EPS))[:, 0, 4, 3]
+    expected = 3.0 * torch.exp(kappa * (torch.cos(t) - 1))
+    torch.testing.assert_close(change, expected, atol=1e-5, rtol=1e-4)
+    assert change[2] < 1e-4 and change[3] >= 0
 
 
 def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
@@ -116,6 +145,9 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "skip", "coarse_weight": 1.0}, "coarse_weight needs decoder='warp'"),
     ({"decoder": "warp", "templates": -1}, "templates=-1"),
     ({"decoder": "skip", "templates": 4}, "templates needs decoder='warp'"),
+    ({"decoder": "warp", "templates_fine": True}, "templates_fine needs templates > 0"),
+    ({"decoder": "warp", "templates": 2, "templates_mix": "mlp"}, "allowed: linear, vmf"),
+    ({"decoder": "warp", "templates_mix": "vmf"}, "templates_mix needs templates > 0"),
 ])
 def test_warp_config_validation_names_the_field(bad, word):
     with pytest.raises(ValueError, match=word):

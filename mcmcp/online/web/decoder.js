@@ -245,6 +245,7 @@ function decode(m, kid, code) {
   h = conv3x3(input, cin, H / 2, W / 2, t["stage2.weight"], t["stage2.bias"]);
   const c1 = t["stage2.weight"].shape[0];
   if (films) filmRelu(h, c1, (H / 2) * (W / 2), films, 2 * wa); else relu(h);
+  const placed = m.templates_fine ? finePlacement(m, h, c1, flow) : null;
   // stage 1, at full resolution
   h = resize(h, c1, H / 2, W / 2, H, W, nearest);
   input = ref ? cat(h, ref) : h;
@@ -252,7 +253,7 @@ function decode(m, kid, code) {
   h = conv3x3(input, cin, H, W, t["stage1.weight"], t["stage1.bias"]);
   if (films) filmRelu(h, c1, H * W, films, 2 * (wa + wb)); else relu(h);
   const out = conv3x3(h, c1, H, W, t["out.weight"], t["out.bias"]);
-  if (m.templates) addTemplates(out, m, z, h, c1, flow);
+  if (m.templates) addTemplates(out, m, z, h, c1, flow, placed);
   const pixels = new Uint8Array(H * W);
   for (let i = 0; i < H * W; i++) {
     const v = ref ? F(out[i] + logit(ref[i], m.eps)) : out[i];
@@ -262,13 +263,53 @@ function decode(m, kid, code) {
   return { width: W, height: H, pixels };
 }
 
-function addTemplates(out, m, z, h, c1, flow) {
-  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W),
-  // moved by the flow, times 1 + the gain conv of the last features, added to out (H W)
+function finePlacement(m, h, c1, flow) {
+  // templates_fine (Decoder.parts): the flow (2, H/4, W/4) resized to 1/2 resolution plus
+  // max_shift / 2 * tanh of the template_flow conv of the second stage's features h (c1, H/2,
+  // W/2): where the pictures are placed, (2, H/2, W/2), pixels of the full image
   const t = m.tensors;
   const [H, W] = m.image_size;
   const [, h4, w4] = m.shape;
-  const mix = linear(z, t["mix.weight"], t["mix.bias"]);
+  const up = resize(flow, 2, h4, w4, H / 2, W / 2, false);
+  const raw = conv3x3(h, c1, H / 2, W / 2, t["template_flow.weight"], t["template_flow.bias"]);
+  const reach = F(m.max_shift / 2);
+  return up.map((v, i) => F(v + F(reach * F(Math.tanh(raw[i])))));
+}
+
+function unit(x) {
+  // x / |x| (torch's F.normalize, eps 1e-12), as float32
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  const norm = Math.max(F(Math.sqrt(s)), 1e-12);
+  return Float32Array.from(x, (v) => F(v / norm));
+}
+
+function bumps(z, centres, logKappa) {
+  // templates_mix vmf (Decoder.template_weights): template k's weight exp(kappa_k (u . mu_k
+  // - 1)) for the code's direction u and the k-th centre's mu_k, centres (k, d)
+  const [k, d] = centres.shape;
+  const u = unit(z);
+  const out = new Float32Array(k);
+  for (let j = 0; j < k; j++) {
+    const mu = unit(centres.data.subarray(j * d, (j + 1) * d));
+    let cosine = 0;
+    for (let i = 0; i < d; i++) cosine += u[i] * mu[i];
+    const kappa = F(Math.exp(logKappa.data[j]));
+    out[j] = F(Math.exp(F(kappa * F(F(cosine) - 1))));
+  }
+  return out;
+}
+
+function addTemplates(out, m, z, h, c1, flow, placed) {
+  // the correction's templates (Decoder.parts): the code's mix of the pictures (k, H, W)
+  // (a linear layer, or with templates_mix vmf the bumps),
+  // moved by the flow (or, with templates_fine, by the finer placement), times 1 + the gain
+  // conv of the last features, added to out (H W)
+  const t = m.tensors;
+  const [H, W] = m.image_size;
+  const [, h4, w4] = m.shape;
+  const mix = m.templates_mix === "vmf" ? bumps(z, t.centres, t.log_kappa)
+    : linear(z, t["mix.weight"], t["mix.bias"]);
   const pictures = t.templates.data;
   const picture = new Float32Array(H * W);
   for (let i = 0; i < H * W; i++) {
@@ -276,7 +317,8 @@ function addTemplates(out, m, z, h, c1, flow) {
     for (let k = 0; k < mix.length; k++) s += mix[k] * pictures[k * H * W + i];
     picture[i] = F(s);
   }
-  const moved = warp(picture, 1, H, W, flow, h4, w4, 4);
+  const moved = placed ? warp(picture, 1, H, W, placed, H / 2, W / 2, 2)
+    : warp(picture, 1, H, W, flow, h4, w4, 4);
   const gain = conv3x3(h, c1, H, W, t["gain.weight"], t["gain.bias"]);
   for (let i = 0; i < H * W; i++) out[i] = F(out[i] + F(F(1 + gain[i]) * moved[i]));
 }
