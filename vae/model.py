@@ -361,6 +361,7 @@ class Decoder(nn.Module):
         self.warps = config.decoder == "warp"
         self.templated = config.templates > 0
         self.fine = config.templates_fine
+        self.local = config.templates_mix == "vmf"
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
@@ -399,7 +400,6 @@ class Decoder(nn.Module):
             # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
             # pixel by 1 + gain(features); pictures and gain start at zero
             self.templates = nn.Parameter(torch.zeros(config.templates, h, w))
-            self.local = config.templates_mix == "vmf"
             if self.local:  # bumps on the sphere: seeded centres, kappa TEMPLATE_KAPPA
                 self.centres = nn.Parameter(F.normalize(torch.randn(config.templates, d), dim=1))
                 self.log_kappa = nn.Parameter(torch.full((config.templates,),
@@ -410,7 +410,6 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.gain.bias)
             if self.fine:  # the pictures' own finer flow: a change at 1/2 resolution
-
                 self.template_flow = nn.Conv2d(c1, 2, 3, padding=1)
                 nn.init.zeros_(self.template_flow.weight)
                 nn.init.zeros_(self.template_flow.bias)
