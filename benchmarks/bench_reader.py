@@ -5,8 +5,11 @@ Store: the reader's agreement with the intended emotion on every face of the sto
 children's originals and their reconstructions (the checkpoint's own split), per emotion, and
 the retention (reconstructions / originals) the verdict judges, with its standard error over
 held-out children (resampled: about 0.06 for happy, so two models' figures 0.1 apart are not
-told apart by one run); and the stipple ratio: fine texture (mean |second difference| down and
-across) of the reconstructions over that of the originals inside the reader's face box, 1 when
+told apart by one run), and beside it what retention leaves out: kept, the share of the
+originals read right whose reconstruction is read right too (retention also credits a misread
+original the reconstruction turns right; `vae.metrics.expression_retention`); and the stipple
+ratio: fine texture (mean |second difference| down and across) of the reconstructions over
+that of the originals inside the reader's face box, 1 when
 a decoder adds no stripes or speckles (the committed default, the templated warp decoder: 0.97
 for disgusted to 1.01; the warp decoder before the templates: 0.88 to 1.05; the skip decoder
 before it: 1.04 to 1.14); and the pale patches: how much brighter (grey levels, 0-255) the
@@ -26,7 +29,8 @@ With `--fresh N`, the retention again on N new procedural children (`FRESH_SEED`
 of each): the checkpoint's own figure comes from its 32 held-out children, on whom the emotions
 the reader reads on under half of the originals (fearful, neutral, sad) have a standard error
 of 0.1-0.2; on 320 new children it is 0.04-0.07, so a decoder's per-emotion figure is measured,
-not drawn. For models trained on the procedural faces (a lab's own children are not these).
+not drawn; kept and agreement (the share of reconstructions read as their originals are) stand
+beside it. For models trained on the procedural faces (a lab's own children are not these).
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --fresh 320      # also on 320 children no model saw
@@ -165,22 +169,6 @@ def blurred_agreement(reader, originals: np.ndarray, labels: np.ndarray, sigma: 
     return reader.predict_proba(soft).argmax(1) == labels
 
 
-def retention_se(read_orig: np.ndarray, read_recon: np.ndarray, labels: np.ndarray, c: int,
-                 children: np.ndarray, draws: int = 2000, seed: int = 0) -> float:
-    """Standard error of emotion c's retention (share read on reconstructions / on originals),
-    the children resampled with replacement (`draws` times; a child's faces stay together):
-    how far another set of held-out children could move the figure. Faces read (n,) bool,
-    labels (n,), children (n,) ids."""
-    ids, child = np.unique(children, return_inverse=True)
-    mine = labels == c
-    per_child = np.stack([np.bincount(child, read_orig & mine, len(ids)),
-                          np.bincount(child, read_recon & mine, len(ids))], axis=1)
-    picks = np.random.default_rng(seed).integers(0, len(ids), (draws, len(ids)))
-    totals = per_child[picks].sum(axis=1)  # (draws, 2)
-    kept = totals[totals[:, 0] > 0]
-    return float(np.std(kept[:, 1] / kept[:, 0], ddof=1))
-
-
 FRESH_SEED = 1
 """The procedural generator's seed for `--fresh` children: the default store is seed 0's, so
 these are people no model was trained or validated on."""
@@ -189,8 +177,8 @@ these are people no model was trained or validated on."""
 def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> list[str]:
     """Lines: each emotion's reader retention on every face of n_children new procedural
     children (`generate_faces`, FRESH_SEED, (height, width) size), with its standard error
-    over children (`retention_se`), and the least retention over the emotions judged."""
-    from vae.metrics import expression_retention, reconstruct
+    over children (`vae.metrics.retention_se`), and the least retention over the emotions judged."""
+    from vae.metrics import expression_retention, reconstruct, retention_se
     from vae.procedural.faces import generate_faces
 
     fresh = generate_faces(n_children, size=size, seed=FRESH_SEED)
@@ -210,7 +198,8 @@ def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> li
         lines.append(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  "
                      f"reconstructions {e['observer_accuracy_reconstructions']:4.0%}  retention "
                      f"{e['retention']:.2f} (se "
-                     f"{retention_se(read_orig, read_recon, labels, c, children):.2f})")
+                     f"{retention_se(read_orig, read_recon, labels, c, children):.2f})  kept "
+                     f"{e['kept']:.2f}  agreement {e['agreement']:.2f}")
     return [f"{n_children} new children ({len(fresh)} faces, generator seed {FRESH_SEED}), least "
             f"retention {min(judged):.2f}:"] + lines
 
@@ -228,7 +217,7 @@ def main(argv=None) -> None:
         p.error(f"--fresh {args.fresh}: give a number of children, 0 or more")
     torch.set_num_threads(1)
     from vae.checkpoint import load_checkpoint
-    from vae.metrics import expression_retention
+    from vae.metrics import expression_retention, retention_se
     from vae.reader import NAME, face_box, load_reader
     from vae.store import read_store, split_by_identity
 
@@ -261,7 +250,8 @@ def main(argv=None) -> None:
     children = np.asarray(faces.identities)[val].astype(str)
     for c, (n, e) in enumerate(r["per_emotion"].items()):
         kept = "-" if e["retention"] is None else (
-            f"{e['retention']:.2f} (se {retention_se(read_orig, read_recon, labels[val], c, children):.2f})")
+            f"{e['retention']:.2f} (se {retention_se(read_orig, read_recon, labels[val], c, children):.2f})"
+            f"  kept {e['kept']:.2f}")
         mine = labels[val] == c
         print(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  reconstructions "
               f"{e['observer_accuracy_reconstructions']:4.0%}  retention {kept}  stipple "

@@ -343,31 +343,62 @@ READABLE_P = 0.8
 
 
 def expression_retention(probs_originals: np.ndarray, probs_reconstructions: np.ndarray,
-                         labels: np.ndarray, names) -> dict:
+                         labels: np.ndarray, names, children: np.ndarray | None = None) -> dict:
     """How much of a reader's accuracy survives reconstruction, overall and per emotion.
 
     probs_*: (n, k) a reader's probabilities for the originals and their reconstructions;
     labels: (n,) intended emotions. Retention = accuracy on reconstructions / on originals;
-    None for an emotion whose originals the reader never reads right (JSON-safe).
+    None for an emotion whose originals the reader never reads right (JSON-safe). Retention
+    also credits a reconstruction read right whose original was misread, so two stricter
+    shares stand beside it: kept = of the originals read right, the share whose
+    reconstruction is read right too (None when none is read right), and agreement = the
+    share of reconstructions read as their originals are, right or wrong. children: (n,) each
+    face's child; given, each emotion's retention gets its standard error over children
+    (`retention_se`, "retention_se"; None where retention is None).
     """
-    right_orig = probs_originals.argmax(1) == labels
-    right_recon = probs_reconstructions.argmax(1) == labels
+    read_orig, read_recon = probs_originals.argmax(1), probs_reconstructions.argmax(1)
+    right_orig, right_recon = read_orig == labels, read_recon == labels
     acc_orig, acc_recon = float(np.mean(right_orig)), float(np.mean(right_recon))
     per_emotion = {}
     for c, name in enumerate(names):
         rows = labels == c
         if rows.any():
             orig, rec = float(np.mean(right_orig[rows])), float(np.mean(right_recon[rows]))
+            right = rows & right_orig
             per_emotion[name] = {"observer_accuracy_originals": orig,
                                  "observer_accuracy_reconstructions": rec,
-                                 "retention": rec / orig if orig > 0 else None}
+                                 "retention": rec / orig if orig > 0 else None,
+                                 "kept": float(np.mean(right_recon[right])) if right.any()
+                                 else None,
+                                 "agreement": float(np.mean(read_recon[rows] == read_orig[rows]))}
+            if children is not None:
+                per_emotion[name]["retention_se"] = None if orig == 0 else retention_se(
+                    right_orig, right_recon, labels, c, np.asarray(children))
     return {
         "observer_accuracy_originals": acc_orig,
         "observer_accuracy_reconstructions": acc_recon,
         "retention": acc_recon / acc_orig if acc_orig > 0 else float("nan"),
+        "kept": float(np.mean(right_recon[right_orig])) if right_orig.any() else float("nan"),
+        "agreement": float(np.mean(read_recon == read_orig)),
         "n_images": len(labels),
         "per_emotion": per_emotion,
     }
+
+
+def retention_se(read_orig: np.ndarray, read_recon: np.ndarray, labels: np.ndarray, c: int,
+                 children: np.ndarray, draws: int = 2000, seed: int = 0) -> float:
+    """Standard error of emotion c's retention (share read on reconstructions / on originals),
+    the children resampled with replacement (`draws` times; a child's faces stay together):
+    how far another set of held-out children could move the figure. Faces read (n,) bool,
+    labels (n,), children (n,) ids. 0 with a single child."""
+    ids, child = np.unique(children, return_inverse=True)
+    mine = labels == c
+    per_child = np.stack([np.bincount(child, read_orig & mine, len(ids)),
+                          np.bincount(child, read_recon & mine, len(ids))], axis=1)
+    picks = np.random.default_rng(seed).integers(0, len(ids), (draws, len(ids)))
+    totals = per_child[picks].sum(axis=1)  # (draws, 2)
+    kept = totals[totals[:, 0] > 0]
+    return float(np.std(kept[:, 1] / kept[:, 0], ddof=1))
 
 
 @torch.no_grad()
@@ -454,7 +485,7 @@ def readability_metrics(
         from vae.reader import NAME
 
         out["reader_retention"] = {"reader": NAME, **expression_retention(
-            reader.predict_proba(x), reader.predict_proba(recon), labels, names)}
+            reader.predict_proba(x), reader.predict_proba(recon), labels, names, val_ids)}
 
     path_children = list(range(min(n_path_identities, len(children))))
     ends_ok, changes, same_child, same_as_start = [], [], [], []

@@ -160,9 +160,15 @@ def advise(metrics: dict, checks: list[dict]) -> list[str]:
         judged = {e: r["retention"] for e, r in retention.items() if r["retention"] is not None}
     lost = {e: v for e, v in judged.items() if v < RETENTION}
     if lost:
+        per_emotion = _get(metrics, "readability.reader_retention.per_emotion") or {}
+        ses = {e: (per_emotion.get(e) or {}).get("retention_se") for e in lost}
         lines.append("expression lost in reconstruction (retention < "
-                     f"{RETENTION:g}): " + ", ".join(f"{e} {v:.2f}" for e, v in
-                                                     sorted(lost.items(), key=lambda kv: kv[1])))
+                     f"{RETENTION:g}): " + ", ".join(
+                         f"{e} {v:.2f}" + ("" if ses[e] is None else f" (se {ses[e]:.2f})")
+                         for e, v in sorted(lost.items(), key=lambda kv: kv[1])))
+        if any(se is not None for se in ses.values()):
+            lines.append("(se: how far another set of held-out children could move a figure, "
+                         "its standard error over the children resampled)")
     if not_judged:
         lines.append("the expression reader reads too few of the original faces to judge "
                      f"{', '.join(not_judged)} (under {JUDGEABLE:.0%}): pose them more clearly "

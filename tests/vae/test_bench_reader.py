@@ -1,4 +1,5 @@
-"""benchmarks/bench_reader.py's standard error of a retention, against the binomial closed form."""
+"""benchmarks/bench_reader.py and the standard error of a retention (`vae.metrics.retention_se`), against
+the binomial closed form."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from vae.metrics import expression_retention, retention_se
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,14 +31,21 @@ def test_retention_se_matches_the_binomial_closed_form():
     read_orig = np.ones(len(children), dtype=bool)
     q = 0.7
     read_recon = rng.random(len(children)) < q
-    bench = _bench()
-    se = bench.retention_se(read_orig, read_recon, labels, 0, children, draws=4000)
+    se = retention_se(read_orig, read_recon, labels, 0, children, draws=4000)
     closed = np.sqrt(q * (1 - q) / len(children))
     assert abs(se - closed) < 0.15 * closed
     # whole children read or not: 40 clusters, not 400 faces
     whole = np.repeat(rng.random(40) < q, 10)
-    se_whole = bench.retention_se(read_orig, whole, labels, 0, children, draws=4000)
+    se_whole = retention_se(read_orig, whole, labels, 0, children, draws=4000)
     assert abs(se_whole - np.sqrt(q * (1 - q) / 40)) < 0.15 * np.sqrt(q * (1 - q) / 40)
+    # recorded per emotion when the children are given (the checkpoint's metrics)
+    probs = np.eye(2)[np.where(read_recon, 0, 1)]
+    r = expression_retention(np.eye(2)[np.zeros(len(children), int)], probs, labels, ["a", "b"],
+                             children)
+    assert r["per_emotion"]["a"]["retention_se"] == retention_se(read_orig, read_recon, labels,
+                                                                 0, children)
+    assert "retention_se" not in expression_retention(
+        np.eye(2)[labels], probs, labels, ["a", "b"])["per_emotion"]["a"]
 
 
 def test_thirds_put_the_darkest_children_first():

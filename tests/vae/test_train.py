@@ -340,6 +340,29 @@ def test_metrics_on_mixed_labels():
     assert M.centroid_overlap(codes, shuffled, M.class_centroids(codes, shuffled, 6)) > 0.5
 
 
+def test_retention_credits_a_misread_original_that_kept_and_agreement_do_not():
+    """Ten faces of emotion 0 (two of emotion 1). The reader reads originals 0-3 right, 4-9 as 1;
+    the reconstructions 0-1 right, 2-3 as 1, and 4-7 right (misread originals won): retention
+    (6/10) / (4/10) = 1.5, kept 2/4, agreement (faces 0, 1, 8, 9 read as before) 4/10."""
+    def probs(read):
+        return np.eye(2)[np.asarray(read)]
+
+    labels = np.array([0] * 10 + [1] * 2)
+    orig = probs([0] * 4 + [1] * 6 + [1, 1])
+    recon = probs([0, 0, 1, 1] + [0] * 4 + [1, 1] + [1, 0])
+    r = M.expression_retention(orig, recon, labels, ["a", "b"])
+    a = r["per_emotion"]["a"]
+    assert a["retention"] == pytest.approx(1.5)
+    assert a["kept"] == pytest.approx(0.5)
+    assert a["agreement"] == pytest.approx(0.4)
+    b = r["per_emotion"]["b"]
+    assert (b["retention"], b["kept"], b["agreement"]) == (0.5, 0.5, 0.5)
+    assert r["kept"] == pytest.approx(3 / 6) and r["agreement"] == pytest.approx(5 / 12)
+    never = M.expression_retention(probs([1, 1]), probs([0, 0]), np.array([0, 0]), ["a", "b"])
+    assert never["per_emotion"]["a"]["retention"] is None
+    assert never["per_emotion"]["a"]["kept"] is None
+
+
 def test_uniformity_and_resultant_length_closed_forms():
     same = np.tile([[0.0, 0.0, 1.0]], (5, 1))
     assert M.uniformity(same) == pytest.approx(0.0)

@@ -126,3 +126,18 @@ def test_every_emotion_judged_by_the_independent_reader():
     del m["readability"]["reader_retention"]
     assert "MISS  every emotion kept" in format_verdict(
         {"verdict": judge(m, "identity")}, ModelConfig(), "m.pt")
+
+
+def test_a_lost_emotion_is_advised_with_its_standard_error_over_children():
+    """With the reader's per-emotion standard error recorded (`vae.metrics.retention_se`), the
+    advice prints it beside the lost emotion's retention and says what it means; without it,
+    the line is as before."""
+    m = metrics(8, 8, retention={"angry": 0.83})
+    m["readability"]["reader_retention"]["per_emotion"] = {
+        e: {**r, "retention_se": 0.15} for e, r in m["readability"]["retention"]["per_emotion"].items()}
+    advice = judge(m, "identity")["advice"]
+    assert "expression lost in reconstruction (retention < 0.9): angry 0.83 (se 0.15)" in advice
+    assert any(line.startswith("(se: how far another set of held-out children") for line in advice)
+    plain = judge(metrics(8, 8, retention={"angry": 0.83}), "identity")["advice"]
+    assert "expression lost in reconstruction (retention < 0.9): angry 0.83" in plain
+    assert not any(line.startswith("(se:") for line in plain)
