@@ -53,8 +53,6 @@ Loss (per image, averaged over the batch):
                     decoders; grey levels in [0, 1], Gaussian blur of `COARSE_SIGMA` px): the flow
                     alone judged on coarse images, so a feature several pixels from where the
                     target has it still pulls the flow towards it (see `blur`).
-  + flow_weight * sum over neighbouring cells of the 1/4-resolution flow of their squared
-                    difference, pixels (warp decoders): the flow kept smooth.
 
 This module never reads files; checkpoints live in `vae.checkpoint`.
 """
@@ -131,10 +129,6 @@ class ModelConfig:
         template has its own point mu_k on the sphere and concentration kappa_k, both learnt,
         and weight exp(kappa_k (u . mu_k - 1)) for the code's direction u: a smile drawn near
         happy's codes only).
-    flow_weight: warp only, weight of the flow's smoothness: the sum over neighbouring cells of
-        the 1/4-resolution flow field of their squared difference (pixels). A flow that closes
-        the gap under a lowered brow by stretching the lashes up bends 3 px within one cell; one
-        that lowers the brow bends as far over two (0: no such term).
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -157,7 +151,6 @@ class ModelConfig:
     templates: int = 0
     templates_fine: bool = False
     templates_mix: str = "linear"
-    flow_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -200,10 +193,6 @@ class ModelConfig:
         if not self.max_shift > 0 or self.correction_weight < 0:
             problems.append(f"max_shift={self.max_shift}, correction_weight="
                             f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
-        if self.flow_weight < 0:
-            problems.append(f"flow_weight={self.flow_weight} (need >= 0; 0 turns it off)")
-        elif self.flow_weight and self.decoder != "warp":
-            problems.append("flow_weight needs decoder='warp' (it judges the flow field)")
         if self.coarse_weight < 0:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
@@ -438,11 +427,10 @@ class Decoder(nn.Module):
         return self.max_shift * torch.tanh(self.flow(h4))
 
     def parts(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None):
-        """(logits (n, 1, H, W), charge (n, 1, H, W) or None, moved (n, 1, H, W) or None, flow
-        (n, 2, H/4, W/4) or None): the pre-sigmoid pixel values (the loss uses these for a
-        stable BCE) and, for warp decoders, |correction| per pixel (logits painted over the
-        moved reference; the loss prices its sum), the moved reference itself, in [0, 1] (the
-        coarse flow term) and the flow field in pixels (`flow_field`; the smoothness term).
+        """(logits (n, 1, H, W), charge (n, 1, H, W) or None, moved (n, 1, H, W) or None): the
+        pre-sigmoid pixel values (the loss uses these for a stable BCE) and, for warp decoders,
+        |correction| per pixel (logits painted over the moved reference; the loss prices its
+        sum) and the moved reference itself, in [0, 1] (the coarse flow term).
 
         z: (n, d) the code as the network sees it (radius applied; skip decoders of identity
         models: with the pose change appended); skips: [reference (n, 1, H, W), its 1/2 and
@@ -450,7 +438,7 @@ class Decoder(nn.Module):
         """
         h = self.dense(z).view(-1, *self.shape)
         if self.transposed:
-            return self.deconv(h), None, None, None
+            return self.deconv(h), None, None
         if self.conditioned:
             ref, half, quarter = skips
             films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
@@ -470,16 +458,16 @@ class Decoder(nn.Module):
                 placed = (F.interpolate(flow, scale_factor=2.0, mode="bilinear")
                           + self.max_shift / 2 * torch.tanh(self.template_flow(h)))
         if not self.conditioned:
-            return self.out(h), None, None, None
+            return self.out(h), None, None
         if not self.warps:
-            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None, None
+            return self.out(h) + torch.logit(ref, eps=REFERENCE_EPS), None, None
         correction = self.out(h)
         if self.templated:
             picture = torch.einsum("nk,khw->nhw", self.template_weights(z),
                                    self.templates)[:, None]
             moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
             correction = correction + (1.0 + self.gain(h)) * moved
-        return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref, flow
+        return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
@@ -594,8 +582,7 @@ class _FaceVAE(nn.Module):
         return self._decode(z, identity, pose)[0]
 
     def _decode(self, z, identity, pose):
-        """(logits, charge or None, moved or None, flow or None) as `Decoder.parts`, for
-        `decode_logits`'
+        """(logits, charge or None, moved or None) as `Decoder.parts`, for `decode_logits`'
         arguments (with a target pose and a coarse term, the moved reference is moved to it
         too)."""
         identity = self._identity(identity, len(z))
@@ -605,13 +592,12 @@ class _FaceVAE(nn.Module):
         if self.config.decoder == "warp":
             # the decoder's layers see what they see when decoding (the reference and the code);
             # in training the drawn face is then moved, as a whole, to the target's pose
-            logits, charge, moved, flow = self.decoder.parts(self._net_input(z),
-                                                             self._skips(reference))
+            logits, charge, moved = self.decoder.parts(self._net_input(z), self._skips(reference))
             if pose is not None:
                 logits = self._pose_warp(logits, pose - own_pose)
                 if self.config.coarse_weight:
                     moved = self._pose_warp(moved, pose - own_pose)
-            return logits, charge, moved, flow
+            return logits, charge, moved
         change = torch.zeros_like(own_pose) if pose is None else pose - own_pose
         if pose is not None:
             reference = self._pose_warp(reference, change)
@@ -676,7 +662,7 @@ class _FaceVAE(nn.Module):
         coarse_weight * the summed squared difference of the blurred moved reference and the
         blurred target.
         """
-        out, recon_logits, charge, moved, flow = self._forward(x, generator, reference)
+        out, recon_logits, charge, moved = self._forward(x, generator, reference)
         recon = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none")
         if pixel_weight is not None:
             recon = recon * pixel_weight
@@ -689,10 +675,6 @@ class _FaceVAE(nn.Module):
         if self.config.coarse_weight:
             coarse = (blur(moved, COARSE_SIGMA) - blur(x, COARSE_SIGMA)).square()
             total = total + self.config.coarse_weight * coarse.flatten(1).sum(1).mean()
-        if self.config.flow_weight:
-            bend = ((flow[:, :, 1:] - flow[:, :, :-1]).square().flatten(1).sum(1)
-                    + (flow[..., 1:] - flow[..., :-1]).square().flatten(1).sum(1))
-            total = total + self.config.flow_weight * bend.mean()
         return Losses(total, recon, kl, ce), out
 
     def forward(
@@ -706,14 +688,14 @@ class _FaceVAE(nn.Module):
 
     def _output(self, x, mu, z, kl, reference):
         """(VAEOutput, reconstruction logits, the correction's charge or None, the moved
-        reference or None, the flow or None) for `loss`."""
+        reference or None) for `loss`."""
         if self.config.kind == "identity":
             identity = None if reference is None else self.identity_code(reference)
-            recon_logits, charge, moved, flow = self._decode(z, identity, self.pose_encoder(x))
+            recon_logits, charge, moved = self._decode(z, identity, self.pose_encoder(x))
         else:
-            recon_logits, charge, moved, flow = self._decode(z, None, None)
+            recon_logits, charge, moved = self._decode(z, None, None)
         out = VAEOutput(torch.sigmoid(recon_logits), mu, z, self.classify(z), kl)
-        return out, recon_logits, charge, moved, flow
+        return out, recon_logits, charge, moved
 
     def _forward(self, x, generator, reference):
         raise NotImplementedError

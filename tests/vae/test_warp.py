@@ -80,7 +80,7 @@ def test_templates_start_blank_and_are_mixed_by_the_code_moved_by_the_flow_and_g
         if fine:
             decoder.template_flow.bias.copy_(
                 torch.tensor([0.0, math.atanh(fine_px / (decoder.max_shift / 2))]))
-        logits, charge, moved, _ = model._decode(z, code, None)
+        logits, charge, moved = model._decode(z, code, None)
     change = logits - torch.logit(moved, eps=REFERENCE_EPS)  # the correction
     expected = torch.zeros_like(change)
     expected[..., 4 + int(fine_px or 0), 5] = 1.5 * 2.0 * 2.0  # moved 2 px right, fine_px down
@@ -105,7 +105,7 @@ def test_vmf_mixed_templates_are_drawn_near_their_centre_only():
         decoder.templates[0, 4, 3] = 3.0
         decoder.centres.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))  # any length
         decoder.log_kappa.fill_(math.log(kappa))
-        logits, _, moved, _ = model._decode(z, code, None)
+        logits, _, moved = model._decode(z, code, None)
     change = (logits - torch.logit(moved, eps=REFERENCE_EPS))[:, 0, 4, 3]
     expected = 3.0 * torch.exp(kappa * (torch.cos(t) - 1))
     torch.testing.assert_close(change, expected, atol=1e-5, rtol=1e-4)
