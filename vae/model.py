@@ -129,11 +129,6 @@ class ModelConfig:
         template has its own point mu_k on the sphere and concentration kappa_k, both learnt,
         and weight exp(kappa_k (u . mu_k - 1)) for the code's direction u: a smile drawn near
         happy's codes only).
-    shading: warp only, a smooth change of shade (logits, 1/4 resolution resized bilinearly,
-        from a 3x3 conv of the first stage's features) added to the moved reference and judged
-        with it by the coarse term, priced as the correction is: a shadow (the lowered brow's
-        over the upper lid) is then shaded, not made by moving dark features (the lashes) into
-        it.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -156,7 +151,6 @@ class ModelConfig:
     templates: int = 0
     templates_fine: bool = False
     templates_mix: str = "linear"
-    shading: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -199,8 +193,6 @@ class ModelConfig:
         if not self.max_shift > 0 or self.correction_weight < 0:
             problems.append(f"max_shift={self.max_shift}, correction_weight="
                             f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
-        if self.shading and self.decoder != "warp":
-            problems.append("shading needs decoder='warp' (it shades the moved reference)")
         if self.coarse_weight < 0:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
@@ -370,7 +362,6 @@ class Decoder(nn.Module):
         self.templated = config.templates > 0
         self.fine = config.templates_fine
         self.local = config.templates_mix == "vmf"
-        self.shaded = config.shading
         # skip decoders of identity models also see the pose change from reference to target
         d = config.latent_dim + (config.pose_dim if self.conditioned and not self.warps else 0)
         self.shape = (c2, h // 4, w // 4)
@@ -405,10 +396,6 @@ class Decoder(nn.Module):
             self.flow = nn.Conv2d(c2, 2, 3, padding=1)
             nn.init.zeros_(self.flow.weight)
             nn.init.zeros_(self.flow.bias)
-        if self.shaded:  # a smooth shade over the moved reference, zero at the start
-            self.shade = nn.Conv2d(c2, 1, 3, padding=1)
-            nn.init.zeros_(self.shade.weight)
-            nn.init.zeros_(self.shade.bias)
         if self.templated:
             # (k, H, W) pictures in logits, mixed by the code, moved by the flow, scaled per
             # pixel by 1 + gain(features); pictures and gain start at zero
@@ -467,9 +454,6 @@ class Decoder(nn.Module):
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
                 half, ref = warp(half, flow), warp(ref, flow)
-                if self.shaded:
-                    shade = F.interpolate(self.shade(h), size=ref.shape[-2:], mode="bilinear",
-                                          align_corners=False)
             if stage == 2 and self.fine:  # templates_fine needs templates, templates warp
                 placed = (F.interpolate(flow, scale_factor=2.0, mode="bilinear")
                           + self.max_shift / 2 * torch.tanh(self.template_flow(h)))
@@ -483,12 +467,7 @@ class Decoder(nn.Module):
                                    self.templates)[:, None]
             moved = warp(picture, placed, cell=2) if self.fine else warp(picture, flow)
             correction = correction + (1.0 + self.gain(h)) * moved
-        base = torch.logit(ref, eps=REFERENCE_EPS)
-        charge = correction.abs()
-        if self.shaded:  # the shaded reference is what the coarse term judges
-            base, charge = base + shade, charge + shade.abs()
-            ref = torch.sigmoid(base)
-        return correction + base, charge, ref
+        return correction + torch.logit(ref, eps=REFERENCE_EPS), correction.abs(), ref
 
 
 def _film(h: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
