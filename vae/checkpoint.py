@@ -32,7 +32,7 @@ RETIRED = {"fine_shift": (0.0, "e6bf494"), "edge_price": (0.0, "e6bf494"),
            "pose_rows": (1.0, "e6bf494"), "pose_warp": (True, "e6bf494"),
            "mouth_price": (1.0, "e6bf494"), "correction_cell": (1, "e6bf494"),
            "reconstruction": ("bce", "0fb9789"), "templates_by_child": (False, "be9d1b3"),
-           "flow_weight": (0.0, "4622a7c")}
+           "flow_weight": (0.0, "4622a7c"), "shading": (False, "e62e5b2")}
 """Model options that lost their trials (docs/faces.md) and were taken out: (the value that
 turned each off, a commit whose code still has it)."""
 
