@@ -9,14 +9,15 @@ told apart by one run), and beside it what retention leaves out: kept, the share
 originals read right whose reconstruction is read right too (retention also credits a misread
 original the reconstruction turns right; `vae.metrics.expression_retention`); and the stipple
 ratio: fine texture (mean |second difference| down and across) of the reconstructions over
-that of the originals inside the reader's face box, 1 when
-a decoder adds no stripes or speckles (the committed default, the templated warp decoder: 0.97
-for disgusted to 1.01; the warp decoder before the templates: 0.88 to 1.05; the skip decoder
-before it: 1.04 to 1.14); and the pale patches: how much brighter (grey levels, 0-255) the
-reconstructions are than the originals on the forehead between fringe and brows and on the
-cheeks beside the nose (`PALE`; 0 when a decoder paints no pale band or blush); and, for warp
-decoders, the brow lift: how far up (pixels) the flow moves the reference's brows at most
-(`BROW_BAND`; raised brows in the procedural faces sit 3-5 px above the reference's).
+that of the originals inside the reader's face box, 1 when a decoder adds no stripes or
+speckles (the committed default, with the still reference: 0.99 to 1.08 for neutral; the
+templated warp decoder before it: 0.97 for disgusted to 1.01; the warp decoder before the
+templates: 0.88 to 1.05; the skip decoder before it: 1.04 to 1.14); and the pale patches: how
+much brighter (grey levels, 0-255) the reconstructions are than the originals on the forehead
+between fringe and brows and on the cheeks beside the nose (`PALE`; 0 when a decoder paints
+no pale band or blush); and, for warp decoders, the brow lift: how far up (pixels) the flow
+moves the reference's brows at most (`BROW_BAND`; raised brows in the procedural faces sit 3-5
+px above the reference's).
 A brow the flow does not carry is painted by the correction: a pale band where the old one is
 erased, two arcs where move and paint disagree. Last, the same by skin tone: the held-out
 children in thirds by their reference face's grey on the cheeks, each third's agreement on

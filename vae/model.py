@@ -129,6 +129,9 @@ class ModelConfig:
         template has its own point mu_k on the sphere and concentration kappa_k, both learnt,
         and weight exp(kappa_k (u . mu_k - 1)) for the code's direction u: a smile drawn near
         happy's codes only).
+    still_reference: warp only, the last stage also sees the reference where it was, not moved:
+        where the flow moves a feature by a fraction of a pixel (a catchlight, an iris), the
+        correction can then copy it back sharp instead of painting it.
     """
 
     image_size: tuple[int, int] = (64, 64)
@@ -151,6 +154,7 @@ class ModelConfig:
     templates: int = 0
     templates_fine: bool = False
     templates_mix: str = "linear"
+    still_reference: bool = False
 
     def __post_init__(self) -> None:
         # tuples may arrive as lists from YAML or a checkpoint
@@ -193,6 +197,8 @@ class ModelConfig:
         if not self.max_shift > 0 or self.correction_weight < 0:
             problems.append(f"max_shift={self.max_shift}, correction_weight="
                             f"{self.correction_weight} (need max_shift > 0, weight >= 0)")
+        if self.still_reference and self.decoder != "warp":
+            problems.append("still_reference needs decoder='warp' (only warp decoders move it)")
         if self.coarse_weight < 0:
             problems.append(f"coarse_weight={self.coarse_weight} (need >= 0; 0 turns it off)")
         elif self.coarse_weight and self.decoder != "warp":
@@ -378,7 +384,8 @@ class Decoder(nn.Module):
             return
         self.mode = config.upsample
         a, b = config.identity_channels if self.conditioned else (0, 0)
-        ref = 1 if self.conditioned else 0
+        ref = (2 if config.still_reference else 1) if self.conditioned else 0
+        self.still = config.still_reference
         self.stage4 = nn.Conv2d(c2 + b, c2, 3, padding=1)  # at 1/4 resolution
         self.stage2 = nn.Conv2d(c2 + a, c1, 3, padding=1)
         self.stage1 = nn.Conv2d(c1 + ref, c1, 3, padding=1)
@@ -441,6 +448,7 @@ class Decoder(nn.Module):
             return self.deconv(h), None, None
         if self.conditioned:
             ref, half, quarter = skips
+            still = ref
             films = torch.split(self.film(z), [2 * c for c in self.widths], dim=1)
         else:
             ref = half = quarter = None
@@ -449,7 +457,7 @@ class Decoder(nn.Module):
                                   (self.stage1, films[2], 1)):
             if stage < 4:
                 h = F.interpolate(h, scale_factor=2.0, mode=self.mode)
-            skip = {4: quarter, 2: half, 1: ref}[stage]
+            skip = {4: quarter, 2: half, 1: torch.cat([ref, still], 1) if self.still else ref}[stage]
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)

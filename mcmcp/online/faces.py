@@ -40,7 +40,8 @@ def decoder_bundle(model) -> dict:
     """The decoder of `model` (a VAE from vae.checkpoint) as the page's decoder reads it: its
     layout and weights (with `templates`, the pictures (k, H, W), the gain layer and the mix
     layer or, with `templates_mix: vmf`, the bumps' centres (k, d) and log kappas (k,); with
-    `templates_fine`, their flow's conv). The dense and FiLM layers keep only the
+    `templates_fine`, their flow's conv; `still_reference` says the last stage also reads the
+    reference unmoved). The dense and FiLM layers keep only the
     code's columns: a skip decoder's pose-change columns multiply zeros when faces are drawn
     (no target pose)."""
     config, decoder = model.config, model.decoder
@@ -77,7 +78,7 @@ def decoder_bundle(model) -> dict:
             "upsample": config.upsample, "widths": list(getattr(decoder, "widths", [])),
             "max_shift": float(getattr(decoder, "max_shift", 0.0)),
             "templates": config.templates, "templates_fine": config.templates_fine,
-            "templates_mix": config.templates_mix,
+            "templates_mix": config.templates_mix, "still_reference": config.still_reference,
             "eps": REFERENCE_EPS,
             "tensors": tensors}
 

@@ -107,7 +107,8 @@ def test_the_browsers_decoder_draws_the_models_pixels_for_every_decoder_it_runs(
     """200 random faces of the committed model (its default child and a mirrored one) and 100
     of random-weight decoders of each other kind (identity skip with nearest resizes and
     radius 2, plain, warp with nearest resizes, warp with templates, placed by the flow or by
-    the finer flow, mixed linearly or by bumps on the sphere): every 8-bit pixel equals the
+    the finer flow, mixed linearly or by bumps on the sphere, the last stage seeing the
+    reference unmoved too or not): every 8-bit pixel equals the
     model's own but for float rounding on the other side of a half (at most 1 grey level, at
     most 1 pixel in 2,000)."""
     committed = load_checkpoint(DEFAULT).model.eval()
@@ -121,7 +122,9 @@ def test_the_browsers_decoder_draws_the_models_pixels_for_every_decoder_it_runs(
                     {"decoder": "warp", "upsample": "bilinear", "templates": 3,
                      "templates_fine": True},
                     {"decoder": "warp", "upsample": "bilinear", "templates": 3,
-                     "templates_fine": True, "templates_mix": "vmf"}):
+                     "templates_fine": True, "templates_mix": "vmf"},
+                    {"decoder": "warp", "upsample": "bilinear", "templates": 3,
+                     "templates_fine": True, "templates_mix": "vmf", "still_reference": True}):
         model, identity = random_model(**changes)
         cases.append((model, identity, codes(100, 2)))
     for (model, identity, z), got in zip(cases, asyncio.run(browser_pixels(cases)), strict=True):

@@ -112,6 +112,35 @@ def test_vmf_mixed_templates_are_drawn_near_their_centre_only():
     assert change[2] < 1e-4 and change[3] >= 0
 
 
+@pytest.mark.parametrize("still", [False, True])
+def test_the_last_stage_reads_the_reference_unmoved_with_still_reference(still):
+    """A flow of 2 px right everywhere, and a last stage that passes one reference channel on
+    to the correction (every other weight zero): the correction is the reference as moved (the
+    moved reference's channel) or, with still_reference, as it was (the added channel)."""
+    model = build_model(ModelConfig(**WARP, still_reference=still), seed=1)
+    x, _ = faces()
+    ref = x[:1].clamp(REFERENCE_EPS, 1 - REFERENCE_EPS)
+    code = model.identity_code(ref)
+    z = torch.nn.functional.normalize(torch.randn(1, 3), dim=1)
+    with torch.no_grad():
+        decoder = model.decoder
+        decoder.film.weight.zero_()
+        decoder.film.bias.zero_()  # FiLM off: scale 1, shift 0
+        decoder.flow.bias.copy_(torch.tensor([math.atanh(2.0 / decoder.max_shift), 0.0]))
+        c1 = decoder.stage1.weight.shape[0]
+        assert decoder.stage1.weight.shape[1] == c1 + (2 if still else 1)
+        decoder.stage1.weight.zero_()
+        decoder.stage1.bias.zero_()
+        decoder.stage1.weight[0, -1, 1, 1] = 1.0  # the last input channel, passed through
+        decoder.out.weight.zero_()
+        decoder.out.weight[0, 0, 1, 1] = 1.0
+        logits, charge, moved = model._decode(z, code, None)
+    as_moved = warp(ref, torch.tensor([2.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 4, 3))
+    torch.testing.assert_close(logits - torch.logit(moved, eps=REFERENCE_EPS),
+                               ref if still else as_moved, atol=1e-5, rtol=0)
+    assert (ref - as_moved).abs().max() > 0.1  # the two differ: the test can tell them apart
+
+
 def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_the_pose():
     """The skip decoder's layers read the target's pose in training (not when decoding); the
     warp decoder draws the face from its code and reference alone, and training moves that face
@@ -146,6 +175,7 @@ def test_warp_training_runs_the_decoder_as_decoding_does_then_moves_the_face_to_
     ({"decoder": "warp", "templates": -1}, "templates=-1"),
     ({"decoder": "skip", "templates": 4}, "templates needs decoder='warp'"),
     ({"decoder": "warp", "templates_fine": True}, "templates_fine needs templates > 0"),
+    ({"decoder": "skip", "still_reference": True}, "still_reference needs decoder='warp'"),
     ({"decoder": "warp", "templates": 2, "templates_mix": "mlp"}, "allowed: linear, vmf"),
     ({"decoder": "warp", "templates_mix": "vmf"}, "templates_mix needs templates > 0"),
 ])

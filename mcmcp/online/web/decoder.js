@@ -224,6 +224,7 @@ function decode(m, kid, code) {
   const [wa, wb] = m.widths;
   const k = kid.tensors;
   let ref = m.kind === "plain" ? null : k.reference.data;
+  const still = m.still_reference ? ref : null; // still_reference: the reference unmoved
   let half = m.kind === "plain" ? null : k.half.data;
   // stage 4, at 1/4 resolution
   let input = m.kind === "plain" ? h : cat(h, k.quarter.data);
@@ -249,6 +250,7 @@ function decode(m, kid, code) {
   // stage 1, at full resolution
   h = resize(h, c1, H / 2, W / 2, H, W, nearest);
   input = ref ? cat(h, ref) : h;
+  if (still) input = cat(input, still);
   cin = input.length / (H * W);
   h = conv3x3(input, cin, H, W, t["stage1.weight"], t["stage1.bias"]);
   if (films) filmRelu(h, c1, H * W, films, 2 * (wa + wb)); else relu(h);
