@@ -355,7 +355,9 @@ class Decoder(nn.Module):
             flow and scaled per pixel by 1 + a 3x3 conv of the last features: a sharp lip ring
             is then a picture placed on the child, not a map upsampled twice. With
             `templates_fine` the pictures are placed by that flow plus max_shift / 2 * tanh of
-            a 3x3 conv of the second stage's features (a change at 1/2 resolution).
+            a 3x3 conv of the second stage's features (a change at 1/2 resolution). With
+            `still_reference` the last stage sees the reference where it was beside the moved
+            one, so the correction can copy back what the flow moved by a fraction of a pixel.
     `upsample: transposed` is the seed study's decoder.
     """
 
@@ -457,7 +459,9 @@ class Decoder(nn.Module):
                                   (self.stage1, films[2], 1)):
             if stage < 4:
                 h = F.interpolate(h, scale_factor=2.0, mode=self.mode)
-            skip = {4: quarter, 2: half, 1: torch.cat([ref, still], 1) if self.still else ref}[stage]
+            skip = {4: quarter, 2: half, 1: ref}[stage]
+            if stage == 1 and self.still:  # the reference where it was, beside the moved one
+                skip = torch.cat([ref, still], dim=1)
             h = F.relu(_film(conv(h if skip is None else torch.cat([h, skip], dim=1)), film))
             if stage == 4 and self.warps:  # the later stages see the moved reference
                 flow = self.flow_field(h)
