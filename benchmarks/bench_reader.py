@@ -31,7 +31,9 @@ of each): the checkpoint's own figure comes from its 32 held-out children, on wh
 the reader reads on under half of the originals (fearful, neutral, sad) have a standard error
 of 0.1-0.2; on 320 new children it is 0.04-0.07, so a decoder's per-emotion figure is measured,
 not drawn; kept and agreement (the share of reconstructions read as their originals are) stand
-beside it. For models trained on the procedural faces (a lab's own children are not these).
+beside it, and each emotion's retention within each third of the children by skin tone follows
+(angry's, 0.94-1.07 on the lightest third, is 0.30-0.43 on the darkest). For models trained on
+the procedural faces (a lab's own children are not these).
 
     python benchmarks/bench_reader.py [--data data/faces.h5] [--checkpoint vae/checkpoints/default.pt]
     python benchmarks/bench_reader.py --fresh 320      # also on 320 children no model saw
@@ -157,6 +159,27 @@ def by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
     return lines
 
 
+def retention_by_tone(right_orig: np.ndarray, right_recon: np.ndarray, labels: np.ndarray,
+                      names: list[str], judged: list[int], grey: np.ndarray,
+                      children: np.ndarray) -> list[str]:
+    """One line per third of the children (darkest first) by `grey`: each judged emotion's
+    retention (read as intended on reconstructions / on originals) within that third, "-"
+    where the third has no original of it read right. Faces (n,): right_* bool, labels,
+    grey, children; names: the emotions by label."""
+    lines = []
+    for name, (third, shades) in zip(("darkest", "middle", "lightest"), thirds(children, grey),
+                                     strict=True):
+        mine = np.isin(children, third)
+        figures = []
+        for c in judged:
+            orig = right_orig[mine & (labels == c)].mean()
+            figures.append(f"{names[c]} " + ("-" if orig == 0 else
+                                             f"{right_recon[mine & (labels == c)].mean() / orig:.2f}"))
+        lines.append(f"  {name:8s} {len(third):3d} children (grey {shades.min():3.0f}-"
+                     f"{shades.max():3.0f}): " + "  ".join(figures))
+    return lines
+
+
 BLURS = (0.5, 0.75, 1.0, 1.5)
 """Standard deviations (pixels of the frame) of the Gaussian blurs `blurred_agreement` tries."""
 
@@ -178,7 +201,8 @@ these are people no model was trained or validated on."""
 def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> list[str]:
     """Lines: each emotion's reader retention on every face of n_children new procedural
     children (`generate_faces`, FRESH_SEED, (height, width) size), with its standard error
-    over children (`vae.metrics.retention_se`), and the least retention over the emotions judged."""
+    over children (`vae.metrics.retention_se`), and the least retention over the emotions judged;
+    then the same within each third of the children by skin tone (`retention_by_tone`)."""
     from vae.metrics import expression_retention, reconstruct, retention_se
     from vae.procedural.faces import generate_faces
 
@@ -201,8 +225,12 @@ def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> li
                      f"{e['retention']:.2f} (se "
                      f"{retention_se(read_orig, read_recon, labels, c, children):.2f})  kept "
                      f"{e['kept']:.2f}  agreement {e['agreement']:.2f}")
-    return [f"{n_children} new children ({len(fresh)} faces, generator seed {FRESH_SEED}), least "
-            f"retention {min(judged):.2f}:"] + lines
+    judged_rows = [c for c, e in enumerate(r["per_emotion"].values()) if e["retention"] is not None]
+    tone = retention_by_tone(read_orig, read_recon, labels, names, judged_rows,
+                             cheek_grey(fresh, rows), children)
+    return ([f"{n_children} new children ({len(fresh)} faces, generator seed {FRESH_SEED}), least "
+             f"retention {min(judged):.2f}:"] + lines
+            + ["retention by skin tone (the reference's grey on the cheeks):"] + tone)
 
 
 def main(argv=None) -> None:

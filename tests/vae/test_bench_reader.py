@@ -81,3 +81,24 @@ def test_fresh_children_are_not_the_default_stores_people():
                                 & (np.asarray(s.labels) == neutral))[0] for s in (store, fresh)]
         a, b = store.images[first[0]].astype(float), fresh.images[first[1]].astype(float)
         assert np.abs(a - b).mean() > 10
+
+
+def test_retention_by_tone_is_each_thirds_own_ratio():
+    """Six children, two per third by grey, four faces each (two of emotion 0, two of 1). In the
+    darkest third every original of 0 is read and half their reconstructions (0.50); in the
+    middle third half the originals and all reconstructions (2.00); in the lightest none of the
+    originals ("-"). Emotion 1 is read throughout (1.00)."""
+    children = np.repeat([f"c{i}" for i in range(6)], 4)
+    grey = np.repeat([10.0, 20.0, 50.0, 60.0, 90.0, 95.0], 4)
+    labels = np.tile([0, 0, 1, 1], 6)
+    right_orig = np.ones(24, dtype=bool)
+    right_recon = np.ones(24, dtype=bool)
+    right_recon[[0, 4]] = False  # darkest: one of each child's two faces of 0 lost
+    right_orig[[8, 12]] = False  # middle: one of each child's faces of 0 misread, all won
+    right_orig[[16, 17, 20, 21]] = False  # lightest: no face of 0 read
+    lines = _bench().retention_by_tone(right_orig, right_recon, labels, ["a", "b"], [0, 1],
+                                      grey, children)
+    assert [line.split(":")[0].split()[0] for line in lines] == ["darkest", "middle", "lightest"]
+    assert lines[0].endswith("a 0.50  b 1.00") and "grey  10- 20" in lines[0]
+    assert lines[1].endswith("a 2.00  b 1.00")
+    assert lines[2].endswith("a -  b 1.00")
