@@ -201,9 +201,10 @@ these are people no model was trained or validated on."""
 def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> list[str]:
     """Lines: each emotion's reader retention on every face of n_children new procedural
     children (`generate_faces`, FRESH_SEED, (height, width) size), with its standard error
-    over children (`vae.metrics.retention_se`), and the least retention over the emotions judged;
+    over children (`vae.metrics.retention_se`, recorded by `expression_retention`), and the
+    least retention over the emotions judged;
     then the same within each third of the children by skin tone (`retention_by_tone`)."""
-    from vae.metrics import expression_retention, reconstruct, retention_se
+    from vae.metrics import expression_retention, reconstruct
     from vae.procedural.faces import generate_faces
 
     fresh = generate_faces(n_children, size=size, seed=FRESH_SEED)
@@ -211,25 +212,24 @@ def fresh_retention(model, reader, n_children: int, size: tuple[int, int]) -> li
     names, labels = list(fresh.label_names), np.asarray(fresh.labels)
     probs = reader.predict_proba(fresh.images[:, None].astype(np.float32) / 255.0)
     recon_probs = reader.predict_proba(reconstruct(model, fresh, rows).numpy())
-    r = expression_retention(probs, recon_probs, labels, names)
-    read_orig, read_recon = probs.argmax(1) == labels, recon_probs.argmax(1) == labels
     children = np.asarray(fresh.identities).astype(str)
+    r = expression_retention(probs, recon_probs, labels, names, children)
     lines, judged = [], []
     for c, (n, e) in enumerate(r["per_emotion"].items()):
         if e["retention"] is None:
             lines.append(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  not judged")
             continue
-        judged.append(e["retention"])
+        judged.append(c)
         lines.append(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  "
                      f"reconstructions {e['observer_accuracy_reconstructions']:4.0%}  retention "
-                     f"{e['retention']:.2f} (se "
-                     f"{retention_se(read_orig, read_recon, labels, c, children):.2f})  kept "
+                     f"{e['retention']:.2f} (se {e['retention_se']:.2f})  kept "
                      f"{e['kept']:.2f}  agreement {e['agreement']:.2f}")
-    judged_rows = [c for c, e in enumerate(r["per_emotion"].values()) if e["retention"] is not None]
-    tone = retention_by_tone(read_orig, read_recon, labels, names, judged_rows,
+    read_orig, read_recon = probs.argmax(1) == labels, recon_probs.argmax(1) == labels
+    tone = retention_by_tone(read_orig, read_recon, labels, names, judged,
                              cheek_grey(fresh, rows), children)
+    least = min(r["per_emotion"][names[c]]["retention"] for c in judged)
     return ([f"{n_children} new children ({len(fresh)} faces, generator seed {FRESH_SEED}), least "
-             f"retention {min(judged):.2f}:"] + lines
+             f"retention {least:.2f}:"] + lines
             + ["retention by skin tone (the reference's grey on the cheeks):"] + tone)
 
 
@@ -246,7 +246,7 @@ def main(argv=None) -> None:
         p.error(f"--fresh {args.fresh}: give a number of children, 0 or more")
     torch.set_num_threads(1)
     from vae.checkpoint import load_checkpoint
-    from vae.metrics import expression_retention, retention_se
+    from vae.metrics import expression_retention
     from vae.reader import NAME, face_box, load_reader
     from vae.store import read_store, split_by_identity
 
@@ -268,7 +268,8 @@ def main(argv=None) -> None:
     recon, flows = reconstruct_with_flows(loaded.model, faces, val)
     lift = None if flows is None else brow_lift(loaded.model, flows, faces.image_size)
     recon_probs = reader.predict_proba(recon)
-    r = expression_retention(probs[val], recon_probs, labels[val], names)
+    children = np.asarray(faces.identities)[val].astype(str)
+    r = expression_retention(probs[val], recon_probs, labels[val], names, children)
     print(f"{args.checkpoint}, {len(val)} held-out faces: originals "
           f"{r['observer_accuracy_originals']:.0%}, reconstructions "
           f"{r['observer_accuracy_reconstructions']:.0%}, retention {r['retention']:.2f}")
@@ -276,14 +277,12 @@ def main(argv=None) -> None:
     originals = faces.images[val][:, None].astype(np.float32) / 255.0
     read_orig = probs[val].argmax(1) == labels[val]
     read_recon = recon_probs.argmax(1) == labels[val]
-    children = np.asarray(faces.identities)[val].astype(str)
     for c, (n, e) in enumerate(r["per_emotion"].items()):
-        kept = "-" if e["retention"] is None else (
-            f"{e['retention']:.2f} (se {retention_se(read_orig, read_recon, labels[val], c, children):.2f})"
-            f"  kept {e['kept']:.2f}")
+        figure = "-" if e["retention"] is None else (
+            f"{e['retention']:.2f} (se {e['retention_se']:.2f})  kept {e['kept']:.2f}")
         mine = labels[val] == c
         print(f"  {n:10s} originals {e['observer_accuracy_originals']:4.0%}  reconstructions "
-              f"{e['observer_accuracy_reconstructions']:4.0%}  retention {kept}  stipple "
+              f"{e['observer_accuracy_reconstructions']:4.0%}  retention {figure}  stipple "
               f"{stipple_ratio(recon[mine], originals[mine], box):.2f}  paler: forehead "
               f"{pale(recon[mine], originals[mine], 'forehead'):+.1f} cheeks "
               f"{pale(recon[mine], originals[mine], 'cheeks'):+.1f}"
